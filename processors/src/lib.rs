@@ -1,0 +1,3 @@
+//! `weir-processors`: stream operators, windows, state and sketches.
+//!
+//! Does not own: SQL (`weir-sql`) or the wire protocol (`weir-broker`).

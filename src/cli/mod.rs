@@ -1,0 +1,23 @@
+//! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
+//! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Weir: stream analytics on a replicated, partitioned commit log.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {}
+    }
+}
