@@ -5,5 +5,6 @@
 //! durability, crash recovery, retention and compaction.
 //!
 //! Does not own: networking, async runtimes, topics, replication policy. The
-//! broker drives a [`PartitionLog`]-level API and decides when the high
-//! watermark moves.
+//! broker drives the partition log and decides when the high watermark moves.
+
+pub mod batch;
