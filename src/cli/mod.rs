@@ -1,6 +1,8 @@
 //! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
+mod log;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,10 +16,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Inspect and check partition directories and segment files.
+    #[command(subcommand_required = true)]
+    Log(log::Args),
+}
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {}
+        match self.command {
+            Command::Log(args) => log::run(args),
+        }
     }
 }
