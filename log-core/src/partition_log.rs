@@ -54,6 +54,12 @@ pub struct PartitionLog {
     clock: Instant,
 }
 
+// Readers on many threads, one writer at a time: the log must be shareable.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PartitionLog>();
+};
+
 struct Writer {
     active: Arc<Segment>,
     tracker: IndexTracker,
@@ -637,16 +643,32 @@ impl PartitionLog {
             keep.filter(|s| offset > s.base_offset || s.base_offset > self.log_start_offset())
         else {
             self.truncate_fully(&mut writer, &segments, offset, &config)?;
-            self.write_recovery_point(offset)?;
             durability.synced_below = offset;
             return Ok(());
         };
-        // Remove the later segments from readers' view first.
-        let removed: Vec<Arc<Segment>> = segments
+        let size = keep.size_bytes();
+        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
+            Some((position, header)) => (
+                position,
+                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
+            ),
+            None => (size, offset),
+        };
+        // Readers stop at the new end before anything is removed.
+        self.log_end_offset.store(new_end_offset, Ordering::Release);
+        self.high_watermark
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        self.recovery_point
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        // Later segments go newest first, before the kept one is cut: a crash part-way
+        // leaves a prefix of the old log, which recovery accepts and a retried
+        // truncation finishes.
+        let mut removed: Vec<Arc<Segment>> = segments
             .iter()
             .filter(|s| s.base_offset > keep.base_offset)
             .cloned()
             .collect();
+        removed.reverse();
         {
             let mut map = self.write_segments();
             for segment in &removed {
@@ -659,20 +681,11 @@ impl PartitionLog {
                 next_offset: segment.base_offset,
                 max_timestamp: NO_TIMESTAMP,
             });
+            remove_segment_files(&segment.paths)?;
         }
-        let size = keep.size_bytes();
-        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
-            Some((position, header)) => (
-                position,
-                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
-            ),
-            None => (size, offset),
-        };
-        self.log_end_offset.store(new_end_offset, Ordering::Release);
-        self.high_watermark
-            .fetch_min(new_end_offset, Ordering::AcqRel);
-        self.recovery_point
-            .fetch_min(new_end_offset, Ordering::AcqRel);
+        if !removed.is_empty() {
+            sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        }
         keep.unpublish(SegmentEnd {
             size_bytes: cut_position,
             next_offset: new_end_offset,
@@ -704,10 +717,6 @@ impl PartitionLog {
             writer.active = Arc::clone(&keep);
             writer.active_created_ms = self.now_ms();
         }
-        for segment in &removed {
-            remove_segment_files(&segment.paths)?;
-        }
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
         if durability.synced_below > keep.base_offset {
             self.write_recovery_point(keep.base_offset)?;
             durability.synced_below = keep.base_offset;
@@ -727,7 +736,9 @@ impl PartitionLog {
         self.log_start_offset.store(offset, Ordering::Release);
         self.high_watermark.store(offset, Ordering::Release);
         self.recovery_point.store(offset, Ordering::Release);
-        for segment in segments {
+        // Recorded first: if a crash leaves no segment, open starts the log at `offset`.
+        self.write_recovery_point(offset)?;
+        for segment in segments.iter().rev() {
             segment.unpublish(SegmentEnd {
                 size_bytes: 0,
                 next_offset: segment.base_offset,
