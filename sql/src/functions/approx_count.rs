@@ -1,7 +1,6 @@
 //! `approx_count(expr, value)`: how many rows have `expr = value`, estimated by a
 //! count-min sketch over `expr` (never below the true count).
 
-
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{exec_datafusion_err, plan_err, Result, ScalarValue};
@@ -44,7 +43,10 @@ impl AggregateUDFImpl for ApproxCount {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
             [key, value] => Ok(vec![coerce_key(key), coerce_key(value)]),
-            _ => plan_err!("{NAME}(expr, value) takes 2 arguments, got {}", arg_types.len()),
+            _ => plan_err!(
+                "{NAME}(expr, value) takes 2 arguments, got {}",
+                arg_types.len()
+            ),
         }
     }
 
@@ -57,7 +59,12 @@ impl AggregateUDFImpl for ApproxCount {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Field::new(format!("{}_sketch", args.name), DataType::Binary, true).into()])
+        Ok(vec![Field::new(
+            format!("{}_sketch", args.name),
+            DataType::Binary,
+            true,
+        )
+        .into()])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {

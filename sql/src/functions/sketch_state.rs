@@ -18,8 +18,13 @@ pub const SKETCH_DEPTH: u32 = 4;
 pub const SKETCH_SEED: u32 = 0;
 
 pub fn new_sketch() -> Result<CountMinSketch> {
-    CountMinSketch::new(SKETCH_WIDTH, SKETCH_DEPTH, SKETCH_SEED, UpdateRule::Conservative)
-        .map_err(|e| exec_datafusion_err!("count-min sketch: {e}"))
+    CountMinSketch::new(
+        SKETCH_WIDTH,
+        SKETCH_DEPTH,
+        SKETCH_SEED,
+        UpdateRule::Conservative,
+    )
+    .map_err(|e| exec_datafusion_err!("count-min sketch: {e}"))
 }
 
 /// Key arguments are coerced to text, so `42`, `'42'` and `CAST(42 AS VARCHAR)` agree.
@@ -32,9 +37,9 @@ pub fn coerce_key(data_type: &DataType) -> DataType {
 
 /// Calls `visit` with the bytes of every non-null key in `array` (coerced to Utf8).
 pub fn for_each_key(array: &ArrayRef, mut visit: impl FnMut(&[u8])) -> Result<()> {
-    let strings = array
-        .as_string_opt::<i32>()
-        .ok_or_else(|| exec_datafusion_err!("sketch key column is {}, not Utf8", array.data_type()))?;
+    let strings = array.as_string_opt::<i32>().ok_or_else(|| {
+        exec_datafusion_err!("sketch key column is {}, not Utf8", array.data_type())
+    })?;
     for key in strings.iter().flatten() {
         visit(key.as_bytes());
     }
@@ -42,7 +47,11 @@ pub fn for_each_key(array: &ArrayRef, mut visit: impl FnMut(&[u8])) -> Result<()
 }
 
 /// The value of a literal argument, or a planning error naming the function and argument.
-pub fn literal_argument(function: &str, position: usize, exprs: &[Arc<dyn PhysicalExpr>]) -> Result<ScalarValue> {
+pub fn literal_argument(
+    function: &str,
+    position: usize,
+    exprs: &[Arc<dyn PhysicalExpr>],
+) -> Result<ScalarValue> {
     let Some(expr) = exprs.get(position) else {
         return plan_err!("{function} takes {} arguments", position + 1);
     };
@@ -54,9 +63,9 @@ pub fn literal_argument(function: &str, position: usize, exprs: &[Arc<dyn Physic
 
 /// Folds serialized sketches (a Binary state column) into `into`.
 pub fn merge_sketches(into: &mut Option<CountMinSketch>, states: &ArrayRef) -> Result<()> {
-    let sketches: &BinaryArray = states
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| exec_datafusion_err!("sketch state is {}, not Binary", states.data_type()))?;
+    let sketches: &BinaryArray = states.as_binary_opt::<i32>().ok_or_else(|| {
+        exec_datafusion_err!("sketch state is {}, not Binary", states.data_type())
+    })?;
     for bytes in sketches.iter().flatten() {
         let sketch = CountMinSketch::from_bytes(bytes)
             .map_err(|e| exec_datafusion_err!("partial count-min sketch: {e}"))?;

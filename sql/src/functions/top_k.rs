@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, StringArray, StructArray, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, StringArray, StructArray, UInt64Array,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{exec_datafusion_err, plan_err, Result, ScalarValue};
@@ -91,13 +93,16 @@ impl AggregateUDFImpl for ApproxTopK {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let k = match literal_argument(NAME, 1, args.exprs)? {
-            ScalarValue::Int64(Some(k)) => usize::try_from(k).ok().filter(|k| (1..=TOP_K_MAX).contains(k)),
+            ScalarValue::Int64(Some(k)) => usize::try_from(k)
+                .ok()
+                .filter(|k| (1..=TOP_K_MAX).contains(k)),
             _ => None,
         };
         let Some(k) = k else {
             return plan_err!("{NAME}: k must be an integer between 1 and {TOP_K_MAX}");
         };
-        let tracker = TopK::new(k, new_sketch()?).map_err(|e| exec_datafusion_err!("{NAME}: {e}"))?;
+        let tracker =
+            TopK::new(k, new_sketch()?).map_err(|e| exec_datafusion_err!("{NAME}: {e}"))?;
         Ok(Box::new(TopKAccumulator {
             k,
             tracker,
@@ -158,7 +163,10 @@ impl Accumulator for TopKAccumulator {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let [sketches, candidates] = states else {
-            return Err(exec_datafusion_err!("{NAME}: expected 2 state columns, got {}", states.len()));
+            return Err(exec_datafusion_err!(
+                "{NAME}: expected 2 state columns, got {}",
+                states.len()
+            ));
         };
         merge_sketches(&mut self.merged_sketch, sketches)?;
         let lists: &ListArray = candidates
@@ -193,7 +201,11 @@ impl Accumulator for TopKAccumulator {
         let (ranked, _) = self.ranked()?;
         let values: StringArray = ranked.iter().map(|(key, _)| Some(text(key))).collect();
         let counts: UInt64Array = ranked.iter().map(|(_, count)| Some(*count)).collect();
-        let items = StructArray::try_new(item_fields(), vec![Arc::new(values), Arc::new(counts)], None)?;
+        let items = StructArray::try_new(
+            item_fields(),
+            vec![Arc::new(values), Arc::new(counts)],
+            None,
+        )?;
         let list = ListArray::new(
             item_field(),
             OffsetBuffer::from_lengths([items.len()]),
@@ -206,7 +218,14 @@ impl Accumulator for TopKAccumulator {
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
             + self.tracker.memory_bytes()
-            + self.merged_sketch.as_ref().map_or(0, CountMinSketch::memory_bytes)
-            + self.merged_candidates.iter().map(|k| k.len() + 24).sum::<usize>()
+            + self
+                .merged_sketch
+                .as_ref()
+                .map_or(0, CountMinSketch::memory_bytes)
+            + self
+                .merged_candidates
+                .iter()
+                .map(|k| k.len() + 24)
+                .sum::<usize>()
     }
 }
