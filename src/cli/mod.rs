@@ -1,6 +1,8 @@
 //! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
+mod sketch;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,10 +16,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Sketch accuracy against memory: benchmark and stream generator.
+    Sketch(sketch::Args),
+}
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {}
+        match self.command {
+            Command::Sketch(args) => sketch::run(args),
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::mem::size_of;
 use hashbrown::HashTable;
 
 use super::cms::KeyHash;
-use super::key_arena::{KeyArena, KEY_BYTES_MAX};
+use super::key_arena::{KeyArena, DEFAULT_KEY_BYTES, KEY_BYTES_MAX};
 use super::{sort_heavy_hitters, HeavyHitter, HeavyHitters, SketchError};
 
 const NIL: u32 = u32::MAX;
@@ -54,12 +54,13 @@ pub struct SpaceSaving {
 }
 
 impl SpaceSaving {
-    /// A summary of `capacity` counters.
+    /// A summary of `capacity` counters, with room for keys of up to 16 bytes in place.
     pub fn new(capacity: usize) -> Result<Self, SketchError> {
-        Self::with_key_bytes_hint(capacity, 0)
+        Self::with_key_bytes_hint(capacity, DEFAULT_KEY_BYTES)
     }
 
-    /// Like [`new`](Self::new), reserving `key_bytes_hint` bytes per key for the key buffer.
+    /// Like [`new`](Self::new), reserving `key_bytes_hint` bytes per key: keys up to that length
+    /// are stored in place; longer ones in an overflow area that may grow.
     pub fn with_key_bytes_hint(
         capacity: usize,
         key_bytes_hint: usize,
@@ -79,12 +80,14 @@ impl SpaceSaving {
         Ok(Self {
             capacity,
             counters: Vec::with_capacity(capacity),
-            keys: KeyArena::with_capacity(capacity, capacity.saturating_mul(key_bytes_hint)),
+            keys: KeyArena::new(capacity, key_bytes_hint),
             // There are never more non-empty buckets than counters.
             buckets: Vec::with_capacity(capacity),
             free_buckets: Vec::with_capacity(capacity),
             smallest: NIL,
-            index: HashTable::with_capacity(capacity),
+            // Twice the capacity: evictions leave tombstones, and hashbrown rehashes in place (no
+            // allocation) only while the table is at most half full.
+            index: HashTable::with_capacity(capacity * 2),
             total: 0,
         })
     }

@@ -10,7 +10,7 @@ use std::mem::size_of;
 use hashbrown::HashTable;
 
 use super::cms::{CountMinSketch, KeyHash, UpdateRule};
-use super::key_arena::{KeyArena, KEY_BYTES_MAX};
+use super::key_arena::{KeyArena, DEFAULT_KEY_BYTES, KEY_BYTES_MAX};
 use super::{sort_heavy_hitters, HeavyHitter, HeavyHitters, SketchError};
 
 /// Largest k supported (slot ids are `u32`).
@@ -38,13 +38,13 @@ pub struct TopK {
 }
 
 impl TopK {
-    /// Tracks `k` keys over `sketch`.
+    /// Tracks `k` keys over `sketch`, with room for keys of up to 16 bytes in place.
     pub fn new(k: usize, sketch: CountMinSketch) -> Result<Self, SketchError> {
-        Self::with_key_bytes_hint(k, sketch, 0)
+        Self::with_key_bytes_hint(k, sketch, DEFAULT_KEY_BYTES)
     }
 
-    /// Like [`new`](Self::new), reserving `key_bytes_hint` bytes per key up front so that the key
-    /// buffer does not grow while the heap fills.
+    /// Like [`new`](Self::new), reserving `key_bytes_hint` bytes per key up front: keys up to that
+    /// length are stored in place; longer ones in an overflow area that may grow.
     pub fn with_key_bytes_hint(
         k: usize,
         sketch: CountMinSketch,
@@ -56,7 +56,7 @@ impl TopK {
             k,
             heap: Vec::with_capacity(k),
             positions: Vec::with_capacity(k),
-            keys: KeyArena::with_capacity(k, k.saturating_mul(key_bytes_hint)),
+            keys: KeyArena::new(k, key_bytes_hint),
             // Twice k keeps the load low, so removals of evicted keys rarely leave tombstones
             // that force an in-place rehash.
             index: HashTable::with_capacity(k * 2),
