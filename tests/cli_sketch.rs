@@ -158,6 +158,11 @@ fn gen_writes_the_stream_bench_reads() {
 #[test]
 fn bad_input_is_one_line_and_a_failure() {
     let missing = Path::new("/nonexistent/keys.txt");
+    let conflicting = weir(&["sketch", "bench", "--input", "keys.txt", "--events", "10"]);
+    assert!(
+        !conflicting.status.success(),
+        "--input with --events is refused by the parser"
+    );
     let cases: [&[&str]; 5] = [
         &["sketch", "bench", "--input", missing.to_str().unwrap()],
         &["sketch", "bench", "--budgets", "8KiB..4KiB"],

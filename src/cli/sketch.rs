@@ -41,10 +41,10 @@ enum SketchCommand {
 #[derive(Debug, ClapArgs)]
 struct StreamArgs {
     /// Events per stream [default: 10000000].
-    #[arg(long, conflicts_with = "input")]
+    #[arg(long)]
     events: Option<u64>,
     /// Distinct keys the Zipf law draws from [default: 1000000].
-    #[arg(long, conflicts_with = "input")]
+    #[arg(long)]
     keys: Option<u64>,
     /// Seed of the Zipf streams.
     #[arg(long, default_value_t = 1)]
@@ -56,10 +56,10 @@ struct BenchArgs {
     #[command(flatten)]
     stream: StreamArgs,
     /// Zipf exponents, comma-separated [default: 0.8,1.0,1.2,1.5].
-    #[arg(long, value_delimiter = ',', conflicts_with = "input")]
+    #[arg(long, value_delimiter = ',')]
     skew: Option<Vec<f64>>,
     /// Measure on the keys of this file (one per line) instead of Zipf streams.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["events", "keys", "skew"])]
     input: Option<PathBuf>,
     /// Memory budgets: a doubling range `4KiB..4MiB` or a comma-separated list `4096,64KiB,1MiB`.
     #[arg(long, default_value = "4KiB..4MiB")]

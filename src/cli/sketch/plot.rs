@@ -129,6 +129,14 @@ fn x_range(rows: &[&Measurement]) -> (f64, f64) {
     }
 }
 
+fn count_label(value: &f64) -> String {
+    match *value {
+        v if v >= 1e6 => format!("{}M", v / 1e6),
+        v if v >= 1e3 => format!("{}k", v / 1e3),
+        v => format!("{v}"),
+    }
+}
+
 fn error_chart(
     area: &Area,
     workload: &str,
@@ -168,6 +176,7 @@ fn error_chart(
         .x_desc("memory budget")
         .y_desc("mean absolute error (events)")
         .x_label_formatter(&budget_label)
+        .y_label_formatter(&count_label)
         .x_labels(12)
         .label_style((FAMILY, 13))
         .axis_desc_style((FAMILY, 15))
@@ -184,7 +193,7 @@ fn error_chart(
             .label(format!("CMS bound ε·N (d={depth}, holds w.p. 1−δ)"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
     }
-    legend(&mut chart)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn recall_chart(area: &Area, workload: &str, rows: &[&Measurement]) -> anyhow::Result<()> {
@@ -210,7 +219,7 @@ fn recall_chart(area: &Area, workload: &str, rows: &[&Measurement]) -> anyhow::R
     for (algorithm, points) in lines.values() {
         draw_line(&mut chart, *algorithm, points)?;
     }
-    legend(&mut chart)
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn draw_line<'a, Y>(
@@ -240,13 +249,14 @@ fn legend<'a, Y>(
         BitMapBackend<'a>,
         Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
     >,
+    position: SeriesLabelPosition,
 ) -> anyhow::Result<()>
 where
     Y: Ranged<ValueType = f64>,
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .label_font((FAMILY, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
