@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+import importlib.metadata
+
 import datasketches
 
 SLOT_BYTES = 32 + 8 + 2  # std::string + uint64 count + uint16 state
@@ -155,7 +157,7 @@ def render(rows, args):
         "`memory_bytes()`, the real footprint. `best` is the better of `topk-cms` and `space-saving`.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"datasketches {getattr(datasketches, '__version__', 'unknown')}. Command: "
+        f"datasketches {importlib.metadata.version('datasketches')}. Command: "
         "`python3 benches/compare_datasketches.py --out docs/sketch-vs-datasketches.md`.",
         "",
         "| stream | budget | DataSketches lg | DS memory | DS serialized | DS recall@100 | DS mean err top100 "
