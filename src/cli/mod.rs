@@ -2,6 +2,7 @@
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
 mod log;
+mod sketch;
 
 use std::process::ExitCode;
 
@@ -20,12 +21,15 @@ enum Command {
     /// Inspect and check partition directories and segment files.
     #[command(subcommand_required = true)]
     Log(log::Args),
+    /// Sketch accuracy against memory: benchmark and stream generator.
+    Sketch(sketch::Args),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Log(args) => log::run(args),
+            Command::Sketch(args) => sketch::run(args),
         }
     }
 }
