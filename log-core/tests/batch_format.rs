@@ -337,3 +337,19 @@ fn raw_snappy_without_xerial_framing_decodes() {
         decode_records(&plain).unwrap()
     );
 }
+
+#[test]
+fn shared_decoding_matches_and_borrows_the_batch() {
+    let mut decoder = RecordDecoder::new();
+    for compression in Compression::ALL {
+        let batch = sample_batch(compression);
+        let shared = decoder.decode_shared(&batch).unwrap();
+        assert_eq!(shared, decode_records(&batch).unwrap(), "{compression}");
+        if compression == Compression::None {
+            // Zero copy: the value points into the batch buffer.
+            let value = shared[0].value.as_ref().unwrap();
+            let inside = batch.as_ptr_range();
+            assert!(inside.contains(&value.as_ptr()));
+        }
+    }
+}
