@@ -373,3 +373,19 @@ fn verify_accepts_a_compacted_partition_only_with_allow_gaps() {
         "{line}"
     );
 }
+
+#[test]
+fn text_dump_keeps_each_record_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(7, Some(b"k\x00"), Some(b"line 1\nline 2"), &[]);
+    log.append(&mut builder.build().unwrap().to_vec(), 0)
+        .unwrap();
+    log.close().unwrap();
+    let output = weir(&["log", "dump", "--records"], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let expected = r"| offset: 0 timestamp: 7 key: k\u{0} value: line 1\nline 2 headers: []";
+    assert!(text.lines().any(|l| l == expected), "{text}");
+}
