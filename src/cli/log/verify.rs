@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let time_entries = check_time_index(segment, &summary)?;
         writeln!(
             out,
-            "{}: ok: {} batches, {} records, offsets {}, {} offset index entries, {} time index entries",
+            "{}: ok: batches {}, records {}, offsets {}, offset index entries {}, time index entries {}",
             segment.log.display(),
             summary.batches.len(),
             summary.record_count,
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "ok: {} segments, {batch_total} batches, {record_total} records",
+        "ok: segments {}, batches {batch_total}, records {record_total}",
         segments.len()
     )?;
     out.flush()?;
@@ -131,7 +131,7 @@ fn check_log(
             return Err(problem(
                 file,
                 0,
-                format!("the segment's base offset {name_base} does not follow the previous segment, which ends at offset {expected}"),
+                format!("the segment's base offset {name_base} does not follow the previous segment, whose next offset is {expected}"),
             ));
         }
     }
@@ -196,7 +196,7 @@ fn check_base_offset(
     };
     if base_offset < expected {
         return Err(format!(
-            "the batch's base offset {base_offset} is below offset {expected}, where the previous batch (or the segment) ends"
+            "the batch's base offset {base_offset} is below {expected}, the next offset after the previous batch (or the segment's base offset)"
         ));
     }
     if base_offset > expected && !allow_gaps {
