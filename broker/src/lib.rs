@@ -3,3 +3,5 @@
 //!
 //! Does not own: the storage format (that is `weir-log`), stream operators
 //! (`weir-processors`) or SQL (`weir-sql`).
+
+pub mod proto;
