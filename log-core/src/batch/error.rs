@@ -1,0 +1,133 @@
+//! The one error type of the batch module: every way a RecordBatch can be
+//! malformed, too large, or fail to (de)compress. Positions are byte offsets
+//! into the buffer handed to the failing function.
+
+use std::io;
+
+use super::Compression;
+
+/// Why a batch could not be parsed, validated, decoded or built.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "batch at byte {position} is truncated: it needs {needed_bytes} bytes but only {available_bytes} remain"
+    )]
+    Truncated {
+        position: usize,
+        needed_bytes: usize,
+        available_bytes: usize,
+    },
+
+    #[error(
+        "batch at byte {position} has an invalid length field {batch_length} (a v2 batch length is at least 49)"
+    )]
+    InvalidLength { position: usize, batch_length: i32 },
+
+    #[error(
+        "batch at byte {position} has magic {magic}; only RecordBatch v2 (magic 2) is supported"
+    )]
+    UnsupportedMagic { position: usize, magic: i8 },
+
+    #[error(
+        "batch length field says the batch is {size_bytes} bytes but the buffer holds {buffer_bytes} bytes"
+    )]
+    SizeMismatch {
+        size_bytes: usize,
+        buffer_bytes: usize,
+    },
+
+    #[error("batch of {size_bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    TooLarge { size_bytes: usize, max_bytes: usize },
+
+    #[error(
+        "batch at base offset {base_offset} fails its CRC-32C check: stored {stored:#010x}, computed {computed:#010x}"
+    )]
+    CrcMismatch {
+        base_offset: i64,
+        stored: u32,
+        computed: u32,
+    },
+
+    #[error(
+        "batch at base offset {base_offset} declares {record_count} records, which does not fit its last offset delta {last_offset_delta}"
+    )]
+    InvalidRecordCount {
+        base_offset: i64,
+        record_count: i32,
+        last_offset_delta: i32,
+    },
+
+    #[error(
+        "batch at base offset {base_offset} declares {record_count} records but its {records_bytes}-byte records section cannot hold them"
+    )]
+    RecordCountTooLarge {
+        base_offset: i64,
+        record_count: i32,
+        records_bytes: usize,
+    },
+
+    #[error("batch attributes name unknown compression codec {codec}")]
+    UnknownCompression { codec: u8 },
+
+    #[error("unknown compression {name:?}; expected none, gzip, snappy, lz4 or zstd")]
+    UnknownCompressionName { name: String },
+
+    #[error("{codec} compression of a batch failed: {source}")]
+    Compress {
+        codec: Compression,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "records section of the {codec} batch at base offset {base_offset} does not decompress: {source}"
+    )]
+    Decompress {
+        codec: Compression,
+        base_offset: i64,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "records section of the {codec} batch at base offset {base_offset} decompresses to more than the limit of {limit_bytes} bytes"
+    )]
+    DecompressedTooLarge {
+        codec: Compression,
+        base_offset: i64,
+        limit_bytes: usize,
+    },
+
+    #[error(
+        "record {record_index} of the batch at base offset {base_offset} is corrupt at byte {position} of the records section: {reason}"
+    )]
+    CorruptRecord {
+        base_offset: i64,
+        record_index: u32,
+        position: usize,
+        reason: &'static str,
+    },
+
+    #[error(
+        "batch at base offset {base_offset} has {trailing_bytes} bytes left after its {record_count} records"
+    )]
+    TrailingBytes {
+        base_offset: i64,
+        record_count: i32,
+        trailing_bytes: usize,
+    },
+
+    #[error("a batch needs at least one record")]
+    Empty,
+
+    #[error("batch would exceed the RecordBatch v2 limits: {what}")]
+    EncodeOverflow { what: &'static str },
+}
+
+impl BatchError {
+    /// True when the bytes simply end early (a torn tail, a fetch cut at
+    /// `max_bytes`), as opposed to bytes that are present but wrong.
+    pub fn is_truncation(&self) -> bool {
+        matches!(self, BatchError::Truncated { .. })
+    }
+}
