@@ -8,3 +8,27 @@
 //! broker drives the partition log and decides when the high watermark moves.
 
 pub mod batch;
+mod checkpoint;
+mod compaction;
+mod config;
+mod error;
+mod file_name;
+mod index_file;
+mod load;
+mod offset_index;
+mod partition_log;
+mod recovery;
+mod retention;
+mod segment;
+mod slice;
+mod time_index;
+
+pub use checkpoint::CHECKPOINT_BYTES;
+pub use compaction::CompactionReport;
+pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
+pub use error::LogError;
+pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;
+pub use partition_log::{AppendInfo, PartitionLog};
+pub use retention::RetentionReport;
+pub use slice::FileSlice;
+pub use time_index::TIME_INDEX_ENTRY_BYTES;

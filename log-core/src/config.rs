@@ -1,0 +1,257 @@
+//! Per-partition log settings, their defaults, and parsing from Kafka topic-config names.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::LogError;
+
+/// What happens to old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Whole old segments are deleted by time and size.
+    Delete,
+    /// The newest record per key is kept; retention by time and size does not apply.
+    Compact,
+    /// Both: compaction, then deletion of whole old segments.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+}
+
+impl FromStr for CleanupPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut delete = false;
+        let mut compact = false;
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "delete" => delete = true,
+                "compact" => compact = true,
+                other => return Err(format!(
+                    "unknown cleanup policy {other:?}; expected delete, compact or compact,delete"
+                )),
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Ok(CleanupPolicy::CompactDelete),
+            (true, false) => Ok(CleanupPolicy::Compact),
+            (false, true) => Ok(CleanupPolicy::Delete),
+            (false, false) => Err("empty cleanup policy".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        })
+    }
+}
+
+/// When appended bytes are forced to stable storage. Replication is the main durability,
+/// as in Kafka; the policy decides what a power loss (not a process crash) can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it returns: an acknowledged append survives power loss.
+    Always,
+    /// The active segment is fsynced when at least this many ms passed since the last fsync,
+    /// by the append that notices it: a power loss loses at most about that window.
+    IntervalMs(u64),
+    /// No fsync on the append path; segments are fsynced when they roll and on close, so a
+    /// power loss loses at most the active segment's unsynced tail.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    /// `always`, `never`, or a number of milliseconds (`0` means always).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => {
+                let ms = other
+                    .strip_suffix("ms")
+                    .unwrap_or(other)
+                    .parse::<u64>()
+                    .map_err(|_| {
+                        "expected always, never or a number of milliseconds".to_string()
+                    })?;
+                Ok(if ms == 0 {
+                    FsyncPolicy::Always
+                } else {
+                    FsyncPolicy::IntervalMs(ms)
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::IntervalMs(ms) => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+/// Settings of one partition log. Field names follow the Kafka topic configs in [`LogConfig::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: the active segment rolls before it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: the active segment rolls once it is this old (and not empty).
+    pub segment_ms: u64,
+    /// `index.interval.bytes`: about this many log bytes between two offset index entries.
+    pub index_interval_bytes: u32,
+    /// `segment.index.bytes`: size of each preallocated index file; a full index rolls the segment.
+    pub index_bytes_max: u32,
+    /// `max.message.bytes`: the largest batch an append accepts.
+    pub max_message_bytes: u32,
+    /// `retention.ms`: segments whose newest timestamp is older are deleted; None keeps forever.
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`: oldest segments are deleted while the log is larger; None means no limit.
+    pub retention_bytes: Option<u64>,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long compaction keeps tombstones (records with a null value).
+    pub delete_retention_ms: u64,
+    /// `flush.policy` / `fsync` / `flush.ms`.
+    pub fsync: FsyncPolicy,
+}
+
+/// Segment positions are stored as u32 in the offset index.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+/// Smallest index file: room for two time-index entries (12 bytes each).
+pub const INDEX_BYTES_MIN: u32 = 24;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            index_interval_bytes: 4096,
+            index_bytes_max: 10 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024 + 12,
+            retention_ms: Some(7 * 24 * 3_600_000),
+            retention_bytes: None,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 3_600_000,
+            fsync: FsyncPolicy::Never,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Applies one Kafka-named setting. Unknown keys and bad values leave the config unchanged
+    /// and return [`LogError::Config`] naming the key and value.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), LogError> {
+        let bad = |reason: String| LogError::Config {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason,
+        };
+        match key {
+            "segment.bytes" => {
+                let v = parse_u64(value).map_err(bad)?;
+                if v == 0 || v > SEGMENT_BYTES_LIMIT {
+                    return Err(bad(format!("must be between 1 and {SEGMENT_BYTES_LIMIT}")));
+                }
+                self.segment_bytes = v;
+            }
+            "segment.ms" => self.segment_ms = parse_positive(value).map_err(bad)?,
+            "index.interval.bytes" => {
+                self.index_interval_bytes = parse_u32(value).map_err(bad)?;
+            }
+            "segment.index.bytes" => {
+                let v = parse_u32(value).map_err(bad)?;
+                if v < INDEX_BYTES_MIN {
+                    return Err(bad(format!("must be at least {INDEX_BYTES_MIN}")));
+                }
+                self.index_bytes_max = v;
+            }
+            "max.message.bytes" => {
+                let v = parse_u32(value).map_err(bad)?;
+                if v == 0 || v > i32::MAX as u32 {
+                    return Err(bad(format!("must be between 1 and {}", i32::MAX)));
+                }
+                self.max_message_bytes = v;
+            }
+            "retention.ms" => self.retention_ms = parse_optional(value).map_err(bad)?,
+            "retention.bytes" => self.retention_bytes = parse_optional(value).map_err(bad)?,
+            "cleanup.policy" => self.cleanup_policy = value.parse().map_err(bad)?,
+            "delete.retention.ms" => self.delete_retention_ms = parse_u64(value).map_err(bad)?,
+            "flush.policy" | "fsync" => self.fsync = value.parse().map_err(bad)?,
+            "flush.ms" => {
+                let v = parse_u64(value).map_err(bad)?;
+                self.fsync = match v {
+                    0 => FsyncPolicy::Always,
+                    v if v >= i64::MAX as u64 => FsyncPolicy::Never,
+                    v => FsyncPolicy::IntervalMs(v),
+                };
+            }
+            "flush.messages" => {
+                let v = parse_u64(value).map_err(bad)?;
+                self.fsync = match v {
+                    1 => FsyncPolicy::Always,
+                    v if v >= i64::MAX as u64 => FsyncPolicy::Never,
+                    _ => {
+                        return Err(bad(
+                            "only 1 (fsync every append) or 9223372036854775807 (never) are supported; use flush.ms for a time interval".to_string(),
+                        ))
+                    }
+                };
+            }
+            _ => {
+                return Err(bad(
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages".to_string(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_u64(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| "expected a non-negative integer".to_string())
+}
+
+fn parse_positive(value: &str) -> Result<u64, String> {
+    match parse_u64(value)? {
+        0 => Err("must be at least 1".to_string()),
+        v => Ok(v),
+    }
+}
+
+fn parse_u32(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("expected an integer between 0 and {}", u32::MAX))
+}
+
+/// Kafka's convention: -1 means no limit.
+fn parse_optional(value: &str) -> Result<Option<u64>, String> {
+    match value.trim() {
+        "-1" => Ok(None),
+        other => other
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| "expected -1 (no limit) or a non-negative integer".to_string()),
+    }
+}

@@ -1,0 +1,113 @@
+//! The one error type at the boundary of the crate: every way an operation on a
+//! partition log can fail, each a sentence naming what and where.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::batch::BatchError;
+
+/// Why an operation on a [`crate::PartitionLog`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A batch handed to append (or found where a whole batch must be) is malformed.
+    #[error("invalid record batch: {0}")]
+    Batch(#[from] BatchError),
+
+    /// A batch in an append buffer is malformed; `position` is its byte position in the buffer.
+    #[error("invalid record batch at byte {position} of the append buffer: {source}")]
+    BatchAt {
+        position: usize,
+        #[source]
+        source: BatchError,
+    },
+
+    #[error("offset {offset} is out of range: the log holds offsets {log_start}..{log_end}")]
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
+
+    #[error("batch of {size_bytes} bytes at byte {position} of the append buffer exceeds max.message.bytes = {max_bytes}")]
+    MessageTooLarge {
+        position: usize,
+        size_bytes: usize,
+        max_bytes: usize,
+    },
+
+    #[error("append buffer holds no batch")]
+    EmptyAppend,
+
+    #[error("batch at byte {position} of the append buffer has last offset delta {last_offset_delta}; it must be at least 0")]
+    InvalidOffsetDelta {
+        position: usize,
+        last_offset_delta: i32,
+    },
+
+    #[error("replicated batch at byte {position} starts at offset {got}, but the log expects offset {expected}")]
+    NonContiguous {
+        position: usize,
+        expected: u64,
+        got: i64,
+    },
+
+    #[error("append of {size_bytes} bytes does not fit in the segment at base offset {segment_base_offset}, whose positions are 32-bit")]
+    SegmentOverflow {
+        segment_base_offset: u64,
+        size_bytes: u64,
+    },
+
+    #[error("failed to {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// An fsync (or a write that could not be undone) failed earlier. The page cache may
+    /// have dropped the data, so retrying could report durability that does not exist.
+    #[error("partition log in {} stopped taking writes after an earlier fsync or write failure", dir.display())]
+    Poisoned { dir: PathBuf },
+
+    #[error("config {key} = {value:?} is invalid: {reason}")]
+    Config {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    #[error("segment {} is corrupt at byte {position}: {reason}", segment.display())]
+    Corrupt {
+        segment: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    /// A file slice was cut from bytes that a truncation has since removed.
+    #[error("segment {} was truncated to {truncated_to_bytes} bytes under a slice of bytes {position}..{end}", segment.display())]
+    SliceTruncated {
+        segment: PathBuf,
+        position: u64,
+        end: u64,
+        truncated_to_bytes: u64,
+    },
+
+    #[error("a lock of the partition log in {} was poisoned by a panic", dir.display())]
+    LockPoisoned { dir: PathBuf },
+}
+
+/// Attaches the operation and path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn io_ctx(self, op: &'static str, path: &std::path::Path) -> Result<T, LogError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn io_ctx(self, op: &'static str, path: &std::path::Path) -> Result<T, LogError> {
+        self.map_err(|source| LogError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,888 @@
+//! `PartitionLog`: one partition's log — append, read by offset and by time, durability,
+//! truncation — and the locks that let one writer and many readers share it.
+//!
+//! Locks, always taken in this order: `maintenance` (retention, compaction, truncation),
+//! `durability` (fsync bookkeeping, the recovery-point file), `writer` (appends, rolls),
+//! `segments` (the map, held only to clone an `Arc<Segment>` or to insert/remove one).
+//! Readers take only `segments`, briefly, then `pread` outside any lock; they see a batch
+//! only after its bytes are written and its segment's end and the log end offset are
+//! published (Release/Acquire). An fsync never holds `segments`, so readers never wait
+//! for one; with `FsyncPolicy::Always` the fsync holds `writer` (it is the append).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use crate::batch::{self, BatchHeader, RecordDecoder, TimestampType};
+use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::IoContext;
+use crate::file_name::sync_dir;
+use crate::load::{load, remove_segment_files};
+use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
+use crate::slice::FileSlice;
+use crate::LogError;
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp: i64,
+    pub record_count: u32,
+    pub bytes: u32,
+}
+
+/// One partition's log; see the module docs for the concurrency design.
+pub struct PartitionLog {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RwLock<LogConfig>,
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    pub(crate) maintenance: Mutex<()>,
+    durability: Mutex<Durability>,
+    log_start_offset: AtomicU64,
+    log_end_offset: AtomicU64,
+    high_watermark: AtomicU64,
+    /// Offsets below it are on stable storage.
+    recovery_point: AtomicU64,
+    poisoned: AtomicBool,
+    last_flush_ms: AtomicU64,
+    clock: Instant,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    tracker: IndexTracker,
+    active_created_ms: u64,
+}
+
+struct Durability {
+    /// Every segment with a base below this is fsynced, and the recovery-point file says so.
+    synced_below: u64,
+}
+
+/// What the validation pass learned about an append buffer.
+#[derive(Debug, Clone, Copy)]
+struct BufferSummary {
+    batch_count: usize,
+    /// Sum of (last_offset_delta + 1): the offsets the buffer occupies.
+    offset_count: u64,
+    record_count: u32,
+    max_timestamp: i64,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition in `dir`. After a clean close nothing is
+    /// scanned; otherwise the segments from the last recovery point on are validated batch
+    /// by batch and a torn tail is cut. The high watermark is restored from the checkpoint
+    /// (after an unclean stop: from the recovery-point file, else the log start offset).
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        let loaded = load(dir, &config)?;
+        let Some((&active_base, active)) = loaded.segments.iter().next_back() else {
+            return Err(LogError::Corrupt {
+                segment: dir.to_path_buf(),
+                position: 0,
+                reason: "no segment after loading".to_string(),
+            });
+        };
+        let active = Arc::clone(active);
+        let log_start = loaded
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active_base);
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            writer: Mutex::new(Writer {
+                active,
+                tracker: loaded.active_tracker,
+                active_created_ms: 0,
+            }),
+            segments: RwLock::new(loaded.segments),
+            maintenance: Mutex::new(()),
+            durability: Mutex::new(Durability {
+                synced_below: active_base,
+            }),
+            log_start_offset: AtomicU64::new(log_start),
+            log_end_offset: AtomicU64::new(loaded.log_end_offset),
+            high_watermark: AtomicU64::new(loaded.high_watermark),
+            recovery_point: AtomicU64::new(loaded.recovery_point),
+            poisoned: AtomicBool::new(false),
+            last_flush_ms: AtomicU64::new(0),
+            clock: Instant::now(),
+        };
+        if !loaded.clean {
+            log.write_recovery_point(active_base)?;
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A copy of the current settings.
+    pub fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings; takes effect for the next append, roll, retention or compaction.
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Raises the high watermark to `offset`, capped at the log end offset; never lowers it
+    /// (only a truncation does).
+    pub fn set_high_watermark(&self, offset: u64) {
+        let capped = offset.min(self.log_end_offset());
+        self.high_watermark.fetch_max(capped, Ordering::AcqRel);
+    }
+
+    /// Offsets below it are known to be on stable storage.
+    pub fn recovery_point(&self) -> u64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Bytes in all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.read_segments().values().map(|s| s.size_bytes()).sum()
+    }
+
+    /// Number of segments (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.read_segments().len()
+    }
+
+    pub(crate) fn read_segments(&self) -> RwLockReadGuard<'_, BTreeMap<u64, Arc<Segment>>> {
+        // The map is only ever changed by whole insert/remove calls: still consistent.
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn write_segments(&self) -> RwLockWriteGuard<'_, BTreeMap<u64, Arc<Segment>>> {
+        self.segments.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn segment_snapshot(&self) -> Vec<Arc<Segment>> {
+        self.read_segments().values().cloned().collect()
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
+        self.writer.lock().map_err(|_| self.lock_poisoned())
+    }
+
+    fn lock_durability(&self) -> Result<MutexGuard<'_, Durability>, LogError> {
+        self.durability.lock().map_err(|_| self.lock_poisoned())
+    }
+
+    pub(crate) fn lock_maintenance(&self) -> Result<MutexGuard<'_, ()>, LogError> {
+        self.maintenance.lock().map_err(|_| self.lock_poisoned())
+    }
+
+    fn lock_poisoned(&self) -> LogError {
+        LogError::LockPoisoned {
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn check_writable(&self) -> Result<(), LogError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the log taking writes: an fsync failed, so the page cache may have dropped
+    /// data it reported written. Never retried.
+    pub(crate) fn poison(&self, error: LogError) -> LogError {
+        self.poisoned.store(true, Ordering::Release);
+        error
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Validates every batch in `batches` (one or more concatenated), assigns offsets from
+    /// the log end offset (rewriting base offsets, outside the CRC) and stamps
+    /// `leader_epoch`, then writes them with one write. Records are never decoded.
+    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.check_writable()?;
+        let max_message_bytes = self.config().max_message_bytes as usize;
+        let summary = summarize(batches, max_message_bytes, true)?;
+        let mut writer = self.lock_writer()?;
+        self.check_writable()?;
+        let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        let mut position = 0usize;
+        let mut next = base_offset;
+        let active_base = writer.active.base_offset;
+        let buffer_bytes = batches.len() as u64;
+        while position < batches.len() {
+            let rest = batches.get_mut(position..).unwrap_or_default();
+            let header = BatchHeader::parse(rest)
+                .map_err(|source| LogError::BatchAt { position, source })?;
+            let offset = i64::try_from(next).map_err(|_| LogError::SegmentOverflow {
+                segment_base_offset: active_base,
+                size_bytes: buffer_bytes,
+            })?;
+            batch::set_base_offset(rest, offset);
+            batch::set_partition_leader_epoch(rest, leader_epoch);
+            next += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
+            position += header.size_bytes();
+        }
+        let (info, rolled) = self.write_locked(&mut writer, batches, base_offset, summary)?;
+        drop(writer);
+        self.after_append(rolled)?;
+        Ok(info)
+    }
+
+    /// Follower path: `batches` already carry the leader's offsets and epochs; the first
+    /// must start at the log end offset and each next one right after the previous.
+    pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_writable()?;
+        let summary = summarize(batches, usize::MAX, false)?;
+        let mut writer = self.lock_writer()?;
+        self.check_writable()?;
+        let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        let mut expected = base_offset;
+        for (position, item) in positions(batches) {
+            let header = item?;
+            if u64::try_from(header.base_offset).ok() != Some(expected) {
+                return Err(LogError::NonContiguous {
+                    position,
+                    expected,
+                    got: header.base_offset,
+                });
+            }
+            expected = u64::try_from(header.next_offset()).unwrap_or(u64::MAX);
+        }
+        let (info, rolled) = self.write_locked(&mut writer, batches, base_offset, summary)?;
+        drop(writer);
+        self.after_append(rolled)?;
+        Ok(info)
+    }
+
+    fn after_append(&self, rolled: bool) -> Result<(), LogError> {
+        if rolled {
+            self.sync_sealed()?;
+        }
+        if let FsyncPolicy::IntervalMs(interval_ms) = self.config().fsync {
+            let since = self
+                .now_ms()
+                .saturating_sub(self.last_flush_ms.load(Ordering::Acquire));
+            if since >= interval_ms {
+                self.flush_inner(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes validated batches whose base offsets are final; rolls first if needed.
+    fn write_locked(
+        &self,
+        writer: &mut Writer,
+        buf: &[u8],
+        base_offset: u64,
+        summary: BufferSummary,
+    ) -> Result<(AppendInfo, bool), LogError> {
+        let config = self.config();
+        let last_offset = base_offset + summary.offset_count - 1;
+        let rolled = self.should_roll(writer, &config, buf.len() as u64, last_offset, summary);
+        if rolled {
+            self.roll(writer, base_offset, &config)?;
+        }
+        let segment = Arc::clone(&writer.active);
+        let start = segment.size_bytes();
+        let end_bytes = start + buf.len() as u64;
+        if end_bytes > u64::from(u32::MAX)
+            || last_offset - segment.base_offset > u64::from(u32::MAX)
+        {
+            return Err(LogError::SegmentOverflow {
+                segment_base_offset: segment.base_offset,
+                size_bytes: end_bytes,
+            });
+        }
+        if let Err(source) = segment.log.write_all_at(buf, start) {
+            let error = LogError::Io {
+                op: "append to",
+                path: segment.paths.log.clone(),
+                source,
+            };
+            // Cut what may have landed; if even that fails the tail is unknown.
+            return match segment.log.set_len(start) {
+                Ok(()) => Err(error),
+                Err(_) => Err(self.poison(error)),
+            };
+        }
+        let mut tracker = writer.tracker;
+        for (position, item) in positions(buf) {
+            let header = item?;
+            tracker.on_batch(
+                &segment,
+                start + position as u64,
+                &header,
+                config.index_interval_bytes,
+            );
+        }
+        writer.tracker = tracker;
+        if config.fsync == FsyncPolicy::Always {
+            segment.sync_log().map_err(|e| self.poison(e))?;
+        }
+        segment.publish(SegmentEnd {
+            size_bytes: end_bytes,
+            next_offset: last_offset + 1,
+            max_timestamp: tracker.max_timestamp,
+        });
+        self.log_end_offset
+            .store(last_offset + 1, Ordering::Release);
+        if config.fsync == FsyncPolicy::Always {
+            self.recovery_point
+                .fetch_max(last_offset + 1, Ordering::AcqRel);
+        }
+        let info = AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: summary.max_timestamp,
+            record_count: summary.record_count,
+            bytes: buf.len() as u32,
+        };
+        Ok((info, rolled))
+    }
+
+    fn should_roll(
+        &self,
+        writer: &Writer,
+        config: &LogConfig,
+        append_bytes: u64,
+        last_offset: u64,
+        summary: BufferSummary,
+    ) -> bool {
+        let segment = &writer.active;
+        let size = segment.size_bytes();
+        if size == 0 {
+            return false;
+        }
+        size + append_bytes > config.segment_bytes
+            || self.now_ms().saturating_sub(writer.active_created_ms) >= config.segment_ms
+            || segment.offset_index.free_entries() < summary.batch_count.min(1)
+            || segment.time_index.free_entries() < 2
+            || last_offset - segment.base_offset > u64::from(u32::MAX)
+            || size + append_bytes > u64::from(u32::MAX)
+    }
+
+    /// Starts a new active segment at `base_offset` and seals the old one's indexes. The
+    /// old log is fsynced by `sync_sealed` after the writer lock is released.
+    fn roll(
+        &self,
+        writer: &mut Writer,
+        base_offset: u64,
+        config: &LogConfig,
+    ) -> Result<(), LogError> {
+        let segment = Arc::new(Segment::create(
+            &self.dir,
+            base_offset,
+            config.index_bytes_max,
+        )?);
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        self.write_segments()
+            .insert(base_offset, Arc::clone(&segment));
+        let old = std::mem::replace(&mut writer.active, segment);
+        writer.tracker = IndexTracker::new();
+        writer.active_created_ms = self.now_ms();
+        old.seal_indexes().map_err(|e| self.poison(e))
+    }
+
+    /// Fsyncs sealed segments not yet synced and advances the recovery-point file to the
+    /// active segment, so a recovery after a crash scans only the active segment.
+    fn sync_sealed(&self) -> Result<(), LogError> {
+        let mut durability = self.lock_durability()?;
+        let (pending, active_base) = {
+            let map = self.read_segments();
+            let active_base = map.keys().next_back().copied().unwrap_or(0);
+            let pending: Vec<Arc<Segment>> = map
+                .range(durability.synced_below..active_base)
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
+            (pending, active_base)
+        };
+        for segment in pending {
+            segment.sync_log().map_err(|e| self.poison(e))?;
+        }
+        if active_base > durability.synced_below {
+            self.write_recovery_point(active_base)?;
+            durability.synced_below = active_base;
+            self.recovery_point.fetch_max(active_base, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn write_recovery_point(&self, offset: u64) -> Result<(), LogError> {
+        Checkpoint {
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: offset,
+            high_watermark: self.high_watermark().min(offset),
+            active_base_offset: 0,
+            active_size_bytes: 0,
+        }
+        .write(&self.dir, CheckpointKind::RecoveryPoint)
+    }
+
+    /// Fsyncs everything appended so far. A failure poisons the log.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.flush_inner(true)
+    }
+
+    fn flush_inner(&self, wait: bool) -> Result<(), LogError> {
+        self.check_writable()?;
+        let mut durability = if wait {
+            self.lock_durability()?
+        } else {
+            match self.durability.try_lock() {
+                Ok(guard) => guard,
+                // Another flush is running; it covers this append's interval.
+                Err(_) => return Ok(()),
+            }
+        };
+        self.last_flush_ms.store(self.now_ms(), Ordering::Release);
+        // The end offset first: every byte below it is in a segment of the snapshot.
+        let log_end = self.log_end_offset();
+        let (pending, active_base) = {
+            let map = self.read_segments();
+            let active_base = map.keys().next_back().copied().unwrap_or(0);
+            let pending: Vec<Arc<Segment>> = map
+                .range(durability.synced_below..)
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
+            (pending, active_base)
+        };
+        for segment in &pending {
+            segment.sync_log().map_err(|e| self.poison(e))?;
+        }
+        self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
+        if active_base > durability.synced_below {
+            self.write_recovery_point(active_base)?;
+            durability.synced_below = active_base;
+        }
+        Ok(())
+    }
+
+    /// Whole batches starting with the batch containing `offset`, up to `max_bytes` (at
+    /// least one whole batch even if larger), ending below `upper_bound` (exclusive, e.g.
+    /// the high watermark). `offset == log_end_offset()` gives an empty slice.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        upper_bound: u64,
+    ) -> Result<FileSlice, LogError> {
+        // A truncation racing with the lookup shows up as unreadable headers; retry so the
+        // caller sees the log as it is now.
+        let mut attempt = 0;
+        loop {
+            match self.read_once(offset, max_bytes, upper_bound) {
+                Err((_, true)) if attempt < 3 => attempt += 1,
+                Err((error, _)) => return Err(error),
+                Ok(slice) => return Ok(slice),
+            }
+        }
+    }
+
+    /// On error, also says whether a concurrent truncation may explain it.
+    fn read_once(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        upper_bound: u64,
+    ) -> Result<FileSlice, (LogError, bool)> {
+        let log_end = self.log_end_offset();
+        let log_start = self.log_start_offset();
+        let out_of_range = || LogError::OffsetOutOfRange {
+            offset,
+            log_start,
+            log_end,
+        };
+        if offset < log_start || offset > log_end {
+            return Err((out_of_range(), false));
+        }
+        let limit = upper_bound.min(log_end);
+        let mut segment = {
+            let map = self.read_segments();
+            match map.range(..=offset).next_back() {
+                Some((_, s)) => Arc::clone(s),
+                // Retention removed the segment after the range check.
+                None => return Err((out_of_range(), false)),
+            }
+        };
+        if offset >= limit {
+            return Ok(segment.slice(segment.size_bytes(), 0, offset));
+        }
+        loop {
+            let size = segment.size_bytes();
+            let located = segment.locate(offset, size).and_then(|found| match found {
+                Some(start) => segment
+                    .slice_from(start, offset, max_bytes, limit, size)
+                    .map(Some),
+                None => Ok(None),
+            });
+            match located {
+                Ok(Some(slice)) => return Ok(slice),
+                Ok(None) => {}
+                Err(error) => {
+                    let raced = segment.floor.get() < size;
+                    return Err((error, raced));
+                }
+            }
+            // Every batch here ends below `offset` (a compaction gap): the next segment.
+            let next = {
+                let map = self.read_segments();
+                map.range(segment.base_offset + 1..)
+                    .next()
+                    .map(|(_, s)| Arc::clone(s))
+            };
+            match next {
+                Some(s) => segment = s,
+                None => return Ok(segment.slice(segment.size_bytes(), 0, offset)),
+            }
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, or None when
+    /// every record is older.
+    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        let log_end = self.log_end_offset();
+        let mut decoder = RecordDecoder::new();
+        let mut buf = Vec::new();
+        for segment in self.segment_snapshot() {
+            let max_timestamp = segment.max_timestamp();
+            if max_timestamp == NO_TIMESTAMP || max_timestamp < timestamp_ms {
+                continue;
+            }
+            let size = segment.size_bytes();
+            let Some((position, header)) = segment.locate_time(timestamp_ms, size)? else {
+                continue;
+            };
+            if u64::try_from(header.base_offset).map_or(true, |b| b >= log_end) {
+                return Ok(None);
+            }
+            if header.timestamp_type() == TimestampType::LogAppendTime {
+                return Ok(u64::try_from(header.base_offset).ok());
+            }
+            buf.resize(header.size_bytes(), 0);
+            segment
+                .log
+                .read_exact_at(&mut buf, position)
+                .io_ctx("read batch", &segment.paths.log)?;
+            let corrupt = |e: batch::BatchError| LogError::Corrupt {
+                segment: segment.paths.log.clone(),
+                position,
+                reason: e.to_string(),
+            };
+            for record in decoder.records(&buf).map_err(corrupt)? {
+                let record = record.map_err(corrupt)?;
+                if record.timestamp >= timestamp_ms {
+                    return Ok(u64::try_from(record.offset).ok());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops every offset at or after `offset` (a follower truncating to its leader).
+    /// Later segments are deleted; the containing one is cut at the first batch that holds
+    /// `offset` (so the log end offset may land below `offset` if a batch straddles it).
+    /// Slices of the removed bytes fail with [`LogError::SliceTruncated`].
+    pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
+        let _maintenance = self.lock_maintenance()?;
+        let mut durability = self.lock_durability()?;
+        let mut writer = self.lock_writer()?;
+        self.check_writable()?;
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let config = self.config();
+        let segments = self.segment_snapshot();
+        let keep = segments
+            .iter()
+            .rev()
+            .find(|s| s.base_offset <= offset)
+            .cloned();
+        let Some(keep) =
+            keep.filter(|s| offset > s.base_offset || s.base_offset > self.log_start_offset())
+        else {
+            self.truncate_fully(&mut writer, &segments, offset, &config)?;
+            self.write_recovery_point(offset)?;
+            durability.synced_below = offset;
+            return Ok(());
+        };
+        // Remove the later segments from readers' view first.
+        let removed: Vec<Arc<Segment>> = segments
+            .iter()
+            .filter(|s| s.base_offset > keep.base_offset)
+            .cloned()
+            .collect();
+        {
+            let mut map = self.write_segments();
+            for segment in &removed {
+                map.remove(&segment.base_offset);
+            }
+        }
+        for segment in &removed {
+            segment.unpublish(SegmentEnd {
+                size_bytes: 0,
+                next_offset: segment.base_offset,
+                max_timestamp: NO_TIMESTAMP,
+            });
+        }
+        let size = keep.size_bytes();
+        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
+            Some((position, header)) => (
+                position,
+                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
+            ),
+            None => (size, offset),
+        };
+        self.log_end_offset.store(new_end_offset, Ordering::Release);
+        self.high_watermark
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        self.recovery_point
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        keep.unpublish(SegmentEnd {
+            size_bytes: cut_position,
+            next_offset: new_end_offset,
+            max_timestamp: keep.max_timestamp(),
+        });
+        keep.log
+            .set_len(cut_position)
+            .io_ctx("truncate segment", &keep.paths.log)?;
+        keep.sync_log().map_err(|e| self.poison(e))?;
+        keep.unseal_indexes(config.index_bytes_max)?;
+        keep.offset_index.truncate_to_position(cut_position);
+        keep.time_index
+            .truncate_to_relative_offset(keep.relative_offset(new_end_offset));
+        let max_timestamp = max_timestamp_below(&keep, cut_position)?;
+        keep.publish(SegmentEnd {
+            size_bytes: cut_position,
+            next_offset: new_end_offset,
+            max_timestamp,
+        });
+        let last_entry = keep
+            .offset_index
+            .last()
+            .map_or(0, |e| u64::from(e.position));
+        writer.tracker = IndexTracker {
+            bytes_since_entry: cut_position - last_entry,
+            max_timestamp,
+        };
+        if !Arc::ptr_eq(&writer.active, &keep) {
+            writer.active = Arc::clone(&keep);
+            writer.active_created_ms = self.now_ms();
+        }
+        for segment in &removed {
+            remove_segment_files(&segment.paths)?;
+        }
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        if durability.synced_below > keep.base_offset {
+            self.write_recovery_point(keep.base_offset)?;
+            durability.synced_below = keep.base_offset;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset`.
+    fn truncate_fully(
+        &self,
+        writer: &mut Writer,
+        segments: &[Arc<Segment>],
+        offset: u64,
+        config: &LogConfig,
+    ) -> Result<(), LogError> {
+        self.log_end_offset.store(offset, Ordering::Release);
+        self.log_start_offset.store(offset, Ordering::Release);
+        self.high_watermark.store(offset, Ordering::Release);
+        self.recovery_point.store(offset, Ordering::Release);
+        for segment in segments {
+            segment.unpublish(SegmentEnd {
+                size_bytes: 0,
+                next_offset: segment.base_offset,
+                max_timestamp: NO_TIMESTAMP,
+            });
+            remove_segment_files(&segment.paths)?;
+        }
+        let fresh = Arc::new(Segment::create(&self.dir, offset, config.index_bytes_max)?);
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        {
+            let mut map = self.write_segments();
+            map.clear();
+            map.insert(offset, Arc::clone(&fresh));
+        }
+        writer.active = fresh;
+        writer.tracker = IndexTracker::new();
+        writer.active_created_ms = self.now_ms();
+        Ok(())
+    }
+
+    /// Retention moved the log start: readers see it before files go.
+    pub(crate) fn set_log_start_offset(&self, offset: u64) {
+        self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
+        self.high_watermark
+            .fetch_max(offset.min(self.log_end_offset()), Ordering::AcqRel);
+    }
+
+    /// Flushes, trims the active segment's indexes and writes the clean-shutdown checkpoint,
+    /// so the next open scans nothing.
+    pub fn close(self) -> Result<(), LogError> {
+        self.flush()?;
+        let writer = self.lock_writer()?;
+        let active = Arc::clone(&writer.active);
+        active.seal_indexes()?;
+        Checkpoint {
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+            high_watermark: self.high_watermark(),
+            active_base_offset: active.base_offset,
+            active_size_bytes: active.size_bytes(),
+        }
+        .write(&self.dir, CheckpointKind::CleanShutdown)
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).io_ctx("remove partition directory", &dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).io_ctx("fsync directory", parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Iterates `(position, header)` over a buffer already validated.
+fn positions(buf: &[u8]) -> impl Iterator<Item = (usize, Result<BatchHeader, LogError>)> + '_ {
+    let mut position = 0usize;
+    std::iter::from_fn(move || {
+        if position >= buf.len() {
+            return None;
+        }
+        let at = position;
+        let rest = buf.get(at..).unwrap_or_default();
+        match BatchHeader::parse(rest) {
+            Ok(header) => {
+                position += header.size_bytes();
+                Some((at, Ok(header)))
+            }
+            Err(source) => {
+                position = buf.len();
+                Some((
+                    at,
+                    Err(LogError::BatchAt {
+                        position: at,
+                        source,
+                    }),
+                ))
+            }
+        }
+    })
+}
+
+/// The validation pass of an append: every batch whole, intact (CRC), within
+/// `max_message_bytes`; produced batches also need one offset per record.
+fn summarize(
+    buf: &[u8],
+    max_message_bytes: usize,
+    produced: bool,
+) -> Result<BufferSummary, LogError> {
+    let mut summary = BufferSummary {
+        batch_count: 0,
+        offset_count: 0,
+        record_count: 0,
+        max_timestamp: NO_TIMESTAMP,
+    };
+    let mut splitter = batch::batches(buf);
+    while let Some(item) = splitter.next() {
+        let (_, bytes) = item.map_err(|source| LogError::BatchAt {
+            position: splitter.position(),
+            source,
+        })?;
+        let position = splitter.position() - bytes.len();
+        if bytes.len() > max_message_bytes {
+            return Err(LogError::MessageTooLarge {
+                position,
+                size_bytes: bytes.len(),
+                max_bytes: max_message_bytes,
+            });
+        }
+        let checked = if produced {
+            batch::validate_produced(bytes, max_message_bytes)
+        } else {
+            batch::validate(bytes, max_message_bytes)
+        };
+        let header = checked.map_err(|source| LogError::BatchAt { position, source })?;
+        if header.last_offset_delta < 0 {
+            return Err(LogError::InvalidOffsetDelta {
+                position,
+                last_offset_delta: header.last_offset_delta,
+            });
+        }
+        summary.batch_count += 1;
+        summary.offset_count += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
+        summary.record_count = summary
+            .record_count
+            .saturating_add(u32::try_from(header.record_count).unwrap_or(0));
+        summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
+    }
+    if summary.batch_count == 0 {
+        return Err(LogError::EmptyAppend);
+    }
+    Ok(summary)
+}
+
+/// Max timestamp of the batches in the first `size_bytes` of `segment`: the time index's
+/// last entry covers the batches up to it; the rest are scanned by header.
+fn max_timestamp_below(segment: &Segment, size_bytes: u64) -> Result<i64, LogError> {
+    let (mut max_timestamp, start_offset) = match segment.time_index.last() {
+        Some(e) => (
+            e.timestamp,
+            segment.base_offset + u64::from(e.relative_offset),
+        ),
+        None => (NO_TIMESTAMP, segment.base_offset),
+    };
+    let mut position = u64::from(
+        segment
+            .offset_index
+            .lookup(segment.relative_offset(start_offset))
+            .position,
+    );
+    while position < size_bytes {
+        let header = segment.header_at(position, size_bytes)?;
+        max_timestamp = max_timestamp.max(header.max_timestamp);
+        position += header.size_bytes() as u64;
+    }
+    Ok(max_timestamp)
+}
