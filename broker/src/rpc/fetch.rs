@@ -53,7 +53,8 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> Result<FetchRespo
         tokio::select! {
             _ = appended => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => {}
+            // Shutting down: answer with what there is rather than an error.
+            _ = shutdown.changed() => return Ok(FetchResponse { partitions: results }),
         }
     }
 }
