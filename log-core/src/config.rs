@@ -34,9 +34,11 @@ impl FromStr for CleanupPolicy {
             match part {
                 "delete" => delete = true,
                 "compact" => compact = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown cleanup policy {other:?}; expected delete, compact or compact,delete"
-                )),
+                ))
+                }
             }
         }
         match (compact, delete) {

@@ -540,13 +540,14 @@ impl PartitionLog {
             }
         };
         if offset >= limit {
-            return Ok(segment.slice(segment.size_bytes(), 0, offset));
+            return Ok(empty_slice(&segment, offset));
         }
         loop {
+            let floor = segment.current_floor();
             let size = segment.size_bytes();
             let located = segment.locate(offset, size).and_then(|found| match found {
                 Some(start) => segment
-                    .slice_from(start, offset, max_bytes, limit, size)
+                    .slice_from(start, offset, max_bytes, limit, size, &floor)
                     .map(Some),
                 None => Ok(None),
             });
@@ -554,7 +555,7 @@ impl PartitionLog {
                 Ok(Some(slice)) => return Ok(slice),
                 Ok(None) => {}
                 Err(error) => {
-                    let raced = segment.floor.get() < size;
+                    let raced = floor.get() < size;
                     return Err((error, raced));
                 }
             }
@@ -567,7 +568,7 @@ impl PartitionLog {
             };
             match next {
                 Some(s) => segment = s,
-                None => return Ok(segment.slice(segment.size_bytes(), 0, offset)),
+                None => return Ok(empty_slice(&segment, offset)),
             }
         }
     }
@@ -781,6 +782,11 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+fn empty_slice(segment: &Segment, offset: u64) -> FileSlice {
+    let floor = segment.current_floor();
+    segment.slice(segment.size_bytes(), 0, offset, &floor)
 }
 
 /// Iterates `(position, header)` over a buffer already validated.

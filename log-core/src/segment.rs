@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::error::IoContext;
@@ -28,7 +28,8 @@ pub(crate) struct Segment {
     pub base_offset: u64,
     pub paths: SegmentPaths,
     pub log: Arc<File>,
-    pub floor: Arc<TruncationFloor>,
+    /// Truncation floor shared with the slices cut since the last truncation.
+    floor: RwLock<Arc<TruncationFloor>>,
     pub offset_index: OffsetIndex,
     pub time_index: TimeIndex,
     size_bytes: AtomicU64,
@@ -85,7 +86,7 @@ impl Segment {
             base_offset,
             paths,
             log: Arc::new(log),
-            floor: Arc::new(TruncationFloor::new()),
+            floor: RwLock::new(Arc::new(TruncationFloor::new())),
             offset_index,
             time_index,
             size_bytes: AtomicU64::new(end.size_bytes),
@@ -130,7 +131,15 @@ impl Segment {
         self.size_bytes.store(end.size_bytes, Ordering::Release);
         self.max_timestamp
             .store(end.max_timestamp, Ordering::Release);
-        self.floor.lower_to(end.size_bytes);
+        // Slices cut before now see the cut; slices cut from here on start afresh.
+        let mut floor = self.floor.write().unwrap_or_else(|p| p.into_inner());
+        floor.lower_to(end.size_bytes);
+        *floor = Arc::new(TruncationFloor::new());
+    }
+
+    /// The floor to cut slices against; take it before loading the size to read up to.
+    pub fn current_floor(&self) -> Arc<TruncationFloor> {
+        Arc::clone(&self.floor.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Relative offset of `offset` in this segment (saturating: the index stores u32).
@@ -214,6 +223,7 @@ impl Segment {
         max_bytes: usize,
         upper_bound: u64,
         size_bytes: u64,
+        floor: &Arc<TruncationFloor>,
     ) -> Result<FileSlice, LogError> {
         let (start_position, mut header) = start;
         let mut position = start_position;
@@ -239,23 +249,29 @@ impl Segment {
         // The scan may have raced with a truncation of this segment: never hand out
         // bytes whose headers were read from a file that has since been cut.
         let end = start_position + total_bytes as u64;
-        let floor = self.floor.get();
-        if end > floor {
+        let floor_bytes = floor.get();
+        if end > floor_bytes {
             return Err(LogError::SliceTruncated {
                 segment: self.paths.log.clone(),
                 position: start_position,
                 end,
-                truncated_to_bytes: floor,
+                truncated_to_bytes: floor_bytes,
             });
         }
-        Ok(self.slice(start_position, total_bytes, next_offset))
+        Ok(self.slice(start_position, total_bytes, next_offset, floor))
     }
 
-    pub fn slice(&self, position: u64, len: usize, next_offset: u64) -> FileSlice {
+    pub fn slice(
+        &self,
+        position: u64,
+        len: usize,
+        next_offset: u64,
+        floor: &Arc<TruncationFloor>,
+    ) -> FileSlice {
         FileSlice::new(
             Arc::clone(&self.log),
             self.paths.log.clone(),
-            Arc::clone(&self.floor),
+            Arc::clone(floor),
             position,
             len,
             next_offset,
