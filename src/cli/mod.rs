@@ -1,6 +1,12 @@
 //! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
+mod bench;
+mod broker;
+mod consume;
+mod produce;
+mod topic;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,10 +20,27 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a broker in the foreground (stops cleanly on SIGINT/SIGTERM).
+    Broker(broker::Args),
+    /// Create, list, describe, alter and delete topics.
+    Topic(topic::Args),
+    /// Send one record per input line to a topic.
+    Produce(produce::Args),
+    /// Print the records of a topic.
+    Consume(consume::Args),
+    /// Measure producer, consumer and end-to-end throughput and latency.
+    Bench(bench::Args),
+}
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {}
+        match self.command {
+            Command::Broker(args) => broker::run(args),
+            Command::Topic(args) => topic::run(args),
+            Command::Produce(args) => produce::run(args),
+            Command::Consume(args) => consume::run(args),
+            Command::Bench(args) => bench::run(args),
+        }
     }
 }

@@ -73,6 +73,11 @@ impl ClientError {
         }
     }
 
+    /// Whether the broker said the topic does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+
     /// The gRPC status code, if the broker answered with one.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
