@@ -79,6 +79,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let mut consumer = Consumer::connect(&args.broker.addr, config).await?;
     consumer.assign(&args.topic, &partitions);
     consumer.seek_all(start)?;
+    if let SeekTo::Offset(offset) = start {
+        check_offset(&consumer, &args.topic, offset).await?;
+    }
     // Without --follow, stop at the end as it is now.
     let ends = if args.follow {
         Vec::new()
@@ -132,6 +135,20 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }
     }
     out.flush().ok();
+    Ok(())
+}
+
+/// An explicit offset must lie within every chosen partition's range.
+async fn check_offset(consumer: &Consumer, topic: &str, offset: u64) -> anyhow::Result<()> {
+    let starts = consumer.beginning_offsets().await?;
+    let ends = consumer.end_offsets().await?;
+    for ((partition, start), (_, end)) in starts.iter().zip(&ends) {
+        if offset < *start || offset > *end {
+            bail!(
+                "offset {offset} is out of range for topic {topic:?} partition {partition}: valid offsets are {start}..={end}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -18,9 +18,10 @@ use crate::proto::{self, ErrorCode, PartitionProduceData, ProduceRequest};
 pub(crate) async fn run(shared: Arc<ProducerShared>) {
     loop {
         if let Err(error) = renew_producer_if_needed(&shared).await {
-            tracing::warn!(%error, "cannot renew the producer id; retrying");
+            // Batches still go out (and fail fast if the broker is gone), so
+            // their memory is given back and `send` never waits forever.
+            tracing::warn!(%error, "cannot renew the producer id; will retry");
             tokio::time::sleep(shared.config.retry_backoff).await;
-            continue;
         }
         let (jobs, next_due, finished) = {
             let Ok(mut accumulator) = shared.accumulator.lock() else {
