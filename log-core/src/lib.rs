@@ -17,11 +17,13 @@ mod index_file;
 mod load;
 mod offset_index;
 mod partition_log;
+mod read;
 mod recovery;
 mod retention;
 mod segment;
 mod slice;
 mod time_index;
+mod truncate;
 
 pub use checkpoint::CHECKPOINT_BYTES;
 pub use compaction::CompactionReport;

@@ -47,7 +47,9 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
     }
     let recovery = Checkpoint::read(dir, CheckpointKind::RecoveryPoint)?;
     let Some(&last_base) = bases.last() else {
-        return create_empty(dir, config, clean.map_or(0, |c| c.log_end_offset));
+        // A directory emptied by a full truncation keeps its log end in the checkpoints.
+        let base = clean.or(recovery).map_or(0, |c| c.log_end_offset);
+        return create_empty(dir, config, base);
     };
     let last_paths = SegmentPaths::new(dir, last_base);
     let last_len = fs::metadata(&last_paths.log)

@@ -95,6 +95,11 @@ impl OffsetIndex {
             })
     }
 
+    /// The last entry for which `is_before` holds; `is_before` must hold on a prefix.
+    pub fn last_where(&self, is_before: impl Fn(&OffsetEntry) -> bool) -> Option<OffsetEntry> {
+        self.file.last_where(is_before)
+    }
+
     pub fn last(&self) -> Option<OffsetEntry> {
         self.file.last()
     }

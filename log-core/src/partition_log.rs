@@ -1,5 +1,5 @@
-//! `PartitionLog`: one partition's log — append, read by offset and by time, durability,
-//! truncation — and the locks that let one writer and many readers share it.
+//! `PartitionLog`: one partition's log — open, append, roll, durability, close — and the
+//! locks that let one writer and many readers share it.
 //!
 //! Locks, always taken in this order: `maintenance` (retention, compaction, truncation),
 //! `durability` (fsync bookkeeping, the recovery-point file), `writer` (appends, rolls),
@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use crate::batch::{self, BatchHeader, RecordDecoder, TimestampType};
+use crate::batch::{self, BatchHeader};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::IoContext;
 use crate::file_name::sync_dir;
-use crate::load::{load, remove_segment_files};
+use crate::load::load;
 use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
-use crate::slice::FileSlice;
 use crate::LogError;
 
 /// What an append wrote.
@@ -41,28 +40,34 @@ pub struct PartitionLog {
     pub(crate) dir: PathBuf,
     pub(crate) config: RwLock<LogConfig>,
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    writer: Mutex<Writer>,
+    pub(crate) writer: Mutex<Writer>,
     pub(crate) maintenance: Mutex<()>,
-    durability: Mutex<Durability>,
-    log_start_offset: AtomicU64,
-    log_end_offset: AtomicU64,
-    high_watermark: AtomicU64,
+    pub(crate) durability: Mutex<Durability>,
+    pub(crate) log_start_offset: AtomicU64,
+    pub(crate) log_end_offset: AtomicU64,
+    pub(crate) high_watermark: AtomicU64,
     /// Offsets below it are on stable storage.
-    recovery_point: AtomicU64,
+    pub(crate) recovery_point: AtomicU64,
     poisoned: AtomicBool,
     last_flush_ms: AtomicU64,
     clock: Instant,
 }
 
-struct Writer {
-    active: Arc<Segment>,
-    tracker: IndexTracker,
-    active_created_ms: u64,
+// Readers on many threads, one writer at a time: the log must be shareable.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PartitionLog>();
+};
+
+pub(crate) struct Writer {
+    pub(crate) active: Arc<Segment>,
+    pub(crate) tracker: IndexTracker,
+    pub(crate) active_created_ms: u64,
 }
 
-struct Durability {
+pub(crate) struct Durability {
     /// Every segment with a base below this is fsynced, and the recovery-point file says so.
-    synced_below: u64,
+    pub(crate) synced_below: u64,
 }
 
 /// What the validation pass learned about an append buffer.
@@ -187,11 +192,11 @@ impl PartitionLog {
         self.read_segments().values().cloned().collect()
     }
 
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
         self.writer.lock().map_err(|_| self.lock_poisoned())
     }
 
-    fn lock_durability(&self) -> Result<MutexGuard<'_, Durability>, LogError> {
+    pub(crate) fn lock_durability(&self) -> Result<MutexGuard<'_, Durability>, LogError> {
         self.durability.lock().map_err(|_| self.lock_poisoned())
     }
 
@@ -205,11 +210,11 @@ impl PartitionLog {
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn check_writable(&self) -> Result<(), LogError> {
+    pub(crate) fn check_writable(&self) -> Result<(), LogError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned {
                 dir: self.dir.clone(),
@@ -442,7 +447,7 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn write_recovery_point(&self, offset: u64) -> Result<(), LogError> {
+    pub(crate) fn write_recovery_point(&self, offset: u64) -> Result<(), LogError> {
         Checkpoint {
             log_start_offset: self.log_start_offset(),
             log_end_offset: offset,
@@ -492,262 +497,6 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Whole batches starting with the batch containing `offset`, up to `max_bytes` (at
-    /// least one whole batch even if larger), ending below `upper_bound` (exclusive, e.g.
-    /// the high watermark). `offset == log_end_offset()` gives an empty slice.
-    pub fn read(
-        &self,
-        offset: u64,
-        max_bytes: usize,
-        upper_bound: u64,
-    ) -> Result<FileSlice, LogError> {
-        // A truncation racing with the lookup shows up as unreadable headers; retry so the
-        // caller sees the log as it is now.
-        let mut attempt = 0;
-        loop {
-            match self.read_once(offset, max_bytes, upper_bound) {
-                Err((_, true)) if attempt < 3 => attempt += 1,
-                Err((error, _)) => return Err(error),
-                Ok(slice) => return Ok(slice),
-            }
-        }
-    }
-
-    /// On error, also says whether a concurrent truncation may explain it.
-    fn read_once(
-        &self,
-        offset: u64,
-        max_bytes: usize,
-        upper_bound: u64,
-    ) -> Result<FileSlice, (LogError, bool)> {
-        let log_end = self.log_end_offset();
-        let log_start = self.log_start_offset();
-        let out_of_range = || LogError::OffsetOutOfRange {
-            offset,
-            log_start,
-            log_end,
-        };
-        if offset < log_start || offset > log_end {
-            return Err((out_of_range(), false));
-        }
-        let limit = upper_bound.min(log_end);
-        let mut segment = {
-            let map = self.read_segments();
-            match map.range(..=offset).next_back() {
-                Some((_, s)) => Arc::clone(s),
-                // Retention removed the segment after the range check.
-                None => return Err((out_of_range(), false)),
-            }
-        };
-        if offset >= limit {
-            return Ok(empty_slice(&segment, offset));
-        }
-        loop {
-            let floor = segment.current_floor();
-            let size = segment.size_bytes();
-            let located = segment.locate(offset, size).and_then(|found| match found {
-                Some(start) => segment
-                    .slice_from(start, offset, max_bytes, limit, size, &floor)
-                    .map(Some),
-                None => Ok(None),
-            });
-            match located {
-                Ok(Some(slice)) => return Ok(slice),
-                Ok(None) => {}
-                Err(error) => {
-                    let raced = floor.get() < size;
-                    return Err((error, raced));
-                }
-            }
-            // Every batch here ends below `offset` (a compaction gap): the next segment.
-            let next = {
-                let map = self.read_segments();
-                map.range(segment.base_offset + 1..)
-                    .next()
-                    .map(|(_, s)| Arc::clone(s))
-            };
-            match next {
-                Some(s) => segment = s,
-                None => return Ok(empty_slice(&segment, offset)),
-            }
-        }
-    }
-
-    /// The first offset whose record timestamp is at or after `timestamp_ms`, or None when
-    /// every record is older.
-    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
-        let log_end = self.log_end_offset();
-        let mut decoder = RecordDecoder::new();
-        let mut buf = Vec::new();
-        for segment in self.segment_snapshot() {
-            let max_timestamp = segment.max_timestamp();
-            if max_timestamp == NO_TIMESTAMP || max_timestamp < timestamp_ms {
-                continue;
-            }
-            let size = segment.size_bytes();
-            let Some((position, header)) = segment.locate_time(timestamp_ms, size)? else {
-                continue;
-            };
-            if u64::try_from(header.base_offset).map_or(true, |b| b >= log_end) {
-                return Ok(None);
-            }
-            if header.timestamp_type() == TimestampType::LogAppendTime {
-                return Ok(u64::try_from(header.base_offset).ok());
-            }
-            buf.resize(header.size_bytes(), 0);
-            segment
-                .log
-                .read_exact_at(&mut buf, position)
-                .io_ctx("read batch", &segment.paths.log)?;
-            let corrupt = |e: batch::BatchError| LogError::Corrupt {
-                segment: segment.paths.log.clone(),
-                position,
-                reason: e.to_string(),
-            };
-            for record in decoder.records(&buf).map_err(corrupt)? {
-                let record = record.map_err(corrupt)?;
-                if record.timestamp >= timestamp_ms {
-                    return Ok(u64::try_from(record.offset).ok());
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Drops every offset at or after `offset` (a follower truncating to its leader).
-    /// Later segments are deleted; the containing one is cut at the first batch that holds
-    /// `offset` (so the log end offset may land below `offset` if a batch straddles it).
-    /// Slices of the removed bytes fail with [`LogError::SliceTruncated`].
-    pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
-        let _maintenance = self.lock_maintenance()?;
-        let mut durability = self.lock_durability()?;
-        let mut writer = self.lock_writer()?;
-        self.check_writable()?;
-        if offset >= self.log_end_offset() {
-            return Ok(());
-        }
-        let config = self.config();
-        let segments = self.segment_snapshot();
-        let keep = segments
-            .iter()
-            .rev()
-            .find(|s| s.base_offset <= offset)
-            .cloned();
-        let Some(keep) =
-            keep.filter(|s| offset > s.base_offset || s.base_offset > self.log_start_offset())
-        else {
-            self.truncate_fully(&mut writer, &segments, offset, &config)?;
-            self.write_recovery_point(offset)?;
-            durability.synced_below = offset;
-            return Ok(());
-        };
-        // Remove the later segments from readers' view first.
-        let removed: Vec<Arc<Segment>> = segments
-            .iter()
-            .filter(|s| s.base_offset > keep.base_offset)
-            .cloned()
-            .collect();
-        {
-            let mut map = self.write_segments();
-            for segment in &removed {
-                map.remove(&segment.base_offset);
-            }
-        }
-        for segment in &removed {
-            segment.unpublish(SegmentEnd {
-                size_bytes: 0,
-                next_offset: segment.base_offset,
-                max_timestamp: NO_TIMESTAMP,
-            });
-        }
-        let size = keep.size_bytes();
-        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
-            Some((position, header)) => (
-                position,
-                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
-            ),
-            None => (size, offset),
-        };
-        self.log_end_offset.store(new_end_offset, Ordering::Release);
-        self.high_watermark
-            .fetch_min(new_end_offset, Ordering::AcqRel);
-        self.recovery_point
-            .fetch_min(new_end_offset, Ordering::AcqRel);
-        keep.unpublish(SegmentEnd {
-            size_bytes: cut_position,
-            next_offset: new_end_offset,
-            max_timestamp: keep.max_timestamp(),
-        });
-        keep.log
-            .set_len(cut_position)
-            .io_ctx("truncate segment", &keep.paths.log)?;
-        keep.sync_log().map_err(|e| self.poison(e))?;
-        keep.unseal_indexes(config.index_bytes_max)?;
-        keep.offset_index.truncate_to_position(cut_position);
-        keep.time_index
-            .truncate_to_relative_offset(keep.relative_offset(new_end_offset));
-        let max_timestamp = max_timestamp_below(&keep, cut_position)?;
-        keep.publish(SegmentEnd {
-            size_bytes: cut_position,
-            next_offset: new_end_offset,
-            max_timestamp,
-        });
-        let last_entry = keep
-            .offset_index
-            .last()
-            .map_or(0, |e| u64::from(e.position));
-        writer.tracker = IndexTracker {
-            bytes_since_entry: cut_position - last_entry,
-            max_timestamp,
-        };
-        if !Arc::ptr_eq(&writer.active, &keep) {
-            writer.active = Arc::clone(&keep);
-            writer.active_created_ms = self.now_ms();
-        }
-        for segment in &removed {
-            remove_segment_files(&segment.paths)?;
-        }
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        if durability.synced_below > keep.base_offset {
-            self.write_recovery_point(keep.base_offset)?;
-            durability.synced_below = keep.base_offset;
-        }
-        Ok(())
-    }
-
-    /// Deletes every segment and starts an empty log at `offset`.
-    fn truncate_fully(
-        &self,
-        writer: &mut Writer,
-        segments: &[Arc<Segment>],
-        offset: u64,
-        config: &LogConfig,
-    ) -> Result<(), LogError> {
-        self.log_end_offset.store(offset, Ordering::Release);
-        self.log_start_offset.store(offset, Ordering::Release);
-        self.high_watermark.store(offset, Ordering::Release);
-        self.recovery_point.store(offset, Ordering::Release);
-        for segment in segments {
-            segment.unpublish(SegmentEnd {
-                size_bytes: 0,
-                next_offset: segment.base_offset,
-                max_timestamp: NO_TIMESTAMP,
-            });
-            remove_segment_files(&segment.paths)?;
-        }
-        let fresh = Arc::new(Segment::create(&self.dir, offset, config.index_bytes_max)?);
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        {
-            let mut map = self.write_segments();
-            map.clear();
-            map.insert(offset, Arc::clone(&fresh));
-        }
-        writer.active = fresh;
-        writer.tracker = IndexTracker::new();
-        writer.active_created_ms = self.now_ms();
-        Ok(())
-    }
-
     /// Retention moved the log start: readers see it before files go.
     pub(crate) fn set_log_start_offset(&self, offset: u64) {
         self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
@@ -782,11 +531,6 @@ impl PartitionLog {
         }
         Ok(())
     }
-}
-
-fn empty_slice(segment: &Segment, offset: u64) -> FileSlice {
-    let floor = segment.current_floor();
-    segment.slice(segment.size_bytes(), 0, offset, &floor)
 }
 
 /// Iterates `(position, header)` over a buffer already validated.
@@ -867,28 +611,4 @@ fn summarize(
         return Err(LogError::EmptyAppend);
     }
     Ok(summary)
-}
-
-/// Max timestamp of the batches in the first `size_bytes` of `segment`: the time index's
-/// last entry covers the batches up to it; the rest are scanned by header.
-fn max_timestamp_below(segment: &Segment, size_bytes: u64) -> Result<i64, LogError> {
-    let (mut max_timestamp, start_offset) = match segment.time_index.last() {
-        Some(e) => (
-            e.timestamp,
-            segment.base_offset + u64::from(e.relative_offset),
-        ),
-        None => (NO_TIMESTAMP, segment.base_offset),
-    };
-    let mut position = u64::from(
-        segment
-            .offset_index
-            .lookup(segment.relative_offset(start_offset))
-            .position,
-    );
-    while position < size_bytes {
-        let header = segment.header_at(position, size_bytes)?;
-        max_timestamp = max_timestamp.max(header.max_timestamp);
-        position += header.size_bytes() as u64;
-    }
-    Ok(max_timestamp)
 }

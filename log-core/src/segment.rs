@@ -244,6 +244,23 @@ impl Segment {
             if total_bytes >= max_bytes || position >= size_bytes {
                 break;
             }
+            // Skip over whole batches with the index instead of reading every header: an
+            // entry is a batch boundary, and everything before it ends below its offset.
+            let max_end = start_position
+                .saturating_add(max_bytes as u64)
+                .min(size_bytes);
+            let jump = self.offset_index.last_where(|e| {
+                u64::from(e.position) <= max_end
+                    && self.base_offset + u64::from(e.relative_offset) <= upper_bound
+            });
+            if let Some(entry) = jump.filter(|e| u64::from(e.position) > position) {
+                position = u64::from(entry.position);
+                total_bytes = (position - start_position) as usize;
+                next_offset = self.base_offset + u64::from(entry.relative_offset);
+                if total_bytes >= max_bytes || position >= size_bytes {
+                    break;
+                }
+            }
             header = self.header_at(position, size_bytes)?;
         }
         // The scan may have raced with a truncation of this segment: never hand out

@@ -4,6 +4,7 @@
 mod bench;
 mod broker;
 mod consume;
+mod log;
 mod produce;
 mod topic;
 
@@ -31,6 +32,9 @@ enum Command {
     Consume(consume::Args),
     /// Measure producer, consumer and end-to-end throughput and latency.
     Bench(bench::Args),
+    /// Inspect and check partition directories and segment files.
+    #[command(subcommand_required = true)]
+    Log(log::Args),
 }
 
 impl Cli {
@@ -41,6 +45,7 @@ impl Cli {
             Command::Produce(args) => produce::run(args),
             Command::Consume(args) => consume::run(args),
             Command::Bench(args) => bench::run(args),
+            Command::Log(args) => log::run(args),
         }
     }
 }

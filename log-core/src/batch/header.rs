@@ -192,7 +192,7 @@ impl BatchHeader {
 
     /// Bytes of the records section (compressed or not) after the header.
     pub fn records_bytes(&self) -> usize {
-        self.size_bytes() - BATCH_HEADER_BYTES
+        self.size_bytes().saturating_sub(BATCH_HEADER_BYTES)
     }
 }
 

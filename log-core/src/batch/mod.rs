@@ -25,4 +25,4 @@ pub use record::{
     decode_records, ControlRecordType, HeaderIter, Record, RecordDecoder, RecordHeader, RecordIter,
     RecordView, DECOMPRESSED_BYTES_MAX_DEFAULT,
 };
-pub use validate::{batches, validate, validate_produced, BatchSplitter};
+pub use validate::{batches, compute_crc, validate, validate_produced, BatchSplitter};

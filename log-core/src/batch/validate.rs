@@ -87,6 +87,15 @@ fn check_record_count(header: &BatchHeader, compression: Compression) -> Result<
     Ok(())
 }
 
+/// The CRC-32C that the batch at the start of `buf` should carry: over its
+/// attributes to the end of `buf`. `None` when `buf` is shorter than a header.
+pub fn compute_crc(buf: &[u8]) -> Option<u32> {
+    if buf.len() < BATCH_HEADER_BYTES {
+        return None;
+    }
+    Some(crc32c::crc32c(&buf[ATTRIBUTES_AT..]))
+}
+
 /// Splits a buffer of concatenated batches (a Kafka "MemoryRecords") by their
 /// length fields. Yields `Err` for a truncated or garbled batch and then stops;
 /// does not check CRCs (call [`validate`] for that).

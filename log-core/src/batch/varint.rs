@@ -65,13 +65,33 @@ impl<'a> Reader<'a> {
         Err("a varint is longer than its maximum size")
     }
 
+    /// The next byte when it is a whole one-byte varint: the common case of
+    /// small lengths and deltas, decoded without the general loop.
+    #[inline]
+    fn take_single_byte(&mut self) -> Option<u8> {
+        let byte = *self.buf.get(self.position)?;
+        if byte >= 0x80 {
+            return None;
+        }
+        self.position += 1;
+        Some(byte)
+    }
+
+    #[inline]
     pub(crate) fn read_varint(&mut self) -> Result<i32, ReadError> {
+        if let Some(byte) = self.take_single_byte() {
+            return Ok(zigzag_decode_32(u32::from(byte)));
+        }
         let raw = self.read_unsigned(5)?;
         let raw = u32::try_from(raw).map_err(|_| "a varint overflows 32 bits")?;
         Ok(zigzag_decode_32(raw))
     }
 
+    #[inline]
     pub(crate) fn read_varlong(&mut self) -> Result<i64, ReadError> {
+        if let Some(byte) = self.take_single_byte() {
+            return Ok(zigzag_decode_64(u64::from(byte)));
+        }
         // The 10th byte may carry only the top bit of a 64-bit value.
         let start = self.position;
         let raw = self.read_unsigned(10)?;
@@ -106,19 +126,25 @@ fn zigzag_encode_64(value: i64) -> u64 {
 }
 
 /// Bytes taken by a zigzag varint (32-bit) or varlong (64-bit) of `value`.
+#[inline]
 pub(crate) fn varlong_len(value: i64) -> usize {
     let raw = zigzag_encode_64(value);
+    if raw < 0x80 {
+        return 1;
+    }
     // 1 byte per started 7 bits; a zero value still takes one byte.
     let bits = 64 - (raw | 1).leading_zeros() as usize;
     bits.div_ceil(7)
 }
 
+#[inline]
 pub(crate) fn varint_len(value: i32) -> usize {
     varlong_len(i64::from(value))
 }
 
 /// Appends the zigzag varlong encoding of `value` (also right for 32-bit
 /// varints: zigzag of an `i32` widened to `i64` is the same number).
+#[inline]
 pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = zigzag_encode_64(value);
     while raw >= 0x80 {
@@ -128,6 +154,7 @@ pub(crate) fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(raw as u8);
 }
 
+#[inline]
 pub(crate) fn put_varint(out: &mut Vec<u8>, value: i32) {
     put_varlong(out, i64::from(value));
 }

@@ -1,0 +1,179 @@
+//! Truncation of a partition log (`truncate_to`, the follower path): later segments go
+//! newest first, then the containing segment is cut at a batch boundary, so a crash at any
+//! step leaves a prefix of the old log.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::LogConfig;
+use crate::error::IoContext;
+use crate::file_name::sync_dir;
+use crate::load::remove_segment_files;
+use crate::partition_log::Writer;
+use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
+use crate::{LogError, PartitionLog};
+
+impl PartitionLog {
+    /// Drops every offset at or after `offset` (a follower truncating to its leader).
+    /// Later segments are deleted; the containing one is cut at the first batch that holds
+    /// `offset` (so the log end offset may land below `offset` if a batch straddles it).
+    /// Slices of the removed bytes fail with [`LogError::SliceTruncated`].
+    pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
+        let _maintenance = self.lock_maintenance()?;
+        let mut durability = self.lock_durability()?;
+        let mut writer = self.lock_writer()?;
+        self.check_writable()?;
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let config = self.config();
+        let segments = self.segment_snapshot();
+        let keep = segments
+            .iter()
+            .rev()
+            .find(|s| s.base_offset <= offset)
+            .cloned();
+        let Some(keep) =
+            keep.filter(|s| offset > s.base_offset || s.base_offset > self.log_start_offset())
+        else {
+            self.truncate_fully(&mut writer, &segments, offset, &config)?;
+            durability.synced_below = offset;
+            return Ok(());
+        };
+        let size = keep.size_bytes();
+        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
+            Some((position, header)) => (
+                position,
+                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
+            ),
+            None => (size, offset),
+        };
+        // Readers stop at the new end before anything is removed.
+        self.log_end_offset.store(new_end_offset, Ordering::Release);
+        self.high_watermark
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        self.recovery_point
+            .fetch_min(new_end_offset, Ordering::AcqRel);
+        // Later segments go newest first, before the kept one is cut: a crash part-way
+        // leaves a prefix of the old log, which recovery accepts and a retried
+        // truncation finishes.
+        let mut removed: Vec<Arc<Segment>> = segments
+            .iter()
+            .filter(|s| s.base_offset > keep.base_offset)
+            .cloned()
+            .collect();
+        removed.reverse();
+        {
+            let mut map = self.write_segments();
+            for segment in &removed {
+                map.remove(&segment.base_offset);
+            }
+        }
+        for segment in &removed {
+            segment.unpublish(SegmentEnd {
+                size_bytes: 0,
+                next_offset: segment.base_offset,
+                max_timestamp: NO_TIMESTAMP,
+            });
+            remove_segment_files(&segment.paths)?;
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        }
+        keep.unpublish(SegmentEnd {
+            size_bytes: cut_position,
+            next_offset: new_end_offset,
+            max_timestamp: keep.max_timestamp(),
+        });
+        keep.log
+            .set_len(cut_position)
+            .io_ctx("truncate segment", &keep.paths.log)?;
+        keep.sync_log().map_err(|e| self.poison(e))?;
+        keep.unseal_indexes(config.index_bytes_max)?;
+        keep.offset_index.truncate_to_position(cut_position);
+        keep.time_index
+            .truncate_to_relative_offset(keep.relative_offset(new_end_offset));
+        let max_timestamp = max_timestamp_below(&keep, cut_position)?;
+        keep.publish(SegmentEnd {
+            size_bytes: cut_position,
+            next_offset: new_end_offset,
+            max_timestamp,
+        });
+        let last_entry = keep
+            .offset_index
+            .last()
+            .map_or(0, |e| u64::from(e.position));
+        writer.tracker = IndexTracker {
+            bytes_since_entry: cut_position - last_entry,
+            max_timestamp,
+        };
+        if !Arc::ptr_eq(&writer.active, &keep) {
+            writer.active = Arc::clone(&keep);
+            writer.active_created_ms = self.now_ms();
+        }
+        if durability.synced_below > keep.base_offset {
+            self.write_recovery_point(keep.base_offset)?;
+            durability.synced_below = keep.base_offset;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `offset`.
+    fn truncate_fully(
+        &self,
+        writer: &mut Writer,
+        segments: &[Arc<Segment>],
+        offset: u64,
+        config: &LogConfig,
+    ) -> Result<(), LogError> {
+        self.log_end_offset.store(offset, Ordering::Release);
+        self.log_start_offset.store(offset, Ordering::Release);
+        self.high_watermark.store(offset, Ordering::Release);
+        self.recovery_point.store(offset, Ordering::Release);
+        // Recorded first: if a crash leaves no segment, open starts the log at `offset`.
+        self.write_recovery_point(offset)?;
+        for segment in segments.iter().rev() {
+            segment.unpublish(SegmentEnd {
+                size_bytes: 0,
+                next_offset: segment.base_offset,
+                max_timestamp: NO_TIMESTAMP,
+            });
+            remove_segment_files(&segment.paths)?;
+        }
+        let fresh = Arc::new(Segment::create(&self.dir, offset, config.index_bytes_max)?);
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        {
+            let mut map = self.write_segments();
+            map.clear();
+            map.insert(offset, Arc::clone(&fresh));
+        }
+        writer.active = fresh;
+        writer.tracker = IndexTracker::new();
+        writer.active_created_ms = self.now_ms();
+        Ok(())
+    }
+}
+
+/// Max timestamp of the batches in the first `size_bytes` of `segment`: the time index's
+/// last entry covers the batches up to it; the rest are scanned by header.
+fn max_timestamp_below(segment: &Segment, size_bytes: u64) -> Result<i64, LogError> {
+    let (mut max_timestamp, start_offset) = match segment.time_index.last() {
+        Some(e) => (
+            e.timestamp,
+            segment.base_offset + u64::from(e.relative_offset),
+        ),
+        None => (NO_TIMESTAMP, segment.base_offset),
+    };
+    let mut position = u64::from(
+        segment
+            .offset_index
+            .lookup(segment.relative_offset(start_offset))
+            .position,
+    );
+    while position < size_bytes {
+        let header = segment.header_at(position, size_bytes)?;
+        max_timestamp = max_timestamp.max(header.max_timestamp);
+        position += header.size_bytes() as u64;
+    }
+    Ok(max_timestamp)
+}
