@@ -1,8 +1,13 @@
 //! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
+mod bench;
+mod broker;
+mod consume;
 mod log;
+mod produce;
 mod sketch;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -18,6 +23,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker in the foreground (stops cleanly on SIGINT/SIGTERM).
+    Broker(broker::Args),
+    /// Create, list, describe, alter and delete topics.
+    Topic(topic::Args),
+    /// Send one record per input line to a topic.
+    Produce(produce::Args),
+    /// Print the records of a topic.
+    Consume(consume::Args),
+    /// Measure producer, consumer and end-to-end throughput and latency.
+    Bench(bench::Args),
     /// Inspect and check partition directories and segment files.
     #[command(subcommand_required = true)]
     Log(log::Args),
@@ -28,6 +43,11 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Broker(args) => broker::run(args),
+            Command::Topic(args) => topic::run(args),
+            Command::Produce(args) => produce::run(args),
+            Command::Consume(args) => consume::run(args),
+            Command::Bench(args) => bench::run(args),
             Command::Log(args) => log::run(args),
             Command::Sketch(args) => sketch::run(args),
         }
