@@ -291,6 +291,31 @@ impl Broker {
         Ok((producer_id, 0))
     }
 
+    /// Runs retention and compaction on every partition, one partition at a
+    /// time on the blocking pool. A failing partition is logged; the others still run.
+    pub async fn clean_all(&self, now_ms: i64) {
+        let Ok(topics) = self.topics() else {
+            return;
+        };
+        for topic in topics {
+            for partition in &topic.partitions {
+                let partition = Arc::clone(partition);
+                let index = partition.index();
+                match self.run_blocking(move || partition.clean(now_ms)).await {
+                    Ok((0, 0)) => {}
+                    Ok((deleted, rewritten)) => tracing::info!(
+                        topic = %topic.name,
+                        partition = index,
+                        segments_deleted = deleted,
+                        segments_compacted = rewritten,
+                        "cleaned partition"
+                    ),
+                    Err(error) => tracing::warn!(%error, "retention or compaction failed"),
+                }
+            }
+        }
+    }
+
     /// A receiver that changes when shutdown begins.
     pub fn closing_signal(&self) -> watch::Receiver<bool> {
         self.closing_signal.subscribe()

@@ -17,6 +17,8 @@ pub const DATA_DIR_DEFAULT: &str = "./weir-data";
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 /// Largest fetch response the broker builds by default.
 pub const FETCH_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
+/// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Longest long poll a fetch may ask for.
 pub const FETCH_WAIT_MS_MAX_DEFAULT: u32 = 30_000;
 
@@ -56,6 +58,8 @@ pub struct BrokerConfig {
     /// Largest fetch response (a fetch still returns one whole batch if bigger).
     pub fetch_bytes_max: usize,
     pub fetch_wait_ms_max: u32,
+    /// How often every partition's retention and compaction run.
+    pub retention_check_interval_ms: u64,
     pub io_mode: IoMode,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
@@ -96,6 +100,7 @@ struct ConfigFile {
     request_bytes_max: Option<usize>,
     fetch_bytes_max: Option<usize>,
     fetch_wait_ms_max: Option<u32>,
+    retention_check_interval_ms: Option<u64>,
     io_mode: Option<String>,
     address_file: Option<PathBuf>,
     #[serde(default)]
@@ -111,6 +116,7 @@ impl Default for BrokerConfig {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
+            retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             io_mode: IoMode::Blocking,
             topic_defaults: BTreeMap::new(),
             address_file: None,
@@ -121,7 +127,8 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
-    /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`).
+    /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
+    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -138,6 +145,7 @@ impl BrokerConfig {
             "WEIR_REQUEST_BYTES_MAX",
             "WEIR_FETCH_BYTES_MAX",
             "WEIR_IO_MODE",
+            "WEIR_RETENTION_CHECK_INTERVAL_MS",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -192,6 +200,9 @@ impl BrokerConfig {
         if let Some(v) = file.fetch_wait_ms_max {
             self.fetch_wait_ms_max = v;
         }
+        if let Some(v) = file.retention_check_interval_ms {
+            self.retention_check_interval_ms = v;
+        }
         if let Some(v) = file.io_mode {
             self.set("WEIR_IO_MODE", &v)
                 .map_err(|reason| bad("io_mode", v, reason))?;
@@ -232,6 +243,11 @@ impl BrokerConfig {
                 self.fetch_bytes_max = value.parse().map_err(|_| "expected a byte count")?
             }
             "WEIR_IO_MODE" => self.io_mode = value.parse()?,
+            "WEIR_RETENTION_CHECK_INTERVAL_MS" => {
+                self.retention_check_interval_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
             other => return Err(format!("unknown setting {other}")),
         }
         Ok(())
@@ -279,6 +295,13 @@ impl BrokerConfig {
                 "request_bytes_max",
                 self.request_bytes_max.to_string(),
                 "must be at least 1024",
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(bad(
+                "retention_check_interval_ms",
+                "0".to_string(),
+                "must be at least 1",
             ));
         }
         if self.fetch_bytes_max < 1024 {

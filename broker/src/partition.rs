@@ -341,6 +341,21 @@ impl Partition {
         Ok(found.filter(|offset| *offset < self.log.high_watermark()))
     }
 
+    /// Compacts (if the cleanup policy says so), then deletes segments past
+    /// retention (likewise). Returns the number of segments deleted and rewritten.
+    pub fn clean(&self, now_ms: i64) -> Result<(usize, usize), BrokerError> {
+        // Excludes appends meanwhile: the log's roll (which trims the sealed
+        // segment's indexes) raced with retention deleting that segment and
+        // poisoned the log. Retention runs rarely; appends wait at most one pass.
+        let _appends = self.lock_producers()?;
+        let compacted = self.log.compact(now_ms).map_err(|e| self.error(e))?;
+        let retained = self
+            .log
+            .enforce_retention(now_ms)
+            .map_err(|e| self.error(e))?;
+        Ok((retained.segments_deleted, compacted.segments_rewritten))
+    }
+
     /// Flushes, writes the clean-shutdown checkpoint and releases the log.
     pub fn close(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);

@@ -73,6 +73,7 @@ impl RunningBroker {
                 })
                 .await
         });
+        tokio::spawn(clean_periodically(Arc::clone(&broker)));
         tracing::info!(%local_addr, "broker listening");
         Ok(RunningBroker {
             local_addr,
@@ -188,6 +189,22 @@ fn oversize_is_resource_exhausted(
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
+}
+
+/// Retention and compaction every `retention_check_interval_ms`, until shutdown.
+async fn clean_periodically(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config().retention_check_interval_ms);
+    let mut closing = broker.closing_signal();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = closing.changed() => return,
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        broker.clean_all(now_ms).await;
+    }
 }
 
 fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), BrokerError> {

@@ -472,3 +472,54 @@ async fn records_survive_a_restart() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn batches_stay_within_the_batch_size() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("sized", 1).await;
+    let batch_size_bytes = 8 * 1024;
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig {
+            batch_size_bytes,
+            linger: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let value = vec![b'v'; 1000];
+    let mut deliveries = Vec::new();
+    for _ in 0..100 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("sized", &value))
+                .await
+                .unwrap(),
+        );
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let fetched = broker
+        .fetch_client()
+        .await
+        .fetch(fetch_request("sized", 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batches = 0;
+    for item in weir_log::batch::batches(&fetched.partitions[0].batches) {
+        let (header, raw) = item.unwrap();
+        assert!(
+            raw.len() <= batch_size_bytes,
+            "batch of {} bytes",
+            raw.len()
+        );
+        assert!(header.record_count > 1);
+        batches += 1;
+    }
+    assert!(batches >= 100 * 1000 / batch_size_bytes);
+    broker.shutdown().await;
+}

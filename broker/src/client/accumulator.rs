@@ -154,6 +154,18 @@ impl Accumulator {
             .and_then(|i| topic.partitions.get_mut(i))
             .ok_or_else(|| ClientError::InvalidArgument("partition index overflow".to_string()))?;
         let mut wake = false;
+        // Kafka's rule: a record that would push a non-empty batch past the
+        // batch size starts the next batch, so batches stay within
+        // `batch_size_bytes` (and under the broker's max.message.bytes).
+        if state.open.as_ref().is_some_and(|open| {
+            open.records > 0
+                && open.builder.estimated_size_bytes() + size_bytes > config.batch_size_bytes
+        }) {
+            if let Some(full) = state.open.take() {
+                state.full.push_back(full);
+            }
+            wake = true;
+        }
         let open = match &mut state.open {
             Some(open) => open,
             slot @ None => {

@@ -148,7 +148,9 @@ impl<'a> ProducerRecord<'a> {
 
     /// What the record costs in the buffer: its bytes plus varint overhead.
     fn size_bytes(&self) -> usize {
-        const RECORD_OVERHEAD_BYTES: usize = 24;
+        // Worst case of the varints around a record (length, timestamp and
+        // offset deltas, key and value lengths, header count) plus attributes.
+        const RECORD_OVERHEAD_BYTES: usize = 32;
         let headers: usize = self
             .headers
             .iter()
