@@ -10,9 +10,9 @@
 //! missing index); after it, the new log, whose missing indexes open rebuilds.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchBuilder, BatchHeader, RecordDecoder, RecordView, TimestampType};
 use crate::config::LogConfig;
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::{remove_if_exists, sync_dir, CLEANED_SUFFIX};
 use crate::load::rebuild;
 use crate::recovery::ScanMode;
@@ -43,6 +44,7 @@ impl PartitionLog {
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport, LogError> {
         let config = self.config();
         let mut report = CompactionReport::default();
+        self.check_writable()?;
         if !config.cleanup_policy.compacts() {
             return Ok(report);
         }
@@ -112,27 +114,41 @@ impl PartitionLog {
     ) -> Result<(), LogError> {
         let paths = &segment.paths;
         let cleaned = paths.with_suffix(CLEANED_SUFFIX);
-        let mut file =
-            File::create(&cleaned.log).io_ctx("create compacted segment", &cleaned.log)?;
-        file.write_all(bytes)
-            .io_ctx("write compacted segment", &cleaned.log)?;
-        file.sync_all()
-            .io_ctx("fsync compacted segment", &cleaned.log)?;
+        // Until the rename nothing the log relies on has changed: a failed write (a full
+        // disk) only leaves a `.cleaned` file, removed here or by the next open.
+        let written = File::create(&cleaned.log)
+            .and_then(|mut file| file_io::write_all(&mut file, bytes, &cleaned.log))
+            .io_ctx("write compacted segment", &cleaned.log);
+        if let Err(error) = written {
+            let _ = remove_if_exists(&cleaned.log);
+            return Err(error);
+        }
+        self.swap_in_cleaned(segment, &cleaned.log)
+            .map_err(|e| self.poison(e))?;
+        let (fresh, _) = rebuild(&self.dir, segment.base_offset, config, ScanMode::Strict)
+            .map_err(|e| self.poison(e))?;
+        let mut end: SegmentEnd = fresh.end();
+        end.next_offset = next_base;
+        fresh.publish(end);
+        fresh.seal_indexes().map_err(|e| self.poison(e))?;
+        self.write_segments()
+            .insert(segment.base_offset, Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Fsyncs the compacted log, removes the old indexes and renames it over the old log,
+    /// fsyncing the directory after each change (see the module docs for crash cases).
+    fn swap_in_cleaned(&self, segment: &Segment, cleaned_log: &Path) -> Result<(), LogError> {
+        let paths = &segment.paths;
+        let file = File::open(cleaned_log).io_ctx("open compacted segment", cleaned_log)?;
+        file_io::sync_all(&file, cleaned_log).io_ctx("fsync compacted segment", cleaned_log)?;
         drop(file);
         remove_if_exists(&paths.offset_index).io_ctx("remove offset index", &paths.offset_index)?;
         remove_if_exists(&paths.time_index).io_ctx("remove time index", &paths.time_index)?;
         sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        fs::rename(&cleaned.log, &paths.log)
+        file_io::rename(cleaned_log, &paths.log)
             .io_ctx("rename compacted segment into place", &paths.log)?;
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        let (fresh, _) = rebuild(&self.dir, segment.base_offset, config, ScanMode::Strict)?;
-        let mut end: SegmentEnd = fresh.end();
-        end.next_offset = next_base;
-        fresh.publish(end);
-        fresh.seal_indexes()?;
-        self.write_segments()
-            .insert(segment.base_offset, Arc::new(fresh));
-        Ok(())
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)
     }
 }
 

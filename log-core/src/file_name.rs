@@ -1,9 +1,9 @@
 //! The one mapping between a segment's base offset and its file names, used by roll,
-//! recovery, retention, truncation and compaction alike, plus directory fsync.
+//! recovery, retention, truncation and compaction alike.
 
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
+
+pub(crate) use crate::file_io::{remove_if_exists, sync_dir};
 
 pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const OFFSET_INDEX_EXTENSION: &str = "index";
@@ -89,19 +89,6 @@ pub(crate) fn append_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut os = path.as_os_str().to_os_string();
     os.push(suffix);
     PathBuf::from(os)
-}
-
-/// Makes creations, renames and deletions in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Removes a file; a file already gone is not an error.
-pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

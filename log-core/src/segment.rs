@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::SegmentPaths;
 use crate::offset_index::OffsetIndex;
 use crate::slice::{FileSlice, TruncationFloor};
@@ -323,9 +324,7 @@ impl Segment {
     }
 
     pub fn sync_log(&self) -> Result<(), LogError> {
-        self.log
-            .sync_data()
-            .io_ctx("fsync segment", &self.paths.log)
+        file_io::sync_data(&self.log, &self.paths.log).io_ctx("fsync segment", &self.paths.log)
     }
 }
 
