@@ -3,13 +3,18 @@
 //! preserved: a batch that loses records is rebuilt as one batch per run of consecutive
 //! kept offsets, so reads simply skip the gaps.
 //!
+//! Transactions: records of a transaction take part only once its COMMIT marker is in the
+//! compacted segments (`compaction_keys`); such a batch is rewritten like any other, keeping
+//! its transactional bit and producer fields. Markers, and batches of aborted or undecided
+//! transactions, are kept whole.
+//!
 //! Each segment is rewritten crash-safely: the new log is written to `<name>.log.cleaned`
 //! and fsynced; the old indexes are removed (directory fsync); the cleaned file is renamed
 //! over the log (directory fsync); then the indexes are rebuilt from the new log. A crash
 //! before the rename leaves the old log (open deletes `.cleaned` files and rebuilds any
 //! missing index); after it, the new log, whose missing indexes open rebuilds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -18,6 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::batch::{self, BatchBuilder, BatchHeader, RecordDecoder, RecordView, TimestampType};
+use crate::compaction_keys::KeyScan;
 use crate::config::LogConfig;
 use crate::error::IoContext;
 use crate::file_io;
@@ -52,22 +58,17 @@ impl PartitionLog {
         let segments = self.segment_snapshot();
         let sealed = segments.split_last().map_or(&[][..], |(_, rest)| rest);
         let mut decoder = RecordDecoder::new();
-        let mut latest: HashMap<Bytes, u64> = HashMap::new();
+        let mut keys = KeyScan::default();
         for segment in sealed {
-            for_each_batch(segment, |_, _, bytes| {
-                for record in decoder.records(bytes)? {
-                    let record = record?;
-                    if let (Some(key), Ok(offset)) = (record.key, u64::try_from(record.offset)) {
-                        latest.insert(Bytes::copy_from_slice(key), offset);
-                    }
-                }
-                Ok(())
+            for_each_batch(segment, |_, header, bytes| {
+                Ok(keys.visit(header, bytes, &mut decoder)?)
             })?;
         }
         for (i, segment) in sealed.iter().enumerate() {
             let next_base = segments.get(i + 1).map_or(u64::MAX, |s| s.base_offset);
             let policy = KeepPolicy {
-                latest: &latest,
+                latest: &keys.latest,
+                committed: &keys.committed,
                 now_ms,
                 delete_retention_ms: i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX),
             };
@@ -154,6 +155,8 @@ impl PartitionLog {
 
 struct KeepPolicy<'a> {
     latest: &'a HashMap<Bytes, u64>,
+    /// Base offsets of transactional batches whose transaction committed.
+    committed: &'a HashSet<i64>,
     now_ms: i64,
     delete_retention_ms: i64,
 }
@@ -180,8 +183,9 @@ fn rewrite_batch(
     out: &mut Vec<u8>,
     report: &mut CompactionReport,
 ) -> Result<bool, LogError> {
-    // Transaction data and markers are kept as they are.
-    if header.is_control() || header.is_transactional() {
+    // Markers, and data of aborted or undecided transactions, are kept as they are.
+    let decided = !header.is_transactional() || policy.committed.contains(&header.base_offset);
+    if header.is_control() || !decided {
         out.extend_from_slice(bytes);
         report.records_kept += u64::try_from(header.record_count).unwrap_or(0);
         return Ok(true);
@@ -235,7 +239,8 @@ fn rewrite_batch(
 }
 
 /// A builder for a run starting at `base_offset` that carries over the original batch's
-/// codec, producer fields (sequence advanced to the run) and timestamp type.
+/// codec, producer fields (sequence advanced to the run), transactional bit and timestamp
+/// type. (Control batches are never rewritten.)
 fn run_builder(
     original: &BatchHeader,
     compression: batch::Compression,
@@ -247,11 +252,10 @@ fn run_builder(
     } else {
         original.base_sequence
     };
-    let builder = BatchBuilder::new(compression).with_producer(
-        original.producer_id,
-        original.producer_epoch,
-        sequence,
-    );
+    debug_assert!(!original.is_control());
+    let builder = BatchBuilder::new(compression)
+        .with_producer(original.producer_id, original.producer_epoch, sequence)
+        .with_transactional(original.is_transactional());
     if original.timestamp_type() == TimestampType::LogAppendTime {
         builder.with_log_append_time(original.max_timestamp)
     } else {

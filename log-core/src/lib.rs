@@ -13,6 +13,7 @@
 pub mod batch;
 mod checkpoint;
 mod compaction;
+mod compaction_keys;
 mod config;
 mod durability;
 mod error;

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, TimestampType};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::IoContext;
 use crate::file_io;
@@ -216,11 +216,18 @@ impl PartitionLog {
 
     /// Validates every batch in `batches` (one or more concatenated), assigns offsets from
     /// the log end offset (rewriting base offsets, outside the CRC) and stamps
-    /// `leader_epoch`, then writes them with one write. Records are never decoded.
+    /// `leader_epoch`, then writes them with one write. Records are never decoded. With
+    /// `message.timestamp.type = LogAppendTime` each batch is also marked LogAppendTime with
+    /// the wall clock as its max timestamp (CRC recomputed), as a Kafka broker does.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
-        let max_message_bytes = self.config().max_message_bytes as usize;
-        let summary = summarize(batches, max_message_bytes, true)?;
+        let config = self.config();
+        let mut summary = summarize(batches, config.max_message_bytes as usize, true)?;
+        let log_append_time_ms =
+            (config.timestamp_type == TimestampType::LogAppendTime).then(wall_clock_ms);
+        if let Some(now_ms) = log_append_time_ms {
+            summary.max_timestamp = now_ms;
+        }
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
@@ -238,6 +245,13 @@ impl PartitionLog {
             })?;
             batch::set_base_offset(rest, offset);
             batch::set_partition_leader_epoch(rest, leader_epoch);
+            if let Some(now_ms) = log_append_time_ms {
+                // The one rewrite inside the CRC: attributes and max timestamp change, so
+                // the CRC is recomputed — over bytes `summarize` just verified, so no
+                // damage can be laundered into a valid batch. Records are not touched.
+                let whole = rest.get_mut(..header.size_bytes()).unwrap_or_default();
+                batch::set_log_append_time(whole, now_ms);
+            }
             next += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
             position += header.size_bytes();
         }
@@ -402,6 +416,13 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Iterates `(position, header)` over a buffer already validated.
