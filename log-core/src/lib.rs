@@ -22,6 +22,7 @@ pub mod fault;
 mod file_io;
 mod file_name;
 mod index_file;
+pub mod inspect;
 mod load;
 mod offset_index;
 mod partition_log;
