@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use weir_log::batch::{validate, RecordDecoder};
+use weir_log::inspect::{IndexLayoutError, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 
 use super::segment_files::{
-    find_segments, read_offset_index, read_time_index, BatchScanner, IndexProblem, Scanned,
-    SegmentFiles,
+    find_segments, read_offset_index, read_time_index, BatchScanner, Scanned, SegmentFiles,
 };
 
 #[derive(Debug, clap::Args)]
@@ -208,8 +208,8 @@ fn check_base_offset(
     Ok(())
 }
 
-fn index_problem(file: &Path, problem_found: IndexProblem) -> anyhow::Error {
-    problem(file, problem_found.file_position, problem_found.reason)
+fn index_problem(file: &Path, problem_found: IndexLayoutError) -> anyhow::Error {
+    problem(file, problem_found.position_bytes, problem_found.reason)
 }
 
 /// Checks the offset index; returns its entry count, or `None` when absent.
@@ -224,8 +224,8 @@ fn check_offset_index(
     let entries = entries.map_err(|p| index_problem(file, p))?;
     let base = segment_base(segment, summary);
     let mut previous: Option<(u32, u32)> = None;
-    for entry in &entries {
-        let at = entry.file_position;
+    for (index, entry) in entries.iter().enumerate() {
+        let at = (index * OFFSET_INDEX_ENTRY_BYTES) as u64;
         if let Some((relative, position)) = previous {
             if entry.relative_offset <= relative || entry.position <= position {
                 return Err(problem(file, at, format!(
@@ -265,8 +265,8 @@ fn check_time_index(segment: &SegmentFiles, summary: &LogSummary) -> anyhow::Res
     let entries = entries.map_err(|p| index_problem(file, p))?;
     let base = segment_base(segment, summary);
     let mut previous: Option<(i64, u32)> = None;
-    for entry in &entries {
-        let at = entry.file_position;
+    for (index, entry) in entries.iter().enumerate() {
+        let at = (index * TIME_INDEX_ENTRY_BYTES) as u64;
         if let Some((timestamp, relative)) = previous {
             if entry.timestamp <= timestamp || entry.relative_offset < relative {
                 return Err(problem(file, at, format!(
