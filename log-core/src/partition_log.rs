@@ -398,12 +398,16 @@ impl PartitionLog {
         sync_dir(&self.dir)
             .io_ctx("fsync directory", &self.dir)
             .map_err(|e| self.poison(e))?;
+        // Seal before the new segment becomes visible: once it is in the map the old one
+        // counts as sealed, and retention and compaction (which hold the maintenance lock,
+        // not the writer lock) may delete its files, which would fail the trim.
+        writer.active.seal_indexes().map_err(|e| self.poison(e))?;
         self.write_segments()
             .insert(base_offset, Arc::clone(&segment));
-        let old = std::mem::replace(&mut writer.active, segment);
+        writer.active = segment;
         writer.tracker = IndexTracker::new();
         writer.active_created_ms = self.now_ms();
-        old.seal_indexes().map_err(|e| self.poison(e))
+        Ok(())
     }
 
     /// Removes the partition directory and everything in it.
