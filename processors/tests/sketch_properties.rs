@@ -416,10 +416,10 @@ fn memory_budget_is_respected_and_used() {
 
 #[test]
 fn heavy_keeper_tracks_fewer_keys_when_the_budget_is_small() {
-    // Half of 4 KiB holds a few dozen 8-byte keys; 1 MiB holds a margin of twice k.
+    // 70 % of 4 KiB holds a few dozen 8-byte keys; 1 MiB holds a margin of twice k.
     let small = HeavyKeeper::with_memory_budget(4096, 100, 2, 8, 0).unwrap();
     assert!((10..100).contains(&small.k()), "tracks {} keys", small.k());
-    assert!(small.width() >= 100, "{} buckets a row", small.width());
+    assert!(small.width() >= 50, "{} buckets a row", small.width());
     let large = HeavyKeeper::with_memory_budget(1 << 20, 100, 2, 8, 0).unwrap();
     assert_eq!(large.k(), 200);
 }

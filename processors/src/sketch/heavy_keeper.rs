@@ -31,8 +31,10 @@ use super::{sort_heavy_hitters, HeavyHitter, HeavyHitters, SketchError};
 pub const DECAY_BASE: f64 = 1.08;
 /// Largest k supported (slot ids are `u32`).
 pub const K_MAX: usize = 1 << 24;
-/// Most of a memory budget the key heap may take; the buckets get the rest.
-const HEAP_SHARE_OF_BUDGET: f64 = 0.5;
+/// Most of a memory budget the key heap may take; the buckets get the rest. Measured on Zipf
+/// streams (s = 0.8 to 1.5) at 4–32 KiB, 0.7 beats 0.5, 0.6 and 0.8 on top-100 recall and on
+/// error: a key counted exactly in the heap is worth the five buckets its slot costs.
+const HEAP_SHARE_OF_BUDGET: f64 = 0.7;
 /// Keys tracked per key to report, budget permitting: counts near the k-th are underestimated by
 /// different amounts, and a margin of tracked keys below the k-th keeps the true k-th in the heap.
 const TRACKED_PER_REPORTED: usize = 2;
@@ -112,11 +114,12 @@ impl HeavyKeeper {
     }
 
     /// The most accurate HeavyKeeper whose [`memory_bytes`](HeavyHitters::memory_bytes) fits
-    /// `budget_bytes`: up to `k` tracked keys of about `key_bytes_hint` bytes, taking at most half
+    /// `budget_bytes`: up to `2k` tracked keys of about `key_bytes_hint` bytes, taking at most 70 %
     /// of the budget, and `depth` rows of buckets in the rest.
     ///
-    /// At small budgets fewer than `k` keys are tracked (and reported): a bucket is 8 bytes and a
-    /// tracked key about 30 plus its bytes, and the buckets are what find the heavy keys.
+    /// Tracking twice the keys to be reported keeps the true k-th key in the heap when counts near
+    /// it are underestimated by different amounts. At small budgets fewer than `k` keys are
+    /// tracked (and reported): a bucket is 8 bytes and a tracked key about 40 plus its bytes.
     pub fn with_memory_budget(
         budget_bytes: usize,
         k: usize,
