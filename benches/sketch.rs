@@ -1,5 +1,6 @@
-//! Costs of the sketch hot paths: count-min update (depth 4) and estimate, top-k update and
-//! Space-Saving update, on a pre-generated Zipf(1.0) stream so key generation is not timed.
+//! Costs of the sketch hot paths: count-min update (depth 4) and estimate, top-k update,
+//! Space-Saving update and HeavyKeeper update and estimate, on a pre-generated Zipf(1.0) stream so
+//! key generation is not timed.
 //!
 //! `cargo bench --bench sketch`
 
@@ -7,7 +8,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir::processors::sketch::accuracy::Workload;
-use weir::processors::sketch::{CountMinSketch, HeavyHitters, SpaceSaving, TopK, UpdateRule};
+use weir::processors::sketch::{
+    CountMinSketch, HeavyHitters, HeavyKeeper, SpaceSaving, TopK, UpdateRule,
+};
 
 const EVENTS: u64 = 1 << 16;
 
@@ -75,6 +78,29 @@ fn heavy_hitters(c: &mut Criterion) {
             }
         })
     });
+    // Budgets where HeavyKeeper is the most accurate structure: 4 KiB (53 tracked keys,
+    // 2 × 78 buckets) and 64 KiB (200 tracked keys, 2 × 3468 buckets).
+    for budget_bytes in [4usize << 10, 64 << 10] {
+        let mut keeper =
+            HeavyKeeper::with_memory_budget(budget_bytes, 100, 2, 8, 0).expect("budget fits");
+        group.bench_function(format!("heavykeeper_{}k_update", budget_bytes >> 10), |b| {
+            b.iter(|| {
+                for key in &keys {
+                    keeper.update(black_box(key), 1);
+                }
+            })
+        });
+        group.bench_function(
+            format!("heavykeeper_{}k_estimate", budget_bytes >> 10),
+            |b| {
+                b.iter(|| {
+                    keys.iter()
+                        .map(|key| keeper.estimate(black_box(key)))
+                        .fold(0u64, u64::wrapping_add)
+                })
+            },
+        );
+    }
     group.finish();
 }
 

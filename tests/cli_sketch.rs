@@ -40,14 +40,14 @@ fn csv_has_a_header_and_one_row_per_job() {
     assert_eq!(header[..3], ["workload", "algorithm", "budget_bytes"]);
     assert!(header.contains(&"r@100") && header.contains(&"updates_per_sec"));
     let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
-    // 2 workloads × 4 budgets × 4 algorithms, less top-k at 4 KiB (too small for 100 keys).
-    assert_eq!(rows.len(), 2 * 4 * 4 - 2);
+    // 2 workloads × 4 budgets × 5 algorithms, less top-k at 4 KiB (too small for 100 keys).
+    assert_eq!(rows.len(), 2 * 4 * 5 - 2);
     for row in &rows {
         assert_eq!(row.len(), header.len());
         let recall = row[header.iter().position(|h| *h == "r@100").unwrap()];
         match row[1] {
             "cms-plain" | "cms-conservative" => assert_eq!(recall, ""),
-            "topk-cms" | "space-saving" => {
+            "topk-cms" | "space-saving" | "heavykeeper" => {
                 assert!((0.0..=1.0).contains(&recall.parse::<f64>().unwrap()))
             }
             other => panic!("unexpected algorithm {other}"),
@@ -69,7 +69,7 @@ fn json_reports_measurements_machine_and_skips() {
     let measurements = report["measurements"]
         .as_array()
         .expect("measurements array");
-    assert_eq!(measurements.len(), 30);
+    assert_eq!(measurements.len(), 38);
     let first = &measurements[0];
     for field in [
         "workload",
@@ -104,7 +104,7 @@ fn plot_writes_a_png_and_table_is_default() {
     );
     let table = stdout_of(&output);
     assert!(table.starts_with("workload"), "{table}");
-    assert!(table.contains("space-saving") && table.contains("zipf s=1.5"));
+    assert!(table.contains("heavykeeper") && table.contains("zipf s=1.5"));
     let bytes = std::fs::read(&png).expect("the plot was written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() > 10_000, "a real image, not an empty canvas");
@@ -151,7 +151,7 @@ fn gen_writes_the_stream_bench_reads() {
         "csv",
     ]));
     let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     assert!(rows.iter().all(|row| row.starts_with("stream.txt,")));
 }
 

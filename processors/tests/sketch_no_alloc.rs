@@ -5,7 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use weir_processors::sketch::{CountMinSketch, HeavyHitters, SpaceSaving, TopK, UpdateRule};
+use weir_processors::sketch::{
+    CountMinSketch, HeavyHitters, HeavyKeeper, SpaceSaving, TopK, UpdateRule,
+};
 
 struct CountingAllocator;
 
@@ -101,9 +103,11 @@ fn warm_heavy_hitters_allocate_nothing_under_key_churn() {
     let sketch = CountMinSketch::new(512, 4, 0, UpdateRule::Conservative).unwrap();
     let mut topk = TopK::new(100, sketch).unwrap();
     let mut summary = SpaceSaving::new(200).unwrap();
+    let mut keeper = HeavyKeeper::new(100, 64, 2, 0).unwrap();
     for key in &keys {
         topk.update(key, 1);
         summary.update(key, 1);
+        keeper.update(key, 1);
     }
     let allocations = allocations_during(|| {
         for round in 0..20usize {
@@ -111,9 +115,13 @@ fn warm_heavy_hitters_allocate_nothing_under_key_churn() {
                 let weight = 1 + ((i * 31 + round * 7) % 11) as u64;
                 topk.update(key, weight);
                 summary.update(key, weight);
+                keeper.update(key, weight);
+                // Unit updates take HeavyKeeper's other decay path.
+                keeper.update(key, 1);
             }
         }
     });
     assert_eq!(allocations, 0);
     assert_eq!(summary.len(), 200);
+    assert_eq!(keeper.len(), 100);
 }

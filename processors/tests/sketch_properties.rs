@@ -1,12 +1,13 @@
 //! Properties of the sketches on random streams: count-min never underestimates, conservative
-//! never exceeds plain, merge equals sketching the concatenation, Space-Saving's bounds hold, a
-//! clear top-k is found exactly, serialization round-trips and corrupt bytes are rejected.
+//! never exceeds plain, merge equals sketching the concatenation, Space-Saving's bounds hold,
+//! HeavyKeeper never overestimates (before and after merges), a clear top-k is found exactly,
+//! serialization round-trips and corrupt bytes are rejected.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use weir_processors::sketch::{
-    CountMinSketch, HeavyHitters, SketchError, SpaceSaving, TopK, UpdateRule,
+    CountMinSketch, HeavyHitters, HeavyKeeper, SketchError, SpaceSaving, TopK, UpdateRule,
 };
 
 /// Streams over a small key space so that keys repeat and collide.
@@ -101,6 +102,39 @@ proptest! {
     }
 
     #[test]
+    fn heavy_keeper_never_overestimates(stream in stream(), k in 1usize..20, width in 1u32..40, depth in 1u32..4, seed in any::<u32>()) {
+        // 300 keys of 32-bit fingerprints: a collision in a shared bucket has odds below 2^-14 per
+        // case, so any overestimate here is a bug, not bad luck.
+        let keeper = keeper_of(&stream, k, width, depth, seed);
+        check_heavy_keeper(&keeper, &exact(&stream))?;
+        prop_assert_eq!(keeper.total(), stream.iter().map(|&(_, count)| count).sum::<u64>());
+    }
+
+    #[test]
+    fn heavy_keeper_never_overestimates_after_merge(a in stream(), b in stream(), k in 1usize..20, width in 1u32..40, seed in any::<u32>()) {
+        let mut left = keeper_of(&a, k, width, 2, seed);
+        left.merge(&keeper_of(&b, k, width, 2, seed)).unwrap();
+        let concatenated: Vec<_> = a.iter().chain(&b).copied().collect();
+        check_heavy_keeper(&left, &exact(&concatenated))?;
+        prop_assert!(left.len() <= k);
+    }
+
+    #[test]
+    fn heavy_keeper_counts_exactly_while_the_heap_has_room(stream in stream(), width in 1u32..8, seed in any::<u32>()) {
+        // A key entering the heap empties its buckets, so while the heap has room every bucket is
+        // empty when a new key arrives: it enters at its first occurrence and is counted exactly.
+        let keeper = keeper_of(&stream, 300, width, 2, seed);
+        let truth = exact(&stream);
+        prop_assert_eq!(keeper.len(), truth.len());
+        for (id, count) in truth {
+            prop_assert_eq!(keeper.estimate(&key(id)), count);
+        }
+        for hitter in keeper.top(usize::MAX) {
+            prop_assert!(hitter.error <= hitter.count);
+        }
+    }
+
+    #[test]
     fn topk_finds_a_clear_top_k_exactly(noise in stream(), k in 1usize..8, seed in any::<u32>()) {
         // k heavy keys, each heavier than all the noise put together, interleaved with the noise.
         let noise_total: u64 = noise.iter().map(|&(_, count)| count).sum();
@@ -108,18 +142,22 @@ proptest! {
         let sketch = CountMinSketch::new(64, 4, seed, UpdateRule::Conservative).unwrap();
         let mut topk = TopK::new(k, sketch).unwrap();
         let mut summary = SpaceSaving::new(4 * k).unwrap();
+        let mut keeper = HeavyKeeper::new(k, 64, 2, seed).unwrap();
         for (position, &(id, count)) in noise.iter().enumerate() {
             topk.update(&key(id), count);
             summary.update(&key(id), count);
+            keeper.update(&key(id), count);
             let heavy_key = &heavy[position % k];
             topk.update(heavy_key, 1);
             summary.update(heavy_key, 1);
+            keeper.update(heavy_key, 1);
         }
         for heavy_key in &heavy {
             topk.update(heavy_key, noise_total + 1);
             summary.update(heavy_key, noise_total + 1);
+            keeper.update(heavy_key, noise_total + 1);
         }
-        for reported in [topk.top(k), summary.top(k)] {
+        for reported in [topk.top(k), summary.top(k), keeper.top(k)] {
             let mut keys: Vec<Vec<u8>> = reported.into_iter().map(|hitter| hitter.key).collect();
             keys.sort();
             let mut expected = heavy.clone();
@@ -163,11 +201,58 @@ proptest! {
     }
 }
 
+fn keeper_of(stream: &[(u16, u64)], k: usize, width: u32, depth: u32, seed: u32) -> HeavyKeeper {
+    let mut keeper = HeavyKeeper::new(k, width, depth, seed).unwrap();
+    for &(id, count) in stream {
+        keeper.update(&key(id), count);
+    }
+    keeper
+}
+
+fn id_of(key: &[u8]) -> u16 {
+    std::str::from_utf8(&key[4..]).unwrap().parse().unwrap()
+}
+
+fn check_heavy_keeper(
+    keeper: &HeavyKeeper,
+    truth: &HashMap<u16, u64>,
+) -> Result<(), TestCaseError> {
+    for id in 0..300u16 {
+        let count = truth.get(&id).copied().unwrap_or(0);
+        let estimate = keeper.estimate(&key(id));
+        prop_assert!(
+            estimate <= count,
+            "key {} estimated {} above its true {}",
+            id,
+            estimate,
+            count
+        );
+    }
+    for hitter in keeper.top(usize::MAX) {
+        let count = truth.get(&id_of(&hitter.key)).copied().unwrap_or(0);
+        prop_assert!(hitter.count <= count && hitter.error <= hitter.count);
+    }
+    Ok(())
+}
+
 fn check_space_saving(
     summary: &SpaceSaving,
     truth: &HashMap<u16, u64>,
 ) -> Result<(), TestCaseError> {
     let bound = summary.error_bound();
+    for id in 0..300u16 {
+        let count = truth.get(&id).copied().unwrap_or(0);
+        let (lower, upper) = summary.bounds(&key(id));
+        prop_assert!(
+            lower <= count && count <= upper,
+            "key {} true {} outside [{}, {}]",
+            id,
+            count,
+            lower,
+            upper
+        );
+        prop_assert_eq!(summary.lower_estimate(&key(id)), lower);
+    }
     for (&id, &count) in truth {
         let estimate = summary.estimate(&key(id));
         prop_assert!(
@@ -243,6 +328,40 @@ fn bad_parameters_are_typed_errors() {
         TopK::with_memory_budget(1024, 100, 4, 8, 0, plain),
         Err(SketchError::BudgetTooSmall { .. })
     ));
+    assert!(matches!(
+        HeavyKeeper::new(0, 8, 2, 0),
+        Err(SketchError::Zero { .. })
+    ));
+    assert!(matches!(
+        HeavyKeeper::new(4, 0, 2, 0),
+        Err(SketchError::Zero { .. })
+    ));
+    assert!(matches!(
+        HeavyKeeper::new(4, 8, 0, 0),
+        Err(SketchError::Zero { .. })
+    ));
+    assert!(matches!(
+        HeavyKeeper::new(4, 8, 65, 0),
+        Err(SketchError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        HeavyKeeper::with_memory_budget(64, 100, 2, 8, 0),
+        Err(SketchError::BudgetTooSmall { .. })
+    ));
+    let mut keeper = HeavyKeeper::new(4, 8, 2, 0).unwrap();
+    for other in [
+        HeavyKeeper::new(4, 9, 2, 0).unwrap(),
+        HeavyKeeper::new(4, 8, 3, 0).unwrap(),
+        HeavyKeeper::new(4, 8, 2, 1).unwrap(),
+    ] {
+        let error = keeper.merge(&other).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot merge HeavyKeeper sketches"),
+            "{error}"
+        );
+    }
 
     let mut left = CountMinSketch::new(16, 2, 0, plain).unwrap();
     for other in [
@@ -285,6 +404,46 @@ fn memory_budget_is_respected_and_used() {
             topk.memory_bytes() <= budget,
             "{} > {budget}",
             topk.memory_bytes()
+        );
+        let keeper = HeavyKeeper::with_memory_budget(budget, 100, 2, 8, 0).unwrap();
+        assert!(
+            keeper.memory_bytes() <= budget && keeper.memory_bytes() + 16 > budget,
+            "{} for {budget}",
+            keeper.memory_bytes()
+        );
+    }
+}
+
+#[test]
+fn heavy_keeper_tracks_fewer_keys_when_the_budget_is_small() {
+    // 70 % of 4 KiB holds a few dozen 8-byte keys; 1 MiB holds a margin of twice k.
+    let small = HeavyKeeper::with_memory_budget(4096, 100, 2, 8, 0).unwrap();
+    assert!((10..100).contains(&small.k()), "tracks {} keys", small.k());
+    assert!(small.width() >= 50, "{} buckets a row", small.width());
+    let large = HeavyKeeper::with_memory_budget(1 << 20, 100, 2, 8, 0).unwrap();
+    assert_eq!(large.k(), 200);
+}
+
+#[test]
+fn heavy_keeper_finds_zipf_heavy_hitters_in_small_memory() {
+    use weir_processors::sketch::accuracy::Workload;
+    let workload = Workload::zipf(50_000, 500_000, 1.1, 3).unwrap();
+    let mut keeper = HeavyKeeper::with_memory_budget(16 << 10, 20, 2, 8, 0).unwrap();
+    for key in workload.events() {
+        keeper.update(key, 1);
+    }
+    let truth = workload.ids_by_count();
+    let top: Vec<Vec<u8>> = keeper.top(20).into_iter().map(|h| h.key).collect();
+    let found = truth[..20]
+        .iter()
+        .filter(|&&id| top.iter().any(|key| key.as_slice() == workload.key(id)))
+        .count();
+    assert!(found >= 19, "found {found} of the true top 20");
+    for &id in &truth[..10] {
+        let (estimate, count) = (keeper.estimate(workload.key(id)), workload.count(id));
+        assert!(
+            estimate <= count && estimate * 100 >= count * 99,
+            "{estimate} vs {count}"
         );
     }
 }

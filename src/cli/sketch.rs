@@ -68,7 +68,7 @@ struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cms-plain,cms-conservative,topk-cms,space-saving"
+        default_value = "cms-plain,cms-conservative,topk-cms,space-saving,heavykeeper"
     )]
     algorithms: Vec<String>,
     /// Rows of each count-min sketch.

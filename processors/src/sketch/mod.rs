@@ -5,9 +5,11 @@
 //!   conservative update; serializable.
 //! - [`TopK`]: the k heaviest keys, tracked in an indexed min-heap over a count-min sketch.
 //! - [`SpaceSaving`]: the stream-summary of Metwally et al., with a deterministic error bound.
+//! - [`HeavyKeeper`]: count with exponential-weakening decay (Gong et al.) over 32-bit key
+//!   fingerprints, in front of a heap of the k heaviest keys; the most accurate per byte.
 //!
-//! [`TopK`] and [`SpaceSaving`] implement [`HeavyHitters`], so operators and SQL functions take
-//! either.
+//! [`TopK`], [`SpaceSaving`] and [`HeavyKeeper`] implement [`HeavyHitters`], so operators and SQL
+//! functions take any of them.
 //!
 //! # Merging
 //! - Count-min sketches of one shape merge **exactly**: the sum of plain sketches of two streams is
@@ -19,11 +21,15 @@
 //!   (PODS 2012): counts are added (a key missing from a full summary counts that summary's minimum,
 //!   as an upper bound and as error), then the largest `capacity` are kept. The bound
 //!   `count − error ≤ true ≤ count` still holds, and error stays within N/capacity.
+//! - [`HeavyKeeper`] adds its buckets (same fingerprint: counts add; different: the larger stays)
+//!   and re-ranks the union of both tracked sets by summed estimates (approximate).
 
 mod cms;
 mod cms_codec;
 mod error;
+mod heavy_keeper;
 mod key_arena;
+mod key_heap;
 mod murmur3;
 mod space_saving;
 mod topk;
@@ -33,6 +39,7 @@ pub mod accuracy;
 pub use cms::{CountMinSketch, KeyHash, UpdateRule, COUNTERS_MAX, DEPTH_MAX};
 pub use cms_codec::HEADER_BYTES as CMS_HEADER_BYTES;
 pub use error::{DecodeError, SketchError};
+pub use heavy_keeper::{HeavyKeeper, DECAY_BASE};
 pub use key_arena::KEY_BYTES_MAX;
 pub use murmur3::murmur3_x64_128;
 pub use space_saving::SpaceSaving;
@@ -40,8 +47,10 @@ pub use topk::TopK;
 
 /// A key reported as heavy, with its estimated count.
 ///
-/// The true count lies in `count - error ..= count`. For [`SpaceSaving`] that bound is certain;
-/// for [`TopK`], `error` is the count-min bound ε·N, which holds with probability 1 − δ.
+/// For [`SpaceSaving`] and [`TopK`] the true count lies in `count - error ..= count`: certainly for
+/// Space-Saving; for [`TopK`], `error` is the count-min bound ε·N, which holds with probability
+/// 1 − δ. For [`HeavyKeeper`] `count` is never above the true count (fingerprint collisions aside)
+/// and `count - error` was counted exactly, so the true count is at least `count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeavyHitter {
     pub key: Vec<u8>,
@@ -57,7 +66,9 @@ pub trait HeavyHitters {
     /// Up to `k` keys with the largest estimated counts, largest first (ties by key).
     fn top(&self, k: usize) -> Vec<HeavyHitter>;
 
-    /// An estimate of `key`'s count that is never below its true count.
+    /// An estimate of `key`'s count. [`TopK`] and [`SpaceSaving`] never answer below the true
+    /// count; [`HeavyKeeper`] never above it (fingerprint collisions aside), 0 for keys it holds
+    /// nowhere.
     fn estimate(&self, key: &[u8]) -> u64;
 
     /// Bytes the structure occupies, allocations included.

@@ -161,6 +161,23 @@ impl SpaceSaving {
         Some((self.buckets[counter.bucket as usize].count, counter.error))
     }
 
+    /// Certain bounds `(lower, upper)` on `key`'s true count: `(count − error, count)` for a
+    /// tracked key, `(0, smallest tracked count)` for an untracked one.
+    pub fn bounds(&self, key: &[u8]) -> (u64, u64) {
+        match self.get(key) {
+            Some((count, error)) => (count - error, count),
+            None => (0, self.untracked_count_max()),
+        }
+    }
+
+    /// The estimate with the smaller error on skewed streams, which may fall below the true
+    /// count: the lower bound `count − error` for a tracked key (exact for keys tracked since
+    /// their first occurrence, which heavy keys mostly are), 0 for an untracked one.
+    /// [`estimate`](HeavyHitters::estimate) is the upper bound instead.
+    pub fn lower_estimate(&self, key: &[u8]) -> u64 {
+        self.bounds(key).0
+    }
+
     /// Counts `count` more occurrences of `key`.
     #[inline]
     pub fn add(&mut self, key: &[u8], count: u64) {

@@ -50,6 +50,7 @@ fn color(algorithm: Algorithm) -> RGBColor {
         Algorithm::CmsConservative => RGBColor(255, 127, 14),
         Algorithm::TopkCms => RGBColor(44, 160, 44),
         Algorithm::SpaceSaving => RGBColor(214, 39, 40),
+        Algorithm::Heavykeeper => RGBColor(148, 103, 189),
     }
 }
 

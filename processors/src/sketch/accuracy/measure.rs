@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::super::{CountMinSketch, HeavyHitters, SketchError, SpaceSaving, TopK, UpdateRule};
+use super::super::{
+    CountMinSketch, HeavyHitters, HeavyKeeper, SketchError, SpaceSaving, TopK, UpdateRule,
+};
 use super::{Algorithm, BenchConfig, Workload};
 
 /// The k for which top-k precision and recall are reported; errors "over the top-k" use the last.
@@ -55,9 +57,10 @@ pub struct Measurement {
     pub events: u64,
     pub distinct_keys: u64,
     /// The additive error bound as a fraction of N: e/width for count-min, 1/capacity for
-    /// Space-Saving.
+    /// Space-Saving. HeavyKeeper has no such bound; its figure is 1/buckets.
     pub epsilon: f64,
-    /// The probability the bound promises per key: 1 − δ for count-min, 1 for Space-Saving.
+    /// The probability the bound promises per key: 1 − δ for count-min, 1 for Space-Saving, 0 for
+    /// HeavyKeeper (nothing promised).
     pub within_epsilon_bound: f64,
     /// Fraction of occurring keys whose estimate is within ε·N of the truth.
     pub within_epsilon_fraction: f64,
@@ -78,6 +81,7 @@ enum Subject {
     Cms(CountMinSketch),
     TopK(TopK),
     SpaceSaving(SpaceSaving),
+    HeavyKeeper(HeavyKeeper),
 }
 
 impl Subject {
@@ -114,6 +118,13 @@ impl Subject {
             Algorithm::SpaceSaving => {
                 Subject::SpaceSaving(SpaceSaving::with_memory_budget(budget, key_bytes)?)
             }
+            Algorithm::Heavykeeper => Subject::HeavyKeeper(HeavyKeeper::with_memory_budget(
+                budget,
+                config.topk_capacity,
+                config.heavykeeper_depth,
+                key_bytes,
+                seed,
+            )?),
         })
     }
 
@@ -127,6 +138,7 @@ impl Subject {
             }),
             Subject::TopK(topk) => workload.events().for_each(|key| topk.add(key, 1)),
             Subject::SpaceSaving(summary) => workload.events().for_each(|key| summary.add(key, 1)),
+            Subject::HeavyKeeper(keeper) => workload.events().for_each(|key| keeper.add(key, 1)),
         }
         workload.total() as f64 / start.elapsed().as_secs_f64().max(1e-9)
     }
@@ -136,6 +148,7 @@ impl Subject {
             Subject::Cms(sketch) => sketch.estimate(key),
             Subject::TopK(topk) => topk.estimate(key),
             Subject::SpaceSaving(summary) => summary.estimate(key),
+            Subject::HeavyKeeper(keeper) => keeper.estimate_of(key),
         }
     }
 
@@ -144,6 +157,7 @@ impl Subject {
             Subject::Cms(_) => return None,
             Subject::TopK(topk) => topk.top(k),
             Subject::SpaceSaving(summary) => summary.top(k),
+            Subject::HeavyKeeper(keeper) => keeper.top(k),
         };
         Some(hitters.into_iter().map(|hitter| hitter.key).collect())
     }
@@ -153,6 +167,7 @@ impl Subject {
             Subject::Cms(sketch) => sketch.memory_bytes(),
             Subject::TopK(topk) => topk.memory_bytes(),
             Subject::SpaceSaving(summary) => summary.memory_bytes(),
+            Subject::HeavyKeeper(keeper) => keeper.memory_bytes(),
         }
     }
 
@@ -162,6 +177,11 @@ impl Subject {
             Subject::Cms(sketch) => (sketch.epsilon(), 1.0 - sketch.delta()),
             Subject::TopK(topk) => (topk.sketch().epsilon(), 1.0 - topk.sketch().delta()),
             Subject::SpaceSaving(summary) => (1.0 / summary.capacity() as f64, 1.0),
+            // No additive bound: report the bucket share of N, and promise nothing.
+            Subject::HeavyKeeper(keeper) => (
+                1.0 / (f64::from(keeper.width()) * f64::from(keeper.depth())),
+                0.0,
+            ),
         }
     }
 }

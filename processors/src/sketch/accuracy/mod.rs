@@ -30,14 +30,17 @@ pub enum Algorithm {
     TopkCms,
     /// Space-Saving stream-summary.
     SpaceSaving,
+    /// HeavyKeeper buckets in front of a heap of the top keys.
+    Heavykeeper,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 4] = [
+    pub const ALL: [Algorithm; 5] = [
         Algorithm::CmsPlain,
         Algorithm::CmsConservative,
         Algorithm::TopkCms,
         Algorithm::SpaceSaving,
+        Algorithm::Heavykeeper,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,12 +49,16 @@ impl Algorithm {
             Algorithm::CmsConservative => "cms-conservative",
             Algorithm::TopkCms => "topk-cms",
             Algorithm::SpaceSaving => "space-saving",
+            Algorithm::Heavykeeper => "heavykeeper",
         }
     }
 
     /// Whether the algorithm reports heavy hitters (count-min alone only estimates).
     pub fn reports_top_k(self) -> bool {
-        matches!(self, Algorithm::TopkCms | Algorithm::SpaceSaving)
+        matches!(
+            self,
+            Algorithm::TopkCms | Algorithm::SpaceSaving | Algorithm::Heavykeeper
+        )
     }
 }
 
@@ -79,6 +86,8 @@ pub struct BenchConfig {
     pub algorithms: Vec<Algorithm>,
     /// Rows of every count-min sketch.
     pub depth: u32,
+    /// Rows of HeavyKeeper buckets (the paper's choice is 2: heavy keys need few chances).
+    pub heavykeeper_depth: u32,
     /// Keys the top-k algorithm tracks: the largest k measured.
     pub topk_capacity: usize,
     pub hash_seed: u32,
@@ -92,6 +101,7 @@ impl Default for BenchConfig {
             budgets_bytes: (12..=22).map(|shift| 1usize << shift).collect(),
             algorithms: Algorithm::ALL.to_vec(),
             depth: 4,
+            heavykeeper_depth: 2,
             topk_capacity: 100,
             hash_seed: 0,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
@@ -140,6 +150,11 @@ pub fn run(
     if config.depth == 0 {
         return Err(SketchError::Zero {
             what: "count-min sketch depth",
+        });
+    }
+    if config.heavykeeper_depth == 0 {
+        return Err(SketchError::Zero {
+            what: "HeavyKeeper depth",
         });
     }
     if config.topk_capacity < K_VALUES[K_VALUES.len() - 1] {
