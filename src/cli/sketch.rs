@@ -1,8 +1,11 @@
-//! `weir sketch`: the sketch accuracy-versus-memory benchmark (`bench`) and the generator of its
-//! Zipf streams as files (`gen`), so other tools can be run on the very same events.
+//! `weir sketch`: the sketch accuracy-versus-memory benchmark (`bench`) on Zipf streams, a file of
+//! keys or a topic, and the generator of its Zipf streams as files (`gen`), so other tools can be
+//! run on the very same events.
 
 mod bytes;
+mod key_field;
 mod plot;
+mod topic;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -17,6 +20,9 @@ use serde::Serialize;
 use weir_processors::sketch::accuracy::{self, Algorithm, BenchConfig, BenchResults, Workload};
 
 use self::bytes::parse_budgets;
+use self::key_field::KeyField;
+use self::topic::{describe_skipped, TopicRead, TopicSource};
+use super::broker::BrokerAddress;
 
 const DEFAULT_EVENTS: u64 = 10_000_000;
 const DEFAULT_KEYS: u64 = 1_000_000;
@@ -32,7 +38,7 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum SketchCommand {
-    /// Measure sketch accuracy and speed against memory on Zipf streams or a file of keys.
+    /// Measure sketch accuracy and speed against memory on Zipf streams, a file of keys or a topic.
     Bench(BenchArgs),
     /// Write a seeded Zipf stream to a file, one key per line (the stream `bench` measures).
     Gen(GenArgs),
@@ -61,6 +67,19 @@ struct BenchArgs {
     /// Measure on the keys of this file (one per line) instead of Zipf streams.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["events", "keys", "skew"])]
     input: Option<PathBuf>,
+    /// Measure on the records of this topic, every partition from its beginning up to its end
+    /// offset when the read starts; the stream key is the record key unless --key-field is given.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        conflicts_with_all = ["input", "events", "keys", "skew"]
+    )]
+    topic: Option<String>,
+    /// With --topic: take the key from this field of the JSON value, a dotted path (`user.id`).
+    #[arg(long, value_name = "PATH", requires = "topic")]
+    key_field: Option<String>,
+    #[command(flatten)]
+    broker: BrokerAddress,
     /// Memory budgets: a doubling range `4KiB..4MiB` or a comma-separated list `4096,64KiB,1MiB`.
     #[arg(long, default_value = "4KiB..4MiB")]
     budgets: String,
@@ -154,23 +173,27 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for source in &sources {
         progress.set_message(format!("loading {}", source.describe()));
         progress.tick();
-        let workload = source.load(&args.stream)?;
+        let (workload, topic_read) = source.load(&args.stream, &progress)?;
         progress.set_message(format!("measuring {}", workload.name()));
         results.extend(accuracy::run(
             &config,
             std::slice::from_ref(&workload),
             &|| progress.inc(1),
         )?);
-        summaries.push(WorkloadSummary::of(&workload));
+        summaries.push(WorkloadSummary::of(&workload, topic_read));
     }
     progress.finish_and_clear();
     let elapsed_sec = started.elapsed().as_secs_f64();
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let reads = summaries.iter().filter_map(WorkloadSummary::topic_line);
     match args.output {
         Output::Table => {
             out.write_all(accuracy::render_table(&results).as_bytes())?;
+            for line in reads {
+                writeln!(out, "{line}")?;
+            }
             writeln!(
                 out,
                 "{} jobs in {elapsed_sec:.1} s on {} threads",
@@ -178,7 +201,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 config.threads
             )?;
         }
-        Output::Csv => out.write_all(accuracy::render_csv(&results).as_bytes())?,
+        Output::Csv => {
+            out.write_all(accuracy::render_csv(&results).as_bytes())?;
+            // Stdout stays pure CSV.
+            for line in reads {
+                eprintln!("{line}");
+            }
+        }
         Output::Json => {
             let report = JsonReport::new(&config, summaries, &results, elapsed_sec);
             serde_json::to_writer_pretty(&mut out, &report)?;
@@ -210,6 +239,7 @@ fn progress_bar() -> anyhow::Result<ProgressBar> {
 enum Source {
     Zipf(f64),
     File(PathBuf),
+    Topic(TopicSource),
 }
 
 impl Source {
@@ -217,16 +247,26 @@ impl Source {
         match self {
             Source::Zipf(skew) => format!("zipf s={skew}"),
             Source::File(path) => path.display().to_string(),
+            Source::Topic(topic) => topic.describe(),
         }
     }
 
-    fn load(&self, stream: &StreamArgs) -> anyhow::Result<Workload> {
+    /// The workload, and for a topic what the read found.
+    fn load(
+        &self,
+        stream: &StreamArgs,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<(Workload, Option<TopicRead>)> {
         match self {
             Source::Zipf(skew) => {
                 let (events, keys) = stream_size(stream);
-                Ok(Workload::zipf(keys, events, *skew, stream.seed)?)
+                Ok((Workload::zipf(keys, events, *skew, stream.seed)?, None))
             }
-            Source::File(path) => read_input(path),
+            Source::File(path) => Ok((read_input(path)?, None)),
+            Source::Topic(topic) => {
+                let (workload, read) = topic.load(progress)?;
+                Ok((workload, Some(read)))
+            }
         }
     }
 }
@@ -234,6 +274,14 @@ impl Source {
 fn workload_sources(args: &BenchArgs) -> anyhow::Result<Vec<Source>> {
     if let Some(path) = &args.input {
         return Ok(vec![Source::File(path.clone())]);
+    }
+    if let Some(topic) = &args.topic {
+        let key_field = args.key_field.as_deref().map(KeyField::parse).transpose()?;
+        return Ok(vec![Source::Topic(TopicSource {
+            broker: args.broker.addr.clone(),
+            topic: topic.clone(),
+            key_field,
+        })]);
     }
     let skews = args.skew.clone().unwrap_or_else(|| DEFAULT_SKEWS.to_vec());
     if skews.is_empty() {
@@ -303,6 +351,9 @@ struct WorkloadSummary {
     name: String,
     events: u64,
     key_space: usize,
+    /// For a topic: the snapshot read and the records skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<TopicRead>,
 }
 
 #[derive(Serialize)]
@@ -314,12 +365,26 @@ struct Machine {
 }
 
 impl WorkloadSummary {
-    fn of(workload: &Workload) -> Self {
+    fn of(workload: &Workload, topic: Option<TopicRead>) -> Self {
         Self {
             name: workload.name().to_string(),
             events: workload.total(),
             key_space: workload.distinct(),
+            topic,
         }
+    }
+
+    /// `topic clicks: 1000 records read, 990 counted, 10 skipped (10 with a null key)`.
+    fn topic_line(&self) -> Option<String> {
+        let read = self.topic.as_ref()?;
+        Some(format!(
+            "topic {}: {} records read, {} counted, {} skipped ({})",
+            read.topic,
+            read.records,
+            self.events,
+            read.skipped.total(),
+            describe_skipped(&read.skipped)
+        ))
     }
 }
 

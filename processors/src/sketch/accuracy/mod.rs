@@ -14,6 +14,7 @@ use serde::Serialize;
 
 pub use measure::{Measurement, K_VALUES};
 pub use report::{render_csv, render_table};
+pub use workload::WorkloadBuilder;
 pub use workload::{Workload, Xoshiro256, ZipfSampler, KEYS_MAX};
 
 use super::SketchError;

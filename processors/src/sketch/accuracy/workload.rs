@@ -1,12 +1,16 @@
 //! Streams to measure sketches on: seeded Zipf streams or the lines of a file, interned to dense
 //! key ids with their exact counts alongside.
 
+mod builder;
+
 use std::io::{self, Write};
 
 use hashbrown::HashTable;
 
 use super::super::cms::KeyHash;
 use super::super::SketchError;
+
+pub use builder::WorkloadBuilder;
 
 /// Most distinct keys a workload may have (ids are `u32`).
 pub const KEYS_MAX: u64 = 1 << 31;
