@@ -22,3 +22,6 @@ pub use partitioner::{murmur2, partition_for_key, to_positive};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+/// The channel [`connect`] opens, for building the raw gRPC clients of
+/// [`crate::proto`] on it.
+pub use tonic::transport::Channel;
