@@ -13,6 +13,7 @@ mod error;
 mod partitioner;
 mod producer;
 mod sender;
+mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
