@@ -244,3 +244,52 @@ fn bench_produce_reports_json() {
     assert_eq!(report["records"], 2000);
     broker.terminate();
 }
+
+/// `--broker` is global: before the subcommand, after it, and after the
+/// nested subcommand; `WEIR_BROKER` is the fallback, the flag wins over it.
+#[test]
+fn broker_flag_is_accepted_before_or_after_the_subcommand() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = BrokerChild::start(&data_dir(root.path()), &[]);
+    let addr = broker.addr.as_str();
+    // A closed port: a command that used WEIR_BROKER instead of the flag fails.
+    let wrong = "127.0.0.1:1";
+
+    let out = run_weir(
+        wrong,
+        &[
+            "--broker",
+            addr,
+            "topic",
+            "create",
+            "g",
+            "--partitions",
+            "1",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = run_weir(wrong, &["topic", "--broker", addr, "list"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains('g'), "{out:?}");
+    let out = run_weir(wrong, &["topic", "list", "--broker", addr], b"");
+    assert!(out.status.success(), "{out:?}");
+    let out = run_weir(
+        wrong,
+        &["--broker", addr, "produce", "g", "--acks", "0"],
+        b"x\ny\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = run_weir(
+        wrong,
+        &["--broker", addr, "consume", "g", "--format", "kv"],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).lines().count(), 2, "{out:?}");
+
+    let out = run_weir(addr, &["topic", "list"], b"");
+    assert!(out.status.success(), "WEIR_BROKER alone: {out:?}");
+    let out = run_weir(addr, &["--broker", wrong, "topic", "list"], b"");
+    assert!(!out.status.success(), "the flag must win over WEIR_BROKER");
+}

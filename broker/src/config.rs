@@ -21,6 +21,11 @@ pub const FETCH_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Longest long poll a fetch may ask for.
 pub const FETCH_WAIT_MS_MAX_DEFAULT: u32 = 30_000;
+/// Open client connections at most (Kafka's `max.connections`).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Requests in progress on one connection at most (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client queues the rest.
+pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
 
 /// Where storage I/O of produce and fetch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,10 @@ pub struct BrokerConfig {
     /// How often every partition's retention and compaction run.
     pub retention_check_interval_ms: u64,
     pub io_mode: IoMode,
+    /// Open connections at most; a connection past it is closed at once.
+    pub connections_max: usize,
+    /// Requests served at once per connection; the client waits for the rest.
+    pub requests_per_connection_max: u32,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
     pub topic_defaults: BTreeMap<String, String>,
@@ -102,6 +111,8 @@ struct ConfigFile {
     fetch_wait_ms_max: Option<u32>,
     retention_check_interval_ms: Option<u64>,
     io_mode: Option<String>,
+    connections_max: Option<usize>,
+    requests_per_connection_max: Option<u32>,
     address_file: Option<PathBuf>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
@@ -118,6 +129,8 @@ impl Default for BrokerConfig {
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             io_mode: IoMode::Blocking,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
             topic_defaults: BTreeMap::new(),
             address_file: None,
         }
@@ -128,7 +141,8 @@ impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
-    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`).
+    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_CONNECTIONS_MAX`,
+    /// `WEIR_REQUESTS_PER_CONNECTION_MAX`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -146,6 +160,8 @@ impl BrokerConfig {
             "WEIR_FETCH_BYTES_MAX",
             "WEIR_IO_MODE",
             "WEIR_RETENTION_CHECK_INTERVAL_MS",
+            "WEIR_CONNECTIONS_MAX",
+            "WEIR_REQUESTS_PER_CONNECTION_MAX",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -207,6 +223,12 @@ impl BrokerConfig {
             self.set("WEIR_IO_MODE", &v)
                 .map_err(|reason| bad("io_mode", v, reason))?;
         }
+        if let Some(v) = file.connections_max {
+            self.connections_max = v;
+        }
+        if let Some(v) = file.requests_per_connection_max {
+            self.requests_per_connection_max = v;
+        }
         if let Some(v) = file.address_file {
             self.address_file = Some(v);
         }
@@ -247,6 +269,12 @@ impl BrokerConfig {
                 self.retention_check_interval_ms = value
                     .parse()
                     .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_CONNECTIONS_MAX" => {
+                self.connections_max = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_REQUESTS_PER_CONNECTION_MAX" => {
+                self.requests_per_connection_max = value.parse().map_err(|_| "expected a count")?
             }
             other => return Err(format!("unknown setting {other}")),
         }
@@ -295,6 +323,20 @@ impl BrokerConfig {
                 "request_bytes_max",
                 self.request_bytes_max.to_string(),
                 "must be at least 1024",
+            ));
+        }
+        if self.connections_max == 0 {
+            return Err(bad(
+                "connections_max",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.requests_per_connection_max == 0 {
+            return Err(bad(
+                "requests_per_connection_max",
+                "0".to_string(),
+                "must be at least 1",
             ));
         }
         if self.retention_check_interval_ms == 0 {

@@ -78,6 +78,13 @@ pub enum BrokerError {
         source: LogError,
     },
 
+    #[error("topic {topic:?} partition {partition}: cannot rebuild the idempotent-producer state: {reason}")]
+    ProducerState {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
     #[error("failed to {op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -166,6 +173,7 @@ impl BrokerError {
             | BrokerError::Bind { .. }
             | BrokerError::Serve { .. }
             | BrokerError::CorruptRegistry { .. }
+            | BrokerError::ProducerState { .. }
             | BrokerError::TaskFailed(_) => Code::Internal,
         }
     }

@@ -13,8 +13,11 @@
 mod broker;
 pub mod client;
 mod config;
+mod connection_limit;
 mod error;
 mod partition;
+mod producer_recovery;
+mod producer_snapshot;
 mod producer_state;
 pub mod proto;
 mod registry;
@@ -23,8 +26,11 @@ mod server;
 mod topic_name;
 
 pub use broker::{Broker, Topic, PARTITIONS_MAX};
-pub use config::{BrokerConfig, ConfigError, IoMode, DATA_DIR_DEFAULT, LISTEN_DEFAULT};
+pub use config::{
+    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
+    REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+};
 pub use error::BrokerError;
-pub use partition::{Appended, Partition, PartitionStatus, ReadResult};
+pub use partition::{Appended, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES};
 pub use server::{shutdown_signal, RunningBroker};
 pub use topic_name::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};

@@ -1,6 +1,7 @@
 //! One partition as the broker serves it: its log, its leader epoch, its high
-//! watermark, the idempotent-producer state, and the signal that wakes long
-//! polls when the high watermark moves.
+//! watermark, the idempotent-producer state (rebuilt on open, snapshotted to
+//! `producer-state` every [`SNAPSHOT_INTERVAL_BYTES`] appended and at close),
+//! and the signal that wakes long polls when the high watermark moves.
 //!
 //! Every method here does blocking file I/O or takes a short lock; callers on
 //! the async executor go through [`crate::Broker::run_io`].
@@ -15,9 +16,22 @@ use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
 use weir_log::{LogConfig, PartitionLog};
 
 use crate::error::BrokerError;
+use crate::producer_recovery::{self, Rebuilt};
+use crate::producer_snapshot;
 use crate::producer_state::{
     increment_sequence, ProducerStates, SequenceCheck, SequenceError, SequencedBatch, StoredRange,
 };
+
+/// Bytes appended between two periodic producer-state snapshots: after a
+/// crash, an open replays the headers of at most this much log.
+pub const SNAPSHOT_INTERVAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The producer state and how much was appended since it was last snapshotted.
+#[derive(Debug)]
+struct Producers {
+    states: ProducerStates,
+    appended_bytes_since_snapshot: u64,
+}
 
 /// A partition led by this broker.
 pub struct Partition {
@@ -27,7 +41,7 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     /// Held across the idempotence check, the append and the high-watermark
     /// advance, so the three are one step for every producer.
-    producers: Mutex<ProducerStates>,
+    producers: Mutex<Producers>,
     /// The high watermark, published to long polls after every advance.
     high_watermark: watch::Sender<u64>,
 }
@@ -83,6 +97,13 @@ impl Partition {
         leader_epoch: i32,
     ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(dir, config).map_err(|e| BrokerError::log(topic, index, e))?;
+        let (states, rebuilt) =
+            producer_recovery::rebuild(&log).map_err(|e| BrokerError::ProducerState {
+                topic: topic.to_string(),
+                partition: index,
+                reason: e.to_string(),
+            })?;
+        log_rebuilt(topic, index, states.len(), &rebuilt);
         // Replication factor 1: everything in the log is replicated to the whole ISR.
         let log_end = log.log_end_offset();
         log.set_high_watermark(log_end);
@@ -92,7 +113,10 @@ impl Partition {
             index,
             log,
             leader_epoch: AtomicI32::new(leader_epoch),
-            producers: Mutex::new(ProducerStates::default()),
+            producers: Mutex::new(Producers {
+                states,
+                appended_bytes_since_snapshot: 0,
+            }),
             high_watermark,
         })
     }
@@ -137,7 +161,7 @@ impl Partition {
         BrokerError::log(&self.topic, self.index, source)
     }
 
-    fn lock_producers(&self) -> Result<MutexGuard<'_, ProducerStates>, BrokerError> {
+    fn lock_producers(&self) -> Result<MutexGuard<'_, Producers>, BrokerError> {
         self.producers.lock().map_err(|_| {
             BrokerError::TaskFailed(format!(
                 "topic {:?} partition {}: producer state lock poisoned by an earlier panic",
@@ -150,7 +174,7 @@ impl Partition {
     /// idempotent-producer check; advances the high watermark.
     pub fn append(&self, buf: &mut [u8]) -> Result<Appended, BrokerError> {
         let mut producers = self.lock_producers()?;
-        if let Some(stored) = self.check_sequences(&producers, buf)? {
+        if let Some(stored) = self.check_sequences(&producers.states, buf)? {
             return Ok(Appended {
                 base_offset: stored.base_offset,
                 last_offset: stored.last_offset,
@@ -169,7 +193,20 @@ impl Partition {
             if let Some(sequenced) = sequenced(&header) {
                 let base = u64::try_from(header.base_offset).unwrap_or(0);
                 let last = u64::try_from(header.last_offset()).unwrap_or(base);
-                producers.record(&sequenced, base, last);
+                producers.states.record(&sequenced, base, last);
+            }
+        }
+        producers.appended_bytes_since_snapshot += buf.len() as u64;
+        if producers.appended_bytes_since_snapshot >= SNAPSHOT_INTERVAL_BYTES {
+            producers.appended_bytes_since_snapshot = 0;
+            // Still under the lock, so the state matches the log end exactly.
+            let log_end = self.log.log_end_offset();
+            if let Err(error) =
+                producer_snapshot::write(self.log.dir(), &producers.states, log_end, false)
+            {
+                // The append stands; the next open replays from an older snapshot.
+                tracing::warn!(topic = %self.topic, partition = self.index, %error,
+                    "cannot write the producer-state snapshot");
             }
         }
         drop(producers);
@@ -356,9 +393,26 @@ impl Partition {
         Ok((retained.segments_deleted, compacted.segments_rewritten))
     }
 
-    /// Flushes, writes the clean-shutdown checkpoint and releases the log.
+    /// Writes the producer-state snapshot, flushes, writes the clean-shutdown
+    /// checkpoint and releases the log.
     pub fn close(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);
+        let producers = self.producers.into_inner().map_err(|_| {
+            BrokerError::TaskFailed(format!(
+                "topic {topic:?} partition {index}: producer state lock poisoned by an earlier panic"
+            ))
+        })?;
+        producer_snapshot::write(
+            self.log.dir(),
+            &producers.states,
+            self.log.log_end_offset(),
+            true,
+        )
+        .map_err(|source| BrokerError::Io {
+            op: "write producer-state snapshot in",
+            path: self.log.dir().to_path_buf(),
+            source,
+        })?;
         self.log
             .close()
             .map_err(|e| BrokerError::log(&topic, index, e))
@@ -373,8 +427,43 @@ impl Partition {
     }
 }
 
+fn log_rebuilt(topic: &str, index: u32, producers: usize, rebuilt: &Rebuilt) {
+    match rebuilt {
+        Rebuilt::Snapshot {
+            snapshot_offset,
+            batches_replayed,
+        } => tracing::debug!(
+            topic,
+            partition = index,
+            producers,
+            snapshot_offset,
+            batches_replayed,
+            "producer state from snapshot"
+        ),
+        Rebuilt::TailScan {
+            segments,
+            log_bytes,
+            reached_log_start,
+            snapshot_refused,
+        } => {
+            if let Some(reason) = snapshot_refused {
+                tracing::warn!(topic, partition = index, %reason, "producer-state snapshot not used");
+            }
+            tracing::info!(
+                topic,
+                partition = index,
+                producers,
+                segments,
+                log_bytes,
+                reached_log_start,
+                "producer state rebuilt from the log tail"
+            );
+        }
+    }
+}
+
 /// The idempotence fields of a batch, if it comes from an idempotent producer.
-fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
+pub(crate) fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
     if header.producer_id == NO_PRODUCER_ID
         || header.base_sequence < 0
         || header.last_offset_delta < 0

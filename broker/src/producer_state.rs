@@ -46,14 +46,17 @@ pub enum SequenceError {
     Fenced { current_epoch: i16 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
+    /// Oldest first; at most [`BATCHES_REMEMBERED`].
     batches: VecDeque<StoredRange>,
 }
 
-/// The state of every producer that wrote to one partition since the broker started.
-#[derive(Debug, Default)]
+/// The state of every producer that wrote to one partition: rebuilt on open
+/// from the `producer-state` snapshot and the log (see `producer_recovery`),
+/// then kept up to date by every append.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
 }
@@ -73,8 +76,8 @@ impl ProducerStates {
     /// Decides whether `batch` is new, a duplicate, or refused. Does not change state.
     pub fn check(&self, batch: &SequencedBatch) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
-            // Unknown producer: state is kept in memory only, so after a broker
-            // restart a producer continues with whatever sequence it has.
+            // Unknown producer (new, or its batches are older than what a
+            // restart rebuilt): it continues with whatever sequence it has.
             return Ok(SequenceCheck::Append);
         };
         if batch.producer_epoch < entry.epoch {
@@ -103,6 +106,58 @@ impl ProducerStates {
             Ok(SequenceCheck::Append)
         } else {
             Err(SequenceError::OutOfOrder { expected })
+        }
+    }
+
+    /// The number of producers known.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Every producer: id, epoch and its remembered batches, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<StoredRange>)> + '_ {
+        self.producers
+            .iter()
+            .map(|(id, entry)| (*id, entry.epoch, &entry.batches))
+    }
+
+    /// Sets a producer's state as read back from a snapshot. Only the last
+    /// [`BATCHES_REMEMBERED`] of `batches` (oldest first) are kept.
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[StoredRange]) {
+        let kept = batches.len().saturating_sub(BATCHES_REMEMBERED);
+        self.producers.insert(
+            producer_id,
+            ProducerEntry {
+                epoch,
+                batches: batches.iter().skip(kept).copied().collect(),
+            },
+        );
+    }
+
+    /// Adds the state built from an older stretch of the log: producers not
+    /// known here are taken as they are; a known producer of the same epoch
+    /// gets older batches in front of its own until it remembers
+    /// [`BATCHES_REMEMBERED`]. Batches of an older epoch are dropped, as
+    /// [`ProducerStates::record`] drops them when the epoch moves.
+    pub fn merge_older(&mut self, older: ProducerStates) {
+        for (producer_id, old) in older.producers {
+            match self.producers.entry(producer_id) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert(old);
+                }
+                std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                    let entry = occupied.get_mut();
+                    if entry.epoch != old.epoch {
+                        continue;
+                    }
+                    for stored in old.batches.into_iter().rev() {
+                        if entry.batches.len() == BATCHES_REMEMBERED {
+                            break;
+                        }
+                        entry.batches.push_front(stored);
+                    }
+                }
+            }
         }
     }
 
@@ -204,6 +259,79 @@ mod tests {
             states.check(&batch(0, 1, 1)),
             Ok(SequenceCheck::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn merging_an_older_stretch_fills_batches_and_adds_producers() {
+        let mut newer = ProducerStates::default();
+        for i in 3..5 {
+            newer.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        let mut older = ProducerStates::default();
+        for i in 0..3 {
+            older.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        let other = SequencedBatch {
+            producer_id: 10,
+            ..batch(0, 0, 1)
+        };
+        older.record(&other, 7, 7);
+        newer.merge_older(older);
+        assert_eq!(newer.len(), 2);
+        let mut expected = ProducerStates::default();
+        for i in 0..5 {
+            expected.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        expected.record(&other, 7, 7);
+        assert_eq!(newer, expected);
+    }
+
+    #[test]
+    fn merging_keeps_only_five_and_ignores_an_older_epoch() {
+        let mut newer = ProducerStates::default();
+        for i in 2..6 {
+            newer.record(&batch(1, i, 1), i as u64, i as u64);
+        }
+        let mut older = ProducerStates::default();
+        older.record(&batch(0, 0, 1), 0, 0);
+        newer.merge_older(older);
+        assert_eq!(
+            newer.check(&batch(1, 0, 1)),
+            Err(SequenceError::OutOfOrder { expected: 6 }),
+            "epoch 0 batches were not merged into epoch 1"
+        );
+        let mut older = ProducerStates::default();
+        for i in 0..2 {
+            older.record(&batch(1, i, 1), i as u64, i as u64);
+        }
+        newer.merge_older(older);
+        assert!(matches!(
+            newer.check(&batch(1, 1, 1)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+        assert_eq!(
+            newer.check(&batch(1, 0, 1)),
+            Err(SequenceError::OutOfOrder { expected: 6 }),
+            "only the newest five are remembered"
+        );
+    }
+
+    #[test]
+    fn restore_keeps_the_last_five() {
+        let ranges: Vec<StoredRange> = (0..7)
+            .map(|i| StoredRange {
+                first_sequence: i,
+                last_sequence: i,
+                base_offset: i as u64,
+                last_offset: i as u64,
+            })
+            .collect();
+        let mut states = ProducerStates::default();
+        states.restore(9, 0, &ranges);
+        let (_, _, kept) = states.iter().next().unwrap();
+        assert_eq!(kept.len(), BATCHES_REMEMBERED);
+        assert_eq!(kept.front().map(|r| r.first_sequence), Some(2));
+        assert_eq!(states.check(&batch(0, 7, 1)), Ok(SequenceCheck::Append));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::connection_limit;
 use crate::error::BrokerError;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
@@ -26,7 +27,6 @@ const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Larger frames mean fewer frame headers and wake-ups per MiB.
 const FRAME_BYTES_MAX: u32 = 1024 * 1024;
-const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 
 /// A broker serving requests on a bound address.
 #[derive(Debug)]
@@ -63,6 +63,7 @@ impl RunningBroker {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
+        let incoming = connection_limit::limit(incoming, broker.config().connections_max);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(&broker);
         let serving = tokio::spawn(async move {
@@ -161,7 +162,7 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(FRAME_BYTES_MAX)
-        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .max_concurrent_streams(config.requests_per_connection_max)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted as RewriteResponse,
         ))

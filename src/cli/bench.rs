@@ -25,8 +25,9 @@ use super::broker::{block_on, BrokerAddress};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    #[command(flatten)]
-    broker: BrokerAddress,
+    /// Set from the global `--broker` flag.
+    #[arg(skip)]
+    pub broker: BrokerAddress,
     #[command(subcommand)]
     mode: Mode,
 }

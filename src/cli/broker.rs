@@ -31,12 +31,22 @@ pub struct Args {
     address_file: Option<PathBuf>,
 }
 
-/// The broker a client subcommand talks to.
+/// The broker a client subcommand talks to: a global flag, accepted before
+/// or after the subcommand (`weir --broker H:P topic list`,
+/// `weir topic list --broker H:P`).
 #[derive(Debug, Clone, ClapArgs)]
 pub struct BrokerAddress {
-    /// Broker address, host:port.
+    /// Broker address for topic, produce, consume and bench, host:port.
     #[arg(long = "broker", env = "WEIR_BROKER", default_value = weir_broker::LISTEN_DEFAULT, global = true)]
     pub addr: String,
+}
+
+impl Default for BrokerAddress {
+    fn default() -> Self {
+        BrokerAddress {
+            addr: weir_broker::LISTEN_DEFAULT.to_string(),
+        }
+    }
 }
 
 /// Runs `future` on a multi-threaded tokio runtime.

@@ -13,8 +13,9 @@ use super::broker::{block_on, BrokerAddress};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    #[command(flatten)]
-    broker: BrokerAddress,
+    /// Set from the global `--broker` flag.
+    #[arg(skip)]
+    pub broker: BrokerAddress,
     topic: String,
     /// Start at the first record (the default without --follow).
     #[arg(long, group = "start")]

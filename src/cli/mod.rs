@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    broker: broker::BrokerAddress,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,10 +46,22 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Broker(args) => broker::run(args),
-            Command::Topic(args) => topic::run(args),
-            Command::Produce(args) => produce::run(args),
-            Command::Consume(args) => consume::run(args),
-            Command::Bench(args) => bench::run(args),
+            Command::Topic(mut args) => {
+                args.broker = self.broker;
+                topic::run(args)
+            }
+            Command::Produce(mut args) => {
+                args.broker = self.broker;
+                produce::run(args)
+            }
+            Command::Consume(mut args) => {
+                args.broker = self.broker;
+                consume::run(args)
+            }
+            Command::Bench(mut args) => {
+                args.broker = self.broker;
+                bench::run(args)
+            }
             Command::Log(args) => log::run(args),
             Command::Sketch(args) => sketch::run(args),
         }

@@ -17,8 +17,9 @@ use super::broker::{block_on, BrokerAddress};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    #[command(flatten)]
-    broker: BrokerAddress,
+    /// Set from the global `--broker` flag.
+    #[arg(skip)]
+    pub broker: BrokerAddress,
     topic: String,
     /// Read records from this file instead of stdin.
     #[arg(long)]

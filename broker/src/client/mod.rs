@@ -13,6 +13,7 @@ mod error;
 mod partitioner;
 mod producer;
 mod sender;
+mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
@@ -22,3 +23,6 @@ pub use partitioner::{murmur2, partition_for_key, to_positive};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+/// The channel [`connect`] opens, for building the raw gRPC clients of
+/// [`crate::proto`] on it.
+pub use tonic::transport::Channel;

@@ -25,6 +25,7 @@ use super::accumulator::{Accumulator, Appended, TopicState};
 use super::connection::{connect, RESPONSE_BYTES_MAX};
 use super::error::ClientError;
 use super::sender;
+use super::written::SignallingChannel;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::produce_client::ProduceClient;
 use crate::proto::{DescribeTopicRequest, InitProducerIdRequest};
@@ -32,7 +33,9 @@ use crate::proto::{DescribeTopicRequest, InitProducerIdRequest};
 /// How many acknowledgements a produce waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
-    /// acks=0: a record counts as sent once its request is dispatched; no offset is known.
+    /// acks=0: a record's future resolves once its request has been written
+    /// to the connection, before the broker answers; its offset is unknown
+    /// (`None`; the CLI shows -1) and a failure is only logged.
     None,
     /// acks=1: the leader appended it.
     Leader,
@@ -167,7 +170,7 @@ impl<'a> ProducerRecord<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub partition: u32,
-    /// None with acks=0.
+    /// None with acks=0: the future resolved before the broker answered.
     pub offset: Option<u64>,
     pub timestamp_ms: i64,
 }
@@ -209,7 +212,7 @@ impl Future for DeliveryFuture {
 #[derive(Debug)]
 pub(crate) struct ProducerShared {
     pub(crate) config: ProducerConfig,
-    pub(crate) client: ProduceClient<Channel>,
+    pub(crate) client: ProduceClient<SignallingChannel>,
     admin: AdminClient<Channel>,
     pub(crate) accumulator: Mutex<Accumulator>,
     /// Wakes the sender: a batch filled, a new batch started, a request ended.
@@ -239,7 +242,7 @@ impl Producer {
         config: ProducerConfig,
     ) -> Result<Producer, ClientError> {
         check_config(&config)?;
-        let mut client = ProduceClient::new(channel.clone())
+        let mut client = ProduceClient::new(SignallingChannel::new(channel.clone()))
             .max_decoding_message_size(RESPONSE_BYTES_MAX)
             .max_encoding_message_size(config.request_bytes_max.saturating_add(64 * 1024));
         let producer_id = if config.idempotent {

@@ -12,6 +12,7 @@ use weir_log::batch::{BatchBuilder, Compression};
 use super::accumulator::{Job, PendingBatch};
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
+use super::written::WrittenSignal;
 use crate::proto::{self, ErrorCode, PartitionProduceData, ProduceRequest};
 
 /// Runs until the producer is closed and every batch is done.
@@ -88,27 +89,52 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
     } = job;
     let (pending, encoded) = encode(&shared, batches, producer).await;
     let reserved: usize = pending.iter().map(|b| b.reserved_bytes).sum();
+    let count = pending.len();
+    let mut dones = Vec::with_capacity(count);
+    let mut builders = Vec::with_capacity(count);
+    let mut records = Vec::with_capacity(count);
+    for batch in pending {
+        dones.push(batch.done);
+        builders.push(batch.builder);
+        records.push(batch.records);
+    }
+    let acks_none = shared.config.acks == Acks::None;
     let mut outcome = match encoded {
-        Ok(bytes) => send_with_retries(&shared, &topic, partition, bytes).await,
+        Ok(bytes) if acks_none => {
+            // Futures resolve once the request is written; the partition
+            // stays busy (order, one request in flight) until the answer.
+            let (signal, written) = WrittenSignal::new();
+            let send = send_with_retries(&shared, &topic, partition, bytes, Some(signal));
+            tokio::pin!(send);
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut send => outcome,
+                Ok(()) = written => {
+                    for done in dones.drain(..) {
+                        let _ = done.send(Ok(None));
+                    }
+                    send.await
+                }
+            };
+            outcome
+        }
+        Ok(bytes) => send_with_retries(&shared, &topic, partition, bytes, None).await,
         Err(error) => Err(Delivery::NotStored(error)),
     };
-    if shared.config.acks == Acks::None {
+    if acks_none {
         if let Err(error) = &outcome {
             tracing::warn!(%topic, partition, error = %error.error(), "acks=0 produce failed");
         }
         outcome = Ok(None);
     }
-    let mut builders = Vec::with_capacity(pending.len());
     let mut given_back = None;
     let mut renew = false;
-    let count = pending.len();
     match outcome {
         Ok(base_offset) => {
             let mut next = base_offset;
-            for batch in pending {
-                let _ = batch.done.send(Ok(next));
-                next = next.map(|base| base + u64::from(batch.records));
-                builders.push(batch.builder);
+            for (done, records) in dones.into_iter().zip(records) {
+                let _ = done.send(Ok(next));
+                next = next.map(|base| base + u64::from(records));
             }
         }
         Err(delivery) => {
@@ -117,9 +143,8 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
                 Delivery::Unknown(_) => renew = producer.is_some(),
             }
             let error = delivery.into_error();
-            for batch in pending {
-                let _ = batch.done.send(Err(error.clone()));
-                builders.push(batch.builder);
+            for done in dones {
+                let _ = done.send(Err(error.clone()));
             }
         }
     }
@@ -223,6 +248,7 @@ async fn send_with_retries(
     topic: &str,
     partition: u32,
     batches: Bytes,
+    mut written: Option<WrittenSignal>,
 ) -> Result<Option<u64>, Delivery> {
     let config = &shared.config;
     let acks = match config.acks {
@@ -240,9 +266,13 @@ async fn send_with_retries(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
+        let mut grpc_request = tonic::Request::new(request.clone());
+        if let Some(signal) = written.take() {
+            grpc_request.extensions_mut().insert(signal);
+        }
         let attempt = tokio::time::timeout(
             config.request_timeout,
-            shared.client.clone().produce(request.clone()),
+            shared.client.clone().produce(grpc_request),
         )
         .await;
         let error = match attempt {

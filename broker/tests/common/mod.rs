@@ -51,6 +51,14 @@ impl TestBroker {
         Self::start_with(config, self.data).await
     }
 
+    /// Shuts down cleanly, lets `change` alter the data directory, and starts again.
+    pub async fn restart_after(mut self, change: impl FnOnce(&std::path::Path)) -> TestBroker {
+        self.running.take().unwrap().shutdown().await.unwrap();
+        change(self.data.path());
+        let config = config(self.data.path().to_path_buf());
+        Self::start_with(config, self.data).await
+    }
+
     pub async fn admin(&self) -> Admin {
         Admin::connect(&self.addr).await.unwrap()
     }
