@@ -20,6 +20,7 @@ mod producer_recovery;
 mod producer_snapshot;
 mod producer_state;
 pub mod proto;
+mod read_buffers;
 mod registry;
 mod rpc;
 mod server;

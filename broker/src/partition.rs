@@ -21,6 +21,7 @@ use crate::producer_snapshot;
 use crate::producer_state::{
     increment_sequence, ProducerStates, SequenceCheck, SequenceError, SequencedBatch, StoredRange,
 };
+use crate::read_buffers;
 
 /// Bytes appended between two periodic producer-state snapshots: after a
 /// crash, an open replays the headers of at most this much log.
@@ -344,7 +345,7 @@ impl Partition {
                 .read(offset, max_bytes, high_watermark)
                 .map_err(|e| self.read_error(e, offset))?;
             if !fit || slice.len() <= max_bytes {
-                batches = slice.to_bytes().map_err(|e| self.error(e))?;
+                batches = read_buffers::read(&slice).map_err(|e| self.error(e))?;
             }
         }
         Ok(ReadResult {

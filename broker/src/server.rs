@@ -19,7 +19,7 @@ use crate::error::BrokerError;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::produce_server::ProduceServer;
-use crate::rpc::{AdminService, FetchService, ProduceService};
+use crate::rpc::{AdminService, FetchRoute, FetchService, ProduceService};
 
 /// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
 /// window updates on a single stream.
@@ -168,7 +168,7 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
         ))
         .add_service(admin)
         .add_service(produce)
-        .add_service(fetch)
+        .add_service(FetchRoute::new(Arc::clone(broker), fetch))
 }
 
 /// tonic refuses a message over the decode limit from its length prefix,

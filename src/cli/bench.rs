@@ -54,10 +54,12 @@ struct BenchArgs {
     partitions: u32,
     #[arg(long, default_value = "1")]
     acks: String,
-    #[arg(long, default_value_t = 1024 * 1024)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// Batch size in bytes [default: 1048576; 65536 with --throughput].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// How long a batch waits for more records [default: 5; 1 with --throughput].
+    #[arg(long)]
+    linger_ms: Option<u64>,
     #[arg(long, default_value = "none")]
     compression: String,
     /// Records per second at most; -1 for no limit.
@@ -162,22 +164,38 @@ async fn ensure_topic(addr: &str, bench: &BenchArgs) -> anyhow::Result<u32> {
     }
 }
 
+/// Throughput runs batch big; a run at a set rate measures latency, where a
+/// 1 MiB batch filled for 5 ms would be most of what it measures.
+const BATCH_SIZE_DEFAULT: usize = 1024 * 1024;
+const LINGER_MS_DEFAULT: u64 = 5;
+const BATCH_SIZE_AT_RATE_DEFAULT: usize = 64 * 1024;
+const LINGER_MS_AT_RATE_DEFAULT: u64 = 1;
+
 fn producer_config(bench: &BenchArgs) -> anyhow::Result<ProducerConfig> {
+    let at_rate = bench.throughput > 0;
+    let batch_size = bench.batch_size.unwrap_or(if at_rate {
+        BATCH_SIZE_AT_RATE_DEFAULT
+    } else {
+        BATCH_SIZE_DEFAULT
+    });
+    let linger_ms = bench.linger_ms.unwrap_or(if at_rate {
+        LINGER_MS_AT_RATE_DEFAULT
+    } else {
+        LINGER_MS_DEFAULT
+    });
     let acks: Acks = bench.acks.parse()?;
     let compression: Compression = bench
         .compression
         .parse()
         .map_err(|e| anyhow::anyhow!("--compression {:?}: {e}", bench.compression))?;
-    let request_bytes_max = ProducerConfig::default()
-        .request_bytes_max
-        .max(bench.batch_size);
+    let request_bytes_max = ProducerConfig::default().request_bytes_max.max(batch_size);
     Ok(ProducerConfig {
         acks,
         compression,
-        linger: Duration::from_millis(bench.linger_ms),
-        batch_size_bytes: bench.batch_size,
+        linger: Duration::from_millis(linger_ms),
+        batch_size_bytes: batch_size,
         request_bytes_max,
-        buffer_memory_bytes: (64 * 1024 * 1024usize).max(bench.batch_size * 4),
+        buffer_memory_bytes: (64 * 1024 * 1024usize).max(batch_size.saturating_mul(4)),
         ..ProducerConfig::default()
     })
 }

@@ -13,6 +13,9 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Largest HTTP/2 frame the broker may send us: fetched batches arrive in
+/// fewer frames (the HTTP/2 default is 16 KiB).
+const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 
 /// Connects to the broker at `addr` (`host:port`, or a full `http://` URL).
 pub async fn connect(addr: &str) -> Result<Channel, ClientError> {
@@ -30,6 +33,7 @@ pub async fn connect(addr: &str) -> Result<Channel, ClientError> {
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES_MAX)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect()

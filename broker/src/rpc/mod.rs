@@ -7,6 +7,7 @@ mod create_topic;
 mod delete_topic;
 mod describe_topic;
 mod fetch;
+mod fetch_route;
 mod init_producer_id;
 mod list_offsets;
 mod list_topics;
@@ -15,6 +16,8 @@ mod produce;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+
+pub use fetch_route::FetchRoute;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
