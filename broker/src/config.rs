@@ -398,6 +398,41 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_load_from_file_and_env_and_refuse_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "connections_max = 10\nrequests_per_connection_max = 3\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_CONNECTIONS_MAX").then(|| "20".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            (config.connections_max, config.requests_per_connection_max),
+            (20, 3)
+        );
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            (
+                defaults.connections_max,
+                defaults.requests_per_connection_max
+            ),
+            (CONNECTIONS_MAX_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT)
+        );
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_REQUESTS_PER_CONNECTION_MAX").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("requests_per_connection_max"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_file_key_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");

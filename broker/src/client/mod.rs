@@ -12,6 +12,7 @@ mod consumer;
 mod error;
 mod partitioner;
 mod producer;
+mod raw_produce;
 mod sender;
 mod written;
 

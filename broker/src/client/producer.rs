@@ -213,6 +213,8 @@ impl Future for DeliveryFuture {
 pub(crate) struct ProducerShared {
     pub(crate) config: ProducerConfig,
     pub(crate) client: ProduceClient<SignallingChannel>,
+    /// Produce requests go straight on the channel (see `raw_produce`).
+    pub(crate) channel: SignallingChannel,
     admin: AdminClient<Channel>,
     pub(crate) accumulator: Mutex<Accumulator>,
     /// Wakes the sender: a batch filled, a new batch started, a request ended.
@@ -263,6 +265,7 @@ impl Producer {
         let memory_permits = config.buffer_memory_bytes.min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(ProducerShared {
             accumulator: Mutex::new(Accumulator::new(producer_id)),
+            channel: SignallingChannel::new(channel.clone()),
             admin: AdminClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
             client,
             wake: Notify::new(),

@@ -1,19 +1,21 @@
 //! The producer's background task: takes sendable batches from the
 //! accumulator, encodes them (compression and CRC, off the executor when
-//! compressing), sends one request per partition with retries and backoff,
+//! compressing), sends one request per partition (`raw_produce`: batches
+//! are body chunks, never copied into the request) with retries and backoff,
 //! and resolves every record's delivery future.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
 use super::accumulator::{Job, PendingBatch};
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
+use super::raw_produce::{self, RawProduce};
 use super::written::WrittenSignal;
-use crate::proto::{self, ErrorCode, PartitionProduceData, ProduceRequest};
+use crate::proto::{self, ErrorCode};
 
 /// Runs until the producer is closed and every batch is done.
 pub(crate) async fn run(shared: Arc<ProducerShared>) {
@@ -183,13 +185,13 @@ impl Delivery {
     }
 }
 
-/// Encodes the batches (stamping producer id and sequences) into one buffer.
+/// Encodes the batches (stamping producer id and sequences), one `Bytes` each.
 /// Compression runs on the blocking pool; CRC alone is cheap enough here.
 async fn encode(
     shared: &ProducerShared,
     mut batches: Vec<PendingBatch>,
     producer: Option<(i64, i16, i32)>,
-) -> (Vec<PendingBatch>, Result<Bytes, ClientError>) {
+) -> (Vec<PendingBatch>, Result<Vec<Bytes>, ClientError>) {
     let compressed = shared.config.compression != Compression::None;
     let work = move || {
         let result = encode_batches(&mut batches, producer);
@@ -213,7 +215,7 @@ async fn encode(
 fn encode_batches(
     batches: &mut [PendingBatch],
     producer: Option<(i64, i16, i32)>,
-) -> Result<Bytes, ClientError> {
+) -> Result<Vec<Bytes>, ClientError> {
     let mut sequence = producer.map(|(_, _, first)| first);
     let mut encoded: Vec<Bytes> = Vec::with_capacity(batches.len());
     for batch in batches.iter_mut() {
@@ -230,15 +232,8 @@ fn encode_batches(
             .map_err(|e| ClientError::InvalidArgument(format!("cannot encode a batch: {e}")))?;
         encoded.push(bytes);
     }
-    if encoded.len() == 1 {
-        return Ok(encoded.pop().unwrap_or_default());
-    }
-    let total: usize = encoded.iter().map(Bytes::len).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for bytes in &encoded {
-        buf.extend_from_slice(bytes);
-    }
-    Ok(buf.freeze())
+    // Sent back to back as body chunks: never concatenated.
+    Ok(encoded)
 }
 
 /// Sends one partition's request until it is acknowledged, refused, or the
@@ -247,7 +242,7 @@ async fn send_with_retries(
     shared: &ProducerShared,
     topic: &str,
     partition: u32,
-    batches: Bytes,
+    batches: Vec<Bytes>,
     mut written: Option<WrittenSignal>,
 ) -> Result<Option<u64>, Delivery> {
     let config = &shared.config;
@@ -256,27 +251,24 @@ async fn send_with_retries(
         Acks::Leader => proto::Acks::Leader,
         Acks::All => proto::Acks::All,
     };
-    let request = ProduceRequest {
+    let request = RawProduce {
         topic: topic.to_string(),
         acks: acks.into(),
         timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
-        partitions: vec![PartitionProduceData { partition, batches }],
+        partition,
+        batches,
     };
     let started = Instant::now();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let mut grpc_request = tonic::Request::new(request.clone());
-        if let Some(signal) = written.take() {
-            grpc_request.extensions_mut().insert(signal);
-        }
         let attempt = tokio::time::timeout(
             config.request_timeout,
-            shared.client.clone().produce(grpc_request),
+            raw_produce::produce(&shared.channel, &request, written.take()),
         )
         .await;
         let error = match attempt {
-            Ok(Ok(response)) => match partition_result(topic, partition, response.into_inner()) {
+            Ok(Ok(response)) => match partition_result(topic, partition, response) {
                 Ok(base_offset) => return Ok(Some(base_offset)),
                 Err(error) => error,
             },
