@@ -5,9 +5,6 @@ mod builder;
 
 use std::io::{self, Write};
 
-use hashbrown::HashTable;
-
-use super::super::cms::KeyHash;
 use super::super::SketchError;
 
 pub use builder::WorkloadBuilder;
@@ -87,45 +84,11 @@ impl Workload {
         name: impl Into<String>,
         keys: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, SketchError> {
-        let mut workload = Self {
-            name: name.into(),
-            key_bytes: Vec::new(),
-            key_offsets: vec![0],
-            event_bytes: Vec::new(),
-            event_ends: Vec::new(),
-            counts: Vec::new(),
-        };
-        let mut index: HashTable<u32> = HashTable::new();
+        let mut builder = WorkloadBuilder::new(name);
         for key in keys {
-            let hash = KeyHash::of(key, 0).low;
-            let found = index.find(hash, |&id| workload.key(id) == key).copied();
-            let id = match found {
-                Some(id) => id,
-                None => {
-                    let id = u32::try_from(workload.counts.len())
-                        .ok()
-                        .filter(|&id| u64::from(id) < KEYS_MAX)
-                        .ok_or(SketchError::TooLarge {
-                            name: "number of distinct keys",
-                            value: workload.counts.len() as u64,
-                            max: KEYS_MAX,
-                        })?;
-                    workload.key_bytes.extend_from_slice(key);
-                    workload.key_offsets.push(workload.key_bytes.len());
-                    workload.counts.push(0);
-                    let w = &workload;
-                    index.insert_unique(hash, id, |&id| KeyHash::of(w.key(id), 0).low);
-                    id
-                }
-            };
-            workload.push_event(id);
+            builder.push(key)?;
         }
-        if workload.event_ends.is_empty() {
-            return Err(SketchError::Zero {
-                what: "number of events in the input",
-            });
-        }
-        Ok(workload)
+        builder.finish()
     }
 
     fn push_event(&mut self, id: u32) {
