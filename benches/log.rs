@@ -27,6 +27,7 @@ fn config(fsync: FsyncPolicy, segment_bytes: u64) -> LogConfig {
         cleanup_policy: CleanupPolicy::Delete,
         delete_retention_ms: 0,
         fsync,
+        ..LogConfig::default()
     }
 }
 

@@ -115,14 +115,14 @@ fn verify_accepts_a_closed_partition() {
     let text = stdout(&output);
     let segments = segment_logs(dir.path()).len();
     let summary = format!(
-        "ok: {segments} segments, {BATCH_COUNT} batches, {} records",
+        "ok: segments {segments}, batches {BATCH_COUNT}, records {}",
         BATCH_COUNT * RECORDS_PER_BATCH
     );
     assert_eq!(text.lines().last(), Some(summary.as_str()), "{text}");
     let index_entries: usize = text
         .lines()
         .flat_map(|line| line.split(", "))
-        .filter_map(|part| part.strip_suffix(" offset index entries"))
+        .filter_map(|part| part.strip_prefix("offset index entries "))
         .map(|count| count.parse::<usize>().unwrap())
         .sum();
     assert!(index_entries > 0, "the index entries were checked: {text}");
@@ -348,4 +348,44 @@ fn a_path_that_is_not_a_partition_fails_with_one_line() {
         assert!(!output.status.success());
         assert!(one_line(&stderr(&output)).contains("missing"));
     }
+}
+
+#[test]
+fn verify_accepts_a_compacted_partition_only_with_allow_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    write_partition(dir.path(), false);
+    let config = LogConfig {
+        cleanup_policy: weir_log::CleanupPolicy::Compact,
+        ..small_segments_config()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let report = log.compact(2_000_000).unwrap();
+    assert!(report.records_removed > 0, "{report:?}");
+    log.close().unwrap();
+
+    let output = weir(&["log", "verify", "--allow-gaps"], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = weir(&["log", "verify"], dir.path());
+    assert!(!output.status.success());
+    let line = one_line(&stderr(&output)).to_owned();
+    assert!(
+        line.contains("gap") || line.contains("does not follow"),
+        "{line}"
+    );
+}
+
+#[test]
+fn text_dump_keeps_each_record_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(7, Some(b"k\x00"), Some(b"line 1\nline 2"), &[]);
+    log.append(&mut builder.build().unwrap().to_vec(), 0)
+        .unwrap();
+    log.close().unwrap();
+    let output = weir(&["log", "dump", "--records"], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let expected = r"| offset: 0 timestamp: 7 key: k\u{0} value: line 1\nline 2 headers: []";
+    assert!(text.lines().any(|l| l == expected), "{text}");
 }

@@ -1,5 +1,37 @@
 //! `weir-broker`: topics, partitions, replication, consumer groups, the gRPC
 //! API and the Rust client.
 //!
+//! Server side: [`RunningBroker::start`] opens a [`Broker`] (the topics under
+//! one data directory, configured by [`BrokerConfig`]) and serves the
+//! `weir.v1` gRPC services (see `proto/weir.proto`), one file per RPC under
+//! `rpc/`. Client side: [`client`] has the producer, consumer and admin
+//! client the CLI and the other crates use.
+//!
 //! Does not own: the storage format (that is `weir-log`), stream operators
 //! (`weir-processors`) or SQL (`weir-sql`).
+
+mod broker;
+pub mod client;
+mod config;
+mod connection_limit;
+mod error;
+mod partition;
+mod producer_recovery;
+mod producer_snapshot;
+mod producer_state;
+pub mod proto;
+mod read_buffers;
+mod registry;
+mod rpc;
+mod server;
+mod topic_name;
+
+pub use broker::{Broker, Topic, PARTITIONS_MAX};
+pub use config::{
+    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
+    REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+};
+pub use error::BrokerError;
+pub use partition::{Appended, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES};
+pub use server::{shutdown_signal, RunningBroker};
+pub use topic_name::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};

@@ -5,10 +5,11 @@
 //! fsync, rename, directory fsync).
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::{append_suffix, remove_if_exists, sync_dir, TEMP_SUFFIX};
 use crate::LogError;
 
@@ -111,10 +112,10 @@ impl Checkpoint {
         let temp = append_suffix(&path, TEMP_SUFFIX);
         let bytes = self.encode(kind);
         let mut file = File::create(&temp).io_ctx("create checkpoint", &temp)?;
-        file.write_all(&bytes).io_ctx("write checkpoint", &temp)?;
-        file.sync_all().io_ctx("fsync checkpoint", &temp)?;
+        file_io::write_all(&mut file, &bytes, &temp).io_ctx("write checkpoint", &temp)?;
+        file_io::sync_all(&file, &temp).io_ctx("fsync checkpoint", &temp)?;
         drop(file);
-        fs::rename(&temp, &path).io_ctx("rename checkpoint into place", &path)?;
+        file_io::rename(&temp, &path).io_ctx("rename checkpoint into place", &path)?;
         sync_dir(dir).io_ctx("fsync directory", dir)
     }
 

@@ -3,23 +3,30 @@
 //! preserved: a batch that loses records is rebuilt as one batch per run of consecutive
 //! kept offsets, so reads simply skip the gaps.
 //!
+//! Transactions: records of a transaction take part only once its COMMIT marker is in the
+//! compacted segments (`compaction_keys`); such a batch is rewritten like any other, keeping
+//! its transactional bit and producer fields. Markers, and batches of aborted or undecided
+//! transactions, are kept whole.
+//!
 //! Each segment is rewritten crash-safely: the new log is written to `<name>.log.cleaned`
 //! and fsynced; the old indexes are removed (directory fsync); the cleaned file is renamed
 //! over the log (directory fsync); then the indexes are rebuilt from the new log. A crash
 //! before the rename leaves the old log (open deletes `.cleaned` files and rebuilds any
 //! missing index); after it, the new log, whose missing indexes open rebuilds.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::batch::{self, BatchBuilder, BatchHeader, RecordDecoder, RecordView, TimestampType};
+use crate::compaction_keys::KeyScan;
 use crate::config::LogConfig;
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::{remove_if_exists, sync_dir, CLEANED_SUFFIX};
 use crate::load::rebuild;
 use crate::recovery::ScanMode;
@@ -43,6 +50,7 @@ impl PartitionLog {
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport, LogError> {
         let config = self.config();
         let mut report = CompactionReport::default();
+        self.check_writable()?;
         if !config.cleanup_policy.compacts() {
             return Ok(report);
         }
@@ -50,22 +58,17 @@ impl PartitionLog {
         let segments = self.segment_snapshot();
         let sealed = segments.split_last().map_or(&[][..], |(_, rest)| rest);
         let mut decoder = RecordDecoder::new();
-        let mut latest: HashMap<Bytes, u64> = HashMap::new();
+        let mut keys = KeyScan::default();
         for segment in sealed {
-            for_each_batch(segment, |_, _, bytes| {
-                for record in decoder.records(bytes)? {
-                    let record = record?;
-                    if let (Some(key), Ok(offset)) = (record.key, u64::try_from(record.offset)) {
-                        latest.insert(Bytes::copy_from_slice(key), offset);
-                    }
-                }
-                Ok(())
+            for_each_batch(segment, |_, header, bytes| {
+                Ok(keys.visit(header, bytes, &mut decoder)?)
             })?;
         }
         for (i, segment) in sealed.iter().enumerate() {
             let next_base = segments.get(i + 1).map_or(u64::MAX, |s| s.base_offset);
             let policy = KeepPolicy {
-                latest: &latest,
+                latest: &keys.latest,
+                committed: &keys.committed,
                 now_ms,
                 delete_retention_ms: i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX),
             };
@@ -112,32 +115,48 @@ impl PartitionLog {
     ) -> Result<(), LogError> {
         let paths = &segment.paths;
         let cleaned = paths.with_suffix(CLEANED_SUFFIX);
-        let mut file =
-            File::create(&cleaned.log).io_ctx("create compacted segment", &cleaned.log)?;
-        file.write_all(bytes)
-            .io_ctx("write compacted segment", &cleaned.log)?;
-        file.sync_all()
-            .io_ctx("fsync compacted segment", &cleaned.log)?;
+        // Until the rename nothing the log relies on has changed: a failed write (a full
+        // disk) only leaves a `.cleaned` file, removed here or by the next open.
+        let written = File::create(&cleaned.log)
+            .and_then(|mut file| file_io::write_all(&mut file, bytes, &cleaned.log))
+            .io_ctx("write compacted segment", &cleaned.log);
+        if let Err(error) = written {
+            let _ = remove_if_exists(&cleaned.log);
+            return Err(error);
+        }
+        self.swap_in_cleaned(segment, &cleaned.log)
+            .map_err(|e| self.poison(e))?;
+        let (fresh, _) = rebuild(&self.dir, segment.base_offset, config, ScanMode::Strict)
+            .map_err(|e| self.poison(e))?;
+        let mut end: SegmentEnd = fresh.end();
+        end.next_offset = next_base;
+        fresh.publish(end);
+        fresh.seal_indexes().map_err(|e| self.poison(e))?;
+        self.write_segments()
+            .insert(segment.base_offset, Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Fsyncs the compacted log, removes the old indexes and renames it over the old log,
+    /// fsyncing the directory after each change (see the module docs for crash cases).
+    fn swap_in_cleaned(&self, segment: &Segment, cleaned_log: &Path) -> Result<(), LogError> {
+        let paths = &segment.paths;
+        let file = File::open(cleaned_log).io_ctx("open compacted segment", cleaned_log)?;
+        file_io::sync_all(&file, cleaned_log).io_ctx("fsync compacted segment", cleaned_log)?;
         drop(file);
         remove_if_exists(&paths.offset_index).io_ctx("remove offset index", &paths.offset_index)?;
         remove_if_exists(&paths.time_index).io_ctx("remove time index", &paths.time_index)?;
         sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        fs::rename(&cleaned.log, &paths.log)
+        file_io::rename(cleaned_log, &paths.log)
             .io_ctx("rename compacted segment into place", &paths.log)?;
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        let (fresh, _) = rebuild(&self.dir, segment.base_offset, config, ScanMode::Strict)?;
-        let mut end: SegmentEnd = fresh.end();
-        end.next_offset = next_base;
-        fresh.publish(end);
-        fresh.seal_indexes()?;
-        self.write_segments()
-            .insert(segment.base_offset, Arc::new(fresh));
-        Ok(())
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)
     }
 }
 
 struct KeepPolicy<'a> {
     latest: &'a HashMap<Bytes, u64>,
+    /// Base offsets of transactional batches whose transaction committed.
+    committed: &'a HashSet<i64>,
     now_ms: i64,
     delete_retention_ms: i64,
 }
@@ -164,8 +183,9 @@ fn rewrite_batch(
     out: &mut Vec<u8>,
     report: &mut CompactionReport,
 ) -> Result<bool, LogError> {
-    // Transaction data and markers are kept as they are.
-    if header.is_control() || header.is_transactional() {
+    // Markers, and data of aborted or undecided transactions, are kept as they are.
+    let decided = !header.is_transactional() || policy.committed.contains(&header.base_offset);
+    if header.is_control() || !decided {
         out.extend_from_slice(bytes);
         report.records_kept += u64::try_from(header.record_count).unwrap_or(0);
         return Ok(true);
@@ -219,7 +239,8 @@ fn rewrite_batch(
 }
 
 /// A builder for a run starting at `base_offset` that carries over the original batch's
-/// codec, producer fields (sequence advanced to the run) and timestamp type.
+/// codec, producer fields (sequence advanced to the run), transactional bit and timestamp
+/// type. (Control batches are never rewritten.)
 fn run_builder(
     original: &BatchHeader,
     compression: batch::Compression,
@@ -231,11 +252,10 @@ fn run_builder(
     } else {
         original.base_sequence
     };
-    let builder = BatchBuilder::new(compression).with_producer(
-        original.producer_id,
-        original.producer_epoch,
-        sequence,
-    );
+    debug_assert!(!original.is_control());
+    let builder = BatchBuilder::new(compression)
+        .with_producer(original.producer_id, original.producer_epoch, sequence)
+        .with_transactional(original.is_transactional());
     if original.timestamp_type() == TimestampType::LogAppendTime {
         builder.with_log_append_time(original.max_timestamp)
     } else {

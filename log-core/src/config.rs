@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::batch::TimestampType;
 use crate::LogError;
 
 /// What happens to old data.
@@ -132,6 +133,9 @@ pub struct LogConfig {
     pub delete_retention_ms: u64,
     /// `flush.policy` / `fsync` / `flush.ms`.
     pub fsync: FsyncPolicy,
+    /// `message.timestamp.type`: `CreateTime` keeps the producer's timestamps;
+    /// `LogAppendTime` makes `append` stamp each batch with the wall clock.
+    pub timestamp_type: TimestampType,
 }
 
 /// Segment positions are stored as u32 in the offset index.
@@ -152,6 +156,7 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 24 * 3_600_000,
             fsync: FsyncPolicy::Never,
+            timestamp_type: TimestampType::CreateTime,
         }
     }
 }
@@ -216,9 +221,16 @@ impl LogConfig {
                     }
                 };
             }
+            "message.timestamp.type" => {
+                self.timestamp_type = match value.trim() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => return Err(bad("expected CreateTime or LogAppendTime".to_string())),
+                };
+            }
             _ => {
                 return Err(bad(
-                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages".to_string(),
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type".to_string(),
                 ))
             }
         }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::batch::BatchError;
 
@@ -65,10 +66,13 @@ pub enum LogError {
         source: io::Error,
     },
 
-    /// An fsync (or a write that could not be undone) failed earlier. The page cache may
-    /// have dropped the data, so retrying could report durability that does not exist.
-    #[error("partition log in {} stopped taking writes after an earlier fsync or write failure", dir.display())]
-    Poisoned { dir: PathBuf },
+    /// An fsync failed (or a write that could not be undone, or a change of the directory
+    /// that stopped half done). The page cache may have dropped data it had reported
+    /// written, so retrying could report durability that does not exist: the log takes no
+    /// more writes until it is reopened, which recovers from what is on disk. Reads of
+    /// data appended before still work.
+    #[error("partition log in {} stopped taking writes after a failure: {cause}", dir.display())]
+    Poisoned { dir: PathBuf, cause: Arc<LogError> },
 
     #[error("config {key} = {value:?} is invalid: {reason}")]
     Config {

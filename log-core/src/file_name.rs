@@ -1,9 +1,9 @@
 //! The one mapping between a segment's base offset and its file names, used by roll,
-//! recovery, retention, truncation and compaction alike, plus directory fsync.
+//! recovery, retention, truncation and compaction alike.
 
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
+
+pub(crate) use crate::file_io::{remove_if_exists, sync_dir};
 
 pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const OFFSET_INDEX_EXTENSION: &str = "index";
@@ -15,11 +15,14 @@ pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Width of the zero-padded base offset in file names (u64::MAX has 20 digits).
 const BASE_OFFSET_DIGITS: usize = 20;
 
-/// What a file in a partition directory is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SegmentFileKind {
+/// What a segment file in a partition directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SegmentFileKind {
+    /// `<base>.log`: the batches.
     Log,
+    /// `<base>.index`: the sparse offset index.
     OffsetIndex,
+    /// `<base>.timeindex`: the sparse time index.
     TimeIndex,
 }
 
@@ -33,8 +36,9 @@ impl SegmentFileKind {
     }
 }
 
-/// The file name of a segment file: `<base offset, 20 digits>.<extension>`.
-pub(crate) fn segment_file_name(base_offset: u64, kind: SegmentFileKind) -> String {
+/// The file name of a segment file: `<base offset, 20 digits>.<extension>`. The one
+/// mapping from base offset to name, for roll, recovery, retention and compaction alike.
+pub fn segment_file_name(base_offset: u64, kind: SegmentFileKind) -> String {
     format!(
         "{base_offset:0width$}.{}",
         kind.extension(),
@@ -43,7 +47,7 @@ pub(crate) fn segment_file_name(base_offset: u64, kind: SegmentFileKind) -> Stri
 }
 
 /// Parses a segment file name back into its base offset and kind; None for any other file.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFileKind)> {
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFileKind)> {
     let (stem, extension) = name.split_once('.')?;
     let kind = match extension {
         LOG_EXTENSION => SegmentFileKind::Log,
@@ -89,19 +93,6 @@ pub(crate) fn append_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut os = path.as_os_str().to_os_string();
     os.push(suffix);
     PathBuf::from(os)
-}
-
-/// Makes creations, renames and deletions in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Removes a file; a file already gone is not an error.
-pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

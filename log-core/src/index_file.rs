@@ -15,6 +15,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
+use crate::file_io;
+
 /// One fixed-size entry of an index file.
 pub(crate) trait IndexEntry: Copy {
     const BYTES: usize;
@@ -63,7 +65,7 @@ impl<E: IndexEntry> IndexFile<E> {
             .create(true)
             .truncate(true)
             .open(path)?;
-        let state = map_writable::<E>(&file, capacity_bytes, 0)?;
+        let state = map_writable::<E>(&file, path, capacity_bytes, 0)?;
         Ok(Self::from_state(path, state))
     }
 
@@ -195,7 +197,7 @@ impl<E: IndexEntry> IndexFile<E> {
     pub fn seal(&self) -> io::Result<()> {
         let mut s = self.write();
         match &s.mapping {
-            Mapping::Writable(map) => map.flush()?,
+            Mapping::Writable(map) => file_io::flush_map(map, &self.path)?,
             // Already trimmed: nothing to do.
             _ if s.capacity == s.entries => return Ok(()),
             _ => {}
@@ -203,8 +205,8 @@ impl<E: IndexEntry> IndexFile<E> {
         s.mapping = Mapping::Empty;
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         let len_bytes = (s.entries * E::BYTES) as u64;
-        file.set_len(len_bytes)?;
-        file.sync_all()?;
+        file_io::set_len(&file, len_bytes, &self.path)?;
+        file_io::sync_all(&file, &self.path)?;
         s.capacity = s.entries;
         if len_bytes > 0 {
             // SAFETY: see `open_existing`.
@@ -220,7 +222,7 @@ impl<E: IndexEntry> IndexFile<E> {
         let entries = s.entries;
         s.mapping = Mapping::Empty;
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        *s = map_writable::<E>(&file, capacity_bytes, entries)?;
+        *s = map_writable::<E>(&file, &self.path, capacity_bytes, entries)?;
         Ok(())
     }
 }
@@ -237,6 +239,7 @@ fn entry_at<E: IndexEntry>(s: &State, index: usize) -> Option<E> {
 
 fn map_writable<E: IndexEntry>(
     file: &File,
+    path: &Path,
     capacity_bytes: u32,
     entries: usize,
 ) -> io::Result<State> {
@@ -246,7 +249,7 @@ fn map_writable<E: IndexEntry>(
         .max(written_bytes)
         .max(E::BYTES as u64);
     let len_bytes = len_bytes - len_bytes % E::BYTES as u64;
-    file.set_len(len_bytes)?;
+    file_io::set_len(file, len_bytes, path)?;
     // SAFETY: see `IndexFile::open_existing`.
     let map = unsafe { MmapOptions::new().map_mut(file)? };
     Ok(State {

@@ -6,14 +6,23 @@
 //!
 //! Does not own: networking, async runtimes, topics, replication policy. The
 //! broker drives the partition log and decides when the high watermark moves.
+//!
+//! Feature `fault-injection` (tests only) adds [`fault`]: make chosen I/O calls on a
+//! partition directory fail, to test that a failed fsync is final.
 
 pub mod batch;
 mod checkpoint;
 mod compaction;
+mod compaction_keys;
 mod config;
+mod durability;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod file_io;
 mod file_name;
 mod index_file;
+pub mod inspect;
 mod load;
 mod offset_index;
 mod partition_log;

@@ -13,8 +13,10 @@ use crate::index_file::{IndexEntry, IndexFile};
 /// Bytes of one offset index entry.
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 
+/// One offset index entry: the batch at byte `position` of the `.log` has base offset
+/// `segment base + relative_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OffsetEntry {
+pub struct OffsetEntry {
     pub relative_offset: u32,
     pub position: u32,
 }

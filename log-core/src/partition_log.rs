@@ -10,16 +10,15 @@
 //! for one; with `FsyncPolicy::Always` the fsync holds `writer` (it is the append).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::batch::{self, BatchHeader};
-use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::batch::{self, BatchHeader, TimestampType};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::sync_dir;
 use crate::load::load;
 use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
@@ -48,8 +47,9 @@ pub struct PartitionLog {
     pub(crate) high_watermark: AtomicU64,
     /// Offsets below it are on stable storage.
     pub(crate) recovery_point: AtomicU64,
-    poisoned: AtomicBool,
-    last_flush_ms: AtomicU64,
+    /// Set once, by the first failure that stops the log taking writes.
+    pub(crate) poison_cause: OnceLock<Arc<LogError>>,
+    pub(crate) last_flush_ms: AtomicU64,
     clock: Instant,
 }
 
@@ -118,7 +118,7 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(loaded.log_end_offset),
             high_watermark: AtomicU64::new(loaded.high_watermark),
             recovery_point: AtomicU64::new(loaded.recovery_point),
-            poisoned: AtomicBool::new(false),
+            poison_cause: OnceLock::new(),
             last_flush_ms: AtomicU64::new(0),
             clock: Instant::now(),
         };
@@ -214,33 +214,20 @@ impl PartitionLog {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn check_writable(&self) -> Result<(), LogError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(LogError::Poisoned {
-                dir: self.dir.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Stops the log taking writes: an fsync failed, so the page cache may have dropped
-    /// data it reported written. Never retried.
-    pub(crate) fn poison(&self, error: LogError) -> LogError {
-        self.poisoned.store(true, Ordering::Release);
-        error
-    }
-
-    pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
-    }
-
     /// Validates every batch in `batches` (one or more concatenated), assigns offsets from
     /// the log end offset (rewriting base offsets, outside the CRC) and stamps
-    /// `leader_epoch`, then writes them with one write. Records are never decoded.
+    /// `leader_epoch`, then writes them with one write. Records are never decoded. With
+    /// `message.timestamp.type = LogAppendTime` each batch is also marked LogAppendTime with
+    /// the wall clock as its max timestamp (CRC recomputed), as a Kafka broker does.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
-        let max_message_bytes = self.config().max_message_bytes as usize;
-        let summary = summarize(batches, max_message_bytes, true)?;
+        let config = self.config();
+        let mut summary = summarize(batches, config.max_message_bytes as usize, true)?;
+        let log_append_time_ms =
+            (config.timestamp_type == TimestampType::LogAppendTime).then(wall_clock_ms);
+        if let Some(now_ms) = log_append_time_ms {
+            summary.max_timestamp = now_ms;
+        }
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
@@ -258,6 +245,13 @@ impl PartitionLog {
             })?;
             batch::set_base_offset(rest, offset);
             batch::set_partition_leader_epoch(rest, leader_epoch);
+            if let Some(now_ms) = log_append_time_ms {
+                // The one rewrite inside the CRC: attributes and max timestamp change, so
+                // the CRC is recomputed — over bytes `summarize` just verified, so no
+                // damage can be laundered into a valid batch. Records are not touched.
+                let whole = rest.get_mut(..header.size_bytes()).unwrap_or_default();
+                batch::set_log_append_time(whole, now_ms);
+            }
             next += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
             position += header.size_bytes();
         }
@@ -293,21 +287,6 @@ impl PartitionLog {
         Ok(info)
     }
 
-    fn after_append(&self, rolled: bool) -> Result<(), LogError> {
-        if rolled {
-            self.sync_sealed()?;
-        }
-        if let FsyncPolicy::IntervalMs(interval_ms) = self.config().fsync {
-            let since = self
-                .now_ms()
-                .saturating_sub(self.last_flush_ms.load(Ordering::Acquire));
-            if since >= interval_ms {
-                self.flush_inner(false)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Writes validated batches whose base offsets are final; rolls first if needed.
     fn write_locked(
         &self,
@@ -333,14 +312,16 @@ impl PartitionLog {
                 size_bytes: end_bytes,
             });
         }
-        if let Err(source) = segment.log.write_all_at(buf, start) {
+        if let Err(source) = file_io::write_all_at(&segment.log, buf, start, &segment.paths.log) {
             let error = LogError::Io {
                 op: "append to",
                 path: segment.paths.log.clone(),
                 source,
             };
-            // Cut what may have landed; if even that fails the tail is unknown.
-            return match segment.log.set_len(start) {
+            // Cut what may have landed: nothing was published, so readers saw none of it.
+            // If even the cut fails the tail is unknown, and only a reopen (which scans and
+            // cuts it) can make the log writable again.
+            return match file_io::set_len(&segment.log, start, &segment.paths.log) {
                 Ok(()) => Err(error),
                 Err(_) => Err(self.poison(error)),
             };
@@ -414,111 +395,19 @@ impl PartitionLog {
             base_offset,
             config.index_bytes_max,
         )?);
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
+        sync_dir(&self.dir)
+            .io_ctx("fsync directory", &self.dir)
+            .map_err(|e| self.poison(e))?;
+        // Seal before the new segment becomes visible: once it is in the map the old one
+        // counts as sealed, and retention and compaction (which hold the maintenance lock,
+        // not the writer lock) may delete its files, which would fail the trim.
+        writer.active.seal_indexes().map_err(|e| self.poison(e))?;
         self.write_segments()
             .insert(base_offset, Arc::clone(&segment));
-        let old = std::mem::replace(&mut writer.active, segment);
+        writer.active = segment;
         writer.tracker = IndexTracker::new();
         writer.active_created_ms = self.now_ms();
-        old.seal_indexes().map_err(|e| self.poison(e))
-    }
-
-    /// Fsyncs sealed segments not yet synced and advances the recovery-point file to the
-    /// active segment, so a recovery after a crash scans only the active segment.
-    fn sync_sealed(&self) -> Result<(), LogError> {
-        let mut durability = self.lock_durability()?;
-        let (pending, active_base) = {
-            let map = self.read_segments();
-            let active_base = map.keys().next_back().copied().unwrap_or(0);
-            let pending: Vec<Arc<Segment>> = map
-                .range(durability.synced_below..active_base)
-                .map(|(_, s)| Arc::clone(s))
-                .collect();
-            (pending, active_base)
-        };
-        for segment in pending {
-            segment.sync_log().map_err(|e| self.poison(e))?;
-        }
-        if active_base > durability.synced_below {
-            self.write_recovery_point(active_base)?;
-            durability.synced_below = active_base;
-            self.recovery_point.fetch_max(active_base, Ordering::AcqRel);
-        }
         Ok(())
-    }
-
-    pub(crate) fn write_recovery_point(&self, offset: u64) -> Result<(), LogError> {
-        Checkpoint {
-            log_start_offset: self.log_start_offset(),
-            log_end_offset: offset,
-            high_watermark: self.high_watermark().min(offset),
-            active_base_offset: 0,
-            active_size_bytes: 0,
-        }
-        .write(&self.dir, CheckpointKind::RecoveryPoint)
-    }
-
-    /// Fsyncs everything appended so far. A failure poisons the log.
-    pub fn flush(&self) -> Result<(), LogError> {
-        self.flush_inner(true)
-    }
-
-    fn flush_inner(&self, wait: bool) -> Result<(), LogError> {
-        self.check_writable()?;
-        let mut durability = if wait {
-            self.lock_durability()?
-        } else {
-            match self.durability.try_lock() {
-                Ok(guard) => guard,
-                // Another flush is running; it covers this append's interval.
-                Err(_) => return Ok(()),
-            }
-        };
-        self.last_flush_ms.store(self.now_ms(), Ordering::Release);
-        // The end offset first: every byte below it is in a segment of the snapshot.
-        let log_end = self.log_end_offset();
-        let (pending, active_base) = {
-            let map = self.read_segments();
-            let active_base = map.keys().next_back().copied().unwrap_or(0);
-            let pending: Vec<Arc<Segment>> = map
-                .range(durability.synced_below..)
-                .map(|(_, s)| Arc::clone(s))
-                .collect();
-            (pending, active_base)
-        };
-        for segment in &pending {
-            segment.sync_log().map_err(|e| self.poison(e))?;
-        }
-        self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
-        if active_base > durability.synced_below {
-            self.write_recovery_point(active_base)?;
-            durability.synced_below = active_base;
-        }
-        Ok(())
-    }
-
-    /// Retention moved the log start: readers see it before files go.
-    pub(crate) fn set_log_start_offset(&self, offset: u64) {
-        self.log_start_offset.fetch_max(offset, Ordering::AcqRel);
-        self.high_watermark
-            .fetch_max(offset.min(self.log_end_offset()), Ordering::AcqRel);
-    }
-
-    /// Flushes, trims the active segment's indexes and writes the clean-shutdown checkpoint,
-    /// so the next open scans nothing.
-    pub fn close(self) -> Result<(), LogError> {
-        self.flush()?;
-        let writer = self.lock_writer()?;
-        let active = Arc::clone(&writer.active);
-        active.seal_indexes()?;
-        Checkpoint {
-            log_start_offset: self.log_start_offset(),
-            log_end_offset: self.log_end_offset(),
-            high_watermark: self.high_watermark(),
-            active_base_offset: active.base_offset,
-            active_size_bytes: active.size_bytes(),
-        }
-        .write(&self.dir, CheckpointKind::CleanShutdown)
     }
 
     /// Removes the partition directory and everything in it.
@@ -531,6 +420,13 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Iterates `(position, header)` over a buffer already validated.

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use crate::batch::{validate, BatchHeader, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::error::IoContext;
+use crate::file_io;
 use crate::segment::{IndexTracker, Segment, SegmentEnd};
 use crate::LogError;
 
@@ -118,9 +119,7 @@ pub(crate) fn scan_segment(
                 reason: format!("{}{what}", bad.reason),
             });
         }
-        segment
-            .log
-            .set_len(position)
+        file_io::set_len(&segment.log, position, &segment.paths.log)
             .io_ctx("truncate torn tail of", &segment.paths.log)?;
         segment.sync_log()?;
         truncated_at = Some(position);

@@ -26,6 +26,7 @@ impl PartitionLog {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let config = self.config();
         let _maintenance = self.lock_maintenance()?;
+        self.check_writable()?;
         let segments = self.segment_snapshot();
         let sealed = segments.split_last().map_or(&[][..], |(_, rest)| rest);
         let mut report = RetentionReport {
@@ -85,10 +86,14 @@ impl PartitionLog {
             }
         }
         self.set_log_start_offset(new_start);
+        // A removal that fails leaves files that reappear after a restart, where the next
+        // pass deletes them again; a failed directory fsync is final like any other.
         for segment in doomed {
             remove_segment_files(&segment.paths)?;
         }
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)
+        sync_dir(&self.dir)
+            .io_ctx("fsync directory", &self.dir)
+            .map_err(|e| self.poison(e))
     }
 }
 

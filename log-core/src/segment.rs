@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::SegmentPaths;
 use crate::offset_index::OffsetIndex;
 use crate::slice::{FileSlice, TruncationFloor};
@@ -169,7 +170,36 @@ impl Segment {
         if position + header.size_bytes() as u64 > size_bytes {
             return Err(self.corrupt(position, "a batch runs past the end of the segment"));
         }
+        self.check_header(&header)
+            .map_err(|reason| self.corrupt(position, reason))?;
         Ok(header)
+    }
+
+    /// The cheap guard every header a reader steers by passes (segments below the recovery
+    /// point are not CRC-checked on open, and reads never check CRCs): the fields that
+    /// place the batch — base offset, offset delta, record count, codec — must be possible
+    /// for this segment. Catches damage outside the CRC (base offset) and garbage headers;
+    /// damage inside the CRC-covered bytes is left to the consumer's CRC check.
+    fn check_header(&self, header: &BatchHeader) -> Result<(), String> {
+        let relative = u64::try_from(header.base_offset)
+            .ok()
+            .and_then(|base| base.checked_sub(self.base_offset));
+        if relative.is_none_or(|r| r > u64::from(u32::MAX)) {
+            return Err(format!(
+                "batch base offset {} is not within 2^32 above the segment base {}",
+                header.base_offset, self.base_offset
+            ));
+        }
+        let fits = header.last_offset_delta >= 0
+            && header.record_count >= 0
+            && i64::from(header.record_count) <= i64::from(header.last_offset_delta) + 1;
+        if !fits {
+            return Err(format!(
+                "batch holds {} records for last offset delta {}",
+                header.record_count, header.last_offset_delta
+            ));
+        }
+        header.compression().map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Position and header of the first batch whose last offset is at or past `offset`,
@@ -323,9 +353,7 @@ impl Segment {
     }
 
     pub fn sync_log(&self) -> Result<(), LogError> {
-        self.log
-            .sync_data()
-            .io_ctx("fsync segment", &self.paths.log)
+        file_io::sync_data(&self.log, &self.paths.log).io_ctx("fsync segment", &self.paths.log)
     }
 }
 

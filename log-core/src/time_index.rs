@@ -14,8 +14,10 @@ use crate::index_file::{IndexEntry, IndexFile};
 /// Bytes of one time index entry.
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 
+/// One time index entry: every batch with base offset at or below
+/// `segment base + relative_offset` has a max timestamp at or below `timestamp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TimeEntry {
+pub struct TimeEntry {
     pub timestamp: i64,
     pub relative_offset: u32,
 }

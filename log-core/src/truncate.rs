@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::config::LogConfig;
 use crate::error::IoContext;
+use crate::file_io;
 use crate::file_name::sync_dir;
 use crate::load::remove_segment_files;
-use crate::partition_log::Writer;
+use crate::partition_log::{Durability, Writer};
 use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
 use crate::{LogError, PartitionLog};
 
@@ -36,7 +37,8 @@ impl PartitionLog {
         let Some(keep) =
             keep.filter(|s| offset > s.base_offset || s.base_offset > self.log_start_offset())
         else {
-            self.truncate_fully(&mut writer, &segments, offset, &config)?;
+            self.truncate_fully(&mut writer, &segments, offset, &config)
+                .map_err(|e| self.poison(e))?;
             durability.synced_below = offset;
             return Ok(());
         };
@@ -48,6 +50,30 @@ impl PartitionLog {
             ),
             None => (size, offset),
         };
+        // From here on memory and files change step by step: a failure part-way leaves
+        // them apart, so it stops the log taking writes until a reopen recovers.
+        self.cut_at(
+            &mut writer,
+            &mut durability,
+            &segments,
+            &keep,
+            (cut_position, new_end_offset),
+        )
+        .map_err(|e| self.poison(e))
+    }
+
+    /// Cuts the log at `cut` = (position in `keep`, new log end offset): readers first,
+    /// then later segments newest first, then the kept segment's file and indexes.
+    fn cut_at(
+        &self,
+        writer: &mut Writer,
+        durability: &mut Durability,
+        segments: &[Arc<Segment>],
+        keep: &Arc<Segment>,
+        cut: (u64, u64),
+    ) -> Result<(), LogError> {
+        let (cut_position, new_end_offset) = cut;
+        let config = self.config();
         // Readers stop at the new end before anything is removed.
         self.log_end_offset.store(new_end_offset, Ordering::Release);
         self.high_watermark
@@ -85,15 +111,14 @@ impl PartitionLog {
             next_offset: new_end_offset,
             max_timestamp: keep.max_timestamp(),
         });
-        keep.log
-            .set_len(cut_position)
+        file_io::set_len(&keep.log, cut_position, &keep.paths.log)
             .io_ctx("truncate segment", &keep.paths.log)?;
         keep.sync_log().map_err(|e| self.poison(e))?;
         keep.unseal_indexes(config.index_bytes_max)?;
         keep.offset_index.truncate_to_position(cut_position);
         keep.time_index
             .truncate_to_relative_offset(keep.relative_offset(new_end_offset));
-        let max_timestamp = max_timestamp_below(&keep, cut_position)?;
+        let max_timestamp = max_timestamp_below(keep, cut_position)?;
         keep.publish(SegmentEnd {
             size_bytes: cut_position,
             next_offset: new_end_offset,
@@ -107,8 +132,8 @@ impl PartitionLog {
             bytes_since_entry: cut_position - last_entry,
             max_timestamp,
         };
-        if !Arc::ptr_eq(&writer.active, &keep) {
-            writer.active = Arc::clone(&keep);
+        if !Arc::ptr_eq(&writer.active, keep) {
+            writer.active = Arc::clone(keep);
             writer.active_created_ms = self.now_ms();
         }
         if durability.synced_below > keep.base_offset {

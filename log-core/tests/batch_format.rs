@@ -298,3 +298,58 @@ fn compression_names_parse_and_print() {
     assert_eq!("LZ4".parse::<Compression>().unwrap(), Compression::Lz4);
     assert!("brotli".parse::<Compression>().is_err());
 }
+
+#[test]
+fn codec_framing_matches_the_java_client() {
+    // lz4 frame magic, FLG 0x60 (version 1, independent blocks, no checksums,
+    // no content size) and BD 0x40 (64 KiB blocks): Lz4BlockOutputStream's header.
+    let lz4 = sample_batch(Compression::Lz4);
+    assert_eq!(&lz4[61..67], &[0x04, 0x22, 0x4d, 0x18, 0x60, 0x40]);
+    // snappy-java's xerial stream header.
+    let snappy = sample_batch(Compression::Snappy);
+    assert_eq!(
+        &snappy[61..77],
+        b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"
+    );
+    assert_eq!(&sample_batch(Compression::Gzip)[61..63], &[0x1f, 0x8b]);
+    assert_eq!(
+        &sample_batch(Compression::Zstd)[61..65],
+        &[0x28, 0xb5, 0x2f, 0xfd]
+    );
+}
+
+#[test]
+fn raw_snappy_without_xerial_framing_decodes() {
+    // Some clients (librdkafka) write plain snappy blocks.
+    let plain = sample_batch(Compression::None);
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&plain[BATCH_HEADER_BYTES..])
+        .unwrap();
+    let mut batch = plain[..BATCH_HEADER_BYTES].to_vec();
+    batch.extend_from_slice(&compressed);
+    let batch_length = i32::try_from(batch.len() - LOG_OVERHEAD_BYTES).unwrap();
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    batch[21..23].copy_from_slice(&2i16.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        decode_records(&batch).unwrap(),
+        decode_records(&plain).unwrap()
+    );
+}
+
+#[test]
+fn shared_decoding_matches_and_borrows_the_batch() {
+    let mut decoder = RecordDecoder::new();
+    for compression in Compression::ALL {
+        let batch = sample_batch(compression);
+        let shared = decoder.decode_shared(&batch).unwrap();
+        assert_eq!(shared, decode_records(&batch).unwrap(), "{compression}");
+        if compression == Compression::None {
+            // Zero copy: the value points into the batch buffer.
+            let value = shared[0].value.as_ref().unwrap();
+            let inside = batch.as_ptr_range();
+            assert!(inside.contains(&value.as_ptr()));
+        }
+    }
+}

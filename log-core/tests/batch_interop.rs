@@ -12,8 +12,8 @@ use kafka_protocol::records::{
 };
 use serde_json::{json, Value};
 use weir_log::batch::{
-    decode_records, set_base_offset, set_partition_leader_epoch, validate, BatchBuilder,
-    Compression, Record, TimestampType,
+    batches, decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch,
+    validate, BatchBuilder, Compression, ControlRecordType, Record, TimestampType,
 };
 
 const BASE_OFFSET: i64 = 100;
@@ -43,6 +43,17 @@ fn batch_json(batch: &[u8]) -> Value {
         .unwrap()
         .iter()
         .map(|record| {
+            if header.is_control() {
+                let kind = ControlRecordType::from_key(record.key.as_deref().unwrap()).unwrap();
+                return json!({
+                    "offset": record.offset,
+                    "timestamp": record.timestamp,
+                    "control_type": match kind {
+                        ControlRecordType::Commit => "commit",
+                        ControlRecordType::Abort => "abort",
+                    },
+                });
+            }
             json!({
                 "offset": record.offset,
                 "timestamp": record.timestamp,
@@ -64,12 +75,22 @@ fn batch_json(batch: &[u8]) -> Value {
             TimestampType::LogAppendTime => 1,
         },
         "is_transactional": header.is_transactional(),
+        "is_control": header.is_control(),
         "max_timestamp": header.max_timestamp,
         "producer_id": header.producer_id,
         "producer_epoch": header.producer_epoch,
         "base_sequence": header.base_sequence,
         "records": records,
     })
+}
+
+/// Every batch of a buffer of concatenated batches, as fixture JSON.
+fn batches_json(buf: &[u8]) -> Value {
+    Value::Array(
+        batches(buf)
+            .map(|batch| batch_json(batch.unwrap().1))
+            .collect(),
+    )
 }
 
 struct SampleRecord {
@@ -150,6 +171,34 @@ fn weir_sample_batch(compression: Compression) -> Vec<u8> {
     batch
 }
 
+/// A transactional lz4 batch stamped LogAppendTime, then its commit marker.
+fn weir_special_batches() -> Vec<u8> {
+    let mut data = BatchBuilder::new(Compression::Lz4)
+        .with_producer(4242, 3, 0)
+        .with_transactional(true);
+    for index in 0..3u8 {
+        data.push(
+            1_000 + i64::from(index),
+            Some(&[b'k', index]),
+            Some(b"in a transaction"),
+            &[],
+        );
+    }
+    let mut out = data.build().unwrap().to_vec();
+    set_base_offset(&mut out, 200);
+    set_partition_leader_epoch(&mut out, LEADER_EPOCH);
+    set_log_append_time(&mut out, 1_800_000_000_000);
+    let mut marker = BatchBuilder::new(Compression::None)
+        .with_producer(4242, 3, -1)
+        .with_transactional(true);
+    marker.push_control(1_800_000_000_001, ControlRecordType::Commit, 9);
+    let mut marker = marker.build().unwrap().to_vec();
+    set_base_offset(&mut marker, 203);
+    set_partition_leader_epoch(&mut marker, LEADER_EPOCH);
+    out.extend_from_slice(&marker);
+    out
+}
+
 fn read_json(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -202,6 +251,25 @@ fn write_weir_fixtures() {
         let path = fixture(&format!("weir_{compression}.bin"));
         std::fs::write(path, weir_sample_batch(compression)).unwrap();
     }
+    std::fs::write(fixture("weir_special.bin"), weir_special_batches()).unwrap();
+}
+
+#[test]
+fn transactional_log_append_time_and_markers_read_the_same_in_kafka_python() {
+    let ours = std::fs::read(fixture("weir_special.bin")).unwrap();
+    assert_eq!(ours, weir_special_batches());
+    let decoded_by_kafka_python = read_json("weir_special.json");
+    assert_eq!(batches_json(&ours), decoded_by_kafka_python);
+    let batches = decoded_by_kafka_python.as_array().unwrap();
+    assert_eq!(batches.len(), 2);
+    // LogAppendTime: every record reads the batch max timestamp.
+    for record in batches[0]["records"].as_array().unwrap() {
+        assert_eq!(record["timestamp"], 1_800_000_000_000i64);
+    }
+    assert_eq!(batches[0]["timestamp_type"], 1);
+    assert_eq!(batches[1]["is_control"], true);
+    assert_eq!(batches[1]["records"][0]["control_type"], "commit");
+    assert_eq!(batches[1]["records"][0]["offset"], 203);
 }
 
 fn kp_compression(compression: Compression) -> KpCompression {

@@ -87,6 +87,8 @@ proptest! {
         prop_assert_eq!(header.max_timestamp, inputs.iter().map(|i| i.timestamp).max().unwrap());
         let records = decode_records(&batch).unwrap();
         prop_assert_eq!(records.len(), inputs.len());
+        let shared = RecordDecoder::new().decode_shared(&bytes::Bytes::from(batch.clone())).unwrap();
+        prop_assert_eq!(&shared, &records);
         for (index, (record, input)) in records.iter().zip(&inputs).enumerate() {
             prop_assert_eq!(record.offset, index as i64);
             prop_assert_eq!(record.timestamp, input.timestamp);
@@ -164,6 +166,7 @@ proptest! {
             }
         }
         let _ = decode_records(&batch);
+        let _ = decoder.decode_shared(&bytes::Bytes::from(batch));
     }
 
     #[test]

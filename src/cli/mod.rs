@@ -1,8 +1,14 @@
 //! Subcommand dispatch. Add a subcommand by adding a module with `Args` and
 //! `run`, a variant to [`Command`], and one arm to [`Cli::run`].
 
+mod bench;
+mod broker;
+mod consume;
 mod log;
+mod produce;
+mod sketch;
 mod sql;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -12,15 +18,29 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    broker: broker::BrokerAddress,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker in the foreground (stops cleanly on SIGINT/SIGTERM).
+    Broker(broker::Args),
+    /// Create, list, describe, alter and delete topics.
+    Topic(topic::Args),
+    /// Send one record per input line to a topic.
+    Produce(produce::Args),
+    /// Print the records of a topic.
+    Consume(consume::Args),
+    /// Measure producer, consumer and end-to-end throughput and latency.
+    Bench(bench::Args),
     /// Inspect and check partition directories and segment files.
     #[command(subcommand_required = true)]
     Log(log::Args),
+    /// Sketch accuracy against memory: benchmark and stream generator.
+    Sketch(sketch::Args),
     /// Query topics with SQL (DataFusion), from a data directory or a broker.
     Sql(sql::Args),
 }
@@ -28,7 +48,25 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Broker(args) => broker::run(args),
+            Command::Topic(mut args) => {
+                args.broker = self.broker;
+                topic::run(args)
+            }
+            Command::Produce(mut args) => {
+                args.broker = self.broker;
+                produce::run(args)
+            }
+            Command::Consume(mut args) => {
+                args.broker = self.broker;
+                consume::run(args)
+            }
+            Command::Bench(mut args) => {
+                args.broker = self.broker;
+                bench::run(args)
+            }
             Command::Log(args) => log::run(args),
+            Command::Sketch(args) => sketch::run(args),
             Command::Sql(args) => sql::run(args),
         }
     }

@@ -63,6 +63,33 @@ impl<'a> RecordView<'a> {
         }
     }
 
+    /// As [`RecordView::to_record`], with keys and values sliced from `buf`,
+    /// the buffer this view borrows from (copied only if it is not).
+    pub fn to_shared_record(&self, buf: &Bytes) -> Record {
+        let share = |bytes: &[u8]| {
+            let inside = buf.as_ptr_range();
+            let range = bytes.as_ptr_range();
+            if inside.start <= range.start && range.end <= inside.end {
+                buf.slice_ref(bytes)
+            } else {
+                Bytes::copy_from_slice(bytes)
+            }
+        };
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(share),
+            value: self.value.map(share),
+            headers: self
+                .headers()
+                .map(|(key, value)| RecordHeader {
+                    key: key.to_owned(),
+                    value: value.map(share),
+                })
+                .collect(),
+        }
+    }
+
     pub fn to_record(&self) -> Record {
         Record {
             offset: self.offset,
@@ -178,31 +205,66 @@ impl RecordDecoder {
         let header = validate(batch, usize::MAX)?;
         let compression = header.compression()?;
         let section = &batch[BATCH_HEADER_BYTES..];
-        let records: &'s [u8] = if compression == Compression::None {
-            section
+        if compression == Compression::None {
+            return Ok(RecordIter::new(header, section));
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let decompressed = self.decompress(&header, compression, section, &mut scratch);
+        self.scratch = scratch;
+        decompressed?;
+        Ok(RecordIter::new(header, &self.scratch))
+    }
+
+    /// Decodes all records of `batch` into owned records whose keys, values
+    /// and header values share one buffer: `batch` itself when uncompressed
+    /// (no copy), else one decompressed buffer per batch. Validates the batch
+    /// first, CRC included.
+    pub fn decode_shared(&mut self, batch: &Bytes) -> Result<Vec<Record>, BatchError> {
+        let header = validate(batch, usize::MAX)?;
+        let compression = header.compression()?;
+        let records = if compression == Compression::None {
+            batch.slice(BATCH_HEADER_BYTES..)
         } else {
-            self.decompressor
-                .decompress(
-                    compression,
-                    section,
-                    &mut self.scratch,
-                    self.decompressed_bytes_max,
-                )
-                .map_err(|err| match err {
-                    DecompressError::Corrupt(source) => BatchError::Decompress {
-                        codec: compression,
-                        base_offset: header.base_offset,
-                        source,
-                    },
-                    DecompressError::TooLarge => BatchError::DecompressedTooLarge {
-                        codec: compression,
-                        base_offset: header.base_offset,
-                        limit_bytes: self.decompressed_bytes_max,
-                    },
-                })?;
-            &self.scratch
+            // The buffer is handed to the records, so it cannot be the scratch one.
+            let mut decompressed = Vec::new();
+            self.decompress(
+                &header,
+                compression,
+                &batch[BATCH_HEADER_BYTES..],
+                &mut decompressed,
+            )?;
+            Bytes::from(decompressed)
         };
-        Ok(RecordIter::new(header, records))
+        let iter = RecordIter::new(header, &records);
+        let mut out = Vec::with_capacity(iter.size_hint().0);
+        for view in iter {
+            out.push(view?.to_shared_record(&records));
+        }
+        Ok(out)
+    }
+
+    fn decompress(
+        &mut self,
+        header: &BatchHeader,
+        compression: Compression,
+        section: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BatchError> {
+        let limit_bytes = self.decompressed_bytes_max;
+        self.decompressor
+            .decompress(compression, section, out, limit_bytes)
+            .map_err(|err| match err {
+                DecompressError::Corrupt(source) => BatchError::Decompress {
+                    codec: compression,
+                    base_offset: header.base_offset,
+                    source,
+                },
+                DecompressError::TooLarge => BatchError::DecompressedTooLarge {
+                    codec: compression,
+                    base_offset: header.base_offset,
+                    limit_bytes,
+                },
+            })
     }
 
     /// Calls `visit` for each record of `batch`; stops at the first error.

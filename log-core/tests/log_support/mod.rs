@@ -19,6 +19,7 @@ pub fn tiny_config() -> LogConfig {
         cleanup_policy: CleanupPolicy::Delete,
         delete_retention_ms: 0,
         fsync: FsyncPolicy::Never,
+        ..LogConfig::default()
     }
 }
 

@@ -233,22 +233,33 @@ fn lossy(bytes: Option<&[u8]>) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
+/// Lossy UTF-8 with control characters escaped, so one record stays one line.
+fn text(bytes: Option<&[u8]>) -> String {
+    let Some(bytes) = bytes else {
+        return "null".to_owned();
+    };
+    let mut out = String::with_capacity(bytes.len());
+    for c in String::from_utf8_lossy(bytes).chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn record_text(record: &RecordView<'_>) -> String {
     let headers: Vec<String> = record
         .headers()
-        .map(|(key, value)| {
-            format!(
-                "{key}={}",
-                lossy(value).unwrap_or_else(|| "null".to_owned())
-            )
-        })
+        .map(|(key, value)| format!("{}={}", text(Some(key.as_bytes())), text(value)))
         .collect();
     format!(
         "| offset: {} timestamp: {} key: {} value: {} headers: [{}]",
         record.offset,
         record.timestamp,
-        lossy(record.key).unwrap_or_else(|| "null".to_owned()),
-        lossy(record.value).unwrap_or_else(|| "null".to_owned()),
+        text(record.key),
+        text(record.value),
         headers.join(", "),
     )
 }

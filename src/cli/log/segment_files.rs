@@ -1,11 +1,7 @@
 //! Finding segment files (`<base offset, 20 digits>.log` with `.index` and
 //! `.timeindex` beside it), reading batches from a `.log` one at a time with
-//! positioned reads, and reading index entries.
-//!
-//! Index entry layouts are those of `weir-log` (little-endian, fixed size):
-//! offset index `relative offset u32 | position u32`, time index
-//! `timestamp i64 | relative offset u32`. Index files of an active segment are
-//! preallocated, so an all-zero entry marks the end of the written entries.
+//! positioned reads, and reading index files. File names and index entries are
+//! decoded by `weir_log::inspect`, the engine's own decoders.
 
 use std::fs::File;
 use std::io;
@@ -14,9 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use weir_log::batch::{BatchError, LOG_OVERHEAD_BYTES};
-use weir_log::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use weir_log::inspect::{self, IndexLayoutError, OffsetEntry, SegmentFileKind, TimeEntry};
 
-const BASE_OFFSET_DIGITS: usize = 20;
 /// Smallest legal batch length field: a 61-byte header holds 49 bytes after it.
 const BATCH_LENGTH_MIN: i32 = 49;
 
@@ -47,11 +42,10 @@ impl SegmentFiles {
 
 /// The base offset named by `<20 digits>.log`.
 fn parse_log_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
-    if stem.len() != BASE_OFFSET_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    match inspect::parse_segment_file_name(name)? {
+        (base_offset, SegmentFileKind::Log) => Some(base_offset),
+        _ => None,
     }
-    stem.parse().ok()
 }
 
 /// The segments at `path`: every segment of a partition directory in offset
@@ -172,111 +166,26 @@ impl BatchScanner {
     }
 }
 
-/// An offset index entry and where it sits in its file.
-#[derive(Debug, Clone, Copy)]
-pub struct OffsetEntry {
-    pub file_position: u64,
-    pub relative_offset: u32,
-    pub position: u32,
-}
-
-/// A time index entry and where it sits in its file.
-#[derive(Debug, Clone, Copy)]
-pub struct TimeEntry {
-    pub file_position: u64,
-    pub timestamp: i64,
-    pub relative_offset: u32,
-}
-
-/// A problem in an index file: the byte where it is and what it is.
-pub struct IndexProblem {
-    pub file_position: u64,
-    pub reason: String,
-}
-
-/// The written entries of an index file (`None` if there is no file), or the
-/// first problem with its layout: a size that is not whole entries, or
-/// non-zero bytes after the all-zero end marker.
-fn read_entries<E>(
-    path: &Path,
-    entry_bytes: usize,
-    decode: impl Fn(u64, &[u8]) -> E,
-    is_zero: impl Fn(&E) -> bool,
-) -> anyhow::Result<Option<Result<Vec<E>, IndexProblem>>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-    };
-    if bytes.len() % entry_bytes != 0 {
-        let whole = bytes.len() - bytes.len() % entry_bytes;
-        return Ok(Some(Err(IndexProblem {
-            file_position: whole as u64,
-            reason: format!(
-                "the file size {} is not a multiple of the {entry_bytes}-byte entry",
-                bytes.len()
-            ),
-        })));
-    }
-    let mut entries = Vec::new();
-    let mut chunks = bytes.chunks_exact(entry_bytes).enumerate();
-    for (index, chunk) in &mut chunks {
-        let entry = decode((index * entry_bytes) as u64, chunk);
-        if is_zero(&entry) {
-            break;
-        }
-        entries.push(entry);
-    }
-    for (index, chunk) in chunks {
-        if chunk.iter().any(|&b| b != 0) {
-            return Ok(Some(Err(IndexProblem {
-                file_position: (index * entry_bytes) as u64,
-                reason: "an entry follows the all-zero end of the written entries".to_owned(),
-            })));
-        }
-    }
-    Ok(Some(Ok(entries)))
-}
-
+/// The written entries of an offset index file (`None` if there is no file), or
+/// the first problem with its layout.
 pub fn read_offset_index(
     path: &Path,
-) -> anyhow::Result<Option<Result<Vec<OffsetEntry>, IndexProblem>>> {
-    read_entries(
-        path,
-        OFFSET_INDEX_ENTRY_BYTES,
-        |file_position, chunk| OffsetEntry {
-            file_position,
-            relative_offset: u32_le(&chunk[0..4]),
-            position: u32_le(&chunk[4..8]),
-        },
-        |entry| entry.relative_offset == 0 && entry.position == 0,
-    )
+) -> anyhow::Result<Option<Result<Vec<OffsetEntry>, IndexLayoutError>>> {
+    Ok(read_file(path)?.map(|bytes| inspect::offset_index_entries(&bytes)))
 }
 
+/// The written entries of a time index file (`None` if there is no file), or the
+/// first problem with its layout.
 pub fn read_time_index(
     path: &Path,
-) -> anyhow::Result<Option<Result<Vec<TimeEntry>, IndexProblem>>> {
-    read_entries(
-        path,
-        TIME_INDEX_ENTRY_BYTES,
-        |file_position, chunk| {
-            let mut timestamp = [0u8; 8];
-            timestamp.copy_from_slice(&chunk[0..8]);
-            TimeEntry {
-                file_position,
-                timestamp: i64::from_le_bytes(timestamp),
-                relative_offset: u32_le(&chunk[8..12]),
-            }
-        },
-        |entry| entry.timestamp == 0 && entry.relative_offset == 0,
-    )
+) -> anyhow::Result<Option<Result<Vec<TimeEntry>, IndexLayoutError>>> {
+    Ok(read_file(path)?.map(|bytes| inspect::time_index_entries(&bytes)))
 }
 
-fn u32_le(bytes: &[u8]) -> u32 {
-    let mut out = [0u8; 4];
-    out.copy_from_slice(bytes);
-    u32::from_le_bytes(out)
+fn read_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
-
-const _: () = assert!(OFFSET_INDEX_ENTRY_BYTES == 8);
-const _: () = assert!(TIME_INDEX_ENTRY_BYTES == 12);

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use weir_log::batch::{validate, RecordDecoder};
+use weir_log::inspect::{IndexLayoutError, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 
 use super::segment_files::{
-    find_segments, read_offset_index, read_time_index, BatchScanner, IndexProblem, Scanned,
-    SegmentFiles,
+    find_segments, read_offset_index, read_time_index, BatchScanner, Scanned, SegmentFiles,
 };
 
 #[derive(Debug, clap::Args)]
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let time_entries = check_time_index(segment, &summary)?;
         writeln!(
             out,
-            "{}: ok: {} batches, {} records, offsets {}, {} offset index entries, {} time index entries",
+            "{}: ok: batches {}, records {}, offsets {}, offset index entries {}, time index entries {}",
             segment.log.display(),
             summary.batches.len(),
             summary.record_count,
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "ok: {} segments, {batch_total} batches, {record_total} records",
+        "ok: segments {}, batches {batch_total}, records {record_total}",
         segments.len()
     )?;
     out.flush()?;
@@ -131,7 +131,7 @@ fn check_log(
             return Err(problem(
                 file,
                 0,
-                format!("the segment's base offset {name_base} does not follow the previous segment, which ends at offset {expected}"),
+                format!("the segment's base offset {name_base} does not follow the previous segment, whose next offset is {expected}"),
             ));
         }
     }
@@ -196,7 +196,7 @@ fn check_base_offset(
     };
     if base_offset < expected {
         return Err(format!(
-            "the batch's base offset {base_offset} is below offset {expected}, where the previous batch (or the segment) ends"
+            "the batch's base offset {base_offset} is below {expected}, the next offset after the previous batch (or the segment's base offset)"
         ));
     }
     if base_offset > expected && !allow_gaps {
@@ -208,8 +208,8 @@ fn check_base_offset(
     Ok(())
 }
 
-fn index_problem(file: &Path, problem_found: IndexProblem) -> anyhow::Error {
-    problem(file, problem_found.file_position, problem_found.reason)
+fn index_problem(file: &Path, problem_found: IndexLayoutError) -> anyhow::Error {
+    problem(file, problem_found.position_bytes, problem_found.reason)
 }
 
 /// Checks the offset index; returns its entry count, or `None` when absent.
@@ -224,8 +224,8 @@ fn check_offset_index(
     let entries = entries.map_err(|p| index_problem(file, p))?;
     let base = segment_base(segment, summary);
     let mut previous: Option<(u32, u32)> = None;
-    for entry in &entries {
-        let at = entry.file_position;
+    for (index, entry) in entries.iter().enumerate() {
+        let at = (index * OFFSET_INDEX_ENTRY_BYTES) as u64;
         if let Some((relative, position)) = previous {
             if entry.relative_offset <= relative || entry.position <= position {
                 return Err(problem(file, at, format!(
@@ -265,8 +265,8 @@ fn check_time_index(segment: &SegmentFiles, summary: &LogSummary) -> anyhow::Res
     let entries = entries.map_err(|p| index_problem(file, p))?;
     let base = segment_base(segment, summary);
     let mut previous: Option<(i64, u32)> = None;
-    for entry in &entries {
-        let at = entry.file_position;
+    for (index, entry) in entries.iter().enumerate() {
+        let at = (index * TIME_INDEX_ENTRY_BYTES) as u64;
         if let Some((timestamp, relative)) = previous {
             if entry.timestamp <= timestamp || entry.relative_offset < relative {
                 return Err(problem(file, at, format!(

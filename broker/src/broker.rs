@@ -1,0 +1,455 @@
+//! The broker's state: the topics it leads, their partitions, and the
+//! registry file that makes them survive a restart. Admin changes are
+//! serialized by the registry lock; produce and fetch only take the topic map's
+//! read lock long enough to clone an `Arc`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Mutex};
+
+use crate::config::{BrokerConfig, IoMode};
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use crate::registry::{partition_dir, Registry, TopicRecord};
+use crate::topic_name::TopicName;
+
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: u32 = 10_000;
+/// How long a delete or shutdown waits for in-flight
+/// requests to let go of a partition.
+const RETIRE_WAIT_MS_MAX: u64 = 60_000;
+
+/// One topic: its settings and its partitions, index = partition number.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub replication_factor: u32,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// The partition `index`, or an error naming the topic's partition count.
+    pub fn partition(&self, index: u32) -> Result<&Arc<Partition>, BrokerError> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| BrokerError::PartitionOutOfRange {
+                topic: self.name.clone(),
+                partition: index,
+                partitions: self.partition_count(),
+            })
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        u32::try_from(self.partitions.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A broker: topics, partitions and their registry under one data directory.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    registry: Mutex<Registry>,
+    closing: AtomicBool,
+    /// Flips to true when shutdown begins, waking long polls.
+    closing_signal: watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Opens the data directory (creating it if needed), reads the registry and
+    /// reopens every partition, recovering logs that were not closed cleanly.
+    /// Blocking: call before starting the server or from `spawn_blocking`.
+    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
+            op: "create data directory",
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let registry = Registry::load(&config.data_dir)?;
+        let mut topics = HashMap::new();
+        for record in registry.topics.values() {
+            let topic = open_topic(&config, record)?;
+            tracing::info!(
+                topic = %record.name,
+                partitions = record.partition_count(),
+                "opened topic"
+            );
+            topics.insert(record.name.clone(), Arc::new(topic));
+        }
+        Ok(Broker {
+            config,
+            topics: RwLock::new(topics),
+            registry: Mutex::new(registry),
+            closing: AtomicBool::new(false),
+            closing_signal: watch::channel(false).0,
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The topic named `name`, ready for produce and fetch.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let topics = self.topics.read().map_err(|_| lock_poisoned())?;
+        topics
+            .get(name)
+            .map(Arc::clone)
+            .ok_or_else(|| BrokerError::UnknownTopic {
+                topic: name.to_string(),
+            })
+    }
+
+    /// Every ready topic, sorted by name.
+    pub fn topics(&self) -> Result<Vec<Arc<Topic>>, BrokerError> {
+        let topics = self.topics.read().map_err(|_| lock_poisoned())?;
+        let mut ready: Vec<Arc<Topic>> = topics.values().map(Arc::clone).collect();
+        ready.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ready)
+    }
+
+    /// Runs blocking storage work where the configured [`IoMode`] says.
+    pub async fn run_io<T, F>(&self, work: F) -> Result<T, BrokerError>
+    where
+        F: FnOnce() -> Result<T, BrokerError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.config.io_mode {
+            IoMode::Blocking => tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| BrokerError::TaskFailed(e.to_string()))?,
+            IoMode::Inline => work(),
+        }
+    }
+
+    /// Creates a topic with `partitions` partitions, each an empty log.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let name: TopicName = name.parse()?;
+        let invalid = |reason: String| BrokerError::InvalidRequest {
+            topic: name.to_string(),
+            reason,
+        };
+        if partitions == 0 || partitions > PARTITIONS_MAX {
+            return Err(invalid(format!(
+                "partition count {partitions} must be between 1 and {PARTITIONS_MAX}"
+            )));
+        }
+        // One broker: a replication factor above 1 cannot be placed.
+        let replication_factor = replication_factor.max(1);
+        if replication_factor > 1 {
+            return Err(invalid(format!(
+                "replication factor {replication_factor} is larger than the 1 available broker"
+            )));
+        }
+        self.config
+            .log_config(&configs)
+            .map_err(|e| config_error(name.as_str(), e))?;
+
+        let mut registry = self.registry.lock().await;
+        if registry.topics.contains_key(name.as_str()) {
+            return Err(BrokerError::TopicExists {
+                topic: name.to_string(),
+            });
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            replication_factor,
+            configs,
+            leader_epochs: vec![0; usize::try_from(partitions).unwrap_or(0)],
+        };
+        let config = self.config.clone();
+        let opened = record.clone();
+        let topic = self
+            .run_blocking(move || {
+                // Directories left by a delete that crashed half-way hold no topic.
+                for index in 0..opened.partition_count() {
+                    let dir = partition_dir(&config.data_dir, &opened.name, index);
+                    if dir.exists() {
+                        std::fs::remove_dir_all(&dir).map_err(|source| BrokerError::Io {
+                            op: "remove stale partition directory",
+                            path: dir,
+                            source,
+                        })?;
+                    }
+                }
+                open_topic(&config, &opened)
+            })
+            .await?;
+        let mut next = registry.clone();
+        next.topics.insert(record.name.clone(), record);
+        self.store_registry(next.clone()).await?;
+        *registry = next;
+        let topic = Arc::new(topic);
+        self.topics
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = %name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let mut registry = self.registry.lock().await;
+        if !registry.topics.contains_key(name) {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_string(),
+            });
+        }
+        let mut next = registry.clone();
+        next.topics.remove(name);
+        self.store_registry(next.clone()).await?;
+        *registry = next;
+        let removed = self
+            .topics
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .remove(name);
+        if let Some(topic) = removed {
+            let partitions = retire(topic).await?;
+            self.run_blocking(move || partitions.into_iter().try_for_each(Partition::delete))
+                .await?;
+        }
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+
+    /// Sets (or, with an empty value, removes) topic config overrides and
+    /// applies the result to every partition log at once. Returns the
+    /// overrides now in force.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
+        let mut registry = self.registry.lock().await;
+        let Some(current) = registry.topics.get(name) else {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_string(),
+            });
+        };
+        let mut record = current.clone();
+        for (key, value) in set {
+            if value.is_empty() {
+                record.configs.remove(&key);
+            } else {
+                record.configs.insert(key, value);
+            }
+        }
+        let log_config = self
+            .config
+            .log_config(&record.configs)
+            .map_err(|e| config_error(name, e))?;
+        let mut next = registry.clone();
+        next.topics.insert(name.to_string(), record.clone());
+        self.store_registry(next.clone()).await?;
+        *registry = next;
+
+        let mut topics = self.topics.write().map_err(|_| lock_poisoned())?;
+        if let Some(old) = topics.get(name) {
+            for partition in &old.partitions {
+                partition.set_config(log_config.clone());
+            }
+            // The partitions stay; only the topic's view of its overrides changes.
+            let altered = Topic {
+                name: old.name.clone(),
+                replication_factor: old.replication_factor,
+                configs: record.configs.clone(),
+                partitions: old.partitions.clone(),
+            };
+            topics.insert(name.to_string(), Arc::new(altered));
+        }
+        drop(topics);
+        tracing::info!(topic = %name, "altered topic configs");
+        Ok(record.configs)
+    }
+
+    /// Hands out a new producer id (epoch 0), persisted so it is never reused.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), BrokerError> {
+        let mut registry = self.registry.lock().await;
+        let mut next = registry.clone();
+        let producer_id = next.next_producer_id;
+        next.next_producer_id = producer_id
+            .checked_add(1)
+            .ok_or_else(|| BrokerError::TaskFailed("producer ids are exhausted".to_string()))?;
+        self.store_registry(next.clone()).await?;
+        *registry = next;
+        Ok((producer_id, 0))
+    }
+
+    /// Runs retention and compaction on every partition, one partition at a
+    /// time on the blocking pool. A failing partition is logged; the others still run.
+    pub async fn clean_all(&self, now_ms: i64) {
+        let Ok(topics) = self.topics() else {
+            return;
+        };
+        for topic in topics {
+            for partition in &topic.partitions {
+                let partition = Arc::clone(partition);
+                let index = partition.index();
+                match self.run_blocking(move || partition.clean(now_ms)).await {
+                    Ok((0, 0)) => {}
+                    Ok((deleted, rewritten)) => tracing::info!(
+                        topic = %topic.name,
+                        partition = index,
+                        segments_deleted = deleted,
+                        segments_compacted = rewritten,
+                        "cleaned partition"
+                    ),
+                    Err(error) => tracing::warn!(%error, "retention or compaction failed"),
+                }
+            }
+        }
+    }
+
+    /// A receiver that changes when shutdown begins.
+    pub fn closing_signal(&self) -> watch::Receiver<bool> {
+        self.closing_signal.subscribe()
+    }
+
+    /// Refuses new requests and wakes long polls so they answer now.
+    pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.closing_signal.send_replace(true);
+    }
+
+    /// Refuses new requests, waits for in-flight ones to let go of their
+    /// partitions, and closes every log so it writes its clean checkpoint.
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.begin_shutdown();
+        let _registry = self.registry.lock().await;
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .drain()
+            .map(|(_, topic)| topic)
+            .collect();
+        let mut first_error = None;
+        for topic in topics {
+            let name = topic.name.clone();
+            let closed = match retire(topic).await {
+                Ok(partitions) => {
+                    self.run_blocking(move || partitions.into_iter().try_for_each(Partition::close))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match closed {
+                Ok(()) => tracing::info!(topic = %name, "closed topic"),
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "failed to close topic");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn store_registry(&self, registry: Registry) -> Result<(), BrokerError> {
+        let data_dir = self.config.data_dir.clone();
+        self.run_blocking(move || registry.store(&data_dir)).await
+    }
+
+    /// Admin work always leaves the executor: it fsyncs.
+    async fn run_blocking<T, F>(&self, work: F) -> Result<T, BrokerError>
+    where
+        F: FnOnce() -> Result<T, BrokerError> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| BrokerError::TaskFailed(e.to_string()))?
+    }
+}
+
+fn open_topic(config: &BrokerConfig, record: &TopicRecord) -> Result<Topic, BrokerError> {
+    let log_config = config
+        .log_config(&record.configs)
+        .map_err(|e| config_error(&record.name, e))?;
+    let partitions = record
+        .leader_epochs
+        .iter()
+        .zip(0u32..)
+        .map(|(epoch, index)| {
+            let dir = partition_dir(&config.data_dir, &record.name, index);
+            Partition::open(&dir, &record.name, index, log_config.clone(), *epoch).map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Topic {
+        name: record.name.clone(),
+        replication_factor: record.replication_factor,
+        configs: record.configs.clone(),
+        partitions,
+    })
+}
+
+/// Waits until no request holds the topic's partitions, then owns them.
+async fn retire(mut topic: Arc<Topic>) -> Result<Vec<Partition>, BrokerError> {
+    let deadline = Instant::now() + Duration::from_millis(RETIRE_WAIT_MS_MAX);
+    let name = topic.name.clone();
+    let mut topic = loop {
+        match Arc::try_unwrap(topic) {
+            Ok(topic) => break topic,
+            Err(shared) if Instant::now() < deadline => {
+                topic = shared;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => return Err(retire_timeout(&name)),
+        }
+    };
+    let mut owned = Vec::with_capacity(topic.partitions.len());
+    for mut partition in topic.partitions.drain(..) {
+        loop {
+            match Arc::try_unwrap(partition) {
+                Ok(partition) => break owned.push(partition),
+                Err(shared) if Instant::now() < deadline => {
+                    partition = shared;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(_) => return Err(retire_timeout(&name)),
+            }
+        }
+    }
+    Ok(owned)
+}
+
+fn retire_timeout(topic: &str) -> BrokerError {
+    BrokerError::TopicUnavailable {
+        topic: topic.to_string(),
+        reason: format!("requests still held its partitions after {RETIRE_WAIT_MS_MAX} ms"),
+    }
+}
+
+fn config_error(topic: &str, error: weir_log::LogError) -> BrokerError {
+    match error {
+        weir_log::LogError::Config { key, value, reason } => BrokerError::InvalidConfig {
+            topic: topic.to_string(),
+            key,
+            value,
+            reason,
+        },
+        other => BrokerError::InvalidRequest {
+            topic: topic.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn lock_poisoned() -> BrokerError {
+    BrokerError::TaskFailed("the topic map lock was poisoned by an earlier panic".to_string())
+}

@@ -1,0 +1,311 @@
+//! The producer's per-partition batches: the open batch records are added
+//! to, full batches waiting for their partition's in-flight request to end,
+//! and the sequence numbers of an idempotent producer.
+//!
+//! Sequence numbers are assigned when a batch is taken for a request, not when
+//! it is opened: with one request in flight per partition, a batch that failed
+//! for good gives its sequence numbers back and the next batch reuses them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::FutureExt;
+use tokio::sync::oneshot;
+use weir_log::batch::BatchBuilder;
+
+use super::error::ClientError;
+use super::partitioner::partition_for_key;
+use super::producer::{BatchDone, BatchOutcome, ProducerConfig, ProducerRecord};
+use crate::producer_state::increment_sequence;
+
+/// Builders kept per partition for reuse, so a warm producer allocates no
+/// record buffers.
+const SPARE_BUILDERS_MAX: usize = 4;
+
+/// A batch being filled or waiting to be sent.
+#[derive(Debug)]
+pub(crate) struct PendingBatch {
+    pub(crate) builder: BatchBuilder,
+    pub(crate) created: Instant,
+    pub(crate) records: u32,
+    pub(crate) reserved_bytes: usize,
+    pub(crate) done: oneshot::Sender<BatchOutcome>,
+    /// Cloned into each record's delivery future.
+    future: BatchDone,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionState {
+    open: Option<PendingBatch>,
+    full: VecDeque<PendingBatch>,
+    in_flight: bool,
+    next_sequence: i32,
+    spare: Vec<BatchBuilder>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    pub(crate) name: Arc<str>,
+    partitions: Vec<PartitionState>,
+    /// Partition of records without a key, until its batch fills.
+    sticky: u32,
+}
+
+impl TopicState {
+    pub(crate) fn new(name: &str, partitions: u32) -> TopicState {
+        TopicState {
+            name: Arc::from(name),
+            partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
+            sticky: fastrand::u32(..partitions.max(1)),
+        }
+    }
+
+    fn partition_count(&self) -> u32 {
+        u32::try_from(self.partitions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Moves the sticky partition elsewhere (when its batch filled).
+    fn next_sticky(&mut self) {
+        let count = self.partition_count();
+        if count > 1 {
+            self.sticky = (self.sticky + 1 + fastrand::u32(..count - 1)) % count;
+        }
+    }
+}
+
+/// Batches taken for one produce request of one partition.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) batches: Vec<PendingBatch>,
+    /// Producer id, epoch and the first batch's base sequence.
+    pub(crate) producer: Option<(i64, i16, i32)>,
+}
+
+/// What `append` tells `send`.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub(crate) done: BatchDone,
+    pub(crate) partition: u32,
+    pub(crate) relative: u32,
+    /// The sender should look again (a batch filled or started).
+    pub(crate) wake: bool,
+}
+
+/// All of a producer's batches.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    pub(crate) topics: HashMap<String, TopicState>,
+    pub(crate) producer: Option<(i64, i16)>,
+    /// The producer id must be renewed before the next request (after a
+    /// failure that leaves the broker's sequence state unknown).
+    pub(crate) renew_producer: bool,
+    pub(crate) outstanding_batches: usize,
+    pub(crate) flushing: u32,
+    pub(crate) closed: bool,
+}
+
+impl Accumulator {
+    pub(crate) fn new(producer: Option<(i64, i16)>) -> Accumulator {
+        Accumulator {
+            topics: HashMap::new(),
+            producer,
+            renew_producer: false,
+            outstanding_batches: 0,
+            flushing: 0,
+            closed: false,
+        }
+    }
+
+    pub(crate) fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    /// Adds one record to its partition's open batch.
+    pub(crate) fn append(
+        &mut self,
+        config: &ProducerConfig,
+        record: &ProducerRecord<'_>,
+        timestamp_ms: i64,
+        size_bytes: usize,
+    ) -> Result<Appended, ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let topic = self.topics.get_mut(record.topic).ok_or_else(|| {
+            ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
+        })?;
+        let count = topic.partition_count();
+        let partition = match (record.partition, record.key) {
+            (Some(p), _) if p < count => p,
+            (Some(p), _) => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} has {count} partitions; partition {p} is out of range",
+                    record.topic
+                )))
+            }
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => topic.sticky,
+        };
+        let state = usize::try_from(partition)
+            .ok()
+            .and_then(|i| topic.partitions.get_mut(i))
+            .ok_or_else(|| ClientError::InvalidArgument("partition index overflow".to_string()))?;
+        let mut wake = false;
+        // Kafka's rule: a record that would push a non-empty batch past the
+        // batch size starts the next batch, so batches stay within
+        // `batch_size_bytes` (and under the broker's max.message.bytes).
+        if state.open.as_ref().is_some_and(|open| {
+            open.records > 0
+                && open.builder.estimated_size_bytes() + size_bytes > config.batch_size_bytes
+        }) {
+            if let Some(full) = state.open.take() {
+                state.full.push_back(full);
+            }
+            wake = true;
+        }
+        let open = match &mut state.open {
+            Some(open) => open,
+            slot @ None => {
+                wake = true;
+                self.outstanding_batches += 1;
+                // Producer id and sequence are stamped when the batch is sent.
+                let builder = state
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| BatchBuilder::new(config.compression));
+                let (done, receiver) = oneshot::channel();
+                slot.insert(PendingBatch {
+                    builder,
+                    created: Instant::now(),
+                    records: 0,
+                    reserved_bytes: 0,
+                    done,
+                    future: receiver.shared(),
+                })
+            }
+        };
+        open.builder
+            .push(timestamp_ms, record.key, record.value, record.headers);
+        let relative = open.records;
+        open.records += 1;
+        open.reserved_bytes += size_bytes;
+        let done = open.future.clone();
+        if open.builder.estimated_size_bytes() >= config.batch_size_bytes {
+            if let Some(full) = state.open.take() {
+                state.full.push_back(full);
+            }
+            wake = true;
+            if record.partition.is_none() && record.key.is_none() {
+                topic.next_sticky();
+            }
+        }
+        Ok(Appended {
+            done,
+            partition,
+            relative,
+            wake,
+        })
+    }
+
+    /// Takes every partition's sendable batches (full ones, and open ones past
+    /// their linger or being flushed) for requests, one per idle partition.
+    /// Returns the jobs and the earliest time an open batch will be due.
+    pub(crate) fn collect(
+        &mut self,
+        config: &ProducerConfig,
+        now: Instant,
+    ) -> (Vec<Job>, Option<Instant>) {
+        let mut jobs = Vec::new();
+        let mut next_due: Option<Instant> = None;
+        let send_all = self.flushing > 0 || self.closed;
+        let producer = self.producer;
+        for topic in self.topics.values_mut() {
+            for (index, state) in (0u32..).zip(topic.partitions.iter_mut()) {
+                if let Some(open) = &state.open {
+                    let due = open.created + config.linger;
+                    if send_all || due <= now {
+                        if let Some(open) = state.open.take() {
+                            state.full.push_back(open);
+                        }
+                    } else {
+                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    }
+                }
+                if state.in_flight || state.full.is_empty() {
+                    continue;
+                }
+                let mut batches = Vec::new();
+                let mut request_bytes = 0usize;
+                while let Some(batch) = state.full.front() {
+                    let size = batch.builder.estimated_size_bytes();
+                    if !batches.is_empty() && request_bytes + size > config.request_bytes_max {
+                        break;
+                    }
+                    request_bytes += size;
+                    if let Some(batch) = state.full.pop_front() {
+                        batches.push(batch);
+                    }
+                }
+                let first_sequence = state.next_sequence;
+                for batch in &batches {
+                    let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
+                    state.next_sequence = increment_sequence(state.next_sequence, records);
+                }
+                state.in_flight = true;
+                jobs.push(Job {
+                    topic: Arc::clone(&topic.name),
+                    partition: index,
+                    batches,
+                    producer: producer.map(|(id, epoch)| (id, epoch, first_sequence)),
+                });
+            }
+        }
+        (jobs, next_due)
+    }
+
+    /// Ends a partition's request. `given_back` is the first sequence of a
+    /// job none of whose batches were stored: the next batch reuses it.
+    pub(crate) fn finish(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        builders: Vec<BatchBuilder>,
+        batches_done: usize,
+        given_back: Option<(i64, i16, i32)>,
+    ) {
+        self.outstanding_batches = self.outstanding_batches.saturating_sub(batches_done);
+        let producer = self.producer;
+        let Some(state) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        else {
+            return;
+        };
+        state.in_flight = false;
+        if let Some((id, epoch, sequence)) = given_back {
+            if producer == Some((id, epoch)) {
+                state.next_sequence = sequence;
+            }
+        }
+        for builder in builders {
+            if state.spare.len() < SPARE_BUILDERS_MAX {
+                state.spare.push(builder);
+            }
+        }
+    }
+
+    /// Starts over with a new producer id: every partition's sequence restarts at 0.
+    pub(crate) fn set_producer(&mut self, producer: (i64, i16)) {
+        self.producer = Some(producer);
+        self.renew_producer = false;
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                state.next_sequence = 0;
+            }
+        }
+    }
+}

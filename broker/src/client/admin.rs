@@ -1,0 +1,164 @@
+//! Topic administration: create, list, describe, delete, alter configs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::error::ClientError;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::{
+    AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
+    ListTopicsRequest,
+};
+
+/// A topic as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    pub topic: String,
+    pub partition_count: u32,
+    pub replication_factor: u32,
+    /// Config overrides; empty from `list_topics`.
+    pub configs: BTreeMap<String, String>,
+    /// Per-partition state; empty from `list_topics`.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// One partition as `describe_topic` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+}
+
+/// The admin client.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: AdminClient<Channel>,
+}
+
+impl Admin {
+    pub async fn connect(addr: &str) -> Result<Admin, ClientError> {
+        Ok(Admin::from_channel(connect(addr).await?))
+    }
+
+    pub fn from_channel(channel: Channel) -> Admin {
+        Admin {
+            client: AdminClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions and the given config overrides.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .create_topic(CreateTopicRequest {
+                topic: topic.to_string(),
+                partitions,
+                replication_factor,
+                configs: configs.clone().into_iter().collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let response = self
+            .client
+            .clone()
+            .list_topics(ListTopicsRequest {})
+            .await?
+            .into_inner();
+        Ok(response
+            .topics
+            .into_iter()
+            .map(|t| TopicInfo {
+                topic: t.topic,
+                partition_count: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: BTreeMap::new(),
+                partitions: Vec::new(),
+            })
+            .collect())
+    }
+
+    /// A topic's settings and the state of each partition.
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+        let response = self
+            .client
+            .clone()
+            .describe_topic(DescribeTopicRequest {
+                topic: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        let mut partitions: Vec<PartitionInfo> = response
+            .partitions
+            .into_iter()
+            .map(|p| PartitionInfo {
+                partition: p.partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                log_start_offset: p.log_start_offset,
+                log_end_offset: p.log_end_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        Ok(TopicInfo {
+            topic: response.topic,
+            partition_count: u32::try_from(partitions.len()).unwrap_or(u32::MAX),
+            replication_factor: response.replication_factor,
+            configs: response.configs.into_iter().collect(),
+            partitions,
+        })
+    }
+
+    /// Deletes `topic` and its data.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .delete_topic(DeleteTopicRequest {
+                topic: topic.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets config overrides (an empty value removes one); returns the
+    /// overrides now in force.
+    pub async fn alter_configs(
+        &self,
+        topic: &str,
+        set: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        let response = self
+            .client
+            .clone()
+            .alter_configs(AlterConfigsRequest {
+                topic: topic.to_string(),
+                set: set.clone().into_iter().collect(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.configs.into_iter().collect())
+    }
+}

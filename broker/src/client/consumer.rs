@@ -1,0 +1,511 @@
+//! The consumer: assign partitions of a topic, seek, and poll decoded records.
+//!
+//! Fetches are pipelined: as soon as a response arrives, the positions after
+//! it are known from the batch headers alone, so the next fetch is sent
+//! before this one's records are decoded and handed out.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::Stream;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use weir_log::batch::{batches, Compression, RecordDecoder};
+
+use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::error::ClientError;
+use crate::proto::fetch_client::FetchClient;
+use crate::proto::{
+    ErrorCode, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
+    PartitionOffsetQuery,
+};
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    Offset(u64),
+    Beginning,
+    /// The high watermark: only records produced from now on.
+    End,
+    /// The first record with a timestamp at or after this (ms since the epoch),
+    /// or the end if there is none yet.
+    Time(i64),
+}
+
+/// What to do when a position is out of the partition's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// Report the error (with the valid range) to the caller.
+    Error,
+}
+
+/// Consumer settings; names follow Kafka's consumer configs.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// `fetch.max.wait.ms`: how long the broker holds a fetch waiting for data.
+    pub fetch_max_wait: Duration,
+    pub fetch_min_bytes: u32,
+    pub fetch_max_bytes: u32,
+    /// `max.partition.fetch.bytes`.
+    pub partition_max_bytes: u32,
+    /// `auto.offset.reset`, also the start of a partition assigned without a seek.
+    pub offset_reset: OffsetReset,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 16 * 1024 * 1024,
+            partition_max_bytes: 8 * 1024 * 1024,
+            offset_reset: OffsetReset::Latest,
+        }
+    }
+}
+
+/// A decoded record. Key and value share the fetch buffer when the batch
+/// was not compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    At(u64),
+    Unresolved(SeekTo),
+}
+
+#[derive(Debug)]
+struct Prefetch {
+    /// The positions the fetch was sent for; stale after a seek.
+    positions: Vec<(u32, u64)>,
+    response: JoinHandle<Result<FetchResponse, ClientError>>,
+}
+
+/// A consumer of assigned partitions of one topic.
+#[derive(Debug)]
+pub struct Consumer {
+    client: FetchClient<Channel>,
+    config: ConsumerConfig,
+    topic: Arc<str>,
+    positions: Vec<(u32, Position)>,
+    buffered: VecDeque<ConsumerRecord>,
+    prefetch: Option<Prefetch>,
+    decoder: RecordDecoder,
+}
+
+impl Consumer {
+    pub async fn connect(addr: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        Ok(Consumer::from_channel(connect(addr).await?, config))
+    }
+
+    pub fn from_channel(channel: Channel, config: ConsumerConfig) -> Consumer {
+        Consumer {
+            client: FetchClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
+            config,
+            topic: Arc::from(""),
+            positions: Vec::new(),
+            buffered: VecDeque::new(),
+            prefetch: None,
+            decoder: RecordDecoder::new(),
+        }
+    }
+
+    /// Reads `partitions` of `topic` from now on, replacing any assignment.
+    /// Each starts where `offset_reset` says until a seek moves it.
+    pub fn assign(&mut self, topic: &str, partitions: &[u32]) {
+        let start = match self.config.offset_reset {
+            OffsetReset::Earliest => SeekTo::Beginning,
+            OffsetReset::Latest | OffsetReset::Error => SeekTo::End,
+        };
+        self.topic = Arc::from(topic);
+        self.positions = partitions
+            .iter()
+            .map(|p| (*p, Position::Unresolved(start)))
+            .collect();
+        self.buffered.clear();
+        self.cancel_prefetch();
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<u32> {
+        self.positions.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// Moves a partition's position; records already buffered for it are dropped.
+    pub fn seek(&mut self, partition: u32, to: SeekTo) -> Result<(), ClientError> {
+        let slot = self
+            .positions
+            .iter_mut()
+            .find(|(p, _)| *p == partition)
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "partition {partition} of topic {:?} is not assigned",
+                    self.topic
+                ))
+            })?;
+        slot.1 = match to {
+            SeekTo::Offset(offset) => Position::At(offset),
+            other => Position::Unresolved(other),
+        };
+        self.buffered.retain(|r| r.partition != partition);
+        self.cancel_prefetch();
+        Ok(())
+    }
+
+    /// Moves every assigned partition.
+    pub fn seek_all(&mut self, to: SeekTo) -> Result<(), ClientError> {
+        for partition in self.assignment() {
+            self.seek(partition, to)?;
+        }
+        Ok(())
+    }
+
+    /// The offset of the next record `poll` returns for `partition`, resolving
+    /// a pending seek.
+    pub async fn position(&mut self, partition: u32) -> Result<u64, ClientError> {
+        self.resolve_positions().await?;
+        if let Some(record) = self.buffered.iter().find(|r| r.partition == partition) {
+            return Ok(record.offset);
+        }
+        match self.positions.iter().find(|(p, _)| *p == partition) {
+            Some((_, Position::At(offset))) => Ok(*offset),
+            _ => Err(ClientError::InvalidArgument(format!(
+                "partition {partition} of topic {:?} is not assigned",
+                self.topic
+            ))),
+        }
+    }
+
+    /// The high watermark of each assigned partition (the offset after the
+    /// last record a consumer can read now).
+    pub async fn end_offsets(&self) -> Result<Vec<(u32, u64)>, ClientError> {
+        self.list_offsets(SeekTo::End).await
+    }
+
+    /// The first offset of each assigned partition.
+    pub async fn beginning_offsets(&self) -> Result<Vec<(u32, u64)>, ClientError> {
+        self.list_offsets(SeekTo::Beginning).await
+    }
+
+    async fn list_offsets(&self, to: SeekTo) -> Result<Vec<(u32, u64)>, ClientError> {
+        let partitions: Vec<u32> = self.positions.iter().map(|(p, _)| *p).collect();
+        self.query_offsets(&partitions, to).await
+    }
+
+    async fn query_offsets(
+        &self,
+        partitions: &[u32],
+        to: SeekTo,
+    ) -> Result<Vec<(u32, u64)>, ClientError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (spec, timestamp_ms) = match to {
+            SeekTo::Beginning => (OffsetSpec::Earliest, 0),
+            SeekTo::End => (OffsetSpec::Latest, 0),
+            SeekTo::Time(t) => (OffsetSpec::Timestamp, t),
+            SeekTo::Offset(_) => {
+                return Err(ClientError::InvalidArgument(
+                    "an offset needs no lookup".to_string(),
+                ))
+            }
+        };
+        let request = ListOffsetsRequest {
+            topic: self.topic.to_string(),
+            partitions: partitions
+                .iter()
+                .map(|p| PartitionOffsetQuery {
+                    partition: *p,
+                    spec: spec.into(),
+                    timestamp_ms,
+                })
+                .collect(),
+        };
+        let response = self
+            .client
+            .clone()
+            .list_offsets(request)
+            .await?
+            .into_inner();
+        Ok(response
+            .partitions
+            .into_iter()
+            .map(|r| (r.partition, r.offset))
+            .collect())
+    }
+
+    async fn resolve_positions(&mut self) -> Result<(), ClientError> {
+        for i in 0..self.positions.len() {
+            let (partition, position) = self.positions[i];
+            if let Position::Unresolved(to) = position {
+                let offset = match to {
+                    SeekTo::Offset(offset) => offset,
+                    other => self
+                        .query_offsets(&[partition], other)
+                        .await?
+                        .first()
+                        .map(|(_, offset)| *offset)
+                        .ok_or_else(|| ClientError::Status {
+                            code: tonic::Code::Internal,
+                            message: format!(
+                                "topic {:?} partition {partition}: the broker returned no offset",
+                                self.topic
+                            ),
+                        })?,
+                };
+                self.positions[i].1 = Position::At(offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn known_positions(&self) -> Vec<(u32, u64)> {
+        self.positions
+            .iter()
+            .filter_map(|(p, pos)| match pos {
+                Position::At(offset) => Some((*p, *offset)),
+                Position::Unresolved(_) => None,
+            })
+            .collect()
+    }
+
+    fn cancel_prefetch(&mut self) {
+        if let Some(prefetch) = self.prefetch.take() {
+            prefetch.response.abort();
+        }
+    }
+
+    fn start_fetch(&self, positions: Vec<(u32, u64)>, max_wait: Duration) -> Prefetch {
+        let request = FetchRequest {
+            topic: self.topic.to_string(),
+            max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
+            min_bytes: self.config.fetch_min_bytes,
+            max_bytes: self.config.fetch_max_bytes,
+            partitions: positions
+                .iter()
+                .map(|(partition, offset)| PartitionFetchRequest {
+                    partition: *partition,
+                    offset: *offset,
+                    max_bytes: self.config.partition_max_bytes,
+                })
+                .collect(),
+        };
+        let mut client = self.client.clone();
+        let response = tokio::spawn(async move { Ok(client.fetch(request).await?.into_inner()) });
+        Prefetch {
+            positions,
+            response,
+        }
+    }
+
+    /// Returns the records available now, or waits up to about `timeout`
+    /// for some. An empty result means none arrived in time.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if !self.buffered.is_empty() {
+            return Ok(self.buffered.drain(..).collect());
+        }
+        self.resolve_positions().await?;
+        let positions = self.known_positions();
+        if positions.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(Vec::new());
+        }
+        let prefetch = match self.prefetch.take() {
+            Some(prefetch) if prefetch.positions == positions => prefetch,
+            stale => {
+                if let Some(stale) = stale {
+                    stale.response.abort();
+                }
+                self.start_fetch(positions, timeout.min(self.config.fetch_max_wait))
+            }
+        };
+        let fetched = prefetch.positions.clone();
+        let response = prefetch
+            .response
+            .await
+            .map_err(|e| ClientError::InvalidArgument(format!("fetch task failed: {e}")))??;
+        self.take_response(&fetched, response)
+    }
+
+    /// Advances positions past the response, sends the next fetch, then decodes.
+    fn take_response(
+        &mut self,
+        fetched: &[(u32, u64)],
+        response: FetchResponse,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let mut next = fetched.to_vec();
+        for result in &response.partitions {
+            let Some(slot) = next.iter_mut().find(|(p, _)| *p == result.partition) else {
+                continue;
+            };
+            match result.error_code() {
+                ErrorCode::None => {}
+                ErrorCode::OffsetOutOfRange => {
+                    self.reset_out_of_range(result.partition, &result.error_message)?;
+                    continue;
+                }
+                code => {
+                    return Err(ClientError::Partition {
+                        topic: self.topic.to_string(),
+                        partition: result.partition,
+                        code,
+                        message: result.error_message.clone(),
+                    })
+                }
+            }
+            for batch in batches(&result.batches) {
+                let (header, _) = batch.map_err(|e| self.bad_batch(result.partition, e))?;
+                let after = u64::try_from(header.last_offset()).unwrap_or(0) + 1;
+                slot.1 = slot.1.max(after);
+            }
+        }
+        for (partition, offset) in &next {
+            if let Some(slot) = self.positions.iter_mut().find(|(p, _)| p == partition) {
+                if matches!(slot.1, Position::At(_)) {
+                    slot.1 = Position::At(*offset);
+                }
+            }
+        }
+        let positions = self.known_positions();
+        if !positions.is_empty() {
+            self.prefetch = Some(self.start_fetch(positions, self.config.fetch_max_wait));
+        }
+        let mut records = Vec::new();
+        for result in response.partitions {
+            let Some((_, from)) = fetched.iter().find(|(p, _)| *p == result.partition) else {
+                continue;
+            };
+            self.decode_into(result.partition, *from, &result.batches, &mut records)?;
+        }
+        Ok(records)
+    }
+
+    fn reset_out_of_range(&mut self, partition: u32, message: &str) -> Result<(), ClientError> {
+        let to = match self.config.offset_reset {
+            OffsetReset::Earliest => SeekTo::Beginning,
+            OffsetReset::Latest => SeekTo::End,
+            OffsetReset::Error => {
+                return Err(ClientError::Partition {
+                    topic: self.topic.to_string(),
+                    partition,
+                    code: ErrorCode::OffsetOutOfRange,
+                    message: message.to_string(),
+                })
+            }
+        };
+        if let Some(slot) = self.positions.iter_mut().find(|(p, _)| *p == partition) {
+            slot.1 = Position::Unresolved(to);
+        }
+        Ok(())
+    }
+
+    fn bad_batch(&self, partition: u32, error: impl std::fmt::Display) -> ClientError {
+        ClientError::BadBatch {
+            topic: self.topic.to_string(),
+            partition,
+            reason: error.to_string(),
+        }
+    }
+
+    /// Decodes the records at or after `from` in `data`.
+    fn decode_into(
+        &mut self,
+        partition: u32,
+        from: u64,
+        data: &Bytes,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<(), ClientError> {
+        let mut position = 0usize;
+        for batch in batches(data) {
+            let (header, raw) = batch.map_err(|e| self.bad_batch(partition, e))?;
+            let start = position;
+            position += raw.len();
+            let last = u64::try_from(header.last_offset()).unwrap_or(0);
+            if last < from || header.is_control() {
+                continue;
+            }
+            let zero_copy = header.compression().ok() == Some(Compression::None);
+            let batch_bytes = data.slice(start..position);
+            let topic = Arc::clone(&self.topic);
+            let records =
+                self.decoder
+                    .records(&batch_bytes)
+                    .map_err(|e| ClientError::BadBatch {
+                        topic: topic.to_string(),
+                        partition,
+                        reason: e.to_string(),
+                    })?;
+            for record in records {
+                let record = record.map_err(|e| ClientError::BadBatch {
+                    topic: topic.to_string(),
+                    partition,
+                    reason: e.to_string(),
+                })?;
+                let offset = u64::try_from(record.offset).unwrap_or(0);
+                if offset < from {
+                    continue;
+                }
+                let share = |slice: &[u8]| {
+                    if zero_copy {
+                        batch_bytes.slice_ref(slice)
+                    } else {
+                        Bytes::copy_from_slice(slice)
+                    }
+                };
+                out.push(ConsumerRecord {
+                    topic: Arc::clone(&topic),
+                    partition,
+                    offset,
+                    timestamp_ms: record.timestamp,
+                    key: record.key.map(share),
+                    value: record.value.map(share),
+                    headers: record
+                        .headers()
+                        .map(|(k, v)| (k.to_string(), v.map(Bytes::copy_from_slice)))
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The records as a stream, polling with `timeout` between empty rounds.
+    pub fn into_stream(
+        self,
+        timeout: Duration,
+    ) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
+        futures_util::stream::unfold(
+            (self, VecDeque::new()),
+            move |(mut consumer, mut ready)| async move {
+                loop {
+                    if let Some(record) = ready.pop_front() {
+                        return Some((Ok(record), (consumer, ready)));
+                    }
+                    match consumer.poll(timeout).await {
+                        Ok(records) => ready.extend(records),
+                        Err(error) => return Some((Err(error), (consumer, ready))),
+                    }
+                }
+            },
+        )
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.cancel_prefetch();
+    }
+}

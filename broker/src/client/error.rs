@@ -1,0 +1,120 @@
+//! The client's error type: every failure names the broker, topic or
+//! partition involved, and says whether retrying can help.
+
+use crate::proto::ErrorCode;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid broker address {addr:?}: {reason}")]
+    InvalidAddress { addr: String, reason: String },
+
+    #[error("cannot connect to broker at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+
+    /// The broker (or the transport) answered with a gRPC status.
+    #[error("{message}")]
+    Status { code: tonic::Code, message: String },
+
+    /// One partition of a produce or fetch failed.
+    #[error("{message}")]
+    Partition {
+        topic: String,
+        partition: u32,
+        code: ErrorCode,
+        message: String,
+    },
+
+    #[error("topic {topic:?} partition {partition}: broker sent a bad batch: {reason}")]
+    BadBatch {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
+    #[error(
+        "record of {size_bytes} bytes is larger than the limit of {max_bytes} bytes ({limit})"
+    )]
+    RecordTooLarge {
+        size_bytes: usize,
+        max_bytes: usize,
+        limit: &'static str,
+    },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("the producer is closed")]
+    Closed,
+
+    #[error("topic {topic:?} partition {partition}: no acknowledgement within {timeout_ms} ms after {attempts} attempts: {last_error}")]
+    DeliveryTimeout {
+        topic: String,
+        partition: u32,
+        timeout_ms: u64,
+        attempts: u32,
+        last_error: String,
+    },
+}
+
+impl ClientError {
+    /// Whether sending the same request again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Status { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            ClientError::Partition { code, .. } => {
+                matches!(code, ErrorCode::Timeout | ErrorCode::NotEnoughReplicas)
+            }
+            ClientError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the broker said the topic does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+
+    /// The gRPC status code, if the broker answered with one.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        let mut message = status.message().to_string();
+        // Transport failures carry their cause as the error source.
+        if let Some(source) = std::error::Error::source(&status) {
+            message = format!("{message}: {}", chain(source));
+        }
+        if message.is_empty() {
+            message = format!("broker answered {:?}", status.code());
+        }
+        ClientError::Status {
+            code: status.code(),
+            message,
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,29 @@
+//! The Rust client of the Weir broker: [`Producer`] (batching, partitioning,
+//! compression, retries, idempotence, backpressure), [`Consumer`] (assign,
+//! seek, poll, pipelined fetches) and [`Admin`] (topics and configs).
+//!
+//! All three share one HTTP/2 connection setup ([`connect`]): TCP_NODELAY,
+//! flow-control windows and message limits sized for batches of a few MiB.
+
+mod accumulator;
+mod admin;
+mod connection;
+mod consumer;
+mod error;
+mod partitioner;
+mod producer;
+mod raw_produce;
+mod sender;
+mod written;
+
+pub use admin::{Admin, PartitionInfo, TopicInfo};
+pub use connection::{connect, RESPONSE_BYTES_MAX};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use error::ClientError;
+pub use partitioner::{murmur2, partition_for_key, to_positive};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+/// The channel [`connect`] opens, for building the raw gRPC clients of
+/// [`crate::proto`] on it.
+pub use tonic::transport::Channel;

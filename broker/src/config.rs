@@ -1,0 +1,462 @@
+//! Broker settings: defaults, then a `weir.toml` file, then `WEIR_*`
+//! environment variables; the command line applies its flags last.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use weir_log::{FsyncPolicy, LogConfig};
+
+/// Default listen address of the broker and default address of clients.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "./weir-data";
+/// Largest request the broker decodes by default: room for a few MiB batches.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
+/// Largest fetch response the broker builds by default.
+pub const FETCH_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
+/// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// Longest long poll a fetch may ask for.
+pub const FETCH_WAIT_MS_MAX_DEFAULT: u32 = 30_000;
+/// Open client connections at most (Kafka's `max.connections`).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Requests in progress on one connection at most (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client queues the rest.
+pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
+
+/// Where storage I/O of produce and fetch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// On tokio's blocking pool (`spawn_blocking`), off the executor threads.
+    Blocking,
+    /// On the executor thread that serves the request: fewer thread hand-offs,
+    /// but a slow disk stalls other requests on that thread.
+    Inline,
+}
+
+impl FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "blocking" => Ok(IoMode::Blocking),
+            "inline" => Ok(IoMode::Inline),
+            other => Err(format!(
+                "unknown io mode {other:?}; expected blocking or inline"
+            )),
+        }
+    }
+}
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's node id (the leader id of its partitions).
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Largest request accepted; larger ones fail with RESOURCE_EXHAUSTED before
+    /// they are buffered whole.
+    pub request_bytes_max: usize,
+    /// Largest fetch response (a fetch still returns one whole batch if bigger).
+    pub fetch_bytes_max: usize,
+    pub fetch_wait_ms_max: u32,
+    /// How often every partition's retention and compaction run.
+    pub retention_check_interval_ms: u64,
+    pub io_mode: IoMode,
+    /// Open connections at most; a connection past it is closed at once.
+    pub connections_max: usize,
+    /// Requests served at once per connection; the client waits for the rest.
+    pub requests_per_connection_max: u32,
+    /// Topic settings applied to every new topic before its own (Kafka names),
+    /// including `flush.policy` for the fsync policy.
+    pub topic_defaults: BTreeMap<String, String>,
+    /// Where to write the bound address once listening (for scripts and tests
+    /// that listen on port 0).
+    pub address_file: Option<PathBuf>,
+}
+
+/// Why the broker configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {} is invalid: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error("{source_name} {key} = {value:?} is invalid: {reason}")]
+    Value {
+        source_name: &'static str,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The shape of `weir.toml`; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    node_id: Option<i32>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    fsync: Option<String>,
+    request_bytes_max: Option<usize>,
+    fetch_bytes_max: Option<usize>,
+    fetch_wait_ms_max: Option<u32>,
+    retention_check_interval_ms: Option<u64>,
+    io_mode: Option<String>,
+    connections_max: Option<usize>,
+    requests_per_connection_max: Option<u32>,
+    address_file: Option<PathBuf>,
+    #[serde(default)]
+    topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
+            fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
+            retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            io_mode: IoMode::Blocking,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+            topic_defaults: BTreeMap::new(),
+            address_file: None,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Defaults, then `file` if given, then the environment variables that
+    /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
+    /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
+    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_CONNECTIONS_MAX`,
+    /// `WEIR_REQUESTS_PER_CONNECTION_MAX`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut config = BrokerConfig::default();
+        if let Some(path) = file {
+            config.apply_file(path)?;
+        }
+        for key in [
+            "WEIR_NODE_ID",
+            "WEIR_DATA_DIR",
+            "WEIR_LISTEN",
+            "WEIR_FSYNC",
+            "WEIR_REQUEST_BYTES_MAX",
+            "WEIR_FETCH_BYTES_MAX",
+            "WEIR_IO_MODE",
+            "WEIR_RETENTION_CHECK_INTERVAL_MS",
+            "WEIR_CONNECTIONS_MAX",
+            "WEIR_REQUESTS_PER_CONNECTION_MAX",
+        ] {
+            if let Some(value) = env(key) {
+                config
+                    .set(key, &value)
+                    .map_err(|reason| ConfigError::Value {
+                        source_name: "environment variable",
+                        key: key.to_string(),
+                        value,
+                        reason,
+                    })?;
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })?;
+        let bad = |key: &str, value: String, reason: String| ConfigError::Value {
+            source_name: "config file setting",
+            key: key.to_string(),
+            value,
+            reason,
+        };
+        if let Some(v) = file.node_id {
+            self.node_id = v;
+        }
+        if let Some(v) = file.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = file.listen {
+            self.set("WEIR_LISTEN", &v)
+                .map_err(|reason| bad("listen", v, reason))?;
+        }
+        if let Some(v) = file.fsync {
+            self.set("WEIR_FSYNC", &v)
+                .map_err(|reason| bad("fsync", v, reason))?;
+        }
+        if let Some(v) = file.request_bytes_max {
+            self.request_bytes_max = v;
+        }
+        if let Some(v) = file.fetch_bytes_max {
+            self.fetch_bytes_max = v;
+        }
+        if let Some(v) = file.fetch_wait_ms_max {
+            self.fetch_wait_ms_max = v;
+        }
+        if let Some(v) = file.retention_check_interval_ms {
+            self.retention_check_interval_ms = v;
+        }
+        if let Some(v) = file.io_mode {
+            self.set("WEIR_IO_MODE", &v)
+                .map_err(|reason| bad("io_mode", v, reason))?;
+        }
+        if let Some(v) = file.connections_max {
+            self.connections_max = v;
+        }
+        if let Some(v) = file.requests_per_connection_max {
+            self.requests_per_connection_max = v;
+        }
+        if let Some(v) = file.address_file {
+            self.address_file = Some(v);
+        }
+        for (key, value) in file.topic_defaults {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(bad(
+                        &format!("topic_defaults.{key}"),
+                        String::new(),
+                        "expected a string, number or boolean".to_string(),
+                    ))
+                }
+            };
+            self.topic_defaults.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Sets one setting by its environment-variable name; the error is the reason.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "WEIR_NODE_ID" => self.node_id = value.parse().map_err(|_| "expected an integer")?,
+            "WEIR_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "WEIR_LISTEN" => self.listen = parse_listen(value)?,
+            "WEIR_FSYNC" => self.set_fsync(value.parse::<FsyncPolicy>()?),
+            "WEIR_REQUEST_BYTES_MAX" => {
+                self.request_bytes_max = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_FETCH_BYTES_MAX" => {
+                self.fetch_bytes_max = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_IO_MODE" => self.io_mode = value.parse()?,
+            "WEIR_RETENTION_CHECK_INTERVAL_MS" => {
+                self.retention_check_interval_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_CONNECTIONS_MAX" => {
+                self.connections_max = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_REQUESTS_PER_CONNECTION_MAX" => {
+                self.requests_per_connection_max = value.parse().map_err(|_| "expected a count")?
+            }
+            other => return Err(format!("unknown setting {other}")),
+        }
+        Ok(())
+    }
+
+    /// Sets the fsync policy of every topic that does not override it.
+    pub fn set_fsync(&mut self, policy: FsyncPolicy) {
+        self.topic_defaults
+            .insert("flush.policy".to_string(), policy.to_string());
+    }
+
+    /// Parses and sets the listen address (`host:port`).
+    pub fn set_listen(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.listen = parse_listen(value).map_err(|reason| ConfigError::Value {
+            source_name: "flag",
+            key: "--listen".to_string(),
+            value: value.to_string(),
+            reason,
+        })?;
+        Ok(())
+    }
+
+    /// The log settings of a new partition: defaults, broker-wide topic
+    /// defaults, then the topic's own `overrides`.
+    pub fn log_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<LogConfig, weir_log::LogError> {
+        let mut config = LogConfig::default();
+        for (key, value) in self.topic_defaults.iter().chain(overrides) {
+            config.apply(key, value)?;
+        }
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| ConfigError::Value {
+            source_name: "setting",
+            key: key.to_string(),
+            value,
+            reason: reason.to_string(),
+        };
+        if self.request_bytes_max < 1024 {
+            return Err(bad(
+                "request_bytes_max",
+                self.request_bytes_max.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.connections_max == 0 {
+            return Err(bad(
+                "connections_max",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.requests_per_connection_max == 0 {
+            return Err(bad(
+                "requests_per_connection_max",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(bad(
+                "retention_check_interval_ms",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.fetch_bytes_max < 1024 {
+            return Err(bad(
+                "fetch_bytes_max",
+                self.fetch_bytes_max.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        self.log_config(&BTreeMap::new())
+            .map_err(|e| ConfigError::Value {
+                source_name: "setting",
+                key: "topic_defaults".to_string(),
+                value: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("expected host:port ({e})"))?
+        .next()
+        .ok_or_else(|| "the host name resolves to no address".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/tmp/x\"\nfsync = \"always\"\n\n[topic_defaults]\n\"retention.ms\" = 1000\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_LISTEN").then(|| "127.0.0.1:7001".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.listen.port(), 7001);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        let log = config.log_config(&BTreeMap::new()).unwrap();
+        assert_eq!(log.fsync, FsyncPolicy::Always);
+        assert_eq!(log.retention_ms, Some(1000));
+    }
+
+    #[test]
+    fn connection_limits_load_from_file_and_env_and_refuse_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "connections_max = 10\nrequests_per_connection_max = 3\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_CONNECTIONS_MAX").then(|| "20".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            (config.connections_max, config.requests_per_connection_max),
+            (20, 3)
+        );
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            (
+                defaults.connections_max,
+                defaults.requests_per_connection_max
+            ),
+            (CONNECTIONS_MAX_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT)
+        );
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_REQUESTS_PER_CONNECTION_MAX").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("requests_per_connection_max"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = BrokerConfig::load(Some(&path), |_| None).unwrap_err();
+        assert!(err.to_string().contains("weir.toml"), "{err}");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_FSYNC").then(|| "sometimes".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("WEIR_FSYNC"), "{err}");
+    }
+
+    #[test]
+    fn bad_topic_default_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "[topic_defaults]\n\"segment.bytes\" = \"lots\"\n").unwrap();
+        let err = BrokerConfig::load(Some(&path), |_| None).unwrap_err();
+        assert!(err.to_string().contains("segment.bytes"), "{err}");
+    }
+}

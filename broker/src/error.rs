@@ -1,0 +1,198 @@
+//! The broker's error type and its mapping onto gRPC statuses and per-partition
+//! error codes. Every message is a sentence naming the topic, the partition
+//! and the cause.
+
+use std::path::PathBuf;
+
+use weir_log::LogError;
+
+use crate::proto::ErrorCode;
+use crate::topic_name::TopicNameError;
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(#[from] TopicNameError),
+
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} is out of range")]
+    PartitionOutOfRange {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error("topic {topic:?}: partition {partition} is named twice in one request")]
+    DuplicatePartition { topic: String, partition: u32 },
+
+    #[error("topic {topic:?}: {reason}")]
+    InvalidRequest { topic: String, reason: String },
+
+    #[error("topic {topic:?}: config {key} = {value:?} is invalid: {reason}")]
+    InvalidConfig {
+        topic: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    #[error("topic {topic:?} partition {partition}: offset {offset} is out of range; valid offsets are {log_start}..={high_watermark}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
+
+    #[error("topic {topic:?} partition {partition}: producer {producer_id} epoch {producer_epoch} sent sequence {sequence}, expected {expected}")]
+    OutOfOrderSequence {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        sequence: i32,
+        expected: i32,
+    },
+
+    #[error("topic {topic:?} partition {partition}: producer {producer_id} epoch {producer_epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Log {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: LogError,
+    },
+
+    #[error("topic {topic:?} partition {partition}: cannot rebuild the idempotent-producer state: {reason}")]
+    ProducerState {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+
+    #[error("failed to {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the gRPC server stopped: {reason}")]
+    Serve { reason: String },
+
+    #[error("topic registry {} is corrupt: {reason}", path.display())]
+    CorruptRegistry { path: PathBuf, reason: String },
+
+    #[error("topic {topic:?} is unavailable: {reason}; retry")]
+    TopicUnavailable { topic: String, reason: String },
+
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+
+    #[error("a blocking storage task failed: {0}")]
+    TaskFailed(String),
+}
+
+impl BrokerError {
+    /// Wraps a log error with the partition it happened in.
+    pub fn log(topic: &str, partition: u32, source: LogError) -> BrokerError {
+        BrokerError::Log {
+            topic: topic.to_string(),
+            partition,
+            source,
+        }
+    }
+
+    /// The per-partition error code of produce and fetch responses.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            BrokerError::PartitionOutOfRange { .. } | BrokerError::UnknownTopic { .. } => {
+                ErrorCode::UnknownPartition
+            }
+            BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            BrokerError::Log { source, .. } => match source {
+                LogError::MessageTooLarge { .. } => ErrorCode::BatchTooLarge,
+                LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                source if is_bad_batch(source) => ErrorCode::CorruptBatch,
+                _ => ErrorCode::Storage,
+            },
+            BrokerError::InvalidRequest { .. } => ErrorCode::CorruptBatch,
+            _ => ErrorCode::Storage,
+        }
+    }
+
+    /// The gRPC status code this error maps to.
+    pub fn status_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            BrokerError::UnknownTopic { .. } => Code::NotFound,
+            BrokerError::TopicExists { .. } => Code::AlreadyExists,
+            BrokerError::InvalidTopicName(_)
+            | BrokerError::PartitionOutOfRange { .. }
+            | BrokerError::DuplicatePartition { .. }
+            | BrokerError::InvalidRequest { .. }
+            | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
+            BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
+            BrokerError::OutOfOrderSequence { .. } | BrokerError::ProducerFenced { .. } => {
+                Code::FailedPrecondition
+            }
+            BrokerError::Log { source, .. } => match source {
+                LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
+                LogError::Config { .. } => Code::InvalidArgument,
+                LogError::MessageTooLarge { .. } => Code::InvalidArgument,
+                source if is_bad_batch(source) => Code::InvalidArgument,
+                _ => Code::Internal,
+            },
+            BrokerError::ShuttingDown | BrokerError::TopicUnavailable { .. } => Code::Unavailable,
+            BrokerError::Io { .. }
+            | BrokerError::Bind { .. }
+            | BrokerError::Serve { .. }
+            | BrokerError::CorruptRegistry { .. }
+            | BrokerError::ProducerState { .. }
+            | BrokerError::TaskFailed(_) => Code::Internal,
+        }
+    }
+}
+
+/// Errors caused by the bytes a client sent, as opposed to the broker's storage.
+fn is_bad_batch(error: &LogError) -> bool {
+    matches!(
+        error,
+        LogError::Batch(_)
+            | LogError::BatchAt { .. }
+            | LogError::EmptyAppend
+            | LogError::InvalidOffsetDelta { .. }
+            | LogError::MessageTooLarge { .. }
+    )
+}
+
+impl From<BrokerError> for tonic::Status {
+    fn from(error: BrokerError) -> tonic::Status {
+        tonic::Status::new(error.status_code(), error.to_string())
+    }
+}

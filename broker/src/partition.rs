@@ -1,0 +1,481 @@
+//! One partition as the broker serves it: its log, its leader epoch, its high
+//! watermark, the idempotent-producer state (rebuilt on open, snapshotted to
+//! `producer-state` every [`SNAPSHOT_INTERVAL_BYTES`] appended and at close),
+//! and the signal that wakes long polls when the high watermark moves.
+//!
+//! Every method here does blocking file I/O or takes a short lock; callers on
+//! the async executor go through [`crate::Broker::run_io`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
+use weir_log::{LogConfig, PartitionLog};
+
+use crate::error::BrokerError;
+use crate::producer_recovery::{self, Rebuilt};
+use crate::producer_snapshot;
+use crate::producer_state::{
+    increment_sequence, ProducerStates, SequenceCheck, SequenceError, SequencedBatch, StoredRange,
+};
+use crate::read_buffers;
+
+/// Bytes appended between two periodic producer-state snapshots: after a
+/// crash, an open replays the headers of at most this much log.
+pub const SNAPSHOT_INTERVAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The producer state and how much was appended since it was last snapshotted.
+#[derive(Debug)]
+struct Producers {
+    states: ProducerStates,
+    appended_bytes_since_snapshot: u64,
+}
+
+/// A partition led by this broker.
+pub struct Partition {
+    topic: String,
+    index: u32,
+    log: PartitionLog,
+    leader_epoch: AtomicI32,
+    /// Held across the idempotence check, the append and the high-watermark
+    /// advance, so the three are one step for every producer.
+    producers: Mutex<Producers>,
+    /// The high watermark, published to long polls after every advance.
+    high_watermark: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("index", &self.index)
+            .field("dir", &self.log.dir())
+            .field("leader_epoch", &self.leader_epoch())
+            .field("high_watermark", &self.log.high_watermark())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a produce request's batches for one partition ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// True when every batch was a retry of stored batches; the offsets are the originals.
+    pub duplicate: bool,
+    pub log_start_offset: u64,
+}
+
+/// What a read returned: whole stored batches, plus the partition's bounds.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub batches: Bytes,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+/// A point-in-time view of a partition for describe.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionStatus {
+    pub leader_epoch: i32,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+}
+
+impl Partition {
+    /// Opens (recovering if needed) the log in `dir`.
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        config: LogConfig,
+        leader_epoch: i32,
+    ) -> Result<Partition, BrokerError> {
+        let log = PartitionLog::open(dir, config).map_err(|e| BrokerError::log(topic, index, e))?;
+        let (states, rebuilt) =
+            producer_recovery::rebuild(&log).map_err(|e| BrokerError::ProducerState {
+                topic: topic.to_string(),
+                partition: index,
+                reason: e.to_string(),
+            })?;
+        log_rebuilt(topic, index, states.len(), &rebuilt);
+        // Replication factor 1: everything in the log is replicated to the whole ISR.
+        let log_end = log.log_end_offset();
+        log.set_high_watermark(log_end);
+        let (high_watermark, _) = watch::channel(log.high_watermark());
+        Ok(Partition {
+            topic: topic.to_string(),
+            index,
+            log,
+            leader_epoch: AtomicI32::new(leader_epoch),
+            producers: Mutex::new(Producers {
+                states,
+                appended_bytes_since_snapshot: 0,
+            }),
+            high_watermark,
+        })
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.log.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log.log_start_offset()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Replaces the log settings; they apply from the next append, roll or retention.
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.set_config(config);
+    }
+
+    /// A receiver that sees every high-watermark advance after this call.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        PartitionStatus {
+            leader_epoch: self.leader_epoch(),
+            log_start_offset: self.log.log_start_offset(),
+            log_end_offset: self.log.log_end_offset(),
+            high_watermark: self.log.high_watermark(),
+            size_bytes: self.log.size_bytes(),
+        }
+    }
+
+    fn error(&self, source: weir_log::LogError) -> BrokerError {
+        BrokerError::log(&self.topic, self.index, source)
+    }
+
+    fn lock_producers(&self) -> Result<MutexGuard<'_, Producers>, BrokerError> {
+        self.producers.lock().map_err(|_| {
+            BrokerError::TaskFailed(format!(
+                "topic {:?} partition {}: producer state lock poisoned by an earlier panic",
+                self.topic, self.index
+            ))
+        })
+    }
+
+    /// Appends one or more concatenated batches as received, after the
+    /// idempotent-producer check; advances the high watermark.
+    pub fn append(&self, buf: &mut [u8]) -> Result<Appended, BrokerError> {
+        let mut producers = self.lock_producers()?;
+        if let Some(stored) = self.check_sequences(&producers.states, buf)? {
+            return Ok(Appended {
+                base_offset: stored.base_offset,
+                last_offset: stored.last_offset,
+                duplicate: true,
+                log_start_offset: self.log.log_start_offset(),
+            });
+        }
+        let info = self
+            .log
+            .append(buf, self.leader_epoch())
+            .map_err(|e| self.error(e))?;
+        // The log rewrote each batch's base offset in place: remember where
+        // every idempotent batch went.
+        for item in batches(buf) {
+            let (header, _) = item.map_err(|e| self.error(e.into()))?;
+            if let Some(sequenced) = sequenced(&header) {
+                let base = u64::try_from(header.base_offset).unwrap_or(0);
+                let last = u64::try_from(header.last_offset()).unwrap_or(base);
+                producers.states.record(&sequenced, base, last);
+            }
+        }
+        producers.appended_bytes_since_snapshot += buf.len() as u64;
+        if producers.appended_bytes_since_snapshot >= SNAPSHOT_INTERVAL_BYTES {
+            producers.appended_bytes_since_snapshot = 0;
+            // Still under the lock, so the state matches the log end exactly.
+            let log_end = self.log.log_end_offset();
+            if let Err(error) =
+                producer_snapshot::write(self.log.dir(), &producers.states, log_end, false)
+            {
+                // The append stands; the next open replays from an older snapshot.
+                tracing::warn!(topic = %self.topic, partition = self.index, %error,
+                    "cannot write the producer-state snapshot");
+            }
+        }
+        drop(producers);
+        self.advance_high_watermark();
+        Ok(Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            duplicate: false,
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    /// Replication factor 1: the high watermark is the log end offset.
+    fn advance_high_watermark(&self) {
+        let log_end = self.log.log_end_offset();
+        self.log.set_high_watermark(log_end);
+        let high_watermark = self.log.high_watermark();
+        self.high_watermark.send_if_modified(|published| {
+            debug_assert!(*published <= high_watermark, "high watermark went back");
+            let moved = *published != high_watermark;
+            *published = high_watermark;
+            moved
+        });
+    }
+
+    /// Checks every idempotent batch in `buf` against the producer state.
+    /// Returns the stored range when the whole buffer is a retry of stored
+    /// batches, `None` when it is all new.
+    fn check_sequences(
+        &self,
+        producers: &ProducerStates,
+        buf: &[u8],
+    ) -> Result<Option<StoredRange>, BrokerError> {
+        let mut duplicate: Option<StoredRange> = None;
+        let mut fresh = false;
+        // The last batch of this request that will be appended: a later batch
+        // of the same producer continues it rather than the stored state.
+        let mut appended_before: Option<SequencedBatch> = None;
+        for item in batches(buf) {
+            let (header, _) = item.map_err(|e| self.error(e.into()))?;
+            let Some(batch) = sequenced(&header) else {
+                fresh = true;
+                continue;
+            };
+            let check = match appended_before {
+                Some(prev)
+                    if prev.producer_id == batch.producer_id
+                        && prev.producer_epoch == batch.producer_epoch =>
+                {
+                    let expected = increment_sequence(prev.last_sequence, 1);
+                    if batch.first_sequence == expected {
+                        Ok(SequenceCheck::Append)
+                    } else {
+                        Err(SequenceError::OutOfOrder { expected })
+                    }
+                }
+                _ => producers.check(&batch),
+            };
+            match check.map_err(|e| self.sequence_error(&batch, e))? {
+                SequenceCheck::Append => {
+                    fresh = true;
+                    appended_before = Some(batch);
+                }
+                SequenceCheck::Duplicate(stored) => {
+                    duplicate = Some(match duplicate {
+                        Some(first) => StoredRange {
+                            last_offset: stored.last_offset,
+                            last_sequence: stored.last_sequence,
+                            ..first
+                        },
+                        None => stored,
+                    });
+                }
+            }
+        }
+        match (duplicate, fresh) {
+            (Some(stored), false) => Ok(Some(stored)),
+            (None, _) => Ok(None),
+            (Some(_), true) => Err(BrokerError::InvalidRequest {
+                topic: self.topic.clone(),
+                reason: format!(
+                    "partition {}: a request mixes retried batches with new ones",
+                    self.index
+                ),
+            }),
+        }
+    }
+
+    fn sequence_error(&self, batch: &SequencedBatch, error: SequenceError) -> BrokerError {
+        match error {
+            SequenceError::OutOfOrder { expected } => BrokerError::OutOfOrderSequence {
+                topic: self.topic.clone(),
+                partition: self.index,
+                producer_id: batch.producer_id,
+                producer_epoch: batch.producer_epoch,
+                sequence: batch.first_sequence,
+                expected,
+            },
+            SequenceError::Fenced { current_epoch } => BrokerError::ProducerFenced {
+                topic: self.topic.clone(),
+                partition: self.index,
+                producer_id: batch.producer_id,
+                producer_epoch: batch.producer_epoch,
+                current_epoch,
+            },
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes`, never
+    /// past the high watermark. With `fit`, a first batch larger than
+    /// `max_bytes` is left out; without, it is returned whole so a consumer
+    /// always makes progress.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        fit: bool,
+    ) -> Result<ReadResult, BrokerError> {
+        let high_watermark = self.log.high_watermark();
+        let log_start_offset = self.log.log_start_offset();
+        let log_end_offset = self.log.log_end_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.index,
+                offset,
+                log_start: log_start_offset,
+                high_watermark,
+            });
+        }
+        let mut batches = Bytes::new();
+        if offset < high_watermark && max_bytes > 0 {
+            let slice = self
+                .log
+                .read(offset, max_bytes, high_watermark)
+                .map_err(|e| self.read_error(e, offset))?;
+            if !fit || slice.len() <= max_bytes {
+                batches = read_buffers::read(&slice).map_err(|e| self.error(e))?;
+            }
+        }
+        Ok(ReadResult {
+            batches,
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    fn read_error(&self, error: weir_log::LogError, offset: u64) -> BrokerError {
+        match error {
+            // Retention moved the start between our bounds check and the read.
+            weir_log::LogError::OffsetOutOfRange { .. } => BrokerError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.index,
+                offset,
+                log_start: self.log.log_start_offset(),
+                high_watermark: self.log.high_watermark(),
+            },
+            other => self.error(other),
+        }
+    }
+
+    /// The first offset whose record timestamp is at least `timestamp_ms`.
+    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, BrokerError> {
+        let found = self
+            .log
+            .offset_for_time(timestamp_ms)
+            .map_err(|e| self.error(e))?;
+        Ok(found.filter(|offset| *offset < self.log.high_watermark()))
+    }
+
+    /// Compacts (if the cleanup policy says so), then deletes segments past
+    /// retention (likewise). Returns the number of segments deleted and rewritten.
+    pub fn clean(&self, now_ms: i64) -> Result<(usize, usize), BrokerError> {
+        // Excludes appends meanwhile: the log's roll (which trims the sealed
+        // segment's indexes) raced with retention deleting that segment and
+        // poisoned the log. Retention runs rarely; appends wait at most one pass.
+        let _appends = self.lock_producers()?;
+        let compacted = self.log.compact(now_ms).map_err(|e| self.error(e))?;
+        let retained = self
+            .log
+            .enforce_retention(now_ms)
+            .map_err(|e| self.error(e))?;
+        Ok((retained.segments_deleted, compacted.segments_rewritten))
+    }
+
+    /// Writes the producer-state snapshot, flushes, writes the clean-shutdown
+    /// checkpoint and releases the log.
+    pub fn close(self) -> Result<(), BrokerError> {
+        let (topic, index) = (self.topic, self.index);
+        let producers = self.producers.into_inner().map_err(|_| {
+            BrokerError::TaskFailed(format!(
+                "topic {topic:?} partition {index}: producer state lock poisoned by an earlier panic"
+            ))
+        })?;
+        producer_snapshot::write(
+            self.log.dir(),
+            &producers.states,
+            self.log.log_end_offset(),
+            true,
+        )
+        .map_err(|source| BrokerError::Io {
+            op: "write producer-state snapshot in",
+            path: self.log.dir().to_path_buf(),
+            source,
+        })?;
+        self.log
+            .close()
+            .map_err(|e| BrokerError::log(&topic, index, e))
+    }
+
+    /// Removes the partition's directory.
+    pub fn delete(self) -> Result<(), BrokerError> {
+        let (topic, index) = (self.topic, self.index);
+        self.log
+            .delete()
+            .map_err(|e| BrokerError::log(&topic, index, e))
+    }
+}
+
+fn log_rebuilt(topic: &str, index: u32, producers: usize, rebuilt: &Rebuilt) {
+    match rebuilt {
+        Rebuilt::Snapshot {
+            snapshot_offset,
+            batches_replayed,
+        } => tracing::debug!(
+            topic,
+            partition = index,
+            producers,
+            snapshot_offset,
+            batches_replayed,
+            "producer state from snapshot"
+        ),
+        Rebuilt::TailScan {
+            segments,
+            log_bytes,
+            reached_log_start,
+            snapshot_refused,
+        } => {
+            if let Some(reason) = snapshot_refused {
+                tracing::warn!(topic, partition = index, %reason, "producer-state snapshot not used");
+            }
+            tracing::info!(
+                topic,
+                partition = index,
+                producers,
+                segments,
+                log_bytes,
+                reached_log_start,
+                "producer state rebuilt from the log tail"
+            );
+        }
+    }
+}
+
+/// The idempotence fields of a batch, if it comes from an idempotent producer.
+pub(crate) fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
+    if header.producer_id == NO_PRODUCER_ID
+        || header.base_sequence < 0
+        || header.last_offset_delta < 0
+    {
+        return None;
+    }
+    let last_sequence = increment_sequence(header.base_sequence, header.last_offset_delta);
+    Some(SequencedBatch {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        first_sequence: header.base_sequence,
+        last_sequence,
+    })
+}

@@ -1,0 +1,350 @@
+//! Idempotent-producer state of one partition: for each producer id, its
+//! epoch and the last few batches it appended (sequence range and offsets).
+//!
+//! A retried batch whose sequence range matches a remembered batch is
+//! acknowledged with the original offsets and not written again; a batch that
+//! does not continue the sequence is refused. Five batches are remembered, as
+//! Kafka does, which is what a producer with up to five requests in flight
+//! needs.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Batches remembered per producer.
+pub const BATCHES_REMEMBERED: usize = 5;
+
+/// A batch as the idempotence check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequencedBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+}
+
+/// Where a remembered batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRange {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// New data: append it.
+    Append,
+    /// Already stored: acknowledge with these offsets.
+    Duplicate(StoredRange),
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceError {
+    OutOfOrder { expected: i32 },
+    Fenced { current_epoch: i16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first; at most [`BATCHES_REMEMBERED`].
+    batches: VecDeque<StoredRange>,
+}
+
+/// The state of every producer that wrote to one partition: rebuilt on open
+/// from the `producer-state` snapshot and the log (see `producer_recovery`),
+/// then kept up to date by every append.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// `sequence + increment`, wrapping past `i32::MAX` to 0 as Kafka's
+/// sequences do. `increment` is at least 0.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    debug_assert!(sequence >= 0 && increment >= 0);
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+impl ProducerStates {
+    /// Decides whether `batch` is new, a duplicate, or refused. Does not change state.
+    pub fn check(&self, batch: &SequencedBatch) -> Result<SequenceCheck, SequenceError> {
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            // Unknown producer (new, or its batches are older than what a
+            // restart rebuilt): it continues with whatever sequence it has.
+            return Ok(SequenceCheck::Append);
+        };
+        if batch.producer_epoch < entry.epoch {
+            return Err(SequenceError::Fenced {
+                current_epoch: entry.epoch,
+            });
+        }
+        if batch.producer_epoch > entry.epoch {
+            return if batch.first_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder { expected: 0 })
+            };
+        }
+        if let Some(stored) = entry.batches.iter().find(|stored| {
+            stored.first_sequence == batch.first_sequence
+                && stored.last_sequence == batch.last_sequence
+        }) {
+            return Ok(SequenceCheck::Duplicate(*stored));
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |last| increment_sequence(last.last_sequence, 1));
+        if batch.first_sequence == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(SequenceError::OutOfOrder { expected })
+        }
+    }
+
+    /// The number of producers known.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Every producer: id, epoch and its remembered batches, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<StoredRange>)> + '_ {
+        self.producers
+            .iter()
+            .map(|(id, entry)| (*id, entry.epoch, &entry.batches))
+    }
+
+    /// Sets a producer's state as read back from a snapshot. Only the last
+    /// [`BATCHES_REMEMBERED`] of `batches` (oldest first) are kept.
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[StoredRange]) {
+        let kept = batches.len().saturating_sub(BATCHES_REMEMBERED);
+        self.producers.insert(
+            producer_id,
+            ProducerEntry {
+                epoch,
+                batches: batches.iter().skip(kept).copied().collect(),
+            },
+        );
+    }
+
+    /// Adds the state built from an older stretch of the log: producers not
+    /// known here are taken as they are; a known producer of the same epoch
+    /// gets older batches in front of its own until it remembers
+    /// [`BATCHES_REMEMBERED`]. Batches of an older epoch are dropped, as
+    /// [`ProducerStates::record`] drops them when the epoch moves.
+    pub fn merge_older(&mut self, older: ProducerStates) {
+        for (producer_id, old) in older.producers {
+            match self.producers.entry(producer_id) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert(old);
+                }
+                std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                    let entry = occupied.get_mut();
+                    if entry.epoch != old.epoch {
+                        continue;
+                    }
+                    for stored in old.batches.into_iter().rev() {
+                        if entry.batches.len() == BATCHES_REMEMBERED {
+                            break;
+                        }
+                        entry.batches.push_front(stored);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records that `batch` was stored at `base_offset..=last_offset`.
+    pub fn record(&mut self, batch: &SequencedBatch, base_offset: u64, last_offset: u64) {
+        debug_assert!(base_offset <= last_offset);
+        let entry = self
+            .producers
+            .entry(batch.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: batch.producer_epoch,
+                batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
+            });
+        if batch.producer_epoch != entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == BATCHES_REMEMBERED {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(StoredRange {
+            first_sequence: batch.first_sequence,
+            last_sequence: batch.last_sequence,
+            base_offset,
+            last_offset,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(epoch: i16, first: i32, count: i32) -> SequencedBatch {
+        SequencedBatch {
+            producer_id: 9,
+            producer_epoch: epoch,
+            first_sequence: first,
+            last_sequence: first + (count - 1),
+        }
+    }
+
+    #[test]
+    fn retried_batch_is_a_duplicate_with_original_offsets() {
+        let mut states = ProducerStates::default();
+        let first = batch(0, 0, 10);
+        assert_eq!(states.check(&first), Ok(SequenceCheck::Append));
+        states.record(&first, 100, 109);
+        let second = batch(0, 10, 5);
+        assert_eq!(states.check(&second), Ok(SequenceCheck::Append));
+        states.record(&second, 110, 114);
+        assert_eq!(
+            states.check(&first),
+            Ok(SequenceCheck::Duplicate(StoredRange {
+                first_sequence: 0,
+                last_sequence: 9,
+                base_offset: 100,
+                last_offset: 109
+            }))
+        );
+    }
+
+    #[test]
+    fn gap_in_sequence_is_out_of_order() {
+        let mut states = ProducerStates::default();
+        states.record(&batch(0, 0, 10), 0, 9);
+        assert_eq!(
+            states.check(&batch(0, 11, 1)),
+            Err(SequenceError::OutOfOrder { expected: 10 })
+        );
+    }
+
+    #[test]
+    fn old_epoch_is_fenced_and_new_epoch_restarts_at_zero() {
+        let mut states = ProducerStates::default();
+        states.record(&batch(2, 0, 3), 0, 2);
+        assert_eq!(
+            states.check(&batch(1, 3, 1)),
+            Err(SequenceError::Fenced { current_epoch: 2 })
+        );
+        assert_eq!(
+            states.check(&batch(3, 5, 1)),
+            Err(SequenceError::OutOfOrder { expected: 0 })
+        );
+        assert_eq!(states.check(&batch(3, 0, 1)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut states = ProducerStates::default();
+        for i in 0..6 {
+            states.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        assert_eq!(
+            states.check(&batch(0, 0, 1)),
+            Err(SequenceError::OutOfOrder { expected: 6 })
+        );
+        assert!(matches!(
+            states.check(&batch(0, 1, 1)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn merging_an_older_stretch_fills_batches_and_adds_producers() {
+        let mut newer = ProducerStates::default();
+        for i in 3..5 {
+            newer.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        let mut older = ProducerStates::default();
+        for i in 0..3 {
+            older.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        let other = SequencedBatch {
+            producer_id: 10,
+            ..batch(0, 0, 1)
+        };
+        older.record(&other, 7, 7);
+        newer.merge_older(older);
+        assert_eq!(newer.len(), 2);
+        let mut expected = ProducerStates::default();
+        for i in 0..5 {
+            expected.record(&batch(0, i, 1), i as u64, i as u64);
+        }
+        expected.record(&other, 7, 7);
+        assert_eq!(newer, expected);
+    }
+
+    #[test]
+    fn merging_keeps_only_five_and_ignores_an_older_epoch() {
+        let mut newer = ProducerStates::default();
+        for i in 2..6 {
+            newer.record(&batch(1, i, 1), i as u64, i as u64);
+        }
+        let mut older = ProducerStates::default();
+        older.record(&batch(0, 0, 1), 0, 0);
+        newer.merge_older(older);
+        assert_eq!(
+            newer.check(&batch(1, 0, 1)),
+            Err(SequenceError::OutOfOrder { expected: 6 }),
+            "epoch 0 batches were not merged into epoch 1"
+        );
+        let mut older = ProducerStates::default();
+        for i in 0..2 {
+            older.record(&batch(1, i, 1), i as u64, i as u64);
+        }
+        newer.merge_older(older);
+        assert!(matches!(
+            newer.check(&batch(1, 1, 1)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+        assert_eq!(
+            newer.check(&batch(1, 0, 1)),
+            Err(SequenceError::OutOfOrder { expected: 6 }),
+            "only the newest five are remembered"
+        );
+    }
+
+    #[test]
+    fn restore_keeps_the_last_five() {
+        let ranges: Vec<StoredRange> = (0..7)
+            .map(|i| StoredRange {
+                first_sequence: i,
+                last_sequence: i,
+                base_offset: i as u64,
+                last_offset: i as u64,
+            })
+            .collect();
+        let mut states = ProducerStates::default();
+        states.restore(9, 0, &ranges);
+        let (_, _, kept) = states.iter().next().unwrap();
+        assert_eq!(kept.len(), BATCHES_REMEMBERED);
+        assert_eq!(kept.front().map(|r| r.first_sequence), Some(2));
+        assert_eq!(states.check(&batch(0, 7, 1)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn increment_wraps_like_kafka() {
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(increment_sequence(5, 0), 5);
+    }
+
+    #[test]
+    fn sequence_wraps_after_i32_max() {
+        let mut states = ProducerStates::default();
+        states.record(&batch(0, i32::MAX, 1), 0, 0);
+        assert_eq!(states.check(&batch(0, 0, 1)), Ok(SequenceCheck::Append));
+    }
+}

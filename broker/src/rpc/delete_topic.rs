@@ -1,0 +1,14 @@
+//! `Admin.DeleteTopic`: removes the topic from the registry, then its data.
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::proto::{DeleteTopicRequest, DeleteTopicResponse};
+
+#[tracing::instrument(name = "delete_topic", skip_all, fields(topic = %request.topic))]
+pub async fn handle(
+    broker: &Broker,
+    request: DeleteTopicRequest,
+) -> Result<DeleteTopicResponse, BrokerError> {
+    broker.delete_topic(&request.topic).await?;
+    Ok(DeleteTopicResponse {})
+}

@@ -1,0 +1,267 @@
+//! `Fetch.Fetch` without copying the fetched batches into the response.
+//!
+//! tonic's codecs encode a message into one buffer, which would copy every
+//! fetched byte once more after the read. This route serves the same gRPC
+//! method by hand: it decodes the request (size-checked from its length
+//! prefix before buffering), runs the same handler, then writes the
+//! protobuf framing of the response (a few dozen bytes per partition) and
+//! hands each partition's `batches` to HTTP/2 as its own body chunk. The
+//! bytes on the wire are an ordinary `FetchResponse`: each
+//! `PartitionFetchResult` has its `batches` field (7) last, which protobuf
+//! allows. Every other method of `weir.v1.Fetch` goes to the generated server.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use prost::Message;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::Status;
+use tower::Service;
+
+use crate::broker::Broker;
+use crate::proto::fetch_server::FetchServer;
+use crate::proto::{FetchRequest, FetchResponse};
+use crate::rpc::{fetch, FetchService};
+
+const FETCH_PATH: &str = "/weir.v1.Fetch/Fetch";
+/// gRPC message prefix: compressed flag (1 byte), length (u32, big-endian).
+const GRPC_PREFIX_BYTES: usize = 5;
+/// `FetchResponse.partitions` and `PartitionFetchResult.batches`, length-delimited.
+const PARTITIONS_TAG: u8 = (1 << 3) | 2;
+const BATCHES_TAG: u8 = (7 << 3) | 2;
+
+/// `weir.v1.Fetch` with the zero-copy `Fetch` method.
+#[derive(Clone)]
+pub struct FetchRoute {
+    broker: Arc<Broker>,
+    generated: FetchServer<FetchService>,
+}
+
+impl FetchRoute {
+    pub fn new(broker: Arc<Broker>, generated: FetchServer<FetchService>) -> Self {
+        FetchRoute { broker, generated }
+    }
+}
+
+impl NamedService for FetchRoute {
+    const NAME: &'static str = <FetchServer<FetchService> as NamedService>::NAME;
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl Service<http::Request<Body>> for FetchRoute {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != FETCH_PATH {
+            let mut generated = self.generated.clone();
+            return Box::pin(async move { generated.call(request).await });
+        }
+        let broker = Arc::clone(&self.broker);
+        Box::pin(async move {
+            let response = match serve(&broker, request).await {
+                Ok(response) => response,
+                Err(status) => {
+                    tracing::debug!(%status, "fetch failed");
+                    status.into_http()
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+async fn serve(
+    broker: &Broker,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, Status> {
+    let limit = broker.config().request_bytes_max;
+    let message = read_message(request.into_body(), limit).await?;
+    let fetch_request = FetchRequest::decode(message)
+        .map_err(|e| Status::internal(format!("cannot decode the fetch request: {e}")))?;
+    let response = fetch::handle(broker, fetch_request)
+        .await
+        .map_err(Status::from)?;
+    let chunks = encode(response);
+    let mut http = http::Response::new(Body::new(ChunkBody {
+        chunks,
+        trailers_sent: false,
+    }));
+    http.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(http)
+}
+
+/// The one gRPC message of a unary request body, refused past `limit`
+/// bytes as soon as its length prefix is known.
+async fn read_message(mut body: Body, limit: usize) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::new();
+    let mut expected: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        if expected.is_none() && buf.len() >= GRPC_PREFIX_BYTES {
+            if buf[0] != 0 {
+                return Err(Status::unimplemented(
+                    "compressed fetch requests are not supported",
+                ));
+            }
+            let len = usize::try_from(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]))
+                .unwrap_or(usize::MAX);
+            if len > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "the fetch request is {len} bytes, more than the {limit} allowed"
+                )));
+            }
+            expected = Some(len);
+        }
+        if expected.is_some_and(|len| buf.len() > GRPC_PREFIX_BYTES + len) {
+            return Err(Status::invalid_argument(
+                "a unary fetch request carries one message",
+            ));
+        }
+    }
+    match expected {
+        Some(len) if buf.len() == GRPC_PREFIX_BYTES + len => {
+            buf.advance(GRPC_PREFIX_BYTES);
+            Ok(buf.freeze())
+        }
+        _ => Err(Status::invalid_argument(
+            "the fetch request body ended inside its message",
+        )),
+    }
+}
+
+/// The response as body chunks: gRPC prefix and protobuf framing in small
+/// chunks, each partition's batches as they were read.
+fn encode(mut response: FetchResponse) -> VecDeque<Bytes> {
+    let mut framing = BytesMut::new();
+    let mut chunks = VecDeque::with_capacity(response.partitions.len() * 2 + 1);
+    let mut message_len = 0usize;
+    let mut parts = Vec::with_capacity(response.partitions.len());
+    for partition in &mut response.partitions {
+        let batches = std::mem::take(&mut partition.batches);
+        let fields_len = partition.encoded_len();
+        let batches_field_len = if batches.is_empty() {
+            0
+        } else {
+            1 + prost::encoding::encoded_len_varint(batches.len() as u64) + batches.len()
+        };
+        let inner_len = fields_len + batches_field_len;
+        message_len += 1 + prost::encoding::encoded_len_varint(inner_len as u64) + inner_len;
+        parts.push((inner_len, batches));
+    }
+    framing.put_u8(0);
+    framing.put_u32(u32::try_from(message_len).unwrap_or(u32::MAX));
+    for (partition, (inner_len, batches)) in response.partitions.iter().zip(parts) {
+        framing.put_u8(PARTITIONS_TAG);
+        prost::encoding::encode_varint(inner_len as u64, &mut framing);
+        partition.encode_raw(&mut framing);
+        if !batches.is_empty() {
+            framing.put_u8(BATCHES_TAG);
+            prost::encoding::encode_varint(batches.len() as u64, &mut framing);
+            chunks.push_back(framing.split().freeze());
+            chunks.push_back(batches);
+        }
+    }
+    if !framing.is_empty() {
+        chunks.push_back(framing.freeze());
+    }
+    debug_assert_eq!(
+        chunks.iter().map(Bytes::len).sum::<usize>(),
+        GRPC_PREFIX_BYTES + message_len
+    );
+    chunks
+}
+
+/// Data chunks, then the `grpc-status: 0` trailers.
+struct ChunkBody {
+    chunks: VecDeque<Bytes>,
+    trailers_sent: bool,
+}
+
+impl HttpBody for ChunkBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if self.trailers_sent {
+            return Poll::Ready(None);
+        }
+        self.trailers_sent = true;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.trailers_sent && self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::PartitionFetchResult;
+
+    #[test]
+    fn chunks_decode_as_the_same_fetch_response() {
+        let response = FetchResponse {
+            partitions: vec![
+                PartitionFetchResult {
+                    partition: 3,
+                    high_watermark: 1 << 40,
+                    log_end_offset: 9,
+                    batches: Bytes::from(vec![0xab; 300]),
+                    ..Default::default()
+                },
+                PartitionFetchResult {
+                    partition: 4,
+                    error_code: 6,
+                    error_message: "storage failed".to_string(),
+                    ..Default::default()
+                },
+                PartitionFetchResult {
+                    partition: 5,
+                    batches: Bytes::from_static(b"x"),
+                    ..Default::default()
+                },
+            ],
+        };
+        let chunks = encode(response.clone());
+        let wire: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(wire[0], 0);
+        let len = u32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]) as usize;
+        assert_eq!(len, wire.len() - GRPC_PREFIX_BYTES);
+        let decoded = FetchResponse::decode(&wire[GRPC_PREFIX_BYTES..]).unwrap();
+        assert_eq!(decoded, response);
+    }
+}

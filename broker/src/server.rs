@@ -1,0 +1,246 @@
+//! Starting and stopping a broker: binds the listener, serves the gRPC
+//! services, and shuts down cleanly (stop accepting, let in-flight requests
+//! finish, close every log so it writes its clean checkpoint).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::connection_limit;
+use crate::error::BrokerError;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::fetch_server::FetchServer;
+use crate::proto::produce_server::ProduceServer;
+use crate::rpc::{AdminService, FetchRoute, FetchService, ProduceService};
+
+/// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
+/// window updates on a single stream.
+const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+/// Larger frames mean fewer frame headers and wake-ups per MiB.
+const FRAME_BYTES_MAX: u32 = 1024 * 1024;
+
+/// A broker serving requests on a bound address.
+#[derive(Debug)]
+pub struct RunningBroker {
+    local_addr: SocketAddr,
+    broker: Arc<Broker>,
+    stop: Option<oneshot::Sender<()>>,
+    serving: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningBroker {
+    /// Opens the data directory, reopens every partition and starts serving
+    /// on `config.listen` (port 0 picks a free port; see [`Self::local_addr`]).
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        let listen = config.listen;
+        let address_file = config.address_file.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
+        let broker = Arc::new(broker);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?;
+        if let Some(path) = address_file {
+            write_address_file(&path, local_addr)?;
+        }
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let incoming = connection_limit::limit(incoming, broker.config().connections_max);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = router(&broker);
+        let serving = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    // A dropped sender also stops the server.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tokio::spawn(clean_periodically(Arc::clone(&broker)));
+        tracing::info!(%local_addr, "broker listening");
+        Ok(RunningBroker {
+            local_addr,
+            broker,
+            stop: Some(stop),
+            serving,
+        })
+    }
+
+    /// The address the broker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `signal` completes, then shuts down cleanly.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), BrokerError> {
+        tokio::pin!(signal);
+        let mut this = self;
+        tokio::select! {
+            () = &mut signal => {}
+            served = &mut this.serving => {
+                // The server stopped by itself: report why, still close the logs.
+                let reason = match served {
+                    Ok(Ok(())) => "stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                this.broker.close().await?;
+                return Err(BrokerError::Serve { reason });
+            }
+        }
+        this.shutdown().await
+    }
+
+    /// Stops accepting, wakes long polls, waits for in-flight requests, and
+    /// closes every partition log.
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        tracing::info!("broker shutting down");
+        self.broker.begin_shutdown();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.serving).await;
+        let closed = self.broker.close().await;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        closed?;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+type GrpcResponse = http::Response<tonic::body::Body>;
+type RewriteResponse = fn(GrpcResponse) -> GrpcResponse;
+type BrokerRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<RewriteResponse>,
+        tower::layer::util::Identity,
+    >,
+>;
+
+fn router(broker: &Arc<Broker>) -> BrokerRouter {
+    let config = broker.config();
+    let decode_max = config.request_bytes_max;
+    let encode_max = config
+        .fetch_bytes_max
+        .saturating_add(config.request_bytes_max);
+    let admin = AdminServer::new(AdminService::new(Arc::clone(broker)))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(encode_max);
+    let produce = ProduceServer::new(ProduceService::new(Arc::clone(broker)))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(encode_max);
+    let fetch = FetchServer::new(FetchService::new(Arc::clone(broker)))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(encode_max);
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES_MAX)
+        .max_concurrent_streams(config.requests_per_connection_max)
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted as RewriteResponse,
+        ))
+        .add_service(admin)
+        .add_service(produce)
+        .add_service(FetchRoute::new(Arc::clone(broker), fetch))
+}
+
+/// tonic refuses a message over the decode limit from its length prefix,
+/// before buffering it, but says OUT_OF_RANGE; gRPC's code for a request over
+/// a size limit is RESOURCE_EXHAUSTED, which clients treat as not retriable.
+fn oversize_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == b"11");
+    let oversize = headers.get("grpc-message").is_some_and(|message| {
+        message
+            .to_str()
+            .is_ok_and(|m| m.contains("decoded%20message%20length%20too%20large"))
+    });
+    if out_of_range && oversize {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Retention and compaction every `retention_check_interval_ms`, until shutdown.
+async fn clean_periodically(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config().retention_check_interval_ms);
+    let mut closing = broker.closing_signal();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = closing.changed() => return,
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        broker.clean_all(now_ms).await;
+    }
+}
+
+fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> Result<(), BrokerError> {
+    // Write then rename, so a reader polling for the file never sees half an address.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| BrokerError::Io {
+            op: "write address file",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,106 @@
+//! The idempotent producer: a retried batch is acknowledged with its original
+//! offsets and stored once; a gap in the sequence is refused.
+
+mod common;
+
+use common::{sequenced_batch, TestBroker};
+use weir_broker::proto::{
+    ErrorCode, InitProducerIdRequest, PartitionProduceData, ProduceRequest, ProduceResponse,
+};
+
+fn request(batches: bytes::Bytes) -> ProduceRequest {
+    ProduceRequest {
+        topic: "t".to_string(),
+        acks: 0,
+        timeout_ms: 1000,
+        partitions: vec![PartitionProduceData {
+            partition: 0,
+            batches,
+        }],
+    }
+}
+
+fn only(response: tonic::Response<ProduceResponse>) -> weir_broker::proto::PartitionProduceResult {
+    response.into_inner().partitions.remove(0)
+}
+
+#[tokio::test]
+async fn retried_batch_is_stored_once_with_its_original_offsets() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("t", 1).await;
+    let mut client = broker.produce_client().await;
+    let ids = client
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        ids.producer_id, again.producer_id,
+        "producer ids are unique"
+    );
+    let pid = ids.producer_id;
+
+    let first = sequenced_batch(pid, 0, 0, &["a", "b", "c"]);
+    let second = sequenced_batch(pid, 0, 3, &["d"]);
+    let r1 = only(client.produce(request(first.clone())).await.unwrap());
+    assert_eq!(
+        (r1.base_offset, r1.last_offset, r1.duplicate),
+        (0, 2, false)
+    );
+    let r2 = only(client.produce(request(second)).await.unwrap());
+    assert_eq!((r2.base_offset, r2.duplicate), (3, false));
+
+    let retry = only(client.produce(request(first)).await.unwrap());
+    assert_eq!(retry.error_code(), ErrorCode::None);
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.duplicate),
+        (0, 2, true)
+    );
+
+    let described = broker.admin().await.describe_topic("t").await.unwrap();
+    assert_eq!(
+        described.partitions[0].log_end_offset, 4,
+        "the retry was not written again"
+    );
+
+    let gap = only(
+        client
+            .produce(request(sequenced_batch(pid, 0, 9, &["x"])))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(gap.error_code(), ErrorCode::OutOfOrderSequence);
+    assert!(
+        gap.error_message.contains("sequence 9") && gap.error_message.contains("expected 4"),
+        "{}",
+        gap.error_message
+    );
+    let described = broker.admin().await.describe_topic("t").await.unwrap();
+    assert_eq!(described.partitions[0].log_end_offset, 4);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn producer_ids_are_not_reused_after_restart() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.produce_client().await;
+    let before = client
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let broker = broker.restart().await;
+    let mut client = broker.produce_client().await;
+    let after = client
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.producer_id > before.producer_id);
+    broker.shutdown().await;
+}

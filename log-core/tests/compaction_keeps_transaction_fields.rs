@@ -1,0 +1,113 @@
+//! Compaction and transactions: a batch of a committed transaction that loses records is
+//! rewritten with its transactional bit, producer id, epoch and (advanced) base sequence;
+//! markers, and batches of aborted or undecided transactions, are kept whole; and a record
+//! of an aborted transaction never makes compaction delete the value it did not replace.
+
+mod log_support;
+
+use log_support::*;
+use weir_log::batch::{self, BatchBuilder, BatchHeader, Compression, ControlRecordType};
+use weir_log::{CleanupPolicy, PartitionLog};
+
+const COMMITTER: i64 = 77;
+const ABORTER: i64 = 88;
+const UNDECIDED: i64 = 99;
+
+fn transactional(producer_id: i64, base_sequence: i32, records: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::Lz4)
+        .with_producer(producer_id, 3, base_sequence)
+        .with_transactional(true);
+    for (key, value) in records {
+        builder.push(10, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+    }
+    builder.build().unwrap().to_vec()
+}
+
+fn marker(producer_id: i64, kind: ControlRecordType) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::None)
+        .with_producer(producer_id, 3, -1)
+        .with_transactional(true);
+    builder.push_control(11, kind, 5);
+    builder.build().unwrap().to_vec()
+}
+
+#[test]
+fn committed_transaction_batches_keep_their_fields_when_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config();
+    config.cleanup_policy = CleanupPolicy::Compact;
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let append = |mut b: Vec<u8>| log.append(&mut b, 1).unwrap().base_offset;
+
+    append(keyed_batch(&[("plain", Some("kept"), 1)]));
+    let committed_base = append(transactional(
+        COMMITTER,
+        10,
+        &[("a", "a1"), ("b", "b1"), ("c", "c1")],
+    ));
+    append(keyed_batch(&[("b", Some("b2"), 2)]));
+    append(marker(COMMITTER, ControlRecordType::Commit));
+    let aborted_base = append(transactional(ABORTER, 0, &[("plain", "aborted")]));
+    append(marker(ABORTER, ControlRecordType::Abort));
+    let undecided_base = append(transactional(UNDECIDED, 0, &[("a", "maybe")]));
+    // Roll everything above into sealed segments.
+    for i in 0..12u64 {
+        append(batch_of(1000 + i, 2, 100, 20));
+    }
+    assert!(log.segment_count() > 2);
+
+    let report = log.compact(100).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    let batches = read_all_batches(&log);
+    // The batches starting in base..base + span.
+    let headers_in = |base: u64, span: u64| -> Vec<(BatchHeader, Vec<u8>)> {
+        batches
+            .iter()
+            .map(|b| (BatchHeader::parse(b).unwrap(), b.clone()))
+            .filter(|(h, _)| (base..base + span).contains(&(h.base_offset as u64)))
+            .collect()
+    };
+
+    // The committed batch lost "b" (superseded at a later offset): two runs remain.
+    let runs = headers_in(committed_base, 3);
+    let bases: Vec<u64> = runs.iter().map(|(h, _)| h.base_offset as u64).collect();
+    assert_eq!(bases, [committed_base, committed_base + 2]);
+    for (header, bytes) in &runs {
+        batch::validate(bytes, usize::MAX).unwrap();
+        assert!(header.is_transactional(), "{header:?}");
+        assert!(!header.is_control());
+        assert_eq!(header.producer_id, COMMITTER);
+        assert_eq!(header.producer_epoch, 3);
+        let delta = header.base_offset as u64 - committed_base;
+        assert_eq!(header.base_sequence, 10 + delta as i32);
+        assert_eq!(header.partition_leader_epoch, 1);
+        assert_eq!(header.compression().unwrap(), Compression::Lz4);
+    }
+
+    // Markers and undecided or aborted data stay whole, bit for bit.
+    let markers = batches
+        .iter()
+        .filter(|b| BatchHeader::parse(b).unwrap().is_control())
+        .count();
+    assert_eq!(markers, 2);
+    for base in [aborted_base, undecided_base] {
+        let kept = headers_in(base, 1);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].0.is_transactional());
+        assert_eq!(kept[0].0.record_count, 1);
+    }
+
+    // The aborted write of "plain" did not supersede the committed value.
+    let records = read_all_records(&log);
+    let values = |key: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect()
+    };
+    assert_eq!(values("plain"), ["kept", "aborted"]);
+    assert_eq!(values("b"), ["b2"]);
+    // "a" of the undecided transaction supersedes nothing either.
+    assert_eq!(values("a"), ["a1", "maybe"]);
+}

@@ -1,0 +1,192 @@
+//! `weir topic create|list|describe|delete|alter`: topic administration.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use weir_broker::client::{Admin, TopicInfo};
+
+use super::broker::{block_on, BrokerAddress};
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Set from the global `--broker` flag.
+    #[arg(skip)]
+    pub broker: BrokerAddress,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
+        /// A topic setting, Kafka-named (retention.ms=86400000); repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show a topic's settings and partitions.
+    Describe {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Change topic settings (an empty value removes an override).
+    Alter {
+        name: String,
+        #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
+        configs: Vec<String>,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    block_on(run_async(args))??;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let admin = Admin::connect(&args.broker.addr).await?;
+    match args.command {
+        Command::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs = parse_configs(&configs)?;
+            admin
+                .create_topic(&name, partitions, replication_factor, &configs)
+                .await?;
+            println!("created topic {name} with {partitions} partitions");
+        }
+        Command::List { output } => {
+            let topics = admin.list_topics().await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&topics)?),
+                Output::Table => print_list(&topics),
+            }
+        }
+        Command::Describe { name, output } => {
+            let topic = admin.describe_topic(&name).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&topic)?),
+                Output::Table => print_description(&topic),
+            }
+        }
+        Command::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+        Command::Alter { name, configs } => {
+            let configs = parse_configs(&configs)?;
+            let now = admin.alter_configs(&name, &configs).await?;
+            println!(
+                "altered topic {name}; overrides now: {}",
+                format_configs(&now)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `key=value` pairs; the key must not be empty.
+fn parse_configs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut configs = BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--config {pair:?} is not KEY=VALUE");
+        };
+        if key.is_empty() {
+            bail!("--config {pair:?} has an empty key");
+        }
+        configs.insert(key.to_string(), value.to_string());
+    }
+    Ok(configs)
+}
+
+fn format_configs(configs: &BTreeMap<String, String>) -> String {
+    if configs.is_empty() {
+        return "(none)".to_string();
+    }
+    configs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print_list(topics: &[TopicInfo]) {
+    let width = topics
+        .iter()
+        .map(|t| t.topic.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    println!("{:<width$}  PARTITIONS  REPLICATION", "TOPIC");
+    for topic in topics {
+        println!(
+            "{:<width$}  {:>10}  {:>11}",
+            topic.topic, topic.partition_count, topic.replication_factor
+        );
+    }
+}
+
+fn print_description(topic: &TopicInfo) {
+    println!(
+        "topic {}  partitions {}  replication {}  configs {}",
+        topic.topic,
+        topic.partition_count,
+        topic.replication_factor,
+        format_configs(&topic.configs)
+    );
+    println!(
+        "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}",
+        "PARTITION", "LEADER", "EPOCH", "START", "END", "HIGH-WATERMARK", "SIZE"
+    );
+    for p in &topic.partitions {
+        println!(
+            "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}",
+            p.partition,
+            p.leader,
+            p.leader_epoch,
+            p.log_start_offset,
+            p.log_end_offset,
+            p.high_watermark,
+            p.size_bytes
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_key_value_pairs() {
+        let parsed = parse_configs(&["a=1".to_string(), "b=".to_string()]).unwrap();
+        assert_eq!(parsed.get("a").map(String::as_str), Some("1"));
+        assert_eq!(parsed.get("b").map(String::as_str), Some(""));
+        assert!(parse_configs(&["novalue".to_string()]).is_err());
+        assert!(parse_configs(&["=1".to_string()]).is_err());
+    }
+}
