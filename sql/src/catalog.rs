@@ -71,6 +71,7 @@ pub async fn new_session(
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(topics))?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+    crate::functions::register(&ctx);
     Ok(ctx)
 }
 
@@ -81,6 +82,9 @@ pub struct TopicSchema {
     options: SqlOptions,
     names: Vec<String>,
     tables: Mutex<HashMap<String, Arc<TopicTable>>>,
+    /// Views and tables created by statements (`CREATE VIEW`, `CREATE TABLE ... AS`);
+    /// they live as long as the session and cannot shadow a topic.
+    session_tables: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl TopicSchema {
@@ -94,15 +98,12 @@ impl TopicSchema {
             options,
             names,
             tables: Mutex::new(HashMap::new()),
+            session_tables: Mutex::new(HashMap::new()),
         })
     }
 
     fn cached(&self, name: &str) -> Option<Arc<TopicTable>> {
-        self.tables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        lock(&self.tables).get(name).cloned()
     }
 
     /// The declared schema of `topic`, if any: from the options, else the schema directory.
@@ -136,7 +137,7 @@ impl TopicSchema {
         let table = Arc::new(
             TopicTable::new(reader, value_schema).with_read_bytes_max(self.options.read_bytes_max),
         );
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tables = lock(&self.tables);
         Ok(Some(Arc::clone(
             tables.entry(name.to_string()).or_insert(table),
         )))
@@ -146,10 +147,16 @@ impl TopicSchema {
 #[async_trait]
 impl SchemaProvider for TopicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.names.clone()
+        let mut names = self.names.clone();
+        names.extend(lock(&self.session_tables).keys().cloned());
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if let Some(table) = lock(&self.session_tables).get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
         if let Some(table) = self.cached(name) {
             return Ok(Some(table));
         }
@@ -157,8 +164,37 @@ impl SchemaProvider for TopicSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.names.iter().any(|n| n == name) || lock(&self.session_tables).contains_key(name)
     }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if self.names.contains(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "{name:?} is a topic; a view or table needs another name"
+            )));
+        }
+        Ok(lock(&self.session_tables).insert(name, table))
+    }
+
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if self.names.iter().any(|n| n == name) {
+            return Err(DataFusionError::Plan(format!(
+                "{name:?} is a topic: delete it with `weir topic delete`, not SQL"
+            )));
+        }
+        Ok(lock(&self.session_tables).remove(name))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Up to `records_max` non-null values from the start of the partitions, shared evenly.

@@ -11,6 +11,7 @@
 
 mod catalog;
 mod error;
+pub mod functions;
 pub mod json;
 mod output;
 pub mod scan;
