@@ -22,6 +22,11 @@ use crate::SqlError;
 
 pub const CATALOG_NAME: &str = "weir";
 pub const SCHEMA_NAME: &str = "topics";
+/// The topic config naming the format of record values: `json`, or `binary` for values
+/// SQL should leave as bytes (no schema inference).
+pub const VALUE_FORMAT_CONFIG: &str = "value.format";
+/// The topic config holding the JSON Schema of record values.
+pub const VALUE_SCHEMA_CONFIG: &str = "value.schema";
 /// Records sampled per topic to infer a value schema, unless configured otherwise.
 pub const INFER_SAMPLE_RECORDS_DEFAULT: usize = 1000;
 /// Bytes read per partition at most while sampling.
@@ -106,10 +111,19 @@ impl TopicSchema {
         lock(&self.tables).get(name).cloned()
     }
 
-    /// The declared schema of `topic`, if any: from the options, else the schema directory.
-    fn declared_schema(&self, topic: &str) -> Result<Option<ValueSchema>, SqlError> {
+    /// The declared schema of `topic`, if any: from the options, else the topic's
+    /// `value.schema` config, else the schema directory.
+    fn declared_schema(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Option<ValueSchema>, SqlError> {
         if let Some(schema) = self.options.value_schemas.get(topic) {
             return Ok(Some(schema.clone()));
+        }
+        if let Some(text) = configs.get(VALUE_SCHEMA_CONFIG) {
+            let origin = format!("of topic {topic} ({VALUE_SCHEMA_CONFIG})");
+            return ValueSchema::from_json_schema(text, &origin).map(Some);
         }
         let Some(dir) = &self.options.schema_dir else {
             return Ok(None);
@@ -125,9 +139,13 @@ impl TopicSchema {
         let Some(reader) = self.source.open_topic(name).await? else {
             return Ok(None);
         };
-        let value_schema = match self.declared_schema(name)? {
+        let configs = reader.configs();
+        let raw_values = configs
+            .get(VALUE_FORMAT_CONFIG)
+            .is_some_and(|format| format != "json");
+        let value_schema = match self.declared_schema(name, &configs)? {
             Some(schema) => Some(schema),
-            None if self.options.infer_sample_records > 0 => {
+            None if self.options.infer_sample_records > 0 && !raw_values => {
                 let sample =
                     sample_values(reader.as_ref(), self.options.infer_sample_records).await?;
                 infer_value_schema(sample.iter().map(Vec::as_slice))

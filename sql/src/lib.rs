@@ -21,13 +21,14 @@ mod table;
 
 pub use catalog::{
     new_session, SqlOptions, TopicSchema, CATALOG_NAME, INFER_SAMPLE_RECORDS_DEFAULT, SCHEMA_NAME,
+    VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
 };
 pub use error::SqlError;
 pub use json::ValueSchema;
 pub use output::{write_batches, OutputFormat};
 pub use source::{
-    BatchChunk, ByteCounter, LocalOptions, LocalSource, PartitionSnapshot, ReadBound, TopicReader,
-    TopicSource,
+    BatchChunk, ByteCounter, LocalOptions, LocalSource, PartitionSnapshot, ReadBound, RemoteSource,
+    TopicReader, TopicSource,
 };
 pub use statements::run_statements;
 pub use table::{TopicTable, READ_BYTES_MAX_DEFAULT};

@@ -122,10 +122,13 @@ struct TopKAccumulator {
     merged_candidates: BTreeSet<Vec<u8>>,
 }
 
+/// Values (as key bytes) with their estimated counts, largest first.
+type RankedValues = Vec<(Vec<u8>, u64)>;
+
 impl TopKAccumulator {
     /// The k best candidates by the estimate of the merged sketch, largest first, and
     /// that sketch.
-    fn ranked(&self) -> Result<(Vec<(Vec<u8>, u64)>, CountMinSketch)> {
+    fn ranked(&self) -> Result<(RankedValues, CountMinSketch)> {
         let mut sketch = self.tracker.sketch().clone();
         if let Some(merged) = &self.merged_sketch {
             sketch

@@ -21,6 +21,8 @@ use crate::SqlError;
 
 /// The checkpoint file a partition log writes on a clean close (see log-core FORMAT.md).
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// The broker's topic registry in a data directory (names, partition counts, configs).
+const REGISTRY_FILE: &str = "topics.json";
 
 /// How a data directory is opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,6 +100,7 @@ impl LocalSource {
             logs: partitions,
             owned: false,
             bound,
+            configs: BTreeMap::new(),
             bytes_read: self.bytes_read.clone(),
         };
         self.lock()
@@ -136,6 +139,7 @@ impl LocalSource {
             logs: Vec::with_capacity(partitions.len()),
             owned: true,
             bound: ReadBound::LogEnd,
+            configs: topic_configs(data_dir, topic)?,
             bytes_read: self.bytes_read.clone(),
         };
         for &partition in partitions {
@@ -202,6 +206,8 @@ struct LocalTopic {
     /// Opened by this source, so closed by it.
     owned: bool,
     bound: ReadBound,
+    /// Config overrides from the topic registry.
+    configs: BTreeMap<String, String>,
     bytes_read: ByteCounter,
 }
 
@@ -276,6 +282,10 @@ impl TopicReader for LocalTopic {
         self.logs.iter().map(|(p, _)| *p).collect()
     }
 
+    fn configs(&self) -> BTreeMap<String, String> {
+        self.configs.clone()
+    }
+
     async fn snapshot(&self) -> Result<Vec<PartitionSnapshot>, SqlError> {
         Ok(self
             .logs
@@ -322,6 +332,38 @@ impl TopicReader for LocalTopic {
             next_offset: slice.next_offset(),
         })
     }
+}
+
+/// The config overrides of `topic` from the broker's topic registry `topics.json`, or
+/// none when the directory has no registry (partition directories copied on their own).
+fn topic_configs(data_dir: &Path, topic: &str) -> Result<BTreeMap<String, String>, SqlError> {
+    let path = data_dir.join(REGISTRY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(SqlError::Io {
+                op: "read",
+                path,
+                source,
+            })
+        }
+    };
+    let registry: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| SqlError::NotADataDir {
+            path: path.clone(),
+            reason: format!("the topic registry is not valid JSON: {e}"),
+        })?;
+    let configs = registry
+        .get("topics")
+        .and_then(|topics| topics.get(topic))
+        .and_then(|record| record.get("configs"))
+        .and_then(serde_json::Value::as_object);
+    Ok(configs
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+        .collect())
 }
 
 /// Topics of a data directory and their partition numbers, from directory names

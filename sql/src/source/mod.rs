@@ -4,7 +4,9 @@
 //! seeks by time and reads whole batches by offset range.
 
 mod local;
+mod remote;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use bytes::Bytes;
 use crate::SqlError;
 
 pub use local::{LocalOptions, LocalSource, ReadBound};
+pub use remote::RemoteSource;
 
 /// The offsets of one partition at one instant: records `start_offset..end_offset` are
 /// readable. A query reads only below the `end_offset` it captured when it started.
@@ -55,6 +58,12 @@ pub trait TopicReader: Debug + Send + Sync {
 
     /// The partition numbers, ascending.
     fn partitions(&self) -> Vec<u32>;
+
+    /// The topic's config overrides (Kafka names), where the source knows them; the
+    /// catalog reads `value.format` and `value.schema` from them.
+    fn configs(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 
     /// The current offset range of every partition.
     async fn snapshot(&self) -> Result<Vec<PartitionSnapshot>, SqlError>;
