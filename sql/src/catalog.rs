@@ -22,11 +22,9 @@ use crate::SqlError;
 
 pub const CATALOG_NAME: &str = "weir";
 pub const SCHEMA_NAME: &str = "topics";
-/// The topic config naming the format of record values: `json`, or `binary` for values
-/// SQL should leave as bytes (no schema inference).
-pub const VALUE_FORMAT_CONFIG: &str = "value.format";
-/// The topic config holding the JSON Schema of record values.
-pub const VALUE_SCHEMA_CONFIG: &str = "value.schema";
+/// The topic configs naming the format of record values (`json`, or `binary` for values
+/// SQL leaves as bytes, inferring nothing) and their JSON Schema.
+pub use weir_broker::{VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG};
 /// Records sampled per topic to infer a value schema, unless configured otherwise.
 pub const INFER_SAMPLE_RECORDS_DEFAULT: usize = 1000;
 /// Bytes read per partition at most while sampling.

@@ -67,7 +67,10 @@ impl Cli {
             }
             Command::Log(args) => log::run(args),
             Command::Sketch(args) => sketch::run(args),
-            Command::Sql(args) => sql::run(args),
+            Command::Sql(mut args) => {
+                args.broker = self.broker;
+                sql::run(args)
+            }
         }
     }
 }

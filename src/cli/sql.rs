@@ -13,7 +13,9 @@ use anyhow::{anyhow, Context};
 use rustyline::error::ReadlineError;
 use weir_sql::datafusion::arrow::record_batch::RecordBatch;
 use weir_sql::datafusion::prelude::SessionContext;
-use weir_sql::{LocalOptions, LocalSource, OutputFormat, SqlOptions, TopicSource, ValueSchema};
+use weir_sql::{
+    LocalOptions, LocalSource, OutputFormat, RemoteSource, SqlOptions, TopicSource, ValueSchema,
+};
 
 /// History of the interactive shell, in the home directory.
 const HISTORY_FILE: &str = ".weir_sql_history";
@@ -29,14 +31,10 @@ pub struct Args {
     /// be stopped, or the partitions closed cleanly).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// The broker to query when no data directory is given.
-    #[arg(
-        long,
-        env = "WEIR_BROKER",
-        default_value = "127.0.0.1:9292",
-        value_name = "ADDR"
-    )]
-    broker: String,
+    /// Set from the global `--broker` flag: the broker queried when no data directory
+    /// is given.
+    #[arg(skip)]
+    pub broker: super::broker::BrokerAddress,
     /// Declare a topic's JSON value schema (a JSON Schema file); repeatable.
     #[arg(long = "schema", value_name = "TOPIC=FILE")]
     schemas: Vec<String>,
@@ -114,10 +112,12 @@ async fn open_source(
             let local = Arc::new(LocalSource::open(dir, options).map_err(one_line)?);
             Ok((Arc::clone(&local) as Arc<dyn TopicSource>, Some(local)))
         }
-        None => Err(anyhow!(
-            "no --data-dir given, and this build cannot query the broker at {}",
-            args.broker
-        )),
+        None => {
+            let remote = RemoteSource::connect(&args.broker.addr)
+                .await
+                .map_err(one_line)?;
+            Ok((Arc::new(remote) as Arc<dyn TopicSource>, None))
+        }
     }
 }
 
