@@ -1,5 +1,5 @@
 //! Measures SQL scan throughput over a generated local data directory, and writes the same
-//! records as NDJSON for a comparison with other engines (see docs/README-sql.md).
+//! records as NDJSON for a comparison with other engines (see "SQL over topics" in the README).
 //!
 //! ```text
 //! cargo run --release -p weir-sql --example sql_scan_bench -- [DIR] [RECORDS]

@@ -5,8 +5,10 @@ mod column;
 mod decode;
 mod infer;
 mod ordered;
+mod parser;
 mod schema;
 
-pub use decode::{JsonDecodeStats, JsonDecoder, JSON_DEPTH_MAX};
+pub use decode::{JsonDecodeStats, JsonDecoder};
 pub use infer::infer_value_schema;
+pub use parser::JSON_DEPTH_MAX;
 pub use schema::{JsonField, JsonKind, ValueSchema, SCHEMA_DEPTH_MAX};
