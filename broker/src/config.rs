@@ -298,7 +298,8 @@ impl BrokerConfig {
         Ok(())
     }
 
-    /// The log settings of a new partition: defaults, broker-wide topic
+    /// The log settings of a new partition (`value.*` configs are checked and left out:
+    /// they describe the records to readers such as `weir sql`): defaults, broker-wide topic
     /// defaults, then the topic's own `overrides`.
     pub fn log_config(
         &self,
@@ -306,7 +307,11 @@ impl BrokerConfig {
     ) -> Result<LogConfig, weir_log::LogError> {
         let mut config = LogConfig::default();
         for (key, value) in self.topic_defaults.iter().chain(overrides) {
-            config.apply(key, value)?;
+            if key.starts_with(VALUE_CONFIG_PREFIX) {
+                check_value_config(key, value)?;
+            } else {
+                config.apply(key, value)?;
+            }
         }
         Ok(config)
     }
@@ -373,9 +378,65 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the host name resolves to no address".to_string())
 }
 
+/// Topic configs under this prefix describe record values to readers; the log ignores them.
+const VALUE_CONFIG_PREFIX: &str = "value.";
+/// The format of record values: `json`, or `binary` for opaque bytes.
+pub const VALUE_FORMAT_CONFIG: &str = "value.format";
+/// The JSON Schema of record values (an object schema), for `value.format=json`.
+pub const VALUE_SCHEMA_CONFIG: &str = "value.schema";
+
+/// Checks a `value.*` topic config. The schema's meaning is the reader's business; the
+/// broker only refuses what no reader could use.
+fn check_value_config(key: &str, value: &str) -> Result<(), weir_log::LogError> {
+    let bad = |reason: String| weir_log::LogError::Config {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match key {
+        VALUE_FORMAT_CONFIG => match value {
+            "json" | "binary" => Ok(()),
+            _ => Err(bad("expected json or binary".to_string())),
+        },
+        VALUE_SCHEMA_CONFIG => match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            Ok(_) => Err(bad("a value schema must be a JSON object".to_string())),
+            Err(e) => Err(bad(format!("not valid JSON: {e}"))),
+        },
+        _ => Err(bad(format!(
+            "unknown value config key; expected {VALUE_FORMAT_CONFIG} or {VALUE_SCHEMA_CONFIG}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_configs_are_checked_and_kept_out_of_the_log_config() {
+        let config = BrokerConfig::default();
+        let ok = BTreeMap::from([
+            ("value.format".to_string(), "json".to_string()),
+            (
+                "value.schema".to_string(),
+                r#"{"type":"object","properties":{"page":{"type":"string"}}}"#.to_string(),
+            ),
+            ("retention.ms".to_string(), "5".to_string()),
+        ]);
+        assert_eq!(config.log_config(&ok).unwrap().retention_ms, Some(5));
+        for (key, value, reason) in [
+            ("value.format", "avro", "expected json or binary"),
+            ("value.schema", "{", "not valid JSON"),
+            ("value.schema", "[1]", "must be a JSON object"),
+            ("value.colour", "red", "unknown value config key"),
+        ] {
+            let bad = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let message = config.log_config(&bad).unwrap_err().to_string();
+            assert!(message.contains(reason), "{key}={value}: {message}");
+            assert!(message.contains(key), "{key}={value}: {message}");
+        }
+    }
 
     #[test]
     fn env_overrides_file_which_overrides_defaults() {

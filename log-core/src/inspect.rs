@@ -59,7 +59,7 @@ fn written_entries<E: IndexEntry>(
     bytes: &[u8],
     is_end: impl Fn(&E) -> bool,
 ) -> Result<Vec<E>, IndexLayoutError> {
-    if bytes.len() % E::BYTES != 0 {
+    if !bytes.len().is_multiple_of(E::BYTES) {
         return Err(IndexLayoutError {
             position_bytes: (bytes.len() - bytes.len() % E::BYTES) as u64,
             reason: format!(

@@ -302,7 +302,7 @@ async fn produce(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
                 }
             }
             done += 1;
-            if done % 4096 == 0 {
+            if done.is_multiple_of(4096) {
                 collector_bar.set_position(done);
             }
         }

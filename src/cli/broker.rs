@@ -36,7 +36,7 @@ pub struct Args {
 /// `weir topic list --broker H:P`).
 #[derive(Debug, Clone, ClapArgs)]
 pub struct BrokerAddress {
-    /// Broker address for topic, produce, consume and bench, host:port.
+    /// Broker address for topic, produce, consume, bench and sql, host:port.
     #[arg(long = "broker", env = "WEIR_BROKER", default_value = weir_broker::LISTEN_DEFAULT, global = true)]
     pub addr: String,
 }

@@ -7,6 +7,7 @@ mod consume;
 mod log;
 mod produce;
 mod sketch;
+mod sql;
 mod topic;
 
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ enum Command {
     Log(log::Args),
     /// Sketch accuracy against memory: benchmark and stream generator.
     Sketch(sketch::Args),
+    /// Query topics with SQL (DataFusion), from a data directory or a broker.
+    Sql(sql::Args),
 }
 
 impl Cli {
@@ -64,6 +67,10 @@ impl Cli {
             }
             Command::Log(args) => log::run(args),
             Command::Sketch(args) => sketch::run(args),
+            Command::Sql(mut args) => {
+                args.broker = self.broker;
+                sql::run(args)
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use weir_broker::client::{Admin, TopicInfo};
 
@@ -25,6 +25,12 @@ pub enum Output {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ValueFormat {
+    Json,
+    Binary,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a topic.
@@ -37,6 +43,13 @@ enum Command {
         /// A topic setting, Kafka-named (retention.ms=86400000); repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
+        /// The format of record values, for `weir sql`: json values become typed columns.
+        #[arg(long, value_enum)]
+        value_format: Option<ValueFormat>,
+        /// A JSON Schema (an object schema) for the values; implies `--value-format json`.
+        /// Without one, `weir sql` infers the columns from a sample of records.
+        #[arg(long, value_name = "FILE")]
+        value_schema: Option<std::path::PathBuf>,
     },
     /// List topics.
     List {
@@ -72,8 +85,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             partitions,
             replication_factor,
             configs,
+            value_format,
+            value_schema,
         } => {
-            let configs = parse_configs(&configs)?;
+            let mut configs = parse_configs(&configs)?;
+            add_value_configs(&mut configs, value_format, value_schema.as_deref())?;
             admin
                 .create_topic(&name, partitions, replication_factor, &configs)
                 .await?;
@@ -105,6 +121,37 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 format_configs(&now)
             );
         }
+    }
+    Ok(())
+}
+
+/// Adds `value.format` and `value.schema`; the schema is checked here, where the file
+/// name can still be named in the error.
+fn add_value_configs(
+    configs: &mut BTreeMap<String, String>,
+    format: Option<ValueFormat>,
+    schema: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = schema {
+        if matches!(format, Some(ValueFormat::Binary)) {
+            bail!("--value-schema describes JSON values; it cannot go with --value-format binary");
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read value schema {}", path.display()))?;
+        weir_sql::ValueSchema::from_json_schema(&text, &path.display().to_string())?;
+        configs.insert(weir_sql::VALUE_SCHEMA_CONFIG.to_string(), text);
+    }
+    let format = match format {
+        Some(ValueFormat::Binary) => Some("binary"),
+        Some(ValueFormat::Json) => Some("json"),
+        None if schema.is_some() => Some("json"),
+        None => None,
+    };
+    if let Some(format) = format {
+        configs.insert(
+            weir_sql::VALUE_FORMAT_CONFIG.to_string(),
+            format.to_string(),
+        );
     }
     Ok(())
 }

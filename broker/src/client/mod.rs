@@ -27,3 +27,5 @@ pub use producer::{
 /// The channel [`connect`] opens, for building the raw gRPC clients of
 /// [`crate::proto`] on it.
 pub use tonic::transport::Channel;
+/// The gRPC status code of [`ClientError::Status`].
+pub use tonic::Code;

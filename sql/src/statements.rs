@@ -1,0 +1,29 @@
+//! Running a text of one or more `;`-separated SQL statements, as the CLI and the shell do.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionContext;
+use datafusion::sql::parser::DFParser;
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+
+use crate::SqlError;
+
+/// Parses `text` (in the session's SQL dialect) into statements and runs them in order,
+/// returning each one's batches. Stops at the first error.
+pub async fn run_statements(
+    ctx: &SessionContext,
+    text: &str,
+) -> Result<Vec<Vec<RecordBatch>>, SqlError> {
+    let dialect_name = ctx.state().config().options().sql_parser.dialect;
+    let dialect = dialect_from_str(dialect_name)
+        .ok_or_else(|| DataFusionError::Plan(format!("unsupported SQL dialect {dialect_name}")))?;
+    let statements = DFParser::parse_sql_with_dialect(text, dialect.as_ref())?;
+    let mut results = Vec::with_capacity(statements.len());
+    for statement in statements {
+        let state = ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        let frame = ctx.execute_logical_plan(plan).await?;
+        results.push(frame.collect().await?);
+    }
+    Ok(results)
+}
