@@ -12,7 +12,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::config::{BrokerConfig, IoMode};
 use crate::error::BrokerError;
-use crate::partition::Partition;
+use crate::partition::{Cleaned, Partition};
 use crate::registry::{partition_dir, Registry, TopicRecord};
 use crate::topic_name::TopicName;
 
@@ -291,7 +291,7 @@ impl Broker {
         Ok((producer_id, 0))
     }
 
-    /// Runs retention and compaction on every partition, one partition at a
+    /// Runs retention, compaction and producer-id expiry on every partition, one partition at a
     /// time on the blocking pool. A failing partition is logged; the others still run.
     pub async fn clean_all(&self, now_ms: i64) {
         let Ok(topics) = self.topics() else {
@@ -301,13 +301,18 @@ impl Broker {
             for partition in &topic.partitions {
                 let partition = Arc::clone(partition);
                 let index = partition.index();
-                match self.run_blocking(move || partition.clean(now_ms)).await {
-                    Ok((0, 0)) => {}
-                    Ok((deleted, rewritten)) => tracing::info!(
+                let expiration_ms = self.config().producer_id_expiration_ms;
+                match self
+                    .run_blocking(move || partition.clean(now_ms, expiration_ms))
+                    .await
+                {
+                    Ok(cleaned) if cleaned == Cleaned::default() => {}
+                    Ok(cleaned) => tracing::info!(
                         topic = %topic.name,
                         partition = index,
-                        segments_deleted = deleted,
-                        segments_compacted = rewritten,
+                        segments_deleted = cleaned.segments_deleted,
+                        segments_compacted = cleaned.segments_compacted,
+                        producers_expired = cleaned.producers_expired,
                         "cleaned partition"
                     ),
                     Err(error) => tracing::warn!(%error, "retention or compaction failed"),

@@ -19,6 +19,9 @@ pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 pub const FETCH_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// How long an idle idempotent producer is remembered (Kafka's
+/// `producer.id.expiration.ms`: one day).
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 86_400_000;
 /// Longest long poll a fetch may ask for.
 pub const FETCH_WAIT_MS_MAX_DEFAULT: u32 = 30_000;
 /// Open client connections at most (Kafka's `max.connections`).
@@ -65,6 +68,9 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u32,
     /// How often every partition's retention and compaction run.
     pub retention_check_interval_ms: u64,
+    /// A producer that wrote nothing for this long is forgotten (checked with
+    /// retention); a retry arriving later may then be stored twice.
+    pub producer_id_expiration_ms: u64,
     pub io_mode: IoMode,
     /// Open connections at most; a connection past it is closed at once.
     pub connections_max: usize,
@@ -110,6 +116,7 @@ struct ConfigFile {
     fetch_bytes_max: Option<usize>,
     fetch_wait_ms_max: Option<u32>,
     retention_check_interval_ms: Option<u64>,
+    producer_id_expiration_ms: Option<u64>,
     io_mode: Option<String>,
     connections_max: Option<usize>,
     requests_per_connection_max: Option<u32>,
@@ -128,6 +135,7 @@ impl Default for BrokerConfig {
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             io_mode: IoMode::Blocking,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
@@ -141,7 +149,7 @@ impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
-    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_CONNECTIONS_MAX`,
+    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`).
     pub fn load(
         file: Option<&Path>,
@@ -160,6 +168,7 @@ impl BrokerConfig {
             "WEIR_FETCH_BYTES_MAX",
             "WEIR_IO_MODE",
             "WEIR_RETENTION_CHECK_INTERVAL_MS",
+            "WEIR_PRODUCER_ID_EXPIRATION_MS",
             "WEIR_CONNECTIONS_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
         ] {
@@ -219,6 +228,9 @@ impl BrokerConfig {
         if let Some(v) = file.retention_check_interval_ms {
             self.retention_check_interval_ms = v;
         }
+        if let Some(v) = file.producer_id_expiration_ms {
+            self.producer_id_expiration_ms = v;
+        }
         if let Some(v) = file.io_mode {
             self.set("WEIR_IO_MODE", &v)
                 .map_err(|reason| bad("io_mode", v, reason))?;
@@ -267,6 +279,11 @@ impl BrokerConfig {
             "WEIR_IO_MODE" => self.io_mode = value.parse()?,
             "WEIR_RETENTION_CHECK_INTERVAL_MS" => {
                 self.retention_check_interval_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_PRODUCER_ID_EXPIRATION_MS" => {
+                self.producer_id_expiration_ms = value
                     .parse()
                     .map_err(|_| "expected a number of milliseconds")?
             }

@@ -29,9 +29,12 @@ mod topic_name;
 pub use broker::{Broker, Topic, PARTITIONS_MAX};
 pub use config::{
     BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
-    REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
+    PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG,
+    VALUE_SCHEMA_CONFIG,
 };
 pub use error::BrokerError;
-pub use partition::{Appended, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES};
+pub use partition::{
+    Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,
+};
 pub use server::{shutdown_signal, RunningBroker};
 pub use topic_name::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};

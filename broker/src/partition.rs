@@ -381,17 +381,33 @@ impl Partition {
 
     /// Compacts (if the cleanup policy says so), then deletes segments past
     /// retention (likewise). Returns the number of segments deleted and rewritten.
-    pub fn clean(&self, now_ms: i64) -> Result<(usize, usize), BrokerError> {
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        producer_id_expiration_ms: u64,
+    ) -> Result<Cleaned, BrokerError> {
         // Excludes appends meanwhile: the log's roll (which trims the sealed
         // segment's indexes) raced with retention deleting that segment and
         // poisoned the log. Retention runs rarely; appends wait at most one pass.
-        let _appends = self.lock_producers()?;
+        let mut producers = self.lock_producers()?;
+        let producers_expired = producers
+            .states
+            .remove_expired(now_ms, producer_id_expiration_ms);
         let compacted = self.log.compact(now_ms).map_err(|e| self.error(e))?;
         let retained = self
             .log
             .enforce_retention(now_ms)
             .map_err(|e| self.error(e))?;
-        Ok((retained.segments_deleted, compacted.segments_rewritten))
+        Ok(Cleaned {
+            segments_deleted: retained.segments_deleted,
+            segments_compacted: compacted.segments_rewritten,
+            producers_expired,
+        })
+    }
+
+    /// Idempotent producers remembered now.
+    pub fn producer_count(&self) -> Result<usize, BrokerError> {
+        Ok(self.lock_producers()?.states.len())
     }
 
     /// Writes the producer-state snapshot, flushes, writes the clean-shutdown
@@ -463,6 +479,14 @@ fn log_rebuilt(topic: &str, index: u32, producers: usize, rebuilt: &Rebuilt) {
     }
 }
 
+/// What one [`Partition::clean`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub segments_deleted: usize,
+    pub segments_compacted: usize,
+    pub producers_expired: usize,
+}
+
 /// The idempotence fields of a batch, if it comes from an idempotent producer.
 pub(crate) fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
     if header.producer_id == NO_PRODUCER_ID
@@ -477,5 +501,6 @@ pub(crate) fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
         producer_epoch: header.producer_epoch,
         first_sequence: header.base_sequence,
         last_sequence,
+        max_timestamp_ms: header.max_timestamp,
     })
 }

@@ -8,15 +8,17 @@
 //! | byte | size | field |
 //! |-----:|-----:|-------|
 //! | 0    | 8    | magic `WEIRPSTA` |
-//! | 8    | 4    | version (u32) = 1 |
+//! | 8    | 4    | version (u32) = 2 |
 //! | 12   | 4    | producer count N (u32) |
 //! | 16   | 8    | offset (u64): the log end offset the state covers |
-//! | 24   | 132 × N | producers, below |
+//! | 24   | 140 × N | producers, below |
 //! | end-4 | 4   | CRC-32C (u32) of every byte before it |
 //!
-//! A producer: id (i64), epoch (i16), batch count (u16, at most 5), then five
-//! 24-byte slots (first sequence i32, last sequence i32, base offset u64, last
-//! offset u64), oldest first, unused slots zero.
+//! A producer: id (i64), epoch (i16), batch count (u16, at most 5), last
+//! timestamp (i64, ms: the largest record timestamp it wrote, its age for
+//! expiry), then five 24-byte slots (first sequence i32, last sequence i32,
+//! base offset u64, last offset u64), oldest first, unused slots zero.
+//! Version 1 (no timestamp) is not read: the state is rebuilt from the log.
 //!
 //! A snapshot that is missing, of the wrong size, version or CRC, or whose
 //! offset is past the log end (the log lost an unsynced tail) is not used:
@@ -35,15 +37,15 @@ pub const PRODUCER_STATE_FILE: &str = "producer-state";
 const PRODUCER_STATE_TMP_FILE: &str = "producer-state.tmp";
 
 const MAGIC: &[u8; 8] = b"WEIRPSTA";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 24;
 const SLOT_BYTES: usize = 24;
-const ENTRY_BYTES: usize = 12 + BATCHES_REMEMBERED * SLOT_BYTES;
+const ENTRY_BYTES: usize = 20 + BATCHES_REMEMBERED * SLOT_BYTES;
 const CRC_BYTES: usize = 4;
 /// Bounds the read: a longer file is refused before it is buffered.
 const PRODUCERS_MAX: usize = 4_000_000;
 
-const _: () = assert!(ENTRY_BYTES == 132);
+const _: () = assert!(ENTRY_BYTES == 140);
 const _: () = assert!(BATCHES_REMEMBERED <= u16::MAX as usize);
 
 /// A snapshot read back: the state as of `offset`.
@@ -79,12 +81,13 @@ pub fn encode(states: &ProducerStates, offset: u64) -> Vec<u8> {
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
-    for (producer_id, epoch, batches) in states.iter() {
+    for (producer_id, epoch, last_timestamp_ms, batches) in states.iter() {
         debug_assert!(batches.len() <= BATCHES_REMEMBERED);
         out.extend_from_slice(&producer_id.to_le_bytes());
         out.extend_from_slice(&epoch.to_le_bytes());
         let used = batches.len().min(BATCHES_REMEMBERED);
         out.extend_from_slice(&u16::try_from(used).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&last_timestamp_ms.to_le_bytes());
         for stored in batches.iter().take(used) {
             out.extend_from_slice(&stored.first_sequence.to_le_bytes());
             out.extend_from_slice(&stored.last_sequence.to_le_bytes());
@@ -197,6 +200,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         let producer_id = i64::from_le_bytes(reader.take()?);
         let epoch = i16::from_le_bytes(reader.take()?);
         let used = usize::from(u16::from_le_bytes(reader.take()?));
+        let last_timestamp_ms = i64::from_le_bytes(reader.take()?);
         if used > BATCHES_REMEMBERED {
             return Err(format!(
                 "producer {index} claims {used} batches, at most {BATCHES_REMEMBERED} are kept"
@@ -220,7 +224,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
                 batches.push(stored);
             }
         }
-        states.restore(producer_id, epoch, &batches);
+        states.restore(producer_id, epoch, last_timestamp_ms, &batches);
     }
     Ok(Snapshot { offset, states })
 }
@@ -254,6 +258,7 @@ mod tests {
                     producer_epoch: 2,
                     first_sequence: sequence,
                     last_sequence: sequence,
+                    max_timestamp_ms: 1_700_000_000_000 + i64::from(sequence),
                 };
                 let offset = (producer_id * 100) as u64 + sequence as u64;
                 states.record(&batch, offset, offset);

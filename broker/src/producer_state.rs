@@ -6,6 +6,12 @@
 //! does not continue the sequence is refused. Five batches are remembered, as
 //! Kafka does, which is what a producer with up to five requests in flight
 //! needs.
+//!
+//! A producer that has not written for `producer.id.expiration.ms` (Kafka's
+//! setting, default one day) is forgotten, so the state of a partition is
+//! bounded by its recent producers, not by every producer it ever saw. Its
+//! age is the largest record timestamp of its last batch, as in Kafka. A
+//! forgotten producer that comes back is treated as new.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -19,6 +25,8 @@ pub struct SequencedBatch {
     pub producer_epoch: i16,
     pub first_sequence: i32,
     pub last_sequence: i32,
+    /// The batch's largest record timestamp (its `max_timestamp`).
+    pub max_timestamp_ms: i64,
 }
 
 /// Where a remembered batch was stored.
@@ -49,6 +57,8 @@ pub enum SequenceError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
+    /// The largest record timestamp this producer wrote: its age for expiry.
+    last_timestamp_ms: i64,
     /// Oldest first; at most [`BATCHES_REMEMBERED`].
     batches: VecDeque<StoredRange>,
 }
@@ -114,24 +124,42 @@ impl ProducerStates {
         self.producers.len()
     }
 
-    /// Every producer: id, epoch and its remembered batches, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<StoredRange>)> + '_ {
+    /// Every producer: id, epoch, last timestamp and its remembered batches,
+    /// oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i16, i64, &VecDeque<StoredRange>)> + '_ {
         self.producers
             .iter()
-            .map(|(id, entry)| (*id, entry.epoch, &entry.batches))
+            .map(|(id, entry)| (*id, entry.epoch, entry.last_timestamp_ms, &entry.batches))
     }
 
     /// Sets a producer's state as read back from a snapshot. Only the last
     /// [`BATCHES_REMEMBERED`] of `batches` (oldest first) are kept.
-    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[StoredRange]) {
+    pub fn restore(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        last_timestamp_ms: i64,
+        batches: &[StoredRange],
+    ) {
         let kept = batches.len().saturating_sub(BATCHES_REMEMBERED);
         self.producers.insert(
             producer_id,
             ProducerEntry {
                 epoch,
+                last_timestamp_ms,
                 batches: batches.iter().skip(kept).copied().collect(),
             },
         );
+    }
+
+    /// Forgets every producer whose last timestamp is more than
+    /// `expiration_ms` before `now_ms`; returns how many.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: u64) -> usize {
+        let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) <= expiration);
+        before - self.producers.len()
     }
 
     /// Adds the state built from an older stretch of the log: producers not
@@ -147,6 +175,7 @@ impl ProducerStates {
                 }
                 std::collections::hash_map::Entry::Occupied(mut occupied) => {
                     let entry = occupied.get_mut();
+                    entry.last_timestamp_ms = entry.last_timestamp_ms.max(old.last_timestamp_ms);
                     if entry.epoch != old.epoch {
                         continue;
                     }
@@ -169,8 +198,10 @@ impl ProducerStates {
             .entry(batch.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: batch.producer_epoch,
+                last_timestamp_ms: batch.max_timestamp_ms,
                 batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
             });
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(batch.max_timestamp_ms);
         if batch.producer_epoch != entry.epoch {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
@@ -197,7 +228,52 @@ mod tests {
             producer_epoch: epoch,
             first_sequence: first,
             last_sequence: first + (count - 1),
+            max_timestamp_ms: 1_000,
         }
+    }
+
+    #[test]
+    fn idle_producers_expire_and_come_back_as_new() {
+        let mut states = ProducerStates::default();
+        states.record(&batch(0, 0, 3), 0, 2);
+        let recent = SequencedBatch {
+            producer_id: 10,
+            max_timestamp_ms: 5_000,
+            ..batch(0, 0, 1)
+        };
+        states.record(&recent, 3, 3);
+        // Producer 9 last wrote at 1 000, producer 10 at 5 000.
+        assert_eq!(
+            states.remove_expired(4_000, 3_000),
+            0,
+            "exactly at the limit stays"
+        );
+        assert_eq!(states.remove_expired(4_001, 3_000), 1);
+        assert_eq!(states.len(), 1);
+        assert_eq!(states.iter().next().map(|(id, ..)| id), Some(10));
+        // Forgotten: a batch continuing its old sequence is taken as new.
+        assert_eq!(states.check(&batch(0, 3, 1)), Ok(SequenceCheck::Append));
+        assert_eq!(states.remove_expired(i64::MAX, 0), 1);
+        assert_eq!(states.len(), 0);
+    }
+
+    #[test]
+    fn the_age_is_the_largest_timestamp_written() {
+        let mut states = ProducerStates::default();
+        let late = SequencedBatch {
+            max_timestamp_ms: 9_000,
+            ..batch(0, 0, 1)
+        };
+        states.record(&late, 0, 0);
+        // A later batch with an older timestamp does not make the producer older.
+        states.record(&batch(0, 1, 1), 1, 1);
+        assert_eq!(states.iter().next().map(|(_, _, t, _)| t), Some(9_000));
+        let mut older = ProducerStates::default();
+        older.record(&batch(0, 0, 1), 0, 0);
+        let mut newer = ProducerStates::default();
+        newer.record(&late, 1, 1);
+        older.merge_older(newer);
+        assert_eq!(older.iter().next().map(|(_, _, t, _)| t), Some(9_000));
     }
 
     #[test]
@@ -327,8 +403,8 @@ mod tests {
             })
             .collect();
         let mut states = ProducerStates::default();
-        states.restore(9, 0, &ranges);
-        let (_, _, kept) = states.iter().next().unwrap();
+        states.restore(9, 0, 1_000, &ranges);
+        let (_, _, _, kept) = states.iter().next().unwrap();
         assert_eq!(kept.len(), BATCHES_REMEMBERED);
         assert_eq!(kept.front().map(|r| r.first_sequence), Some(2));
         assert_eq!(states.check(&batch(0, 7, 1)), Ok(SequenceCheck::Append));
