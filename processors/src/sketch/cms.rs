@@ -289,29 +289,46 @@ impl CountMinSketch {
     }
 }
 
+/// The names a sketch's shape errors use for its dimensions.
+pub(super) struct ShapeNames {
+    pub width: &'static str,
+    pub depth: &'static str,
+    /// width × depth: counters, buckets.
+    pub cells: &'static str,
+}
+
+const CMS_SHAPE: ShapeNames = ShapeNames {
+    width: "count-min sketch width",
+    depth: "count-min sketch depth",
+    cells: "count-min sketch counters (width x depth)",
+};
+
+/// A count-min sketch's width and depth are usable.
 pub(super) fn check_shape(width: u32, depth: u32) -> Result<(), SketchError> {
+    check_grid(width, depth, &CMS_SHAPE)
+}
+
+/// Rows of counters, as a count-min sketch and HeavyKeeper lay them out: neither
+/// dimension zero, at most [`DEPTH_MAX`] rows, at most [`COUNTERS_MAX`] cells.
+pub(super) fn check_grid(width: u32, depth: u32, names: &ShapeNames) -> Result<(), SketchError> {
     if width == 0 {
-        return Err(SketchError::Zero {
-            what: "count-min sketch width",
-        });
+        return Err(SketchError::Zero { what: names.width });
     }
     if depth == 0 {
-        return Err(SketchError::Zero {
-            what: "count-min sketch depth",
-        });
+        return Err(SketchError::Zero { what: names.depth });
     }
     if depth > DEPTH_MAX {
         return Err(SketchError::TooLarge {
-            name: "count-min sketch depth",
+            name: names.depth,
             value: u64::from(depth),
             max: u64::from(DEPTH_MAX),
         });
     }
-    let counters = u64::from(width) * u64::from(depth);
-    if counters > COUNTERS_MAX {
+    let cells = u64::from(width) * u64::from(depth);
+    if cells > COUNTERS_MAX {
         return Err(SketchError::TooLarge {
-            name: "count-min sketch counters (width x depth)",
-            value: counters,
+            name: names.cells,
+            value: cells,
             max: COUNTERS_MAX,
         });
     }

@@ -22,7 +22,7 @@
 
 use std::mem::size_of;
 
-use super::cms::{KeyHash, COUNTERS_MAX, DEPTH_MAX};
+use super::cms::{check_grid, KeyHash, ShapeNames, COUNTERS_MAX};
 use super::key_arena::{DEFAULT_KEY_BYTES, KEY_BYTES_MAX};
 use super::key_heap::KeyHeap;
 use super::{sort_heavy_hitters, HeavyHitter, HeavyHitters, SketchError};
@@ -494,33 +494,14 @@ fn check_k(k: usize) -> Result<(), SketchError> {
     Ok(())
 }
 
+const HEAVY_KEEPER_SHAPE: ShapeNames = ShapeNames {
+    width: "HeavyKeeper width",
+    depth: "HeavyKeeper depth",
+    cells: "HeavyKeeper buckets (width x depth)",
+};
+
 fn check_shape(width: u32, depth: u32) -> Result<(), SketchError> {
-    if width == 0 {
-        return Err(SketchError::Zero {
-            what: "HeavyKeeper width",
-        });
-    }
-    if depth == 0 {
-        return Err(SketchError::Zero {
-            what: "HeavyKeeper depth",
-        });
-    }
-    if depth > DEPTH_MAX {
-        return Err(SketchError::TooLarge {
-            name: "HeavyKeeper depth",
-            value: u64::from(depth),
-            max: u64::from(DEPTH_MAX),
-        });
-    }
-    let buckets = u64::from(width) * u64::from(depth);
-    if buckets > COUNTERS_MAX {
-        return Err(SketchError::TooLarge {
-            name: "HeavyKeeper buckets (width x depth)",
-            value: buckets,
-            max: COUNTERS_MAX,
-        });
-    }
-    Ok(())
+    check_grid(width, depth, &HEAVY_KEEPER_SHAPE)
 }
 
 #[cfg(test)]
