@@ -523,3 +523,41 @@ async fn batches_stay_within_the_batch_size() {
     assert!(batches >= 100 * 1000 / batch_size_bytes);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn records_without_a_key_move_to_another_partition_when_a_batch_fills() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("spread", 4).await;
+    let batch_size_bytes = 4 * 1024;
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig {
+            batch_size_bytes,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let value = vec![b'v'; 100];
+    let mut deliveries = Vec::new();
+    for _ in 0..2000 {
+        let record = ProducerRecord::new("spread", &value);
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    let mut per_partition = [0usize; 4];
+    for delivery in deliveries {
+        per_partition[delivery.await.unwrap().partition as usize] += 1;
+    }
+    producer.close().await.unwrap();
+    // About 36 records fill a batch: 2000 records make about 55 batches, each
+    // on a partition other than the one before.
+    assert!(
+        per_partition.iter().all(|&n| n > 0),
+        "every partition gets batches: {per_partition:?}"
+    );
+    assert!(
+        per_partition.iter().all(|&n| n < 1000),
+        "no partition takes half: {per_partition:?}"
+    );
+    broker.shutdown().await;
+}

@@ -35,6 +35,16 @@ pub(crate) struct PendingBatch {
     future: BatchDone,
 }
 
+impl PendingBatch {
+    /// Whether a record of `size_bytes` would push this non-empty batch past
+    /// `batch.size` (Kafka's rule: it starts the next batch instead, so
+    /// batches stay within the size and under the broker's `max.message.bytes`).
+    fn would_overflow(&self, size_bytes: usize, config: &ProducerConfig) -> bool {
+        self.records > 0
+            && self.builder.estimated_size_bytes() + size_bytes > config.batch_size_bytes
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct PartitionState {
     open: Option<PendingBatch>,
@@ -147,20 +157,32 @@ impl Accumulator {
                 )))
             }
             (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => topic.sticky,
+            (None, None) => {
+                // Kafka's sticky partitioner: records without a key fill one
+                // partition's batch, then move on once it is full. The batch
+                // left behind is closed by the check below on its next record,
+                // or sent when it has lingered.
+                let sticky_full = topic
+                    .partitions
+                    .get(topic.sticky as usize)
+                    .and_then(|state| state.open.as_ref())
+                    .is_some_and(|open| open.would_overflow(size_bytes, config));
+                if sticky_full {
+                    topic.next_sticky();
+                }
+                topic.sticky
+            }
         };
         let state = usize::try_from(partition)
             .ok()
             .and_then(|i| topic.partitions.get_mut(i))
             .ok_or_else(|| ClientError::InvalidArgument("partition index overflow".to_string()))?;
         let mut wake = false;
-        // Kafka's rule: a record that would push a non-empty batch past the
-        // batch size starts the next batch, so batches stay within
-        // `batch_size_bytes` (and under the broker's max.message.bytes).
-        if state.open.as_ref().is_some_and(|open| {
-            open.records > 0
-                && open.builder.estimated_size_bytes() + size_bytes > config.batch_size_bytes
-        }) {
+        if state
+            .open
+            .as_ref()
+            .is_some_and(|open| open.would_overflow(size_bytes, config))
+        {
             if let Some(full) = state.open.take() {
                 state.full.push_back(full);
             }
