@@ -12,8 +12,21 @@ use weir_log::batch::{self, BatchHeader, RecordDecoder};
 
 use super::columns::{DecodeLevel, Projection};
 use super::rows::RowBuilder;
-use crate::source::TopicReader;
+use crate::source::{BatchChunk, TopicReader};
 use crate::SqlError;
+
+/// A read started before the chunk before it was decoded.
+struct ReadAhead {
+    offset: u64,
+    read: tokio::task::JoinHandle<std::result::Result<BatchChunk, SqlError>>,
+}
+
+impl Drop for ReadAhead {
+    /// A scan dropped early (a satisfied LIMIT above it, a cancelled query) stops its read.
+    fn drop(&mut self) {
+        self.read.abort();
+    }
+}
 
 /// One partition's share of a scan: the rows of offsets `start_offset..end_offset`, read
 /// from batches below `snapshot_end_offset` (the end captured at planning, a batch boundary;
@@ -77,6 +90,7 @@ pub struct PartitionScan {
     rows: RowBuilder,
     metrics: ScanMetrics,
     json_counted: crate::json::JsonDecodeStats,
+    read_ahead: Option<ReadAhead>,
 }
 
 impl PartitionScan {
@@ -98,6 +112,7 @@ impl PartitionScan {
             decoder: RecordDecoder::new(),
             metrics,
             json_counted: Default::default(),
+            read_ahead: None,
         }
     }
 
@@ -115,15 +130,7 @@ impl PartitionScan {
 
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         while !self.done() && self.rows.len() < self.settings.batch_rows {
-            let chunk = self
-                .reader
-                .read(
-                    self.range.partition,
-                    self.next_offset,
-                    self.range.snapshot_end_offset,
-                    self.settings.read_bytes_max,
-                )
-                .await?;
+            let chunk = self.read_next().await?;
             self.metrics.bytes_read.add(chunk.bytes.len());
             if chunk.bytes.is_empty() {
                 // Nothing below the end offset (a compacted tail): the range is done.
@@ -138,6 +145,7 @@ impl PartitionScan {
                 }
                 .into());
             }
+            self.start_read_ahead(chunk.next_offset);
             let elapsed = self.metrics.elapsed_compute.clone();
             let timer = elapsed.timer();
             self.decode_chunk(&chunk.bytes)?;
@@ -154,6 +162,47 @@ impl PartitionScan {
         self.count_json();
         self.metrics.output_rows.add(batch.num_rows());
         Ok(Some(batch))
+    }
+
+    /// The chunk at `next_offset`: the read started ahead for it, or a new one.
+    async fn read_next(&mut self) -> Result<BatchChunk> {
+        if let Some(ahead) = self.read_ahead.take() {
+            if ahead.offset == self.next_offset {
+                let mut ahead = ahead;
+                let joined = (&mut ahead.read).await;
+                return match joined {
+                    Ok(read) => Ok(read?),
+                    Err(e) => Err(DataFusionError::External(Box::new(e))),
+                };
+            }
+        }
+        Ok(self
+            .reader
+            .read(
+                self.range.partition,
+                self.next_offset,
+                self.range.snapshot_end_offset,
+                self.settings.read_bytes_max,
+            )
+            .await?)
+    }
+
+    /// Starts reading the chunk at `offset` while this one is decoded, so a broker's
+    /// fetch overlaps the decoding. Not under a pushed-down LIMIT, which may need no
+    /// more, and not past the range, so the bytes read stay exactly what the range needs.
+    fn start_read_ahead(&mut self, offset: u64) {
+        if self.settings.limit.is_some() || offset >= self.range.end_offset {
+            return;
+        }
+        let reader = Arc::clone(&self.reader);
+        let (partition, end, max_bytes) = (
+            self.range.partition,
+            self.range.snapshot_end_offset,
+            self.settings.read_bytes_max,
+        );
+        let read =
+            tokio::spawn(async move { reader.read(partition, offset, end, max_bytes).await });
+        self.read_ahead = Some(ReadAhead { offset, read });
     }
 
     fn count_json(&mut self) {
