@@ -60,6 +60,9 @@ pub enum SqlError {
     #[error("topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
 
+    #[error("SQL syntax error: {0}")]
+    Parse(String),
+
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
 

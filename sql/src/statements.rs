@@ -5,6 +5,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::parser::ParserError;
 
 use crate::SqlError;
 
@@ -17,7 +18,15 @@ pub async fn run_statements(
     let dialect_name = ctx.state().config().options().sql_parser.dialect;
     let dialect = dialect_from_str(dialect_name)
         .ok_or_else(|| DataFusionError::Plan(format!("unsupported SQL dialect {dialect_name}")))?;
-    let statements = DFParser::parse_sql_with_dialect(text, dialect.as_ref())?;
+    let statements =
+        DFParser::parse_sql_with_dialect(text, dialect.as_ref()).map_err(|e| match e {
+            // The parser's Display wraps its message as `ParserError("...")`.
+            DataFusionError::SQL(parser, _) => SqlError::Parse(match *parser {
+                ParserError::ParserError(message) | ParserError::TokenizerError(message) => message,
+                other => other.to_string(),
+            }),
+            other => SqlError::from(other),
+        })?;
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
         let state = ctx.state();
@@ -26,4 +35,19 @@ pub async fn run_statements(
         results.push(frame.collect().await?);
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_syntax_error_names_the_position_without_the_parser_wrapper() {
+        let ctx = SessionContext::new();
+        let error = run_statements(&ctx, "SELECT 1; SELEC 2").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "SQL syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 11"
+        );
+    }
 }
