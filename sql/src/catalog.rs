@@ -57,7 +57,24 @@ impl Default for SqlOptions {
     }
 }
 
-/// A SQL session over the topics of `source`.
+/// A SQL session over the topics of `source`: every topic is a table, and the sketch
+/// functions are registered.
+///
+/// ```no_run
+/// # async fn trending() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use weir_sql::{new_session, RemoteSource, SqlOptions};
+///
+/// let broker = Arc::new(RemoteSource::connect("127.0.0.1:9292").await?);
+/// let ctx = new_session(broker, SqlOptions::default()).await?;
+/// let batches = ctx
+///     .sql("SELECT unnest(approx_top_k(page, 10)) AS trending FROM clicks")
+///     .await?
+///     .collect()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn new_session(
     source: Arc<dyn TopicSource>,
     options: SqlOptions,
