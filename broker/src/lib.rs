@@ -36,5 +36,6 @@ pub use error::BrokerError;
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,
 };
+pub use registry::{partition_dir, recorded_topic_configs};
 pub use server::{shutdown_signal, RunningBroker};
 pub use topic_name::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};

@@ -105,6 +105,20 @@ impl Registry {
     }
 }
 
+/// The config overrides of `topic` as recorded in `<data_dir>/topics.json`, for tools
+/// that read a stopped broker's data (`weir sql --data-dir`); empty when the directory
+/// has no registry or the registry has no such topic.
+pub fn recorded_topic_configs(
+    data_dir: &Path,
+    topic: &str,
+) -> Result<BTreeMap<String, String>, BrokerError> {
+    Ok(Registry::load(data_dir)?
+        .topics
+        .remove(topic)
+        .map(|record| record.configs)
+        .unwrap_or_default())
+}
+
 /// The directory of one partition: `<data>/<topic>-<partition>`.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))

@@ -311,19 +311,8 @@ pub(super) fn check_shape(width: u32, depth: u32) -> Result<(), SketchError> {
 /// Rows of counters, as a count-min sketch and HeavyKeeper lay them out: neither
 /// dimension zero, at most [`DEPTH_MAX`] rows, at most [`COUNTERS_MAX`] cells.
 pub(super) fn check_grid(width: u32, depth: u32, names: &ShapeNames) -> Result<(), SketchError> {
-    if width == 0 {
-        return Err(SketchError::Zero { what: names.width });
-    }
-    if depth == 0 {
-        return Err(SketchError::Zero { what: names.depth });
-    }
-    if depth > DEPTH_MAX {
-        return Err(SketchError::TooLarge {
-            name: names.depth,
-            value: u64::from(depth),
-            max: u64::from(DEPTH_MAX),
-        });
-    }
+    SketchError::check_count(names.width, u64::from(width), u64::from(u32::MAX))?;
+    SketchError::check_count(names.depth, u64::from(depth), u64::from(DEPTH_MAX))?;
     let cells = u64::from(width) * u64::from(depth);
     if cells > COUNTERS_MAX {
         return Err(SketchError::TooLarge {

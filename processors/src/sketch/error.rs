@@ -47,6 +47,19 @@ pub enum SketchError {
     Decode(#[from] DecodeError),
 }
 
+impl SketchError {
+    /// `value` must be at least 1 and at most `max`; the error names `name`.
+    pub(super) fn check_count(name: &'static str, value: u64, max: u64) -> Result<(), SketchError> {
+        if value == 0 {
+            return Err(SketchError::Zero { what: name });
+        }
+        if value > max {
+            return Err(SketchError::TooLarge { name, value, max });
+        }
+        Ok(())
+    }
+}
+
 /// Why serialized sketch bytes were rejected. Offsets are byte positions in the input.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {

@@ -479,19 +479,7 @@ fn next_u64(state: &mut u64) -> u64 {
 }
 
 fn check_k(k: usize) -> Result<(), SketchError> {
-    if k == 0 {
-        return Err(SketchError::Zero {
-            what: "HeavyKeeper k",
-        });
-    }
-    if k > K_MAX {
-        return Err(SketchError::TooLarge {
-            name: "HeavyKeeper k",
-            value: k as u64,
-            max: K_MAX as u64,
-        });
-    }
-    Ok(())
+    SketchError::check_count("HeavyKeeper k", k as u64, K_MAX as u64)
 }
 
 const HEAVY_KEEPER_SHAPE: ShapeNames = ShapeNames {

@@ -65,18 +65,11 @@ impl SpaceSaving {
         capacity: usize,
         key_bytes_hint: usize,
     ) -> Result<Self, SketchError> {
-        if capacity == 0 {
-            return Err(SketchError::Zero {
-                what: "space-saving capacity",
-            });
-        }
-        if capacity > CAPACITY_MAX {
-            return Err(SketchError::TooLarge {
-                name: "space-saving capacity",
-                value: capacity as u64,
-                max: CAPACITY_MAX as u64,
-            });
-        }
+        SketchError::check_count(
+            "space-saving capacity",
+            capacity as u64,
+            CAPACITY_MAX as u64,
+        )?;
         Ok(Self {
             capacity,
             counters: Vec::with_capacity(capacity),

@@ -277,17 +277,7 @@ impl HeavyHitters for TopK {
 }
 
 fn check_k(k: usize) -> Result<(), SketchError> {
-    if k == 0 {
-        return Err(SketchError::Zero { what: "top-k k" });
-    }
-    if k > K_MAX {
-        return Err(SketchError::TooLarge {
-            name: "top-k k",
-            value: k as u64,
-            max: K_MAX as u64,
-        });
-    }
-    Ok(())
+    SketchError::check_count("top-k k", k as u64, K_MAX as u64)
 }
 
 #[cfg(test)]

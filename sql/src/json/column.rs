@@ -49,59 +49,99 @@ impl Validity {
     }
 }
 
+/// The i32 offsets and validity of a variable-length column (strings, lists): entry `i`
+/// ends where entry `i + 1` starts, in the column's data or child.
+#[derive(Debug)]
+pub(crate) struct Offsets {
+    ends: Vec<i32>,
+    validity: Validity,
+}
+
+impl Offsets {
+    fn new() -> Offsets {
+        Offsets {
+            ends: vec![0],
+            validity: Validity::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.validity.len()
+    }
+
+    /// Where the data of the next entry starts.
+    fn last_end(&self) -> usize {
+        usize::try_from(self.ends.last().copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Closes a valid entry whose data ends at `end`; fails only past 2 GiB in one batch.
+    fn close(&mut self, end: usize) -> Result<(), ()> {
+        let end = i32::try_from(end).map_err(|_| ())?;
+        self.ends.push(end);
+        self.validity.push(true);
+        Ok(())
+    }
+
+    fn push_null(&mut self) {
+        let end = self.ends.last().copied().unwrap_or(0);
+        self.ends.push(end);
+        self.validity.push(false);
+    }
+
+    /// Keeps the first `len` entries; the caller cuts its data to [`Offsets::last_end`].
+    fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len + 1);
+        self.validity.truncate(len);
+    }
+
+    fn finish(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
+        let ends = std::mem::replace(&mut self.ends, vec![0]);
+        (
+            OffsetBuffer::new(ScalarBuffer::from(ends)),
+            self.validity.finish(),
+        )
+    }
+}
+
 /// String bytes with i32 offsets (Arrow Utf8).
 #[derive(Debug)]
 pub(crate) struct StringColumn {
-    offsets: Vec<i32>,
+    offsets: Offsets,
     pub(crate) data: Vec<u8>,
-    validity: Validity,
 }
 
 impl StringColumn {
     fn new() -> StringColumn {
         StringColumn {
-            offsets: vec![0],
+            offsets: Offsets::new(),
             data: Vec::new(),
-            validity: Validity::default(),
         }
     }
 
     /// Closes the value whose bytes were appended to `data` since the last call.
     /// Fails only past 2 GiB of string bytes in one batch.
     pub(crate) fn commit(&mut self) -> Result<(), ()> {
-        let end = i32::try_from(self.data.len()).map_err(|_| ())?;
-        self.offsets.push(end);
-        self.validity.push(true);
-        Ok(())
+        self.offsets.close(self.data.len())
     }
 
     /// Drops bytes appended since the last commit (a value that failed to parse).
     pub(crate) fn abandon(&mut self) {
-        let end = self.offsets.last().copied().unwrap_or(0);
-        self.data.truncate(usize::try_from(end).unwrap_or(0));
+        self.data.truncate(self.offsets.last_end());
     }
 
     fn push_null(&mut self) {
-        let end = self.offsets.last().copied().unwrap_or(0);
-        self.offsets.push(end);
-        self.validity.push(false);
+        self.offsets.push_null();
     }
 
     fn truncate(&mut self, len: usize) {
-        self.offsets.truncate(len + 1);
+        self.offsets.truncate(len);
         self.abandon();
-        self.validity.truncate(len);
     }
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let (offsets, nulls) = self.offsets.finish();
         let data = std::mem::take(&mut self.data);
-        let nulls = self.validity.finish();
-        let array = StringArray::try_new(
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            Buffer::from_vec(data),
-            nulls,
-        )?;
+        let array = StringArray::try_new(offsets, Buffer::from_vec(data), nulls)?;
         Ok(Arc::new(array))
     }
 }
@@ -205,49 +245,35 @@ impl StructColumn {
 /// A JSON array as a list of one child column.
 #[derive(Debug)]
 pub(crate) struct ListColumn {
-    offsets: Vec<i32>,
+    offsets: Offsets,
     pub(crate) child: Box<Column>,
     item: Arc<Field>,
-    validity: Validity,
 }
 
 impl ListColumn {
     /// Closes the list whose items were pushed into `child` since the last call.
     pub(crate) fn commit(&mut self) -> Result<(), ()> {
-        let end = i32::try_from(self.child.len()).map_err(|_| ())?;
-        self.offsets.push(end);
-        self.validity.push(true);
-        Ok(())
+        self.offsets.close(self.child.len())
     }
 
     /// Drops items pushed since the last commit (a list whose item failed to parse).
     pub(crate) fn abandon(&mut self) {
-        let end = self.offsets.last().copied().unwrap_or(0);
-        self.child.truncate(usize::try_from(end).unwrap_or(0));
+        self.child.truncate(self.offsets.last_end());
     }
 
     fn push_null(&mut self) {
-        let end = self.offsets.last().copied().unwrap_or(0);
-        self.offsets.push(end);
-        self.validity.push(false);
+        self.offsets.push_null();
     }
 
     fn truncate(&mut self, len: usize) {
-        self.offsets.truncate(len + 1);
+        self.offsets.truncate(len);
         self.abandon();
-        self.validity.truncate(len);
     }
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let (offsets, nulls) = self.offsets.finish();
         let child = self.child.finish()?;
-        let nulls = self.validity.finish();
-        let array = ListArray::try_new(
-            Arc::clone(&self.item),
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            child,
-            nulls,
-        )?;
+        let array = ListArray::try_new(Arc::clone(&self.item), offsets, child, nulls)?;
         Ok(Arc::new(array))
     }
 }
@@ -283,10 +309,9 @@ impl Column {
             },
             JsonKind::Struct(fields) => Column::Struct(StructColumn::new(fields)),
             JsonKind::List(item) => Column::List(ListColumn {
-                offsets: vec![0],
+                offsets: Offsets::new(),
                 child: Box::new(Column::new(item)),
                 item: Arc::new(list_item_field(item)),
-                validity: Validity::default(),
             }),
         }
     }
@@ -294,9 +319,9 @@ impl Column {
     pub(crate) fn len(&self) -> usize {
         match self {
             Column::Boolean(_, v) | Column::Int64(_, v) | Column::Float64(_, v) => v.len(),
-            Column::Utf8 { column, .. } => column.validity.len(),
+            Column::Utf8 { column, .. } => column.offsets.len(),
             Column::Struct(s) => s.len(),
-            Column::List(l) => l.validity.len(),
+            Column::List(l) => l.offsets.len(),
         }
     }
 

@@ -21,8 +21,6 @@ use crate::SqlError;
 
 /// The checkpoint file a partition log writes on a clean close (see log-core FORMAT.md).
 const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
-/// The broker's topic registry in a data directory (names, partition counts, configs).
-const REGISTRY_FILE: &str = "topics.json";
 
 /// How a data directory is opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,7 +141,7 @@ impl LocalSource {
             bytes_read: self.bytes_read.clone(),
         };
         for &partition in partitions {
-            let dir = data_dir.join(format!("{topic}-{partition}"));
+            let dir = weir_broker::partition_dir(data_dir, topic, partition);
             if !self.options.allow_recovery && !dir.join(CLEAN_SHUTDOWN_FILE).is_file() {
                 // `reader` closes the partitions opened so far when dropped.
                 return Err(SqlError::NotClosedCleanly { dir });
@@ -334,36 +332,13 @@ impl TopicReader for LocalTopic {
     }
 }
 
-/// The config overrides of `topic` from the broker's topic registry `topics.json`, or
-/// none when the directory has no registry (partition directories copied on their own).
+/// The config overrides of `topic` from the broker's topic registry, or none when the
+/// directory has no registry (partition directories copied on their own).
 fn topic_configs(data_dir: &Path, topic: &str) -> Result<BTreeMap<String, String>, SqlError> {
-    let path = data_dir.join(REGISTRY_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => {
-            return Err(SqlError::Io {
-                op: "read",
-                path,
-                source,
-            })
-        }
-    };
-    let registry: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| SqlError::NotADataDir {
-            path: path.clone(),
-            reason: format!("the topic registry is not valid JSON: {e}"),
-        })?;
-    let configs = registry
-        .get("topics")
-        .and_then(|topics| topics.get(topic))
-        .and_then(|record| record.get("configs"))
-        .and_then(serde_json::Value::as_object);
-    Ok(configs
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
-        .collect())
+    weir_broker::recorded_topic_configs(data_dir, topic).map_err(|e| SqlError::NotADataDir {
+        path: data_dir.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Topics of a data directory and their partition numbers, from directory names
