@@ -10,13 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::FutureExt;
-use tokio::sync::oneshot;
 use weir_log::batch::BatchBuilder;
 
+use super::delivery::{BatchCompleter, DeliveryFuture};
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
-use super::producer::{BatchDone, BatchOutcome, ProducerConfig, ProducerRecord};
+use super::producer::{ProducerConfig, ProducerRecord};
 use crate::producer_state::increment_sequence;
 
 /// Builders kept per partition for reuse, so a warm producer allocates no
@@ -30,9 +29,8 @@ pub(crate) struct PendingBatch {
     pub(crate) created: Instant,
     pub(crate) records: u32,
     pub(crate) reserved_bytes: usize,
-    pub(crate) done: oneshot::Sender<BatchOutcome>,
-    /// Cloned into each record's delivery future.
-    future: BatchDone,
+    /// Settles the delivery futures of the batch's records.
+    pub(crate) done: BatchCompleter,
 }
 
 impl PendingBatch {
@@ -97,9 +95,7 @@ pub(crate) struct Job {
 /// What `append` tells `send`.
 #[derive(Debug)]
 pub(crate) struct Appended {
-    pub(crate) done: BatchDone,
-    pub(crate) partition: u32,
-    pub(crate) relative: u32,
+    pub(crate) delivery: DeliveryFuture,
     /// The sender should look again (a batch filled or started).
     pub(crate) wake: bool,
 }
@@ -129,24 +125,21 @@ impl Accumulator {
         }
     }
 
-    pub(crate) fn has_topic(&self, topic: &str) -> bool {
-        self.topics.contains_key(topic)
-    }
-
-    /// Adds one record to its partition's open batch.
+    /// Adds one record to its partition's open batch. None: the topic's
+    /// partition count is not known yet.
     pub(crate) fn append(
         &mut self,
         config: &ProducerConfig,
         record: &ProducerRecord<'_>,
         timestamp_ms: i64,
         size_bytes: usize,
-    ) -> Result<Appended, ClientError> {
+    ) -> Result<Option<Appended>, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        let topic = self.topics.get_mut(record.topic).ok_or_else(|| {
-            ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
-        })?;
+        let Some(topic) = self.topics.get_mut(record.topic) else {
+            return Ok(None);
+        };
         let count = topic.partition_count();
         let partition = match (record.partition, record.key) {
             (Some(p), _) if p < count => p,
@@ -198,14 +191,12 @@ impl Accumulator {
                     .spare
                     .pop()
                     .unwrap_or_else(|| BatchBuilder::new(config.compression));
-                let (done, receiver) = oneshot::channel();
                 slot.insert(PendingBatch {
                     builder,
                     created: Instant::now(),
                     records: 0,
                     reserved_bytes: 0,
-                    done,
-                    future: receiver.shared(),
+                    done: BatchCompleter::new(),
                 })
             }
         };
@@ -214,7 +205,7 @@ impl Accumulator {
         let relative = open.records;
         open.records += 1;
         open.reserved_bytes += size_bytes;
-        let done = open.future.clone();
+        let delivery = open.done.future(partition, relative, timestamp_ms);
         if open.builder.estimated_size_bytes() >= config.batch_size_bytes {
             if let Some(full) = state.open.take() {
                 state.full.push_back(full);
@@ -224,12 +215,7 @@ impl Accumulator {
                 topic.next_sticky();
             }
         }
-        Ok(Appended {
-            done,
-            partition,
-            relative,
-            wake,
-        })
+        Ok(Some(Appended { delivery, wake }))
     }
 
     /// Takes every partition's sendable batches (full ones, and open ones past

@@ -9,20 +9,17 @@
 //! carries together. With idempotence (the default), retried batches are
 //! deduplicated by the broker.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::{FutureExt, Shared};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tonic::transport::Channel;
 use weir_log::batch::Compression;
 
 use super::accumulator::{Accumulator, Appended, TopicState};
 use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::delivery::DeliveryFuture;
 use super::error::ClientError;
 use super::sender;
 use super::written::SignallingChannel;
@@ -175,39 +172,6 @@ pub struct RecordMetadata {
     pub timestamp_ms: i64,
 }
 
-/// What a batch's request came to: the base offset (None with acks=0).
-pub(crate) type BatchOutcome = Result<Option<u64>, ClientError>;
-pub(crate) type BatchDone = Shared<oneshot::Receiver<BatchOutcome>>;
-
-/// Resolves when the record's batch is acknowledged (or has failed for good).
-#[derive(Debug)]
-#[must_use = "a record's delivery is only known by awaiting its future"]
-pub struct DeliveryFuture {
-    done: BatchDone,
-    partition: u32,
-    /// Position of the record in its batch.
-    relative: u32,
-    timestamp_ms: i64,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = match self.done.poll_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(outcome)) => outcome,
-            // The sender dropped the batch: only when the producer's task died.
-            Poll::Ready(Err(_)) => Err(ClientError::Closed),
-        };
-        Poll::Ready(outcome.map(|base_offset| RecordMetadata {
-            partition: self.partition,
-            offset: base_offset.map(|base| base + u64::from(self.relative)),
-            timestamp_ms: self.timestamp_ms,
-        }))
-    }
-}
-
 /// State shared by the producer handle and its sender task.
 #[derive(Debug)]
 pub(crate) struct ProducerShared {
@@ -302,41 +266,56 @@ impl Producer {
                 limit: "the smaller of request_bytes_max and buffer_memory_bytes",
             });
         }
-        self.ensure_topic(record.topic).await?;
         let permits = u32::try_from(size_bytes).unwrap_or(u32::MAX);
-        self.shared
-            .memory
-            .acquire_many(permits)
-            .await
-            .map_err(|_| ClientError::Closed)?
-            .forget();
+        // The common case, room in the buffer, takes one atomic operation;
+        // only a full buffer waits in the semaphore's queue.
+        match self.shared.memory.try_acquire_many(permits) {
+            Ok(taken) => taken.forget(),
+            Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(TryAcquireError::NoPermits) => self
+                .shared
+                .memory
+                .acquire_many(permits)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .forget(),
+        }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let appended = {
-            let mut accumulator = self.lock()?;
-            accumulator.append(&self.shared.config, &record, timestamp_ms, size_bytes)
-        };
+        let appended = self.append(&record, timestamp_ms, size_bytes).await;
         match appended {
-            Ok(Appended {
-                done,
-                partition,
-                relative,
-                wake,
-            }) => {
+            Ok(Appended { delivery, wake }) => {
                 if wake {
                     self.shared.wake.notify_one();
                 }
-                Ok(DeliveryFuture {
-                    done,
-                    partition,
-                    relative,
-                    timestamp_ms,
-                })
+                Ok(delivery)
             }
             Err(error) => {
                 self.shared.memory.add_permits(permits as usize);
                 Err(error)
             }
         }
+    }
+
+    /// Appends under one lock; a topic not seen before is described first.
+    async fn append(
+        &self,
+        record: &ProducerRecord<'_>,
+        timestamp_ms: i64,
+        size_bytes: usize,
+    ) -> Result<Appended, ClientError> {
+        let config = &self.shared.config;
+        let appended = self
+            .lock()?
+            .append(config, record, timestamp_ms, size_bytes)?;
+        if let Some(appended) = appended {
+            return Ok(appended);
+        }
+        self.learn_topic(record.topic).await?;
+        self.lock()?
+            .append(config, record, timestamp_ms, size_bytes)?
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
+            })
     }
 
     /// Sends every buffered record now and waits until all are acknowledged
@@ -376,10 +355,7 @@ impl Producer {
     }
 
     /// Learns the partition count of `topic` the first time it is used.
-    async fn ensure_topic(&self, topic: &str) -> Result<(), ClientError> {
-        if self.lock()?.has_topic(topic) {
-            return Ok(());
-        }
+    async fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
         let description = self
             .shared
             .admin

@@ -113,7 +113,7 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
                 outcome = &mut send => outcome,
                 Ok(()) = written => {
                     for done in dones.drain(..) {
-                        let _ = done.send(Ok(None));
+                        done.complete(Ok(None));
                     }
                     send.await
                 }
@@ -135,7 +135,7 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
         Ok(base_offset) => {
             let mut next = base_offset;
             for (done, records) in dones.into_iter().zip(records) {
-                let _ = done.send(Ok(next));
+                done.complete(Ok(next));
                 next = next.map(|base| base + u64::from(records));
             }
         }
@@ -146,7 +146,7 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
             }
             let error = delivery.into_error();
             for done in dones {
-                let _ = done.send(Err(error.clone()));
+                done.complete(Err(error.clone()));
             }
         }
     }
