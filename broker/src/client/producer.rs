@@ -3,11 +3,13 @@
 //! batches when they are full or have lingered long enough.
 //!
 //! Memory is bounded: `send` waits for room when `buffer_memory_bytes` of
-//! records are not yet acknowledged (backpressure). Each partition has one
-//! request in flight, which keeps records in order through retries; records
-//! arriving meanwhile pile up in further batches that the next request
-//! carries together. With idempotence (the default), retried batches are
-//! deduplicated by the broker.
+//! records are not yet acknowledged (backpressure). With idempotence (the
+//! default), each partition has up to `max_in_flight_requests` requests in
+//! flight; the broker deduplicates retried batches and appends the batches
+//! in sequence order, so records stay in order through retries. Without it,
+//! one request per partition is in flight. Records arriving while a
+//! partition is at its limit pile up in batches the next request carries
+//! together.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,10 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// `enable.idempotence`: producer id and sequence numbers on every batch.
     pub idempotent: bool,
+    /// `max.in.flight.requests.per.connection`, per partition: requests sent
+    /// before the earlier ones are answered. The broker appends them in
+    /// sequence order, so more than one needs `idempotent`; without it, one.
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for ProducerConfig {
@@ -92,6 +98,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             idempotent: true,
+            max_in_flight_requests: 5,
         }
     }
 }
@@ -147,7 +154,7 @@ impl<'a> ProducerRecord<'a> {
     }
 
     /// What the record costs in the buffer: its bytes plus varint overhead.
-    fn size_bytes(&self) -> usize {
+    pub(crate) fn size_bytes(&self) -> usize {
         // Worst case of the varints around a record (length, timestamp and
         // offset deltas, key and value lengths, header count) plus attributes.
         const RECORD_OVERHEAD_BYTES: usize = 32;
@@ -397,6 +404,11 @@ impl Drop for Producer {
 }
 
 fn check_config(config: &ProducerConfig) -> Result<(), ClientError> {
+    if config.max_in_flight_requests == 0 {
+        return Err(ClientError::InvalidArgument(
+            "max in-flight requests must be at least 1".to_string(),
+        ));
+    }
     if config.batch_size_bytes == 0 || config.batch_size_bytes > config.request_bytes_max {
         return Err(ClientError::InvalidArgument(format!(
             "batch size {} must be between 1 and the request size limit {}",
