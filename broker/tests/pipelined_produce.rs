@@ -76,3 +76,94 @@ async fn records_sent_through_pipelined_requests_keep_their_order() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_refused_mid_stream_fails_the_ones_behind_it_and_the_producer_carries_on_in_order()
+{
+    let broker = TestBroker::start().await;
+    let configs = [("max.message.bytes".to_string(), "3000".to_string())]
+        .into_iter()
+        .collect();
+    broker
+        .admin()
+        .await
+        .create_topic("limited", 1, 1, &configs)
+        .await
+        .unwrap();
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig {
+            linger: Duration::ZERO,
+            batch_size_bytes: 1024,
+            request_bytes_max: 4096,
+            max_in_flight_requests: 5,
+            // The broker waits half of this for a gap to fill.
+            request_timeout: Duration::from_secs(2),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let small = [b's'; 500];
+    let big = [b'B'; 3500];
+    let mut sent = Vec::new();
+    for i in 0..400u32 {
+        let value: Vec<u8> = if i == 200 {
+            big.to_vec()
+        } else {
+            let mut v = i.to_be_bytes().to_vec();
+            v.extend_from_slice(&small);
+            v
+        };
+        let record = ProducerRecord::new("limited", &value).with_partition(0);
+        sent.push((value.clone(), producer.send(record).await.unwrap()));
+    }
+    let mut stored = Vec::new();
+    let mut failed_after_big = 0;
+    for (i, (value, delivery)) in sent.into_iter().enumerate() {
+        match delivery.await {
+            Ok(metadata) => {
+                assert_ne!(i, 200, "the oversized batch was refused");
+                stored.push((metadata.offset.unwrap(), value));
+            }
+            Err(error) => {
+                assert!(
+                    i >= 200,
+                    "record {i} before the refused batch failed: {error}"
+                );
+                if i > 200 {
+                    failed_after_big += 1;
+                }
+            }
+        }
+    }
+    producer.close().await.unwrap();
+    assert!(
+        stored.len() > 200 && failed_after_big < 199,
+        "the producer carried on after the refusal ({} stored)",
+        stored.len()
+    );
+
+    // What was acknowledged is exactly the log, in the order it was sent.
+    let offsets: Vec<u64> = stored.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, (0..stored.len() as u64).collect::<Vec<_>>());
+    let mut consumer = Consumer::connect(
+        &broker.addr,
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    consumer.assign("limited", &[0]);
+    let mut read = Vec::new();
+    while read.len() < stored.len() {
+        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
+        assert!(!records.is_empty());
+        read.extend(records.into_iter().map(|r| r.value.unwrap().to_vec()));
+    }
+    let expected: Vec<Vec<u8>> = stored.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(read, expected);
+    broker.shutdown().await;
+}

@@ -10,8 +10,10 @@
 //! A producer may have several requests for one partition in flight. HTTP/2
 //! streams are served concurrently, so a later request can reach the log
 //! first: when its first batch is ahead of its producer's sequence, it waits
-//! (up to the request's timeout) for the earlier batches to be appended
-//! instead of failing, and the log keeps the order they were sent in.
+//! (up to [`EARLIER_BATCHES_WAIT_MAX`], or half the request's timeout if
+//! shorter, so the answer comes before the client gives up on the request)
+//! for the earlier batches to be appended instead of failing, and the log
+//! keeps the order they were sent in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +28,12 @@ use crate::producer_state::is_ahead;
 use crate::proto::{ErrorCode, PartitionProduceResult, ProduceRequest, ProduceResponse};
 
 /// How long a batch ahead of its producer's sequence waits for the earlier
-/// ones when the request names no timeout.
-const EARLIER_BATCHES_WAIT_DEFAULT: Duration = Duration::from_secs(30);
+/// ones at most. An earlier request is normally a few milliseconds behind,
+/// or one retry backoff (the client's is at most a second); when it was
+/// refused for good it never comes, and the later ones should fail well
+/// before the client's own request timeout rather than look like a timeout
+/// it would retry.
+pub const EARLIER_BATCHES_WAIT_MAX: Duration = Duration::from_secs(5);
 
 #[tracing::instrument(name = "produce", skip_all, fields(topic = %request.topic, partitions = request.partitions.len()))]
 pub async fn handle(
@@ -38,8 +44,8 @@ pub async fn handle(
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
     let wait = match request.timeout_ms {
-        0 => EARLIER_BATCHES_WAIT_DEFAULT,
-        ms => Duration::from_millis(u64::from(ms)),
+        0 => EARLIER_BATCHES_WAIT_MAX,
+        ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
     };
     for data in request.partitions {
         let partition = Arc::clone(topic.partition(data.partition)?);
