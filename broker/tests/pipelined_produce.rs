@@ -6,10 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestBroker;
-use weir_broker::client::{
-    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-};
+use common::{consume_all, TestBroker};
+use weir_broker::client::{Producer, ProducerConfig, ProducerRecord};
 
 #[tokio::test]
 async fn records_sent_through_pipelined_requests_keep_their_order() {
@@ -41,28 +39,14 @@ async fn records_sent_through_pipelined_requests_keep_their_order() {
     }
     producer.close().await.unwrap();
 
-    let mut consumer = Consumer::connect(
-        &broker.addr,
-        ConsumerConfig {
-            offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    consumer.assign("ordered", &[0]);
-    let mut next = 0u64;
-    while next < RECORDS {
-        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
-        assert!(!records.is_empty(), "stopped at offset {next}");
-        for record in records {
-            assert_eq!(record.offset, next);
-            assert_eq!(
-                record.value.as_deref(),
-                Some(format!("{next:08}").as_bytes())
-            );
-            next += 1;
-        }
+    let records = consume_all(&broker.addr, "ordered", &[0], RECORDS as usize).await;
+    assert_eq!(records.len() as u64, RECORDS);
+    for (next, record) in (0..RECORDS).zip(&records) {
+        assert_eq!(record.offset, next);
+        assert_eq!(
+            record.value.as_deref(),
+            Some(format!("{next:08}").as_bytes())
+        );
     }
     let described = broker
         .admin()
@@ -147,22 +131,11 @@ async fn a_batch_refused_mid_stream_fails_the_ones_behind_it_and_the_producer_ca
     // What was acknowledged is exactly the log, in the order it was sent.
     let offsets: Vec<u64> = stored.iter().map(|(offset, _)| *offset).collect();
     assert_eq!(offsets, (0..stored.len() as u64).collect::<Vec<_>>());
-    let mut consumer = Consumer::connect(
-        &broker.addr,
-        ConsumerConfig {
-            offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    consumer.assign("limited", &[0]);
-    let mut read = Vec::new();
-    while read.len() < stored.len() {
-        let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
-        assert!(!records.is_empty());
-        read.extend(records.into_iter().map(|r| r.value.unwrap().to_vec()));
-    }
+    let read: Vec<Vec<u8>> = consume_all(&broker.addr, "limited", &[0], stored.len())
+        .await
+        .into_iter()
+        .map(|r| r.value.unwrap().to_vec())
+        .collect();
     let expected: Vec<Vec<u8>> = stored.into_iter().map(|(_, v)| v).collect();
     assert_eq!(read, expected);
     broker.shutdown().await;
