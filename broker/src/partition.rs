@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
 use weir_log::{LogConfig, PartitionLog};
 
@@ -45,6 +45,9 @@ pub struct Partition {
     producers: Mutex<Producers>,
     /// The high watermark, published to long polls after every advance.
     high_watermark: watch::Sender<u64>,
+    /// Signalled after every append: a produce whose batches are ahead of
+    /// their producer's sequence waits on it for the earlier batches.
+    appended: Notify,
 }
 
 impl std::fmt::Debug for Partition {
@@ -119,6 +122,7 @@ impl Partition {
                 appended_bytes_since_snapshot: 0,
             }),
             high_watermark,
+            appended: Notify::new(),
         })
     }
 
@@ -212,12 +216,19 @@ impl Partition {
         }
         drop(producers);
         self.advance_high_watermark();
+        self.appended.notify_waiters();
         Ok(Appended {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             duplicate: false,
             log_start_offset: self.log.log_start_offset(),
         })
+    }
+
+    /// Signalled after every append (see [`crate::rpc`]'s produce: a request
+    /// whose first batch is ahead of its producer's sequence waits here).
+    pub fn appended(&self) -> &Notify {
+        &self.appended
     }
 
     /// Replication factor 1: the high watermark is the log end offset.

@@ -82,6 +82,14 @@ pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
     }
 }
 
+/// Whether `sequence` comes after `expected` (within half the sequence
+/// space, so an old sequence that wrapped is not taken for a future one).
+pub fn is_ahead(sequence: i32, expected: i32) -> bool {
+    const SPACE: i64 = 1 << 31;
+    let distance = (i64::from(sequence) - i64::from(expected)).rem_euclid(SPACE);
+    distance > 0 && distance < SPACE / 2
+}
+
 impl ProducerStates {
     /// Decides whether `batch` is new, a duplicate, or refused. Does not change state.
     pub fn check(&self, batch: &SequencedBatch) -> Result<SequenceCheck, SequenceError> {
@@ -221,6 +229,15 @@ impl ProducerStates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ahead_is_later_within_half_the_sequence_space_and_wraps() {
+        assert!(is_ahead(5, 0));
+        assert!(!is_ahead(0, 0));
+        assert!(!is_ahead(3, 5), "an old sequence is behind, not ahead");
+        assert!(is_ahead(2, i32::MAX - 1), "wrapped past i32::MAX to 0");
+        assert!(!is_ahead(i32::MAX - 1, 2));
+    }
 
     fn batch(epoch: i16, first: i32, count: i32) -> SequencedBatch {
         SequencedBatch {

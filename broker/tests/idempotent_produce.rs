@@ -1,5 +1,6 @@
 //! The idempotent producer: a retried batch is acknowledged with its original
-//! offsets and stored once; a gap in the sequence is refused.
+//! offsets and stored once; a batch that overtook an earlier one waits for
+//! it; a gap that is never filled is refused once the request times out.
 
 mod common;
 
@@ -102,5 +103,56 @@ async fn producer_ids_are_not_reused_after_restart() {
         .unwrap()
         .into_inner();
     assert!(after.producer_id > before.producer_id);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_overtakes_the_one_before_it_waits_and_the_log_keeps_sequence_order() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("t", 1).await;
+    let mut client = broker.produce_client().await;
+    let pid = client
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .producer_id;
+    // The broker knows the producer once its first batch is stored.
+    let first = only(
+        client
+            .produce(request(sequenced_batch(pid, 0, 0, &["a"])))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.base_offset, 0);
+
+    // Sequence 3 arrives before sequences 1 and 2, as two requests in flight
+    // on different HTTP/2 streams can.
+    let mut overtaking = client.clone();
+    let later = tokio::spawn(async move {
+        overtaking
+            .produce(request(sequenced_batch(pid, 0, 3, &["d"])))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !later.is_finished(),
+        "the later batch waits for the earlier one"
+    );
+    let earlier = only(
+        client
+            .produce(request(sequenced_batch(pid, 0, 1, &["b", "c"])))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(earlier.error_code(), ErrorCode::None);
+    assert_eq!((earlier.base_offset, earlier.last_offset), (1, 2));
+    let later = only(later.await.unwrap());
+    assert_eq!(later.error_code(), ErrorCode::None);
+    assert_eq!(
+        later.base_offset, 3,
+        "appended after the batch sent before it"
+    );
     broker.shutdown().await;
 }

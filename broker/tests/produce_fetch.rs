@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{batch, TestBroker};
+use common::{batch, consume_all, TestBroker};
 use tonic::Code;
 use weir_broker::client::{
     partition_for_key, Acks, ClientError, Consumer, ConsumerConfig, OffsetReset, Producer,
@@ -40,32 +40,6 @@ fn fetch_request(topic: &str, partition: u32, offset: u64) -> FetchRequest {
             max_bytes: 1 << 20,
         }],
     }
-}
-
-async fn consume_all(
-    addr: &str,
-    topic: &str,
-    partitions: &[u32],
-    count: usize,
-) -> Vec<weir_broker::client::ConsumerRecord> {
-    let mut consumer = Consumer::connect(
-        addr,
-        ConsumerConfig {
-            offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    consumer.assign(topic, partitions);
-    let mut records = Vec::new();
-    for _ in 0..200 {
-        if records.len() >= count {
-            break;
-        }
-        records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
-    }
-    records
 }
 
 #[tokio::test]

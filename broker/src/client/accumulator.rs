@@ -3,20 +3,25 @@
 //! and the sequence numbers of an idempotent producer.
 //!
 //! Sequence numbers are assigned when a batch is taken for a request, not when
-//! it is opened: with one request in flight per partition, a batch that failed
-//! for good gives its sequence numbers back and the next batch reuses them.
+//! it is opened. A request that failed for good gives its sequence numbers
+//! back when no later request took any; otherwise the producer id is renewed.
+//!
+//! An idempotent producer keeps up to `max_in_flight_requests` requests per
+//! partition in flight (the broker appends them in sequence order whatever
+//! order they arrive in). The first request of a producer id on a partition
+//! goes alone: until the broker knows the producer there, it has no sequence
+//! to order by.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::FutureExt;
-use tokio::sync::oneshot;
 use weir_log::batch::BatchBuilder;
 
+use super::delivery::{BatchCompleter, DeliveryFuture};
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
-use super::producer::{BatchDone, BatchOutcome, ProducerConfig, ProducerRecord};
+use super::producer::{ProducerConfig, ProducerRecord};
 use crate::producer_state::increment_sequence;
 
 /// Builders kept per partition for reuse, so a warm producer allocates no
@@ -30,9 +35,8 @@ pub(crate) struct PendingBatch {
     pub(crate) created: Instant,
     pub(crate) records: u32,
     pub(crate) reserved_bytes: usize,
-    pub(crate) done: oneshot::Sender<BatchOutcome>,
-    /// Cloned into each record's delivery future.
-    future: BatchDone,
+    /// Settles the delivery futures of the batch's records.
+    pub(crate) done: BatchCompleter,
 }
 
 impl PendingBatch {
@@ -49,7 +53,10 @@ impl PendingBatch {
 pub(crate) struct PartitionState {
     open: Option<PendingBatch>,
     full: VecDeque<PendingBatch>,
-    in_flight: bool,
+    in_flight: usize,
+    /// A request of the current producer id was stored on this partition:
+    /// more than one may be in flight.
+    confirmed: bool,
     next_sequence: i32,
     spare: Vec<BatchBuilder>,
 }
@@ -92,14 +99,35 @@ pub(crate) struct Job {
     pub(crate) batches: Vec<PendingBatch>,
     /// Producer id, epoch and the first batch's base sequence.
     pub(crate) producer: Option<(i64, i16, i32)>,
+    /// The sequence after the job's last record.
+    pub(crate) next_sequence: i32,
+}
+
+/// How a request ended, for [`Accumulator::finish`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JobEnd {
+    Stored,
+    /// Refused: nothing stored, the sequences may be given back.
+    NotStored,
+    /// Retries ran out: whether anything was stored is unknown.
+    Unknown,
+}
+
+/// Which request ended, for [`Accumulator::finish`].
+#[derive(Debug)]
+pub(crate) struct JobDone {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) producer: Option<(i64, i16, i32)>,
+    pub(crate) next_sequence: i32,
+    /// How many batches it carried.
+    pub(crate) batches: usize,
 }
 
 /// What `append` tells `send`.
 #[derive(Debug)]
 pub(crate) struct Appended {
-    pub(crate) done: BatchDone,
-    pub(crate) partition: u32,
-    pub(crate) relative: u32,
+    pub(crate) delivery: DeliveryFuture,
     /// The sender should look again (a batch filled or started).
     pub(crate) wake: bool,
 }
@@ -129,24 +157,21 @@ impl Accumulator {
         }
     }
 
-    pub(crate) fn has_topic(&self, topic: &str) -> bool {
-        self.topics.contains_key(topic)
-    }
-
-    /// Adds one record to its partition's open batch.
+    /// Adds one record to its partition's open batch. None: the topic's
+    /// partition count is not known yet.
     pub(crate) fn append(
         &mut self,
         config: &ProducerConfig,
         record: &ProducerRecord<'_>,
         timestamp_ms: i64,
         size_bytes: usize,
-    ) -> Result<Appended, ClientError> {
+    ) -> Result<Option<Appended>, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        let topic = self.topics.get_mut(record.topic).ok_or_else(|| {
-            ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
-        })?;
+        let Some(topic) = self.topics.get_mut(record.topic) else {
+            return Ok(None);
+        };
         let count = topic.partition_count();
         let partition = match (record.partition, record.key) {
             (Some(p), _) if p < count => p,
@@ -198,14 +223,12 @@ impl Accumulator {
                     .spare
                     .pop()
                     .unwrap_or_else(|| BatchBuilder::new(config.compression));
-                let (done, receiver) = oneshot::channel();
                 slot.insert(PendingBatch {
                     builder,
                     created: Instant::now(),
                     records: 0,
                     reserved_bytes: 0,
-                    done,
-                    future: receiver.shared(),
+                    done: BatchCompleter::new(),
                 })
             }
         };
@@ -214,7 +237,7 @@ impl Accumulator {
         let relative = open.records;
         open.records += 1;
         open.reserved_bytes += size_bytes;
-        let done = open.future.clone();
+        let delivery = open.done.future(partition, relative, timestamp_ms);
         if open.builder.estimated_size_bytes() >= config.batch_size_bytes {
             if let Some(full) = state.open.take() {
                 state.full.push_back(full);
@@ -224,12 +247,7 @@ impl Accumulator {
                 topic.next_sticky();
             }
         }
-        Ok(Appended {
-            done,
-            partition,
-            relative,
-            wake,
-        })
+        Ok(Some(Appended { delivery, wake }))
     }
 
     /// Takes every partition's sendable batches (full ones, and open ones past
@@ -256,67 +274,79 @@ impl Accumulator {
                         next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     }
                 }
-                if state.in_flight || state.full.is_empty() {
-                    continue;
-                }
-                let mut batches = Vec::new();
-                let mut request_bytes = 0usize;
-                while let Some(batch) = state.full.front() {
-                    let size = batch.builder.estimated_size_bytes();
-                    if !batches.is_empty() && request_bytes + size > config.request_bytes_max {
-                        break;
+                let in_flight_max = match (producer, state.confirmed) {
+                    (Some(_), true) => config.max_in_flight_requests,
+                    _ => 1,
+                };
+                while state.in_flight < in_flight_max && !state.full.is_empty() {
+                    let mut batches = Vec::new();
+                    let mut request_bytes = 0usize;
+                    while let Some(batch) = state.full.front() {
+                        let size = batch.builder.estimated_size_bytes();
+                        if !batches.is_empty() && request_bytes + size > config.request_bytes_max {
+                            break;
+                        }
+                        request_bytes += size;
+                        if let Some(batch) = state.full.pop_front() {
+                            batches.push(batch);
+                        }
                     }
-                    request_bytes += size;
-                    if let Some(batch) = state.full.pop_front() {
-                        batches.push(batch);
+                    let first_sequence = state.next_sequence;
+                    for batch in &batches {
+                        let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
+                        state.next_sequence = increment_sequence(state.next_sequence, records);
                     }
+                    state.in_flight += 1;
+                    jobs.push(Job {
+                        topic: Arc::clone(&topic.name),
+                        partition: index,
+                        batches,
+                        producer: producer.map(|(id, epoch)| (id, epoch, first_sequence)),
+                        next_sequence: state.next_sequence,
+                    });
                 }
-                let first_sequence = state.next_sequence;
-                for batch in &batches {
-                    let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
-                    state.next_sequence = increment_sequence(state.next_sequence, records);
-                }
-                state.in_flight = true;
-                jobs.push(Job {
-                    topic: Arc::clone(&topic.name),
-                    partition: index,
-                    batches,
-                    producer: producer.map(|(id, epoch)| (id, epoch, first_sequence)),
-                });
             }
         }
         (jobs, next_due)
     }
 
-    /// Ends a partition's request. `given_back` is the first sequence of a
-    /// job none of whose batches were stored: the next batch reuses it.
-    pub(crate) fn finish(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        builders: Vec<BatchBuilder>,
-        batches_done: usize,
-        given_back: Option<(i64, i16, i32)>,
-    ) {
-        self.outstanding_batches = self.outstanding_batches.saturating_sub(batches_done);
-        let producer = self.producer;
+    /// Ends one of a partition's requests. A request that stored nothing
+    /// gives its sequences back if no later request took any; otherwise, or
+    /// when whether it was stored is unknown, the producer id is renewed.
+    pub(crate) fn finish(&mut self, job: JobDone, builders: Vec<BatchBuilder>, end: JobEnd) {
+        self.outstanding_batches = self.outstanding_batches.saturating_sub(job.batches);
+        let current = self.producer;
         let Some(state) = self
             .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+            .get_mut(&*job.topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(job.partition).ok()?))
         else {
             return;
         };
-        state.in_flight = false;
-        if let Some((id, epoch, sequence)) = given_back {
-            if producer == Some((id, epoch)) {
-                state.next_sequence = sequence;
-            }
-        }
+        debug_assert!(
+            state.in_flight > 0,
+            "a request ended that was never in flight"
+        );
+        state.in_flight = state.in_flight.saturating_sub(1);
+        let same_producer = job
+            .producer
+            .is_some_and(|(id, epoch, _)| current == Some((id, epoch)));
         for builder in builders {
             if state.spare.len() < SPARE_BUILDERS_MAX {
                 state.spare.push(builder);
             }
+        }
+        if !same_producer {
+            return;
+        }
+        match end {
+            JobEnd::Stored => state.confirmed = true,
+            JobEnd::NotStored if state.next_sequence == job.next_sequence => {
+                if let Some((_, _, first)) = job.producer {
+                    state.next_sequence = first;
+                }
+            }
+            JobEnd::NotStored | JobEnd::Unknown => self.renew_producer = true,
         }
     }
 
@@ -327,7 +357,121 @@ impl Accumulator {
         for topic in self.topics.values_mut() {
             for state in &mut topic.partitions {
                 state.next_sequence = 0;
+                state.confirmed = false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> ProducerConfig {
+        ProducerConfig {
+            linger: Duration::ZERO,
+            batch_size_bytes: 100,
+            // One batch per request.
+            request_bytes_max: 1,
+            max_in_flight_requests: 3,
+            ..ProducerConfig::default()
+        }
+    }
+
+    /// An accumulator of producer 7 holding `batches` full one-record batches.
+    fn filled(batches: usize) -> Accumulator {
+        let config = config();
+        let mut accumulator = Accumulator::new(Some((7, 0)));
+        accumulator
+            .topics
+            .insert("t".to_string(), TopicState::new("t", 1));
+        let value = [b'v'; 80];
+        let record = ProducerRecord::new("t", &value).with_partition(0);
+        for _ in 0..batches {
+            let size = record.size_bytes();
+            accumulator
+                .append(&config, &record, 0, size)
+                .unwrap()
+                .expect("topic is known");
+        }
+        accumulator
+    }
+
+    fn done(job: &Job) -> JobDone {
+        JobDone {
+            topic: Arc::clone(&job.topic),
+            partition: job.partition,
+            producer: job.producer,
+            next_sequence: job.next_sequence,
+            batches: job.batches.len(),
+        }
+    }
+
+    fn collect(accumulator: &mut Accumulator) -> Vec<Job> {
+        accumulator
+            .collect(&config(), Instant::now() + Duration::from_secs(1))
+            .0
+    }
+
+    #[test]
+    fn the_first_request_goes_alone_then_requests_pipeline_up_to_the_limit() {
+        let mut accumulator = filled(6);
+        let first = collect(&mut accumulator);
+        assert_eq!(first.len(), 1, "the broker does not know the producer yet");
+        assert!(collect(&mut accumulator).is_empty());
+        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+
+        let pipelined = collect(&mut accumulator);
+        let sequences: Vec<i32> = pipelined
+            .iter()
+            .map(|job| job.producer.unwrap().2)
+            .collect();
+        assert_eq!(
+            sequences,
+            [1, 2, 3],
+            "three in flight, consecutive sequences"
+        );
+        assert!(collect(&mut accumulator).is_empty(), "at the limit");
+        accumulator.finish(done(&pipelined[0]), Vec::new(), JobEnd::Stored);
+        assert_eq!(collect(&mut accumulator).len(), 1, "one slot freed");
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_sequences_back_only_if_none_were_taken_after_it() {
+        let mut accumulator = filled(4);
+        let first = collect(&mut accumulator);
+        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        let pipelined = collect(&mut accumulator);
+        assert_eq!(pipelined.len(), 3);
+
+        // The last one in flight: nothing after it, its sequence is reused.
+        accumulator.finish(done(&pipelined[2]), Vec::new(), JobEnd::NotStored);
+        assert!(!accumulator.renew_producer);
+        // One in the middle: later sequences are in flight, so start over
+        // with a new producer id instead.
+        accumulator.finish(done(&pipelined[0]), Vec::new(), JobEnd::NotStored);
+        assert!(accumulator.renew_producer);
+    }
+
+    #[test]
+    fn without_idempotence_one_request_is_in_flight() {
+        let config = config();
+        let mut accumulator = Accumulator::new(None);
+        accumulator
+            .topics
+            .insert("t".to_string(), TopicState::new("t", 1));
+        let value = [b'v'; 80];
+        let record = ProducerRecord::new("t", &value).with_partition(0);
+        for _ in 0..3 {
+            accumulator
+                .append(&config, &record, 0, record.size_bytes())
+                .unwrap();
+        }
+        let first = collect(&mut accumulator);
+        assert_eq!(first.len(), 1);
+        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        assert_eq!(collect(&mut accumulator).len(), 1);
     }
 }

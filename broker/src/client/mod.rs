@@ -9,6 +9,7 @@ mod accumulator;
 mod admin;
 mod connection;
 mod consumer;
+mod delivery;
 mod error;
 mod partitioner;
 mod producer;
@@ -19,11 +20,10 @@ mod written;
 pub use admin::{Admin, PartitionInfo, TopicInfo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use delivery::DeliveryFuture;
 pub use error::ClientError;
 pub use partitioner::{murmur2, partition_for_key, to_positive};
-pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-};
+pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 /// The channel [`connect`] opens, for building the raw gRPC clients of
 /// [`crate::proto`] on it.
 pub use tonic::transport::Channel;

@@ -3,26 +3,25 @@
 //! batches when they are full or have lingered long enough.
 //!
 //! Memory is bounded: `send` waits for room when `buffer_memory_bytes` of
-//! records are not yet acknowledged (backpressure). Each partition has one
-//! request in flight, which keeps records in order through retries; records
-//! arriving meanwhile pile up in further batches that the next request
-//! carries together. With idempotence (the default), retried batches are
-//! deduplicated by the broker.
+//! records are not yet acknowledged (backpressure). With idempotence (the
+//! default), each partition has up to `max_in_flight_requests` requests in
+//! flight; the broker deduplicates retried batches and appends the batches
+//! in sequence order, so records stay in order through retries. Without it,
+//! one request per partition is in flight. Records arriving while a
+//! partition is at its limit pile up in batches the next request carries
+//! together.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::{FutureExt, Shared};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tonic::transport::Channel;
 use weir_log::batch::Compression;
 
 use super::accumulator::{Accumulator, Appended, TopicState};
 use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::delivery::DeliveryFuture;
 use super::error::ClientError;
 use super::sender;
 use super::written::SignallingChannel;
@@ -79,6 +78,10 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// `enable.idempotence`: producer id and sequence numbers on every batch.
     pub idempotent: bool,
+    /// `max.in.flight.requests.per.connection`, per partition: requests sent
+    /// before the earlier ones are answered. The broker appends them in
+    /// sequence order, so more than one needs `idempotent`; without it, one.
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for ProducerConfig {
@@ -95,6 +98,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             idempotent: true,
+            max_in_flight_requests: 5,
         }
     }
 }
@@ -150,7 +154,7 @@ impl<'a> ProducerRecord<'a> {
     }
 
     /// What the record costs in the buffer: its bytes plus varint overhead.
-    fn size_bytes(&self) -> usize {
+    pub(crate) fn size_bytes(&self) -> usize {
         // Worst case of the varints around a record (length, timestamp and
         // offset deltas, key and value lengths, header count) plus attributes.
         const RECORD_OVERHEAD_BYTES: usize = 32;
@@ -173,39 +177,6 @@ pub struct RecordMetadata {
     /// None with acks=0: the future resolved before the broker answered.
     pub offset: Option<u64>,
     pub timestamp_ms: i64,
-}
-
-/// What a batch's request came to: the base offset (None with acks=0).
-pub(crate) type BatchOutcome = Result<Option<u64>, ClientError>;
-pub(crate) type BatchDone = Shared<oneshot::Receiver<BatchOutcome>>;
-
-/// Resolves when the record's batch is acknowledged (or has failed for good).
-#[derive(Debug)]
-#[must_use = "a record's delivery is only known by awaiting its future"]
-pub struct DeliveryFuture {
-    done: BatchDone,
-    partition: u32,
-    /// Position of the record in its batch.
-    relative: u32,
-    timestamp_ms: i64,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, ClientError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = match self.done.poll_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(outcome)) => outcome,
-            // The sender dropped the batch: only when the producer's task died.
-            Poll::Ready(Err(_)) => Err(ClientError::Closed),
-        };
-        Poll::Ready(outcome.map(|base_offset| RecordMetadata {
-            partition: self.partition,
-            offset: base_offset.map(|base| base + u64::from(self.relative)),
-            timestamp_ms: self.timestamp_ms,
-        }))
-    }
 }
 
 /// State shared by the producer handle and its sender task.
@@ -302,41 +273,56 @@ impl Producer {
                 limit: "the smaller of request_bytes_max and buffer_memory_bytes",
             });
         }
-        self.ensure_topic(record.topic).await?;
         let permits = u32::try_from(size_bytes).unwrap_or(u32::MAX);
-        self.shared
-            .memory
-            .acquire_many(permits)
-            .await
-            .map_err(|_| ClientError::Closed)?
-            .forget();
+        // The common case, room in the buffer, takes one atomic operation;
+        // only a full buffer waits in the semaphore's queue.
+        match self.shared.memory.try_acquire_many(permits) {
+            Ok(taken) => taken.forget(),
+            Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(TryAcquireError::NoPermits) => self
+                .shared
+                .memory
+                .acquire_many(permits)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .forget(),
+        }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let appended = {
-            let mut accumulator = self.lock()?;
-            accumulator.append(&self.shared.config, &record, timestamp_ms, size_bytes)
-        };
+        let appended = self.append(&record, timestamp_ms, size_bytes).await;
         match appended {
-            Ok(Appended {
-                done,
-                partition,
-                relative,
-                wake,
-            }) => {
+            Ok(Appended { delivery, wake }) => {
                 if wake {
                     self.shared.wake.notify_one();
                 }
-                Ok(DeliveryFuture {
-                    done,
-                    partition,
-                    relative,
-                    timestamp_ms,
-                })
+                Ok(delivery)
             }
             Err(error) => {
                 self.shared.memory.add_permits(permits as usize);
                 Err(error)
             }
         }
+    }
+
+    /// Appends under one lock; a topic not seen before is described first.
+    async fn append(
+        &self,
+        record: &ProducerRecord<'_>,
+        timestamp_ms: i64,
+        size_bytes: usize,
+    ) -> Result<Appended, ClientError> {
+        let config = &self.shared.config;
+        let appended = self
+            .lock()?
+            .append(config, record, timestamp_ms, size_bytes)?;
+        if let Some(appended) = appended {
+            return Ok(appended);
+        }
+        self.learn_topic(record.topic).await?;
+        self.lock()?
+            .append(config, record, timestamp_ms, size_bytes)?
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
+            })
     }
 
     /// Sends every buffered record now and waits until all are acknowledged
@@ -376,10 +362,7 @@ impl Producer {
     }
 
     /// Learns the partition count of `topic` the first time it is used.
-    async fn ensure_topic(&self, topic: &str) -> Result<(), ClientError> {
-        if self.lock()?.has_topic(topic) {
-            return Ok(());
-        }
+    async fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
         let description = self
             .shared
             .admin
@@ -421,6 +404,11 @@ impl Drop for Producer {
 }
 
 fn check_config(config: &ProducerConfig) -> Result<(), ClientError> {
+    if config.max_in_flight_requests == 0 {
+        return Err(ClientError::InvalidArgument(
+            "max in-flight requests must be at least 1".to_string(),
+        ));
+    }
     if config.batch_size_bytes == 0 || config.batch_size_bytes > config.request_bytes_max {
         return Err(ClientError::InvalidArgument(format!(
             "batch size {} must be between 1 and the request size limit {}",

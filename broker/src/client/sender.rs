@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
-use super::accumulator::{Job, PendingBatch};
+use super::accumulator::{Job, JobDone, JobEnd, PendingBatch};
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
@@ -88,6 +88,7 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
         partition,
         batches,
         producer,
+        next_sequence,
     } = job;
     let (pending, encoded) = encode(&shared, batches, producer).await;
     let reserved: usize = pending.iter().map(|b| b.reserved_bytes).sum();
@@ -103,8 +104,8 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
     let acks_none = shared.config.acks == Acks::None;
     let mut outcome = match encoded {
         Ok(bytes) if acks_none => {
-            // Futures resolve once the request is written; the partition
-            // stays busy (order, one request in flight) until the answer.
+            // Futures resolve once the request is written; the request
+            // stays in flight (it holds its sequences) until the answer.
             let (signal, written) = WrittenSignal::new();
             let send = send_with_retries(&shared, &topic, partition, bytes, Some(signal));
             tokio::pin!(send);
@@ -113,7 +114,7 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
                 outcome = &mut send => outcome,
                 Ok(()) = written => {
                     for done in dones.drain(..) {
-                        let _ = done.send(Ok(None));
+                        done.complete(Ok(None));
                     }
                     send.await
                 }
@@ -123,38 +124,41 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
         Ok(bytes) => send_with_retries(&shared, &topic, partition, bytes, None).await,
         Err(error) => Err(Delivery::NotStored(error)),
     };
+    let end = match &outcome {
+        Ok(_) => JobEnd::Stored,
+        Err(Delivery::NotStored(_)) => JobEnd::NotStored,
+        Err(Delivery::Unknown(_)) => JobEnd::Unknown,
+    };
     if acks_none {
         if let Err(error) = &outcome {
             tracing::warn!(%topic, partition, error = %error.error(), "acks=0 produce failed");
         }
         outcome = Ok(None);
     }
-    let mut given_back = None;
-    let mut renew = false;
     match outcome {
         Ok(base_offset) => {
             let mut next = base_offset;
             for (done, records) in dones.into_iter().zip(records) {
-                let _ = done.send(Ok(next));
+                done.complete(Ok(next));
                 next = next.map(|base| base + u64::from(records));
             }
         }
         Err(delivery) => {
-            match &delivery {
-                Delivery::NotStored(_) => given_back = producer,
-                Delivery::Unknown(_) => renew = producer.is_some(),
-            }
             let error = delivery.into_error();
             for done in dones {
-                let _ = done.send(Err(error.clone()));
+                done.complete(Err(error.clone()));
             }
         }
     }
     if let Ok(mut accumulator) = shared.accumulator.lock() {
-        accumulator.finish(&topic, partition, builders, count, given_back);
-        if renew {
-            accumulator.renew_producer = true;
-        }
+        let done = JobDone {
+            topic,
+            partition,
+            producer,
+            next_sequence,
+            batches: count,
+        };
+        accumulator.finish(done, builders, end);
         if accumulator.outstanding_batches == 0 {
             shared.idle.notify_waiters();
         }

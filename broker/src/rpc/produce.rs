@@ -6,15 +6,34 @@
 //! buffer is shared and cannot be taken over for that in-place rewrite.
 //! Request-level problems (unknown topic, partition out of range) fail the
 //! whole request; a failed append is reported in that partition's result.
+//!
+//! A producer may have several requests for one partition in flight. HTTP/2
+//! streams are served concurrently, so a later request can reach the log
+//! first: when its first batch is ahead of its producer's sequence, it waits
+//! (up to [`EARLIER_BATCHES_WAIT_MAX`], or half the request's timeout if
+//! shorter, so the answer comes before the client gives up on the request)
+//! for the earlier batches to be appended instead of failing, and the log
+//! keeps the order they were sent in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
-use crate::partition::Appended;
+use crate::partition::{Appended, Partition};
+use crate::producer_state::is_ahead;
 use crate::proto::{ErrorCode, PartitionProduceResult, ProduceRequest, ProduceResponse};
+
+/// How long a batch ahead of its producer's sequence waits for the earlier
+/// ones at most. An earlier request is normally a few milliseconds behind,
+/// or one retry backoff (the client's is at most a second); when it was
+/// refused for good it never comes, and the later ones should fail well
+/// before the client's own request timeout rather than look like a timeout
+/// it would retry.
+pub const EARLIER_BATCHES_WAIT_MAX: Duration = Duration::from_secs(5);
 
 #[tracing::instrument(name = "produce", skip_all, fields(topic = %request.topic, partitions = request.partitions.len()))]
 pub async fn handle(
@@ -24,6 +43,10 @@ pub async fn handle(
     let topic = broker.topic(&request.topic)?;
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
+    let wait = match request.timeout_ms {
+        0 => EARLIER_BATCHES_WAIT_MAX,
+        ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
+    };
     for data in request.partitions {
         let partition = Arc::clone(topic.partition(data.partition)?);
         let index = data.partition;
@@ -33,14 +56,56 @@ pub async fn handle(
                 reason: format!("partition {index}: the produce data holds no batch"),
             })
         } else {
-            let mut buf = into_mut(data.batches);
-            broker.run_io(move || partition.append(&mut buf)).await
+            append_in_sequence(broker, partition, into_mut(data.batches), wait).await
         };
         results.push(result(index, appended));
     }
     Ok(ProduceResponse {
         partitions: results,
     })
+}
+
+/// Appends `buf`; while its first batch is ahead of its producer's sequence
+/// (an earlier request of the same producer is still on its way), waits for
+/// other appends to the partition and tries again, until `wait` has passed.
+async fn append_in_sequence(
+    broker: &Broker,
+    partition: Arc<Partition>,
+    mut buf: BytesMut,
+    wait: Duration,
+) -> Result<Appended, BrokerError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        // Registered before the attempt, so an append that ends between the
+        // attempt and the wait still wakes it.
+        let appended = partition.appended().notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let attempt = Arc::clone(&partition);
+        let (result, back) = broker
+            .run_io(move || {
+                let result = attempt.append(&mut buf);
+                Ok((result, buf))
+            })
+            .await?;
+        buf = back;
+        match result {
+            Err(BrokerError::OutOfOrderSequence {
+                sequence, expected, ..
+            }) if is_ahead(sequence, expected) && first_sequence(&buf) == Some(sequence) => {
+                if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                    return result;
+                }
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The base sequence of the first batch, if it is an idempotent one.
+fn first_sequence(buf: &[u8]) -> Option<i32> {
+    let (header, _) = weir_log::batch::batches(buf).next()?.ok()?;
+    crate::partition::sequenced(&header).map(|batch| batch.first_sequence)
 }
 
 /// Every partition must exist and be named once.

@@ -102,3 +102,36 @@ pub fn sequenced_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&s
     }
     builder.build().unwrap()
 }
+
+/// Reads `partitions` of `topic` from the beginning until `count` records
+/// arrived (or 200 polls came back short).
+pub async fn consume_all(
+    addr: &str,
+    topic: &str,
+    partitions: &[u32],
+    count: usize,
+) -> Vec<weir_broker::client::ConsumerRecord> {
+    let mut consumer = client::Consumer::connect(
+        addr,
+        client::ConsumerConfig {
+            offset_reset: client::OffsetReset::Earliest,
+            ..client::ConsumerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    consumer.assign(topic, partitions);
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        if records.len() >= count {
+            break;
+        }
+        records.extend(
+            consumer
+                .poll(std::time::Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    records
+}
