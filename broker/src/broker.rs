@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Mutex};
 
+use bytes::BytesMut;
+
+use crate::append_queue::{self, AppendResult};
 use crate::config::{BrokerConfig, IoMode};
 use crate::error::BrokerError;
 use crate::partition::{Cleaned, Partition};
@@ -127,6 +130,22 @@ impl Broker {
                 .await
                 .map_err(|e| BrokerError::TaskFailed(e.to_string()))?,
             IoMode::Inline => work(),
+        }
+    }
+
+    /// Appends a produce request's batches to `partition`: through the
+    /// partition's append queue on the blocking pool, or inline.
+    pub(crate) async fn append(
+        &self,
+        partition: &Arc<Partition>,
+        mut buf: BytesMut,
+    ) -> Result<AppendResult, BrokerError> {
+        match self.config.io_mode {
+            IoMode::Blocking => append_queue::append(partition, buf).await,
+            IoMode::Inline => {
+                let result = partition.append(&mut buf);
+                Ok((result, buf))
+            }
         }
     }
 

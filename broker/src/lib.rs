@@ -10,6 +10,7 @@
 //! Does not own: the storage format (that is `weir-log`), stream operators
 //! (`weir-processors`) or SQL (`weir-sql`).
 
+mod append_queue;
 mod broker;
 pub mod client;
 mod config;

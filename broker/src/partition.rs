@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
 use weir_log::{LogConfig, PartitionLog};
 
+use crate::append_queue::AppendQueue;
 use crate::error::BrokerError;
 use crate::producer_recovery::{self, Rebuilt};
 use crate::producer_snapshot;
@@ -48,6 +49,8 @@ pub struct Partition {
     /// Signalled after every append: a produce whose batches are ahead of
     /// their producer's sequence waits on it for the earlier batches.
     appended: Notify,
+    /// Produce requests waiting for their append (see `append_queue`).
+    append_queue: AppendQueue,
 }
 
 impl std::fmt::Debug for Partition {
@@ -123,6 +126,7 @@ impl Partition {
             }),
             high_watermark,
             appended: Notify::new(),
+            append_queue: AppendQueue::default(),
         })
     }
 
@@ -229,6 +233,10 @@ impl Partition {
     /// whose first batch is ahead of its producer's sequence waits here).
     pub fn appended(&self) -> &Notify {
         &self.appended
+    }
+
+    pub(crate) fn append_queue(&self) -> &AppendQueue {
+        &self.append_queue
     }
 
     /// Replication factor 1: the high watermark is the log end offset.

@@ -81,13 +81,7 @@ async fn append_in_sequence(
         let appended = partition.appended().notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let attempt = Arc::clone(&partition);
-        let (result, back) = broker
-            .run_io(move || {
-                let result = attempt.append(&mut buf);
-                Ok((result, buf))
-            })
-            .await?;
+        let (result, back) = broker.append(&partition, buf).await?;
         buf = back;
         match result {
             Err(BrokerError::OutOfOrderSequence {
