@@ -130,10 +130,11 @@ async fn a_batch_that_overtakes_the_one_before_it_waits_and_the_log_keeps_sequen
     // on different HTTP/2 streams can.
     let mut overtaking = client.clone();
     let later = tokio::spawn(async move {
-        overtaking
-            .produce(request(sequenced_batch(pid, 0, 3, &["d"])))
-            .await
-            .unwrap()
+        // A long timeout: the broker waits half of it for the gap to fill,
+        // far more than this test needs even on a loaded machine.
+        let mut overtaking_request = request(sequenced_batch(pid, 0, 3, &["d"]));
+        overtaking_request.timeout_ms = 20_000;
+        overtaking.produce(overtaking_request).await.unwrap()
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(
