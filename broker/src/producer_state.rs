@@ -4,8 +4,9 @@
 //! A retried batch whose sequence range matches a remembered batch is
 //! acknowledged with the original offsets and not written again; a batch that
 //! does not continue the sequence is refused. Five batches are remembered, as
-//! Kafka does, which is what a producer with up to five requests in flight
-//! needs.
+//! Kafka does (where a request carries one batch per partition); the client
+//! keeps at most that many batches in flight per partition, however it splits
+//! them into requests, so any retry it sends is still recognised.
 //!
 //! A producer that has not written for `producer.id.expiration.ms` (Kafka's
 //! setting, default one day) is forgotten, so the state of a partition is

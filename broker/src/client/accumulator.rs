@@ -10,7 +10,10 @@
 //! partition in flight (the broker appends them in sequence order whatever
 //! order they arrive in). The first request of a producer id on a partition
 //! goes alone: until the broker knows the producer there, it has no sequence
-//! to order by.
+//! to order by. At most [`BATCHES_REMEMBERED`] of its batches are in flight
+//! per partition, however they are split into requests: the broker remembers
+//! that many per producer, so a retry of any of them is still recognised as
+//! a duplicate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use super::delivery::{BatchCompleter, DeliveryFuture};
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
 use super::producer::{ProducerConfig, ProducerRecord};
-use crate::producer_state::increment_sequence;
+use crate::producer_state::{increment_sequence, BATCHES_REMEMBERED};
 
 /// Builders kept per partition for reuse, so a warm producer allocates no
 /// record buffers.
@@ -54,6 +57,8 @@ pub(crate) struct PartitionState {
     open: Option<PendingBatch>,
     full: VecDeque<PendingBatch>,
     in_flight: usize,
+    /// Batches in those requests.
+    in_flight_batches: usize,
     /// A request of the current producer id was stored on this partition:
     /// more than one may be in flight.
     confirmed: bool,
@@ -251,7 +256,8 @@ impl Accumulator {
     }
 
     /// Takes every partition's sendable batches (full ones, and open ones past
-    /// their linger or being flushed) for requests, one per idle partition.
+    /// their linger or being flushed) for requests, as many per partition as
+    /// its in-flight limits allow.
     /// Returns the jobs and the earliest time an open batch will be due.
     pub(crate) fn collect(
         &mut self,
@@ -274,16 +280,28 @@ impl Accumulator {
                         next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     }
                 }
-                let in_flight_max = match (producer, state.confirmed) {
-                    (Some(_), true) => config.max_in_flight_requests,
-                    _ => 1,
+                // Pipelining needs a producer the broker knows on this
+                // partition, and none pending renewal (its old id's sequence
+                // may have a gap that will never fill).
+                let (in_flight_max, batches_max) = match (producer, state.confirmed) {
+                    (Some(_), true) if !self.renew_producer => {
+                        (config.max_in_flight_requests, BATCHES_REMEMBERED)
+                    }
+                    (Some(_), _) => (1, BATCHES_REMEMBERED),
+                    (None, _) => (1, usize::MAX),
                 };
-                while state.in_flight < in_flight_max && !state.full.is_empty() {
+                while state.in_flight < in_flight_max
+                    && state.in_flight_batches < batches_max
+                    && !state.full.is_empty()
+                {
                     let mut batches = Vec::new();
                     let mut request_bytes = 0usize;
                     while let Some(batch) = state.full.front() {
                         let size = batch.builder.estimated_size_bytes();
-                        if !batches.is_empty() && request_bytes + size > config.request_bytes_max {
+                        let full = !batches.is_empty()
+                            && (request_bytes + size > config.request_bytes_max
+                                || state.in_flight_batches + batches.len() >= batches_max);
+                        if full {
                             break;
                         }
                         request_bytes += size;
@@ -297,6 +315,7 @@ impl Accumulator {
                         state.next_sequence = increment_sequence(state.next_sequence, records);
                     }
                     state.in_flight += 1;
+                    state.in_flight_batches += batches.len();
                     jobs.push(Job {
                         topic: Arc::clone(&topic.name),
                         partition: index,
@@ -328,6 +347,7 @@ impl Accumulator {
             "a request ended that was never in flight"
         );
         state.in_flight = state.in_flight.saturating_sub(1);
+        state.in_flight_batches = state.in_flight_batches.saturating_sub(job.batches);
         let same_producer = job
             .producer
             .is_some_and(|(id, epoch, _)| current == Some((id, epoch)));
@@ -453,6 +473,38 @@ mod tests {
         // with a new producer id instead.
         accumulator.finish(done(&pipelined[0]), Vec::new(), JobEnd::NotStored);
         assert!(accumulator.renew_producer);
+    }
+
+    #[test]
+    fn no_more_batches_are_in_flight_than_the_broker_remembers() {
+        let mut accumulator = filled(12);
+        let big_requests = ProducerConfig {
+            request_bytes_max: 1 << 20,
+            ..config()
+        };
+        let collect_big = |accumulator: &mut Accumulator| {
+            accumulator
+                .collect(&big_requests, Instant::now() + Duration::from_secs(1))
+                .0
+        };
+        let first = collect_big(&mut accumulator);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].batches.len(), BATCHES_REMEMBERED);
+        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        let second = collect_big(&mut accumulator);
+        assert_eq!(second.len(), 1, "the one request already holds the limit");
+        assert_eq!(second[0].batches.len(), BATCHES_REMEMBERED);
+        accumulator.finish(done(&second[0]), Vec::new(), JobEnd::Stored);
+        assert_eq!(collect_big(&mut accumulator)[0].batches.len(), 2);
+    }
+
+    #[test]
+    fn a_pending_renewal_stops_pipelining() {
+        let mut accumulator = filled(6);
+        let first = collect(&mut accumulator);
+        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.renew_producer = true;
+        assert_eq!(collect(&mut accumulator).len(), 1);
     }
 
     #[test]

@@ -275,32 +275,27 @@ impl Producer {
         }
         let permits = u32::try_from(size_bytes).unwrap_or(u32::MAX);
         // The common case, room in the buffer, takes one atomic operation;
-        // only a full buffer waits in the semaphore's queue.
-        match self.shared.memory.try_acquire_many(permits) {
-            Ok(taken) => taken.forget(),
+        // only a full buffer waits in the semaphore's queue. The permit gives
+        // the memory back if the append fails or this future is dropped
+        // (a first send to a topic waits for its description).
+        let permit = match self.shared.memory.try_acquire_many(permits) {
+            Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
             Err(TryAcquireError::NoPermits) => self
                 .shared
                 .memory
                 .acquire_many(permits)
                 .await
-                .map_err(|_| ClientError::Closed)?
-                .forget(),
-        }
+                .map_err(|_| ClientError::Closed)?,
+        };
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let appended = self.append(&record, timestamp_ms, size_bytes).await;
-        match appended {
-            Ok(Appended { delivery, wake }) => {
-                if wake {
-                    self.shared.wake.notify_one();
-                }
-                Ok(delivery)
-            }
-            Err(error) => {
-                self.shared.memory.add_permits(permits as usize);
-                Err(error)
-            }
+        let Appended { delivery, wake } = self.append(&record, timestamp_ms, size_bytes).await?;
+        // The batch holds the memory now; the sender gives it back on acknowledgement.
+        permit.forget();
+        if wake {
+            self.shared.wake.notify_one();
         }
+        Ok(delivery)
     }
 
     /// Appends under one lock; a topic not seen before is described first.

@@ -43,10 +43,12 @@ pub async fn handle(
     let topic = broker.topic(&request.topic)?;
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
-    let wait = match request.timeout_ms {
-        0 => EARLIER_BATCHES_WAIT_MAX,
-        ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
-    };
+    // One deadline for the whole request, however many partitions wait.
+    let deadline = Instant::now()
+        + match request.timeout_ms {
+            0 => EARLIER_BATCHES_WAIT_MAX,
+            ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
+        };
     for data in request.partitions {
         let partition = Arc::clone(topic.partition(data.partition)?);
         let index = data.partition;
@@ -56,7 +58,7 @@ pub async fn handle(
                 reason: format!("partition {index}: the produce data holds no batch"),
             })
         } else {
-            append_in_sequence(broker, partition, into_mut(data.batches), wait).await
+            append_in_sequence(broker, partition, into_mut(data.batches), deadline).await
         };
         results.push(result(index, appended));
     }
@@ -67,14 +69,13 @@ pub async fn handle(
 
 /// Appends `buf`; while its first batch is ahead of its producer's sequence
 /// (an earlier request of the same producer is still on its way), waits for
-/// other appends to the partition and tries again, until `wait` has passed.
+/// other appends to the partition and tries again, until `deadline`.
 async fn append_in_sequence(
     broker: &Broker,
     partition: Arc<Partition>,
     mut buf: BytesMut,
-    wait: Duration,
+    deadline: Instant,
 ) -> Result<Appended, BrokerError> {
-    let deadline = Instant::now() + wait;
     loop {
         // Registered before the attempt, so an append that ends between the
         // attempt and the wait still wakes it.
@@ -87,7 +88,12 @@ async fn append_in_sequence(
             Err(BrokerError::OutOfOrderSequence {
                 sequence, expected, ..
             }) if is_ahead(sequence, expected) && first_sequence(&buf) == Some(sequence) => {
-                if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                // Checked here, not only by the timeout: on a busy partition
+                // the signal has often fired already, and `timeout_at` polls
+                // it before it looks at the clock.
+                if Instant::now() >= deadline
+                    || tokio::time::timeout_at(deadline, appended).await.is_err()
+                {
                     return result;
                 }
             }
