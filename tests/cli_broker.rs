@@ -145,6 +145,10 @@ fn bad_input_fails_with_one_clear_line() {
         "brotli",
     );
     assert_clean_failure(
+        &broker.weir(&["produce", "t", "--max-in-flight", "0"], b"x\n"),
+        "--max-in-flight",
+    );
+    assert_clean_failure(
         &broker.weir(&["produce", "t", "--key-separator", ":"], b"novalue\n"),
         "line 1 has no key separator",
     );
@@ -220,6 +224,8 @@ fn bench_produce_reports_json() {
             "--record-size",
             "50",
             "--partitions",
+            "2",
+            "--max-in-flight",
             "2",
             "--output",
             "json",

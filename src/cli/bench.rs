@@ -60,6 +60,9 @@ struct BenchArgs {
     /// How long a batch waits for more records [default: 5; 1 with --throughput].
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Produce requests in flight per partition.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight: u16,
     #[arg(long, default_value = "none")]
     compression: String,
     /// Records per second at most; -1 for no limit.
@@ -196,6 +199,7 @@ fn producer_config(bench: &BenchArgs) -> anyhow::Result<ProducerConfig> {
         batch_size_bytes: batch_size,
         request_bytes_max,
         buffer_memory_bytes: (64 * 1024 * 1024usize).max(batch_size.saturating_mul(4)),
+        max_in_flight_requests: usize::from(bench.max_in_flight),
         ..ProducerConfig::default()
     })
 }

@@ -40,6 +40,10 @@ pub struct Args {
     linger_ms: u64,
     #[arg(long, default_value_t = 256 * 1024)]
     batch_size: usize,
+    /// Requests in flight per partition (with idempotence; the broker keeps
+    /// them in the order sent).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    max_in_flight: u16,
 }
 
 /// Deliveries awaited at most ahead of the reader; bounds memory for long inputs.
@@ -63,6 +67,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         compression,
         linger: Duration::from_millis(args.linger_ms),
         batch_size_bytes: args.batch_size,
+        max_in_flight_requests: usize::from(args.max_in_flight),
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(&args.broker.addr, config).await?;
