@@ -139,10 +139,17 @@ mod tests {
             let (appended, _) = result.unwrap();
             assert_eq!(appended.unwrap().base_offset, i);
         }
-        assert!(
-            !partition.append_queue().lock().unwrap().draining,
-            "the drainer stops once the queue is empty"
-        );
+        // The drainer answers the last append before it finds the queue
+        // empty and stops: wait (boundedly) for it to get there.
+        let mut stopped = false;
+        for _ in 0..10_000 {
+            if !partition.append_queue().lock().unwrap().draining {
+                stopped = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(stopped, "the drainer stops once the queue is empty");
         // And starts again for the next append.
         let (appended, _) = append(&partition, batch("last")).await.unwrap();
         assert_eq!(appended.unwrap().base_offset, 200);
