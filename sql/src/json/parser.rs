@@ -79,38 +79,23 @@ impl<'a, 's> Parser<'a, 's> {
         Ok(())
     }
 
-    /// Parses the object at `pos` (which is `{`) into one row of `target`.
-    fn object_into(&mut self, target: &mut StructColumn) -> Parse<()> {
+    /// Walks the object (`close` = `}`) or array (`]`) at `pos`: calls
+    /// `item` at each member or element (after its leading whitespace), and
+    /// checks the separators, the nesting depth and the closing byte.
+    fn each_item(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Parse<()>) -> Parse<()> {
         self.enter()?;
         self.pos += 1;
-        let row = target.begin_row();
-        let mut hint = 0usize;
         self.skip_ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             loop {
                 self.skip_ws();
-                let found = {
-                    let key = self.key()?;
-                    target.find(key, hint)
-                };
-                self.expect(b':')?;
-                self.skip_ws();
-                match found {
-                    Some(index) if target.set_in_row[index] != row => {
-                        target.set_in_row[index] = row;
-                        hint = index + 1;
-                        let child = target.children.get_mut(index).ok_or(Malformed)?;
-                        self.value_into(child)?;
-                    }
-                    // Undeclared key, or a duplicate (the first occurrence wins).
-                    _ => self.skip_value()?,
-                }
+                item(self)?;
                 self.skip_ws();
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b'}') => {
+                    Some(byte) if byte == close => {
                         self.pos += 1;
                         break;
                     }
@@ -118,8 +103,33 @@ impl<'a, 's> Parser<'a, 's> {
                 }
             }
         }
-        target.end_row(row);
         self.depth -= 1;
+        Ok(())
+    }
+
+    /// Parses the object at `pos` (which is `{`) into one row of `target`.
+    fn object_into(&mut self, target: &mut StructColumn) -> Parse<()> {
+        let row = target.begin_row();
+        let mut hint = 0usize;
+        self.each_item(b'}', |parser| {
+            let found = {
+                let key = parser.key()?;
+                target.find(key, hint)
+            };
+            parser.expect(b':')?;
+            parser.skip_ws();
+            match found {
+                Some(index) if target.set_in_row[index] != row => {
+                    target.set_in_row[index] = row;
+                    hint = index + 1;
+                    let child = target.children.get_mut(index).ok_or(Malformed)?;
+                    parser.value_into(child)
+                }
+                // Undeclared key, or a duplicate (the first occurrence wins).
+                _ => parser.skip_value(),
+            }
+        })?;
+        target.end_row(row);
         Ok(())
     }
 
@@ -205,35 +215,11 @@ impl<'a, 's> Parser<'a, 's> {
     }
 
     fn array_into(&mut self, list: &mut ListColumn) -> Parse<()> {
-        self.enter()?;
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-        } else {
-            loop {
-                self.skip_ws();
-                if let Err(e) = self.value_into(&mut list.child) {
-                    list.abandon();
-                    return Err(e);
-                }
-                self.skip_ws();
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => {
-                        list.abandon();
-                        return Err(Malformed);
-                    }
-                }
-            }
+        if let Err(error) = self.each_item(b']', |parser| parser.value_into(&mut list.child)) {
+            list.abandon();
+            return Err(error);
         }
-        list.commit().map_err(|()| Malformed)?;
-        self.depth -= 1;
-        Ok(())
+        list.commit().map_err(|()| Malformed)
     }
 
     fn literal(&mut self, word: &[u8]) -> Parse<()> {
@@ -432,60 +418,16 @@ impl<'a, 's> Parser<'a, 's> {
     fn skip_value(&mut self) -> Parse<()> {
         match self.peek().ok_or(Malformed)? {
             b'"' => self.skip_string(),
-            b'{' => {
-                self.enter()?;
-                self.pos += 1;
-                self.skip_ws();
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        self.skip_ws();
-                        if self.peek() != Some(b'"') {
-                            return Err(Malformed);
-                        }
-                        self.skip_string()?;
-                        self.expect(b':')?;
-                        self.skip_ws();
-                        self.skip_value()?;
-                        self.skip_ws();
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b'}') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(Malformed),
-                        }
-                    }
+            b'{' => self.each_item(b'}', |parser| {
+                if parser.peek() != Some(b'"') {
+                    return Err(Malformed);
                 }
-                self.depth -= 1;
-                Ok(())
-            }
-            b'[' => {
-                self.enter()?;
-                self.pos += 1;
-                self.skip_ws();
-                if self.peek() == Some(b']') {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        self.skip_ws();
-                        self.skip_value()?;
-                        self.skip_ws();
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b']') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(Malformed),
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(())
-            }
+                parser.skip_string()?;
+                parser.expect(b':')?;
+                parser.skip_ws();
+                parser.skip_value()
+            }),
+            b'[' => self.each_item(b']', Self::skip_value),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
