@@ -99,13 +99,10 @@ impl TopicState {
 /// Batches taken for one produce request of one partition.
 #[derive(Debug)]
 pub(crate) struct Job {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: u32,
+    /// Given back to [`Accumulator::finish`] when the request ends, whatever
+    /// became of the batches.
+    pub(crate) slot: RequestSlot,
     pub(crate) batches: Vec<PendingBatch>,
-    /// Producer id, epoch and the first batch's base sequence.
-    pub(crate) producer: Option<(i64, i16, i32)>,
-    /// The sequence after the job's last record.
-    pub(crate) next_sequence: i32,
 }
 
 /// How a request ended, for [`Accumulator::finish`].
@@ -118,15 +115,20 @@ pub(crate) enum JobEnd {
     Unknown,
 }
 
-/// Which request ended, for [`Accumulator::finish`].
+/// The in-flight slot a request holds on its partition: what
+/// [`Accumulator::finish`] needs to free it and settle its sequences.
 #[derive(Debug)]
-pub(crate) struct JobDone {
+pub(crate) struct RequestSlot {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: u32,
+    /// Producer id, epoch and the first batch's base sequence.
     pub(crate) producer: Option<(i64, i16, i32)>,
+    /// The sequence after the request's last record.
     pub(crate) next_sequence: i32,
-    /// How many batches it carried.
+    /// How many batches the request carries.
     pub(crate) batches: usize,
+    /// Buffer memory its records took, in bytes.
+    pub(crate) reserved_bytes: usize,
 }
 
 /// What `append` tells `send`.
@@ -316,13 +318,15 @@ impl Accumulator {
                     }
                     state.in_flight += 1;
                     state.in_flight_batches += batches.len();
-                    jobs.push(Job {
+                    let slot = RequestSlot {
                         topic: Arc::clone(&topic.name),
                         partition: index,
-                        batches,
                         producer: producer.map(|(id, epoch)| (id, epoch, first_sequence)),
                         next_sequence: state.next_sequence,
-                    });
+                        batches: batches.len(),
+                        reserved_bytes: batches.iter().map(|b| b.reserved_bytes).sum(),
+                    };
+                    jobs.push(Job { slot, batches });
                 }
             }
         }
@@ -332,7 +336,7 @@ impl Accumulator {
     /// Ends one of a partition's requests. A request that stored nothing
     /// gives its sequences back if no later request took any; otherwise, or
     /// when whether it was stored is unknown, the producer id is renewed.
-    pub(crate) fn finish(&mut self, job: JobDone, builders: Vec<BatchBuilder>, end: JobEnd) {
+    pub(crate) fn finish(&mut self, job: &RequestSlot, builders: Vec<BatchBuilder>, end: JobEnd) {
         self.outstanding_batches = self.outstanding_batches.saturating_sub(job.batches);
         let current = self.producer;
         let Some(state) = self
@@ -419,16 +423,6 @@ mod tests {
         accumulator
     }
 
-    fn done(job: &Job) -> JobDone {
-        JobDone {
-            topic: Arc::clone(&job.topic),
-            partition: job.partition,
-            producer: job.producer,
-            next_sequence: job.next_sequence,
-            batches: job.batches.len(),
-        }
-    }
-
     fn collect(accumulator: &mut Accumulator) -> Vec<Job> {
         accumulator
             .collect(&config(), Instant::now() + Duration::from_secs(1))
@@ -441,12 +435,12 @@ mod tests {
         let first = collect(&mut accumulator);
         assert_eq!(first.len(), 1, "the broker does not know the producer yet");
         assert!(collect(&mut accumulator).is_empty());
-        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
 
         let pipelined = collect(&mut accumulator);
         let sequences: Vec<i32> = pipelined
             .iter()
-            .map(|job| job.producer.unwrap().2)
+            .map(|job| job.slot.producer.unwrap().2)
             .collect();
         assert_eq!(
             sequences,
@@ -454,7 +448,7 @@ mod tests {
             "three in flight, consecutive sequences"
         );
         assert!(collect(&mut accumulator).is_empty(), "at the limit");
-        accumulator.finish(done(&pipelined[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&pipelined[0].slot, Vec::new(), JobEnd::Stored);
         assert_eq!(collect(&mut accumulator).len(), 1, "one slot freed");
     }
 
@@ -462,16 +456,16 @@ mod tests {
     fn a_refused_request_gives_its_sequences_back_only_if_none_were_taken_after_it() {
         let mut accumulator = filled(4);
         let first = collect(&mut accumulator);
-        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
         let pipelined = collect(&mut accumulator);
         assert_eq!(pipelined.len(), 3);
 
         // The last one in flight: nothing after it, its sequence is reused.
-        accumulator.finish(done(&pipelined[2]), Vec::new(), JobEnd::NotStored);
+        accumulator.finish(&pipelined[2].slot, Vec::new(), JobEnd::NotStored);
         assert!(!accumulator.renew_producer);
         // One in the middle: later sequences are in flight, so start over
         // with a new producer id instead.
-        accumulator.finish(done(&pipelined[0]), Vec::new(), JobEnd::NotStored);
+        accumulator.finish(&pipelined[0].slot, Vec::new(), JobEnd::NotStored);
         assert!(accumulator.renew_producer);
     }
 
@@ -490,11 +484,11 @@ mod tests {
         let first = collect_big(&mut accumulator);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].batches.len(), BATCHES_REMEMBERED);
-        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
         let second = collect_big(&mut accumulator);
         assert_eq!(second.len(), 1, "the one request already holds the limit");
         assert_eq!(second[0].batches.len(), BATCHES_REMEMBERED);
-        accumulator.finish(done(&second[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&second[0].slot, Vec::new(), JobEnd::Stored);
         assert_eq!(collect_big(&mut accumulator)[0].batches.len(), 2);
     }
 
@@ -502,7 +496,7 @@ mod tests {
     fn a_pending_renewal_stops_pipelining() {
         let mut accumulator = filled(6);
         let first = collect(&mut accumulator);
-        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
         accumulator.renew_producer = true;
         assert_eq!(collect(&mut accumulator).len(), 1);
     }
@@ -523,7 +517,7 @@ mod tests {
         }
         let first = collect(&mut accumulator);
         assert_eq!(first.len(), 1);
-        accumulator.finish(done(&first[0]), Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
         assert_eq!(collect(&mut accumulator).len(), 1);
     }
 }

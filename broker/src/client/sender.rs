@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
-use super::accumulator::{Job, JobDone, JobEnd, PendingBatch};
+use super::accumulator::{Job, JobEnd, PendingBatch};
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
@@ -83,19 +83,14 @@ async fn renew_producer_if_needed(shared: &ProducerShared) -> Result<(), ClientE
 
 /// Sends one partition's batches and settles their delivery futures.
 async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
-    let Job {
-        topic,
-        partition,
-        batches,
-        producer,
-        next_sequence,
-    } = job;
-    let (pending, encoded) = encode(&shared, batches, producer).await;
-    let reserved: usize = pending.iter().map(|b| b.reserved_bytes).sum();
-    let count = pending.len();
-    let mut dones = Vec::with_capacity(count);
-    let mut builders = Vec::with_capacity(count);
-    let mut records = Vec::with_capacity(count);
+    // What the slot says is freed whatever becomes of the batches: an encode
+    // that fails hands none of them back.
+    let Job { slot, batches } = job;
+    let (topic, partition) = (Arc::clone(&slot.topic), slot.partition);
+    let (pending, encoded) = encode(&shared, batches, slot.producer).await;
+    let mut dones = Vec::with_capacity(pending.len());
+    let mut builders = Vec::with_capacity(pending.len());
+    let mut records = Vec::with_capacity(pending.len());
     for batch in pending {
         dones.push(batch.done);
         builders.push(batch.builder);
@@ -151,19 +146,12 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
         }
     }
     if let Ok(mut accumulator) = shared.accumulator.lock() {
-        let done = JobDone {
-            topic,
-            partition,
-            producer,
-            next_sequence,
-            batches: count,
-        };
-        accumulator.finish(done, builders, end);
+        accumulator.finish(&slot, builders, end);
         if accumulator.outstanding_batches == 0 {
             shared.idle.notify_waiters();
         }
     }
-    shared.memory.add_permits(reserved);
+    shared.memory.add_permits(slot.reserved_bytes);
     shared.wake.notify_one();
 }
 

@@ -15,10 +15,12 @@
 //! for the earlier batches to be appended instead of failing, and the log
 //! keeps the order they were sent in.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
@@ -70,32 +72,38 @@ pub async fn handle(
 /// Appends `buf`; while its first batch is ahead of its producer's sequence
 /// (an earlier request of the same producer is still on its way), waits for
 /// other appends to the partition and tries again, until `deadline`.
+///
+/// Most requests append at the first attempt and never touch the partition's
+/// `appended` signal. After a first miss the wait is registered and the
+/// append tried again at once: an append that ends after the registration
+/// wakes it, one that ended before is seen by the new attempt.
 async fn append_in_sequence(
     broker: &Broker,
     partition: Arc<Partition>,
     mut buf: BytesMut,
     deadline: Instant,
 ) -> Result<Appended, BrokerError> {
+    let mut registered: Option<Pin<Box<Notified<'_>>>> = None;
     loop {
-        // Registered before the attempt, so an append that ends between the
-        // attempt and the wait still wakes it.
-        let appended = partition.appended().notified();
-        tokio::pin!(appended);
-        appended.as_mut().enable();
         let (result, back) = broker.append(&partition, buf).await?;
         buf = back;
         match result {
             Err(BrokerError::OutOfOrderSequence {
                 sequence, expected, ..
             }) if is_ahead(sequence, expected) && first_sequence(&buf) == Some(sequence) => {
-                // Checked here, not only by the timeout: on a busy partition
-                // the signal has often fired already, and `timeout_at` polls
-                // it before it looks at the clock.
-                if Instant::now() >= deadline
-                    || tokio::time::timeout_at(deadline, appended).await.is_err()
-                {
-                    return result;
+                if let Some(appended) = registered.take() {
+                    // Checked here, not only by the timeout: on a busy
+                    // partition the signal has often fired already, and
+                    // `timeout_at` polls it before it looks at the clock.
+                    if Instant::now() >= deadline
+                        || tokio::time::timeout_at(deadline, appended).await.is_err()
+                    {
+                        return result;
+                    }
                 }
+                let mut appended = Box::pin(partition.appended().notified());
+                appended.as_mut().enable();
+                registered = Some(appended);
             }
             result => return result,
         }
