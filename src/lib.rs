@@ -1,4 +1,4 @@
-//! Weir: stream analytics on a replicated, partitioned commit log.
+//! Weir: stream analytics on a partitioned commit log.
 //!
 //! This facade re-exports the workspace crates so applications depend on one
 //! package.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Weir: stream analytics on a replicated, partitioned commit log.
+/// Weir: stream analytics on a partitioned commit log.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 pub struct Cli {
