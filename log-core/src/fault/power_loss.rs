@@ -40,6 +40,17 @@ pub const SECTOR_BYTES: u64 = 512;
 /// Arms the simulator for `dir` (created if missing) until the guard drops. The directory's
 /// current files count as durable.
 pub fn arm(dir: &Path) -> io::Result<PowerLossGuard> {
+    arm_inner(dir, false)
+}
+
+/// As [`arm`], for a directory that also holds files written by code outside this crate
+/// (a broker's producer snapshot): those are not modelled but copied into images as they
+/// are at the crash. Everything written through `file_io` is modelled as with [`arm`].
+pub fn arm_copying_foreign_files(dir: &Path) -> io::Result<PowerLossGuard> {
+    arm_inner(dir, true)
+}
+
+fn arm_inner(dir: &Path, copy_foreign: bool) -> io::Result<PowerLossGuard> {
     fs::create_dir_all(dir)?;
     let mut tracker = Tracker {
         inodes: Vec::new(),
@@ -50,6 +61,7 @@ pub fn arm(dir: &Path) -> io::Result<PowerLossGuard> {
         problems: Vec::new(),
         scheduled: None,
         crashed: None,
+        copy_foreign,
     };
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(fs::DirEntry::file_name);
@@ -210,6 +222,8 @@ struct Tracker {
     problems: Vec<String>,
     scheduled: Option<Scheduled>,
     crashed: Option<Result<CrashImage, String>>,
+    /// Files created outside `file_io` are copied as they are instead of failing the image.
+    copy_foreign: bool,
 }
 
 /// How an image treats what is pending.
@@ -254,11 +268,16 @@ impl Tracker {
     fn crash_image(&self, dir: &Path, seed: u64, dest: &Path) -> Result<CrashImage, String> {
         let context = |e: io::Error| format!("crash image of {}: {e}", dir.display());
         let mut problems = self.problems.clone();
+        let mut foreign = Vec::new();
         for entry in fs::read_dir(dir).map_err(context)? {
             let entry = entry.map_err(context)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.file_type().map_err(context)?.is_file() && !self.names.contains_key(&name) {
-                problems.push(format!("{name} was created without file_io::create"));
+                if self.copy_foreign {
+                    foreign.push((name, entry.path()));
+                } else {
+                    problems.push(format!("{name} was created without file_io::create"));
+                }
             }
         }
         let mut rng = SplitMix64(seed);
@@ -305,6 +324,12 @@ impl Tracker {
             ));
         }
         fs::create_dir_all(dest).map_err(context)?;
+        for (name, path) in &foreign {
+            fs::copy(path, dest.join(name)).map_err(context)?;
+            choices.push(format!(
+                "{name}: not written through file_io, copied as it is"
+            ));
+        }
         for (name, &id) in &names {
             let content = self.image_of(dir, id, mode, &mut rng, &mut choices, &mut problems)?;
             fs::write(dest.join(name), content).map_err(context)?;

@@ -130,3 +130,19 @@ fn a_scheduled_crash_is_taken_after_its_event() {
     assert_eq!(guard.events(), 3);
     assert!(guard.history(10).contains("#2 write a.log @0 +3"));
 }
+
+#[test]
+fn foreign_files_are_copied_as_they_are_when_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("p");
+    let guard = arm_copying_foreign_files(&dir).unwrap();
+    fs::write(dir.join("snapshot"), b"foreign").unwrap();
+    let path = dir.join("a.log");
+    drop(file_io::create(&path).unwrap());
+    file_io::sync_dir(&dir).unwrap();
+    let files = images(root.path(), &guard, 4);
+    for image in files {
+        assert_eq!(image["snapshot"], b"foreign");
+        assert!(image.contains_key("a.log"));
+    }
+}
