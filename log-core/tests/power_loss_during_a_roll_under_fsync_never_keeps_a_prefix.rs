@@ -4,8 +4,8 @@
 //! so the disk can keep the new segment's bytes and lose or tear the sealed one's tail. Open
 //! then refuses a torn tail ("a bad batch is followed by segment …"), or, when whole
 //! batches were lost, serves a log with a hole before the new segment. The other
-//! power-loss tests skip images taken during a rolling append for that reason; this one
-//! checks them all.
+//! power-loss tests skip images taken between that write and that fsync for that reason;
+//! this one checks them all.
 
 mod crash_model;
 mod log_support;

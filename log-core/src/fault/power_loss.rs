@@ -127,6 +127,15 @@ impl PowerLossGuard {
         lock(&self.armed.tracker).history.len() as u64
     }
 
+    /// The number of the first event after event `after` described exactly as `what`
+    /// (as [`Self::history`] prints it, e.g. `fdatasync 00000000000000000000.log`).
+    pub fn find_event(&self, after: u64, what: &str) -> Option<u64> {
+        let tracker = lock(&self.armed.tracker);
+        let skip = usize::try_from(after).unwrap_or(usize::MAX);
+        let found = tracker.history.iter().skip(skip).position(|e| e == what)?;
+        Some(after + found as u64 + 1)
+    }
+
     /// The events seen since arming, numbered from 1, one per line (the last `max_lines`).
     pub fn history(&self, max_lines: usize) -> String {
         let tracker = lock(&self.armed.tracker);

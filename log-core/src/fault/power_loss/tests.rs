@@ -129,6 +129,8 @@ fn a_scheduled_crash_is_taken_after_its_event() {
     file_io::sync_dir(&dir).unwrap();
     assert_eq!(guard.events(), 3);
     assert!(guard.history(10).contains("#2 write a.log @0 +3"));
+    assert_eq!(guard.find_event(0, "write a.log @0 +3"), Some(2));
+    assert_eq!(guard.find_event(2, "write a.log @0 +3"), None);
 }
 
 #[test]
