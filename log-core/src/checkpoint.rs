@@ -4,7 +4,7 @@
 //! 60-byte little-endian layout with a CRC-32C, and are replaced atomically (temp file,
 //! fsync, rename, directory fsync).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -111,7 +111,7 @@ impl Checkpoint {
         let path = dir.join(kind.file_name());
         let temp = append_suffix(&path, TEMP_SUFFIX);
         let bytes = self.encode(kind);
-        let mut file = File::create(&temp).io_ctx("create checkpoint", &temp)?;
+        let mut file = file_io::create(&temp).io_ctx("create checkpoint", &temp)?;
         file_io::write_all(&mut file, &bytes, &temp).io_ctx("write checkpoint", &temp)?;
         file_io::sync_all(&file, &temp).io_ctx("fsync checkpoint", &temp)?;
         drop(file);

@@ -117,7 +117,7 @@ impl PartitionLog {
         let cleaned = paths.with_suffix(CLEANED_SUFFIX);
         // Until the rename nothing the log relies on has changed: a failed write (a full
         // disk) only leaves a `.cleaned` file, removed here or by the next open.
-        let written = File::create(&cleaned.log)
+        let written = file_io::create(&cleaned.log)
             .and_then(|mut file| file_io::write_all(&mut file, bytes, &cleaned.log))
             .io_ctx("write compacted segment", &cleaned.log);
         if let Err(error) = written {

@@ -9,11 +9,15 @@
 //!
 //! Plans are keyed by directory, so tests running in parallel in one process, each on its
 //! own temporary directory, do not see each other's faults.
+//!
+//! [`power_loss`] follows the same calls to write what a disk could hold after a power cut.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub mod power_loss;
 
 /// A kind of I/O call the engine makes on a partition directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,15 +1,16 @@
-//! The engine's mutating I/O calls on a partition directory — writes, fsyncs, `set_len`,
-//! renames, removals — in one place, so that a build with the `fault-injection` feature
-//! can make any of them fail (see `crate::fault`). In a normal build each is the plain
-//! call, inlined.
+//! The engine's mutating I/O calls on a partition directory — creations, writes, fsyncs,
+//! msyncs, `set_len`, renames, removals — in one place, so that a build with the
+//! `fault-injection` feature can make any of them fail (see `crate::fault`) and follow them
+//! to simulate a power loss (see `crate::fault::power_loss`). In a normal build each is the
+//! plain call, inlined.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 #[cfg(feature = "fault-injection")]
-use crate::fault::{fire, IoCall};
+use crate::fault::{fire, power_loss, IoCall};
 
 /// Fails the call when a fault plan says so.
 macro_rules! injected {
@@ -21,6 +22,27 @@ macro_rules! injected {
     };
 }
 
+/// Tells the power-loss simulator about a call that succeeded.
+macro_rules! observed {
+    ($hook:ident ( $($arg:expr),* )) => {
+        #[cfg(feature = "fault-injection")]
+        power_loss::$hook($($arg),*);
+    };
+}
+
+/// Creates `path` for reading and writing, emptying it if it exists.
+#[inline]
+pub(crate) fn create(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    observed!(on_create(path));
+    Ok(file)
+}
+
 /// Positioned write of all of `buf`. An injected failure may land a prefix first.
 #[inline]
 pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) -> io::Result<()> {
@@ -28,24 +50,34 @@ pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) ->
     if let Some(fault) = fire(IoCall::Write, path) {
         let torn = buf.get(..fault.torn_len(buf.len())).unwrap_or_default();
         // The torn prefix is what a short write followed by an error leaves.
-        let _ = file.write_all_at(torn, offset);
+        if file.write_all_at(torn, offset).is_ok() {
+            power_loss::on_write(path, offset, torn);
+        }
         return Err(fault.error(path));
     }
     let _ = path;
-    file.write_all_at(buf, offset)
+    file.write_all_at(buf, offset)?;
+    observed!(on_write(path, offset, buf));
+    Ok(())
 }
 
 /// Sequential write of all of `buf` (checkpoints, compacted segments).
 #[inline]
 pub(crate) fn write_all(file: &mut File, buf: &[u8], path: &Path) -> io::Result<()> {
     #[cfg(feature = "fault-injection")]
+    let offset = io::Seek::stream_position(file)?;
+    #[cfg(feature = "fault-injection")]
     if let Some(fault) = fire(IoCall::Write, path) {
         let torn = buf.get(..fault.torn_len(buf.len())).unwrap_or_default();
-        let _ = file.write_all(torn);
+        if file.write_all(torn).is_ok() {
+            power_loss::on_write(path, offset, torn);
+        }
         return Err(fault.error(path));
     }
     let _ = path;
-    file.write_all(buf)
+    file.write_all(buf)?;
+    observed!(on_write(path, offset, buf));
+    Ok(())
 }
 
 /// `fdatasync`: the file's data (and the size that reaches it) is durable.
@@ -53,7 +85,9 @@ pub(crate) fn write_all(file: &mut File, buf: &[u8], path: &Path) -> io::Result<
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    file.sync_data()
+    file.sync_data()?;
+    observed!(on_sync(path, "fdatasync"));
+    Ok(())
 }
 
 /// `fsync`: data and metadata are durable.
@@ -61,7 +95,9 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    file.sync_all()
+    file.sync_all()?;
+    observed!(on_sync(path, "fsync"));
+    Ok(())
 }
 
 /// Flushing a writable index mapping (`msync`) counts as an fsync.
@@ -69,27 +105,35 @@ pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
 pub(crate) fn flush_map(map: &memmap2::MmapMut, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    map.flush()
+    map.flush()?;
+    observed!(on_sync(path, "msync"));
+    Ok(())
 }
 
 /// Makes creations, renames and deletions in `dir` durable.
 #[inline]
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     injected!(SyncDir, dir);
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    observed!(on_sync_dir(dir));
+    Ok(())
 }
 
 #[inline]
 pub(crate) fn set_len(file: &File, len_bytes: u64, path: &Path) -> io::Result<()> {
     injected!(SetLen, path);
     let _ = path;
-    file.set_len(len_bytes)
+    file.set_len(len_bytes)?;
+    observed!(on_set_len(path, len_bytes));
+    Ok(())
 }
 
 #[inline]
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     injected!(Rename, to);
-    std::fs::rename(from, to)
+    std::fs::rename(from, to)?;
+    observed!(on_rename(from, to));
+    Ok(())
 }
 
 /// Removes a file; a file already gone is not an error.
@@ -98,6 +142,10 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     injected!(Remove, path);
     match std::fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+        Err(e) => Err(e),
+        Ok(()) => {
+            observed!(on_remove(path));
+            Ok(())
+        }
     }
 }

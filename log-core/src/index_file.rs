@@ -59,12 +59,7 @@ pub(crate) struct IndexFile<E> {
 impl<E: IndexEntry> IndexFile<E> {
     /// Creates (or empties) the file, preallocated to `capacity_bytes`, mapped writable.
     pub fn create(path: &Path, capacity_bytes: u32) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = file_io::create(path)?;
         let state = map_writable::<E>(&file, path, capacity_bytes, 0)?;
         Ok(Self::from_state(path, state))
     }

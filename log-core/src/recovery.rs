@@ -1,7 +1,8 @@
 //! Scanning a segment file batch by batch (length + CRC-32C), rebuilding its indexes, and
-//! deciding what a bad batch means: a torn or corrupt tail after a crash is cut at the last
-//! valid batch; a bad batch that valid data follows, or any damage in data that was already
-//! fsynced, is a `Corrupt` error naming the segment and position, and is never served.
+//! deciding what a bad batch means: after a crash the log is cut at the first bad batch,
+//! even if valid batches follow it (a power cut may keep a later write and tear an earlier
+//! one; Kafka's recovery truncates there too); any damage in data that was already fsynced
+//! is a `Corrupt` error naming the segment and position, and is never served.
 
 use std::os::unix::fs::FileExt;
 
@@ -107,7 +108,7 @@ pub(crate) fn scan_segment(
             Some(next) => valid_batch_at(&mut reader, next)?,
             None => false,
         };
-        if mode == ScanMode::Strict || follows {
+        if mode == ScanMode::Strict {
             let what = if follows {
                 "; valid batches follow it, so this is not a torn tail"
             } else {

@@ -7,7 +7,7 @@
 //! half-written batch. Log bytes are read with `pread` only (never mapped), so a truncated
 //! file gives an error, not SIGBUS.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -50,13 +50,7 @@ impl Segment {
     /// Creates an empty segment's three files (replacing stale ones of the same name).
     pub fn create(dir: &Path, base_offset: u64, index_bytes_max: u32) -> Result<Segment, LogError> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&paths.log)
-            .io_ctx("create segment", &paths.log)?;
+        let log = file_io::create(&paths.log).io_ctx("create segment", &paths.log)?;
         let offset_index = OffsetIndex::create(&paths.offset_index, index_bytes_max)
             .io_ctx("create offset index", &paths.offset_index)?;
         let time_index = TimeIndex::create(&paths.time_index, index_bytes_max)
