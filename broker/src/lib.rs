@@ -28,7 +28,7 @@ mod rpc;
 mod server;
 mod topic_name;
 
-pub use broker::{Broker, Topic, PARTITIONS_MAX};
+pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
     BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
