@@ -47,7 +47,16 @@ pub enum ClientError {
     #[error("the producer is closed")]
     Closed,
 
-    #[error("topic {topic:?} partition {partition}: no acknowledgement within {timeout_ms} ms after {attempts} attempts: {last_error}")]
+    /// A produce failed in a way that does not say whether the broker stored
+    /// the records (a storage error, a lost answer).
+    #[error("{reason} (the records may or may not have been stored)")]
+    MaybeStored { reason: String },
+
+    /// The records were never stored: they could not be sent in time.
+    #[error("{reason}")]
+    NotSent { reason: String },
+
+    #[error("topic {topic:?} partition {partition}: no acknowledgement within {timeout_ms} ms after {attempts} attempts (the records may or may not have been stored): {last_error}")]
     DeliveryTimeout {
         topic: String,
         partition: u32,
