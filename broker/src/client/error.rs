@@ -25,10 +25,12 @@ pub enum ClientError {
         message: String,
     },
 
-    #[error("topic {topic:?} partition {partition}: broker sent a bad batch: {reason}")]
+    #[error("topic {topic:?} partition {partition} offset {offset}: the batch cannot be decoded: {reason}; seek past it to read on")]
     BadBatch {
         topic: String,
         partition: u32,
+        /// The first offset of the bad batch.
+        offset: u64,
         reason: String,
     },
 
