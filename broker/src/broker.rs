@@ -354,7 +354,7 @@ impl Broker {
                     producer_epoch,
                 });
             }
-            let current = self.current_producer_epoch(producer_id)?;
+            let current = self.current_producer_epoch(producer_id).await?;
             if let Some(current_epoch) = current.filter(|current| producer_epoch < *current) {
                 return Err(BrokerError::ProducerIdFenced {
                     producer_id,
@@ -379,16 +379,25 @@ impl Broker {
     }
 
     /// The newest epoch of `producer_id` handed out or stored anywhere.
-    fn current_producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
-        let mut current = self.lock_producer_epochs()?.get(&producer_id).copied();
-        for topic in self.topics()? {
-            for partition in &topic.partitions {
+    /// Runs on the blocking pool: each partition's producer state is behind
+    /// the lock its appends hold, fsync included.
+    async fn current_producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
+        let handed_out = self.lock_producer_epochs()?.get(&producer_id).copied();
+        let partitions: Vec<Arc<Partition>> = self
+            .topics()?
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().map(Arc::clone))
+            .collect();
+        self.run_blocking(move || {
+            let mut current = handed_out;
+            for partition in partitions {
                 if let Some(epoch) = partition.producer_epoch(producer_id)? {
                     current = Some(current.map_or(epoch, |c| c.max(epoch)));
                 }
             }
-        }
-        Ok(current)
+            Ok(current)
+        })
+        .await
     }
 
     fn lock_producer_epochs(

@@ -2,16 +2,20 @@
 //! validated and refused gives its sequences back; one refused as out of
 //! order behind a failed batch is sent again under a bumped epoch (KIP-360),
 //! first in its partition, so what was acknowledged is exactly the log: no
-//! record lost behind the failure, none stored twice.
+//! record lost behind the failure, none stored twice. A batch whose request
+//! timed out fails as maybe stored, and what follows goes out under a new
+//! epoch.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{consume_all, TestBroker};
 use weir_broker::client::{ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use weir_broker::proto::{ErrorCode, FetchRequest, PartitionFetchRequest};
+use weir_broker::{Clock, RunningBroker, SystemClock};
 use weir_log::batch::BatchHeader;
 
 /// Records larger than this are refused by the topic.
@@ -175,5 +179,123 @@ async fn batches_refused_out_of_order_behind_a_failed_one_are_stored_once_under_
     assert_eq!(producer_fields(&headers[1]), (pid, 0, 1));
     assert_eq!(producer_fields(&headers[2]), (pid, 1, 0));
     assert!(headers[2..].iter().all(|h| h.producer_epoch == 1));
+    broker.shutdown().await;
+}
+
+/// The system clock, except that while stalled a read blocks. The broker
+/// reads its clock during an append, after the log write and under the
+/// partition's producer-state lock: a stalled read is an append that stays
+/// stuck there (as behind a slow fsync) with its batch already in the log.
+#[derive(Debug, Default)]
+struct StallingClock {
+    stalled: Mutex<bool>,
+    released: Condvar,
+    /// Signalled when a read starts waiting.
+    entered: tokio::sync::Notify,
+}
+
+impl StallingClock {
+    fn stall(&self) {
+        *self.stalled.lock().unwrap() = true;
+    }
+
+    fn release(&self) {
+        *self.stalled.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+}
+
+impl Clock for StallingClock {
+    fn now_ms(&self) -> i64 {
+        let mut stalled = self.stalled.lock().unwrap();
+        if *stalled {
+            self.entered.notify_one();
+        }
+        while *stalled {
+            stalled = self.released.wait(stalled).unwrap();
+        }
+        SystemClock.now_ms()
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_timed_out_fails_as_maybe_stored_and_the_rest_go_out_under_a_new_epoch() {
+    let clock = Arc::new(StallingClock::default());
+    let data = tempfile::tempdir().unwrap();
+    let running = RunningBroker::start_with_clock(
+        common::config(data.path().to_path_buf()),
+        Arc::clone(&clock) as weir_broker::SharedClock,
+    )
+    .await
+    .unwrap();
+    let broker = TestBroker {
+        addr: running.local_addr().to_string(),
+        running: Some(running),
+        data,
+    };
+    limited_topic(&broker).await;
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig {
+            retries: 0,
+            request_timeout: Duration::from_millis(500),
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let values: Vec<Vec<u8>> = (0..6).map(|i| value(i, false)).collect();
+    let first = send(&producer, &values[0]).await.await.unwrap();
+    assert_eq!(first.offset, Some(0));
+
+    // The next append is written to the log, then stalls under the lock
+    // past the request timeout: the producer cannot know it was stored.
+    clock.stall();
+    let stalled = send(&producer, &values[1]).await;
+    tokio::time::timeout(Duration::from_secs(30), clock.entered.notified())
+        .await
+        .expect("the append reached the broker's clock");
+    let error = stalled.await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("may or may not have been stored"),
+        "{error}"
+    );
+    clock.release();
+
+    let mut deliveries = Vec::new();
+    for value in &values[2..] {
+        deliveries.push(send(&producer, value).await);
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.unwrap().offset.unwrap());
+    }
+    producer.close().await.unwrap();
+    // The stalled batch was stored once (its answer was lost); everything
+    // acknowledged is at its offset, in order, nothing twice.
+    assert_eq!(offsets, [2, 3, 4, 5]);
+    let read: Vec<Vec<u8>> = consume_all(&broker.addr, "limited", &[0], 6)
+        .await
+        .into_iter()
+        .map(|r| r.value.unwrap().to_vec())
+        .collect();
+    assert_eq!(read, values);
+    let headers = stored_headers(&broker).await;
+    let pid = headers[0].producer_id;
+    let fields: Vec<_> = headers.iter().map(producer_fields).collect();
+    assert_eq!(
+        fields,
+        [
+            (pid, 0, 0),
+            (pid, 0, 1),
+            (pid, 1, 0),
+            (pid, 1, 1),
+            (pid, 1, 2),
+            (pid, 1, 3)
+        ],
+        "after the timeout the producer went on under epoch 1 from sequence 0"
+    );
     broker.shutdown().await;
 }
