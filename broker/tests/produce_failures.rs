@@ -299,3 +299,35 @@ async fn a_request_that_timed_out_fails_as_maybe_stored_and_the_rest_go_out_unde
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_the_broker_gone_batches_waiting_for_the_epoch_bump_fail_as_not_sent() {
+    let broker = TestBroker::start().await;
+    limited_topic(&broker).await;
+    let producer = Producer::connect(
+        &broker.addr,
+        ProducerConfig {
+            retries: 0,
+            delivery_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    send(&producer, &value(0, false)).await.await.unwrap();
+    broker.shutdown().await;
+
+    let lost = send(&producer, &value(1, false)).await.await.unwrap_err();
+    assert!(
+        lost.to_string().contains("may or may not have been stored"),
+        "{lost}"
+    );
+    // The epoch bump cannot reach the broker: the next record waits for it,
+    // then fails as never stored once its delivery timeout has passed.
+    let waiting = send(&producer, &value(2, false)).await.await.unwrap_err();
+    assert!(matches!(waiting, ClientError::NotSent { .. }), "{waiting}");
+    tokio::time::timeout(Duration::from_secs(60), producer.close())
+        .await
+        .expect("close returns with nothing left to send")
+        .unwrap();
+}

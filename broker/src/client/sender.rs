@@ -28,6 +28,14 @@ pub(crate) async fn run(shared: Arc<ProducerShared>) {
             // their memory is given back and `send` never waits forever.
             tracing::warn!(%error, "cannot bump the producer epoch; will retry");
             expire_waiting(&shared, &error);
+            let finished = shared
+                .accumulator
+                .lock()
+                .map_or(true, |a| a.closed && a.outstanding_batches == 0);
+            if finished {
+                shared.idle.notify_waiters();
+                return;
+            }
             tokio::time::sleep(shared.config.retry_backoff).await;
             continue;
         }
