@@ -13,6 +13,7 @@ use tokio::sync::{watch, Mutex};
 use bytes::BytesMut;
 
 use crate::append_queue::{self, AppendResult};
+use crate::clock::{system_clock, SharedClock};
 use crate::config::{BrokerConfig, IoMode};
 use crate::error::BrokerError;
 use crate::partition::{Cleaned, Partition};
@@ -61,6 +62,23 @@ pub struct Broker {
     closing: AtomicBool,
     /// Flips to true when shutdown begins, waking long polls.
     closing_signal: watch::Sender<bool>,
+    /// Dates producers' appends (producer-id expiry).
+    clock: SharedClock,
+    /// The epoch each producer id was last given by `InitProducerId` since
+    /// the broker started (changed under the registry lock).
+    producer_epochs: std::sync::Mutex<HashMap<i64, i16>>,
+}
+
+/// What `InitProducerId` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerIdRequest {
+    /// A new producer id, epoch 0.
+    New,
+    /// The next epoch of a producer id the broker handed out (KIP-360).
+    Bump {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 impl Broker {
@@ -68,6 +86,14 @@ impl Broker {
     /// reopens every partition, recovering logs that were not closed cleanly.
     /// Blocking: call before starting the server or from `spawn_blocking`.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        Broker::open_with_clock(config, system_clock())
+    }
+
+    /// [`Broker::open`] with the clock that dates producers' appends.
+    pub fn open_with_clock(
+        config: BrokerConfig,
+        clock: SharedClock,
+    ) -> Result<Broker, BrokerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
             op: "create data directory",
             path: config.data_dir.clone(),
@@ -76,7 +102,7 @@ impl Broker {
         let registry = Registry::load(&config.data_dir)?;
         let mut topics = HashMap::new();
         for record in registry.topics.values() {
-            let topic = open_topic(&config, record)?;
+            let topic = open_topic(&config, record, &clock)?;
             tracing::info!(
                 topic = %record.name,
                 partitions = record.partition_count(),
@@ -90,6 +116,8 @@ impl Broker {
             registry: Mutex::new(registry),
             closing: AtomicBool::new(false),
             closing_signal: watch::channel(false).0,
+            clock,
+            producer_epochs: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -191,6 +219,7 @@ impl Broker {
             leader_epochs: vec![0; usize::try_from(partitions).unwrap_or(0)],
         };
         let config = self.config.clone();
+        let clock = Arc::clone(&self.clock);
         let opened = record.clone();
         let topic = self
             .run_blocking(move || {
@@ -205,7 +234,7 @@ impl Broker {
                         })?;
                     }
                 }
-                open_topic(&config, &opened)
+                open_topic(&config, &opened, &clock)
             })
             .await?;
         let mut next = registry.clone();
@@ -297,9 +326,48 @@ impl Broker {
         Ok(record.configs)
     }
 
-    /// Hands out a new producer id (epoch 0), persisted so it is never reused.
-    pub async fn init_producer_id(&self) -> Result<(i64, i16), BrokerError> {
+    /// Hands out a new producer id (epoch 0), persisted so it is never
+    /// reused, or bumps the epoch of one handed out before (KIP-360).
+    ///
+    /// A bump of the current epoch gives the same id with epoch + 1; its
+    /// batches start again at sequence 0, and the partitions refuse the older
+    /// epoch's batches from then on. An older epoch than the current one is
+    /// fenced (another instance bumped it). The current epoch is the higher
+    /// of the last one handed out since the broker started and the newest
+    /// any partition stored a batch with (which is all a restart leaves); an
+    /// epoch above both is taken as current, since a bump that wrote nothing
+    /// before a restart leaves no trace. Past `i16::MAX` the producer gets a
+    /// new id, as in Kafka.
+    pub async fn init_producer_id(
+        &self,
+        request: ProducerIdRequest,
+    ) -> Result<(i64, i16), BrokerError> {
         let mut registry = self.registry.lock().await;
+        if let ProducerIdRequest::Bump {
+            producer_id,
+            producer_epoch,
+        } = request
+        {
+            if producer_id < 0 || producer_id >= registry.next_producer_id || producer_epoch < 0 {
+                return Err(BrokerError::UnknownProducerId {
+                    producer_id,
+                    producer_epoch,
+                });
+            }
+            let current = self.current_producer_epoch(producer_id).await?;
+            if let Some(current_epoch) = current.filter(|current| producer_epoch < *current) {
+                return Err(BrokerError::ProducerIdFenced {
+                    producer_id,
+                    producer_epoch,
+                    current_epoch,
+                });
+            }
+            if let Some(next_epoch) = producer_epoch.checked_add(1) {
+                self.lock_producer_epochs()?.insert(producer_id, next_epoch);
+                return Ok((producer_id, next_epoch));
+            }
+            // Epochs are exhausted: a new id below.
+        }
         let mut next = registry.clone();
         let producer_id = next.next_producer_id;
         next.next_producer_id = producer_id
@@ -308,6 +376,34 @@ impl Broker {
         self.store_registry(next.clone()).await?;
         *registry = next;
         Ok((producer_id, 0))
+    }
+
+    /// The newest epoch of `producer_id` handed out or stored anywhere.
+    /// Runs on the blocking pool: each partition's producer state is behind
+    /// the lock its appends hold, fsync included.
+    async fn current_producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
+        let handed_out = self.lock_producer_epochs()?.get(&producer_id).copied();
+        let partitions: Vec<Arc<Partition>> = self
+            .topics()?
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().map(Arc::clone))
+            .collect();
+        self.run_blocking(move || {
+            let mut current = handed_out;
+            for partition in partitions {
+                if let Some(epoch) = partition.producer_epoch(producer_id)? {
+                    current = Some(current.map_or(epoch, |c| c.max(epoch)));
+                }
+            }
+            Ok(current)
+        })
+        .await
+    }
+
+    fn lock_producer_epochs(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<i64, i16>>, BrokerError> {
+        self.producer_epochs.lock().map_err(|_| lock_poisoned())
     }
 
     /// Runs retention, compaction and producer-id expiry on every partition, one partition at a
@@ -401,7 +497,11 @@ impl Broker {
     }
 }
 
-fn open_topic(config: &BrokerConfig, record: &TopicRecord) -> Result<Topic, BrokerError> {
+fn open_topic(
+    config: &BrokerConfig,
+    record: &TopicRecord,
+    clock: &SharedClock,
+) -> Result<Topic, BrokerError> {
     let log_config = config
         .log_config(&record.configs)
         .map_err(|e| config_error(&record.name, e))?;
@@ -411,7 +511,15 @@ fn open_topic(config: &BrokerConfig, record: &TopicRecord) -> Result<Topic, Brok
         .zip(0u32..)
         .map(|(epoch, index)| {
             let dir = partition_dir(&config.data_dir, &record.name, index);
-            Partition::open(&dir, &record.name, index, log_config.clone(), *epoch).map(Arc::new)
+            Partition::open_with_clock(
+                &dir,
+                &record.name,
+                index,
+                log_config.clone(),
+                *epoch,
+                Arc::clone(clock),
+            )
+            .map(Arc::new)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Topic {

@@ -70,6 +70,19 @@ pub enum BrokerError {
         current_epoch: i16,
     },
 
+    #[error("producer {producer_id} epoch {producer_epoch} is fenced: its current epoch is {current_epoch}")]
+    ProducerIdFenced {
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+
+    #[error("producer {producer_id} epoch {producer_epoch} was never handed out by this broker; ask for a new producer id")]
+    UnknownProducerId {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+
     #[error("topic {topic:?} partition {partition}: {source}")]
     Log {
         topic: String,
@@ -134,7 +147,9 @@ impl BrokerError {
             }
             BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-            BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            BrokerError::ProducerFenced { .. } | BrokerError::ProducerIdFenced { .. } => {
+                ErrorCode::ProducerFenced
+            }
             BrokerError::Log { source, .. } => match source {
                 LogError::MessageTooLarge { .. } => ErrorCode::BatchTooLarge,
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
@@ -158,9 +173,10 @@ impl BrokerError {
             | BrokerError::InvalidRequest { .. }
             | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
-            BrokerError::OutOfOrderSequence { .. } | BrokerError::ProducerFenced { .. } => {
-                Code::FailedPrecondition
-            }
+            BrokerError::OutOfOrderSequence { .. }
+            | BrokerError::ProducerFenced { .. }
+            | BrokerError::ProducerIdFenced { .. } => Code::FailedPrecondition,
+            BrokerError::UnknownProducerId { .. } => Code::InvalidArgument,
             BrokerError::Log { source, .. } => match source {
                 LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
                 LogError::Config { .. } => Code::InvalidArgument,

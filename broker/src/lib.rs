@@ -13,6 +13,7 @@
 mod append_queue;
 mod broker;
 pub mod client;
+mod clock;
 mod config;
 mod connection_limit;
 mod error;
@@ -27,7 +28,8 @@ mod rpc;
 mod server;
 mod topic_name;
 
-pub use broker::{Broker, Topic, PARTITIONS_MAX};
+pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
+pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
     BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
     PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG,

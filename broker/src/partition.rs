@@ -16,6 +16,7 @@ use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
 use weir_log::{LogConfig, PartitionLog};
 
 use crate::append_queue::AppendQueue;
+use crate::clock::{system_clock, SharedClock};
 use crate::error::BrokerError;
 use crate::producer_recovery::{self, Rebuilt};
 use crate::producer_snapshot;
@@ -51,6 +52,8 @@ pub struct Partition {
     appended: Notify,
     /// Produce requests waiting for their append (see `append_queue`).
     append_queue: AppendQueue,
+    /// The time of each producer's last append, for producer-id expiry.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Partition {
@@ -103,13 +106,26 @@ impl Partition {
         config: LogConfig,
         leader_epoch: i32,
     ) -> Result<Partition, BrokerError> {
+        Partition::open_with_clock(dir, topic, index, config, leader_epoch, system_clock())
+    }
+
+    /// [`Partition::open`] with the clock that dates producers' appends.
+    pub fn open_with_clock(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        config: LogConfig,
+        leader_epoch: i32,
+        clock: SharedClock,
+    ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(dir, config).map_err(|e| BrokerError::log(topic, index, e))?;
-        let (states, rebuilt) =
-            producer_recovery::rebuild(&log).map_err(|e| BrokerError::ProducerState {
+        let (states, rebuilt) = producer_recovery::rebuild(&log, clock.now_ms()).map_err(|e| {
+            BrokerError::ProducerState {
                 topic: topic.to_string(),
                 partition: index,
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         log_rebuilt(topic, index, states.len(), &rebuilt);
         // Replication factor 1: everything in the log is replicated to the whole ISR.
         let log_end = log.log_end_offset();
@@ -127,6 +143,7 @@ impl Partition {
             high_watermark,
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
+            clock,
         })
     }
 
@@ -196,13 +213,14 @@ impl Partition {
             .append(buf, self.leader_epoch())
             .map_err(|e| self.error(e))?;
         // The log rewrote each batch's base offset in place: remember where
-        // every idempotent batch went.
+        // every idempotent batch went, and when.
+        let now_ms = self.clock.now_ms();
         for item in batches(buf) {
             let (header, _) = item.map_err(|e| self.error(e.into()))?;
             if let Some(sequenced) = sequenced(&header) {
                 let base = u64::try_from(header.base_offset).unwrap_or(0);
                 let last = u64::try_from(header.last_offset()).unwrap_or(base);
-                producers.states.record(&sequenced, base, last);
+                producers.states.record(&sequenced, base, last, now_ms);
             }
         }
         producers.appended_bytes_since_snapshot += buf.len() as u64;
@@ -424,6 +442,11 @@ impl Partition {
         })
     }
 
+    /// The epoch of `producer_id`'s newest batch here, if it is remembered.
+    pub fn producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
+        Ok(self.lock_producers()?.states.epoch(producer_id))
+    }
+
     /// Idempotent producers remembered now.
     pub fn producer_count(&self) -> Result<usize, BrokerError> {
         Ok(self.lock_producers()?.states.len())
@@ -520,6 +543,5 @@ pub(crate) fn sequenced(header: &BatchHeader) -> Option<SequencedBatch> {
         producer_epoch: header.producer_epoch,
         first_sequence: header.base_sequence,
         last_sequence,
-        max_timestamp_ms: header.max_timestamp,
     })
 }

@@ -13,6 +13,13 @@
 //!   batch lies before that bound is forgotten: the broker treats it as new,
 //!   so only a retry of a batch older than the bound could be stored twice.
 //!
+//! A batch replayed from the log carries no broker time of its append (only
+//! record timestamps, which the client chose), so its producer is dated to
+//! the time of the open. Kafka dates it by the batch's max timestamp; a
+//! timestamp far in the past would then expire a producer that is still
+//! writing, and forgetting a live producer can store a retry twice, whereas
+//! dating it late only keeps an idle producer up to one expiration longer.
+//!
 //! Segments are reached through `PartitionLog::read`: the slice it returns
 //! names the segment file, and a segment file is batches back to back from
 //! position 0 (`log-core/FORMAT.md`). Nothing appends while a partition
@@ -67,14 +74,18 @@ pub enum RebuildError {
     Header { position: u64, reason: String },
 }
 
-/// Rebuilds the producer state of `log` (freshly opened, not yet shared).
-pub fn rebuild(log: &PartitionLog) -> Result<(ProducerStates, Rebuilt), RebuildError> {
+/// Rebuilds the producer state of `log` (freshly opened, not yet shared);
+/// `loaded_ms` (the broker's clock now) dates what is replayed.
+pub fn rebuild(
+    log: &PartitionLog,
+    loaded_ms: i64,
+) -> Result<(ProducerStates, Rebuilt), RebuildError> {
     let log_end = log.log_end_offset();
-    let refused = match producer_snapshot::read(log.dir()) {
+    let refused = match producer_snapshot::read(log.dir(), loaded_ms) {
         Ok(Some(snapshot)) if snapshot.offset <= log_end => {
             let mut states = snapshot.states;
             let from = snapshot.offset.max(log.log_start_offset());
-            let batches_replayed = replay_forward(log, from, &mut states)?;
+            let batches_replayed = replay_forward(log, from, &mut states, loaded_ms)?;
             return Ok((
                 states,
                 Rebuilt::Snapshot {
@@ -91,7 +102,7 @@ pub fn rebuild(log: &PartitionLog) -> Result<(ProducerStates, Rebuilt), RebuildE
         Err(SnapshotError::Invalid { reason, .. }) => Some(reason),
         Err(error @ SnapshotError::Io { .. }) => Some(error.to_string()),
     };
-    let (states, mut rebuilt) = scan_tail(log)?;
+    let (states, mut rebuilt) = scan_tail(log, loaded_ms)?;
     if let Rebuilt::TailScan {
         snapshot_refused, ..
     } = &mut rebuilt
@@ -107,6 +118,7 @@ fn replay_forward(
     log: &PartitionLog,
     from: u64,
     states: &mut ProducerStates,
+    loaded_ms: i64,
 ) -> Result<u64, RebuildError> {
     let log_end = log.log_end_offset();
     let mut offset = from;
@@ -118,7 +130,7 @@ fn replay_forward(
         }
         let walked = walk_segment(slice.file(), slice.position(), log_end, |header| {
             if header.last_offset() >= i64::try_from(offset).unwrap_or(i64::MAX) {
-                record(states, header);
+                record(states, header, loaded_ms);
             }
         })?;
         replayed += walked.batches;
@@ -132,7 +144,10 @@ fn replay_forward(
 }
 
 /// Walks whole segments newest first (see the module doc for the bound).
-fn scan_tail(log: &PartitionLog) -> Result<(ProducerStates, Rebuilt), RebuildError> {
+fn scan_tail(
+    log: &PartitionLog,
+    loaded_ms: i64,
+) -> Result<(ProducerStates, Rebuilt), RebuildError> {
     let log_end = log.log_end_offset();
     let log_start = log.log_start_offset();
     let mut states = ProducerStates::default();
@@ -144,7 +159,9 @@ fn scan_tail(log: &PartitionLog) -> Result<(ProducerStates, Rebuilt), RebuildErr
         // The segment holding the batch just below `upper`, walked from its start.
         let slice = log.read(upper - 1, 1, log_end)?;
         let mut older = ProducerStates::default();
-        let walked = walk_segment(slice.file(), 0, upper, |header| record(&mut older, header))?;
+        let walked = walk_segment(slice.file(), 0, upper, |header| {
+            record(&mut older, header, loaded_ms);
+        })?;
         states.merge_older(older);
         segments += 1;
         log_bytes += walked.bytes;
@@ -168,11 +185,11 @@ fn scan_tail(log: &PartitionLog) -> Result<(ProducerStates, Rebuilt), RebuildErr
     ))
 }
 
-fn record(states: &mut ProducerStates, header: &BatchHeader) {
+fn record(states: &mut ProducerStates, header: &BatchHeader, loaded_ms: i64) {
     if let Some(sequenced) = crate::partition::sequenced(header) {
         let base = u64::try_from(header.base_offset).unwrap_or(0);
         let last = u64::try_from(header.last_offset()).unwrap_or(base);
-        states.record(&sequenced, base, last);
+        states.record(&sequenced, base, last, loaded_ms);
     }
 }
 

@@ -8,17 +8,22 @@
 //! | byte | size | field |
 //! |-----:|-----:|-------|
 //! | 0    | 8    | magic `WEIRPSTA` |
-//! | 8    | 4    | version (u32) = 2 |
+//! | 8    | 4    | version (u32) = 3 |
 //! | 12   | 4    | producer count N (u32) |
 //! | 16   | 8    | offset (u64): the log end offset the state covers |
 //! | 24   | 140 × N | producers, below |
 //! | end-4 | 4   | CRC-32C (u32) of every byte before it |
 //!
 //! A producer: id (i64), epoch (i16), batch count (u16, at most 5), last
-//! timestamp (i64, ms: the largest record timestamp it wrote, its age for
+//! append (i64, ms since the epoch by the broker's clock: its age for
 //! expiry), then five 24-byte slots (first sequence i32, last sequence i32,
 //! base offset u64, last offset u64), oldest first, unused slots zero.
-//! Version 1 (no timestamp) is not read: the state is rebuilt from the log.
+//!
+//! Version 2 has the same layout, but its time is the largest record
+//! timestamp the producer wrote, which the client chose: it is still read
+//! (the sequences are exact), and its producers are dated to the time of the
+//! load, as replayed batches are (see `producer_recovery`). Version 1 (no
+//! time) is not read: the state is rebuilt from the log.
 //!
 //! A snapshot that is missing, of the wrong size, version or CRC, or whose
 //! offset is past the log end (the log lost an unsynced tail) is not used:
@@ -37,7 +42,9 @@ pub const PRODUCER_STATE_FILE: &str = "producer-state";
 const PRODUCER_STATE_TMP_FILE: &str = "producer-state.tmp";
 
 const MAGIC: &[u8; 8] = b"WEIRPSTA";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// Same layout, record timestamps instead of append times.
+const VERSION_RECORD_TIMESTAMPS: u32 = 2;
 const HEADER_BYTES: usize = 24;
 const SLOT_BYTES: usize = 24;
 const ENTRY_BYTES: usize = 20 + BATCHES_REMEMBERED * SLOT_BYTES;
@@ -81,13 +88,13 @@ pub fn encode(states: &ProducerStates, offset: u64) -> Vec<u8> {
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
-    for (producer_id, epoch, last_timestamp_ms, batches) in states.iter() {
+    for (producer_id, epoch, last_append_ms, batches) in states.iter() {
         debug_assert!(batches.len() <= BATCHES_REMEMBERED);
         out.extend_from_slice(&producer_id.to_le_bytes());
         out.extend_from_slice(&epoch.to_le_bytes());
         let used = batches.len().min(BATCHES_REMEMBERED);
         out.extend_from_slice(&u16::try_from(used).unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&last_timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&last_append_ms.to_le_bytes());
         for stored in batches.iter().take(used) {
             out.extend_from_slice(&stored.first_sequence.to_le_bytes());
             out.extend_from_slice(&stored.last_sequence.to_le_bytes());
@@ -126,8 +133,9 @@ pub fn write(
     Ok(())
 }
 
-/// Reads the snapshot in `dir`; `Ok(None)` when there is none.
-pub fn read(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+/// Reads the snapshot in `dir`; `Ok(None)` when there is none. `loaded_ms`
+/// (the broker's clock now) dates the producers of a version 2 snapshot.
+pub fn read(dir: &Path, loaded_ms: i64) -> Result<Option<Snapshot>, SnapshotError> {
     let path = snapshot_path(dir);
     let io = |source| SnapshotError::Io {
         path: path.clone(),
@@ -146,7 +154,7 @@ pub fn read(dir: &Path) -> Result<Option<Snapshot>, SnapshotError> {
         ));
     }
     let bytes = std::fs::read(&path).map_err(io)?;
-    decode(&bytes)
+    decode(&bytes, loaded_ms)
         .map(Some)
         .map_err(|reason| invalid(&path, reason))
 }
@@ -159,8 +167,8 @@ fn invalid(path: &Path, reason: String) -> SnapshotError {
 }
 
 /// Parses a whole snapshot file, checking size, magic, version and CRC
-/// before trusting any field.
-pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+/// before trusting any field. `loaded_ms` dates a version 2 snapshot's producers.
+pub fn decode(bytes: &[u8], loaded_ms: i64) -> Result<Snapshot, String> {
     let Some((body, crc)) = bytes.split_last_chunk::<CRC_BYTES>() else {
         return Err(format!("{} bytes is too short", bytes.len()));
     };
@@ -179,9 +187,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         return Err("bad magic".to_string());
     }
     let version = u32::from_le_bytes(reader.take()?);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_RECORD_TIMESTAMPS {
         return Err(format!(
-            "version {version} is not supported (only {VERSION})"
+            "version {version} is not supported (only {VERSION_RECORD_TIMESTAMPS} and {VERSION})"
         ));
     }
     let count = u32::from_le_bytes(reader.take()?);
@@ -200,7 +208,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         let producer_id = i64::from_le_bytes(reader.take()?);
         let epoch = i16::from_le_bytes(reader.take()?);
         let used = usize::from(u16::from_le_bytes(reader.take()?));
-        let last_timestamp_ms = i64::from_le_bytes(reader.take()?);
+        let stored_ms = i64::from_le_bytes(reader.take()?);
+        let last_append_ms = if version == VERSION {
+            stored_ms
+        } else {
+            loaded_ms
+        };
         if used > BATCHES_REMEMBERED {
             return Err(format!(
                 "producer {index} claims {used} batches, at most {BATCHES_REMEMBERED} are kept"
@@ -224,7 +237,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
                 batches.push(stored);
             }
         }
-        states.restore(producer_id, epoch, last_timestamp_ms, &batches);
+        states.restore(producer_id, epoch, last_append_ms, &batches);
     }
     Ok(Snapshot { offset, states })
 }
@@ -258,10 +271,14 @@ mod tests {
                     producer_epoch: 2,
                     first_sequence: sequence,
                     last_sequence: sequence,
-                    max_timestamp_ms: 1_700_000_000_000 + i64::from(sequence),
                 };
                 let offset = (producer_id * 100) as u64 + sequence as u64;
-                states.record(&batch, offset, offset);
+                states.record(
+                    &batch,
+                    offset,
+                    offset,
+                    1_700_000_000_000 + i64::from(sequence),
+                );
             }
         }
         states
@@ -270,13 +287,13 @@ mod tests {
     #[test]
     fn round_trips_through_bytes_and_files() {
         let states = sample();
-        let decoded = decode(&encode(&states, 1000)).unwrap();
+        let decoded = decode(&encode(&states, 1000), 0).unwrap();
         assert_eq!((decoded.offset, &decoded.states), (1000, &states));
 
         let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path()).unwrap().is_none());
+        assert!(read(dir.path(), 0).unwrap().is_none());
         write(dir.path(), &states, 1000, true).unwrap();
-        let read_back = read(dir.path()).unwrap().unwrap();
+        let read_back = read(dir.path(), 0).unwrap().unwrap();
         assert_eq!(read_back.states, states);
         assert!(!dir.path().join(PRODUCER_STATE_TMP_FILE).exists());
     }
@@ -288,21 +305,39 @@ mod tests {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x40;
             assert!(
-                decode(&damaged).is_err(),
+                decode(&damaged, 0).is_err(),
                 "flip at byte {at} went unnoticed"
             );
         }
         for len in 0..bytes.len() {
             assert!(
-                decode(&bytes[..len]).is_err(),
+                decode(&bytes[..len], 0).is_err(),
                 "cut at {len} went unnoticed"
             );
         }
     }
 
     #[test]
+    fn a_version_2_snapshot_keeps_its_sequences_and_is_dated_to_the_load() {
+        let states = sample();
+        let mut bytes = encode(&states, 1000);
+        bytes[8..12].copy_from_slice(&VERSION_RECORD_TIMESTAMPS.to_le_bytes());
+        let body = bytes.len() - CRC_BYTES;
+        let crc = crc32c::crc32c(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let loaded_ms = 42;
+        let decoded = decode(&bytes, loaded_ms).unwrap();
+        let mut expected = ProducerStates::default();
+        for (producer_id, epoch, _, batches) in states.iter() {
+            let batches: Vec<StoredRange> = batches.iter().copied().collect();
+            expected.restore(producer_id, epoch, loaded_ms, &batches);
+        }
+        assert_eq!(decoded.states, expected);
+    }
+
+    #[test]
     fn batches_past_the_snapshot_offset_are_refused() {
-        let error = decode(&encode(&sample(), 200)).unwrap_err();
+        let error = decode(&encode(&sample(), 200), 0).unwrap_err();
         assert!(error.contains("outside the log below 200"), "{error}");
     }
 
@@ -312,7 +347,7 @@ mod tests {
         let file = File::create(snapshot_path(dir.path())).unwrap();
         file.set_len((HEADER_BYTES + (PRODUCERS_MAX + 1) * ENTRY_BYTES) as u64)
             .unwrap();
-        let error = read(dir.path()).unwrap_err();
+        let error = read(dir.path(), 0).unwrap_err();
         assert!(error.to_string().contains("bytes allowed"), "{error}");
     }
 }

@@ -11,8 +11,10 @@
 //! A producer that has not written for `producer.id.expiration.ms` (Kafka's
 //! setting, default one day) is forgotten, so the state of a partition is
 //! bounded by its recent producers, not by every producer it ever saw. Its
-//! age is the largest record timestamp of its last batch, as in Kafka. A
-//! forgotten producer that comes back is treated as new.
+//! age is the broker's wall-clock time of its last append, not a record
+//! timestamp: those are the client's choice, and a producer writing records
+//! stamped in the past must not be forgotten while it writes. A forgotten
+//! producer that comes back is treated as new.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,8 +28,6 @@ pub struct SequencedBatch {
     pub producer_epoch: i16,
     pub first_sequence: i32,
     pub last_sequence: i32,
-    /// The batch's largest record timestamp (its `max_timestamp`).
-    pub max_timestamp_ms: i64,
 }
 
 /// Where a remembered batch was stored.
@@ -58,8 +58,9 @@ pub enum SequenceError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
-    /// The largest record timestamp this producer wrote: its age for expiry.
-    last_timestamp_ms: i64,
+    /// The broker's wall-clock time of this producer's last append, in ms
+    /// since the epoch: its age for expiry.
+    last_append_ms: i64,
     /// Oldest first; at most [`BATCHES_REMEMBERED`].
     batches: VecDeque<StoredRange>,
 }
@@ -128,17 +129,22 @@ impl ProducerStates {
         }
     }
 
+    /// The epoch of `producer_id`'s newest batch here, if it is known.
+    pub fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|entry| entry.epoch)
+    }
+
     /// The number of producers known.
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
-    /// Every producer: id, epoch, last timestamp and its remembered batches,
-    /// oldest first.
+    /// Every producer: id, epoch, time of its last append and its remembered
+    /// batches, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (i64, i16, i64, &VecDeque<StoredRange>)> + '_ {
         self.producers
             .iter()
-            .map(|(id, entry)| (*id, entry.epoch, entry.last_timestamp_ms, &entry.batches))
+            .map(|(id, entry)| (*id, entry.epoch, entry.last_append_ms, &entry.batches))
     }
 
     /// Sets a producer's state as read back from a snapshot. Only the last
@@ -147,7 +153,7 @@ impl ProducerStates {
         &mut self,
         producer_id: i64,
         epoch: i16,
-        last_timestamp_ms: i64,
+        last_append_ms: i64,
         batches: &[StoredRange],
     ) {
         let kept = batches.len().saturating_sub(BATCHES_REMEMBERED);
@@ -155,19 +161,19 @@ impl ProducerStates {
             producer_id,
             ProducerEntry {
                 epoch,
-                last_timestamp_ms,
+                last_append_ms,
                 batches: batches.iter().skip(kept).copied().collect(),
             },
         );
     }
 
-    /// Forgets every producer whose last timestamp is more than
+    /// Forgets every producer whose last append is more than
     /// `expiration_ms` before `now_ms`; returns how many.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: u64) -> usize {
         let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
         let before = self.producers.len();
         self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) <= expiration);
+            .retain(|_, entry| now_ms.saturating_sub(entry.last_append_ms) <= expiration);
         before - self.producers.len()
     }
 
@@ -184,7 +190,7 @@ impl ProducerStates {
                 }
                 std::collections::hash_map::Entry::Occupied(mut occupied) => {
                     let entry = occupied.get_mut();
-                    entry.last_timestamp_ms = entry.last_timestamp_ms.max(old.last_timestamp_ms);
+                    entry.last_append_ms = entry.last_append_ms.max(old.last_append_ms);
                     if entry.epoch != old.epoch {
                         continue;
                     }
@@ -199,18 +205,26 @@ impl ProducerStates {
         }
     }
 
-    /// Records that `batch` was stored at `base_offset..=last_offset`.
-    pub fn record(&mut self, batch: &SequencedBatch, base_offset: u64, last_offset: u64) {
+    /// Records that `batch` was stored at `base_offset..=last_offset` at
+    /// `append_ms` (the broker's wall clock).
+    pub fn record(
+        &mut self,
+        batch: &SequencedBatch,
+        base_offset: u64,
+        last_offset: u64,
+        append_ms: i64,
+    ) {
         debug_assert!(base_offset <= last_offset);
         let entry = self
             .producers
             .entry(batch.producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: batch.producer_epoch,
-                last_timestamp_ms: batch.max_timestamp_ms,
+                last_append_ms: append_ms,
                 batches: VecDeque::with_capacity(BATCHES_REMEMBERED),
             });
-        entry.last_timestamp_ms = entry.last_timestamp_ms.max(batch.max_timestamp_ms);
+        // The clock may step back (NTP): the age never does.
+        entry.last_append_ms = entry.last_append_ms.max(append_ms);
         if batch.producer_epoch != entry.epoch {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
@@ -246,21 +260,19 @@ mod tests {
             producer_epoch: epoch,
             first_sequence: first,
             last_sequence: first + (count - 1),
-            max_timestamp_ms: 1_000,
         }
     }
 
     #[test]
     fn idle_producers_expire_and_come_back_as_new() {
         let mut states = ProducerStates::default();
-        states.record(&batch(0, 0, 3), 0, 2);
+        states.record(&batch(0, 0, 3), 0, 2, 1_000);
         let recent = SequencedBatch {
             producer_id: 10,
-            max_timestamp_ms: 5_000,
             ..batch(0, 0, 1)
         };
-        states.record(&recent, 3, 3);
-        // Producer 9 last wrote at 1 000, producer 10 at 5 000.
+        states.record(&recent, 3, 3, 5_000);
+        // Producer 9 last appended at 1 000, producer 10 at 5 000.
         assert_eq!(
             states.remove_expired(4_000, 3_000),
             0,
@@ -276,20 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn the_age_is_the_largest_timestamp_written() {
+    fn the_age_is_the_latest_append_time() {
         let mut states = ProducerStates::default();
-        let late = SequencedBatch {
-            max_timestamp_ms: 9_000,
-            ..batch(0, 0, 1)
-        };
-        states.record(&late, 0, 0);
-        // A later batch with an older timestamp does not make the producer older.
-        states.record(&batch(0, 1, 1), 1, 1);
+        states.record(&batch(0, 0, 1), 0, 0, 9_000);
+        // A clock that stepped back does not make the producer older.
+        states.record(&batch(0, 1, 1), 1, 1, 1_000);
         assert_eq!(states.iter().next().map(|(_, _, t, _)| t), Some(9_000));
         let mut older = ProducerStates::default();
-        older.record(&batch(0, 0, 1), 0, 0);
+        older.record(&batch(0, 0, 1), 0, 0, 1_000);
         let mut newer = ProducerStates::default();
-        newer.record(&late, 1, 1);
+        newer.record(&batch(0, 1, 1), 1, 1, 9_000);
         older.merge_older(newer);
         assert_eq!(older.iter().next().map(|(_, _, t, _)| t), Some(9_000));
     }
@@ -299,10 +307,10 @@ mod tests {
         let mut states = ProducerStates::default();
         let first = batch(0, 0, 10);
         assert_eq!(states.check(&first), Ok(SequenceCheck::Append));
-        states.record(&first, 100, 109);
+        states.record(&first, 100, 109, 0);
         let second = batch(0, 10, 5);
         assert_eq!(states.check(&second), Ok(SequenceCheck::Append));
-        states.record(&second, 110, 114);
+        states.record(&second, 110, 114, 0);
         assert_eq!(
             states.check(&first),
             Ok(SequenceCheck::Duplicate(StoredRange {
@@ -317,7 +325,7 @@ mod tests {
     #[test]
     fn gap_in_sequence_is_out_of_order() {
         let mut states = ProducerStates::default();
-        states.record(&batch(0, 0, 10), 0, 9);
+        states.record(&batch(0, 0, 10), 0, 9, 0);
         assert_eq!(
             states.check(&batch(0, 11, 1)),
             Err(SequenceError::OutOfOrder { expected: 10 })
@@ -327,7 +335,7 @@ mod tests {
     #[test]
     fn old_epoch_is_fenced_and_new_epoch_restarts_at_zero() {
         let mut states = ProducerStates::default();
-        states.record(&batch(2, 0, 3), 0, 2);
+        states.record(&batch(2, 0, 3), 0, 2, 0);
         assert_eq!(
             states.check(&batch(1, 3, 1)),
             Err(SequenceError::Fenced { current_epoch: 2 })
@@ -343,7 +351,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut states = ProducerStates::default();
         for i in 0..6 {
-            states.record(&batch(0, i, 1), i as u64, i as u64);
+            states.record(&batch(0, i, 1), i as u64, i as u64, 0);
         }
         assert_eq!(
             states.check(&batch(0, 0, 1)),
@@ -359,24 +367,24 @@ mod tests {
     fn merging_an_older_stretch_fills_batches_and_adds_producers() {
         let mut newer = ProducerStates::default();
         for i in 3..5 {
-            newer.record(&batch(0, i, 1), i as u64, i as u64);
+            newer.record(&batch(0, i, 1), i as u64, i as u64, 0);
         }
         let mut older = ProducerStates::default();
         for i in 0..3 {
-            older.record(&batch(0, i, 1), i as u64, i as u64);
+            older.record(&batch(0, i, 1), i as u64, i as u64, 0);
         }
         let other = SequencedBatch {
             producer_id: 10,
             ..batch(0, 0, 1)
         };
-        older.record(&other, 7, 7);
+        older.record(&other, 7, 7, 0);
         newer.merge_older(older);
         assert_eq!(newer.len(), 2);
         let mut expected = ProducerStates::default();
         for i in 0..5 {
-            expected.record(&batch(0, i, 1), i as u64, i as u64);
+            expected.record(&batch(0, i, 1), i as u64, i as u64, 0);
         }
-        expected.record(&other, 7, 7);
+        expected.record(&other, 7, 7, 0);
         assert_eq!(newer, expected);
     }
 
@@ -384,10 +392,10 @@ mod tests {
     fn merging_keeps_only_five_and_ignores_an_older_epoch() {
         let mut newer = ProducerStates::default();
         for i in 2..6 {
-            newer.record(&batch(1, i, 1), i as u64, i as u64);
+            newer.record(&batch(1, i, 1), i as u64, i as u64, 0);
         }
         let mut older = ProducerStates::default();
-        older.record(&batch(0, 0, 1), 0, 0);
+        older.record(&batch(0, 0, 1), 0, 0, 0);
         newer.merge_older(older);
         assert_eq!(
             newer.check(&batch(1, 0, 1)),
@@ -396,7 +404,7 @@ mod tests {
         );
         let mut older = ProducerStates::default();
         for i in 0..2 {
-            older.record(&batch(1, i, 1), i as u64, i as u64);
+            older.record(&batch(1, i, 1), i as u64, i as u64, 0);
         }
         newer.merge_older(older);
         assert!(matches!(
@@ -438,7 +446,7 @@ mod tests {
     #[test]
     fn sequence_wraps_after_i32_max() {
         let mut states = ProducerStates::default();
-        states.record(&batch(0, i32::MAX, 1), 0, 0);
+        states.record(&batch(0, i32::MAX, 1), 0, 0, 0);
         assert_eq!(states.check(&batch(0, 0, 1)), Ok(SequenceCheck::Append));
     }
 }

@@ -41,9 +41,17 @@ impl RunningBroker {
     /// Opens the data directory, reopens every partition and starts serving
     /// on `config.listen` (port 0 picks a free port; see [`Self::local_addr`]).
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        RunningBroker::start_with_clock(config, crate::clock::system_clock()).await
+    }
+
+    /// [`Self::start`] with the clock that dates producers' appends.
+    pub async fn start_with_clock(
+        config: BrokerConfig,
+        clock: crate::clock::SharedClock,
+    ) -> Result<RunningBroker, BrokerError> {
         let listen = config.listen;
         let address_file = config.address_file.clone();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        let broker = tokio::task::spawn_blocking(move || Broker::open_with_clock(config, clock))
             .await
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
         let broker = Arc::new(broker);

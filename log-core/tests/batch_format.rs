@@ -2,7 +2,7 @@
 
 use weir_log::batch::{
     batches, decode_records, set_base_offset, set_log_append_time, set_partition_leader_epoch,
-    validate, validate_produced, BatchBuilder, BatchError, BatchHeader, Compression,
+    set_producer, validate, validate_produced, BatchBuilder, BatchError, BatchHeader, Compression,
     ControlRecordType, RecordDecoder, TimestampType, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES,
     MAGIC_V2,
 };
@@ -177,6 +177,32 @@ fn produced_batches_need_one_offset_per_record() {
         validate(&overfull, usize::MAX),
         Err(BatchError::InvalidRecordCount { .. })
     ));
+}
+
+#[test]
+fn restamping_the_producer_keeps_the_batch_valid_and_its_records() {
+    let mut builder = BatchBuilder::new(Compression::Lz4).with_producer(7, 0, 40);
+    builder.push(1_000, Some(b"k0"), Some(b"v0"), &[]);
+    builder.push(1_001, None, Some(b"v1"), &[]);
+    let original = builder.build().unwrap();
+    let mut batch = original.to_vec();
+    set_producer(&mut batch, 8, 1, 0);
+    let header = validate(&batch, usize::MAX).unwrap();
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (8, 1, 0)
+    );
+    assert_eq!(
+        decode_records(&batch).unwrap(),
+        decode_records(&original).unwrap()
+    );
+    // Without the CRC update the batch would be refused.
+    batch[51] ^= 1;
+    assert!(validate(&batch, usize::MAX).is_err());
 }
 
 #[test]

@@ -3,8 +3,17 @@
 //! and the sequence numbers of an idempotent producer.
 //!
 //! Sequence numbers are assigned when a batch is taken for a request, not when
-//! it is opened. A request that failed for good gives its sequence numbers
-//! back when no later request took any; otherwise the producer id is renewed.
+//! it is opened. A request the broker refused after validating it (nothing
+//! was stored) gives its sequence numbers back when no later request took
+//! any. Any other failure leaves a gap in the partition's sequence that the
+//! broker would never see filled, so the producer bumps its epoch (Kafka's
+//! KIP-360): once no request is in flight it asks the broker for the next
+//! epoch of its id, every partition's sequence restarts at 0, and the
+//! batches that were refused only because they came behind the failed one
+//! (out of order) are sent again, first in their partition's queue, their
+//! header re-stamped with the new epoch and sequence. The failed batch
+//! itself fails to its caller: after a timeout or a storage error it may or
+//! may not have been stored, and sending it again could store it twice.
 //!
 //! An idempotent producer keeps up to `max_in_flight_requests` requests per
 //! partition in flight (the broker appends them in sequence order whatever
@@ -19,6 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use weir_log::batch::BatchBuilder;
 
 use super::delivery::{BatchCompleter, DeliveryFuture};
@@ -40,6 +50,9 @@ pub(crate) struct PendingBatch {
     pub(crate) reserved_bytes: usize,
     /// Settles the delivery futures of the batch's records.
     pub(crate) done: BatchCompleter,
+    /// The batch as last sent, kept so a batch sent again under a new epoch
+    /// is re-stamped rather than encoded (and compressed) again.
+    pub(crate) encoded: Option<Bytes>,
 }
 
 impl PendingBatch {
@@ -56,13 +69,23 @@ impl PendingBatch {
 pub(crate) struct PartitionState {
     open: Option<PendingBatch>,
     full: VecDeque<PendingBatch>,
-    in_flight: usize,
+    /// The numbers of the requests in flight, in the order they were taken.
+    in_flight: VecDeque<u64>,
     /// Batches in those requests.
     in_flight_batches: usize,
+    /// The number the next request taken gets.
+    next_request: u64,
     /// A request of the current producer id was stored on this partition:
     /// more than one may be in flight.
     confirmed: bool,
     next_sequence: i32,
+    /// A request of the current epoch failed here while later ones were in
+    /// flight: the broker refuses those as out of order, and they wait for
+    /// the epoch bump.
+    gap: bool,
+    /// Batches refused only because a batch ahead of them failed, by
+    /// request number: sent again, in that order, after the epoch bump.
+    held: Vec<(u64, Vec<PendingBatch>)>,
     spare: Vec<BatchBuilder>,
 }
 
@@ -106,12 +129,17 @@ pub(crate) struct Job {
 }
 
 /// How a request ended, for [`Accumulator::finish`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JobEnd {
     Stored,
-    /// Refused: nothing stored, the sequences may be given back.
-    NotStored,
-    /// Retries ran out: whether anything was stored is unknown.
+    /// The broker validated and refused the batches (or they could not be
+    /// encoded): nothing stored, the sequences may be given back.
+    Refused,
+    /// Refused as out of order or of a fenced epoch: nothing stored, but the
+    /// broker's sequence is not where the producer's is.
+    OutOfSequence,
+    /// Retries ran out, a timeout or a storage error: whether anything was
+    /// stored is unknown.
     Unknown,
 }
 
@@ -121,14 +149,14 @@ pub(crate) enum JobEnd {
 pub(crate) struct RequestSlot {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: u32,
+    /// The request's number on its partition, in the order requests were taken.
+    pub(crate) request: u64,
     /// Producer id, epoch and the first batch's base sequence.
     pub(crate) producer: Option<(i64, i16, i32)>,
     /// The sequence after the request's last record.
     pub(crate) next_sequence: i32,
     /// How many batches the request carries.
     pub(crate) batches: usize,
-    /// Buffer memory its records took, in bytes.
-    pub(crate) reserved_bytes: usize,
 }
 
 /// What `append` tells `send`.
@@ -144,9 +172,12 @@ pub(crate) struct Appended {
 pub(crate) struct Accumulator {
     pub(crate) topics: HashMap<String, TopicState>,
     pub(crate) producer: Option<(i64, i16)>,
-    /// The producer id must be renewed before the next request (after a
-    /// failure that leaves the broker's sequence state unknown).
-    pub(crate) renew_producer: bool,
+    /// The producer epoch must be bumped before the next request (after a
+    /// failure that leaves a gap in a partition's sequence); no request is
+    /// sent until then.
+    pub(crate) bump_epoch: bool,
+    /// Requests in flight over all partitions: the bump waits for none.
+    pub(crate) requests_in_flight: usize,
     pub(crate) outstanding_batches: usize,
     pub(crate) flushing: u32,
     pub(crate) closed: bool,
@@ -157,7 +188,8 @@ impl Accumulator {
         Accumulator {
             topics: HashMap::new(),
             producer,
-            renew_producer: false,
+            bump_epoch: false,
+            requests_in_flight: 0,
             outstanding_batches: 0,
             flushing: 0,
             closed: false,
@@ -236,6 +268,7 @@ impl Accumulator {
                     records: 0,
                     reserved_bytes: 0,
                     done: BatchCompleter::new(),
+                    encoded: None,
                 })
             }
         };
@@ -259,7 +292,7 @@ impl Accumulator {
 
     /// Takes every partition's sendable batches (full ones, and open ones past
     /// their linger or being flushed) for requests, as many per partition as
-    /// its in-flight limits allow.
+    /// its in-flight limits allow; none while an epoch bump is pending.
     /// Returns the jobs and the earliest time an open batch will be due.
     pub(crate) fn collect(
         &mut self,
@@ -282,17 +315,18 @@ impl Accumulator {
                         next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     }
                 }
-                // Pipelining needs a producer the broker knows on this
-                // partition, and none pending renewal (its old id's sequence
-                // may have a gap that will never fill).
+                if self.bump_epoch {
+                    // The current epoch's sequence has a gap: nothing more
+                    // goes out under it.
+                    continue;
+                }
+                // Pipelining needs a producer the broker knows on this partition.
                 let (in_flight_max, batches_max) = match (producer, state.confirmed) {
-                    (Some(_), true) if !self.renew_producer => {
-                        (config.max_in_flight_requests, BATCHES_REMEMBERED)
-                    }
-                    (Some(_), _) => (1, BATCHES_REMEMBERED),
+                    (Some(_), true) => (config.max_in_flight_requests, BATCHES_REMEMBERED),
+                    (Some(_), false) => (1, BATCHES_REMEMBERED),
                     (None, _) => (1, usize::MAX),
                 };
-                while state.in_flight < in_flight_max
+                while state.in_flight.len() < in_flight_max
                     && state.in_flight_batches < batches_max
                     && !state.full.is_empty()
                 {
@@ -316,15 +350,18 @@ impl Accumulator {
                         let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
                         state.next_sequence = increment_sequence(state.next_sequence, records);
                     }
-                    state.in_flight += 1;
+                    let request = state.next_request;
+                    state.next_request += 1;
+                    state.in_flight.push_back(request);
                     state.in_flight_batches += batches.len();
+                    self.requests_in_flight += 1;
                     let slot = RequestSlot {
                         topic: Arc::clone(&topic.name),
                         partition: index,
+                        request,
                         producer: producer.map(|(id, epoch)| (id, epoch, first_sequence)),
                         next_sequence: state.next_sequence,
                         batches: batches.len(),
-                        reserved_bytes: batches.iter().map(|b| b.reserved_bytes).sum(),
                     };
                     jobs.push(Job { slot, batches });
                 }
@@ -333,57 +370,152 @@ impl Accumulator {
         (jobs, next_due)
     }
 
-    /// Ends one of a partition's requests. A request that stored nothing
-    /// gives its sequences back if no later request took any; otherwise, or
-    /// when whether it was stored is unknown, the producer id is renewed.
-    pub(crate) fn finish(&mut self, job: &RequestSlot, builders: Vec<BatchBuilder>, end: JobEnd) {
-        self.outstanding_batches = self.outstanding_batches.saturating_sub(job.batches);
+    /// Ends one of a partition's requests. Returns the batches for the caller
+    /// to settle (and then [`Accumulator::recycle`]), or `None` when they are
+    /// held to be sent again after the epoch bump.
+    ///
+    /// A refused request gives its sequences back if no later request took
+    /// any. Any other failure of the current epoch, or a refusal with later
+    /// requests in flight, calls for an epoch bump; a request refused as out
+    /// of order behind such a failure (an earlier request of the partition
+    /// failed, is still in flight, or the epoch has moved on) is held.
+    pub(crate) fn finish(
+        &mut self,
+        job: &RequestSlot,
+        end: JobEnd,
+        batches: Vec<PendingBatch>,
+    ) -> Option<Vec<PendingBatch>> {
         let current = self.producer;
+        self.requests_in_flight = self.requests_in_flight.saturating_sub(1);
         let Some(state) = self
             .topics
             .get_mut(&*job.topic)
             .and_then(|t| t.partitions.get_mut(usize::try_from(job.partition).ok()?))
         else {
-            return;
+            self.outstanding_batches = self.outstanding_batches.saturating_sub(job.batches);
+            return Some(batches);
         };
+        let position = state.in_flight.iter().position(|r| *r == job.request);
         debug_assert!(
-            state.in_flight > 0,
+            position.is_some(),
             "a request ended that was never in flight"
         );
-        state.in_flight = state.in_flight.saturating_sub(1);
+        let earlier_in_flight = position.is_some_and(|p| p > 0);
+        if let Some(position) = position {
+            state.in_flight.remove(position);
+        }
         state.in_flight_batches = state.in_flight_batches.saturating_sub(job.batches);
-        let same_producer = job
+        let same_epoch = job
             .producer
             .is_some_and(|(id, epoch, _)| current == Some((id, epoch)));
-        for builder in builders {
-            if state.spare.len() < SPARE_BUILDERS_MAX {
-                state.spare.push(builder);
-            }
-        }
-        if !same_producer {
-            return;
-        }
+        let gap_behind = same_epoch && state.next_sequence != job.next_sequence;
         match end {
-            JobEnd::Stored => state.confirmed = true,
-            JobEnd::NotStored if state.next_sequence == job.next_sequence => {
+            JobEnd::Stored => {
+                if same_epoch {
+                    state.confirmed = true;
+                }
+            }
+            JobEnd::Refused if same_epoch && !gap_behind && !state.gap => {
                 if let Some((_, _, first)) = job.producer {
                     state.next_sequence = first;
                 }
             }
-            JobEnd::NotStored | JobEnd::Unknown => self.renew_producer = true,
+            JobEnd::OutOfSequence
+                if job.producer.is_some() && (!same_epoch || state.gap || earlier_in_flight) =>
+            {
+                self.bump_epoch = true;
+                state.gap = true;
+                state.held.push((job.request, batches));
+                return None;
+            }
+            JobEnd::Refused | JobEnd::OutOfSequence | JobEnd::Unknown => {
+                if same_epoch {
+                    self.bump_epoch = true;
+                    state.gap = true;
+                }
+            }
+        }
+        self.outstanding_batches = self.outstanding_batches.saturating_sub(job.batches);
+        Some(batches)
+    }
+
+    /// Keeps a settled batch's builder for reuse.
+    pub(crate) fn recycle(&mut self, job: &RequestSlot, builder: BatchBuilder) {
+        if let Some(state) = self
+            .topics
+            .get_mut(&*job.topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(job.partition).ok()?))
+        {
+            if state.spare.len() < SPARE_BUILDERS_MAX {
+                state.spare.push(builder);
+            }
         }
     }
 
-    /// Starts over with a new producer id: every partition's sequence restarts at 0.
+    /// Whether the epoch bump can be asked for now: one is pending and no
+    /// request of the old epoch is still in flight.
+    pub(crate) fn ready_to_bump(&self) -> bool {
+        self.bump_epoch && self.requests_in_flight == 0
+    }
+
+    /// Continues under `producer` (the bumped epoch, or a new id): every
+    /// partition's sequence restarts at 0, and the held batches go first in
+    /// their partition's queue, in the order they were first sent.
     pub(crate) fn set_producer(&mut self, producer: (i64, i16)) {
         self.producer = Some(producer);
-        self.renew_producer = false;
+        self.bump_epoch = false;
         for topic in self.topics.values_mut() {
             for state in &mut topic.partitions {
+                debug_assert!(state.in_flight.is_empty(), "bumped with requests in flight");
                 state.next_sequence = 0;
                 state.confirmed = false;
+                state.gap = false;
+                state.held.sort_by_key(|(request, _)| *request);
+                for (_, batches) in state.held.drain(..).rev() {
+                    for batch in batches.into_iter().rev() {
+                        state.full.push_front(batch);
+                    }
+                }
             }
         }
+    }
+
+    /// Takes every batch waiting to be sent (held, full or open) that was
+    /// created before `created_before`: when the epoch cannot be bumped, they
+    /// fail rather than wait past their delivery timeout. None was stored.
+    pub(crate) fn take_expired(&mut self, created_before: Instant) -> Vec<PendingBatch> {
+        let mut expired = Vec::new();
+        for topic in self.topics.values_mut() {
+            for state in &mut topic.partitions {
+                for (request, batches) in std::mem::take(&mut state.held) {
+                    let (old, young): (Vec<_>, Vec<_>) = batches
+                        .into_iter()
+                        .partition(|batch| batch.created < created_before);
+                    expired.extend(old);
+                    if !young.is_empty() {
+                        state.held.push((request, young));
+                    }
+                }
+                // Batches are queued oldest first: expire from the front.
+                while state
+                    .full
+                    .front()
+                    .is_some_and(|batch| batch.created < created_before)
+                {
+                    expired.extend(state.full.pop_front());
+                }
+                if state.full.is_empty()
+                    && state
+                        .open
+                        .as_ref()
+                        .is_some_and(|open| open.created < created_before)
+                {
+                    expired.extend(state.open.take());
+                }
+            }
+        }
+        self.outstanding_batches = self.outstanding_batches.saturating_sub(expired.len());
+        expired
     }
 }
 
@@ -435,7 +567,7 @@ mod tests {
         let first = collect(&mut accumulator);
         assert_eq!(first.len(), 1, "the broker does not know the producer yet");
         assert!(collect(&mut accumulator).is_empty());
-        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
 
         let pipelined = collect(&mut accumulator);
         let sequences: Vec<i32> = pipelined
@@ -448,25 +580,108 @@ mod tests {
             "three in flight, consecutive sequences"
         );
         assert!(collect(&mut accumulator).is_empty(), "at the limit");
-        accumulator.finish(&pipelined[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&pipelined[0].slot, JobEnd::Stored, Vec::new());
         assert_eq!(collect(&mut accumulator).len(), 1, "one slot freed");
     }
 
     #[test]
     fn a_refused_request_gives_its_sequences_back_only_if_none_were_taken_after_it() {
-        let mut accumulator = filled(4);
+        let mut accumulator = filled(5);
         let first = collect(&mut accumulator);
-        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
         let pipelined = collect(&mut accumulator);
         assert_eq!(pipelined.len(), 3);
 
         // The last one in flight: nothing after it, its sequence is reused.
-        accumulator.finish(&pipelined[2].slot, Vec::new(), JobEnd::NotStored);
-        assert!(!accumulator.renew_producer);
-        // One in the middle: later sequences are in flight, so start over
-        // with a new producer id instead.
-        accumulator.finish(&pipelined[0].slot, Vec::new(), JobEnd::NotStored);
-        assert!(accumulator.renew_producer);
+        accumulator.finish(&pipelined[2].slot, JobEnd::Refused, Vec::new());
+        assert!(!accumulator.bump_epoch);
+        // One in the middle: later sequences are in flight and will be
+        // refused as out of order, so the epoch is bumped.
+        accumulator.finish(&pipelined[0].slot, JobEnd::Refused, Vec::new());
+        assert!(accumulator.bump_epoch);
+    }
+
+    #[test]
+    fn the_next_request_after_a_refusal_reuses_its_sequence() {
+        let mut accumulator = filled(5);
+        let first = collect(&mut accumulator);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
+        let second = collect(&mut accumulator);
+        assert_eq!(second.len(), 3);
+        // Refused from the last: each gives its sequences back in turn.
+        for job in second.iter().rev() {
+            accumulator.finish(&job.slot, JobEnd::Refused, Vec::new());
+        }
+        assert!(!accumulator.bump_epoch);
+        let third = collect(&mut accumulator);
+        assert_eq!(third[0].slot.producer, Some((7, 0, 1)));
+    }
+
+    /// Marks a job's batches so they can be recognised when sent again.
+    fn mark(job: &mut Job, name: &'static str) {
+        for batch in &mut job.batches {
+            batch.encoded = Some(Bytes::from_static(name.as_bytes()));
+        }
+    }
+
+    fn names(job: &Job) -> Vec<&[u8]> {
+        job.batches
+            .iter()
+            .map(|b| b.encoded.as_deref().unwrap_or(b"new"))
+            .collect()
+    }
+
+    #[test]
+    fn batches_refused_behind_a_failure_are_sent_first_after_the_epoch_bump() {
+        let mut accumulator = filled(5);
+        let first = collect(&mut accumulator);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
+        let mut pipelined = collect(&mut accumulator);
+        assert_eq!(pipelined.len(), 3);
+        mark(&mut pipelined[1], "second");
+        mark(&mut pipelined[2], "third");
+        let [failed, second, third] = <[Job; 3]>::try_from(pipelined).unwrap();
+
+        // The later ones end first: the earlier one is still in flight.
+        assert!(accumulator
+            .finish(&third.slot, JobEnd::OutOfSequence, third.batches)
+            .is_none());
+        assert!(accumulator.bump_epoch);
+        assert!(!accumulator.ready_to_bump(), "two requests still in flight");
+        assert!(accumulator
+            .finish(&failed.slot, JobEnd::Unknown, Vec::new())
+            .is_some());
+        assert!(accumulator
+            .finish(&second.slot, JobEnd::OutOfSequence, second.batches)
+            .is_none());
+        assert!(
+            collect(&mut accumulator).is_empty(),
+            "nothing under the old epoch"
+        );
+        assert!(accumulator.ready_to_bump());
+
+        accumulator.set_producer((7, 1));
+        let resent = collect(&mut accumulator);
+        assert_eq!(resent.len(), 1, "the new epoch's first request goes alone");
+        assert_eq!(resent[0].slot.producer, Some((7, 1, 0)));
+        assert_eq!(names(&resent[0]), [b"second"]);
+        accumulator.finish(&resent[0].slot, JobEnd::Stored, Vec::new());
+        let rest = collect(&mut accumulator);
+        let order: Vec<_> = rest.iter().flat_map(names).collect();
+        assert_eq!(order, [&b"third"[..], b"new"]);
+        assert_eq!(rest[0].slot.producer, Some((7, 1, 1)));
+    }
+
+    #[test]
+    fn out_of_order_at_the_head_fails_the_batch_and_bumps_the_epoch() {
+        let mut accumulator = filled(2);
+        let first = collect(&mut accumulator);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
+        let second = collect(&mut accumulator);
+        assert!(accumulator
+            .finish(&second[0].slot, JobEnd::OutOfSequence, Vec::new())
+            .is_some());
+        assert!(accumulator.ready_to_bump());
     }
 
     #[test]
@@ -484,21 +699,35 @@ mod tests {
         let first = collect_big(&mut accumulator);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].batches.len(), BATCHES_REMEMBERED);
-        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
         let second = collect_big(&mut accumulator);
         assert_eq!(second.len(), 1, "the one request already holds the limit");
         assert_eq!(second[0].batches.len(), BATCHES_REMEMBERED);
-        accumulator.finish(&second[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&second[0].slot, JobEnd::Stored, Vec::new());
         assert_eq!(collect_big(&mut accumulator)[0].batches.len(), 2);
     }
 
     #[test]
-    fn a_pending_renewal_stops_pipelining() {
+    fn a_pending_bump_stops_sending_until_requests_drain() {
         let mut accumulator = filled(6);
         let first = collect(&mut accumulator);
-        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
-        accumulator.renew_producer = true;
-        assert_eq!(collect(&mut accumulator).len(), 1);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
+        let pipelined = collect(&mut accumulator);
+        accumulator.finish(&pipelined[0].slot, JobEnd::Unknown, Vec::new());
+        assert!(collect(&mut accumulator).is_empty());
+        accumulator.finish(&pipelined[1].slot, JobEnd::Stored, Vec::new());
+        assert!(!accumulator.ready_to_bump());
+        accumulator.finish(&pipelined[2].slot, JobEnd::Stored, Vec::new());
+        assert!(accumulator.ready_to_bump());
+    }
+
+    #[test]
+    fn batches_waiting_past_their_timeout_are_taken_oldest_first() {
+        let mut accumulator = filled(3);
+        let now = Instant::now() + Duration::from_secs(1);
+        assert_eq!(accumulator.take_expired(now).len(), 3);
+        assert_eq!(accumulator.outstanding_batches, 0);
+        assert!(collect(&mut accumulator).is_empty());
     }
 
     #[test]
@@ -517,7 +746,7 @@ mod tests {
         }
         let first = collect(&mut accumulator);
         assert_eq!(first.len(), 1);
-        accumulator.finish(&first[0].slot, Vec::new(), JobEnd::Stored);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
         assert_eq!(collect(&mut accumulator).len(), 1);
     }
 }

@@ -3,6 +3,11 @@
 //! Fetches are pipelined: as soon as a response arrives, the positions after
 //! it are known from the batch headers alone, so the next fetch is sent
 //! before this one's records are decoded and handed out.
+//!
+//! A partition's position (what [`Consumer::position`] reports) moves only
+//! past records `poll` handed out: records decoded but not yet returned stay
+//! buffered for the next poll, and a batch that cannot be decoded holds its
+//! partition there (see [`Consumer::poll`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,6 +59,9 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// `auto.offset.reset`, also the start of a partition assigned without a seek.
     pub offset_reset: OffsetReset,
+    /// `max.poll.records`: the most records one `poll` returns; the rest
+    /// wait for the next.
+    pub max_poll_records: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -64,6 +72,8 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 16 * 1024 * 1024,
             partition_max_bytes: 8 * 1024 * 1024,
             offset_reset: OffsetReset::Latest,
+            // Kafka's default.
+            max_poll_records: 500,
         }
     }
 }
@@ -104,6 +114,10 @@ pub struct Consumer {
     buffered: VecDeque<ConsumerRecord>,
     prefetch: Option<Prefetch>,
     decoder: RecordDecoder,
+    /// A batch that could not be decoded: returned by the next `poll` once
+    /// the records before it are handed out; its partition's position stays
+    /// at the batch.
+    failed: Option<ClientError>,
 }
 
 impl Consumer {
@@ -120,6 +134,7 @@ impl Consumer {
             buffered: VecDeque::new(),
             prefetch: None,
             decoder: RecordDecoder::new(),
+            failed: None,
         }
     }
 
@@ -136,6 +151,7 @@ impl Consumer {
             .map(|p| (*p, Position::Unresolved(start)))
             .collect();
         self.buffered.clear();
+        self.failed = None;
         self.cancel_prefetch();
     }
 
@@ -161,6 +177,10 @@ impl Consumer {
             other => Position::Unresolved(other),
         };
         self.buffered.retain(|r| r.partition != partition);
+        if matches!(&self.failed, Some(ClientError::BadBatch { partition: p, .. }) if *p == partition)
+        {
+            self.failed = None;
+        }
         self.cancel_prefetch();
         Ok(())
     }
@@ -311,11 +331,24 @@ impl Consumer {
         }
     }
 
-    /// Returns the records available now, or waits up to about `timeout`
-    /// for some. An empty result means none arrived in time.
+    /// Returns the records available now (at most `max_poll_records`), or
+    /// waits up to about `timeout` for some. An empty result means none
+    /// arrived in time.
+    ///
+    /// A batch that cannot be decoded (a bad CRC, undecodable records) does
+    /// not cost the records around it: this poll returns what was decoded
+    /// (from the other partitions, and from the bad one's batches before it),
+    /// and the next poll returns [`ClientError::BadBatch`] naming topic,
+    /// partition and the batch's offset. That partition's position stays at
+    /// the batch, so later polls report it again until a seek moves past it
+    /// (as Kafka's consumer does); the other partitions carry on.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         if !self.buffered.is_empty() {
-            return Ok(self.buffered.drain(..).collect());
+            let count = self.buffered.len().min(self.config.max_poll_records.max(1));
+            return Ok(self.buffered.drain(..count).collect());
+        }
+        if let Some(error) = self.failed.take() {
+            return Err(error);
         }
         self.resolve_positions().await?;
         let positions = self.known_positions();
@@ -337,7 +370,9 @@ impl Consumer {
             .response
             .await
             .map_err(|e| ClientError::InvalidArgument(format!("fetch task failed: {e}")))??;
-        self.take_response(&fetched, response)
+        self.buffered = self.take_response(&fetched, response)?.into();
+        let count = self.buffered.len().min(self.config.max_poll_records.max(1));
+        Ok(self.buffered.drain(..count).collect())
     }
 
     /// Advances positions past the response, sends the next fetch, then decodes.
@@ -366,8 +401,8 @@ impl Consumer {
                     })
                 }
             }
-            for batch in batches(&result.batches) {
-                let (header, _) = batch.map_err(|e| self.bad_batch(result.partition, e))?;
+            // A garbled batch stops the walk; decoding reports it below.
+            for (header, _) in batches(&result.batches).map_while(Result::ok) {
                 let after = u64::try_from(header.last_offset()).unwrap_or(0) + 1;
                 slot.1 = slot.1.max(after);
             }
@@ -388,9 +423,30 @@ impl Consumer {
             let Some((_, from)) = fetched.iter().find(|(p, _)| *p == result.partition) else {
                 continue;
             };
-            self.decode_into(result.partition, *from, &result.batches, &mut records)?;
+            let decoded = self.decode_into(result.partition, *from, &result.batches, &mut records);
+            if let Err(error) = decoded {
+                self.hold_at_bad_batch(error);
+            }
         }
         Ok(records)
+    }
+
+    /// Keeps the partition of a batch that failed to decode at that batch
+    /// and keeps the error for the next poll. The fetch already sent from
+    /// past it is dropped: its positions no longer match.
+    fn hold_at_bad_batch(&mut self, error: ClientError) {
+        if let ClientError::BadBatch {
+            partition, offset, ..
+        } = &error
+        {
+            if let Some(slot) = self.positions.iter_mut().find(|(p, _)| p == partition) {
+                slot.1 = Position::At(*offset);
+            }
+        }
+        self.cancel_prefetch();
+        if self.failed.is_none() {
+            self.failed = Some(error);
+        }
     }
 
     fn reset_out_of_range(&mut self, partition: u32, message: &str) -> Result<(), ClientError> {
@@ -412,15 +468,10 @@ impl Consumer {
         Ok(())
     }
 
-    fn bad_batch(&self, partition: u32, error: impl std::fmt::Display) -> ClientError {
-        ClientError::BadBatch {
-            topic: self.topic.to_string(),
-            partition,
-            reason: error.to_string(),
-        }
-    }
-
-    /// Decodes the records at or after `from` in `data`.
+    /// Decodes the records at or after `from` in `data`. On a bad batch,
+    /// `out` keeps only the records of the batches before it, and the error
+    /// names the batch's first offset (or, if its header cannot be read, the
+    /// offset after the last good batch).
     fn decode_into(
         &mut self,
         partition: u32,
@@ -429,31 +480,41 @@ impl Consumer {
         out: &mut Vec<ConsumerRecord>,
     ) -> Result<(), ClientError> {
         let mut position = 0usize;
+        let mut next_offset = from;
+        let topic = Arc::clone(&self.topic);
+        let bad = |offset: u64, reason: String| ClientError::BadBatch {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            reason,
+        };
         for batch in batches(data) {
-            let (header, raw) = batch.map_err(|e| self.bad_batch(partition, e))?;
+            let (header, raw) = batch.map_err(|e| bad(next_offset, e.to_string()))?;
             let start = position;
             position += raw.len();
             let last = u64::try_from(header.last_offset()).unwrap_or(0);
             if last < from || header.is_control() {
+                next_offset = next_offset.max(last + 1);
                 continue;
             }
+            let base = u64::try_from(header.base_offset).unwrap_or(0).max(from);
+            let kept = out.len();
             let zero_copy = header.compression().ok() == Some(Compression::None);
             let batch_bytes = data.slice(start..position);
-            let topic = Arc::clone(&self.topic);
-            let records =
-                self.decoder
-                    .records(&batch_bytes)
-                    .map_err(|e| ClientError::BadBatch {
-                        topic: topic.to_string(),
-                        partition,
-                        reason: e.to_string(),
-                    })?;
+            let records = match self.decoder.records(&batch_bytes) {
+                Ok(records) => records,
+                Err(e) => return Err(bad(base, e.to_string())),
+            };
             for record in records {
-                let record = record.map_err(|e| ClientError::BadBatch {
-                    topic: topic.to_string(),
-                    partition,
-                    reason: e.to_string(),
-                })?;
+                let record = match record {
+                    Ok(record) => record,
+                    Err(e) => {
+                        // The batch's records before the bad one are
+                        // dropped too: the position goes back to the batch.
+                        out.truncate(kept);
+                        return Err(bad(base, e.to_string()));
+                    }
+                };
                 let offset = u64::try_from(record.offset).unwrap_or(0);
                 if offset < from {
                     continue;
@@ -478,6 +539,7 @@ impl Consumer {
                         .collect(),
                 });
             }
+            next_offset = last + 1;
         }
         Ok(())
     }

@@ -58,7 +58,8 @@ impl BatchCompleter {
         self.settle(outcome);
     }
 
-    fn settle(&self, outcome: BatchOutcome) {
+    /// Settles the batch, keeping the completer: a later settle is ignored.
+    pub(crate) fn settle(&self, outcome: BatchOutcome) {
         // Set before the waker list is taken: a poll that finds no outcome
         // registers under the same lock, so it is either woken here or sees
         // the outcome when it checks again under the lock.

@@ -25,10 +25,12 @@ pub enum ClientError {
         message: String,
     },
 
-    #[error("topic {topic:?} partition {partition}: broker sent a bad batch: {reason}")]
+    #[error("topic {topic:?} partition {partition} offset {offset}: the batch cannot be decoded: {reason}; seek past it to read on")]
     BadBatch {
         topic: String,
         partition: u32,
+        /// The first offset of the bad batch.
+        offset: u64,
         reason: String,
     },
 
@@ -47,7 +49,16 @@ pub enum ClientError {
     #[error("the producer is closed")]
     Closed,
 
-    #[error("topic {topic:?} partition {partition}: no acknowledgement within {timeout_ms} ms after {attempts} attempts: {last_error}")]
+    /// A produce failed in a way that does not say whether the broker stored
+    /// the records (a storage error, a lost answer).
+    #[error("{reason} (the records may or may not have been stored)")]
+    MaybeStored { reason: String },
+
+    /// The records were never stored: they could not be sent in time.
+    #[error("{reason}")]
+    NotSent { reason: String },
+
+    #[error("topic {topic:?} partition {partition}: no acknowledgement within {timeout_ms} ms after {attempts} attempts (the records may or may not have been stored): {last_error}")]
     DeliveryTimeout {
         topic: String,
         partition: u32,

@@ -2,7 +2,9 @@
 //! accumulator, encodes them (compression and CRC, off the executor when
 //! compressing), sends one request per partition (`raw_produce`: batches
 //! are body chunks, never copied into the request) with retries and backoff,
-//! and resolves every record's delivery future.
+//! and resolves every record's delivery future. After a failure that leaves
+//! a gap in a partition's sequence it bumps the producer epoch (see
+//! `accumulator`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
-use super::accumulator::{Job, JobEnd, PendingBatch};
+use super::accumulator::{Job, JobEnd, PendingBatch, RequestSlot};
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
@@ -20,11 +22,22 @@ use crate::proto::{self, ErrorCode};
 /// Runs until the producer is closed and every batch is done.
 pub(crate) async fn run(shared: Arc<ProducerShared>) {
     loop {
-        if let Err(error) = renew_producer_if_needed(&shared).await {
-            // Batches still go out (and fail fast if the broker is gone), so
+        if let Err(error) = bump_epoch_if_needed(&shared).await {
+            // Nothing is sent until the bump succeeds; batches that wait
+            // past their delivery timeout fail (none of them was stored), so
             // their memory is given back and `send` never waits forever.
-            tracing::warn!(%error, "cannot renew the producer id; will retry");
+            tracing::warn!(%error, "cannot bump the producer epoch; will retry");
+            expire_waiting(&shared, &error);
+            let finished = shared
+                .accumulator
+                .lock()
+                .map_or(true, |a| a.closed && a.outstanding_batches == 0);
+            if finished {
+                shared.idle.notify_waiters();
+                return;
+            }
             tokio::time::sleep(shared.config.retry_backoff).await;
+            continue;
         }
         let (jobs, next_due, finished) = {
             let Ok(mut accumulator) = shared.accumulator.lock() else {
@@ -53,22 +66,46 @@ pub(crate) async fn run(shared: Arc<ProducerShared>) {
     }
 }
 
-async fn renew_producer_if_needed(shared: &ProducerShared) -> Result<(), ClientError> {
-    let renew = shared
-        .accumulator
-        .lock()
-        .map_err(|_| ClientError::Closed)?
-        .renew_producer;
-    if !renew {
-        return Ok(());
-    }
-    let response = shared
-        .client
-        .clone()
-        .init_producer_id(proto::InitProducerIdRequest::default())
-        .await?
-        .into_inner();
-    let epoch = i16::try_from(response.producer_epoch).unwrap_or(0);
+/// Asks the broker for the next epoch of the producer id once a bump is
+/// pending and no request of the old epoch is in flight (KIP-360). A fenced
+/// or unknown id (another instance bumped it, or the broker never knew it)
+/// or exhausted epochs get a new producer id instead.
+async fn bump_epoch_if_needed(shared: &ProducerShared) -> Result<(), ClientError> {
+    let producer = {
+        let accumulator = shared.accumulator.lock().map_err(|_| ClientError::Closed)?;
+        if !accumulator.ready_to_bump() {
+            return Ok(());
+        }
+        accumulator.producer
+    };
+    let mut client = shared.client.clone();
+    let bump = proto::InitProducerIdRequest {
+        producer_id: producer.map(|(id, _)| id),
+        producer_epoch: producer.map(|(_, epoch)| i32::from(epoch)),
+        ..Default::default()
+    };
+    let response = match client.init_producer_id(bump).await {
+        Ok(response) => response.into_inner(),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+            ) =>
+        {
+            tracing::warn!(error = %status.message(), "epoch bump refused; taking a new producer id");
+            client
+                .init_producer_id(proto::InitProducerIdRequest::default())
+                .await?
+                .into_inner()
+        }
+        Err(status) => return Err(status.into()),
+    };
+    let epoch = i16::try_from(response.producer_epoch).map_err(|_| {
+        ClientError::InvalidArgument(format!(
+            "broker returned producer epoch {} outside the i16 range",
+            response.producer_epoch
+        ))
+    })?;
     shared
         .accumulator
         .lock()
@@ -76,9 +113,41 @@ async fn renew_producer_if_needed(shared: &ProducerShared) -> Result<(), ClientE
         .set_producer((response.producer_id, epoch));
     tracing::info!(
         producer_id = response.producer_id,
-        "renewed the producer id"
+        producer_epoch = epoch,
+        "bumped the producer epoch"
     );
     Ok(())
+}
+
+/// Fails the batches that have waited for the epoch bump past their delivery
+/// timeout. None of them was stored: they were never sent, or refused.
+fn expire_waiting(shared: &ProducerShared, cause: &ClientError) {
+    let Some(created_before) = Instant::now().checked_sub(shared.config.delivery_timeout) else {
+        return;
+    };
+    let Ok(mut accumulator) = shared.accumulator.lock() else {
+        return;
+    };
+    let expired = accumulator.take_expired(created_before);
+    if expired.is_empty() {
+        return;
+    }
+    let error = ClientError::NotSent {
+        reason: format!(
+            "not sent within the delivery timeout of {} ms (nothing was stored): the producer epoch could not be bumped: {cause}",
+            shared.config.delivery_timeout.as_millis()
+        ),
+    };
+    let mut released = 0;
+    for batch in expired {
+        released += batch.reserved_bytes;
+        batch.done.complete(Err(error.clone()));
+    }
+    if accumulator.outstanding_batches == 0 {
+        shared.idle.notify_waiters();
+    }
+    drop(accumulator);
+    shared.memory.add_permits(released);
 }
 
 /// Sends one partition's batches and settles their delivery futures.
@@ -87,17 +156,9 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
     // that fails hands none of them back.
     let Job { slot, batches } = job;
     let (topic, partition) = (Arc::clone(&slot.topic), slot.partition);
-    let (pending, encoded) = encode(&shared, batches, slot.producer).await;
-    let mut dones = Vec::with_capacity(pending.len());
-    let mut builders = Vec::with_capacity(pending.len());
-    let mut records = Vec::with_capacity(pending.len());
-    for batch in pending {
-        dones.push(batch.done);
-        builders.push(batch.builder);
-        records.push(batch.records);
-    }
+    let (batches, encoded) = encode(&shared, batches, slot.producer).await;
     let acks_none = shared.config.acks == Acks::None;
-    let mut outcome = match encoded {
+    let outcome = match encoded {
         Ok(bytes) if acks_none => {
             // Futures resolve once the request is written; the request
             // stays in flight (it holds its sequences) until the answer.
@@ -108,8 +169,8 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
                 biased;
                 outcome = &mut send => outcome,
                 Ok(()) = written => {
-                    for done in dones.drain(..) {
-                        done.complete(Ok(None));
+                    for batch in &batches {
+                        batch.done.settle(Ok(None));
                     }
                     send.await
                 }
@@ -117,74 +178,140 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
             outcome
         }
         Ok(bytes) => send_with_retries(&shared, &topic, partition, bytes, None).await,
-        Err(error) => Err(Delivery::NotStored(error)),
+        Err(error) => Err(Delivery::Refused(error)),
     };
     let end = match &outcome {
         Ok(_) => JobEnd::Stored,
-        Err(Delivery::NotStored(_)) => JobEnd::NotStored,
-        Err(Delivery::Unknown(_)) => JobEnd::Unknown,
+        Err(delivery) => delivery.end(),
     };
     if acks_none {
         if let Err(error) = &outcome {
             tracing::warn!(%topic, partition, error = %error.error(), "acks=0 produce failed");
         }
-        outcome = Ok(None);
     }
-    match outcome {
-        Ok(base_offset) => {
-            let mut next = base_offset;
-            for (done, records) in dones.into_iter().zip(records) {
-                done.complete(Ok(next));
-                next = next.map(|base| base + u64::from(records));
-            }
-        }
-        Err(delivery) => {
-            let error = delivery.into_error();
-            for done in dones {
-                done.complete(Err(error.clone()));
-            }
-        }
-    }
+    let mut released = 0;
     if let Ok(mut accumulator) = shared.accumulator.lock() {
-        accumulator.finish(&slot, builders, end);
+        if let Some(batches) = accumulator.finish(&slot, end, batches) {
+            released = settle(&mut accumulator, &slot, batches, outcome, acks_none);
+        } else {
+            tracing::debug!(%topic, partition, "batches refused behind a failed one; sent again after the epoch bump");
+        }
         if accumulator.outstanding_batches == 0 {
             shared.idle.notify_waiters();
         }
     }
-    shared.memory.add_permits(slot.reserved_bytes);
+    shared.memory.add_permits(released);
     shared.wake.notify_one();
+}
+
+/// Resolves the batches' delivery futures and keeps their builders; returns
+/// the buffer memory they held.
+fn settle(
+    accumulator: &mut super::accumulator::Accumulator,
+    slot: &RequestSlot,
+    batches: Vec<PendingBatch>,
+    outcome: Result<Option<u64>, Delivery>,
+    acks_none: bool,
+) -> usize {
+    let mut released = 0;
+    let error = outcome.as_ref().err().map(|delivery| delivery.to_error());
+    let mut next = outcome.ok().flatten().filter(|_| !acks_none);
+    for batch in batches {
+        released += batch.reserved_bytes;
+        match &error {
+            // acks=0: a failure is only logged (the futures resolved on write).
+            Some(_) if acks_none => batch.done.complete(Ok(None)),
+            Some(error) => batch.done.complete(Err(error.clone())),
+            None => {
+                batch.done.complete(Ok(next));
+                next = next.map(|base| base + u64::from(batch.records));
+            }
+        }
+        accumulator.recycle(slot, batch.builder);
+    }
+    released
 }
 
 /// A failed delivery: whether the broker may have stored the batches.
 #[derive(Debug)]
 enum Delivery {
-    /// The broker refused the batches: nothing was stored.
-    NotStored(ClientError),
-    /// Retries ran out on a transport or timeout error: the batches may or may not be stored.
+    /// The broker validated and refused the batches: nothing was stored.
+    Refused(ClientError),
+    /// Refused as out of order or of a fenced epoch: nothing was stored.
+    OutOfSequence(ClientError),
+    /// Retries ran out, or the broker failed to store them: the batches may
+    /// or may not be stored.
     Unknown(ClientError),
 }
 
 impl Delivery {
-    fn error(&self) -> &ClientError {
-        match self {
-            Delivery::NotStored(e) | Delivery::Unknown(e) => e,
+    /// Sorts a failure the producer will not retry by what it proves.
+    fn classify(error: ClientError) -> Delivery {
+        match &error {
+            ClientError::Partition { code, .. } => match code {
+                ErrorCode::OutOfOrderSequence | ErrorCode::ProducerFenced => {
+                    Delivery::OutOfSequence(error)
+                }
+                ErrorCode::UnknownPartition
+                | ErrorCode::CorruptBatch
+                | ErrorCode::BatchTooLarge
+                | ErrorCode::OffsetOutOfRange => Delivery::Refused(error),
+                _ => Delivery::Unknown(error),
+            },
+            // Refusals of the request before any append: bad arguments, an
+            // unknown topic, a request too large.
+            ClientError::Status {
+                code:
+                    tonic::Code::InvalidArgument
+                    | tonic::Code::NotFound
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated,
+                ..
+            } => Delivery::Refused(error),
+            _ => Delivery::Unknown(error),
         }
     }
-    fn into_error(self) -> ClientError {
+
+    fn end(&self) -> JobEnd {
         match self {
-            Delivery::NotStored(e) | Delivery::Unknown(e) => e,
+            Delivery::Refused(_) => JobEnd::Refused,
+            Delivery::OutOfSequence(_) => JobEnd::OutOfSequence,
+            Delivery::Unknown(_) => JobEnd::Unknown,
+        }
+    }
+
+    fn error(&self) -> &ClientError {
+        match self {
+            Delivery::Refused(e) | Delivery::OutOfSequence(e) | Delivery::Unknown(e) => e,
+        }
+    }
+
+    /// The error the batch's records fail with: one whose outcome is unknown
+    /// says so.
+    fn to_error(&self) -> ClientError {
+        match self {
+            Delivery::Unknown(error @ ClientError::DeliveryTimeout { .. }) => error.clone(),
+            Delivery::Unknown(error) => ClientError::MaybeStored {
+                reason: error.to_string(),
+            },
+            Delivery::Refused(e) | Delivery::OutOfSequence(e) => e.clone(),
         }
     }
 }
 
 /// Encodes the batches (stamping producer id and sequences), one `Bytes` each.
-/// Compression runs on the blocking pool; CRC alone is cheap enough here.
+/// Compression runs on the blocking pool; CRC alone is cheap enough here. A
+/// batch sent before is re-stamped instead.
 async fn encode(
     shared: &ProducerShared,
     mut batches: Vec<PendingBatch>,
     producer: Option<(i64, i16, i32)>,
 ) -> (Vec<PendingBatch>, Result<Vec<Bytes>, ClientError>) {
-    let compressed = shared.config.compression != Compression::None;
+    let compressed = shared.config.compression != Compression::None
+        && batches.iter().any(|batch| batch.encoded.is_none());
     let work = move || {
         let result = encode_batches(&mut batches, producer);
         (batches, result)
@@ -211,17 +338,33 @@ fn encode_batches(
     let mut sequence = producer.map(|(_, _, first)| first);
     let mut encoded: Vec<Bytes> = Vec::with_capacity(batches.len());
     for batch in batches.iter_mut() {
-        if let (Some((id, epoch, _)), Some(seq)) = (producer, sequence) {
-            let builder =
-                std::mem::replace(&mut batch.builder, BatchBuilder::new(Compression::None));
-            batch.builder = builder.with_producer(id, epoch, seq);
+        let stamp = producer
+            .zip(sequence)
+            .map(|((id, epoch, _), seq)| (id, epoch, seq));
+        let bytes = match (batch.encoded.take(), stamp) {
+            (Some(sent), Some((id, epoch, seq))) => {
+                // Sent before under an older epoch: only the header changes.
+                let mut buf = bytes::BytesMut::from(&sent[..]);
+                weir_log::batch::set_producer(&mut buf, id, epoch, seq);
+                buf.freeze()
+            }
+            (Some(sent), None) => sent,
+            (None, stamp) => {
+                if let Some((id, epoch, seq)) = stamp {
+                    let builder =
+                        std::mem::replace(&mut batch.builder, BatchBuilder::new(Compression::None));
+                    batch.builder = builder.with_producer(id, epoch, seq);
+                }
+                batch.builder.build().map_err(|e| {
+                    ClientError::InvalidArgument(format!("cannot encode a batch: {e}"))
+                })?
+            }
+        };
+        if let Some(seq) = sequence {
             let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
             sequence = Some(crate::producer_state::increment_sequence(seq, records));
         }
-        let bytes = batch
-            .builder
-            .build()
-            .map_err(|e| ClientError::InvalidArgument(format!("cannot encode a batch: {e}")))?;
+        batch.encoded = Some(bytes.clone());
         encoded.push(bytes);
     }
     // Sent back to back as body chunks: never concatenated.
@@ -276,7 +419,7 @@ async fn send_with_retries(
         let timed_out = matches!(error.code(), Some(tonic::Code::DeadlineExceeded));
         let retriable = error.is_retriable() || timed_out;
         if !retriable {
-            return Err(Delivery::NotStored(error));
+            return Err(Delivery::classify(error));
         }
         if attempts > config.retries || started.elapsed() >= config.delivery_timeout {
             return Err(Delivery::Unknown(ClientError::DeliveryTimeout {

@@ -232,6 +232,23 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) {
     buf[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Re-stamps the idempotent-producer fields (producer id, epoch, base
+/// sequence) of the whole batch in `buf`, as a producer does when it sends a
+/// batch again under a new epoch (Kafka's KIP-360). The fields are inside the
+/// CRC, which is recomputed (records are not re-encoded). `buf` must hold
+/// exactly one whole batch; a shorter buffer is left unchanged.
+pub fn set_producer(buf: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    debug_assert!(buf.len() >= BATCH_HEADER_BYTES);
+    if buf.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    buf[PRODUCER_ID_AT..PRODUCER_EPOCH_AT].copy_from_slice(&producer_id.to_be_bytes());
+    buf[PRODUCER_EPOCH_AT..BASE_SEQUENCE_AT].copy_from_slice(&producer_epoch.to_be_bytes());
+    buf[BASE_SEQUENCE_AT..RECORD_COUNT_AT].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
+    buf[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Compression codec of a batch's records section (attribute bits 0..3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {

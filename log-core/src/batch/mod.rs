@@ -17,9 +17,9 @@ mod varint;
 pub use builder::BatchBuilder;
 pub use error::BatchError;
 pub use header::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, Compression,
-    TimestampType, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, set_producer, BatchHeader,
+    Compression, TimestampType, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 pub use record::{
     decode_records, ControlRecordType, HeaderIter, Record, RecordDecoder, RecordHeader, RecordIter,
