@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     pub fetch_wait_ms_max: u32,
     /// How often every partition's retention and compaction run.
     pub retention_check_interval_ms: u64,
+    /// Bytes of the key map of one compaction pass (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`); passes run one partition at a time, so this is
+    /// also the broker-wide peak.
+    pub compaction_key_map_bytes: u64,
     /// A producer that wrote nothing for this long is forgotten (checked with
     /// retention); a retry arriving later may then be stored twice.
     pub producer_id_expiration_ms: u64,
@@ -116,6 +120,7 @@ struct ConfigFile {
     fetch_bytes_max: Option<usize>,
     fetch_wait_ms_max: Option<u32>,
     retention_check_interval_ms: Option<u64>,
+    compaction_key_map_bytes: Option<u64>,
     producer_id_expiration_ms: Option<u64>,
     io_mode: Option<String>,
     connections_max: Option<usize>,
@@ -135,6 +140,7 @@ impl Default for BrokerConfig {
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            compaction_key_map_bytes: weir_log::COMPACTION_KEY_MAP_BYTES_DEFAULT,
             producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             io_mode: IoMode::Blocking,
             connections_max: CONNECTIONS_MAX_DEFAULT,
@@ -149,7 +155,8 @@ impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
-    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
+    /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
+    /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`).
     pub fn load(
         file: Option<&Path>,
@@ -168,6 +175,7 @@ impl BrokerConfig {
             "WEIR_FETCH_BYTES_MAX",
             "WEIR_IO_MODE",
             "WEIR_RETENTION_CHECK_INTERVAL_MS",
+            "WEIR_COMPACTION_KEY_MAP_BYTES",
             "WEIR_PRODUCER_ID_EXPIRATION_MS",
             "WEIR_CONNECTIONS_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
@@ -228,6 +236,9 @@ impl BrokerConfig {
         if let Some(v) = file.retention_check_interval_ms {
             self.retention_check_interval_ms = v;
         }
+        if let Some(v) = file.compaction_key_map_bytes {
+            self.compaction_key_map_bytes = v;
+        }
         if let Some(v) = file.producer_id_expiration_ms {
             self.producer_id_expiration_ms = v;
         }
@@ -282,6 +293,10 @@ impl BrokerConfig {
                     .parse()
                     .map_err(|_| "expected a number of milliseconds")?
             }
+            "WEIR_COMPACTION_KEY_MAP_BYTES" => {
+                self.compaction_key_map_bytes =
+                    value.parse().map_err(|_| "expected a byte count")?
+            }
             "WEIR_PRODUCER_ID_EXPIRATION_MS" => {
                 self.producer_id_expiration_ms = value
                     .parse()
@@ -322,7 +337,10 @@ impl BrokerConfig {
         &self,
         overrides: &BTreeMap<String, String>,
     ) -> Result<LogConfig, weir_log::LogError> {
-        let mut config = LogConfig::default();
+        let mut config = LogConfig {
+            compaction_key_map_bytes: self.compaction_key_map_bytes,
+            ..LogConfig::default()
+        };
         for (key, value) in self.topic_defaults.iter().chain(overrides) {
             if key.starts_with(VALUE_CONFIG_PREFIX) {
                 check_value_config(key, value)?;
@@ -366,6 +384,13 @@ impl BrokerConfig {
                 "retention_check_interval_ms",
                 "0".to_string(),
                 "must be at least 1",
+            ));
+        }
+        if self.compaction_key_map_bytes < 1024 * 1024 {
+            return Err(bad(
+                "compaction_key_map_bytes",
+                self.compaction_key_map_bytes.to_string(),
+                "must be at least 1048576",
             ));
         }
         if self.fetch_bytes_max < 1024 {

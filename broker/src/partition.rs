@@ -423,6 +423,21 @@ impl Partition {
         now_ms: i64,
         producer_id_expiration_ms: u64,
     ) -> Result<Cleaned, BrokerError> {
+        // Compaction never takes the append path's locks (it works below the high
+        // watermark, on sealed segments): appends go on during a pass. A pass that fails
+        // does not stop retention, which never reads batches.
+        let compacted = self.log.compact(now_ms);
+        if let Ok(report) = &compacted {
+            for skipped in &report.skipped {
+                tracing::warn!(
+                    segment = %skipped.segment.display(),
+                    position = skipped.position,
+                    offset = skipped.offset,
+                    reason = %skipped.reason,
+                    "compaction left a segment with a damaged batch as it is"
+                );
+            }
+        }
         // Excludes appends meanwhile: the log's roll (which trims the sealed
         // segment's indexes) raced with retention deleting that segment and
         // poisoned the log. Retention runs rarely; appends wait at most one pass.
@@ -430,11 +445,12 @@ impl Partition {
         let producers_expired = producers
             .states
             .remove_expired(now_ms, producer_id_expiration_ms);
-        let compacted = self.log.compact(now_ms).map_err(|e| self.error(e))?;
         let retained = self
             .log
             .enforce_retention(now_ms)
             .map_err(|e| self.error(e))?;
+        drop(producers);
+        let compacted = compacted.map_err(|e| self.error(e))?;
         Ok(Cleaned {
             segments_deleted: retained.segments_deleted,
             segments_compacted: compacted.segments_rewritten,

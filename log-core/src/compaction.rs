@@ -1,52 +1,93 @@
-//! Compaction (`cleanup.policy=compact`): in sealed segments keep only the newest record of
-//! each key; drop tombstones (null value) once older than `delete.retention.ms`. Offsets are
-//! preserved: a batch that loses records is rebuilt as one batch per run of consecutive
-//! kept offsets, so reads simply skip the gaps.
+//! Compaction (`cleanup.policy=compact`): keep only the newest record of each key, and
+//! tombstones (null value) for `delete.retention.ms` after they were first cleaned.
+//! Offsets are preserved; reads skip the gaps.
+//!
+//! A pass never holds the writer lock (appends go on meanwhile) and never looks at or past
+//! the cleanable bound: min(base of the active segment, high watermark, the first segment
+//! younger than `min.compaction.lag.ms`); only whole sealed segments below it are cleaned.
+//! It holds the maintenance lock (no retention or truncation meanwhile) and, for one insert
+//! per rewritten segment, the segments map.
+//!
+//! As Kafka's cleaner:
+//! 1. the cleaner checkpoint ([`CleanerCheckpoint`]) says up to where the log is clean; the
+//!    pass runs only when the dirty share of the cleanable bytes reaches
+//!    `min.cleanable.dirty.ratio` (or a kept tombstone became removable);
+//! 2. the key map ([`KeyMap`], `compaction_key_map_bytes`) is built from the dirty part;
+//!    when it fills, the pass cleans only up to where it reaches and the next pass goes on;
+//! 3. every segment from the log start up to that point is rewritten
+//!    ([`compaction_rewrite`]) and swapped in ([`compaction_swap`]);
+//! 4. the checkpoint moves to where the map reached.
 //!
 //! Transactions: records of a transaction take part only once its COMMIT marker is in the
-//! compacted segments (`compaction_keys`); such a batch is rewritten like any other, keeping
-//! its transactional bit and producer fields. Markers, and batches of aborted or undecided
+//! scanned dirty range (`compaction_keys`); markers, and batches of aborted or undecided
 //! transactions, are kept whole.
 //!
-//! Each segment is rewritten crash-safely: the new log is written to `<name>.log.cleaned`
-//! and fsynced; the old indexes are removed (directory fsync); the cleaned file is renamed
-//! over the log (directory fsync); then the indexes are rebuilt from the new log. A crash
-//! before the rename leaves the old log (open deletes `.cleaned` files and rebuilds any
-//! missing index); after it, the new log, whose missing indexes open rebuilds.
+//! A segment holding a damaged batch (CRC or record checks fail) is left as it is and
+//! reported in [`CompactionReport::skipped`]; the pass goes on with the others, and
+//! retention (which never reads batches) is not affected.
+//!
+//! [`compaction_rewrite`]: crate::compaction_rewrite
+//! [`compaction_swap`]: crate::compaction_swap
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::batch::{self, BatchBuilder, BatchHeader, RecordDecoder, RecordView, TimestampType};
+use crate::batch::RecordDecoder;
+use crate::compaction_checkpoint::CleanerCheckpoint;
 use crate::compaction_keys::KeyScan;
+use crate::compaction_map::{KeyMap, KEY_MAP_SLOT_BYTES};
+use crate::compaction_rewrite::{KeepPolicy, RewriteCounts, Rewriter, Rewritten};
 use crate::config::LogConfig;
 use crate::error::IoContext;
-use crate::file_io;
-use crate::file_name::{remove_if_exists, sync_dir, CLEANED_SUFFIX};
-use crate::load::rebuild;
-use crate::recovery::ScanMode;
-use crate::segment::{Segment, SegmentEnd};
+use crate::segment::Segment;
 use crate::{LogError, PartitionLog};
 
 /// What one compaction pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
+    /// False when the pass found too little to clean (dirty ratio, nothing sealed below
+    /// the high watermark) and read nothing.
+    pub ran: bool,
     pub segments_rewritten: usize,
     pub records_kept: u64,
     pub records_removed: u64,
     pub tombstones_removed: u64,
+    /// Batches in the segments read, and in what replaced them.
+    pub batches_before: u64,
+    pub batches_after: u64,
+    /// Bytes of the rewritten segments before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Dirty share of the cleanable bytes when the pass started, in parts per million.
+    pub dirty_ratio_ppm: u64,
+    /// The log is clean below this offset (the cleaner checkpoint).
+    pub clean_offset: u64,
+    /// Segments left as they are because a batch in them is damaged.
+    pub skipped: Vec<SkippedSegment>,
+}
+
+/// A segment compaction left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedSegment {
+    pub segment: PathBuf,
+    /// Byte position and base offset (-1 if unreadable) of the damaged batch.
+    pub position: u64,
+    pub offset: i64,
+    pub reason: String,
+}
+
+/// A sealed segment below the cleanable bound and where it ends.
+struct Cleanable {
+    segment: Arc<Segment>,
+    next_base: u64,
 }
 
 impl PartitionLog {
-    /// Compacts the sealed segments (never the active one) at `now_ms`. Does nothing unless
-    /// the cleanup policy includes compact.
+    /// Runs one compaction pass at `now_ms` (wall-clock ms: tombstone ages and
+    /// `min.compaction.lag.ms` are measured against it). Does nothing unless the cleanup
+    /// policy includes compact. See the module docs.
     pub fn compact(&self, now_ms: i64) -> Result<CompactionReport, LogError> {
         let config = self.config();
         let mut report = CompactionReport::default();
@@ -56,253 +97,267 @@ impl PartitionLog {
         }
         let _maintenance = self.lock_maintenance()?;
         let segments = self.segment_snapshot();
-        let sealed = segments.split_last().map_or(&[][..], |(_, rest)| rest);
-        let mut decoder = RecordDecoder::new();
-        let mut keys = KeyScan::default();
-        for segment in sealed {
-            for_each_batch(segment, |_, header, bytes| {
-                Ok(keys.visit(header, bytes, &mut decoder)?)
-            })?;
+        let mut checkpoint = CleanerCheckpoint::read(&self.dir)?;
+        checkpoint.cut_to(self.log_end_offset());
+        let first_dirty = checkpoint.clean_offset().max(self.log_start_offset());
+        let cleanable = self.cleanable(&segments, first_dirty, &config, now_ms);
+        report.clean_offset = checkpoint.clean_offset();
+        let total_bytes: u64 = cleanable.iter().map(|c| c.segment.size_bytes()).sum();
+        let dirty_bytes: u64 = cleanable
+            .iter()
+            .filter(|c| c.next_base > first_dirty)
+            .map(|c| c.segment.size_bytes())
+            .sum();
+        report.dirty_ratio_ppm = (u128::from(dirty_bytes) * 1_000_000)
+            .checked_div(u128::from(total_bytes))
+            .map_or(0, |r| r as u64);
+        let dirty_enough = dirty_bytes > 0
+            && report.dirty_ratio_ppm >= u64::from(config.min_cleanable_dirty_ratio_ppm);
+        let tombstones_due = checkpoint.tombstones_due_ms <= now_ms;
+        if cleanable.is_empty() || !(dirty_enough || tombstones_due) {
+            return Ok(report);
         }
-        for (i, segment) in sealed.iter().enumerate() {
-            let next_base = segments.get(i + 1).map_or(u64::MAX, |s| s.base_offset);
-            let policy = KeepPolicy {
-                latest: &keys.latest,
-                committed: &keys.committed,
-                now_ms,
-                delete_retention_ms: i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX),
-            };
-            self.compact_segment(segment, next_base, &policy, &config, &mut report)?;
-        }
+        report.ran = true;
+        let mut skipped = BTreeSet::new();
+        let (producer_last_batch, dirty_records) =
+            self.survey(&cleanable, first_dirty, &mut skipped, &mut report)?;
+        let map = KeyMap::new(config.compaction_key_map_bytes, dirty_records);
+        let mut keys = KeyScan::new(map);
+        let map_end = self.build_key_map(
+            &cleanable,
+            first_dirty,
+            &mut keys,
+            &mut skipped,
+            &mut report,
+            &config,
+        )?;
+        let delete_retention_ms = i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
+        let policy = KeepPolicy {
+            keys: &keys,
+            map_end,
+            tombstones_removable_below: checkpoint
+                .tombstones_removable_below(now_ms, delete_retention_ms),
+            checkpoint: &checkpoint,
+            now_ms,
+            delete_retention_ms,
+            producer_last_batch: &producer_last_batch,
+        };
+        let due = self.clean_segments(&cleanable, &policy, &skipped, &config, &mut report)?;
+        checkpoint.advance(map_end, now_ms, delete_retention_ms);
+        checkpoint.tombstones_due_ms = due;
+        checkpoint.write(&self.dir)?;
+        report.clean_offset = checkpoint.clean_offset();
         Ok(report)
     }
 
-    fn compact_segment(
+    /// The sealed segments wholly below the cleanable bound.
+    fn cleanable(
         &self,
-        segment: &Arc<Segment>,
-        next_base: u64,
+        segments: &[Arc<Segment>],
+        first_dirty: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Vec<Cleanable> {
+        let Some((active, _)) = segments.split_last() else {
+            return Vec::new();
+        };
+        // Offsets at or above the high watermark may still be truncated away (a follower
+        // catching up to a new leader): they are never read for the map nor rewritten.
+        let mut bound = active.base_offset.min(self.high_watermark());
+        if config.min_compaction_lag_ms > 0 {
+            // Kafka's rule: the first dirty segment with a record younger than the lag ends
+            // the cleanable range.
+            let lag_ms = i64::try_from(config.min_compaction_lag_ms).unwrap_or(i64::MAX);
+            let young = segments.windows(2).find(|pair| {
+                pair[1].base_offset > first_dirty
+                    && pair[0].max_timestamp() > now_ms.saturating_sub(lag_ms)
+            });
+            if let Some(pair) = young {
+                bound = bound.min(pair[0].base_offset);
+            }
+        }
+        segments
+            .windows(2)
+            .map(|pair| Cleanable {
+                segment: Arc::clone(&pair[0]),
+                next_base: pair[1].base_offset,
+            })
+            .take_while(|c| c.next_base <= bound)
+            .collect()
+    }
+
+    /// Walks every batch header of the cleanable segments: the last batch of each producer
+    /// (kept even when emptied) and how many records the dirty part holds (to size the
+    /// map). A segment whose headers do not walk is skipped from here on.
+    fn survey(
+        &self,
+        cleanable: &[Cleanable],
+        first_dirty: u64,
+        skipped: &mut BTreeSet<u64>,
+        report: &mut CompactionReport,
+    ) -> Result<(HashMap<i64, i64>, u64), LogError> {
+        let mut last_batch = HashMap::new();
+        let mut dirty_records = 0u64;
+        for c in cleanable {
+            let size = c.segment.size_bytes();
+            let mut position = 0;
+            while position < size {
+                let header = match c.segment.header_at(position, size) {
+                    Ok(header) => header,
+                    Err(LogError::Corrupt { reason, .. }) => {
+                        skip(c, skipped, report, position, -1, reason);
+                        break;
+                    }
+                    Err(other) => return Err(other),
+                };
+                if header.producer_id >= 0 {
+                    last_batch.insert(header.producer_id, header.base_offset);
+                }
+                if u64::try_from(header.last_offset()).is_ok_and(|l| l >= first_dirty) {
+                    dirty_records += u64::try_from(header.record_count).unwrap_or(0);
+                }
+                position += header.size_bytes() as u64;
+            }
+        }
+        Ok((last_batch, dirty_records))
+    }
+
+    /// Fills the key map from the dirty part, in log order, until it is full; returns the
+    /// offset the map reaches (exclusive): a batch boundary.
+    fn build_key_map(
+        &self,
+        cleanable: &[Cleanable],
+        first_dirty: u64,
+        keys: &mut KeyScan,
+        skipped: &mut BTreeSet<u64>,
+        report: &mut CompactionReport,
+        config: &LogConfig,
+    ) -> Result<u64, LogError> {
+        let mut decoder = RecordDecoder::new();
+        let mut buf = Vec::new();
+        for c in cleanable.iter().filter(|c| c.next_base > first_dirty) {
+            if skipped.contains(&c.segment.base_offset) {
+                continue;
+            }
+            let size = c.segment.size_bytes();
+            let mut position = 0;
+            while position < size {
+                let header = c.segment.header_at(position, size)?;
+                let last = u64::try_from(header.last_offset()).unwrap_or(0);
+                position += header.size_bytes() as u64;
+                if last < first_dirty {
+                    continue;
+                }
+                let base = u64::try_from(header.base_offset).unwrap_or(0);
+                if !keys.fits(&header) {
+                    if base <= first_dirty {
+                        return Err(LogError::CompactionKeyMapTooSmall {
+                            dir: self.dir.clone(),
+                            offset: base,
+                            record_count: header.record_count,
+                            keys_max: keys.latest.len() + keys.latest.room(),
+                            key_map_bytes: config.compaction_key_map_bytes,
+                        });
+                    }
+                    return Ok(base);
+                }
+                buf.resize(header.size_bytes(), 0);
+                let at = position - header.size_bytes() as u64;
+                c.segment
+                    .log
+                    .read_exact_at(&mut buf, at)
+                    .io_ctx("read segment", &c.segment.paths.log)?;
+                if let Err(e) = keys.visit(&header, &buf, &mut decoder) {
+                    // The batch's keys are unknown: its older versions elsewhere stay.
+                    skip(c, skipped, report, at, header.base_offset, e.to_string());
+                    break;
+                }
+            }
+        }
+        Ok(cleanable.last().map_or(first_dirty, |c| c.next_base))
+    }
+
+    /// Rewrites and swaps in every segment the map reaches into; returns when the oldest
+    /// kept tombstone may go.
+    fn clean_segments(
+        &self,
+        cleanable: &[Cleanable],
         policy: &KeepPolicy<'_>,
+        skipped: &BTreeSet<u64>,
         config: &LogConfig,
         report: &mut CompactionReport,
-    ) -> Result<(), LogError> {
-        let mut out = Vec::new();
-        let mut changed = false;
-        let mut decoder = RecordDecoder::new();
-        let size_before = segment.size_bytes();
-        for_each_batch(segment, |_, header, bytes| {
-            let kept = rewrite_batch(header, bytes, policy, &mut decoder, &mut out, report)?;
-            changed |= !kept;
-            Ok(())
-        })?;
-        report.bytes_before += size_before;
-        report.bytes_after += out.len() as u64;
-        if !changed {
-            return Ok(());
+    ) -> Result<i64, LogError> {
+        let mut rewriter = Rewriter::default();
+        let mut counts = RewriteCounts::default();
+        let mut paused = false;
+        for c in cleanable {
+            let segment = &c.segment;
+            if segment.base_offset >= policy.map_end || skipped.contains(&segment.base_offset) {
+                continue;
+            }
+            let mut segment_counts = counts;
+            match rewriter.rewrite(segment, policy, &mut segment_counts)? {
+                Rewritten::Unchanged => counts = segment_counts,
+                Rewritten::Corrupt(bad) => {
+                    // Counts of a skipped segment would describe nothing that happened.
+                    skip(
+                        c,
+                        &mut BTreeSet::new(),
+                        report,
+                        bad.position,
+                        bad.offset,
+                        bad.reason,
+                    );
+                }
+                Rewritten::Cleaned(bytes) => {
+                    counts = segment_counts;
+                    let before = segment.size_bytes();
+                    assert!(bytes.len() as u64 <= before, "a cleaned segment grew");
+                    self.write_cleaned(segment, &bytes)?;
+                    if !paused {
+                        paused = true;
+                        #[cfg(feature = "fault-injection")]
+                        crate::compaction_hook::before_swap(&self.dir);
+                    }
+                    self.swap_in(segment, c.next_base, config)?;
+                    report.segments_rewritten += 1;
+                    report.bytes_before += before;
+                    report.bytes_after += bytes.len() as u64;
+                }
+            }
         }
-        self.replace_segment(segment, next_base, &out, config)?;
-        report.segments_rewritten += 1;
-        Ok(())
-    }
-
-    /// Swaps `segment`'s log for `bytes` crash-safely (see the module docs) and installs
-    /// the new segment for readers. Readers already holding the old one keep its file.
-    fn replace_segment(
-        &self,
-        segment: &Arc<Segment>,
-        next_base: u64,
-        bytes: &[u8],
-        config: &LogConfig,
-    ) -> Result<(), LogError> {
-        let paths = &segment.paths;
-        let cleaned = paths.with_suffix(CLEANED_SUFFIX);
-        // Until the rename nothing the log relies on has changed: a failed write (a full
-        // disk) only leaves a `.cleaned` file, removed here or by the next open.
-        let written = file_io::create(&cleaned.log)
-            .and_then(|mut file| file_io::write_all(&mut file, bytes, &cleaned.log))
-            .io_ctx("write compacted segment", &cleaned.log);
-        if let Err(error) = written {
-            let _ = remove_if_exists(&cleaned.log);
-            return Err(error);
-        }
-        self.swap_in_cleaned(segment, &cleaned.log)
-            .map_err(|e| self.poison(e))?;
-        let (fresh, _) = rebuild(&self.dir, segment.base_offset, config, ScanMode::Strict)
-            .map_err(|e| self.poison(e))?;
-        let mut end: SegmentEnd = fresh.end();
-        end.next_offset = next_base;
-        fresh.publish(end);
-        fresh.seal_indexes().map_err(|e| self.poison(e))?;
-        self.write_segments()
-            .insert(segment.base_offset, Arc::new(fresh));
-        Ok(())
-    }
-
-    /// Fsyncs the compacted log, removes the old indexes and renames it over the old log,
-    /// fsyncing the directory after each change (see the module docs for crash cases).
-    fn swap_in_cleaned(&self, segment: &Segment, cleaned_log: &Path) -> Result<(), LogError> {
-        let paths = &segment.paths;
-        let file = File::open(cleaned_log).io_ctx("open compacted segment", cleaned_log)?;
-        file_io::sync_all(&file, cleaned_log).io_ctx("fsync compacted segment", cleaned_log)?;
-        drop(file);
-        remove_if_exists(&paths.offset_index).io_ctx("remove offset index", &paths.offset_index)?;
-        remove_if_exists(&paths.time_index).io_ctx("remove time index", &paths.time_index)?;
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
-        file_io::rename(cleaned_log, &paths.log)
-            .io_ctx("rename compacted segment into place", &paths.log)?;
-        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)
+        report.records_kept = counts.records_kept;
+        report.records_removed = counts.records_removed;
+        report.tombstones_removed = counts.tombstones_removed;
+        report.batches_before = counts.batches_before;
+        report.batches_after = counts.batches_after;
+        Ok(counts.tombstones_due_ms)
     }
 }
 
-struct KeepPolicy<'a> {
-    latest: &'a HashMap<Bytes, u64>,
-    /// Base offsets of transactional batches whose transaction committed.
-    committed: &'a HashSet<i64>,
-    now_ms: i64,
-    delete_retention_ms: i64,
-}
-
-impl KeepPolicy<'_> {
-    /// Keyless records cannot be superseded and are kept.
-    fn keeps(&self, record: &RecordView<'_>) -> bool {
-        let Some(key) = record.key else { return true };
-        let newest = u64::try_from(record.offset).ok() == self.latest.get(key).copied();
-        if !newest {
-            return false;
-        }
-        record.value.is_some()
-            || self.now_ms.saturating_sub(record.timestamp) <= self.delete_retention_ms
-    }
-}
-
-/// Appends the kept part of one batch to `out`; returns true when the batch was kept whole.
-fn rewrite_batch(
-    header: &BatchHeader,
-    bytes: &[u8],
-    policy: &KeepPolicy<'_>,
-    decoder: &mut RecordDecoder,
-    out: &mut Vec<u8>,
+fn skip(
+    c: &Cleanable,
+    skipped: &mut BTreeSet<u64>,
     report: &mut CompactionReport,
-) -> Result<bool, LogError> {
-    // Markers, and data of aborted or undecided transactions, are kept as they are.
-    let decided = !header.is_transactional() || policy.committed.contains(&header.base_offset);
-    if header.is_control() || !decided {
-        out.extend_from_slice(bytes);
-        report.records_kept += u64::try_from(header.record_count).unwrap_or(0);
-        return Ok(true);
-    }
-    let records: Vec<RecordView<'_>> = decoder.records(bytes)?.collect::<Result<_, _>>()?;
-    let keep: Vec<bool> = records.iter().map(|r| policy.keeps(r)).collect();
-    for (record, &kept) in records.iter().zip(&keep) {
-        if kept {
-            report.records_kept += 1;
-        } else {
-            report.records_removed += 1;
-            if record.value.is_none()
-                && policy.latest.get(record.key.unwrap_or_default()).copied()
-                    == u64::try_from(record.offset).ok()
-            {
-                report.tombstones_removed += 1;
-            }
-        }
-    }
-    if keep.iter().all(|&k| k) {
-        out.extend_from_slice(bytes);
-        return Ok(true);
-    }
-    let compression = header.compression()?;
-    let mut run: Option<(i64, BatchBuilder)> = None;
-    let mut previous: Option<i64> = None;
-    for (record, &kept) in records.iter().zip(&keep) {
-        if !kept {
-            continue;
-        }
-        let contiguous = previous.is_some_and(|p| p + 1 == record.offset);
-        if !contiguous {
-            if let Some((start, mut builder)) = run.take() {
-                emit_run(&mut builder, header, start, out)?;
-            }
-            run = Some((
-                record.offset,
-                run_builder(header, compression, record.offset),
-            ));
-        }
-        if let Some((_, builder)) = run.as_mut() {
-            let headers: Vec<(&str, Option<&[u8]>)> = record.headers().collect();
-            builder.push(record.timestamp, record.key, record.value, &headers);
-        }
-        previous = Some(record.offset);
-    }
-    if let Some((start, mut builder)) = run {
-        emit_run(&mut builder, header, start, out)?;
-    }
-    Ok(false)
-}
-
-/// A builder for a run starting at `base_offset` that carries over the original batch's
-/// codec, producer fields (sequence advanced to the run), transactional bit and timestamp
-/// type. (Control batches are never rewritten.)
-fn run_builder(
-    original: &BatchHeader,
-    compression: batch::Compression,
-    base_offset: i64,
-) -> BatchBuilder {
-    let sequence = if original.base_sequence >= 0 {
-        let delta = i32::try_from(base_offset - original.base_offset).unwrap_or(0);
-        original.base_sequence.wrapping_add(delta)
-    } else {
-        original.base_sequence
-    };
-    debug_assert!(!original.is_control());
-    let builder = BatchBuilder::new(compression)
-        .with_producer(original.producer_id, original.producer_epoch, sequence)
-        .with_transactional(original.is_transactional());
-    if original.timestamp_type() == TimestampType::LogAppendTime {
-        builder.with_log_append_time(original.max_timestamp)
-    } else {
-        builder
+    position: u64,
+    offset: i64,
+    reason: String,
+) {
+    skipped.insert(c.segment.base_offset);
+    if !report
+        .skipped
+        .iter()
+        .any(|s| s.segment == c.segment.paths.log)
+    {
+        report.skipped.push(SkippedSegment {
+            segment: c.segment.paths.log.clone(),
+            position,
+            offset,
+            reason,
+        });
     }
 }
 
-/// Builds the pushed run as one batch at `base_offset` with the original leader epoch.
-fn emit_run(
-    builder: &mut BatchBuilder,
-    original: &BatchHeader,
-    base_offset: i64,
-    out: &mut Vec<u8>,
-) -> Result<(), LogError> {
-    let built = builder.build()?;
-    let start = out.len();
-    out.extend_from_slice(&built);
-    let batch_bytes = out.get_mut(start..).unwrap_or_default();
-    batch::set_base_offset(batch_bytes, base_offset);
-    batch::set_partition_leader_epoch(batch_bytes, original.partition_leader_epoch);
-    Ok(())
-}
-
-/// Calls `visit(position, header, bytes)` for each batch of a sealed segment.
-fn for_each_batch(
-    segment: &Segment,
-    mut visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<(), LogError>,
-) -> Result<(), LogError> {
-    let size = segment.size_bytes();
-    let mut position = 0u64;
-    let mut buf = Vec::new();
-    while position < size {
-        let header = segment.header_at(position, size)?;
-        buf.resize(header.size_bytes(), 0);
-        segment
-            .log
-            .read_exact_at(&mut buf, position)
-            .io_ctx("read segment", &segment.paths.log)?;
-        visit(position, &header, &buf).map_err(|e| match e {
-            LogError::Batch(e) => LogError::Corrupt {
-                segment: segment.paths.log.clone(),
-                position,
-                reason: e.to_string(),
-            },
-            other => other,
-        })?;
-        position += header.size_bytes() as u64;
-    }
-    Ok(())
-}
+/// Bytes of key map a pass may use by default (Kafka's `log.cleaner.dedupe.buffer.size`).
+pub const COMPACTION_KEY_MAP_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+const _: () = assert!(COMPACTION_KEY_MAP_BYTES_DEFAULT / KEY_MAP_SLOT_BYTES > 1_000_000);

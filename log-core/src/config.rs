@@ -129,8 +129,19 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// `cleanup.policy`.
     pub cleanup_policy: CleanupPolicy,
-    /// `delete.retention.ms`: how long compaction keeps tombstones (records with a null value).
+    /// `delete.retention.ms`: how long compaction keeps tombstones (records with a null
+    /// value) after the pass that first cleaned them.
     pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`, in parts per million: a compaction pass runs only when
+    /// the not yet cleaned share of the cleanable bytes reaches it (Kafka's default 0.5).
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long (Kafka's
+    /// default 0).
+    pub min_compaction_lag_ms: u64,
+    /// Bytes of the key map of one compaction pass (24 bytes a key); a pass whose dirty
+    /// part holds more keys cleans in several passes. Broker-wide in Kafka
+    /// (`log.cleaner.dedupe.buffer.size`); here per pass, set by the broker for all logs.
+    pub compaction_key_map_bytes: u64,
     /// `flush.policy` / `fsync` / `flush.ms`.
     pub fsync: FsyncPolicy,
     /// `message.timestamp.type`: `CreateTime` keeps the producer's timestamps;
@@ -155,6 +166,9 @@ impl Default for LogConfig {
             retention_bytes: None,
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 24 * 3_600_000,
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            min_compaction_lag_ms: 0,
+            compaction_key_map_bytes: crate::COMPACTION_KEY_MAP_BYTES_DEFAULT,
             fsync: FsyncPolicy::Never,
             timestamp_type: TimestampType::CreateTime,
         }
@@ -200,6 +214,10 @@ impl LogConfig {
             "retention.bytes" => self.retention_bytes = parse_optional(value).map_err(bad)?,
             "cleanup.policy" => self.cleanup_policy = value.parse().map_err(bad)?,
             "delete.retention.ms" => self.delete_retention_ms = parse_u64(value).map_err(bad)?,
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio_ppm = parse_ratio_ppm(value).map_err(bad)?;
+            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_u64(value).map_err(bad)?,
             "flush.policy" | "fsync" => self.fsync = value.parse().map_err(bad)?,
             "flush.ms" => {
                 let v = parse_u64(value).map_err(bad)?;
@@ -230,7 +248,7 @@ impl LogConfig {
             }
             _ => {
                 return Err(bad(
-                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type".to_string(),
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type".to_string(),
                 ))
             }
         }
@@ -257,6 +275,17 @@ fn parse_u32(value: &str) -> Result<u32, String> {
         .trim()
         .parse::<u32>()
         .map_err(|_| format!("expected an integer between 0 and {}", u32::MAX))
+}
+
+/// A ratio between 0 and 1 (Kafka writes `0.5`), as parts per million.
+fn parse_ratio_ppm(value: &str) -> Result<u32, String> {
+    let ratio = value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| "expected a number between 0 and 1".to_string())?;
+    Ok((ratio * 1_000_000.0).round() as u32)
 }
 
 /// Kafka's convention: -1 means no limit.

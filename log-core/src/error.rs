@@ -99,6 +99,17 @@ pub enum LogError {
 
     #[error("a lock of the partition log in {} was poisoned by a panic", dir.display())]
     LockPoisoned { dir: PathBuf },
+
+    /// One batch holds more records than the whole compaction key map: no pass could get
+    /// past it (Kafka stops cleaning such a log too).
+    #[error("compaction of {} cannot get past offset {offset}: its batch holds {record_count} records and the key map ({key_map_bytes} bytes) only {keys_max} keys; raise compaction_key_map_bytes", dir.display())]
+    CompactionKeyMapTooSmall {
+        dir: PathBuf,
+        offset: u64,
+        record_count: i32,
+        keys_max: usize,
+        key_map_bytes: u64,
+    },
 }
 
 /// Attaches the operation and path to an `io::Error`.

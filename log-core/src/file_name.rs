@@ -10,6 +10,9 @@ pub(crate) const OFFSET_INDEX_EXTENSION: &str = "index";
 pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 /// Suffix of files being written by compaction; never valid after a crash.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a compacted segment log that is complete and fsynced and replaces the
+/// segment's log; open finishes the replacement.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
 /// Suffix of any file being written before an atomic rename; never valid after a crash.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Width of the zero-padded base offset in file names (u64::MAX has 20 digits).
@@ -76,15 +79,6 @@ impl SegmentPaths {
             log: dir.join(segment_file_name(base_offset, SegmentFileKind::Log)),
             offset_index: dir.join(segment_file_name(base_offset, SegmentFileKind::OffsetIndex)),
             time_index: dir.join(segment_file_name(base_offset, SegmentFileKind::TimeIndex)),
-        }
-    }
-
-    /// The same paths with a suffix appended (`.cleaned`, `.tmp`).
-    pub fn with_suffix(&self, suffix: &str) -> SegmentPaths {
-        SegmentPaths {
-            log: append_suffix(&self.log, suffix),
-            offset_index: append_suffix(&self.offset_index, suffix),
-            time_index: append_suffix(&self.time_index, suffix),
         }
     }
 }

@@ -13,7 +13,13 @@
 pub mod batch;
 mod checkpoint;
 mod compaction;
+mod compaction_checkpoint;
+#[cfg(feature = "fault-injection")]
+pub mod compaction_hook;
 mod compaction_keys;
+mod compaction_map;
+mod compaction_rewrite;
+mod compaction_swap;
 mod config;
 mod durability;
 mod error;
@@ -35,7 +41,7 @@ mod time_index;
 mod truncate;
 
 pub use checkpoint::CHECKPOINT_BYTES;
-pub use compaction::CompactionReport;
+pub use compaction::{CompactionReport, SkippedSegment, COMPACTION_KEY_MAP_BYTES_DEFAULT};
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use error::LogError;
 pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;

@@ -40,6 +40,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent).io_ctx("fsync directory", parent)?;
     }
+    crate::compaction_swap::finish_interrupted_swaps(dir)?;
     let bases: Vec<u64> = list_and_clean(dir)?.into_iter().collect();
     let clean = Checkpoint::read(dir, CheckpointKind::CleanShutdown)?;
     if clean.is_some() {

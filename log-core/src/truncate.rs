@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::compaction_checkpoint::CleanerCheckpoint;
 use crate::config::LogConfig;
 use crate::error::IoContext;
 use crate::file_io;
@@ -26,6 +27,13 @@ impl PartitionLog {
         self.check_writable()?;
         if offset >= self.log_end_offset() {
             return Ok(());
+        }
+        // Before any offset goes: the cleaner checkpoint must not call clean the offsets
+        // that later appends will reuse (a crash after this only costs a longer pass).
+        let mut cleaner = CleanerCheckpoint::read(&self.dir)?;
+        if cleaner.clean_offset() > offset {
+            cleaner.cut_to(offset);
+            cleaner.write(&self.dir)?;
         }
         let config = self.config();
         let segments = self.segment_snapshot();

@@ -11,6 +11,7 @@ mod codec;
 mod error;
 mod header;
 mod record;
+mod retained;
 mod validate;
 mod varint;
 
@@ -25,4 +26,5 @@ pub use record::{
     decode_records, ControlRecordType, HeaderIter, Record, RecordDecoder, RecordHeader, RecordIter,
     RecordView, DECOMPRESSED_BYTES_MAX_DEFAULT,
 };
+pub(crate) use retained::RetainedBuilder;
 pub use validate::{batches, compute_crc, validate, validate_produced, BatchSplitter};
