@@ -590,3 +590,42 @@ async fn a_log_append_time_topic_returns_the_time_the_broker_stamped() {
     assert_eq!(created.partitions[0].log_append_time_ms, -1);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_producer_reports_the_log_append_time_as_the_record_timestamp() {
+    let broker = TestBroker::start().await;
+    let configs = std::collections::BTreeMap::from([(
+        "message.timestamp.type".to_string(),
+        "LogAppendTime".to_string(),
+    )]);
+    broker
+        .admin()
+        .await
+        .create_topic("stamped", 1, 1, &configs)
+        .await
+        .unwrap();
+    let producer = Producer::connect(&broker.addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    let metadata = producer
+        .send(ProducerRecord::new("stamped", b"v".as_slice()).with_timestamp(5))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Not the record's own timestamp: the broker's.
+    assert!(metadata.timestamp_ms > 5, "{metadata:?}");
+    let fetched = broker
+        .fetch_client()
+        .await
+        .fetch(fetch_request("stamped", 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let (header, _) = weir_log::batch::batches(&fetched.partitions[0].batches)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(header.max_timestamp, metadata.timestamp_ms);
+    broker.shutdown().await;
+}

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
 use super::accumulator::{Job, JobEnd, PendingBatch};
+use super::delivery::Stored;
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
@@ -131,11 +132,14 @@ async fn dispatch(shared: Arc<ProducerShared>, job: Job) {
         outcome = Ok(None);
     }
     match outcome {
-        Ok(base_offset) => {
-            let mut next = base_offset;
+        Ok(stored) => {
+            let mut next = stored;
             for (done, records) in dones.into_iter().zip(records) {
                 done.complete(Ok(next));
-                next = next.map(|base| base + u64::from(records));
+                next = next.map(|stored| Stored {
+                    base_offset: stored.base_offset + u64::from(records),
+                    ..stored
+                });
             }
         }
         Err(delivery) => {
@@ -236,7 +240,7 @@ async fn send_with_retries(
     partition: u32,
     batches: Vec<Bytes>,
     mut written: Option<WrittenSignal>,
-) -> Result<Option<u64>, Delivery> {
+) -> Result<Option<Stored>, Delivery> {
     let config = &shared.config;
     let acks = match config.acks {
         Acks::None => proto::Acks::None,
@@ -261,7 +265,7 @@ async fn send_with_retries(
         .await;
         let error = match attempt {
             Ok(Ok(response)) => match partition_result(topic, partition, response) {
-                Ok(base_offset) => return Ok(Some(base_offset)),
+                Ok(stored) => return Ok(Some(stored)),
                 Err(error) => error,
             },
             Ok(Err(status)) => ClientError::from(status),
@@ -297,7 +301,7 @@ fn partition_result(
     topic: &str,
     partition: u32,
     response: proto::ProduceResponse,
-) -> Result<u64, ClientError> {
+) -> Result<Stored, ClientError> {
     let result = response
         .partitions
         .into_iter()
@@ -309,7 +313,10 @@ fn partition_result(
             ),
         })?;
     match result.error_code() {
-        ErrorCode::None => Ok(result.base_offset),
+        ErrorCode::None => Ok(Stored {
+            base_offset: result.base_offset,
+            log_append_time_ms: result.log_append_time_ms,
+        }),
         code => Err(ClientError::Partition {
             topic: topic.to_string(),
             partition,
