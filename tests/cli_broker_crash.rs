@@ -15,6 +15,41 @@ use weir::broker::client::{
 
 const KEYS: u32 = 8;
 const PARTITIONS: u32 = 3;
+/// Each phase (produce and crash, read back) fails after this instead of
+/// hanging the test run.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connection attempts to a broker child before giving up.
+const CONNECT_ATTEMPTS: u32 = 50;
+/// Polls in a row that return nothing before reading back gives up.
+const EMPTY_POLLS_MAX: u32 = 20;
+
+/// `work`, or an error once [`PHASE_TIMEOUT`] has passed (the timer is
+/// made inside the runtime).
+async fn within_phase_timeout<T>(
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(PHASE_TIMEOUT, work).await
+}
+
+/// Runs `connect` until it succeeds, at most [`CONNECT_ATTEMPTS`] times.
+async fn connect_with_retry<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
+    what: &str,
+    mut connect: impl FnMut() -> F,
+) -> T {
+    let mut last_error = String::new();
+    for _ in 0..CONNECT_ATTEMPTS {
+        match connect().await {
+            Ok(connected) => return connected,
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect the {what} after {CONNECT_ATTEMPTS} attempts: {last_error}");
+}
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
@@ -24,26 +59,27 @@ fn sigkill_loses_no_acknowledged_record() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     let addr = broker.addr.clone();
-    let (acknowledged, broker) = runtime.block_on(async move {
-        let admin = Admin::connect(&addr).await.unwrap();
+    let produced = runtime.block_on(within_phase_timeout(async move {
+        let admin = connect_with_retry("admin client", || Admin::connect(&addr)).await;
         admin
             .create_topic("crash", PARTITIONS, 1, &Default::default())
             .await
             .unwrap();
-        let producer = Producer::connect(
-            &addr,
-            ProducerConfig {
-                acks: Acks::Leader,
-                linger: Duration::from_millis(1),
-                batch_size_bytes: 2048,
-                retries: 0,
-                delivery_timeout: Duration::from_secs(5),
-                request_timeout: Duration::from_secs(5),
-                ..ProducerConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let producer = connect_with_retry("producer", || {
+            Producer::connect(
+                &addr,
+                ProducerConfig {
+                    acks: Acks::Leader,
+                    linger: Duration::from_millis(1),
+                    batch_size_bytes: 2048,
+                    retries: 0,
+                    delivery_timeout: Duration::from_secs(5),
+                    request_timeout: Duration::from_secs(5),
+                    ..ProducerConfig::default()
+                },
+            )
+        })
+        .await;
         let mut deliveries = Vec::new();
         let mut broker = Some(broker);
         for seq in 0..20_000u32 {
@@ -74,7 +110,9 @@ fn sigkill_loses_no_acknowledged_record() {
         }
         drop(producer);
         (acknowledged, broker)
-    });
+    }));
+    let (acknowledged, broker) =
+        produced.expect("producing and crashing the broker did not finish in time");
     assert!(broker.is_none());
     assert!(
         !acknowledged.is_empty(),
@@ -83,29 +121,45 @@ fn sigkill_loses_no_acknowledged_record() {
 
     let broker = BrokerChild::start(&data, &["--fsync", "always"]);
     let addr = broker.addr.clone();
-    let stored = runtime.block_on(async move {
-        let mut consumer = Consumer::connect(
-            &addr,
-            ConsumerConfig {
-                offset_reset: OffsetReset::Earliest,
-                ..ConsumerConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        consumer.assign("crash", &(0..PARTITIONS).collect::<Vec<_>>());
-        let ends = consumer.end_offsets().await.unwrap();
-        let total: u64 = ends.iter().map(|(_, end)| end).sum();
-        let mut stored = HashMap::new();
-        while (stored.len() as u64) < total {
-            for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-                let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
-                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-                stored.insert((record.partition, record.offset), (key, value));
+    let stored = runtime
+        .block_on(within_phase_timeout(async move {
+            let mut consumer = connect_with_retry("consumer", || {
+                Consumer::connect(
+                    &addr,
+                    ConsumerConfig {
+                        offset_reset: OffsetReset::Earliest,
+                        ..ConsumerConfig::default()
+                    },
+                )
+            })
+            .await;
+            consumer.assign("crash", &(0..PARTITIONS).collect::<Vec<_>>());
+            let ends = consumer.end_offsets().await.unwrap();
+            let total: u64 = ends.iter().map(|(_, end)| end).sum();
+            let mut stored = HashMap::new();
+            let mut empty_polls = 0;
+            while (stored.len() as u64) < total {
+                let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+                empty_polls = if records.is_empty() {
+                    empty_polls + 1
+                } else {
+                    0
+                };
+                assert!(
+                    empty_polls < EMPTY_POLLS_MAX,
+                    "read {} of the {total} records below the end offsets after the restart, \
+                 then {EMPTY_POLLS_MAX} polls returned nothing",
+                    stored.len()
+                );
+                for record in records {
+                    let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
+                    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                    stored.insert((record.partition, record.offset), (key, value));
+                }
             }
-        }
-        stored
-    });
+            stored
+        }))
+        .expect("reading back after the restart did not finish in time");
     for (key, value, partition, offset) in &acknowledged {
         assert_eq!(
             stored.get(&(*partition, *offset)),

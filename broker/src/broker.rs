@@ -4,7 +4,7 @@
 //! read lock long enough to clone an `Arc`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::append_queue::{self, AppendResult};
 use crate::clock::{system_clock, SharedClock};
 use crate::config::{BrokerConfig, IoMode};
 use crate::error::BrokerError;
+use crate::memory_pool::MemoryPool;
 use crate::partition::{Cleaned, Partition};
 use crate::registry::{partition_dir, Registry, TopicRecord};
 use crate::topic_name::TopicName;
@@ -67,6 +68,10 @@ pub struct Broker {
     /// The epoch each producer id was last given by `InitProducerId` since
     /// the broker started (changed under the registry lock).
     producer_epochs: std::sync::Mutex<HashMap<i64, i16>>,
+    /// Bounds the request and fetch-response bytes held at once.
+    memory: Arc<MemoryPool>,
+    /// Partition reads done by fetches, for tests and metrics.
+    fetch_partition_reads: AtomicU64,
 }
 
 /// What `InitProducerId` asks for.
@@ -111,6 +116,8 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(topic));
         }
         Ok(Broker {
+            memory: MemoryPool::new(config.queued_request_bytes_max),
+            fetch_partition_reads: AtomicU64::new(0),
             config,
             topics: RwLock::new(topics),
             registry: Mutex::new(registry),
@@ -123,6 +130,21 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The broker-wide bound on request and fetch-response bytes in memory.
+    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.memory
+    }
+
+    /// How many partition reads fetches have done since the broker started.
+    pub fn fetch_partition_reads(&self) -> u64 {
+        self.fetch_partition_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_fetch_partition_reads(&self, reads: u64) {
+        self.fetch_partition_reads
+            .fetch_add(reads, Ordering::Relaxed);
     }
 
     /// The topic named `name`, ready for produce and fetch.

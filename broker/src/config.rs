@@ -29,6 +29,15 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 /// Requests in progress on one connection at most (HTTP/2
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client queues the rest.
 pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
+/// Request and fetch-response bytes held in memory at once, broker-wide
+/// (Kafka's `queued.max.request.bytes`, unbounded there by default). A fixed
+/// 512 MiB rather than a share of RAM, so a broker behaves the same on every
+/// machine: room for 32 requests and 32 fetch responses of the 16 MiB
+/// default maximum, more than enough to keep a disk busy, and small enough
+/// for a 1 GiB container.
+pub const QUEUED_REQUEST_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
+/// How long a shutdown lets in-flight requests finish before cutting them.
+pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// Where storage I/O of produce and fetch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +89,12 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Requests served at once per connection; the client waits for the rest.
     pub requests_per_connection_max: u32,
+    /// Request and fetch-response bytes held at once over all connections;
+    /// past it, requests wait for memory (see `memory_pool`).
+    pub queued_request_bytes_max: usize,
+    /// How long shutdown waits for in-flight requests before it cuts them
+    /// and closes the logs.
+    pub shutdown_timeout_ms: u64,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
     pub topic_defaults: BTreeMap<String, String>,
@@ -125,6 +140,8 @@ struct ConfigFile {
     io_mode: Option<String>,
     connections_max: Option<usize>,
     requests_per_connection_max: Option<u32>,
+    queued_request_bytes_max: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
     address_file: Option<PathBuf>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
@@ -145,6 +162,8 @@ impl Default for BrokerConfig {
             io_mode: IoMode::Blocking,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+            queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
+            shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
             topic_defaults: BTreeMap::new(),
             address_file: None,
         }
@@ -157,7 +176,8 @@ impl BrokerConfig {
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
-    /// `WEIR_REQUESTS_PER_CONNECTION_MAX`).
+    /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
+    /// `WEIR_SHUTDOWN_TIMEOUT_MS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -179,6 +199,8 @@ impl BrokerConfig {
             "WEIR_PRODUCER_ID_EXPIRATION_MS",
             "WEIR_CONNECTIONS_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
+            "WEIR_QUEUED_REQUEST_BYTES_MAX",
+            "WEIR_SHUTDOWN_TIMEOUT_MS",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -252,6 +274,12 @@ impl BrokerConfig {
         if let Some(v) = file.requests_per_connection_max {
             self.requests_per_connection_max = v;
         }
+        if let Some(v) = file.queued_request_bytes_max {
+            self.queued_request_bytes_max = v;
+        }
+        if let Some(v) = file.shutdown_timeout_ms {
+            self.shutdown_timeout_ms = v;
+        }
         if let Some(v) = file.address_file {
             self.address_file = Some(v);
         }
@@ -307,6 +335,15 @@ impl BrokerConfig {
             }
             "WEIR_REQUESTS_PER_CONNECTION_MAX" => {
                 self.requests_per_connection_max = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_QUEUED_REQUEST_BYTES_MAX" => {
+                self.queued_request_bytes_max =
+                    value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_SHUTDOWN_TIMEOUT_MS" => {
+                self.shutdown_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
             }
             other => return Err(format!("unknown setting {other}")),
         }
@@ -398,6 +435,16 @@ impl BrokerConfig {
                 "fetch_bytes_max",
                 self.fetch_bytes_max.to_string(),
                 "must be at least 1024",
+            ));
+        }
+        // A request or a fetch of the largest allowed size must fit, or it
+        // could never be served.
+        let largest = self.request_bytes_max.max(self.fetch_bytes_max);
+        if self.queued_request_bytes_max < largest {
+            return Err(bad(
+                "queued_request_bytes_max",
+                self.queued_request_bytes_max.to_string(),
+                "must be at least request_bytes_max and fetch_bytes_max",
             ));
         }
         self.log_config(&BTreeMap::new())
@@ -533,6 +580,39 @@ mod tests {
             err.to_string().contains("requests_per_connection_max"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn memory_bound_and_shutdown_timeout_load_and_the_bound_fits_the_largest_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "queued_request_bytes_max = 67108864\nshutdown_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_SHUTDOWN_TIMEOUT_MS").then(|| "700".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            (config.queued_request_bytes_max, config.shutdown_timeout_ms),
+            (64 << 20, 700)
+        );
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            defaults.queued_request_bytes_max,
+            QUEUED_REQUEST_BYTES_MAX_DEFAULT
+        );
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_QUEUED_REQUEST_BYTES_MAX").then(|| "1048576".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("queued_request_bytes_max"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("request_bytes_max"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub enum BrokerError {
     #[error("the broker is shutting down")]
     ShuttingDown,
 
+    #[error("the broker's request memory is exhausted: {reason}; retry later")]
+    MemoryExhausted { reason: String },
+
     #[error("a blocking storage task failed: {0}")]
     TaskFailed(String),
 }
@@ -185,6 +188,7 @@ impl BrokerError {
                 _ => Code::Internal,
             },
             BrokerError::ShuttingDown | BrokerError::TopicUnavailable { .. } => Code::Unavailable,
+            BrokerError::MemoryExhausted { .. } => Code::ResourceExhausted,
             BrokerError::Io { .. }
             | BrokerError::Bind { .. }
             | BrokerError::Serve { .. }

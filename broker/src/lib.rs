@@ -17,6 +17,7 @@ mod clock;
 mod config;
 mod connection_limit;
 mod error;
+mod memory_pool;
 mod partition;
 mod producer_recovery;
 mod producer_snapshot;
@@ -36,6 +37,7 @@ pub use config::{
     VALUE_SCHEMA_CONFIG,
 };
 pub use error::BrokerError;
+pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,
 };

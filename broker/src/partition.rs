@@ -85,6 +85,10 @@ pub struct ReadResult {
     pub high_watermark: u64,
     pub log_start_offset: u64,
     pub log_end_offset: u64,
+    /// With `fit`: the size of the first batch when it was left out because
+    /// it is larger than `max_bytes` (0 otherwise), so a caller can make
+    /// room for it and read again.
+    pub unfit_batch_bytes: usize,
 }
 
 /// A point-in-time view of a partition for describe.
@@ -376,6 +380,7 @@ impl Partition {
             });
         }
         let mut batches = Bytes::new();
+        let mut unfit_batch_bytes = 0;
         if offset < high_watermark && max_bytes > 0 {
             let slice = self
                 .log
@@ -383,6 +388,8 @@ impl Partition {
                 .map_err(|e| self.read_error(e, offset))?;
             if !fit || slice.len() <= max_bytes {
                 batches = read_buffers::read(&slice).map_err(|e| self.error(e))?;
+            } else {
+                unfit_batch_bytes = slice.len();
             }
         }
         Ok(ReadResult {
@@ -390,6 +397,7 @@ impl Partition {
             high_watermark,
             log_start_offset,
             log_end_offset,
+            unfit_batch_bytes,
         })
     }
 

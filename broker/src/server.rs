@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -19,7 +19,7 @@ use crate::error::BrokerError;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::produce_server::ProduceServer;
-use crate::rpc::{AdminService, FetchRoute, FetchService, ProduceService};
+use crate::rpc::{AdminService, FetchRoute, FetchService, ProduceRoute, ProduceService};
 
 /// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
 /// window updates on a single stream.
@@ -34,6 +34,8 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     stop: Option<oneshot::Sender<()>>,
+    /// Turns true at the shutdown deadline: every connection fails.
+    cut: watch::Sender<bool>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -71,7 +73,9 @@ impl RunningBroker {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let incoming = connection_limit::limit(incoming, broker.config().connections_max);
+        let (cut, cut_signal) = watch::channel(false);
+        let incoming =
+            connection_limit::limit(incoming, broker.config().connections_max, cut_signal);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(&broker);
         let serving = tokio::spawn(async move {
@@ -88,6 +92,7 @@ impl RunningBroker {
             local_addr,
             broker,
             stop: Some(stop),
+            cut,
             serving,
         })
     }
@@ -121,15 +126,32 @@ impl RunningBroker {
         this.shutdown().await
     }
 
-    /// Stops accepting, wakes long polls, waits for in-flight requests, and
-    /// closes every partition log.
+    /// Stops accepting, wakes long polls, waits for in-flight requests for
+    /// up to `shutdown_timeout_ms` (then cuts every connection and the
+    /// requests on it), and closes every partition log.
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
         tracing::info!("broker shutting down");
         self.broker.begin_shutdown();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let served = (&mut self.serving).await;
+        let timeout_ms = self.broker.config().shutdown_timeout_ms;
+        let served = match tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            &mut self.serving,
+        )
+        .await
+        {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(
+                    shutdown_timeout_ms = timeout_ms,
+                    "requests still in flight at the shutdown deadline; cutting their connections"
+                );
+                self.cut.send_replace(true);
+                (&mut self.serving).await
+            }
+        };
         let closed = self.broker.close().await;
         match served {
             Ok(Ok(())) => {}
@@ -175,7 +197,7 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
             oversize_is_resource_exhausted as RewriteResponse,
         ))
         .add_service(admin)
-        .add_service(produce)
+        .add_service(ProduceRoute::new(Arc::clone(broker), produce))
         .add_service(FetchRoute::new(Arc::clone(broker), fetch))
 }
 

@@ -136,7 +136,19 @@ async fn a_batch_that_overtakes_the_one_before_it_waits_and_the_log_keeps_sequen
         overtaking_request.timeout_ms = 20_000;
         overtaking.produce(overtaking_request).await.unwrap()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The later request holds its bytes in the broker's memory pool from the
+    // moment it was read until it is answered: once they are counted, it is
+    // at the partition (or about to be), ahead of the earlier one.
+    let running = broker.running.as_ref().unwrap().broker();
+    let mut arrived = false;
+    for _ in 0..2_000 {
+        if running.memory_pool().in_use_bytes() > 0 {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(arrived, "the later request never reached the broker");
     assert!(
         !later.is_finished(),
         "the later batch waits for the earlier one"

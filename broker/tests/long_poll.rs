@@ -31,14 +31,27 @@ fn waiting_fetch(offset: u64, max_wait_ms: u32) -> FetchRequest {
     }
 }
 
+/// Waits (bounded) until fetches have read `reads` partitions.
+async fn reads_reach(broker: &TestBroker, reads: u64) {
+    let running = broker.running.as_ref().unwrap().broker();
+    for _ in 0..2_000 {
+        if running.fetch_partition_reads() >= reads {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the fetch never read its partitions");
+}
+
 #[tokio::test]
 async fn waiting_fetch_wakes_on_append() {
     let broker = TestBroker::start().await;
     broker.create_topic("t", 2).await;
     let mut fetch = broker.fetch_client().await;
     let waiting = tokio::spawn(async move { fetch.fetch(waiting_fetch(0, 30_000)).await });
-    // Let the fetch reach its wait; it must still be waiting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once both partitions were read (empty), the fetch waits; it subscribed
+    // before reading, so the append below wakes it whenever it lands.
+    reads_reach(&broker, 2).await;
     assert!(!waiting.is_finished());
     broker
         .produce_client()
@@ -86,7 +99,7 @@ async fn shutdown_ends_waiting_fetches() {
     broker.create_topic("t", 2).await;
     let mut fetch = broker.fetch_client().await;
     let waiting = tokio::spawn(async move { fetch.fetch(waiting_fetch(0, 30_000)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    reads_reach(&broker, 2).await;
     broker.shutdown().await;
     let response = waiting.await.unwrap().unwrap().into_inner();
     assert!(response.partitions.iter().all(|p| p.batches.is_empty()));

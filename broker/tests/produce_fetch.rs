@@ -535,3 +535,97 @@ async fn records_without_a_key_move_to_another_partition_when_a_batch_fills() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_log_append_time_topic_returns_the_time_the_broker_stamped() {
+    let broker = TestBroker::start().await;
+    let configs = std::collections::BTreeMap::from([(
+        "message.timestamp.type".to_string(),
+        "LogAppendTime".to_string(),
+    )]);
+    let admin = broker.admin().await;
+    admin.create_topic("stamped", 1, 1, &configs).await.unwrap();
+    broker.create_topic("created", 1).await;
+    let now_ms = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let before_ms = now_ms();
+    let mut client = broker.produce_client().await;
+    let stamped = client
+        .produce(produce_request("stamped", 0, batch(&["a", "b"], 5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let after_ms = now_ms();
+    let stamp = stamped.partitions[0].log_append_time_ms;
+    assert!(
+        (before_ms..=after_ms).contains(&stamp),
+        "{before_ms} <= {stamp} <= {after_ms}"
+    );
+    // The stored batch carries the same time.
+    let fetched = broker
+        .fetch_client()
+        .await
+        .fetch(fetch_request("stamped", 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let (header, _) = weir_log::batch::batches(&fetched.partitions[0].batches)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(header.max_timestamp, stamp);
+    // A CreateTime topic keeps the producer's timestamps and answers -1.
+    let created = client
+        .produce(produce_request("created", 0, batch(&["a"], 5)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.partitions[0].log_append_time_ms, -1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_producer_reports_the_log_append_time_as_the_record_timestamp() {
+    let broker = TestBroker::start().await;
+    let configs = std::collections::BTreeMap::from([(
+        "message.timestamp.type".to_string(),
+        "LogAppendTime".to_string(),
+    )]);
+    broker
+        .admin()
+        .await
+        .create_topic("stamped", 1, 1, &configs)
+        .await
+        .unwrap();
+    let producer = Producer::connect(&broker.addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    let metadata = producer
+        .send(ProducerRecord::new("stamped", b"v".as_slice()).with_timestamp(5))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Not the record's own timestamp: the broker's.
+    assert!(metadata.timestamp_ms > 5, "{metadata:?}");
+    let fetched = broker
+        .fetch_client()
+        .await
+        .fetch(fetch_request("stamped", 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let (header, _) = weir_log::batch::batches(&fetched.partitions[0].batches)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(header.max_timestamp, metadata.timestamp_ms);
+    broker.shutdown().await;
+}

@@ -13,8 +13,16 @@ use std::task::{Context, Poll, Waker};
 use super::error::ClientError;
 use super::producer::RecordMetadata;
 
-/// What a batch's request came to: the base offset (None with acks=0).
-pub(crate) type BatchOutcome = Result<Option<u64>, ClientError>;
+/// What a batch's request came to (None with acks=0).
+pub(crate) type BatchOutcome = Result<Option<Stored>, ClientError>;
+
+/// Where the broker stored a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) base_offset: u64,
+    /// The broker's time for a LogAppendTime topic; -1 otherwise.
+    pub(crate) log_append_time_ms: i64,
+}
 
 /// The outcome of one batch, set once, and the tasks waiting for it.
 #[derive(Debug, Default)]
@@ -101,10 +109,15 @@ pub struct DeliveryFuture {
 impl DeliveryFuture {
     fn ready(&self, outcome: &BatchOutcome) -> Result<RecordMetadata, ClientError> {
         match outcome {
-            Ok(base_offset) => Ok(RecordMetadata {
+            Ok(stored) => Ok(RecordMetadata {
                 partition: self.partition,
-                offset: base_offset.map(|base| base + u64::from(self.relative)),
-                timestamp_ms: self.timestamp_ms,
+                offset: stored.map(|stored| stored.base_offset + u64::from(self.relative)),
+                // As Kafka's `RecordMetadata.timestamp()`: the broker's time
+                // for a LogAppendTime topic, the record's own otherwise.
+                timestamp_ms: match stored {
+                    Some(stored) if stored.log_append_time_ms >= 0 => stored.log_append_time_ms,
+                    _ => self.timestamp_ms,
+                },
             }),
             Err(error) => Err(error.clone()),
         }
@@ -151,7 +164,10 @@ mod tests {
         let second = completer.future(3, 1, 7);
         let waiting = tokio::spawn(second);
         tokio::task::yield_now().await;
-        completer.complete(Ok(Some(100)));
+        completer.complete(Ok(Some(Stored {
+            base_offset: 100,
+            log_append_time_ms: -1,
+        })));
         let second = waiting.await.unwrap().unwrap();
         assert_eq!(second.offset, Some(101));
         assert_eq!(second.partition, 3);

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
 use super::accumulator::{Job, JobEnd, PendingBatch, RequestSlot};
+use super::delivery::Stored;
 use super::error::ClientError;
 use super::producer::{Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
@@ -210,7 +211,7 @@ fn settle(
     accumulator: &mut super::accumulator::Accumulator,
     slot: &RequestSlot,
     batches: Vec<PendingBatch>,
-    outcome: Result<Option<u64>, Delivery>,
+    outcome: Result<Option<Stored>, Delivery>,
     acks_none: bool,
 ) -> usize {
     let mut released = 0;
@@ -224,7 +225,10 @@ fn settle(
             Some(error) => batch.done.complete(Err(error.clone())),
             None => {
                 batch.done.complete(Ok(next));
-                next = next.map(|base| base + u64::from(batch.records));
+                next = next.map(|stored| Stored {
+                    base_offset: stored.base_offset + u64::from(batch.records),
+                    ..stored
+                });
             }
         }
         accumulator.recycle(slot, batch.builder);
@@ -379,7 +383,7 @@ async fn send_with_retries(
     partition: u32,
     batches: Vec<Bytes>,
     mut written: Option<WrittenSignal>,
-) -> Result<Option<u64>, Delivery> {
+) -> Result<Option<Stored>, Delivery> {
     let config = &shared.config;
     let acks = match config.acks {
         Acks::None => proto::Acks::None,
@@ -404,7 +408,7 @@ async fn send_with_retries(
         .await;
         let error = match attempt {
             Ok(Ok(response)) => match partition_result(topic, partition, response) {
-                Ok(base_offset) => return Ok(Some(base_offset)),
+                Ok(stored) => return Ok(Some(stored)),
                 Err(error) => error,
             },
             Ok(Err(status)) => ClientError::from(status),
@@ -440,7 +444,7 @@ fn partition_result(
     topic: &str,
     partition: u32,
     response: proto::ProduceResponse,
-) -> Result<u64, ClientError> {
+) -> Result<Stored, ClientError> {
     let result = response
         .partitions
         .into_iter()
@@ -452,7 +456,10 @@ fn partition_result(
             ),
         })?;
     match result.error_code() {
-        ErrorCode::None => Ok(result.base_offset),
+        ErrorCode::None => Ok(Stored {
+            base_offset: result.base_offset,
+            log_append_time_ms: result.log_append_time_ms,
+        }),
         code => Err(ClientError::Partition {
             topic: topic.to_string(),
             partition,

@@ -3,60 +3,193 @@
 //!
 //! A fetch subscribes to each partition's high-watermark signal before it
 //! reads, so an append that lands between the read and the wait still wakes
-//! it. It holds no partition while it waits: a delete or reconfiguration never
-//! waits for a long poll, and the poll finds out on its next round.
+//! it. While it waits it holds no partition, only the signals: a delete or
+//! reconfiguration never waits for a long poll. An append wakes it for that
+//! partition alone, and only the partitions that advanced are read again, so
+//! a long poll over many partitions does constant work per append.
+//!
+//! Fairness (KIP-74): the response's byte budget goes to the partitions in
+//! order, so the order rotates by one on every fetch of a connection; with a
+//! budget of one batch, every partition gets its turn to be first.
+//!
+//! Memory: the budget is reserved from the broker's memory pool before
+//! anything is read, and what was not read is given back at once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::future::select_all;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
+use crate::memory_pool::Reservation;
 use crate::partition::Partition;
 use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, PartitionFetchRequest, PartitionFetchResult,
 };
 
+/// The largest offset a Kafka log can hold; a larger one is a negative
+/// offset sent as unsigned.
+const OFFSET_MAX: u64 = i64::MAX as u64;
+
+/// A fetch response and the pool memory its batches hold; drop the
+/// reservation once the response has been sent.
+#[derive(Debug)]
+pub struct Fetched {
+    pub response: FetchResponse,
+    pub memory: Reservation,
+}
+
+/// The settings of one fetch, fixed when it starts.
+struct Limits {
+    /// The budget over all partitions; the first batch is returned whole
+    /// even past it (KIP-74), so 0 still returns one batch.
+    max_bytes: usize,
+    /// How long a read waits for pool memory when it holds none.
+    memory_wait: Duration,
+}
+
+/// One requested partition, in response order.
+struct Slot {
+    query: PartitionFetchRequest,
+    result: PartitionFetchResult,
+}
+
+type Changed = Pin<Box<dyn Future<Output = (usize, watch::Receiver<u64>, bool)> + Send>>;
+
 #[tracing::instrument(name = "fetch", skip_all, fields(topic = %request.topic, partitions = request.partitions.len()))]
-pub async fn handle(broker: &Broker, request: FetchRequest) -> Result<FetchResponse, BrokerError> {
+pub async fn handle(
+    broker: &Broker,
+    request: FetchRequest,
+    memory_wait: Duration,
+    rotation: usize,
+) -> Result<Fetched, BrokerError> {
     let config = broker.config();
+    check(&request)?;
+    // Kafka caps the wait at the broker's limit rather than refusing it.
     let wait_ms = request.max_wait_ms.min(config.fetch_wait_ms_max);
-    let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(wait_ms));
-    let max_bytes = match usize::try_from(request.max_bytes).unwrap_or(usize::MAX) {
-        0 => config.fetch_bytes_max,
-        n => n.min(config.fetch_bytes_max),
+    let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms));
+    let limits = Limits {
+        max_bytes: usize::try_from(request.max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(config.fetch_bytes_max),
+        memory_wait,
     };
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(usize::MAX);
     let mut shutdown = broker.closing_signal();
+
+    let topic = broker.topic(&request.topic)?;
+    let partitions = requested_partitions(&topic, &request.partitions)?;
+    drop(topic);
+    let count = partitions.len();
+    let first = if count == 0 { 0 } else { rotation % count };
+    let order: Vec<usize> = (0..count).map(|i| (first + i) % count).collect();
+    // Subscribed before the first read, so no append after it is missed.
+    let signals: Vec<watch::Receiver<u64>> =
+        order.iter().map(|&i| partitions[i].subscribe()).collect();
+    drop(partitions);
+    let mut slots: Vec<Slot> = order
+        .iter()
+        .map(|&i| Slot {
+            query: request.partitions[i],
+            result: PartitionFetchResult {
+                partition: request.partitions[i].partition,
+                ..Default::default()
+            },
+        })
+        .collect();
+    let mut memory = broker.memory_pool().nothing();
+    let everything: Vec<usize> = (0..count).collect();
+    let mut complete = read_round(
+        broker,
+        &request.topic,
+        &mut slots,
+        &everything,
+        &limits,
+        &mut memory,
+    )
+    .await?;
+
+    let mut changed: FuturesUnordered<Changed> = signals
+        .into_iter()
+        .enumerate()
+        .map(|(slot, signal)| wait_changed(slot, signal))
+        .collect();
     loop {
-        let topic = broker.topic(&request.topic)?;
-        let partitions = requested_partitions(&topic, &request.partitions)?;
-        drop(topic);
-        let mut signals: Vec<watch::Receiver<u64>> =
-            partitions.iter().map(|p| p.subscribe()).collect();
-        let queries: Vec<PartitionFetchRequest> = request.partitions.clone();
-        let results = broker
-            .run_io(move || Ok(read_all(&partitions, &queries, max_bytes)))
-            .await?;
-        let bytes: usize = results.iter().map(|r| r.batches.len()).sum();
-        let failed = results
+        let bytes: usize = slots.iter().map(|s| s.result.batches.len()).sum();
+        let failed = slots
             .iter()
-            .any(|r| r.error_code != i32::from(ErrorCode::None));
-        if bytes >= min_bytes || failed || signals.is_empty() || Instant::now() >= deadline {
-            return Ok(FetchResponse {
-                partitions: results,
+            .any(|s| s.result.error_code != i32::from(ErrorCode::None));
+        if bytes >= min_bytes || failed || !complete || count == 0 || Instant::now() >= deadline {
+            break;
+        }
+        let first_changed = tokio::select! {
+            next = changed.next() => next,
+            () = tokio::time::sleep_until(deadline) => break,
+            // Shutting down: answer with what there is rather than an error.
+            _ = shutdown.changed() => break,
+        };
+        let Some(first_changed) = first_changed else {
+            break;
+        };
+        // Every partition that advanced by now, each re-armed for the next append.
+        let mut advanced = Vec::new();
+        let mut next = Some(first_changed);
+        while let Some((slot, signal, open)) = next {
+            advanced.push(slot);
+            if open {
+                changed.push(wait_changed(slot, signal));
+            }
+            next = changed.next().now_or_never().flatten();
+        }
+        advanced.sort_unstable();
+        advanced.dedup();
+        complete = read_round(
+            broker,
+            &request.topic,
+            &mut slots,
+            &advanced,
+            &limits,
+            &mut memory,
+        )
+        .await?;
+    }
+    memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
+    Ok(Fetched {
+        response: FetchResponse {
+            partitions: slots.into_iter().map(|s| s.result).collect(),
+        },
+        memory,
+    })
+}
+
+fn wait_changed(slot: usize, mut signal: watch::Receiver<u64>) -> Changed {
+    Box::pin(async move {
+        let open = signal.changed().await.is_ok();
+        (slot, signal, open)
+    })
+}
+
+/// Refuses what no Kafka fetch could mean.
+fn check(request: &FetchRequest) -> Result<(), BrokerError> {
+    for query in &request.partitions {
+        if query.offset > OFFSET_MAX {
+            return Err(BrokerError::InvalidRequest {
+                topic: request.topic.clone(),
+                reason: format!(
+                    "partition {}: fetch offset {} is past the largest offset {OFFSET_MAX} \
+                     (a negative offset sent as unsigned?)",
+                    query.partition, query.offset
+                ),
             });
         }
-        let appended = select_all(signals.iter_mut().map(|s| Box::pin(s.changed())));
-        tokio::select! {
-            _ = appended => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            // Shutting down: answer with what there is rather than an error.
-            _ = shutdown.changed() => return Ok(FetchResponse { partitions: results }),
-        }
     }
+    Ok(())
 }
 
 /// The requested partitions, each existing and named once.
@@ -80,28 +213,144 @@ fn requested_partitions(
     Ok(partitions)
 }
 
-/// Reads every partition within the byte budgets. Only the first partition
-/// that returns data may exceed them (by one batch), as in Kafka.
-fn read_all(
-    partitions: &[Arc<Partition>],
-    queries: &[PartitionFetchRequest],
-    max_bytes: usize,
-) -> Vec<PartitionFetchResult> {
-    let mut remaining = max_bytes;
-    let mut first = true;
-    partitions
+/// Reads the slots `to_read` (ascending) again within the budget left by
+/// the others. Returns false when the pool had no memory for a fetch that
+/// already holds some: it must answer with what it has rather than wait
+/// while holding memory.
+async fn read_round(
+    broker: &Broker,
+    topic_name: &str,
+    slots: &mut [Slot],
+    to_read: &[usize],
+    limits: &Limits,
+    memory: &mut Reservation,
+) -> Result<bool, BrokerError> {
+    for &slot in to_read {
+        slots[slot].result.batches = bytes::Bytes::new();
+    }
+    let held: usize = slots.iter().map(|s| s.result.batches.len()).sum();
+    memory.shrink_to(held);
+    let remaining = limits.max_bytes.saturating_sub(held);
+    let pool = broker.memory_pool();
+    let extra = if held == 0 {
+        pool.reserve(remaining, Instant::now() + limits.memory_wait, "a fetch")
+            .await?
+    } else {
+        match pool.try_reserve(remaining) {
+            Some(extra) => extra,
+            None => return Ok(false),
+        }
+    };
+    memory.absorb(extra);
+    let budget = if held > 0 {
+        Budget::AfterOthers
+    } else {
+        Budget::First
+    };
+    let unfit = read_slots(broker, topic_name, slots, to_read, remaining, budget).await?;
+    memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
+    if let Some((slot, batch_bytes)) = unfit {
+        // Nothing was read: the first batch alone is larger than the budget.
+        // KIP-74 returns it whole, once there is memory for it.
+        debug_assert_eq!(memory.bytes(), 0);
+        let room = pool
+            .reserve(batch_bytes, Instant::now() + limits.memory_wait, "a fetch")
+            .await?;
+        memory.absorb(room);
+        read_slots(
+            broker,
+            topic_name,
+            slots,
+            &[slot],
+            batch_bytes,
+            Budget::FirstBatch,
+        )
+        .await?;
+        memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
+    }
+    Ok(true)
+}
+
+/// How a read round's budget relates to what other partitions returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// No partition has data yet: the first batch found may be larger than
+    /// the budget; it is then reported rather than read.
+    First,
+    /// Other partitions returned data: everything must fit.
+    AfterOthers,
+    /// The budget is exactly the size of the first batch, reserved after it
+    /// was reported: it is read whatever the partition's own limit.
+    FirstBatch,
+}
+
+/// Reads the slots `to_read` in order within `budget` bytes. Returns the
+/// slot and size of a first batch that was left out for being larger than
+/// the budget, when no other slot returned data.
+async fn read_slots(
+    broker: &Broker,
+    topic_name: &str,
+    slots: &mut [Slot],
+    to_read: &[usize],
+    bytes_max: usize,
+    budget: Budget,
+) -> Result<Option<(usize, usize)>, BrokerError> {
+    let topic = broker.topic(topic_name)?;
+    let reads = to_read
         .iter()
-        .zip(queries)
-        .map(|(partition, query)| {
+        .map(|&slot| {
+            let query = slots[slot].query;
+            topic
+                .partition(query.partition)
+                .map(|partition| (slot, Arc::clone(partition), query))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(topic);
+    broker.count_fetch_partition_reads(reads.len() as u64);
+    let (results, unfit) = broker
+        .run_io(move || Ok(read_in_order(reads, bytes_max, budget)))
+        .await?;
+    for (slot, result) in results {
+        slots[slot].result = result;
+    }
+    Ok(unfit)
+}
+
+/// Reads each partition within the budget left by those before it. The
+/// first batch of the first partition with data may not fit: it is left out
+/// and reported with its size, and the partitions after it get no budget.
+#[allow(clippy::type_complexity)]
+fn read_in_order(
+    reads: Vec<(usize, Arc<Partition>, PartitionFetchRequest)>,
+    bytes_max: usize,
+    budget: Budget,
+) -> (Vec<(usize, PartitionFetchResult)>, Option<(usize, usize)>) {
+    let mut remaining = bytes_max;
+    let mut have_data = budget == Budget::AfterOthers;
+    let mut unfit = None;
+    let results = reads
+        .into_iter()
+        .map(|(slot, partition, query)| {
             let partition_max = match usize::try_from(query.max_bytes).unwrap_or(usize::MAX) {
+                _ if budget == Budget::FirstBatch => remaining,
                 0 => remaining,
                 n => n.min(remaining),
             };
-            match partition.read(query.offset, partition_max, !first) {
+            // A budget of 0 still reads the first batch (KIP-74): asking for
+            // one byte finds it and reports its size.
+            let partition_max = if have_data || unfit.is_some() {
+                partition_max
+            } else {
+                partition_max.max(1)
+            };
+            let result = match partition.read(query.offset, partition_max, true) {
                 Ok(read) => {
                     if !read.batches.is_empty() {
-                        first = false;
+                        have_data = true;
                         remaining = remaining.saturating_sub(read.batches.len());
+                    } else if read.unfit_batch_bytes > 0 && !have_data && unfit.is_none() {
+                        unfit = Some((slot, read.unfit_batch_bytes));
+                        remaining = 0;
                     }
                     PartitionFetchResult {
                         partition: query.partition,
@@ -125,7 +374,9 @@ fn read_all(
                         batches: bytes::Bytes::new(),
                     }
                 }
-            }
+            };
+            (slot, result)
         })
-        .collect()
+        .collect();
+    (results, unfit)
 }

@@ -16,23 +16,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
+use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
 
 use crate::broker::Broker;
+use crate::connection_limit::ConnectionInfo;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::{FetchRequest, FetchResponse};
+use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
 use crate::rpc::{fetch, FetchService};
 
 const FETCH_PATH: &str = "/weir.v1.Fetch/Fetch";
-/// gRPC message prefix: compressed flag (1 byte), length (u32, big-endian).
-const GRPC_PREFIX_BYTES: usize = 5;
 /// `FetchResponse.partitions` and `PartitionFetchResult.batches`, length-delimited.
 const PARTITIONS_TAG: u8 = (1 << 3) | 2;
 const BATCHES_TAG: u8 = (7 << 3) | 2;
@@ -88,66 +87,27 @@ async fn serve(
     broker: &Broker,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    let memory_wait = memory_wait(request.headers());
+    let rotation = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map_or(0, ConnectionInfo::next_fetch_rotation);
     let limit = broker.config().request_bytes_max;
-    let message = read_message(request.into_body(), limit).await?;
+    let (message, request_memory) = read_message(
+        request.into_body(),
+        limit,
+        broker.memory_pool(),
+        Instant::now() + memory_wait,
+        "a fetch request",
+    )
+    .await?;
     let fetch_request = FetchRequest::decode(message)
-        .map_err(|e| Status::internal(format!("cannot decode the fetch request: {e}")))?;
-    let response = fetch::handle(broker, fetch_request)
+        .map_err(|e| Status::invalid_argument(format!("cannot decode the fetch request: {e}")))?;
+    drop(request_memory);
+    let fetched = fetch::handle(broker, fetch_request, memory_wait, rotation)
         .await
         .map_err(Status::from)?;
-    let chunks = encode(response);
-    let mut http = http::Response::new(Body::new(ChunkBody {
-        chunks,
-        trailers_sent: false,
-    }));
-    http.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    Ok(http)
-}
-
-/// The one gRPC message of a unary request body, refused past `limit`
-/// bytes as soon as its length prefix is known.
-async fn read_message(mut body: Body, limit: usize) -> Result<Bytes, Status> {
-    let mut buf = BytesMut::new();
-    let mut expected: Option<usize> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        if expected.is_none() && buf.len() >= GRPC_PREFIX_BYTES {
-            if buf[0] != 0 {
-                return Err(Status::unimplemented(
-                    "compressed fetch requests are not supported",
-                ));
-            }
-            let len = usize::try_from(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]))
-                .unwrap_or(usize::MAX);
-            if len > limit {
-                return Err(Status::resource_exhausted(format!(
-                    "the fetch request is {len} bytes, more than the {limit} allowed"
-                )));
-            }
-            expected = Some(len);
-        }
-        if expected.is_some_and(|len| buf.len() > GRPC_PREFIX_BYTES + len) {
-            return Err(Status::invalid_argument(
-                "a unary fetch request carries one message",
-            ));
-        }
-    }
-    match expected {
-        Some(len) if buf.len() == GRPC_PREFIX_BYTES + len => {
-            buf.advance(GRPC_PREFIX_BYTES);
-            Ok(buf.freeze())
-        }
-        _ => Err(Status::invalid_argument(
-            "the fetch request body ended inside its message",
-        )),
-    }
+    Ok(response(encode(fetched.response), Some(fetched.memory)))
 }
 
 /// The response as body chunks: gRPC prefix and protobuf framing in small
@@ -190,41 +150,6 @@ fn encode(mut response: FetchResponse) -> VecDeque<Bytes> {
         GRPC_PREFIX_BYTES + message_len
     );
     chunks
-}
-
-/// Data chunks, then the `grpc-status: 0` trailers.
-struct ChunkBody {
-    chunks: VecDeque<Bytes>,
-    trailers_sent: bool,
-}
-
-impl HttpBody for ChunkBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(chunk) = self.chunks.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if self.trailers_sent {
-            return Poll::Ready(None);
-        }
-        self.trailers_sent = true;
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.trailers_sent && self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
 }
 
 #[cfg(test)]

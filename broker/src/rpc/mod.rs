@@ -8,16 +8,19 @@ mod delete_topic;
 mod describe_topic;
 mod fetch;
 mod fetch_route;
+mod grpc_message;
 mod init_producer_id;
 mod list_offsets;
 mod list_topics;
 mod produce;
+mod produce_route;
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 pub use fetch_route::FetchRoute;
+pub use produce_route::ProduceRoute;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -114,6 +117,8 @@ impl proto::produce_server::Produce for ProduceService {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
+        // Served by `ProduceRoute`, which bounds its memory; kept for the
+        // generated server's completeness.
         reply(produce::handle(&self.broker, request.into_inner()).await)
     }
 
@@ -131,7 +136,10 @@ impl proto::fetch_server::Fetch for FetchService {
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
-        reply(fetch::handle(&self.broker, request.into_inner()).await)
+        // Served by `FetchRoute`; kept for the generated server's completeness.
+        let memory_wait = grpc_message::memory_wait(&request.metadata().clone().into_headers());
+        let fetched = fetch::handle(&self.broker, request.into_inner(), memory_wait, 0).await;
+        reply(fetched.map(|fetched| fetched.response))
     }
 
     async fn list_offsets(

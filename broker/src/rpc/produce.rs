@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
+use weir_log::batch::TimestampType;
 
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
@@ -60,13 +61,30 @@ pub async fn handle(
                 reason: format!("partition {index}: the produce data holds no batch"),
             })
         } else {
-            append_in_sequence(broker, partition, into_mut(data.batches), deadline).await
+            append_in_sequence(broker, partition, into_mut(data.batches), deadline)
+                .await
+                .map(|(appended, buf)| (appended, log_append_time_ms(&appended, &buf)))
         };
         results.push(result(index, appended));
     }
     Ok(ProduceResponse {
         partitions: results,
     })
+}
+
+/// The time the log stamped on the appended batches of a LogAppendTime
+/// topic (the log rewrote their headers in `buf`), or -1. A retry that was
+/// already stored reports -1, as Kafka does for a duplicate.
+fn log_append_time_ms(appended: &Appended, buf: &[u8]) -> i64 {
+    if appended.duplicate {
+        return -1;
+    }
+    match weir_log::batch::batches(buf).next() {
+        Some(Ok((header, _))) if header.timestamp_type() == TimestampType::LogAppendTime => {
+            header.max_timestamp
+        }
+        _ => -1,
+    }
 }
 
 /// Appends `buf`; while its first batch is ahead of its producer's sequence
@@ -82,7 +100,7 @@ async fn append_in_sequence(
     partition: Arc<Partition>,
     mut buf: BytesMut,
     deadline: Instant,
-) -> Result<Appended, BrokerError> {
+) -> Result<(Appended, BytesMut), BrokerError> {
     let mut registered: Option<Pin<Box<Notified<'_>>>> = None;
     loop {
         let (result, back) = broker.append(&partition, buf).await?;
@@ -98,14 +116,14 @@ async fn append_in_sequence(
                     if Instant::now() >= deadline
                         || tokio::time::timeout_at(deadline, appended).await.is_err()
                     {
-                        return result;
+                        return result.map(|appended| (appended, buf));
                     }
                 }
                 let mut appended = Box::pin(partition.appended().notified());
                 appended.as_mut().enable();
                 registered = Some(appended);
             }
-            result => return result,
+            result => return result.map(|appended| (appended, buf)),
         }
     }
 }
@@ -141,15 +159,18 @@ fn into_mut(bytes: Bytes) -> BytesMut {
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
 }
 
-fn result(partition: u32, appended: Result<Appended, BrokerError>) -> PartitionProduceResult {
+fn result(
+    partition: u32,
+    appended: Result<(Appended, i64), BrokerError>,
+) -> PartitionProduceResult {
     match appended {
-        Ok(appended) => PartitionProduceResult {
+        Ok((appended, log_append_time_ms)) => PartitionProduceResult {
             partition,
             error_code: ErrorCode::None.into(),
             error_message: String::new(),
             base_offset: appended.base_offset,
             last_offset: appended.last_offset,
-            log_append_time_ms: -1,
+            log_append_time_ms,
             log_start_offset: appended.log_start_offset,
             duplicate: appended.duplicate,
         },
