@@ -1,6 +1,7 @@
 //! Recovery after an unclean stop: a last batch cut at any byte, or with any byte flipped
 //! (in the length, magic, CRC or CRC-covered bytes), is removed and exactly the valid prefix
-//! stays; a bad batch that valid batches follow is a `Corrupt` error, never served.
+//! stays; as in Kafka, a bad batch above the recovery point ends the log even when valid
+//! batches follow it; below the recovery point it is an error, never served or cut.
 //! (The base offset and leader epoch are outside Kafka's CRC; flips there are not
 //! detectable by a CRC and are not covered here.)
 
@@ -98,29 +99,26 @@ fn a_flipped_byte_in_the_last_batch_removes_only_that_batch() {
 }
 
 #[test]
-fn a_corrupt_batch_followed_by_valid_batches_is_an_error_naming_segment_and_position() {
+fn a_corrupt_batch_above_the_recovery_point_ends_the_log_even_with_valid_batches_after_it() {
     let f = fixture();
     let copy = tempfile::tempdir().unwrap();
     copy_dir(f.dir.path(), copy.path());
     let active = copy.path().join(f.active_log.file_name().unwrap());
     let mut bytes = fs::read(&active).unwrap();
-    // Corrupt the first batch of the active segment inside its CRC-covered records.
+    // Corrupt the first batch of the active segment inside its CRC-covered records. None
+    // of it was fsynced (no flush, no roll): as in Kafka, the log ends at the bad batch.
     let at = 70;
     bytes[at] ^= 0xff;
     fs::write(&active, &bytes).unwrap();
-    let err = PartitionLog::open(copy.path(), tiny_config())
-        .err()
-        .expect("must not open");
-    match &err {
-        LogError::Corrupt {
-            segment, position, ..
-        } => {
-            assert_eq!(segment, &active);
-            assert_eq!(*position, 0);
-        }
-        other => panic!("expected Corrupt, got {other}"),
-    }
-    assert!(err.to_string().contains("corrupt at byte 0"), "{err}");
+    let active_base =
+        weir_log::inspect::parse_segment_file_name(active.file_name().unwrap().to_str().unwrap())
+            .unwrap()
+            .0;
+    let log = PartitionLog::open(copy.path(), tiny_config()).unwrap();
+    assert_eq!(log.log_end_offset(), active_base);
+    assert_eq!(fs::metadata(&active).unwrap().len(), 0);
+    let mut b = batch_of(77, 1, 5, 0);
+    assert_eq!(log.append(&mut b, 1).unwrap().base_offset, active_base);
 }
 
 #[test]
@@ -144,9 +142,22 @@ fn clean_shutdown_checkpoint_skips_the_scan_and_its_absence_triggers_it() {
         "open consumes the checkpoint"
     );
     drop(log);
-    // Without the checkpoint the scan finds it.
+    // Without the checkpoint the scan finds it. The close recorded the whole log as
+    // durable, so the damage is below the recovery point: refused, not cut.
     let err = PartitionLog::open(dir.path(), tiny_config())
         .err()
         .expect("scan finds damage");
-    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    match &err {
+        LogError::DamagedBelowRecoveryPoint {
+            segment,
+            position,
+            offset,
+            recovery_point,
+            ..
+        } => {
+            assert_eq!(segment, &active);
+            assert_eq!((*position, *offset, *recovery_point), (0, 0, 10));
+        }
+        other => panic!("expected DamagedBelowRecoveryPoint, got {other}"),
+    }
 }
