@@ -47,6 +47,9 @@ pub struct Partition {
     /// tries again at its next start (after `weir log repair`, say).
     log: Option<PartitionLog>,
     offline_cause: Option<String>,
+    /// While offline the broker still owns the directory: `weir log repair` must wait
+    /// until it stops (the partition comes back only at the next start anyway).
+    _offline_lock: Option<weir_log::DirLock>,
     leader_epoch: AtomicI32,
     /// Held across the idempotence check, the append and the high-watermark
     /// advance, so the three are one step for every producer.
@@ -129,6 +132,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             log: Some(log),
             offline_cause: None,
+            _offline_lock: None,
             leader_epoch: AtomicI32::new(leader_epoch),
             producers: Mutex::new(Producers {
                 states,
@@ -141,6 +145,7 @@ impl Partition {
     }
 
     /// A partition whose log could not be opened: it serves only errors naming `cause`.
+    /// Holds the directory's lock if it can (not when another process holds it).
     pub fn offline(
         dir: &Path,
         topic: &str,
@@ -154,6 +159,7 @@ impl Partition {
             dir: dir.to_path_buf(),
             log: None,
             offline_cause: Some(cause),
+            _offline_lock: weir_log::DirLock::acquire(dir, weir_log::LockMode::Exclusive).ok(),
             leader_epoch: AtomicI32::new(leader_epoch),
             producers: Mutex::new(Producers {
                 states: ProducerStates::default(),
