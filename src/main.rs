@@ -23,11 +23,28 @@ fn main() -> ExitCode {
         // A reader that stopped early (`weir ... | head`) is not a failure of ours.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            // `{:#}` prints the whole context chain on one line.
-            eprintln!("weir: {err:#}");
+            eprintln!("weir: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The whole context chain on one line, each cause once: an error that names its source
+/// in its own message (as the broker's and the log's errors do) is not followed by that
+/// source again.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Help and version print as clap renders them; a usage error (unknown flag,

@@ -4,6 +4,7 @@
 //! read lock long enough to clone an `Arc`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
 
 use bytes::BytesMut;
+use weir_log::{DirLock, LockMode};
 
 use crate::append_queue::{self, AppendResult};
 use crate::clock::{system_clock, SharedClock};
@@ -72,6 +74,8 @@ pub struct Broker {
     memory: Arc<MemoryPool>,
     /// Partition reads done by fetches, for tests and metrics.
     fetch_partition_reads: AtomicU64,
+    /// One broker per data directory: held exclusively for the broker's life.
+    _data_dir_lock: DirLock,
 }
 
 /// What `InitProducerId` asks for.
@@ -87,8 +91,10 @@ pub enum ProducerIdRequest {
 }
 
 impl Broker {
-    /// Opens the data directory (creating it if needed), reads the registry and
-    /// reopens every partition, recovering logs that were not closed cleanly.
+    /// Opens the data directory (creating it if needed), locks it (a second broker on
+    /// it fails here, naming the holder), reads the registry and reopens every
+    /// partition, recovering logs that were not closed cleanly. A partition that does
+    /// not open goes offline; the others are served.
     /// Blocking: call before starting the server or from `spawn_blocking`.
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         Broker::open_with_clock(config, system_clock())
@@ -104,10 +110,15 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
+        let data_dir_lock = DirLock::acquire(&config.data_dir, LockMode::Exclusive)
+            .map_err(BrokerError::DataDir)?;
         let registry = Registry::load(&config.data_dir)?;
+        if Registry::exists(&config.data_dir) {
+            remove_orphaned_partition_dirs(&config.data_dir, &registry)?;
+        }
         let mut topics = HashMap::new();
         for record in registry.topics.values() {
-            let topic = open_topic(&config, record, &clock)?;
+            let topic = open_topic(&config, record, &clock, OnOpenError::Offline)?;
             tracing::info!(
                 topic = %record.name,
                 partitions = record.partition_count(),
@@ -125,6 +136,7 @@ impl Broker {
             closing_signal: watch::channel(false).0,
             clock,
             producer_epochs: std::sync::Mutex::new(HashMap::new()),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -256,7 +268,7 @@ impl Broker {
                         })?;
                     }
                 }
-                open_topic(&config, &opened, &clock)
+                open_topic(&config, &opened, &clock, OnOpenError::Fail)
             })
             .await?;
         let mut next = registry.clone();
@@ -519,10 +531,20 @@ impl Broker {
     }
 }
 
+/// What a partition that fails to open becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnOpenError {
+    /// At start: the partition goes offline, the broker serves the others.
+    Offline,
+    /// A new topic: the create fails.
+    Fail,
+}
+
 fn open_topic(
     config: &BrokerConfig,
     record: &TopicRecord,
     clock: &SharedClock,
+    on_error: OnOpenError,
 ) -> Result<Topic, BrokerError> {
     let log_config = config
         .log_config(&record.configs)
@@ -533,15 +555,33 @@ fn open_topic(
         .zip(0u32..)
         .map(|(epoch, index)| {
             let dir = partition_dir(&config.data_dir, &record.name, index);
-            Partition::open_with_clock(
+            match Partition::open_with_clock(
                 &dir,
                 &record.name,
                 index,
                 log_config.clone(),
                 *epoch,
                 Arc::clone(clock),
-            )
-            .map(Arc::new)
+            ) {
+                Ok(partition) => Ok(Arc::new(partition)),
+                Err(error) if on_error == OnOpenError::Offline => {
+                    let cause = offline_cause(error);
+                    tracing::error!(
+                        topic = %record.name,
+                        partition = index,
+                        %cause,
+                        "partition is offline"
+                    );
+                    Ok(Arc::new(Partition::offline(
+                        &dir,
+                        &record.name,
+                        index,
+                        *epoch,
+                        cause,
+                    )))
+                }
+                Err(error) => Err(error),
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Topic {
@@ -550,6 +590,58 @@ fn open_topic(
         configs: record.configs.clone(),
         partitions,
     })
+}
+
+/// The cause of a failed open, without the topic and partition the offline error names.
+fn offline_cause(error: BrokerError) -> String {
+    match error {
+        BrokerError::Log { source, .. } => source.to_string(),
+        BrokerError::ProducerState { reason, .. } => {
+            format!("cannot rebuild the idempotent-producer state: {reason}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Removes partition directories of topics the registry does not hold: what a delete
+/// that crashed between the registry write and the removal leaves behind.
+fn remove_orphaned_partition_dirs(data_dir: &Path, registry: &Registry) -> Result<(), BrokerError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Io { op, path, source }
+    };
+    let entries = std::fs::read_dir(data_dir).map_err(io("list data directory", data_dir))?;
+    let mut removed_any = false;
+    for entry in entries {
+        let entry = entry.map_err(io("list data directory", data_dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let is_partition_dir = partition.parse::<u32>().is_ok()
+            && topic.parse::<TopicName>().is_ok()
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        let known = registry.topics.get(topic).is_some_and(|record| {
+            partition
+                .parse::<u32>()
+                .is_ok_and(|p| p < record.partition_count())
+        });
+        if is_partition_dir && !known {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path)
+                .map_err(io("remove orphaned partition directory", &path))?;
+            tracing::info!(dir = %path.display(), "removed the directory of a deleted topic");
+            removed_any = true;
+        }
+    }
+    if removed_any {
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("fsync", data_dir))?;
+    }
+    Ok(())
 }
 
 /// Waits until no request holds the topic's partitions, then owns them.

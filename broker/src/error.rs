@@ -91,6 +91,14 @@ pub enum BrokerError {
         source: LogError,
     },
 
+    /// The partition's log did not open at start; the broker serves its other partitions.
+    #[error("topic {topic:?} partition {partition} is offline: {cause}")]
+    PartitionOffline {
+        topic: String,
+        partition: u32,
+        cause: String,
+    },
+
     #[error("topic {topic:?} partition {partition}: cannot rebuild the idempotent-producer state: {reason}")]
     ProducerState {
         topic: String,
@@ -127,6 +135,9 @@ pub enum BrokerError {
 
     #[error("the broker's request memory is exhausted: {reason}; retry later")]
     MemoryExhausted { reason: String },
+    /// The data directory is locked by another broker (or a tool reading it).
+    #[error(transparent)]
+    DataDir(LogError),
 
     #[error("a blocking storage task failed: {0}")]
     TaskFailed(String),
@@ -187,9 +198,13 @@ impl BrokerError {
                 source if is_bad_batch(source) => Code::InvalidArgument,
                 _ => Code::Internal,
             },
-            BrokerError::ShuttingDown | BrokerError::TopicUnavailable { .. } => Code::Unavailable,
+            // Kafka's KAFKA_STORAGE_ERROR is retriable too: a repair and restart brings it back.
+            BrokerError::ShuttingDown
+            | BrokerError::TopicUnavailable { .. }
+            | BrokerError::PartitionOffline { .. } => Code::Unavailable,
             BrokerError::MemoryExhausted { .. } => Code::ResourceExhausted,
             BrokerError::Io { .. }
+            | BrokerError::DataDir(_)
             | BrokerError::Bind { .. }
             | BrokerError::Serve { .. }
             | BrokerError::CorruptRegistry { .. }

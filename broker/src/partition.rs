@@ -6,7 +6,7 @@
 //! Every method here does blocking file I/O or takes a short lock; callers on
 //! the async executor go through [`crate::Broker::run_io`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -36,11 +36,21 @@ struct Producers {
     appended_bytes_since_snapshot: u64,
 }
 
-/// A partition led by this broker.
+/// A partition led by this broker: online (its log open) or offline.
 pub struct Partition {
     topic: String,
     index: u32,
-    log: PartitionLog,
+    dir: PathBuf,
+    /// `None` while offline: the log failed to open at start (damage below the recovery
+    /// point, a lock held by another process, an I/O error). Like a Kafka log dir failure
+    /// it takes only this partition down; produce and fetch to it answer
+    /// `ERROR_CODE_STORAGE` with `offline_cause`, describe shows it, and the broker
+    /// tries again at its next start (after `weir log repair`, say).
+    log: Option<PartitionLog>,
+    offline_cause: Option<String>,
+    /// While offline the broker still owns the directory: `weir log repair` must wait
+    /// until it stops (the partition comes back only at the next start anyway).
+    _offline_lock: Option<weir_log::DirLock>,
     leader_epoch: AtomicI32,
     /// Held across the idempotence check, the append and the high-watermark
     /// advance, so the three are one step for every producer.
@@ -61,9 +71,10 @@ impl std::fmt::Debug for Partition {
         f.debug_struct("Partition")
             .field("topic", &self.topic)
             .field("index", &self.index)
-            .field("dir", &self.log.dir())
+            .field("dir", &self.dir)
+            .field("offline_cause", &self.offline_cause)
             .field("leader_epoch", &self.leader_epoch())
-            .field("high_watermark", &self.log.high_watermark())
+            .field("high_watermark", &self.high_watermark())
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +149,10 @@ impl Partition {
         Ok(Partition {
             topic: topic.to_string(),
             index,
-            log,
+            dir: dir.to_path_buf(),
+            log: Some(log),
+            offline_cause: None,
+            _offline_lock: None,
             leader_epoch: AtomicI32::new(leader_epoch),
             producers: Mutex::new(Producers {
                 states,
@@ -151,16 +165,60 @@ impl Partition {
         })
     }
 
+    /// A partition whose log could not be opened: it serves only errors naming `cause`.
+    /// Holds the directory's lock if it can (not when another process holds it).
+    pub fn offline(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        leader_epoch: i32,
+        cause: String,
+    ) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            index,
+            dir: dir.to_path_buf(),
+            log: None,
+            offline_cause: Some(cause),
+            _offline_lock: weir_log::DirLock::acquire(dir, weir_log::LockMode::Exclusive).ok(),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            producers: Mutex::new(Producers {
+                states: ProducerStates::default(),
+                appended_bytes_since_snapshot: 0,
+            }),
+            high_watermark: watch::channel(0).0,
+            appended: Notify::new(),
+            append_queue: AppendQueue::default(),
+            clock: system_clock(),
+        }
+    }
+
     pub fn index(&self) -> u32 {
         self.index
     }
 
+    /// Why the partition is offline; `None` while it is online.
+    pub fn offline_cause(&self) -> Option<&str> {
+        self.offline_cause.as_deref()
+    }
+
+    /// The open log, or the offline error naming topic, partition and cause.
+    fn log(&self) -> Result<&PartitionLog, BrokerError> {
+        self.log
+            .as_ref()
+            .ok_or_else(|| BrokerError::PartitionOffline {
+                topic: self.topic.clone(),
+                partition: self.index,
+                cause: self.offline_cause.clone().unwrap_or_default(),
+            })
+    }
+
     pub fn high_watermark(&self) -> u64 {
-        self.log.high_watermark()
+        self.log.as_ref().map_or(0, PartitionLog::high_watermark)
     }
 
     pub fn log_start_offset(&self) -> u64 {
-        self.log.log_start_offset()
+        self.log.as_ref().map_or(0, PartitionLog::log_start_offset)
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -169,7 +227,9 @@ impl Partition {
 
     /// Replaces the log settings; they apply from the next append, roll or retention.
     pub fn set_config(&self, config: LogConfig) {
-        self.log.set_config(config);
+        if let Some(log) = &self.log {
+            log.set_config(config);
+        }
     }
 
     /// A receiver that sees every high-watermark advance after this call.
@@ -177,13 +237,14 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
+    /// Offsets and size; all zero while offline.
     pub fn status(&self) -> PartitionStatus {
         PartitionStatus {
             leader_epoch: self.leader_epoch(),
-            log_start_offset: self.log.log_start_offset(),
-            log_end_offset: self.log.log_end_offset(),
-            high_watermark: self.log.high_watermark(),
-            size_bytes: self.log.size_bytes(),
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log.as_ref().map_or(0, PartitionLog::log_end_offset),
+            high_watermark: self.high_watermark(),
+            size_bytes: self.log.as_ref().map_or(0, PartitionLog::size_bytes),
         }
     }
 
@@ -203,17 +264,17 @@ impl Partition {
     /// Appends one or more concatenated batches as received, after the
     /// idempotent-producer check; advances the high watermark.
     pub fn append(&self, buf: &mut [u8]) -> Result<Appended, BrokerError> {
+        let log = self.log()?;
         let mut producers = self.lock_producers()?;
         if let Some(stored) = self.check_sequences(&producers.states, buf)? {
             return Ok(Appended {
                 base_offset: stored.base_offset,
                 last_offset: stored.last_offset,
                 duplicate: true,
-                log_start_offset: self.log.log_start_offset(),
+                log_start_offset: log.log_start_offset(),
             });
         }
-        let info = self
-            .log
+        let info = log
             .append(buf, self.leader_epoch())
             .map_err(|e| self.error(e))?;
         // The log rewrote each batch's base offset in place: remember where
@@ -231,9 +292,9 @@ impl Partition {
         if producers.appended_bytes_since_snapshot >= SNAPSHOT_INTERVAL_BYTES {
             producers.appended_bytes_since_snapshot = 0;
             // Still under the lock, so the state matches the log end exactly.
-            let log_end = self.log.log_end_offset();
+            let log_end = log.log_end_offset();
             if let Err(error) =
-                producer_snapshot::write(self.log.dir(), &producers.states, log_end, false)
+                producer_snapshot::write(log.dir(), &producers.states, log_end, false)
             {
                 // The append stands; the next open replays from an older snapshot.
                 tracing::warn!(topic = %self.topic, partition = self.index, %error,
@@ -247,7 +308,7 @@ impl Partition {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             duplicate: false,
-            log_start_offset: self.log.log_start_offset(),
+            log_start_offset: log.log_start_offset(),
         })
     }
 
@@ -263,9 +324,12 @@ impl Partition {
 
     /// Replication factor 1: the high watermark is the log end offset.
     fn advance_high_watermark(&self) {
-        let log_end = self.log.log_end_offset();
-        self.log.set_high_watermark(log_end);
-        let high_watermark = self.log.high_watermark();
+        let Some(log) = &self.log else {
+            return;
+        };
+        let log_end = log.log_end_offset();
+        log.set_high_watermark(log_end);
+        let high_watermark = log.high_watermark();
         self.high_watermark.send_if_modified(|published| {
             debug_assert!(*published <= high_watermark, "high watermark went back");
             let moved = *published != high_watermark;
@@ -367,9 +431,10 @@ impl Partition {
         max_bytes: usize,
         fit: bool,
     ) -> Result<ReadResult, BrokerError> {
-        let high_watermark = self.log.high_watermark();
-        let log_start_offset = self.log.log_start_offset();
-        let log_end_offset = self.log.log_end_offset();
+        let log = self.log()?;
+        let high_watermark = self.high_watermark();
+        let log_start_offset = self.log_start_offset();
+        let log_end_offset = log.log_end_offset();
         if offset < log_start_offset || offset > log_end_offset {
             return Err(BrokerError::OffsetOutOfRange {
                 topic: self.topic.clone(),
@@ -382,8 +447,7 @@ impl Partition {
         let mut batches = Bytes::new();
         let mut unfit_batch_bytes = 0;
         if offset < high_watermark && max_bytes > 0 {
-            let slice = self
-                .log
+            let slice = log
                 .read(offset, max_bytes, high_watermark)
                 .map_err(|e| self.read_error(e, offset))?;
             if !fit || slice.len() <= max_bytes {
@@ -408,8 +472,8 @@ impl Partition {
                 topic: self.topic.clone(),
                 partition: self.index,
                 offset,
-                log_start: self.log.log_start_offset(),
-                high_watermark: self.log.high_watermark(),
+                log_start: self.log_start_offset(),
+                high_watermark: self.high_watermark(),
             },
             other => self.error(other),
         }
@@ -417,11 +481,11 @@ impl Partition {
 
     /// The first offset whose record timestamp is at least `timestamp_ms`.
     pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, BrokerError> {
-        let found = self
-            .log
+        let log = self.log()?;
+        let found = log
             .offset_for_time(timestamp_ms)
             .map_err(|e| self.error(e))?;
-        Ok(found.filter(|offset| *offset < self.log.high_watermark()))
+        Ok(found.filter(|offset| *offset < self.high_watermark()))
     }
 
     /// Compacts (if the cleanup policy says so), then deletes segments past
@@ -431,10 +495,13 @@ impl Partition {
         now_ms: i64,
         producer_id_expiration_ms: u64,
     ) -> Result<Cleaned, BrokerError> {
+        let Some(log) = &self.log else {
+            return Ok(Cleaned::default());
+        };
         // Compaction never takes the append path's locks (it works below the high
         // watermark, on sealed segments): appends go on during a pass. A pass that fails
         // does not stop retention, which never reads batches.
-        let compacted = self.log.compact(now_ms);
+        let compacted = log.compact(now_ms);
         if let Ok(report) = &compacted {
             for skipped in &report.skipped {
                 tracing::warn!(
@@ -453,10 +520,7 @@ impl Partition {
         let producers_expired = producers
             .states
             .remove_expired(now_ms, producer_id_expiration_ms);
-        let retained = self
-            .log
-            .enforce_retention(now_ms)
-            .map_err(|e| self.error(e))?;
+        let retained = log.enforce_retention(now_ms).map_err(|e| self.error(e))?;
         drop(producers);
         let compacted = compacted.map_err(|e| self.error(e))?;
         Ok(Cleaned {
@@ -480,33 +544,38 @@ impl Partition {
     /// checkpoint and releases the log.
     pub fn close(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);
+        let Some(log) = self.log else {
+            // Offline: nothing was opened, so nothing is written.
+            return Ok(());
+        };
         let producers = self.producers.into_inner().map_err(|_| {
             BrokerError::TaskFailed(format!(
                 "topic {topic:?} partition {index}: producer state lock poisoned by an earlier panic"
             ))
         })?;
-        producer_snapshot::write(
-            self.log.dir(),
-            &producers.states,
-            self.log.log_end_offset(),
-            true,
-        )
-        .map_err(|source| BrokerError::Io {
-            op: "write producer-state snapshot in",
-            path: self.log.dir().to_path_buf(),
-            source,
-        })?;
-        self.log
-            .close()
-            .map_err(|e| BrokerError::log(&topic, index, e))
+        producer_snapshot::write(log.dir(), &producers.states, log.log_end_offset(), true)
+            .map_err(|source| BrokerError::Io {
+                op: "write producer-state snapshot in",
+                path: log.dir().to_path_buf(),
+                source,
+            })?;
+        log.close().map_err(|e| BrokerError::log(&topic, index, e))
     }
 
     /// Removes the partition's directory.
     pub fn delete(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);
-        self.log
-            .delete()
-            .map_err(|e| BrokerError::log(&topic, index, e))
+        match self.log {
+            Some(log) => log.delete().map_err(|e| BrokerError::log(&topic, index, e)),
+            None => match std::fs::remove_dir_all(&self.dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BrokerError::Io {
+                    op: "remove partition directory",
+                    path: self.dir,
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+        }
     }
 }
 

@@ -45,6 +45,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// True when `<data_dir>/topics.json` exists: a broker has created a topic here.
+    pub fn exists(data_dir: &Path) -> bool {
+        data_dir.join(REGISTRY_FILE).is_file()
+    }
+
     /// Reads `<data_dir>/topics.json`, or an empty registry if there is none.
     pub fn load(data_dir: &Path) -> Result<Registry, BrokerError> {
         let path = data_dir.join(REGISTRY_FILE);

@@ -73,11 +73,13 @@ impl PartitionLog {
     /// active segment, so a recovery after a crash scans only the active segment.
     fn sync_sealed(&self) -> Result<(), LogError> {
         let mut durability = self.lock_durability()?;
+        let rolled_synced_below = self.rolled_synced_below.load(Ordering::Acquire);
         let (pending, active_base) = {
             let map = self.read_segments();
             let active_base = map.keys().next_back().copied().unwrap_or(0);
+            let from = durability.synced_below.max(rolled_synced_below);
             let pending: Vec<Arc<Segment>> = map
-                .range(durability.synced_below..active_base)
+                .range(from.min(active_base)..active_base)
                 .map(|(_, s)| Arc::clone(s))
                 .collect();
             (pending, active_base)
@@ -157,6 +159,9 @@ impl PartitionLog {
     /// behind, so the next open recovers.
     pub fn close(self) -> Result<(), LogError> {
         self.flush()?;
+        // Everything is durable: after the next open consumes the clean-shutdown
+        // checkpoint, damage anywhere below this end is refused, never cut.
+        self.write_recovery_point(self.log_end_offset())?;
         let writer = self.lock_writer()?;
         let active = Arc::clone(&writer.active);
         active.seal_indexes().map_err(|e| self.poison(e))?;

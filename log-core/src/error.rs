@@ -88,6 +88,23 @@ pub enum LogError {
         reason: String,
     },
 
+    /// Damage in a segment below the recovery point: those bytes were fsynced, so the
+    /// damage is not a torn write, and the open refuses rather than serve or drop data.
+    /// `weir log repair` cuts the partition to the last whole batch before it.
+    #[error("segment {} is damaged at byte {position} (offset {offset}), below the recovery point {recovery_point}: {reason}; run `weir log repair` on the partition directory to drop everything from offset {offset} on", segment.display())]
+    DamagedBelowRecoveryPoint {
+        segment: PathBuf,
+        position: u64,
+        /// The first offset the damage loses.
+        offset: u64,
+        recovery_point: u64,
+        reason: String,
+    },
+
+    /// Another process holds the directory (see `weir_log::DirLock`).
+    #[error("{} is in use: locked by {holder}", dir.display())]
+    Locked { dir: PathBuf, holder: String },
+
     /// A file slice was cut from bytes that a truncation has since removed.
     #[error("segment {} was truncated to {truncated_to_bytes} bytes under a slice of bytes {position}..{end}", segment.display())]
     SliceTruncated {

@@ -1,7 +1,8 @@
 //! A memory-mapped file of fixed-size little-endian entries: the storage shared by the
 //! offset index and the time index.
 //!
-//! While a segment is active its index file is preallocated and mapped writable; sealing
+//! While a segment is active its index file is preallocated (disk blocks reserved, not
+//! sparse) and mapped writable; sealing
 //! trims it to the entries written and maps it read-only. Readers only ever look at the
 //! first `entries` entries, read under a read lock; the writer appends under the write lock
 //! (a few bytes, so readers wait nanoseconds). The file length only changes with the map
@@ -232,6 +233,25 @@ fn entry_at<E: IndexEntry>(s: &State, index: usize) -> Option<E> {
         .map(E::decode)
 }
 
+/// Reserves disk blocks for the whole file. `set_len` alone leaves it sparse: on a full
+/// disk the first store into a new page of the writable map would then fail with SIGBUS
+/// instead of this call failing with ENOSPC, which the roll or the open reports.
+fn allocate(file: &File, len_bytes: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len_bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "index file too large"))?;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the descriptor is open for writing for the duration of the call.
+    let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(code))
+    }
+}
+
 fn map_writable<E: IndexEntry>(
     file: &File,
     path: &Path,
@@ -245,6 +265,7 @@ fn map_writable<E: IndexEntry>(
         .max(E::BYTES as u64);
     let len_bytes = len_bytes - len_bytes % E::BYTES as u64;
     file_io::set_len(file, len_bytes, path)?;
+    allocate(file, len_bytes)?;
     // SAFETY: see `IndexFile::open_existing`.
     let map = unsafe { MmapOptions::new().map_mut(file)? };
     Ok(State {

@@ -43,11 +43,11 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
     crate::compaction_swap::finish_interrupted_swaps(dir)?;
     let bases: Vec<u64> = list_and_clean(dir)?.into_iter().collect();
     let clean = Checkpoint::read(dir, CheckpointKind::CleanShutdown)?;
-    if clean.is_some() {
-        Checkpoint::remove(dir, CheckpointKind::CleanShutdown)?;
-    }
     let recovery = Checkpoint::read(dir, CheckpointKind::RecoveryPoint)?;
     let Some(&last_base) = bases.last() else {
+        if clean.is_some() {
+            Checkpoint::remove(dir, CheckpointKind::CleanShutdown)?;
+        }
         // A directory emptied by a full truncation keeps its log end in the checkpoints.
         let base = clean.or(recovery).map_or(0, |c| c.log_end_offset);
         return create_empty(dir, config, base);
@@ -61,6 +61,10 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
             && c.active_size_bytes == last_len
             && c.log_end_offset >= last_base
     });
+    if clean.is_none() && Checkpoint::read(dir, CheckpointKind::CleanShutdown)?.is_some() {
+        // It describes other files than these: the recovery below ignores it.
+        Checkpoint::remove(dir, CheckpointKind::CleanShutdown)?;
+    }
     let scan_from = match (clean, recovery) {
         (Some(_), _) => None,
         (None, Some(r)) => Some(
@@ -73,54 +77,58 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
         ),
         (None, None) => Some(bases[0]),
     };
+    // Everything below it was fsynced: damage there is an error, never cut or served.
+    let recovery_point = match (clean, recovery) {
+        (Some(c), _) => c.log_end_offset,
+        (None, Some(r)) => r.log_end_offset,
+        (None, None) => 0,
+    };
 
     let mut segments = BTreeMap::new();
     let mut scanned = BTreeSet::new();
     let mut active_tracker = IndexTracker::new();
-    let mut cut: Option<(u64, u64)> = None;
+    let mut cut = false;
     let mut removed_any = false;
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
         let paths = SegmentPaths::new(dir, base);
-        if let Some((cut_base, cut_position)) = cut {
-            // A tail was cut in an earlier segment: a later one may only be an empty
-            // segment created by a roll just before the crash.
-            let len = fs::metadata(&paths.log)
-                .io_ctx("stat segment", &paths.log)?
-                .len();
-            if len > 0 {
-                return Err(LogError::Corrupt {
-                    segment: SegmentPaths::new(dir, cut_base).log,
-                    position: cut_position,
-                    reason: format!(
-                        "a bad batch is followed by segment {} holding {len} bytes",
-                        paths.log.display()
-                    ),
-                });
-            }
+        if cut {
+            // Kafka's rule: a bad batch above the recovery point ends the log. The later
+            // segments were never promised durable either (a roll does not wait for the
+            // old segment's fsync under `fsync = never`), and a log with a hole in it
+            // would serve offsets past bytes that are gone.
             remove_segment_files(&paths)?;
             removed_any = true;
             continue;
         }
         if scan_from.is_some_and(|from| base >= from) {
-            let (segment, result) = rebuild(dir, base, config, ScanMode::Recover)?;
-            if let Some(position) = result.truncated_at.filter(|_| next_base.is_some()) {
-                cut = Some((base, position));
-            }
+            let (segment, result) = rebuild(dir, base, config, ScanMode::Recover(recovery_point))?;
+            cut = result.truncated_at.is_some();
             active_tracker = result.tracker;
             scanned.insert(base);
             segments.insert(base, Arc::new(segment));
         } else if let (None, Some(c)) = (next_base, clean) {
-            let (segment, tracker) = open_active_clean(dir, base, c.log_end_offset, config)?;
+            let (segment, tracker) =
+                open_active_clean(dir, base, c.log_end_offset, config, recovery_point)?;
             active_tracker = tracker;
             segments.insert(base, Arc::new(segment));
         } else {
             let next = next_base.unwrap_or(u64::MAX);
-            segments.insert(base, Arc::new(open_sealed(dir, base, next, config)?));
+            segments.insert(
+                base,
+                Arc::new(open_sealed(dir, base, next, config, recovery_point)?),
+            );
         }
     }
     if removed_any {
         sync_dir(dir).io_ctx("fsync directory", dir)?;
+    }
+    if clean.is_some() {
+        // Removed only now that every segment opened: an open that fails on damage leaves
+        // it, so the next open again treats the whole log as below the recovery point
+        // (refusing, not cutting, fsynced bytes). Removed before the log takes a write, so
+        // a later crash is never mistaken for a clean stop.
+        Checkpoint::remove(dir, CheckpointKind::CleanShutdown)?;
     }
     finish(
         dir,
@@ -295,14 +303,17 @@ fn open_indexes(
     Ok(Some((offset_index, time_index)))
 }
 
-/// Opens a segment whose bytes are trusted, checking its indexes cheaply (entries increase,
-/// stay within the file, the last offset entry points at a batch with that offset, a
-/// non-empty segment has a time entry); a failed check rebuilds them with a strict scan.
+/// Opens a segment below the recovery point, checking its indexes and its tail cheaply
+/// (entries increase, stay within the file, the last offset entry points at a batch with
+/// that offset, a non-empty segment has a time entry, the batches after the last entry
+/// chain and end exactly at the end of the file). A failed check rebuilds the indexes with
+/// a full scan, which reports damage as `DamagedBelowRecoveryPoint`.
 fn open_trusted(
     dir: &Path,
     base: u64,
     next_offset: u64,
     config: &LogConfig,
+    recovery_point: u64,
 ) -> Result<Segment, LogError> {
     let paths = SegmentPaths::new(dir, base);
     let log = open_log(&paths)?;
@@ -317,11 +328,16 @@ fn open_trusted(
             max_timestamp,
         };
         let segment = Segment::assemble(base, paths, log, offset_index, time_index, end);
-        if indexes_agree(&segment, size_bytes) {
+        if indexes_agree(&segment, size_bytes) && tail_is_whole(&segment, size_bytes, next_offset) {
             return Ok(segment);
         }
     }
-    let (segment, _) = rebuild(dir, base, config, ScanMode::Strict)?;
+    let (segment, _) = rebuild(
+        dir,
+        base,
+        config,
+        ScanMode::BelowRecoveryPoint(recovery_point),
+    )?;
     Ok(segment)
 }
 
@@ -340,13 +356,44 @@ fn indexes_agree(segment: &Segment, size_bytes: u64) -> bool {
     }
 }
 
+/// The batches from the last offset index entry on (about `index.interval.bytes` of them)
+/// chain and end exactly at `size_bytes`, below `next_offset`: a tail cut by a disk fault
+/// or a lost write is found at open, not by the reader that reaches it.
+fn tail_is_whole(segment: &Segment, size_bytes: u64, next_offset: u64) -> bool {
+    let (mut position, mut expected) = match segment.offset_index.last() {
+        Some(entry) => (
+            u64::from(entry.position),
+            segment.base_offset + u64::from(entry.relative_offset),
+        ),
+        None => (0, segment.base_offset),
+    };
+    while position < size_bytes {
+        let Ok(header) = segment.header_at(position, size_bytes) else {
+            return false;
+        };
+        let (Ok(base), Ok(next)) = (
+            u64::try_from(header.base_offset),
+            u64::try_from(header.next_offset()),
+        ) else {
+            return false;
+        };
+        if base < expected || next > next_offset {
+            return false;
+        }
+        expected = next;
+        position += header.size_bytes() as u64;
+    }
+    position == size_bytes
+}
+
 fn open_sealed(
     dir: &Path,
     base: u64,
     next_base: u64,
     config: &LogConfig,
+    recovery_point: u64,
 ) -> Result<Segment, LogError> {
-    let segment = open_trusted(dir, base, next_base, config)?;
+    let segment = open_trusted(dir, base, next_base, config, recovery_point)?;
     // A rebuilt index is writable: trim it like any sealed segment's.
     segment.seal_indexes()?;
     Ok(segment)
@@ -357,8 +404,9 @@ fn open_active_clean(
     base: u64,
     log_end_offset: u64,
     config: &LogConfig,
+    recovery_point: u64,
 ) -> Result<(Segment, IndexTracker), LogError> {
-    let segment = open_trusted(dir, base, log_end_offset, config)?;
+    let segment = open_trusted(dir, base, log_end_offset, config, recovery_point)?;
     segment.unseal_indexes(config.index_bytes_max)?;
     let end = segment.end();
     let last_entry_position = segment

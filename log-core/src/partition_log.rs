@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{self, BatchHeader, TimestampType};
 use crate::config::{FsyncPolicy, LogConfig};
+use crate::dir_lock::{DirLock, LockMode};
 use crate::error::IoContext;
 use crate::file_io;
 use crate::file_name::sync_dir;
@@ -47,10 +48,15 @@ pub struct PartitionLog {
     pub(crate) high_watermark: AtomicU64,
     /// Offsets below it are on stable storage.
     pub(crate) recovery_point: AtomicU64,
+    /// Every segment with a base below it was fsynced by its roll (the recovery-point file
+    /// may not say so yet: `after_append` moves it without syncing them again).
+    pub(crate) rolled_synced_below: AtomicU64,
     /// Set once, by the first failure that stops the log taking writes.
     pub(crate) poison_cause: OnceLock<Arc<LogError>>,
     pub(crate) last_flush_ms: AtomicU64,
     clock: Instant,
+    /// One owner per partition directory, for as long as the log is open.
+    _lock: DirLock,
 }
 
 // Readers on many threads, one writer at a time: the log must be shareable.
@@ -62,6 +68,7 @@ const _: fn() = || {
 pub(crate) struct Writer {
     pub(crate) active: Arc<Segment>,
     pub(crate) tracker: IndexTracker,
+    /// Wall-clock ms the active segment's age counts from (`segment.ms`).
     pub(crate) active_created_ms: u64,
 }
 
@@ -85,7 +92,14 @@ impl PartitionLog {
     /// scanned; otherwise the segments from the last recovery point on are validated batch
     /// by batch and a torn tail is cut. The high watermark is restored from the checkpoint
     /// (after an unclean stop: from the recovery-point file, else the log start offset).
+    ///
+    /// The directory is locked exclusively (`.lock`, see [`DirLock`]) for the life of the
+    /// log: a second open, in this process or another, fails with [`LogError::Locked`].
+    /// Damage below the recovery point fails the open with
+    /// [`LogError::DamagedBelowRecoveryPoint`].
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        std::fs::create_dir_all(dir).io_ctx("create partition directory", dir)?;
+        let lock = DirLock::acquire(dir, LockMode::Exclusive)?;
         let loaded = load(dir, &config)?;
         let Some((&active_base, active)) = loaded.segments.iter().next_back() else {
             return Err(LogError::Corrupt {
@@ -95,6 +109,7 @@ impl PartitionLog {
             });
         };
         let active = Arc::clone(active);
+        let active_created_ms = segment_age_start_ms(&active);
         let log_start = loaded
             .segments
             .keys()
@@ -107,7 +122,7 @@ impl PartitionLog {
             writer: Mutex::new(Writer {
                 active,
                 tracker: loaded.active_tracker,
-                active_created_ms: 0,
+                active_created_ms,
             }),
             segments: RwLock::new(loaded.segments),
             maintenance: Mutex::new(()),
@@ -118,12 +133,15 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(loaded.log_end_offset),
             high_watermark: AtomicU64::new(loaded.high_watermark),
             recovery_point: AtomicU64::new(loaded.recovery_point),
+            rolled_synced_below: AtomicU64::new(active_base),
             poison_cause: OnceLock::new(),
             last_flush_ms: AtomicU64::new(0),
             clock: Instant::now(),
+            _lock: lock,
         };
         if !loaded.clean {
-            log.write_recovery_point(active_base)?;
+            // The recovery fsynced every scanned segment: all of the log is durable now.
+            log.write_recovery_point(loaded.log_end_offset)?;
         }
         Ok(log)
     }
@@ -375,15 +393,26 @@ impl PartitionLog {
             return false;
         }
         size + append_bytes > config.segment_bytes
-            || self.now_ms().saturating_sub(writer.active_created_ms) >= config.segment_ms
+            || wall_clock_now_ms().saturating_sub(writer.active_created_ms) >= config.segment_ms
             || segment.offset_index.free_entries() < summary.batch_count.min(1)
             || segment.time_index.free_entries() < 2
             || last_offset - segment.base_offset > u64::from(u32::MAX)
             || size + append_bytes > u64::from(u32::MAX)
     }
 
-    /// Starts a new active segment at `base_offset` and seals the old one's indexes. The
-    /// old log is fsynced by `sync_sealed` after the writer lock is released.
+    /// Makes the old segment durable (indexes sealed and fsynced, log fsynced), then starts
+    /// a new active segment at `base_offset`. The recovery-point file moves to the new
+    /// segment in `after_append` (it needs the durability lock, which comes before this
+    /// one); until then a recovery merely scans one more, intact, segment.
+    ///
+    /// The fsync comes before the new segment takes a byte, so a sealed segment is durable
+    /// before anything after it, except under `fsync = never`: there, as in Kafka (which
+    /// flushes the old segment asynchronously after a roll), appends do not wait for it and
+    /// `after_append` fsyncs it once the writer lock is released. A crash in that window can
+    /// only lose bytes above the recovery point, which recovery cuts at the first bad batch,
+    /// deleting the later segments. Under `always` the old segment is already synced, and
+    /// under an interval at most one interval of it is dirty: once per segment, the fsync
+    /// costs the rolling append little.
     fn roll(
         &self,
         writer: &mut Writer,
@@ -402,11 +431,17 @@ impl PartitionLog {
         // counts as sealed, and retention and compaction (which hold the maintenance lock,
         // not the writer lock) may delete its files, which would fail the trim.
         writer.active.seal_indexes().map_err(|e| self.poison(e))?;
+        if config.fsync != FsyncPolicy::Never {
+            writer.active.sync_log().map_err(|e| self.poison(e))?;
+            self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
+            self.rolled_synced_below
+                .fetch_max(base_offset, Ordering::AcqRel);
+        }
         self.write_segments()
             .insert(base_offset, Arc::clone(&segment));
         writer.active = segment;
         writer.tracker = IndexTracker::new();
-        writer.active_created_ms = self.now_ms();
+        writer.active_created_ms = wall_clock_now_ms();
         Ok(())
     }
 
@@ -419,6 +454,24 @@ impl PartitionLog {
             sync_dir(parent).io_ctx("fsync directory", parent)?;
         }
         Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, as `u64` (0 for a clock set before it).
+pub(crate) fn wall_clock_now_ms() -> u64 {
+    u64::try_from(wall_clock_ms()).unwrap_or(0)
+}
+
+/// Where the age of an opened active segment counts from: as in Kafka, the timestamp of
+/// its first batch (never later than now), so `segment.ms` survives a restart; an empty
+/// segment counts from now (it never rolls before its first append anyway).
+fn segment_age_start_ms(active: &Segment) -> u64 {
+    let now_ms = wall_clock_now_ms();
+    match active.header_at(0, active.size_bytes()) {
+        Ok(header) if header.max_timestamp >= 0 => {
+            u64::try_from(header.max_timestamp).map_or(now_ms, |t| t.min(now_ms))
+        }
+        _ => now_ms,
     }
 }
 

@@ -1,8 +1,9 @@
 //! Scanning a segment file batch by batch (length + CRC-32C), rebuilding its indexes, and
-//! deciding what a bad batch means: after a crash the log is cut at the first bad batch,
-//! even if valid batches follow it (a power cut may keep a later write and tear an earlier
-//! one; Kafka's recovery truncates there too); any damage in data that was already fsynced
-//! is a `Corrupt` error naming the segment and position, and is never served.
+//! deciding what a bad batch means. Above the recovery point the bytes were never promised
+//! durable, so, as in Kafka, the scan cuts the file at the first batch that does not check
+//! (whatever follows it) and the open deletes the later segments. Below it the bytes were
+//! fsynced: any bad batch is damage, an error naming the segment, byte and offset, and is
+//! never served.
 
 use std::os::unix::fs::FileExt;
 
@@ -15,10 +16,15 @@ use crate::LogError;
 /// How much damage a scan may repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScanMode {
-    /// The segment may hold bytes written but never fsynced: a bad tail is cut.
-    Recover,
-    /// The segment was fsynced (below the recovery point): any bad byte is corruption.
+    /// The segment may hold bytes written but never fsynced, from this recovery point on:
+    /// a bad batch at or above it ends the log there; one below it is
+    /// `DamagedBelowRecoveryPoint`.
+    Recover(u64),
+    /// The segment was fsynced: any bad byte is corruption (`Corrupt`).
     Strict,
+    /// The segment lies below this recovery point: any bad byte is
+    /// `DamagedBelowRecoveryPoint`, naming the first offset it loses.
+    BelowRecoveryPoint(u64),
 }
 
 /// What a scan found.
@@ -104,21 +110,42 @@ pub(crate) fn scan_segment(
     };
     let mut truncated_at = None;
     if let Some(bad) = bad {
-        let follows = match bad.next_position {
-            Some(next) => valid_batch_at(&mut reader, next)?,
-            None => false,
-        };
-        if mode == ScanMode::Strict {
-            let what = if follows {
-                "; valid batches follow it, so this is not a torn tail"
-            } else {
-                "; the segment was already fsynced"
-            };
-            return Err(LogError::Corrupt {
-                segment: segment.paths.log.clone(),
-                position,
-                reason: format!("{}{what}", bad.reason),
-            });
+        match mode {
+            ScanMode::Recover(recovery_point) if next_offset < recovery_point => {
+                return Err(LogError::DamagedBelowRecoveryPoint {
+                    segment: segment.paths.log.clone(),
+                    position,
+                    offset: next_offset,
+                    recovery_point,
+                    reason: bad.reason,
+                })
+            }
+            ScanMode::Recover(_) => {}
+            ScanMode::Strict => {
+                let follows = match bad.next_position {
+                    Some(next) => valid_batch_at(&mut reader, next)?,
+                    None => false,
+                };
+                let what = if follows {
+                    "; valid batches follow it, so this is not a torn tail"
+                } else {
+                    "; the segment was already fsynced"
+                };
+                return Err(LogError::Corrupt {
+                    segment: segment.paths.log.clone(),
+                    position,
+                    reason: format!("{}{what}", bad.reason),
+                });
+            }
+            ScanMode::BelowRecoveryPoint(recovery_point) => {
+                return Err(LogError::DamagedBelowRecoveryPoint {
+                    segment: segment.paths.log.clone(),
+                    position,
+                    offset: next_offset,
+                    recovery_point,
+                    reason: bad.reason,
+                })
+            }
         }
         file_io::set_len(&segment.log, position, &segment.paths.log)
             .io_ctx("truncate torn tail of", &segment.paths.log)?;

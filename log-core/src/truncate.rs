@@ -142,12 +142,15 @@ impl PartitionLog {
         };
         if !Arc::ptr_eq(&writer.active, keep) {
             writer.active = Arc::clone(keep);
-            writer.active_created_ms = self.now_ms();
+            writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         }
-        if durability.synced_below > keep.base_offset {
-            self.write_recovery_point(keep.base_offset)?;
-            durability.synced_below = keep.base_offset;
-        }
+        // Always rewritten: the file may name an offset past the new end (a close or a
+        // recovery records the log end), and bytes appended there after the cut are not
+        // durable; a crash must find them above the recovery point, where they may be cut.
+        self.write_recovery_point(keep.base_offset)?;
+        durability.synced_below = durability.synced_below.min(keep.base_offset);
+        self.rolled_synced_below
+            .fetch_min(keep.base_offset, Ordering::AcqRel);
         Ok(())
     }
 
@@ -163,6 +166,7 @@ impl PartitionLog {
         self.log_start_offset.store(offset, Ordering::Release);
         self.high_watermark.store(offset, Ordering::Release);
         self.recovery_point.store(offset, Ordering::Release);
+        self.rolled_synced_below.store(offset, Ordering::Release);
         // Recorded first: if a crash leaves no segment, open starts the log at `offset`.
         self.write_recovery_point(offset)?;
         for segment in segments.iter().rev() {
@@ -182,7 +186,7 @@ impl PartitionLog {
         }
         writer.active = fresh;
         writer.tracker = IndexTracker::new();
-        writer.active_created_ms = self.now_ms();
+        writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Random damage to a partition directory — any file cut at any length, bytes flipped
 //! anywhere, an index or checkpoint deleted — followed by open never panics: open either
-//! fails with a typed `Corrupt` error or succeeds, and then every batch it serves with a
+//! fails with a typed `Corrupt` or `DamagedBelowRecoveryPoint` error or succeeds, and then every batch it serves with a
 //! valid CRC is one that was appended, in order (damage is refused or caught by the CRC,
 //! never served as a good batch), and the log takes appends after its end.
 
@@ -138,7 +138,7 @@ fn run(clean: bool, damages: Vec<Damage>) {
         apply(dir.path(), damage);
     }
     match PartitionLog::open(dir.path(), config) {
-        Err(LogError::Corrupt { .. }) => {}
+        Err(LogError::Corrupt { .. } | LogError::DamagedBelowRecoveryPoint { .. }) => {}
         Err(other) => panic!("open of a damaged directory failed untyped: {other:?}"),
         Ok(log) => {
             check_served(&log, &appended);

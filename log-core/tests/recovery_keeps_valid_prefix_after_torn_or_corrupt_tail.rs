@@ -1,7 +1,7 @@
 //! Recovery after an unclean stop: a last batch cut at any byte, or with any byte flipped
 //! (in the length, magic, CRC or CRC-covered bytes), is removed and exactly the valid prefix
-//! stays; a bad batch that valid batches follow cuts the log there too (a power cut may keep
-//! a later write and tear an earlier one), as Kafka's recovery does.
+//! stays; as in Kafka, a bad batch above the recovery point ends the log even when valid
+//! batches follow it; below the recovery point it is an error, never served or cut.
 //! (The base offset and leader epoch are outside Kafka's CRC; flips there are not
 //! detectable by a CRC and are not covered here.)
 
@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use log_support::*;
-use weir_log::PartitionLog;
+use weir_log::{LogError, PartitionLog};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -99,31 +99,26 @@ fn a_flipped_byte_in_the_last_batch_removes_only_that_batch() {
 }
 
 #[test]
-fn a_corrupt_batch_followed_by_valid_batches_cuts_the_log_at_it() {
+fn a_corrupt_batch_above_the_recovery_point_ends_the_log_even_with_valid_batches_after_it() {
     let f = fixture();
     let copy = tempfile::tempdir().unwrap();
     copy_dir(f.dir.path(), copy.path());
     let active = copy.path().join(f.active_log.file_name().unwrap());
     let mut bytes = fs::read(&active).unwrap();
-    let in_active = {
-        let mut sum = 0;
-        f.batches
-            .iter()
-            .rev()
-            .take_while(|b| {
-                sum += b.len();
-                sum <= bytes.len()
-            })
-            .count()
-    };
-    assert!(in_active >= 2, "valid batches follow the damaged one");
-    // Corrupt the first batch of the active segment inside its CRC-covered records.
-    bytes[70] ^= 0xff;
+    // Corrupt the first batch of the active segment inside its CRC-covered records. None
+    // of it was fsynced (no flush, no roll): as in Kafka, the log ends at the bad batch.
+    let at = 70;
+    bytes[at] ^= 0xff;
     fs::write(&active, &bytes).unwrap();
+    let active_base =
+        weir_log::inspect::parse_segment_file_name(active.file_name().unwrap().to_str().unwrap())
+            .unwrap()
+            .0;
     let log = PartitionLog::open(copy.path(), tiny_config()).unwrap();
-    let expected = &f.batches[..f.batches.len() - in_active];
-    assert_eq!(read_all_batches(&log), expected);
-    assert_eq!(fs::metadata(&active).unwrap().len(), 0, "cut at byte 0");
+    assert_eq!(log.log_end_offset(), active_base);
+    assert_eq!(fs::metadata(&active).unwrap().len(), 0);
+    let mut b = batch_of(77, 1, 5, 0);
+    assert_eq!(log.append(&mut b, 1).unwrap().base_offset, active_base);
 }
 
 #[test]
@@ -147,9 +142,22 @@ fn clean_shutdown_checkpoint_skips_the_scan_and_its_absence_triggers_it() {
         "open consumes the checkpoint"
     );
     drop(log);
-    // Without the checkpoint the scan finds it: the segment is above the recovery point
-    // (the only one, base 0), so the log is cut at the damaged first batch.
-    let log = PartitionLog::open(dir.path(), tiny_config()).unwrap();
-    assert_eq!(log.log_end_offset(), 0);
-    assert_eq!(fs::metadata(&active).unwrap().len(), 0, "cut at byte 0");
+    // Without the checkpoint the scan finds it. The close recorded the whole log as
+    // durable, so the damage is below the recovery point: refused, not cut.
+    let err = PartitionLog::open(dir.path(), tiny_config())
+        .err()
+        .expect("scan finds damage");
+    match &err {
+        LogError::DamagedBelowRecoveryPoint {
+            segment,
+            position,
+            offset,
+            recovery_point,
+            ..
+        } => {
+            assert_eq!(segment, &active);
+            assert_eq!((*position, *offset, *recovery_point), (0, 0, 10));
+        }
+        other => panic!("expected DamagedBelowRecoveryPoint, got {other}"),
+    }
 }

@@ -30,6 +30,13 @@ pub enum SqlError {
     )]
     NotClosedCleanly { dir: PathBuf },
 
+    /// A broker holds the data directory (see `weir_log::DirLock`).
+    #[error("{source}; stop the broker, or query through it with --broker")]
+    DataDirInUse {
+        #[source]
+        source: LogError,
+    },
+
     #[error("topic {topic} partition {partition}: {source}")]
     Log {
         topic: String,

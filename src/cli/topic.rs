@@ -207,12 +207,16 @@ fn print_description(topic: &TopicInfo) {
         format_configs(&topic.configs)
     );
     println!(
-        "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}",
+        "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  STATUS",
         "PARTITION", "LEADER", "EPOCH", "START", "END", "HIGH-WATERMARK", "SIZE"
     );
     for p in &topic.partitions {
+        let status = match &p.offline_cause {
+            None => "online".to_string(),
+            Some(cause) => format!("offline: {cause}"),
+        };
         println!(
-            "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}",
+            "{:>9}  {:>6}  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {status}",
             p.partition,
             p.leader,
             p.leader_epoch,

@@ -37,6 +37,11 @@ pub struct PartitionInfo {
     pub log_end_offset: u64,
     pub high_watermark: u64,
     pub size_bytes: u64,
+    /// False when the partition's log did not open at the broker's start.
+    pub online: bool,
+    /// Why the partition is offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_cause: Option<String>,
 }
 
 /// The admin client.
@@ -120,6 +125,8 @@ impl Admin {
                 log_end_offset: p.log_end_offset,
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
+                online: p.offline_cause.is_empty(),
+                offline_cause: Some(p.offline_cause).filter(|c| !c.is_empty()),
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);

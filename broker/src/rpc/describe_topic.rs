@@ -27,6 +27,7 @@ pub fn handle(
                 log_end_offset: status.log_end_offset,
                 high_watermark: status.high_watermark,
                 size_bytes: status.size_bytes,
+                offline_cause: partition.offline_cause().unwrap_or_default().to_string(),
             }
         })
         .collect();

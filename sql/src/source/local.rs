@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use weir_log::{LogConfig, PartitionLog};
+use weir_log::{DirLock, LogConfig, PartitionLog};
 
 use super::{BatchChunk, ByteCounter, PartitionSnapshot, TopicReader, TopicSource};
 use crate::SqlError;
@@ -55,12 +55,17 @@ pub struct LocalSource {
     options: LocalOptions,
     topics: Mutex<BTreeMap<String, TopicEntry>>,
     bytes_read: ByteCounter,
+    /// A shared lock of the data directory: no broker starts on it while it is read, and
+    /// opening one a broker holds is refused, naming the broker.
+    _data_dir_lock: Option<DirLock>,
 }
 
 impl LocalSource {
     /// Lists the topics of `data_dir` (directories named `<topic>-<partition>`); partitions
     /// are opened when a query first uses their topic.
     pub fn open(data_dir: &Path, options: LocalOptions) -> Result<LocalSource, SqlError> {
+        let data_dir_lock = DirLock::acquire_shared_if_present(data_dir)
+            .map_err(|source| SqlError::DataDirInUse { source })?;
         let topics = list_topics(data_dir)?
             .into_iter()
             .map(|(name, partitions)| (name, TopicEntry::OnDisk { partitions }))
@@ -70,6 +75,7 @@ impl LocalSource {
             options,
             topics: Mutex::new(topics),
             bytes_read: ByteCounter::default(),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -80,6 +86,7 @@ impl LocalSource {
             options: LocalOptions::default(),
             topics: Mutex::new(BTreeMap::new()),
             bytes_read: ByteCounter::default(),
+            _data_dir_lock: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use weir_log::batch::{compute_crc, validate, BatchHeader, RecordDecoder, RecordView};
 
-use super::segment_files::{find_segments, BatchScanner, Scanned, SegmentFiles};
+use super::segment_files::{find_segments, lock_for_reading, BatchScanner, Scanned, SegmentFiles};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,6 +32,7 @@ enum Output {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _lock = lock_for_reading(&args.path)?;
     let segments = find_segments(&args.path)?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());

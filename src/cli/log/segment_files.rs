@@ -48,6 +48,23 @@ fn parse_log_name(name: &str) -> Option<u64> {
     }
 }
 
+/// A shared lock of the partition directory at `path` (or holding the `.log` file at
+/// `path`), so a broker cannot be writing, cutting or deleting what is read: a reader would
+/// report an append in flight or a retention delete as damage. Refused, naming the holder,
+/// while a broker has the partition open; a directory without a lock file is read as is.
+pub fn lock_for_reading(path: &Path) -> anyhow::Result<Option<weir_log::DirLock>> {
+    let dir = if path.is_dir() {
+        path
+    } else {
+        match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        }
+    };
+    weir_log::DirLock::acquire_shared_if_present(dir)
+        .map_err(|e| anyhow::anyhow!("{e}; stop it, or read a copy of the directory"))
+}
+
 /// The segments at `path`: every segment of a partition directory in offset
 /// order, or the one `.log` file named.
 pub fn find_segments(path: &Path) -> anyhow::Result<Vec<SegmentFiles>> {

@@ -14,7 +14,8 @@ use weir_log::batch::{validate, RecordDecoder};
 use weir_log::inspect::{IndexLayoutError, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 
 use super::segment_files::{
-    find_segments, read_offset_index, read_time_index, BatchScanner, Scanned, SegmentFiles,
+    find_segments, lock_for_reading, read_offset_index, read_time_index, BatchScanner, Scanned,
+    SegmentFiles,
 };
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +67,7 @@ struct LogSummary {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _lock = lock_for_reading(&args.path)?;
     let segments = find_segments(&args.path)?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
