@@ -136,10 +136,19 @@ pub struct LogConfig {
     /// `message.timestamp.type`: `CreateTime` keeps the producer's timestamps;
     /// `LogAppendTime` makes `append` stamp each batch with the wall clock.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime record may be at most this much older
+    /// than the broker's clock when appended. Kafka's default, `i64::MAX`, means no bound.
+    pub timestamp_before_max_ms: u64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record may be at most this much newer
+    /// than the broker's clock, so one timestamp far in the future cannot hold time
+    /// retention back for its segment. Kafka 4.0's default: one hour.
+    pub timestamp_after_max_ms: u64,
 }
 
 /// Segment positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+/// Largest timestamp bound, Kafka's `Long.MAX_VALUE`: no bound.
+pub const TIMESTAMP_BOUND_MS_MAX: u64 = i64::MAX as u64;
 /// Smallest index file: room for two time-index entries (12 bytes each).
 pub const INDEX_BYTES_MIN: u32 = 24;
 
@@ -157,6 +166,8 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3_600_000,
             fsync: FsyncPolicy::Never,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: TIMESTAMP_BOUND_MS_MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }
@@ -228,9 +239,15 @@ impl LogConfig {
                     _ => return Err(bad("expected CreateTime or LogAppendTime".to_string())),
                 };
             }
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max_ms = parse_timestamp_bound(value).map_err(bad)?;
+            }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max_ms = parse_timestamp_bound(value).map_err(bad)?;
+            }
             _ => {
                 return Err(bad(
-                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type".to_string(),
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type, message.timestamp.before.max.ms, message.timestamp.after.max.ms".to_string(),
                 ))
             }
         }
@@ -257,6 +274,16 @@ fn parse_u32(value: &str) -> Result<u32, String> {
         .trim()
         .parse::<u32>()
         .map_err(|_| format!("expected an integer between 0 and {}", u32::MAX))
+}
+
+/// Kafka takes 0 to `Long.MAX_VALUE` (no bound) for the timestamp bounds.
+fn parse_timestamp_bound(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms <= TIMESTAMP_BOUND_MS_MAX => Ok(ms),
+        _ => Err(format!(
+            "expected milliseconds between 0 and {TIMESTAMP_BOUND_MS_MAX} (no bound)"
+        )),
+    }
 }
 
 /// Kafka's convention: -1 means no limit.

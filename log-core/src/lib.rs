@@ -36,10 +36,10 @@ mod truncate;
 
 pub use checkpoint::CHECKPOINT_BYTES;
 pub use compaction::CompactionReport;
-pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
+pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TIMESTAMP_BOUND_MS_MAX};
 pub use error::LogError;
 pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;
-pub use partition_log::{AppendInfo, PartitionLog};
+pub use partition_log::{AppendInfo, PartitionLog, ValidatedAppend};
 pub use retention::RetentionReport;
 pub use slice::FileSlice;
 pub use time_index::TIME_INDEX_ENTRY_BYTES;

@@ -9,6 +9,7 @@
 //! published (Release/Acquire). An fsync never holds `segments`, so readers never wait
 //! for one; with `FsyncPolicy::Always` the fsync holds `writer` (it is the append).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,44 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     pub record_count: u32,
     pub bytes: u32,
+}
+
+/// Batches that passed [`PartitionLog::validate_append`], ready to be stored.
+#[must_use = "nothing is stored until `append` is called"]
+pub struct ValidatedAppend<'a> {
+    log: &'a PartitionLog,
+    batches: &'a mut [u8],
+    summary: BufferSummary,
+}
+
+impl ValidatedAppend<'_> {
+    /// The validated batches, as they will be stored (before offsets are assigned).
+    pub fn batches(&self) -> &[u8] {
+        self.batches
+    }
+
+    /// Records in all the batches.
+    pub fn record_count(&self) -> u32 {
+        self.summary.record_count
+    }
+
+    /// Stores the batches: offsets assigned from the log end offset (base offsets rewritten
+    /// in place, outside the CRC), `leader_epoch` stamped, one write; see
+    /// [`PartitionLog::append`].
+    pub fn append(self, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.log
+            .append_validated(self.batches, self.summary, leader_epoch)
+    }
+}
+
+impl std::fmt::Debug for ValidatedAppend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatedAppend")
+            .field("dir", &self.log.dir)
+            .field("bytes", &self.batches.len())
+            .field("summary", &self.summary)
+            .finish()
+    }
 }
 
 /// One partition's log; see the module docs for the concurrency design.
@@ -216,13 +255,50 @@ impl PartitionLog {
 
     /// Validates every batch in `batches` (one or more concatenated), assigns offsets from
     /// the log end offset (rewriting base offsets, outside the CRC) and stamps
-    /// `leader_epoch`, then writes them with one write. Records are never decoded. With
+    /// `leader_epoch`, then writes them with one write. With
     /// `message.timestamp.type = LogAppendTime` each batch is also marked LogAppendTime with
     /// the wall clock as its max timestamp (CRC recomputed), as a Kafka broker does.
+    /// [`PartitionLog::validate_append`] then [`ValidatedAppend::append`], for callers
+    /// with nothing to do between the two.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.validate_append(batches)?.append(leader_epoch)
+    }
+
+    /// The validation half of [`PartitionLog::append`], outside any lock of the log: every
+    /// batch whole, intact (CRC-32C) and within `max.message.bytes`, and every record of it
+    /// well formed with CreateTime timestamps within `message.timestamp.before.max.ms` /
+    /// `after.max.ms` (see [`batch::RecordValidator::validate_produced`]). A caller that
+    /// must look at the batches before they are stored (the broker's idempotence check)
+    /// does so between this and [`ValidatedAppend::append`], knowing they are intact.
+    pub fn validate_append<'a>(
+        &'a self,
+        batches: &'a mut [u8],
+    ) -> Result<ValidatedAppend<'a>, LogError> {
         self.check_writable()?;
         let config = self.config();
-        let mut summary = summarize(batches, config.max_message_bytes as usize, true)?;
+        let checks = produce_checks(&config, wall_clock_ms());
+        let summary = VALIDATOR.with(|validator| {
+            summarize(batches, &checks, |batch| match validator.try_borrow_mut() {
+                Ok(mut validator) => validator.validate_produced(batch, &checks),
+                // Only a re-entrant call could find it borrowed; stay correct regardless.
+                Err(_) => batch::RecordValidator::new().validate_produced(batch, &checks),
+            })
+        })?;
+        Ok(ValidatedAppend {
+            log: self,
+            batches,
+            summary,
+        })
+    }
+
+    /// Writes validated batches: see [`ValidatedAppend::append`].
+    fn append_validated(
+        &self,
+        batches: &mut [u8],
+        mut summary: BufferSummary,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
         let log_append_time_ms =
             (config.timestamp_type == TimestampType::LogAppendTime).then(wall_clock_ms);
         if let Some(now_ms) = log_append_time_ms {
@@ -247,7 +323,7 @@ impl PartitionLog {
             batch::set_partition_leader_epoch(rest, leader_epoch);
             if let Some(now_ms) = log_append_time_ms {
                 // The one rewrite inside the CRC: attributes and max timestamp change, so
-                // the CRC is recomputed — over bytes `summarize` just verified, so no
+                // the CRC is recomputed — over bytes `validate_append` just verified, so no
                 // damage can be laundered into a valid batch. Records are not touched.
                 let whole = rest.get_mut(..header.size_bytes()).unwrap_or_default();
                 batch::set_log_append_time(whole, now_ms);
@@ -265,7 +341,18 @@ impl PartitionLog {
     /// must start at the log end offset and each next one right after the previous.
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
-        let summary = summarize(batches, usize::MAX, false)?;
+        // A leader validated these as produced; checked again as stored batches (every
+        // record decodable), so a follower never stores what a reader would refuse.
+        let checks = batch::ProduceChecks::new(usize::MAX);
+        let summary = VALIDATOR.with(|validator| {
+            summarize(batches, &checks, |batch| match validator.try_borrow_mut() {
+                Ok(mut validator) => {
+                    validator.validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT)
+                }
+                Err(_) => batch::RecordValidator::new()
+                    .validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT),
+            })
+        })?;
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
@@ -457,12 +544,12 @@ fn positions(buf: &[u8]) -> impl Iterator<Item = (usize, Result<BatchHeader, Log
     })
 }
 
-/// The validation pass of an append: every batch whole, intact (CRC), within
-/// `max_message_bytes`; produced batches also need one offset per record.
+/// The validation pass of an append: every batch whole and within
+/// `checks.batch_bytes_max`, then `validate` (CRC and records).
 fn summarize(
     buf: &[u8],
-    max_message_bytes: usize,
-    produced: bool,
+    checks: &batch::ProduceChecks,
+    mut validate: impl FnMut(&[u8]) -> Result<BatchHeader, batch::BatchError>,
 ) -> Result<BufferSummary, LogError> {
     let mut summary = BufferSummary {
         batch_count: 0,
@@ -477,19 +564,14 @@ fn summarize(
             source,
         })?;
         let position = splitter.position() - bytes.len();
-        if bytes.len() > max_message_bytes {
+        if bytes.len() > checks.batch_bytes_max {
             return Err(LogError::MessageTooLarge {
                 position,
                 size_bytes: bytes.len(),
-                max_bytes: max_message_bytes,
+                max_bytes: checks.batch_bytes_max,
             });
         }
-        let checked = if produced {
-            batch::validate_produced(bytes, max_message_bytes)
-        } else {
-            batch::validate(bytes, max_message_bytes)
-        };
-        let header = checked.map_err(|source| LogError::BatchAt { position, source })?;
+        let header = validate(bytes).map_err(|source| LogError::BatchAt { position, source })?;
         if header.last_offset_delta < 0 {
             return Err(LogError::InvalidOffsetDelta {
                 position,
@@ -507,4 +589,28 @@ fn summarize(
         return Err(LogError::EmptyAppend);
     }
     Ok(summary)
+}
+
+/// What `config` asks of a produced batch, with the clock read at `now_ms`.
+fn produce_checks(config: &LogConfig, now_ms: i64) -> batch::ProduceChecks {
+    let batch_bytes_max = config.max_message_bytes as usize;
+    // Kafka bounds timestamps of CreateTime topics only: LogAppendTime ones are stamped.
+    let timestamp_bounds =
+        (config.timestamp_type == TimestampType::CreateTime).then_some(batch::TimestampBounds {
+            now_ms,
+            before_max_ms: config.timestamp_before_max_ms,
+            after_max_ms: config.timestamp_after_max_ms,
+        });
+    batch::ProduceChecks {
+        batch_bytes_max,
+        decompressed_bytes_max: batch::decompressed_bytes_max_for(batch_bytes_max),
+        timestamp_bounds,
+    }
+}
+
+thread_local! {
+    /// One validator per thread that appends: its decompression buffer and codec state
+    /// are reused by every append on that thread, whatever partition it is for.
+    static VALIDATOR: RefCell<batch::RecordValidator> =
+        RefCell::new(batch::RecordValidator::new());
 }

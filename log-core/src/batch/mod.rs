@@ -1,7 +1,8 @@
 //! Kafka RecordBatch v2: the unit of storage, replication and transfer.
 //!
 //! Owns the byte format of a batch: the 61-byte header ([`BatchHeader`]),
-//! whole-batch validation ([`validate`]), splitting concatenated batches
+//! whole-batch validation ([`validate`]) and record-level validation of
+//! appends ([`RecordValidator`]), splitting concatenated batches
 //! ([`batches`]), in-place rewrites of fields outside the CRC, the varint
 //! records inside, compression, encoding ([`BatchBuilder`]) and decoding
 //! ([`RecordDecoder`], [`decode_records`]). Nothing here does I/O.
@@ -12,10 +13,11 @@ mod error;
 mod header;
 mod record;
 mod validate;
+mod validate_records;
 mod varint;
 
 pub use builder::BatchBuilder;
-pub use error::BatchError;
+pub use error::{BatchError, TimestampBound};
 pub use header::{
     set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, Compression,
     TimestampType, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
@@ -26,3 +28,7 @@ pub use record::{
     RecordView, DECOMPRESSED_BYTES_MAX_DEFAULT,
 };
 pub use validate::{batches, compute_crc, validate, validate_produced, BatchSplitter};
+pub use validate_records::{
+    decompressed_bytes_max_for, ProduceChecks, RecordValidator, TimestampBounds,
+    DECOMPRESSION_RATIO_MAX,
+};
