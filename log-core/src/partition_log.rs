@@ -277,11 +277,9 @@ impl PartitionLog {
         self.check_writable()?;
         let config = self.config();
         let checks = produce_checks(&config, wall_clock_ms());
-        let summary = VALIDATOR.with(|validator| {
-            summarize(batches, &checks, |batch| match validator.try_borrow_mut() {
-                Ok(mut validator) => validator.validate_produced(batch, &checks),
-                // Only a re-entrant call could find it borrowed; stay correct regardless.
-                Err(_) => batch::RecordValidator::new().validate_produced(batch, &checks),
+        let summary = with_validator(|validator| {
+            summarize(batches, &checks, |batch| {
+                validator.validate_produced(batch, &checks)
             })
         })?;
         Ok(ValidatedAppend {
@@ -344,13 +342,9 @@ impl PartitionLog {
         // A leader validated these as produced; checked again as stored batches (every
         // record decodable), so a follower never stores what a reader would refuse.
         let checks = batch::ProduceChecks::new(usize::MAX);
-        let summary = VALIDATOR.with(|validator| {
-            summarize(batches, &checks, |batch| match validator.try_borrow_mut() {
-                Ok(mut validator) => {
-                    validator.validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT)
-                }
-                Err(_) => batch::RecordValidator::new()
-                    .validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT),
+        let summary = with_validator(|validator| {
+            summarize(batches, &checks, |batch| {
+                validator.validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT)
             })
         })?;
         let mut writer = self.lock_writer()?;
@@ -613,4 +607,13 @@ thread_local! {
     /// are reused by every append on that thread, whatever partition it is for.
     static VALIDATOR: RefCell<batch::RecordValidator> =
         RefCell::new(batch::RecordValidator::new());
+}
+
+/// Runs `f` with this thread's validator.
+fn with_validator<R>(f: impl FnOnce(&mut batch::RecordValidator) -> R) -> R {
+    VALIDATOR.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut validator) => f(&mut validator),
+        // Only a re-entrant call could find it borrowed; stay correct regardless.
+        Err(_) => f(&mut batch::RecordValidator::new()),
+    })
 }
