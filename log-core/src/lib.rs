@@ -10,6 +10,7 @@
 //! Feature `fault-injection` (tests only) adds [`fault`]: make chosen I/O calls on a
 //! partition directory fail, to test that a failed fsync is final.
 
+mod append_validation;
 pub mod batch;
 mod checkpoint;
 mod compaction;

@@ -9,20 +9,20 @@
 //! published (Release/Acquire). An fsync never holds `segments`, so readers never wait
 //! for one; with `FsyncPolicy::Always` the fsync holds `writer` (it is the append).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::append_validation::{produce_checks, summarize, with_validator, BufferSummary};
 use crate::batch::{self, BatchHeader, TimestampType};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::IoContext;
 use crate::file_io;
 use crate::file_name::sync_dir;
 use crate::load::load;
-use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
+use crate::segment::{IndexTracker, Segment, SegmentEnd};
 use crate::LogError;
 
 /// What an append wrote.
@@ -107,16 +107,6 @@ pub(crate) struct Writer {
 pub(crate) struct Durability {
     /// Every segment with a base below this is fsynced, and the recovery-point file says so.
     pub(crate) synced_below: u64,
-}
-
-/// What the validation pass learned about an append buffer.
-#[derive(Debug, Clone, Copy)]
-struct BufferSummary {
-    batch_count: usize,
-    /// Sum of (last_offset_delta + 1): the offsets the buffer occupies.
-    offset_count: u64,
-    record_count: u32,
-    max_timestamp: i64,
 }
 
 impl PartitionLog {
@@ -535,85 +525,5 @@ fn positions(buf: &[u8]) -> impl Iterator<Item = (usize, Result<BatchHeader, Log
                 ))
             }
         }
-    })
-}
-
-/// The validation pass of an append: every batch whole and within
-/// `checks.batch_bytes_max`, then `validate` (CRC and records).
-fn summarize(
-    buf: &[u8],
-    checks: &batch::ProduceChecks,
-    mut validate: impl FnMut(&[u8]) -> Result<BatchHeader, batch::BatchError>,
-) -> Result<BufferSummary, LogError> {
-    let mut summary = BufferSummary {
-        batch_count: 0,
-        offset_count: 0,
-        record_count: 0,
-        max_timestamp: NO_TIMESTAMP,
-    };
-    let mut splitter = batch::batches(buf);
-    while let Some(item) = splitter.next() {
-        let (_, bytes) = item.map_err(|source| LogError::BatchAt {
-            position: splitter.position(),
-            source,
-        })?;
-        let position = splitter.position() - bytes.len();
-        if bytes.len() > checks.batch_bytes_max {
-            return Err(LogError::MessageTooLarge {
-                position,
-                size_bytes: bytes.len(),
-                max_bytes: checks.batch_bytes_max,
-            });
-        }
-        let header = validate(bytes).map_err(|source| LogError::BatchAt { position, source })?;
-        if header.last_offset_delta < 0 {
-            return Err(LogError::InvalidOffsetDelta {
-                position,
-                last_offset_delta: header.last_offset_delta,
-            });
-        }
-        summary.batch_count += 1;
-        summary.offset_count += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
-        summary.record_count = summary
-            .record_count
-            .saturating_add(u32::try_from(header.record_count).unwrap_or(0));
-        summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
-    }
-    if summary.batch_count == 0 {
-        return Err(LogError::EmptyAppend);
-    }
-    Ok(summary)
-}
-
-/// What `config` asks of a produced batch, with the clock read at `now_ms`.
-fn produce_checks(config: &LogConfig, now_ms: i64) -> batch::ProduceChecks {
-    let batch_bytes_max = config.max_message_bytes as usize;
-    // Kafka bounds timestamps of CreateTime topics only: LogAppendTime ones are stamped.
-    let timestamp_bounds =
-        (config.timestamp_type == TimestampType::CreateTime).then_some(batch::TimestampBounds {
-            now_ms,
-            before_max_ms: config.timestamp_before_max_ms,
-            after_max_ms: config.timestamp_after_max_ms,
-        });
-    batch::ProduceChecks {
-        batch_bytes_max,
-        decompressed_bytes_max: batch::decompressed_bytes_max_for(batch_bytes_max),
-        timestamp_bounds,
-    }
-}
-
-thread_local! {
-    /// One validator per thread that appends: its decompression buffer and codec state
-    /// are reused by every append on that thread, whatever partition it is for.
-    static VALIDATOR: RefCell<batch::RecordValidator> =
-        RefCell::new(batch::RecordValidator::new());
-}
-
-/// Runs `f` with this thread's validator.
-fn with_validator<R>(f: impl FnOnce(&mut batch::RecordValidator) -> R) -> R {
-    VALIDATOR.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut validator) => f(&mut validator),
-        // Only a re-entrant call could find it borrowed; stay correct regardless.
-        Err(_) => f(&mut batch::RecordValidator::new()),
     })
 }
