@@ -82,6 +82,30 @@ fn topic_produce_consume_round_trip() {
         b"",
     );
     assert!(out.status.success(), "{out:?}");
+    let out = broker.weir(
+        &[
+            "topic",
+            "alter",
+            "clicks",
+            "--config",
+            "message.timestamp.after.max.ms=60000",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_clean_failure(
+        &broker.weir(
+            &[
+                "topic",
+                "alter",
+                "clicks",
+                "--config",
+                "message.timestamp.before.max.ms=-1",
+            ],
+            b"",
+        ),
+        "message.timestamp.before.max.ms",
+    );
     let out = broker.weir(&["topic", "delete", "clicks"], b"");
     assert!(out.status.success(), "{out:?}");
     assert_clean_failure(

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use weir_log::batch::BatchError;
 use weir_log::LogError;
 
 use crate::proto::ErrorCode;
@@ -167,6 +168,14 @@ impl BrokerError {
             BrokerError::Log { source, .. } => match source {
                 LogError::MessageTooLarge { .. } => ErrorCode::BatchTooLarge,
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                LogError::BatchAt {
+                    source: BatchError::TimestampOutOfRange { .. },
+                    ..
+                } => ErrorCode::InvalidTimestamp,
+                LogError::BatchAt {
+                    source: BatchError::TransactionalBatch { .. },
+                    ..
+                } => ErrorCode::InvalidTxnState,
                 source if is_bad_batch(source) => ErrorCode::CorruptBatch,
                 _ => ErrorCode::Storage,
             },

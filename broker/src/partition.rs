@@ -263,10 +263,15 @@ impl Partition {
 
     /// Appends one or more concatenated batches as received, after the
     /// idempotent-producer check; advances the high watermark.
+    ///
+    /// The batches are validated (CRC-32C, every record) before the producer
+    /// state is consulted, and outside its lock: a damaged retry is refused as
+    /// damaged, never answered as a duplicate, and moves no producer state.
     pub fn append(&self, buf: &mut [u8]) -> Result<Appended, BrokerError> {
         let log = self.log()?;
+        let validated = log.validate_append(buf).map_err(|e| self.error(e))?;
         let mut producers = self.lock_producers()?;
-        if let Some(stored) = self.check_sequences(&producers.states, buf)? {
+        if let Some(stored) = self.check_sequences(&producers.states, validated.batches())? {
             return Ok(Appended {
                 base_offset: stored.base_offset,
                 last_offset: stored.last_offset,
@@ -274,8 +279,8 @@ impl Partition {
                 log_start_offset: log.log_start_offset(),
             });
         }
-        let info = log
-            .append(buf, self.leader_epoch())
+        let info = validated
+            .append(self.leader_epoch())
             .map_err(|e| self.error(e))?;
         // The log rewrote each batch's base offset in place: remember where
         // every idempotent batch went, and when.

@@ -147,10 +147,19 @@ pub struct LogConfig {
     /// `message.timestamp.type`: `CreateTime` keeps the producer's timestamps;
     /// `LogAppendTime` makes `append` stamp each batch with the wall clock.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime record may be at most this much older
+    /// than the broker's clock when appended. Kafka's default, `i64::MAX`, means no bound.
+    pub timestamp_before_max_ms: u64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record may be at most this much newer
+    /// than the broker's clock, so one timestamp far in the future cannot hold time
+    /// retention back for its segment. Kafka 4.0's default: one hour.
+    pub timestamp_after_max_ms: u64,
 }
 
 /// Segment positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+/// Largest timestamp bound, Kafka's `Long.MAX_VALUE`: no bound.
+pub const TIMESTAMP_BOUND_MS_MAX: u64 = i64::MAX as u64;
 /// Smallest index file: room for two time-index entries (12 bytes each).
 pub const INDEX_BYTES_MIN: u32 = 24;
 
@@ -171,6 +180,8 @@ impl Default for LogConfig {
             compaction_key_map_bytes: crate::COMPACTION_KEY_MAP_BYTES_DEFAULT,
             fsync: FsyncPolicy::Never,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: TIMESTAMP_BOUND_MS_MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }
@@ -246,9 +257,15 @@ impl LogConfig {
                     _ => return Err(bad("expected CreateTime or LogAppendTime".to_string())),
                 };
             }
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max_ms = parse_timestamp_bound(value).map_err(bad)?;
+            }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max_ms = parse_timestamp_bound(value).map_err(bad)?;
+            }
             _ => {
                 return Err(bad(
-                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type".to_string(),
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type, message.timestamp.before.max.ms, message.timestamp.after.max.ms".to_string(),
                 ))
             }
         }
@@ -286,6 +303,16 @@ fn parse_ratio_ppm(value: &str) -> Result<u32, String> {
         .filter(|r| (0.0..=1.0).contains(r))
         .ok_or_else(|| "expected a number between 0 and 1".to_string())?;
     Ok((ratio * 1_000_000.0).round() as u32)
+}
+
+/// Kafka takes 0 to `Long.MAX_VALUE` (no bound) for the timestamp bounds.
+fn parse_timestamp_bound(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms <= TIMESTAMP_BOUND_MS_MAX => Ok(ms),
+        _ => Err(format!(
+            "expected milliseconds between 0 and {TIMESTAMP_BOUND_MS_MAX} (no bound)"
+        )),
+    }
 }
 
 /// Kafka's convention: -1 means no limit.

@@ -10,6 +10,7 @@
 //! Feature `fault-injection` (tests only) adds [`fault`]: make chosen I/O calls on a
 //! partition directory fail, to test that a failed fsync is final.
 
+mod append_validation;
 pub mod batch;
 mod checkpoint;
 mod compaction;
@@ -44,11 +45,11 @@ mod truncate;
 
 pub use checkpoint::CHECKPOINT_BYTES;
 pub use compaction::{CompactionReport, SkippedSegment, COMPACTION_KEY_MAP_BYTES_DEFAULT};
-pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
+pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TIMESTAMP_BOUND_MS_MAX};
 pub use dir_lock::{DirLock, LockMode, LOCK_FILE};
 pub use error::LogError;
 pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;
-pub use partition_log::{AppendInfo, PartitionLog};
+pub use partition_log::{AppendInfo, PartitionLog, ValidatedAppend};
 pub use repair::{Repair, RepairCut};
 pub use retention::RetentionReport;
 pub use slice::FileSlice;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::append_validation::{produce_checks, summarize, with_validator, BufferSummary};
 use crate::batch::{self, BatchHeader, TimestampType};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::dir_lock::{DirLock, LockMode};
@@ -22,7 +23,7 @@ use crate::error::IoContext;
 use crate::file_io;
 use crate::file_name::sync_dir;
 use crate::load::load;
-use crate::segment::{IndexTracker, Segment, SegmentEnd, NO_TIMESTAMP};
+use crate::segment::{IndexTracker, Segment, SegmentEnd};
 use crate::LogError;
 
 /// What an append wrote.
@@ -33,6 +34,44 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     pub record_count: u32,
     pub bytes: u32,
+}
+
+/// Batches that passed [`PartitionLog::validate_append`], ready to be stored.
+#[must_use = "nothing is stored until `append` is called"]
+pub struct ValidatedAppend<'a> {
+    log: &'a PartitionLog,
+    batches: &'a mut [u8],
+    summary: BufferSummary,
+}
+
+impl ValidatedAppend<'_> {
+    /// The validated batches, as they will be stored (before offsets are assigned).
+    pub fn batches(&self) -> &[u8] {
+        self.batches
+    }
+
+    /// Records in all the batches.
+    pub fn record_count(&self) -> u32 {
+        self.summary.record_count
+    }
+
+    /// Stores the batches: offsets assigned from the log end offset (base offsets rewritten
+    /// in place, outside the CRC), `leader_epoch` stamped, one write; see
+    /// [`PartitionLog::append`].
+    pub fn append(self, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.log
+            .append_validated(self.batches, self.summary, leader_epoch)
+    }
+}
+
+impl std::fmt::Debug for ValidatedAppend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatedAppend")
+            .field("dir", &self.log.dir)
+            .field("bytes", &self.batches.len())
+            .field("summary", &self.summary)
+            .finish()
+    }
 }
 
 /// One partition's log; see the module docs for the concurrency design.
@@ -75,16 +114,6 @@ pub(crate) struct Writer {
 pub(crate) struct Durability {
     /// Every segment with a base below this is fsynced, and the recovery-point file says so.
     pub(crate) synced_below: u64,
-}
-
-/// What the validation pass learned about an append buffer.
-#[derive(Debug, Clone, Copy)]
-struct BufferSummary {
-    batch_count: usize,
-    /// Sum of (last_offset_delta + 1): the offsets the buffer occupies.
-    offset_count: u64,
-    record_count: u32,
-    max_timestamp: i64,
 }
 
 impl PartitionLog {
@@ -234,13 +263,48 @@ impl PartitionLog {
 
     /// Validates every batch in `batches` (one or more concatenated), assigns offsets from
     /// the log end offset (rewriting base offsets, outside the CRC) and stamps
-    /// `leader_epoch`, then writes them with one write. Records are never decoded. With
+    /// `leader_epoch`, then writes them with one write. With
     /// `message.timestamp.type = LogAppendTime` each batch is also marked LogAppendTime with
     /// the wall clock as its max timestamp (CRC recomputed), as a Kafka broker does.
+    /// [`PartitionLog::validate_append`] then [`ValidatedAppend::append`], for callers
+    /// with nothing to do between the two.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.validate_append(batches)?.append(leader_epoch)
+    }
+
+    /// The validation half of [`PartitionLog::append`], outside any lock of the log: every
+    /// batch whole, intact (CRC-32C) and within `max.message.bytes`, and every record of it
+    /// well formed with CreateTime timestamps within `message.timestamp.before.max.ms` /
+    /// `after.max.ms` (see [`batch::RecordValidator::validate_produced`]). A caller that
+    /// must look at the batches before they are stored (the broker's idempotence check)
+    /// does so between this and [`ValidatedAppend::append`], knowing they are intact.
+    pub fn validate_append<'a>(
+        &'a self,
+        batches: &'a mut [u8],
+    ) -> Result<ValidatedAppend<'a>, LogError> {
         self.check_writable()?;
         let config = self.config();
-        let mut summary = summarize(batches, config.max_message_bytes as usize, true)?;
+        let checks = produce_checks(&config, wall_clock_ms());
+        let summary = with_validator(|validator| {
+            summarize(batches, &checks, |batch| {
+                validator.validate_produced(batch, &checks)
+            })
+        })?;
+        Ok(ValidatedAppend {
+            log: self,
+            batches,
+            summary,
+        })
+    }
+
+    /// Writes validated batches: see [`ValidatedAppend::append`].
+    fn append_validated(
+        &self,
+        batches: &mut [u8],
+        mut summary: BufferSummary,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
         let log_append_time_ms =
             (config.timestamp_type == TimestampType::LogAppendTime).then(wall_clock_ms);
         if let Some(now_ms) = log_append_time_ms {
@@ -265,7 +329,7 @@ impl PartitionLog {
             batch::set_partition_leader_epoch(rest, leader_epoch);
             if let Some(now_ms) = log_append_time_ms {
                 // The one rewrite inside the CRC: attributes and max timestamp change, so
-                // the CRC is recomputed — over bytes `summarize` just verified, so no
+                // the CRC is recomputed — over bytes `validate_append` just verified, so no
                 // damage can be laundered into a valid batch. Records are not touched.
                 let whole = rest.get_mut(..header.size_bytes()).unwrap_or_default();
                 batch::set_log_append_time(whole, now_ms);
@@ -283,7 +347,14 @@ impl PartitionLog {
     /// must start at the log end offset and each next one right after the previous.
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
-        let summary = summarize(batches, usize::MAX, false)?;
+        // A leader validated these as produced; checked again as stored batches (every
+        // record decodable), so a follower never stores what a reader would refuse.
+        let checks = batch::ProduceChecks::new(usize::MAX);
+        let summary = with_validator(|validator| {
+            summarize(batches, &checks, |batch| {
+                validator.validate_stored(batch, batch::DECOMPRESSED_BYTES_MAX_DEFAULT)
+            })
+        })?;
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
@@ -508,56 +579,4 @@ fn positions(buf: &[u8]) -> impl Iterator<Item = (usize, Result<BatchHeader, Log
             }
         }
     })
-}
-
-/// The validation pass of an append: every batch whole, intact (CRC), within
-/// `max_message_bytes`; produced batches also need one offset per record.
-fn summarize(
-    buf: &[u8],
-    max_message_bytes: usize,
-    produced: bool,
-) -> Result<BufferSummary, LogError> {
-    let mut summary = BufferSummary {
-        batch_count: 0,
-        offset_count: 0,
-        record_count: 0,
-        max_timestamp: NO_TIMESTAMP,
-    };
-    let mut splitter = batch::batches(buf);
-    while let Some(item) = splitter.next() {
-        let (_, bytes) = item.map_err(|source| LogError::BatchAt {
-            position: splitter.position(),
-            source,
-        })?;
-        let position = splitter.position() - bytes.len();
-        if bytes.len() > max_message_bytes {
-            return Err(LogError::MessageTooLarge {
-                position,
-                size_bytes: bytes.len(),
-                max_bytes: max_message_bytes,
-            });
-        }
-        let checked = if produced {
-            batch::validate_produced(bytes, max_message_bytes)
-        } else {
-            batch::validate(bytes, max_message_bytes)
-        };
-        let header = checked.map_err(|source| LogError::BatchAt { position, source })?;
-        if header.last_offset_delta < 0 {
-            return Err(LogError::InvalidOffsetDelta {
-                position,
-                last_offset_delta: header.last_offset_delta,
-            });
-        }
-        summary.batch_count += 1;
-        summary.offset_count += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
-        summary.record_count = summary
-            .record_count
-            .saturating_add(u32::try_from(header.record_count).unwrap_or(0));
-        summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp);
-    }
-    if summary.batch_count == 0 {
-        return Err(LogError::EmptyAppend);
-    }
-    Ok(summary)
 }

@@ -1,10 +1,10 @@
-//! A warm builder and a warm decoder allocate nothing per record. Counted by
+//! A warm builder, decoder and append validator allocate nothing per record. Counted by
 //! a global allocator per thread, so tests running in parallel do not mix.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use weir_log::batch::{BatchBuilder, Compression, RecordDecoder};
+use weir_log::batch::{BatchBuilder, Compression, ProduceChecks, RecordDecoder, RecordValidator};
 
 struct CountingAllocator;
 
@@ -112,6 +112,36 @@ fn warm_decoder_allocates_nothing_per_record() {
         );
         if compression == Compression::None {
             assert_eq!(for_large, 0);
+        }
+    }
+}
+
+#[test]
+fn warm_validator_allocates_nothing_per_record() {
+    let checks = ProduceChecks::new(usize::MAX);
+    for compression in Compression::ALL {
+        let mut validator = RecordValidator::new();
+        let mut builder = BatchBuilder::new(compression);
+        push_records(&mut builder, 1_000);
+        let large = builder.build().unwrap();
+        push_records(&mut builder, 10);
+        let small = builder.build().unwrap();
+        validator.validate_produced(&large, &checks).unwrap();
+        let for_large = allocations_during(|| {
+            validator.validate_produced(&large, &checks).unwrap();
+        });
+        let for_small = allocations_during(|| {
+            validator.validate_produced(&small, &checks).unwrap();
+        });
+        assert_eq!(
+            for_large, for_small,
+            "{compression}: allocations grow with records"
+        );
+        if matches!(
+            compression,
+            Compression::None | Compression::Zstd | Compression::Snappy
+        ) {
+            assert_eq!(for_large, 0, "{compression}: a warm validation allocated");
         }
     }
 }

@@ -38,7 +38,14 @@ fn committed_transaction_batches_keep_their_fields_when_rewritten() {
     let mut config = tiny_config();
     config.cleanup_policy = CleanupPolicy::Compact;
     let log = PartitionLog::open(dir.path(), config).unwrap();
-    let append = |mut b: Vec<u8>| log.append(&mut b, 1).unwrap().base_offset;
+    // Producers may not write transactional batches or markers until transactions exist,
+    // so they arrive as a follower receives a leader's: offsets and epoch already set.
+    let append = |mut b: Vec<u8>| {
+        let base_offset = i64::try_from(log.log_end_offset()).unwrap();
+        batch::set_base_offset(&mut b, base_offset);
+        batch::set_partition_leader_epoch(&mut b, 1);
+        log.append_replicated(&b).unwrap().base_offset
+    };
 
     append(keyed_batch(&[("plain", Some("kept"), 1)]));
     let committed_base = append(transactional(

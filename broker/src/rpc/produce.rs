@@ -1,8 +1,8 @@
 //! `Produce.Produce`: appends each partition's batches as received.
 //!
-//! The broker never decodes records here: the batch bytes are validated and
-//! appended by the partition log, which rewrites only the base offset and
-//! leader epoch in place. The bytes are copied at most once, when the receive
+//! The broker never decodes records here: the partition log validates the
+//! batch bytes (CRC, then every record) before the idempotence check, and
+//! appends them rewriting only the base offset and leader epoch in place. The bytes are copied at most once, when the receive
 //! buffer is shared and cannot be taken over for that in-place rewrite.
 //! Request-level problems (unknown topic, partition out of range) fail the
 //! whole request; a failed append is reported in that partition's result.

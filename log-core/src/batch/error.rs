@@ -117,11 +117,98 @@ pub enum BatchError {
         trailing_bytes: usize,
     },
 
+    #[error(
+        "batch at base offset {base_offset} declares {record_count} records but holds {records_found}"
+    )]
+    RecordCountMismatch {
+        base_offset: i64,
+        record_count: i32,
+        records_found: u32,
+    },
+
+    #[error(
+        "record {record_index} of the batch at base offset {base_offset} has offset delta {offset_delta}; a produced batch numbers its records 0, 1, 2, ..., so it must be {record_index}"
+    )]
+    OffsetDeltaMismatch {
+        base_offset: i64,
+        record_index: u32,
+        offset_delta: i32,
+    },
+
+    #[error(
+        "record {record_index} of the batch at base offset {base_offset} has timestamp delta {timestamp_delta}, which overflows the base timestamp {base_timestamp}"
+    )]
+    TimestampOverflow {
+        base_offset: i64,
+        record_index: u32,
+        base_timestamp: i64,
+        timestamp_delta: i64,
+    },
+
+    #[error(
+        "batch at base offset {base_offset} declares max timestamp {max_timestamp}, but the largest timestamp of its records is {records_max_timestamp}"
+    )]
+    MaxTimestampMismatch {
+        base_offset: i64,
+        max_timestamp: i64,
+        records_max_timestamp: i64,
+    },
+
+    #[error(
+        "record {record_index} of the batch at base offset {base_offset} has timestamp {timestamp}, more than {bound_ms} ms {direction} the broker's clock {now_ms} ({config})",
+        direction = bound.direction(),
+        config = bound.config_name()
+    )]
+    TimestampOutOfRange {
+        base_offset: i64,
+        record_index: u32,
+        timestamp: i64,
+        now_ms: i64,
+        bound: TimestampBound,
+        bound_ms: u64,
+    },
+
+    #[error(
+        "batch at base offset {base_offset} is a control batch; producers may not write control records"
+    )]
+    ControlBatch { base_offset: i64 },
+
+    #[error(
+        "batch at base offset {base_offset} of producer {producer_id} is transactional, but transactions are not supported yet"
+    )]
+    TransactionalBatch { base_offset: i64, producer_id: i64 },
+
     #[error("a batch needs at least one record")]
     Empty,
 
     #[error("batch would exceed the RecordBatch v2 limits: {what}")]
     EncodeOverflow { what: &'static str },
+}
+
+/// Which of a topic's timestamp bounds a record broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampBound {
+    /// `message.timestamp.before.max.ms`: too far in the past.
+    Before,
+    /// `message.timestamp.after.max.ms`: too far in the future.
+    After,
+}
+
+impl TimestampBound {
+    /// The Kafka topic config that sets this bound.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            TimestampBound::Before => "message.timestamp.before.max.ms",
+            TimestampBound::After => "message.timestamp.after.max.ms",
+        }
+    }
+
+    fn direction(self) -> &'static str {
+        match self {
+            TimestampBound::Before => "before",
+            TimestampBound::After => "after",
+        }
+    }
 }
 
 impl BatchError {

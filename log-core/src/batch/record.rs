@@ -209,7 +209,7 @@ impl RecordDecoder {
             return Ok(RecordIter::new(header, section));
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let decompressed = self.decompress(&header, compression, section, &mut scratch);
+        let decompressed = self.decompress(&header, section, &mut scratch);
         self.scratch = scratch;
         decompressed?;
         Ok(RecordIter::new(header, &self.scratch))
@@ -227,12 +227,7 @@ impl RecordDecoder {
         } else {
             // The buffer is handed to the records, so it cannot be the scratch one.
             let mut decompressed = Vec::new();
-            self.decompress(
-                &header,
-                compression,
-                &batch[BATCH_HEADER_BYTES..],
-                &mut decompressed,
-            )?;
+            self.decompress(&header, &batch[BATCH_HEADER_BYTES..], &mut decompressed)?;
             Bytes::from(decompressed)
         };
         let iter = RecordIter::new(header, &records);
@@ -246,25 +241,11 @@ impl RecordDecoder {
     fn decompress(
         &mut self,
         header: &BatchHeader,
-        compression: Compression,
         section: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), BatchError> {
         let limit_bytes = self.decompressed_bytes_max;
-        self.decompressor
-            .decompress(compression, section, out, limit_bytes)
-            .map_err(|err| match err {
-                DecompressError::Corrupt(source) => BatchError::Decompress {
-                    codec: compression,
-                    base_offset: header.base_offset,
-                    source,
-                },
-                DecompressError::TooLarge => BatchError::DecompressedTooLarge {
-                    codec: compression,
-                    base_offset: header.base_offset,
-                    limit_bytes,
-                },
-            })
+        decompress_records(&mut self.decompressor, header, section, out, limit_bytes)
     }
 
     /// Calls `visit` for each record of `batch`; stops at the first error.
@@ -280,6 +261,32 @@ impl RecordDecoder {
         }
         Ok(header)
     }
+}
+
+/// Replaces `out` with the records section `section` of the batch `header`
+/// decompressed, producing at most `limit_bytes` bytes.
+pub(crate) fn decompress_records(
+    decompressor: &mut Decompressor,
+    header: &BatchHeader,
+    section: &[u8],
+    out: &mut Vec<u8>,
+    limit_bytes: usize,
+) -> Result<(), BatchError> {
+    let codec = header.compression()?;
+    decompressor
+        .decompress(codec, section, out, limit_bytes)
+        .map_err(|err| match err {
+            DecompressError::Corrupt(source) => BatchError::Decompress {
+                codec,
+                base_offset: header.base_offset,
+                source,
+            },
+            DecompressError::TooLarge => BatchError::DecompressedTooLarge {
+                codec,
+                base_offset: header.base_offset,
+                limit_bytes,
+            },
+        })
 }
 
 /// Decodes all records of one batch (decompressing as needed) into owned
@@ -307,7 +314,7 @@ pub struct RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
-    fn new(header: BatchHeader, records: &'a [u8]) -> Self {
+    pub(crate) fn new(header: BatchHeader, records: &'a [u8]) -> Self {
         RecordIter {
             header,
             reader: Reader::new(records),
@@ -429,17 +436,21 @@ impl<'a> Iterator for RecordIter<'a> {
 
 impl std::iter::FusedIterator for RecordIter<'_> {}
 
-struct RecordParts<'a> {
-    attributes: i8,
-    timestamp_delta: i64,
-    offset_delta: i32,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
-    headers_raw: &'a [u8],
-    header_count: u32,
+pub(crate) struct RecordParts<'a> {
+    pub(crate) attributes: i8,
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers_raw: &'a [u8],
+    pub(crate) header_count: u32,
 }
 
-fn read_record_body<'a>(reader: &mut Reader<'a>) -> Result<RecordParts<'a>, ReadError> {
+/// Reads one record's body (everything after its length varint), all of
+/// `reader`: the one definition of a well-formed record, shared by readers
+/// and by the validation of appends, so the log never stores a record its
+/// readers would refuse.
+pub(crate) fn read_record_body<'a>(reader: &mut Reader<'a>) -> Result<RecordParts<'a>, ReadError> {
     let attributes = i8::from_be_bytes([reader.read_u8()?]);
     let timestamp_delta = reader.read_varlong()?;
     let offset_delta = reader.read_varint()?;

@@ -65,22 +65,28 @@ impl<'a> Reader<'a> {
         Err("a varint is longer than its maximum size")
     }
 
-    /// The next byte when it is a whole one-byte varint: the common case of
-    /// small lengths and deltas, decoded without the general loop.
+    /// The next varint when it takes one or two bytes: the common case of
+    /// record lengths, deltas and value lengths below 8 KiB, decoded without
+    /// the general loop.
     #[inline]
-    fn take_single_byte(&mut self) -> Option<u8> {
-        let byte = *self.buf.get(self.position)?;
-        if byte >= 0x80 {
+    fn take_short(&mut self) -> Option<u16> {
+        let first = *self.buf.get(self.position)?;
+        if first < 0x80 {
+            self.position += 1;
+            return Some(u16::from(first));
+        }
+        let second = *self.buf.get(self.position + 1)?;
+        if second >= 0x80 {
             return None;
         }
-        self.position += 1;
-        Some(byte)
+        self.position += 2;
+        Some(u16::from(first & 0x7f) | (u16::from(second) << 7))
     }
 
     #[inline]
     pub(crate) fn read_varint(&mut self) -> Result<i32, ReadError> {
-        if let Some(byte) = self.take_single_byte() {
-            return Ok(zigzag_decode_32(u32::from(byte)));
+        if let Some(raw) = self.take_short() {
+            return Ok(zigzag_decode_32(u32::from(raw)));
         }
         let raw = self.read_unsigned(5)?;
         let raw = u32::try_from(raw).map_err(|_| "a varint overflows 32 bits")?;
@@ -89,8 +95,8 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(crate) fn read_varlong(&mut self) -> Result<i64, ReadError> {
-        if let Some(byte) = self.take_single_byte() {
-            return Ok(zigzag_decode_64(u64::from(byte)));
+        if let Some(raw) = self.take_short() {
+            return Ok(zigzag_decode_64(u64::from(raw)));
         }
         // The 10th byte may carry only the top bit of a 64-bit value.
         let start = self.position;
@@ -206,6 +212,23 @@ mod tests {
             assert_eq!(out, bytes, "encoding of {value}");
             assert_eq!(Reader::new(bytes).read_varint(), Ok(value));
         }
+    }
+
+    #[test]
+    fn short_varints_decode_at_the_one_and_two_byte_edges() {
+        for value in [0, -1, 63, -64, 64, -65, 8191, -8192, 8192, -8193] {
+            round_trip_64(value);
+            let mut out = Vec::new();
+            put_varint(&mut out, value as i32);
+            let mut reader = Reader::new(&out);
+            assert_eq!(reader.read_varint(), Ok(value as i32));
+            assert!(reader.is_empty());
+        }
+        // A two-byte prefix of a longer varint is not taken as a short one.
+        assert_eq!(
+            Reader::new(&[0x80, 0x80]).read_varint(),
+            Err("ends inside a field")
+        );
     }
 
     #[test]

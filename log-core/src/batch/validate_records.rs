@@ -1,0 +1,357 @@
+//! Record-level validation of a batch before the log stores it: the CRC only
+//! proves the bytes are the ones the producer sent, not that they hold what
+//! the header declares. A batch stored with a valid CRC but records its
+//! readers cannot decode stops every consumer of the partition at it, so an
+//! append walks every record first.
+//!
+//! Uncompressed records are walked in place, in one pass, allocating nothing;
+//! compressed ones are decompressed into a buffer the [`RecordValidator`]
+//! keeps, bounded by [`decompressed_bytes_max_for`] so that a decompression
+//! bomb is refused before it allocates more.
+
+use super::codec::Decompressor;
+use super::header::BATCH_HEADER_BYTES;
+use super::record::{decompress_records, read_record_body, RecordIter};
+use super::varint::Reader;
+use super::{
+    validate, validate_produced, BatchError, BatchHeader, Compression, TimestampType,
+    DECOMPRESSED_BYTES_MAX_DEFAULT,
+};
+use crate::batch::error::TimestampBound;
+
+/// How many times `max.message.bytes` a produced batch's records may take
+/// once decompressed. Kafka sets no such bound; this one keeps a batch of
+/// highly repetitive records (64x is far beyond what real records compress
+/// by) while refusing a decompression bomb after a bounded allocation.
+pub const DECOMPRESSION_RATIO_MAX: usize = 64;
+
+/// A buffer grown past this by one large batch is released after it, so
+/// that each thread does not keep its largest batch ever.
+const SCRATCH_BYTES_KEPT_MAX: usize = 16 * 1024 * 1024;
+
+/// The largest decompressed records section accepted in a produced batch of
+/// a topic with `max.message.bytes = batch_bytes_max`: [`DECOMPRESSION_RATIO_MAX`]
+/// times it, and never more than readers decode ([`DECOMPRESSED_BYTES_MAX_DEFAULT`]).
+pub fn decompressed_bytes_max_for(batch_bytes_max: usize) -> usize {
+    batch_bytes_max
+        .saturating_mul(DECOMPRESSION_RATIO_MAX)
+        .min(DECOMPRESSED_BYTES_MAX_DEFAULT)
+}
+
+/// Kafka's `message.timestamp.before.max.ms` / `after.max.ms` (KIP-937)
+/// against a clock reading: a CreateTime record must lie in
+/// `[now_ms - before_max_ms, now_ms + after_max_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampBounds {
+    pub now_ms: i64,
+    pub before_max_ms: u64,
+    pub after_max_ms: u64,
+}
+
+impl TimestampBounds {
+    fn check(&self, timestamp: i64) -> Result<(), (TimestampBound, u64)> {
+        // Kafka exempts records without a timestamp (-1, NO_TIMESTAMP).
+        if timestamp == NO_TIMESTAMP {
+            return Ok(());
+        }
+        let before_ms = i64::try_from(self.before_max_ms).unwrap_or(i64::MAX);
+        let after_ms = i64::try_from(self.after_max_ms).unwrap_or(i64::MAX);
+        if timestamp < self.now_ms.saturating_sub(before_ms) {
+            return Err((TimestampBound::Before, self.before_max_ms));
+        }
+        if timestamp > self.now_ms.saturating_add(after_ms) {
+            return Err((TimestampBound::After, self.after_max_ms));
+        }
+        Ok(())
+    }
+}
+
+const NO_TIMESTAMP: i64 = -1;
+
+/// What a topic asks of a batch fresh from a producer, beyond its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceChecks {
+    /// `max.message.bytes`: the largest batch, as sent.
+    pub batch_bytes_max: usize,
+    /// The largest records section once decompressed.
+    pub decompressed_bytes_max: usize,
+    /// Bounds on record timestamps, for CreateTime topics; `None` for
+    /// LogAppendTime topics, whose batches the broker stamps itself.
+    pub timestamp_bounds: Option<TimestampBounds>,
+}
+
+impl ProduceChecks {
+    /// Checks for a topic with `max.message.bytes = batch_bytes_max` and no
+    /// timestamp bounds.
+    pub fn new(batch_bytes_max: usize) -> Self {
+        ProduceChecks {
+            batch_bytes_max,
+            decompressed_bytes_max: decompressed_bytes_max_for(batch_bytes_max),
+            timestamp_bounds: None,
+        }
+    }
+}
+
+/// Validates batches record by record, reusing its decompression buffer and
+/// codec state: warm, it allocates nothing per record, and nothing per
+/// uncompressed batch.
+#[derive(Debug, Default)]
+pub struct RecordValidator {
+    scratch: Vec<u8>,
+    decompressor: Decompressor,
+}
+
+impl RecordValidator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything [`validate_produced`] checks (sizes, magic, CRC-32C, one
+    /// offset per record), then what Kafka's broker requires of a batch from
+    /// a producer before it assigns offsets: no control or transactional
+    /// batch (there are no transactions yet), and every record well formed —
+    /// its length matching the bytes it spans, key, value and header lengths
+    /// -1 or within the record, offset deltas 0, 1, ..., n-1 — exactly
+    /// `record_count` of them with nothing after, and for a CreateTime batch
+    /// timestamps that do not overflow, within `checks.timestamp_bounds`,
+    /// whose largest is the batch's max timestamp. The CRC is checked first,
+    /// so damaged bytes are reported as such.
+    pub fn validate_produced(
+        &mut self,
+        batch: &[u8],
+        checks: &ProduceChecks,
+    ) -> Result<BatchHeader, BatchError> {
+        let header = validate_produced(batch, checks.batch_bytes_max)?;
+        // Kafka refuses control batches from clients (INVALID_RECORD: "Clients
+        // are not allowed to write control records").
+        if header.is_control() {
+            return Err(BatchError::ControlBatch {
+                base_offset: header.base_offset,
+            });
+        }
+        // Kafka answers a transactional batch outside a transaction it knows
+        // of with INVALID_TXN_STATE; with no transactions, none is known.
+        if header.is_transactional() {
+            return Err(BatchError::TransactionalBatch {
+                base_offset: header.base_offset,
+                producer_id: header.producer_id,
+            });
+        }
+        let bounds = match header.timestamp_type() {
+            TimestampType::CreateTime => checks.timestamp_bounds,
+            // Every record of such a batch reads its max timestamp.
+            TimestampType::LogAppendTime => {
+                if let Some(bounds) = checks.timestamp_bounds {
+                    check_bound(&header, &bounds, 0, header.max_timestamp)?;
+                }
+                None
+            }
+        };
+        let section = &batch[BATCH_HEADER_BYTES..];
+        if header.compression()? == Compression::None {
+            walk_produced(&header, section, bounds)?;
+            return Ok(header);
+        }
+        let decompressed = decompress_records(
+            &mut self.decompressor,
+            &header,
+            section,
+            &mut self.scratch,
+            checks.decompressed_bytes_max,
+        )
+        .and_then(|()| walk_produced(&header, &self.scratch, bounds));
+        self.release_large_scratch();
+        decompressed.map(|()| header)
+    }
+
+    /// The check for batches already validated by a leader (replication):
+    /// [`validate`] (sizes, magic, CRC-32C) and every record decodable as a
+    /// reader would decode it. Compacted batches may have gaps in their offset
+    /// deltas, and their timestamps were bounded when they were produced, so
+    /// neither is required here.
+    pub fn validate_stored(
+        &mut self,
+        batch: &[u8],
+        decompressed_bytes_max: usize,
+    ) -> Result<BatchHeader, BatchError> {
+        let header = validate(batch, usize::MAX)?;
+        let section = &batch[BATCH_HEADER_BYTES..];
+        if header.compression()? == Compression::None {
+            drain(RecordIter::new(header, section))?;
+            return Ok(header);
+        }
+        let decompressed = decompress_records(
+            &mut self.decompressor,
+            &header,
+            section,
+            &mut self.scratch,
+            decompressed_bytes_max,
+        )
+        .and_then(|()| drain(RecordIter::new(header, &self.scratch)));
+        self.release_large_scratch();
+        decompressed.map(|()| header)
+    }
+
+    fn release_large_scratch(&mut self) {
+        if self.scratch.capacity() > SCRATCH_BYTES_KEPT_MAX {
+            self.scratch = Vec::new();
+        }
+    }
+}
+
+fn drain(records: RecordIter<'_>) -> Result<(), BatchError> {
+    for record in records {
+        record?;
+    }
+    Ok(())
+}
+
+/// One pass over the records section of a produced batch (see
+/// [`RecordValidator::validate_produced`]); `bounds` apply to CreateTime
+/// timestamps.
+fn walk_produced(
+    header: &BatchHeader,
+    records: &[u8],
+    bounds: Option<TimestampBounds>,
+) -> Result<(), BatchError> {
+    // validate_produced checked 1 <= record_count == last_offset_delta + 1.
+    let record_count = u32::try_from(header.record_count).unwrap_or(0);
+    debug_assert!(record_count >= 1);
+    let create_time = header.timestamp_type() == TimestampType::CreateTime;
+    let corrupt =
+        |record_index: u32, position: usize, reason: &'static str| BatchError::CorruptRecord {
+            base_offset: header.base_offset,
+            record_index,
+            position,
+            reason,
+        };
+    let mut reader = Reader::new(records);
+    let mut records_max_timestamp = i64::MIN;
+    for record_index in 0..record_count {
+        if reader.is_empty() {
+            return Err(BatchError::RecordCountMismatch {
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+                records_found: record_index,
+            });
+        }
+        let start = reader.position();
+        let length = reader
+            .read_varint()
+            .map_err(|reason| corrupt(record_index, start, reason))?;
+        let length = usize::try_from(length)
+            .map_err(|_| corrupt(record_index, start, "the record length is negative"))?;
+        let body_start = reader.position();
+        let body = reader.read_bytes(length).map_err(|_| {
+            corrupt(
+                record_index,
+                start,
+                "the record length runs past the records section",
+            )
+        })?;
+        let mut body_reader = Reader::new(body);
+        let parts = read_record_body(&mut body_reader)
+            .map_err(|reason| corrupt(record_index, body_start + body_reader.position(), reason))?;
+        if i64::from(parts.offset_delta) != i64::from(record_index) {
+            return Err(BatchError::OffsetDeltaMismatch {
+                base_offset: header.base_offset,
+                record_index,
+                offset_delta: parts.offset_delta,
+            });
+        }
+        if create_time {
+            let timestamp = header
+                .base_timestamp
+                .checked_add(parts.timestamp_delta)
+                .ok_or(BatchError::TimestampOverflow {
+                    base_offset: header.base_offset,
+                    record_index,
+                    base_timestamp: header.base_timestamp,
+                    timestamp_delta: parts.timestamp_delta,
+                })?;
+            records_max_timestamp = records_max_timestamp.max(timestamp);
+            if let Some(bounds) = &bounds {
+                check_bound(header, bounds, record_index, timestamp)?;
+            }
+        }
+    }
+    if !reader.is_empty() {
+        return Err(BatchError::TrailingBytes {
+            base_offset: header.base_offset,
+            record_count: header.record_count,
+            trailing_bytes: reader.remaining(),
+        });
+    }
+    // Time indexes and retention trust the header's max timestamp without
+    // reading records, so it must be the records' own.
+    if create_time && records_max_timestamp != header.max_timestamp {
+        return Err(BatchError::MaxTimestampMismatch {
+            base_offset: header.base_offset,
+            max_timestamp: header.max_timestamp,
+            records_max_timestamp,
+        });
+    }
+    Ok(())
+}
+
+fn check_bound(
+    header: &BatchHeader,
+    bounds: &TimestampBounds,
+    record_index: u32,
+    timestamp: i64,
+) -> Result<(), BatchError> {
+    bounds
+        .check(timestamp)
+        .map_err(|(bound, bound_ms)| BatchError::TimestampOutOfRange {
+            base_offset: header.base_offset,
+            record_index,
+            timestamp,
+            now_ms: bounds.now_ms,
+            bound,
+            bound_ms,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_bounds_are_inclusive_and_skip_missing_timestamps() {
+        let bounds = TimestampBounds {
+            now_ms: 10_000,
+            before_max_ms: 1_000,
+            after_max_ms: 500,
+        };
+        assert_eq!(bounds.check(9_000), Ok(()));
+        assert_eq!(bounds.check(10_500), Ok(()));
+        assert_eq!(bounds.check(NO_TIMESTAMP), Ok(()));
+        assert_eq!(bounds.check(8_999), Err((TimestampBound::Before, 1_000)));
+        assert_eq!(bounds.check(10_501), Err((TimestampBound::After, 500)));
+    }
+
+    #[test]
+    fn largest_bounds_accept_far_timestamps_without_overflow() {
+        let bounds = TimestampBounds {
+            now_ms: 10_000,
+            before_max_ms: u64::MAX,
+            after_max_ms: u64::MAX,
+        };
+        // As Kafka computes it: the lower bound is now - Long.MAX_VALUE.
+        assert_eq!(bounds.check(10_000 - i64::MAX), Ok(()));
+        assert_eq!(bounds.check(i64::MAX), Ok(()));
+        assert_eq!(
+            bounds.check(i64::MIN),
+            Err((TimestampBound::Before, u64::MAX))
+        );
+    }
+
+    #[test]
+    fn decompressed_limit_is_a_multiple_of_the_batch_limit_capped_for_readers() {
+        assert_eq!(decompressed_bytes_max_for(1024), 64 * 1024);
+        assert_eq!(
+            decompressed_bytes_max_for(usize::MAX),
+            DECOMPRESSED_BYTES_MAX_DEFAULT
+        );
+    }
+}
