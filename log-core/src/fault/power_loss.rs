@@ -281,6 +281,11 @@ impl Tracker {
         for entry in fs::read_dir(dir).map_err(context)? {
             let entry = entry.map_err(context)?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // The lock file holds no data (a flock does not outlive the process, and the
+            // pid in it is only shown to a refused reader): an image starts without it.
+            if name == crate::LOCK_FILE {
+                continue;
+            }
             if entry.file_type().map_err(context)?.is_file() && !self.names.contains_key(&name) {
                 if self.copy_foreign {
                     foreign.push((name, entry.path()));
