@@ -163,7 +163,12 @@ impl PartitionLog {
         };
         // Offsets at or above the high watermark may still be truncated away (a follower
         // catching up to a new leader): they are never read for the map nor rewritten.
-        let mut bound = active.base_offset.min(self.high_watermark());
+        // Nor above the recovery point: recovery reads a segment there that ends short of
+        // the next one as a lost tail, so a compacted one must not look like that.
+        let mut bound = active
+            .base_offset
+            .min(self.high_watermark())
+            .min(self.recovery_point());
         if config.min_compaction_lag_ms > 0 {
             // Kafka's rule: the first dirty segment with a record younger than the lag ends
             // the cleanable range.

@@ -103,7 +103,12 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
         }
         if scan_from.is_some_and(|from| base >= from) {
             let (segment, result) = rebuild(dir, base, config, ScanMode::Recover(recovery_point))?;
-            cut = result.truncated_at.is_some();
+            // A scanned segment that ends short of the next one lost its tail whole (a power
+            // cut under `fsync = never` kept the next segment's bytes but not these): the
+            // later segments go too, or the log would serve a hole. Nothing else leaves a gap
+            // here: compaction rewrites only segments below the recovery point.
+            let short = next_base.is_some_and(|next| segment.next_offset() < next);
+            cut = result.truncated_at.is_some() || short;
             active_tracker = result.tracker;
             scanned.insert(base);
             segments.insert(base, Arc::new(segment));

@@ -15,7 +15,6 @@ fn power_loss_during_compaction_leaves_a_state_before_or_after() {
         fsync: &[FsyncPolicy::Always, FsyncPolicy::Never],
         compact: true,
         segment_bytes: &[1024, 2048],
-        check_rolling_appends: false,
     };
     crash_model::run_cases(
         "power_loss_during_compaction_leaves_a_state_before_or_after",

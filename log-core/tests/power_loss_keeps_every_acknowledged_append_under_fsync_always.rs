@@ -14,7 +14,6 @@ fn power_loss_keeps_every_acknowledged_append_under_fsync_always() {
         fsync: &[FsyncPolicy::Always],
         compact: false,
         segment_bytes: &[1024, 2048, 8192],
-        check_rolling_appends: true,
     };
     crash_model::run_cases(
         "power_loss_keeps_every_acknowledged_append_under_fsync_always",

@@ -15,7 +15,6 @@ fn power_loss_recovers_a_whole_batch_prefix_under_fsync_never() {
         fsync: &[FsyncPolicy::Never, FsyncPolicy::IntervalMs(1)],
         compact: false,
         segment_bytes: &[1024, 2048, 8192],
-        check_rolling_appends: false,
     };
     crash_model::run_cases(
         "power_loss_recovers_a_whole_batch_prefix_under_fsync_never",

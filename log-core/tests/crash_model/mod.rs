@@ -16,10 +16,6 @@
 //! - compaction: each batch is one from before the pass or one it wrote, nothing overlaps,
 //!   and no record the pass keeps is missing below the image's end.
 //!
-//! Under `never`, images taken between a roll's write into the new segment and the fsync of
-//! the segment it sealed are counted, not checked: a known bug (see `Scenario` and the
-//! ignored `power_loss_during_a_roll_under_fsync_never_keeps_a_prefix`).
-//!
 //! Each case derives everything from its seed. `WEIR_CRASH_CASES=N` runs N cases (the long
 //! form); `WEIR_CRASH_SEED=S` replays the one case a failure names. Cases with a time-based
 //! fsync interval may take a different path on replay.
@@ -29,7 +25,7 @@ use std::collections::HashSet;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use crate::log_support::{batch_of, keyed_batch, segment_logs, stored_form, tiny_config};
+use crate::log_support::{batch_of, keyed_batch, stored_form, tiny_config};
 use weir_log::batch::{self, BatchHeader};
 use weir_log::fault::power_loss::{self, CrashImage, PowerLossGuard};
 use weir_log::{CleanupPolicy, FsyncPolicy, LogConfig, PartitionLog};
@@ -42,13 +38,6 @@ pub struct Scenario {
     pub compact: bool,
     /// `segment.bytes` values a case picks from; small ones roll often.
     pub segment_bytes: &'static [u64],
-    /// Whether images taken inside a roll's window are checked when fsync is not `always`.
-    /// A known bug fails some: the roll writes into the new segment before the sealed one
-    /// is fsynced (after the append), so a power cut between that write and that fsync can
-    /// keep the new segment's bytes and lose the sealed one's tail. Open then refuses a torn
-    /// tail ("a bad batch is followed by segment …"), or serves a log with a hole where a
-    /// whole batch was lost. When false such images are counted, not checked.
-    pub check_rolling_appends: bool,
 }
 
 /// Runs the cases of `scenario`: `default_cases`, `WEIR_CRASH_CASES`, or the one
@@ -65,15 +54,13 @@ pub fn run_cases(test_name: &str, default_cases: u64, scenario: &Scenario) -> u6
             (0..cases).map(|_| names.next()).collect()
         }
     };
-    let (mut images, mut skipped) = (0, 0);
+    let mut images = 0;
     for &seed in &seeds {
-        let (checked, not_checked) = run_case(seed, scenario);
-        images += checked;
-        skipped += not_checked;
+        images += run_case(seed, scenario);
     }
     assert!(images > 0 || seeds.is_empty(), "no crash image was checked");
     eprintln!(
-        "{test_name}: {images} crash images of {} cases checked; {skipped} taken inside a roll's window not checked",
+        "{test_name}: {images} crash images of {} cases checked",
         seeds.len()
     );
     images
@@ -245,12 +232,10 @@ struct Case<'a> {
     guard: PowerLossGuard,
     rng: Rng,
     images: u64,
-    skipped: u64,
-    check_rolling_appends: bool,
 }
 
-/// Runs one case; returns the crash images checked and those skipped.
-fn run_case(seed: u64, scenario: &Scenario) -> (u64, u64) {
+/// Runs one case; returns the crash images checked.
+fn run_case(seed: u64, scenario: &Scenario) -> u64 {
     let mut rng = Rng(seed);
     let fsync = rng.pick(scenario.fsync);
     let mut config = tiny_config();
@@ -289,11 +274,9 @@ fn run_case(seed: u64, scenario: &Scenario) -> (u64, u64) {
         guard,
         rng,
         images: 0,
-        skipped: 0,
-        check_rolling_appends: scenario.check_rolling_appends,
     };
     case.run();
-    (case.images, case.skipped)
+    case.images
 }
 
 impl Case<'_> {
@@ -316,31 +299,8 @@ impl Case<'_> {
         self.schedule();
         for i in 0..self.ops.len() {
             let op = self.ops[i].clone();
-            let events_before = self.guard.events();
-            let sealed_log = segment_logs(&self.dir).pop();
-            let segments_before = log.as_ref().map_or(0, PartitionLog::segment_count);
-            let end_before = log.as_ref().map_or(0, PartitionLog::log_end_offset);
             let allowed = self.apply(&mut log, &op, i, &mut model);
             let live = log.as_ref().expect("the log is open between operations");
-            // The known roll bug's window: from the append's write into the new segment to
-            // the fsync of the segment it sealed.
-            let roll_window = match (&op, sealed_log) {
-                (Op::Append(_), Some(sealed)) if live.segment_count() > segments_before => {
-                    let sealed = sealed.file_name().unwrap().to_string_lossy().into_owned();
-                    let bytes: usize = model
-                        .iter()
-                        .filter(|b| b.0 >= end_before)
-                        .map(|b| b.2.len())
-                        .sum();
-                    let write = format!("write {end_before:020}.log @0 +{bytes}");
-                    let start = self.guard.find_event(events_before, &write);
-                    let end = self
-                        .guard
-                        .find_event(events_before, &format!("fdatasync {sealed}"));
-                    start.map(|s| s..end.unwrap_or(u64::MAX))
-                }
-                _ => None,
-            };
             let served = read_stored(live).unwrap_or_else(|e| self.fail(i, None, &e));
             if served != model {
                 let why = format!(
@@ -351,17 +311,7 @@ impl Case<'_> {
                 self.fail(i, None, &why);
             }
             if let Some(taken) = self.guard.take_crashed() {
-                let in_window = match (&taken, &roll_window) {
-                    (Ok(image), Some(window)) => window.contains(&image.after_events),
-                    _ => false,
-                };
-                let known_bug_may_show =
-                    in_window && self.fsync != FsyncPolicy::Always && !self.check_rolling_appends;
-                if known_bug_may_show {
-                    self.skipped += 1;
-                } else {
-                    self.check_image(i, taken, &allowed, durable_end);
-                }
+                self.check_image(i, taken, &allowed, durable_end);
                 self.schedule();
             }
             durable_end = match self.fsync {
