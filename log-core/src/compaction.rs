@@ -32,6 +32,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::batch::RecordDecoder;
@@ -135,8 +136,12 @@ impl PartitionLog {
         let policy = KeepPolicy {
             keys: &keys,
             map_end,
+            // A segment left as it is (a damaged batch) may hold an older value of a key
+            // whose tombstone lies above it: removing that tombstone would bring the value
+            // back. Tombstones above the first such segment stay.
             tombstones_removable_below: checkpoint
-                .tombstones_removable_below(now_ms, delete_retention_ms),
+                .tombstones_removable_below(now_ms, delete_retention_ms)
+                .min(skipped.first().copied().unwrap_or(u64::MAX)),
             checkpoint: &checkpoint,
             now_ms,
             delete_retention_ms,
@@ -163,12 +168,13 @@ impl PartitionLog {
         };
         // Offsets at or above the high watermark may still be truncated away (a follower
         // catching up to a new leader): they are never read for the map nor rewritten.
-        // Nor above the recovery point: recovery reads a segment there that ends short of
-        // the next one as a lost tail, so a compacted one must not look like that.
+        // Nor above the recovery point the file records (recovery scans from there after a
+        // crash): recovery reads a scanned segment that ends short of the next one as a lost
+        // tail, so a compacted one must never be scanned.
         let mut bound = active
             .base_offset
             .min(self.high_watermark())
-            .min(self.recovery_point());
+            .min(self.recovery_point_on_disk.load(Ordering::Acquire));
         if config.min_compaction_lag_ms > 0 {
             // Kafka's rule: the first dirty segment with a record younger than the lag ends
             // the cleanable range.

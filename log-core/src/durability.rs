@@ -105,7 +105,9 @@ impl PartitionLog {
             active_size_bytes: 0,
         }
         .write(&self.dir, CheckpointKind::RecoveryPoint)
-        .map_err(|e| self.poison(e))
+        .map_err(|e| self.poison(e))?;
+        self.recovery_point_on_disk.store(offset, Ordering::Release);
+        Ok(())
     }
 
     /// Fsyncs everything appended so far. A failure poisons the log.

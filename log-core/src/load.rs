@@ -77,6 +77,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
         ),
         (None, None) => Some(bases[0]),
     };
+    let checkpoint_read = clean.is_some() || recovery.is_some();
     // Everything below it was fsynced: damage there is an error, never cut or served.
     let recovery_point = match (clean, recovery) {
         (Some(c), _) => c.log_end_offset,
@@ -106,8 +107,10 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
             // A scanned segment that ends short of the next one lost its tail whole (a power
             // cut under `fsync = never` kept the next segment's bytes but not these): the
             // later segments go too, or the log would serve a hole. Nothing else leaves a gap
-            // here: compaction rewrites only segments below the recovery point.
-            let short = next_base.is_some_and(|next| segment.next_offset() < next);
+            // here: compaction rewrites only segments below the recovery point. Without a
+            // recovery-point file to trust, a short segment may be a compacted one: kept.
+            let short =
+                checkpoint_read && next_base.is_some_and(|next| segment.next_offset() < next);
             cut = result.truncated_at.is_some() || short;
             active_tracker = result.tracker;
             scanned.insert(base);

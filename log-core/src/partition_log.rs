@@ -87,6 +87,9 @@ pub struct PartitionLog {
     pub(crate) high_watermark: AtomicU64,
     /// Offsets below it are on stable storage.
     pub(crate) recovery_point: AtomicU64,
+    /// What the recovery-point file says now (it lags `recovery_point`): a recovery after
+    /// a crash scans from here, so compaction stays below it.
+    pub(crate) recovery_point_on_disk: AtomicU64,
     /// Every segment with a base below it was fsynced by its roll (the recovery-point file
     /// may not say so yet: `after_append` moves it without syncing them again).
     pub(crate) rolled_synced_below: AtomicU64,
@@ -162,6 +165,7 @@ impl PartitionLog {
             log_end_offset: AtomicU64::new(loaded.log_end_offset),
             high_watermark: AtomicU64::new(loaded.high_watermark),
             recovery_point: AtomicU64::new(loaded.recovery_point),
+            recovery_point_on_disk: AtomicU64::new(loaded.recovery_point),
             rolled_synced_below: AtomicU64::new(active_base),
             poison_cause: OnceLock::new(),
             last_flush_ms: AtomicU64::new(0),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{validate, BatchHeader, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::compaction_checkpoint::CleanerCheckpoint;
 use crate::dir_lock::{DirLock, LockMode};
 use crate::error::IoContext;
 use crate::file_io;
@@ -111,6 +112,25 @@ impl Repair {
         let Some(cut) = self.cut.clone() else {
             return Ok(None);
         };
+        // Offsets from the cut on are gone: the cleaner must not count them clean when they
+        // are written again (their tombstones would go before `delete.retention.ms`).
+        let mut cleaner = CleanerCheckpoint::read(&self.dir)?;
+        if cleaner.clean_offset() > cut.first_offset {
+            cleaner.cut_to(cut.first_offset);
+            cleaner.write(&self.dir)?;
+        }
+        // The later segments go first, newest first, and durably: a crash part way leaves a
+        // log that ends early, never one with a hole before a later segment.
+        for log in cut.deleted_segments.iter().rev() {
+            for path in [
+                log.clone(),
+                log.with_extension("index"),
+                log.with_extension("timeindex"),
+            ] {
+                remove_if_exists(&path).io_ctx("remove segment file", &path)?;
+            }
+        }
+        sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
         let file = fs::OpenOptions::new()
             .write(true)
             .open(&cut.segment)
@@ -122,15 +142,6 @@ impl Repair {
         for extension in ["index", "timeindex"] {
             let index = cut.segment.with_extension(extension);
             remove_if_exists(&index).io_ctx("remove index", &index)?;
-        }
-        for log in &cut.deleted_segments {
-            for path in [
-                log.clone(),
-                log.with_extension("index"),
-                log.with_extension("timeindex"),
-            ] {
-                remove_if_exists(&path).io_ctx("remove segment file", &path)?;
-            }
         }
         // A clean-shutdown checkpoint describes the files as they were.
         Checkpoint::remove(&self.dir, CheckpointKind::CleanShutdown)?;

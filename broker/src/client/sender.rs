@@ -259,7 +259,9 @@ impl Delivery {
                 ErrorCode::UnknownPartition
                 | ErrorCode::CorruptBatch
                 | ErrorCode::BatchTooLarge
-                | ErrorCode::OffsetOutOfRange => Delivery::Refused(error),
+                | ErrorCode::OffsetOutOfRange
+                | ErrorCode::InvalidTimestamp
+                | ErrorCode::InvalidTxnState => Delivery::Refused(error),
                 _ => Delivery::Unknown(error),
             },
             // Refusals of the request before any append: bad arguments, an
@@ -399,6 +401,11 @@ async fn send_with_retries(
     };
     let started = Instant::now();
     let mut attempts = 0u32;
+    // Whether an earlier attempt may have been stored without an answer (a timeout, a
+    // lost connection): a refusal of a later attempt then proves nothing about the batch,
+    // and giving its sequences back could make the broker take the next batch for a
+    // retry of this one (as Kafka, such an outcome is never taken as "not stored").
+    let mut maybe_stored = false;
     loop {
         attempts += 1;
         let attempt = tokio::time::timeout(
@@ -423,8 +430,12 @@ async fn send_with_retries(
         let timed_out = matches!(error.code(), Some(tonic::Code::DeadlineExceeded));
         let retriable = error.is_retriable() || timed_out;
         if !retriable {
-            return Err(Delivery::classify(error));
+            return Err(match Delivery::classify(error) {
+                Delivery::Refused(error) if maybe_stored => Delivery::Unknown(error),
+                delivery => delivery,
+            });
         }
+        maybe_stored = true;
         if attempts > config.retries || started.elapsed() >= config.delivery_timeout {
             return Err(Delivery::Unknown(ClientError::DeliveryTimeout {
                 topic: topic.to_string(),
