@@ -26,6 +26,29 @@ pub enum LockMode {
     Shared,
 }
 
+/// How long a lock found taken is tried again before the holder is named. A process that
+/// forks (to spawn a child) shares its open files with the child until the child's `exec`
+/// closes them, so a lock just released can look held for that instant; a real owner holds
+/// it far longer than this.
+const LOCK_RETRY_MS: u64 = 500;
+
+/// Takes the lock, trying again for [`LOCK_RETRY_MS`] while another file holds it.
+fn try_lock_briefly(file: &File, mode: LockMode) -> Result<(), TryLockError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LOCK_RETRY_MS);
+    loop {
+        let taken = match mode {
+            LockMode::Exclusive => file.try_lock(),
+            LockMode::Shared => file.try_lock_shared(),
+        };
+        match taken {
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A held lock on a directory; dropping it releases the lock.
 #[derive(Debug)]
 pub struct DirLock {
@@ -48,11 +71,7 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io("open lock file"))?;
-        let taken = match mode {
-            LockMode::Exclusive => file.try_lock(),
-            LockMode::Shared => file.try_lock_shared(),
-        };
-        match taken {
+        match try_lock_briefly(&file, mode) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(LogError::Locked {
@@ -84,7 +103,7 @@ impl DirLock {
                 })
             }
         };
-        match file.try_lock_shared() {
+        match try_lock_briefly(&file, LockMode::Shared) {
             Ok(()) => Ok(Some(DirLock {
                 file,
                 mode: LockMode::Shared,
