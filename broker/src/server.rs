@@ -19,7 +19,7 @@ use crate::error::BrokerError;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::produce_server::ProduceServer;
-use crate::rpc::{AdminService, FetchRoute, FetchService, ProduceRoute, ProduceService};
+use crate::rpc::{AdminService, FetchService, ProduceService};
 
 /// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
 /// window updates on a single stream.
@@ -197,8 +197,11 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
             oversize_is_resource_exhausted as RewriteResponse,
         ))
         .add_service(admin)
-        .add_service(ProduceRoute::new(Arc::clone(broker), produce))
-        .add_service(FetchRoute::new(Arc::clone(broker), fetch))
+        .add_service(crate::rpc::produce_route::route(
+            Arc::clone(broker),
+            produce,
+        ))
+        .add_service(crate::rpc::fetch_route::route(Arc::clone(broker), fetch))
 }
 
 /// tonic refuses a message over the decode limit from its length prefix,

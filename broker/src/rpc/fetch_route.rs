@@ -11,10 +11,7 @@
 //! allows. Every other method of `weir.v1.Fetch` goes to the generated server.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -22,13 +19,13 @@ use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::Status;
-use tower::Service;
 
 use crate::broker::Broker;
 use crate::connection_limit::ConnectionInfo;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::{FetchRequest, FetchResponse};
 use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
+use crate::rpc::raw_route::RawRoute;
 use crate::rpc::{fetch, FetchService};
 
 const FETCH_PATH: &str = "/weir.v1.Fetch/Fetch";
@@ -36,51 +33,18 @@ const FETCH_PATH: &str = "/weir.v1.Fetch/Fetch";
 const PARTITIONS_TAG: u8 = (1 << 3) | 2;
 const BATCHES_TAG: u8 = (7 << 3) | 2;
 
-/// `weir.v1.Fetch` with the zero-copy `Fetch` method.
-#[derive(Clone)]
-pub struct FetchRoute {
-    broker: Arc<Broker>,
-    generated: FetchServer<FetchService>,
-}
-
-impl FetchRoute {
-    pub fn new(broker: Arc<Broker>, generated: FetchServer<FetchService>) -> Self {
-        FetchRoute { broker, generated }
-    }
-}
+/// `weir.v1.Fetch` with `Fetch` served by hand (see the module docs).
+pub type FetchRoute = RawRoute<FetchServer<FetchService>>;
 
 impl NamedService for FetchRoute {
     const NAME: &'static str = <FetchServer<FetchService> as NamedService>::NAME;
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl Service<http::Request<Body>> for FetchRoute {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != FETCH_PATH {
-            let mut generated = self.generated.clone();
-            return Box::pin(async move { generated.call(request).await });
-        }
-        let broker = Arc::clone(&self.broker);
-        Box::pin(async move {
-            let response = match serve(&broker, request).await {
-                Ok(response) => response,
-                Err(status) => {
-                    tracing::debug!(%status, "fetch failed");
-                    status.into_http()
-                }
-            };
-            Ok(response)
-        })
-    }
+/// The route for `generated`, with its `Fetch` method served here.
+pub fn route(broker: Arc<Broker>, generated: FetchServer<FetchService>) -> FetchRoute {
+    RawRoute::new(broker, generated, FETCH_PATH, |broker, request| {
+        Box::pin(async move { serve(&broker, request).await })
+    })
 }
 
 async fn serve(

@@ -7,20 +7,19 @@ mod create_topic;
 mod delete_topic;
 mod describe_topic;
 mod fetch;
-mod fetch_route;
+pub(crate) mod fetch_route;
 mod grpc_message;
 mod init_producer_id;
 mod list_offsets;
 mod list_topics;
 mod produce;
-mod produce_route;
+pub(crate) mod produce_route;
+mod raw_route;
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-pub use fetch_route::FetchRoute;
-pub use produce_route::ProduceRoute;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;

@@ -12,10 +12,7 @@
 //! method of `weir.v1.Produce` goes to the generated server.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, BytesMut};
 use prost::Message;
@@ -23,61 +20,28 @@ use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::Status;
-use tower::Service;
 
 use crate::broker::Broker;
 use crate::proto::produce_server::ProduceServer;
 use crate::proto::ProduceRequest;
 use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
+use crate::rpc::raw_route::RawRoute;
 use crate::rpc::{produce, ProduceService};
 
 const PRODUCE_PATH: &str = "/weir.v1.Produce/Produce";
 
-/// `weir.v1.Produce` with the memory-bounded `Produce` method.
-#[derive(Clone)]
-pub struct ProduceRoute {
-    broker: Arc<Broker>,
-    generated: ProduceServer<ProduceService>,
-}
-
-impl ProduceRoute {
-    pub fn new(broker: Arc<Broker>, generated: ProduceServer<ProduceService>) -> Self {
-        ProduceRoute { broker, generated }
-    }
-}
+/// `weir.v1.Produce` with `Produce` served by hand (see the module docs).
+pub type ProduceRoute = RawRoute<ProduceServer<ProduceService>>;
 
 impl NamedService for ProduceRoute {
     const NAME: &'static str = <ProduceServer<ProduceService> as NamedService>::NAME;
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl Service<http::Request<Body>> for ProduceRoute {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != PRODUCE_PATH {
-            let mut generated = self.generated.clone();
-            return Box::pin(async move { generated.call(request).await });
-        }
-        let broker = Arc::clone(&self.broker);
-        Box::pin(async move {
-            let response = match serve(&broker, request).await {
-                Ok(response) => response,
-                Err(status) => {
-                    tracing::debug!(%status, "produce failed");
-                    status.into_http()
-                }
-            };
-            Ok(response)
-        })
-    }
+/// The route for `generated`, with its `Produce` method served here.
+pub fn route(broker: Arc<Broker>, generated: ProduceServer<ProduceService>) -> ProduceRoute {
+    RawRoute::new(broker, generated, PRODUCE_PATH, |broker, request| {
+        Box::pin(async move { serve(&broker, request).await })
+    })
 }
 
 async fn serve(
