@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::proto;
