@@ -4,6 +4,7 @@
 //! package.
 
 pub use weir_broker as broker;
+pub use weir_client as client;
 pub use weir_log as log;
 pub use weir_processors as processors;
 pub use weir_sql as sql;

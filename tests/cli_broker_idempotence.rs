@@ -9,13 +9,13 @@ mod common;
 
 use bytes::Bytes;
 use common::{data_dir, BrokerChild};
-use weir::broker::proto::produce_client::ProduceClient;
-use weir::broker::proto::{
+use weir::client::proto::produce_client::ProduceClient;
+use weir::client::proto::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResult, ProduceRequest,
 };
 use weir::log::batch::{BatchBuilder, Compression};
 
-type Client = ProduceClient<weir::broker::client::Channel>;
+type Client = ProduceClient<weir::client::Channel>;
 
 fn batch(producer_id: i64, sequence: i32, records: i32) -> Bytes {
     let mut builder = BatchBuilder::new(Compression::None).with_producer(producer_id, 0, sequence);
@@ -27,7 +27,7 @@ fn batch(producer_id: i64, sequence: i32, records: i32) -> Bytes {
 }
 
 async fn client(addr: &str) -> Client {
-    ProduceClient::new(weir::broker::client::connect(addr).await.unwrap())
+    ProduceClient::new(weir::client::connect(addr).await.unwrap())
 }
 
 async fn produce(client: &mut Client, batch: Bytes) -> PartitionProduceResult {
@@ -104,7 +104,7 @@ fn retry_after_sigkill_is_stored_once() {
     let broker = BrokerChild::start(&data, &[]);
     let addr = broker.addr.clone();
     let (producer_id, offsets) = runtime.block_on(async {
-        let admin = weir::broker::client::Admin::connect(&addr).await.unwrap();
+        let admin = weir::client::Admin::connect(&addr).await.unwrap();
         admin
             .create_topic("idem", 1, 1, &Default::default())
             .await

@@ -1,18 +1,15 @@
-//! `weir-broker`: topics, partitions, replication, consumer groups, the gRPC
-//! API and the Rust client.
+//! `weir-broker`: topics, partitions and the gRPC API over them.
 //!
-//! Server side: [`RunningBroker::start`] opens a [`Broker`] (the topics under
-//! one data directory, configured by [`BrokerConfig`]) and serves the
-//! `weir.v1` gRPC services (see `proto/weir.proto`), one file per RPC under
-//! `rpc/`. Client side: [`client`] has the producer, consumer and admin
-//! client the CLI and the other crates use.
+//! [`RunningBroker::start`] opens a [`Broker`] (the topics under one data
+//! directory, configured by [`BrokerConfig`]) and serves the `weir.v1` gRPC
+//! services of `weir-proto`, one file per RPC under `rpc/`.
 //!
-//! Does not own: the storage format (that is `weir-log`), stream operators
+//! Does not own: the storage format (that is `weir-log`), the wire messages
+//! (`weir-proto`), the Rust client (`weir-client`), stream operators
 //! (`weir-processors`) or SQL (`weir-sql`).
 
 mod append_queue;
 mod broker;
-pub mod client;
 mod clock;
 mod config;
 mod connection_limit;
@@ -22,12 +19,14 @@ mod partition;
 mod producer_recovery;
 mod producer_snapshot;
 mod producer_state;
-pub mod proto;
 mod read_buffers;
 mod registry;
 mod rpc;
 mod server;
 mod topic_name;
+
+// The generated messages and services, under the name the RPC handlers use.
+use weir_proto as proto;
 
 pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};

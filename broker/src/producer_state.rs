@@ -18,8 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// Batches remembered per producer.
-pub const BATCHES_REMEMBERED: usize = 5;
+pub use weir_proto::sequence::{increment_sequence, BATCHES_REMEMBERED};
 
 /// A batch as the idempotence check sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,17 +70,6 @@ struct ProducerEntry {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
-}
-
-/// `sequence + increment`, wrapping past `i32::MAX` to 0 as Kafka's
-/// sequences do. `increment` is at least 0.
-pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
-    debug_assert!(sequence >= 0 && increment >= 0);
-    if sequence > i32::MAX - increment {
-        increment - (i32::MAX - sequence) - 1
-    } else {
-        sequence + increment
-    }
 }
 
 /// Whether `sequence` comes after `expected` (within half the sequence

@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
-use weir_broker::client::{Acks, Producer, ProducerConfig, ProducerRecord};
-use weir_broker::proto::admin_server::{Admin, AdminServer};
-use weir_broker::proto::produce_server::{Produce, ProduceServer};
-use weir_broker::proto::*;
+use weir_client::proto::admin_server::{Admin, AdminServer};
+use weir_client::proto::produce_server::{Produce, ProduceServer};
+use weir_client::proto::*;
+use weir_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 /// Answers describe with one partition; holds each produce until released.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::TestBroker;
 use tonic::Code;
-use weir_broker::client::ClientError;
+use weir_client::ClientError;
 
 fn code(result: Result<impl std::fmt::Debug, ClientError>) -> (Code, String) {
     match result {

@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use common::{config, TestBroker};
-use weir_broker::client::Admin;
+use weir_client::Admin;
 
 async fn start(configure: impl FnOnce(&mut weir_broker::BrokerConfig)) -> TestBroker {
     let data = tempfile::tempdir().unwrap();

@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::TestBroker;
-use weir_broker::client::{ClientError, Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use weir_broker::partition_dir;
-use weir_broker::proto::{PartitionProduceData, ProduceRequest};
+use weir_client::proto::{PartitionProduceData, ProduceRequest};
+use weir_client::{ClientError, Consumer, ConsumerConfig, OffsetReset, SeekTo};
 
 /// Stores `batches` of two records each in `partition`; returns the batches'
 /// sizes in bytes.
@@ -50,7 +50,7 @@ async fn consumer(broker: &TestBroker, max_poll_records: usize) -> Consumer {
     consumer
 }
 
-fn values(records: &[weir_broker::client::ConsumerRecord], partition: u32) -> Vec<(u64, String)> {
+fn values(records: &[weir_client::ConsumerRecord], partition: u32) -> Vec<(u64, String)> {
     records
         .iter()
         .filter(|r| r.partition == partition)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{batch, TestBroker};
 use tonic::Code;
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
 
@@ -228,11 +228,11 @@ struct Malformed {
 #[tokio::test]
 async fn an_undecodable_fetch_request_is_invalid_argument() {
     let broker = TestBroker::start().await;
-    let channel = weir_broker::client::connect(&broker.addr).await.unwrap();
+    let channel = weir_client::connect(&broker.addr).await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let status = grpc
-        .unary::<Malformed, weir_broker::proto::FetchResponse, _>(
+        .unary::<Malformed, weir_client::proto::FetchResponse, _>(
             tonic::Request::new(Malformed { partitions: 7 }),
             http::uri::PathAndQuery::from_static("/weir.v1.Fetch/Fetch"),
             tonic_prost::ProstCodec::default(),

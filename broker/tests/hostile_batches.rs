@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::{batch, consume_all, sequenced_batch, TestBroker};
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResult, ProduceRequest,
 };
 use weir_log::batch::{compute_crc, BatchBuilder, Compression, BATCH_HEADER_BYTES};
@@ -138,7 +138,7 @@ fn hostile_batches() -> Vec<(&'static str, Bytes, ErrorCode, &'static str)> {
     ]
 }
 
-fn only(response: tonic::Response<weir_broker::proto::ProduceResponse>) -> PartitionProduceResult {
+fn only(response: tonic::Response<weir_client::proto::ProduceResponse>) -> PartitionProduceResult {
     response.into_inner().partitions.remove(0)
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sequenced_batch, TestBroker};
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, ProduceRequest, ProduceResponse,
 };
 
@@ -21,7 +21,7 @@ fn request(batches: bytes::Bytes) -> ProduceRequest {
     }
 }
 
-fn only(response: tonic::Response<ProduceResponse>) -> weir_broker::proto::PartitionProduceResult {
+fn only(response: tonic::Response<ProduceResponse>) -> weir_client::proto::PartitionProduceResult {
     response.into_inner().partitions.remove(0)
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{batch, TestBroker};
-use weir_broker::proto::{
+use weir_client::proto::{
     FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{batch, TestBroker};
 use tonic::Code;
-use weir_broker::proto::{
+use weir_broker::{BrokerConfig, MemoryPool};
+use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
-use weir_broker::{BrokerConfig, MemoryPool};
 
 const MIB: usize = 1024 * 1024;
 const POOL_BYTES: usize = 4 * MIB;

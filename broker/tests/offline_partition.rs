@@ -11,10 +11,10 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use common::{batch, TestBroker};
-use weir_broker::proto::{
+use weir_broker::RunningBroker;
+use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
-use weir_broker::RunningBroker;
 
 const TOPIC: &str = "events";
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{consume_all, TestBroker};
-use weir_broker::client::{Producer, ProducerConfig, ProducerRecord};
+use weir_client::{Producer, ProducerConfig, ProducerRecord};
 
 #[tokio::test]
 async fn records_sent_through_pipelined_requests_keep_their_order() {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use common::{batch, config, TestBroker};
 use weir_broker::partition_dir;
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
 use weir_log::batch;

@@ -13,9 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{consume_all, TestBroker};
-use weir_broker::client::{ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
-use weir_broker::proto::{ErrorCode, FetchRequest, PartitionFetchRequest};
 use weir_broker::{Clock, RunningBroker, SystemClock};
+use weir_client::proto::{ErrorCode, FetchRequest, PartitionFetchRequest};
+use weir_client::{ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use weir_log::batch::BatchHeader;
 
 /// Records larger than this are refused by the topic.

@@ -9,13 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{batch, consume_all, TestBroker};
 use tonic::Code;
-use weir_broker::client::{
-    partition_for_key, Acks, ClientError, Consumer, ConsumerConfig, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, SeekTo,
-};
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, FetchRequest, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
     PartitionOffsetQuery, PartitionProduceData, ProduceRequest,
+};
+use weir_client::{
+    partition_for_key, Acks, ClientError, Consumer, ConsumerConfig, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, SeekTo,
 };
 use weir_log::batch::Compression;
 
@@ -198,7 +198,7 @@ async fn list_offsets_reports_earliest_latest_and_by_time() {
             timestamp_ms,
         }],
     };
-    let answer = |r: tonic::Response<weir_broker::proto::ListOffsetsResponse>| {
+    let answer = |r: tonic::Response<weir_client::proto::ListOffsetsResponse>| {
         let p = &r.into_inner().partitions[0];
         (p.offset, p.found)
     };

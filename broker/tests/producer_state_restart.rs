@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{sequenced_batch, TestBroker};
-use weir_broker::proto::produce_client::ProduceClient;
-use weir_broker::proto::{
+use weir_client::proto::produce_client::ProduceClient;
+use weir_client::proto::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResult, ProduceRequest,
 };
 

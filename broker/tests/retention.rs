@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{batch, TestBroker};
-use weir_broker::proto::{
+use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
 

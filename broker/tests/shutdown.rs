@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{batch, TestBroker};
-use weir_broker::proto::{
+use weir_client::proto::{
     FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
 

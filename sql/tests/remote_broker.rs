@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_broker::client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
 use weir_broker::{BrokerConfig, RunningBroker};
+use weir_client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
 use weir_sql::datafusion::prelude::SessionContext;
 use weir_sql::{RemoteSource, SqlOptions, TopicSource};
 

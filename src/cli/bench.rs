@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use weir_broker::client::{
+use weir_client::{
     Acks, Admin, ClientError, Consumer, ConsumerConfig, DeliveryFuture, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, SeekTo,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, ValueEnum};
-use weir_broker::client::{Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use weir_client::{Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 
 use super::broker::{block_on, BrokerAddress};
 

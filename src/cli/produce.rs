@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args as ClapArgs;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
-use weir_broker::client::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use weir_client::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use weir_log::batch::Compression;
 
 use super::broker::{block_on, BrokerAddress};

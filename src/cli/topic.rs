@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
-use weir_broker::client::{Admin, TopicInfo};
+use weir_client::{Admin, TopicInfo};
 
 use super::broker::{block_on, BrokerAddress};
 

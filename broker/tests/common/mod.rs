@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use weir_broker::client::{self, Admin};
-use weir_broker::proto::fetch_client::FetchClient;
-use weir_broker::proto::produce_client::ProduceClient;
 use weir_broker::{BrokerConfig, RunningBroker};
+use weir_client::proto::fetch_client::FetchClient;
+use weir_client::proto::produce_client::ProduceClient;
+use weir_client::{self as client, Admin};
 use weir_log::batch::{BatchBuilder, Compression};
 
 pub struct TestBroker {
@@ -110,7 +110,7 @@ pub async fn consume_all(
     topic: &str,
     partitions: &[u32],
     count: usize,
-) -> Vec<weir_broker::client::ConsumerRecord> {
+) -> Vec<weir_client::ConsumerRecord> {
     let mut consumer = client::Consumer::connect(
         addr,
         client::ConsumerConfig {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use weir_broker::client::{connect, Admin, Channel, ClientError, Code, RESPONSE_BYTES_MAX};
-use weir_broker::proto::fetch_client::FetchClient;
-use weir_broker::proto::{
+use weir_client::proto::fetch_client::FetchClient;
+use weir_client::proto::{
     ErrorCode, FetchRequest, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
     PartitionOffsetQuery,
 };
+use weir_client::{connect, Admin, Channel, ClientError, Code, RESPONSE_BYTES_MAX};
 use weir_log::batch;
 
 use super::{BatchChunk, ByteCounter, PartitionSnapshot, TopicReader, TopicSource};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use serde::Serialize;
-use weir_broker::client::{Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use weir_client::{Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 use weir_processors::sketch::accuracy::{Workload, WorkloadBuilder};
 
 use super::key_field::{Extracted, KeyField};

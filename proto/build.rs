@@ -1,4 +1,4 @@
-//! Generates the gRPC server and client code from `proto/weir.proto`.
+//! Generates the gRPC messages, servers and clients from `weir.proto`.
 //!
 //! protoc comes from the `protoc-bin-vendored` crate so a fresh machine needs
 //! no system protoc.
@@ -11,6 +11,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Batch bytes are sliced out of the receive buffer without a copy.
         .bytes(".weir.v1")
-        .compile_protos(&["proto/weir.proto"], &["proto"])?;
+        .compile_protos(&["weir.proto"], &["."])?;
     Ok(())
 }

@@ -368,7 +368,7 @@ fn encode_batches(
         };
         if let Some(seq) = sequence {
             let records = i32::try_from(batch.records).unwrap_or(i32::MAX);
-            sequence = Some(crate::producer_state::increment_sequence(seq, records));
+            sequence = Some(weir_proto::sequence::increment_sequence(seq, records));
         }
         batch.encoded = Some(bytes.clone());
         encoded.push(bytes);

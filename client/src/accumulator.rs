@@ -35,7 +35,7 @@ use super::delivery::{BatchCompleter, DeliveryFuture};
 use super::error::ClientError;
 use super::partitioner::partition_for_key;
 use super::producer::{ProducerConfig, ProducerRecord};
-use crate::producer_state::{increment_sequence, BATCHES_REMEMBERED};
+use weir_proto::sequence::{increment_sequence, BATCHES_REMEMBERED};
 
 /// Builders kept per partition for reuse, so a warm producer allocates no
 /// record buffers.

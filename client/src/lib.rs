@@ -4,6 +4,13 @@
 //!
 //! All three share one HTTP/2 connection setup ([`connect`]): TCP_NODELAY,
 //! flow-control windows and message limits sized for batches of a few MiB.
+//!
+//! The wire messages are `weir-proto`'s, re-exported as [`proto`] for programs
+//! that call an RPC directly. Does not own: the server, or the storage format
+//! (batches are built and decoded with `weir-log`'s `batch` module, so the
+//! client writes exactly what the log stores).
+
+pub use weir_proto as proto;
 
 mod accumulator;
 mod admin;
