@@ -1,6 +1,9 @@
 //! Tests of the group coordinator, and the simulated consumers they drive it with.
 
+mod admin;
 mod assignors;
+mod offsets;
+mod persistence;
 
 mod rebalance;
 mod static_membership;
