@@ -2,6 +2,7 @@
 
 mod admin;
 mod assignors;
+mod model;
 mod offsets;
 mod persistence;
 
@@ -51,6 +52,11 @@ pub(super) struct Consumer {
     pub epoch: i32,
     pub topics: BTreeSet<String>,
     pub owned: Assignment,
+    /// What the last answer said to own.
+    pub told: Assignment,
+    /// A slow consumer keeps (and reports) partitions it is told to revoke until it calls
+    /// `release`, as a real one does while it finishes and commits them.
+    pub slow: bool,
 }
 
 impl Consumer {
@@ -61,7 +67,14 @@ impl Consumer {
             epoch: 0,
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             owned: Assignment::new(),
+            told: Assignment::new(),
+            slow: false,
         }
+    }
+
+    /// A slow consumer is done with the partitions it was told to revoke.
+    pub fn release(&mut self) {
+        self.owned.clone_from(&self.told);
     }
 
     pub fn static_member(topics: &[&str], instance_id: &str) -> Self {
@@ -97,7 +110,18 @@ impl Consumer {
         );
         self.member_id = response.member_id;
         self.epoch = response.member_epoch;
-        self.owned = response.assignment;
+        if self.slow {
+            let revoked: Vec<TopicPartition> = self
+                .owned
+                .difference(&response.assignment)
+                .cloned()
+                .collect();
+            self.owned.clone_from(&response.assignment);
+            self.owned.extend(revoked);
+        } else {
+            self.owned.clone_from(&response.assignment);
+        }
+        self.told = response.assignment;
         Ok(())
     }
 }
