@@ -28,6 +28,9 @@ pub(super) struct Group {
     /// Who holds each partition (assigned or pending revocation). Derived from `members`.
     pub owners: BTreeMap<TopicPartition, String>,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// Counts members added, removed or renamed; not persisted. With the two epochs it
+    /// tells whether a change reached beyond one member's records.
+    pub membership_changes: u64,
 }
 
 impl Group {
@@ -42,7 +45,13 @@ impl Group {
             assignment_delayed_until_ms: None,
             owners: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            membership_changes: 0,
         }
+    }
+
+    /// What changes when a change reaches beyond one member's records.
+    pub fn shape(&self) -> (i32, i32, u64) {
+        (self.epoch, self.target_epoch, self.membership_changes)
     }
 
     pub fn state(&self) -> GroupState {
@@ -146,6 +155,7 @@ impl Group {
         self.set_holdings(member_id, Assignment::new(), Assignment::new());
         self.members.remove(member_id);
         self.target.remove(member_id);
+        self.membership_changes += 1;
     }
 
     fn member_by_instance(&self, instance_id: &str) -> Option<&Member> {
@@ -241,6 +251,7 @@ impl Group {
         member.subscribed.clone_from(&req.subscribed_topics);
         member.server_assignor = req.server_assignor;
         self.members.insert(id.clone(), member);
+        self.membership_changes += 1;
         self.bump_epoch(topics);
         if was_empty && config.initial_rebalance_delay_ms > 0 {
             // Hand out nothing until the delay ends, at an epoch of its own, so members
@@ -284,6 +295,7 @@ impl Group {
         member.id.clone_from(&new_id);
         member.left = false;
         self.members.insert(new_id, member);
+        self.membership_changes += 1;
     }
 
     fn check_member(&self, req: &HeartbeatRequest) -> Result<String, GroupError> {

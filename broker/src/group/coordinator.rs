@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use super::consumer_group::Group;
 use super::error::GroupError;
-use super::records::{apply, corrupt, group_records, offset_value, GroupRecord, RecordKey};
+use super::records::{
+    apply, corrupt, group_records, member_records, offset_value, GroupRecord, RecordKey,
+};
 use super::types::{
     CommittedOffset, GroupConfig, GroupDescription, GroupListing, GroupState, HeartbeatRequest,
     HeartbeatResponse, OffsetCommit, TopicMetadata, TopicPartition,
@@ -118,10 +120,14 @@ impl GroupCoordinator {
         self.topics = topics;
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
-            if let Some(group) = self.groups.get_mut(&id) {
-                group.topics_changed(now_ms, &self.topics, &self.config);
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let shape = group.shape();
+            group.topics_changed(now_ms, &self.topics, &self.config);
+            if group.shape() != shape {
+                self.persist(&id);
             }
-            self.persist(&id);
         }
     }
 
@@ -164,13 +170,19 @@ impl GroupCoordinator {
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(|| Group::new(req.group_id.clone()));
+        let shape = group.shape();
         let result = group.heartbeat(req, now_ms, &self.topics, &self.config, &mut new_member_id);
+        let reached_others = group.shape() != shape;
         if result.is_err() && created {
             // A join refused before it did anything leaves no empty group behind.
             self.groups.remove(&req.group_id);
         }
-        self.persist(&req.group_id);
         let (member_id, member_epoch, assignment) = result?;
+        if reached_others || created {
+            self.persist(&req.group_id);
+        } else {
+            self.persist_member(&req.group_id, &member_id);
+        }
         Ok(HeartbeatResponse {
             member_id,
             member_epoch,
@@ -189,9 +201,14 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<(), GroupError> {
         let group = group_in(&mut self.groups, group_id)?;
-        let result = group.leave(member_id, member_epoch, now_ms, &self.topics, &self.config);
-        self.persist(group_id);
-        result
+        let shape = group.shape();
+        group.leave(member_id, member_epoch, now_ms, &self.topics, &self.config)?;
+        if group.shape() == shape {
+            self.persist_member(group_id, member_id);
+        } else {
+            self.persist(group_id);
+        }
+        Ok(())
     }
 
     /// Removes members past their session or rebalance timeout, and computes targets whose
@@ -200,11 +217,15 @@ impl GroupCoordinator {
         let mut removed = Vec::new();
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
-            if let Some(group) = self.groups.get_mut(&id) {
-                let expired = group.expire(now_ms, &self.topics, &self.config);
-                removed.extend(expired.into_iter().map(|member| (id.clone(), member)));
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let shape = group.shape();
+            let expired = group.expire(now_ms, &self.topics, &self.config);
+            removed.extend(expired.into_iter().map(|member| (id.clone(), member)));
+            if group.shape() != shape {
+                self.persist(&id);
             }
-            self.persist(&id);
         }
         removed
     }
@@ -221,10 +242,8 @@ impl GroupCoordinator {
         offsets: &[OffsetCommit],
         now_ms: i64,
     ) -> Result<(), GroupError> {
-        let bytes_max = self.config.offset_metadata_bytes_max;
-        check_topics(group_id, offsets.iter().map(|c| c.partition.topic.as_str()))?;
+        self.check_commits(group_id, offsets)?;
         if member_id.is_empty() && member_epoch == NO_MEMBER_EPOCH {
-            check_id(group_id, "group id", group_id)?;
             let group = self
                 .groups
                 .entry(group_id.to_owned())
@@ -269,7 +288,43 @@ impl GroupCoordinator {
                 });
             }
         }
-        self.write_offsets(group_id, offsets, bytes_max, now_ms)
+        self.write_offsets(group_id, offsets, now_ms)
+    }
+
+    /// Refuses, before anything changes, offsets of partitions the broker does not have
+    /// (Kafka's `UNKNOWN_TOPIC_OR_PARTITION`) and metadata over the limit.
+    fn check_commits(&self, group_id: &str, offsets: &[OffsetCommit]) -> Result<(), GroupError> {
+        check_id(group_id, "group id", group_id)?;
+        check_topics(group_id, offsets.iter().map(|c| c.partition.topic.as_str()))?;
+        // Stored with a u16 length.
+        let bytes_max = self
+            .config
+            .offset_metadata_bytes_max
+            .min(usize::from(u16::MAX - 1));
+        for commit in offsets {
+            let tp = &commit.partition;
+            if self
+                .topics
+                .get(&tp.topic)
+                .is_none_or(|&count| tp.partition >= count)
+            {
+                return Err(GroupError::UnknownTopicOrPartition {
+                    group: group_id.to_owned(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                });
+            }
+            if commit.metadata.len() > bytes_max {
+                return Err(GroupError::OffsetMetadataTooLarge {
+                    group: group_id.to_owned(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    bytes: commit.metadata.len(),
+                    bytes_max,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Committed offsets of `group_id`, of the given partitions or all. A group that does
@@ -359,6 +414,7 @@ impl GroupCoordinator {
         offsets: &[OffsetCommit],
         now_ms: i64,
     ) -> Result<(), GroupError> {
+        self.check_commits(group_id, offsets)?;
         let group = group_in(&mut self.groups, group_id)?;
         if group.active_members() > 0 {
             return Err(GroupError::NonEmptyGroup {
@@ -367,28 +423,15 @@ impl GroupCoordinator {
                 operation: "resetting its offsets",
             });
         }
-        let bytes_max = self.config.offset_metadata_bytes_max;
-        self.write_offsets(group_id, offsets, bytes_max, now_ms)
+        self.write_offsets(group_id, offsets, now_ms)
     }
 
     fn write_offsets(
         &mut self,
         group_id: &str,
         offsets: &[OffsetCommit],
-        bytes_max: usize,
         now_ms: i64,
     ) -> Result<(), GroupError> {
-        // Stored with a u16 length.
-        let bytes_max = bytes_max.min(usize::from(u16::MAX - 1));
-        if let Some(commit) = offsets.iter().find(|c| c.metadata.len() > bytes_max) {
-            return Err(GroupError::OffsetMetadataTooLarge {
-                group: group_id.to_owned(),
-                topic: commit.partition.topic.clone(),
-                partition: commit.partition.partition,
-                bytes: commit.metadata.len(),
-                bytes_max,
-            });
-        }
         let group = group_in(&mut self.groups, group_id)?;
         for commit in offsets {
             let offset = CommittedOffset {
@@ -406,7 +449,10 @@ impl GroupCoordinator {
             });
             group.offsets.insert(commit.partition.clone(), offset);
         }
-        self.persist(group_id);
+        if !self.persisted.contains_key(group_id) {
+            // Offsets committed from outside created the group.
+            self.persist(group_id);
+        }
         Ok(())
     }
 
@@ -433,6 +479,33 @@ impl GroupCoordinator {
             }
         }
         self.persisted.insert(group_id.to_owned(), now);
+    }
+}
+
+impl GroupCoordinator {
+    /// As `persist`, for a change that touched only `member_id`'s records.
+    fn persist_member(&mut self, group_id: &str, member_id: &str) {
+        let Some(group) = self.groups.get(group_id) else {
+            return;
+        };
+        let Some(member) = group.members.get(member_id) else {
+            return;
+        };
+        let persisted = self.persisted.entry(group_id.to_owned()).or_default();
+        for (key, value) in member_records(group, member) {
+            if persisted.get(&key) != Some(&value) {
+                self.outbox.push(GroupRecord {
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                });
+                persisted.insert(key, value);
+            }
+        }
+        debug_assert_eq!(
+            *persisted,
+            group_records(group),
+            "group {group_id:?}: a change reached beyond member {member_id:?}"
+        );
     }
 }
 

@@ -56,6 +56,13 @@ pub enum GroupError {
         partition: u32,
     },
 
+    #[error("group {group:?}: topic {topic:?} has no partition {partition}")]
+    UnknownTopicOrPartition {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+
     #[error("group {group:?} topic {topic:?} partition {partition}: offset metadata of {bytes} bytes is over the limit of {bytes_max}")]
     OffsetMetadataTooLarge {
         group: String,

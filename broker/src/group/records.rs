@@ -174,41 +174,49 @@ pub(super) fn group_records(group: &Group) -> BTreeMap<Vec<u8>, Vec<u8>> {
     records.insert(RecordKey::TargetMetadata { group: gid() }.encode(), value);
 
     for member in group.members.values() {
-        let key = |make: fn(String, String) -> RecordKey| make(gid(), member.id.clone()).encode();
-        let mut value = value_header();
-        put_opt_str(&mut value, member.instance_id.as_deref());
-        value.extend_from_slice(&member.rebalance_timeout_ms.to_be_bytes());
-        value.push(assignor_code(member.server_assignor));
-        put_u32(&mut value, len_u32(member.subscribed.len()));
-        for topic in &member.subscribed {
-            put_str(&mut value, topic);
-        }
-        records.insert(
-            key(|group, member| RecordKey::MemberMetadata { group, member }),
-            value,
-        );
-
-        if let Some(target) = group.target.get(&member.id) {
-            let mut value = value_header();
-            put_assignment(&mut value, target);
-            records.insert(
-                key(|group, member| RecordKey::TargetMember { group, member }),
-                value,
-            );
-        }
-
-        let mut value = value_header();
-        value.extend_from_slice(&member.epoch.to_be_bytes());
-        value.extend_from_slice(&member.previous_epoch.to_be_bytes());
-        value.push(state_code(member.state));
-        value.push(u8::from(member.left));
-        put_assignment(&mut value, &member.assigned);
-        put_assignment(&mut value, &member.pending_revocation);
-        records.insert(
-            key(|group, member| RecordKey::CurrentAssignment { group, member }),
-            value,
-        );
+        records.extend(member_records(group, member));
     }
+    records
+}
+
+/// The records of one member: its metadata, its part of the target, its assignment.
+pub(super) fn member_records(group: &Group, member: &Member) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let key =
+        |make: fn(String, String) -> RecordKey| make(group.id.clone(), member.id.clone()).encode();
+    let mut records = Vec::with_capacity(3);
+    let mut value = value_header();
+    put_opt_str(&mut value, member.instance_id.as_deref());
+    value.extend_from_slice(&member.rebalance_timeout_ms.to_be_bytes());
+    value.push(assignor_code(member.server_assignor));
+    put_u32(&mut value, len_u32(member.subscribed.len()));
+    for topic in &member.subscribed {
+        put_str(&mut value, topic);
+    }
+    records.push((
+        key(|group, member| RecordKey::MemberMetadata { group, member }),
+        value,
+    ));
+
+    if let Some(target) = group.target.get(&member.id) {
+        let mut value = value_header();
+        put_assignment(&mut value, target);
+        records.push((
+            key(|group, member| RecordKey::TargetMember { group, member }),
+            value,
+        ));
+    }
+
+    let mut value = value_header();
+    value.extend_from_slice(&member.epoch.to_be_bytes());
+    value.extend_from_slice(&member.previous_epoch.to_be_bytes());
+    value.push(state_code(member.state));
+    value.push(u8::from(member.left));
+    put_assignment(&mut value, &member.assigned);
+    put_assignment(&mut value, &member.pending_revocation);
+    records.push((
+        key(|group, member| RecordKey::CurrentAssignment { group, member }),
+        value,
+    ));
     records
 }
 

@@ -167,3 +167,15 @@ pub(super) fn owned_counts(consumers: &[Consumer]) -> Vec<usize> {
     counts.sort_unstable();
     counts
 }
+
+/// Everything observable from outside: listings, descriptions, offsets.
+pub(super) fn observe(c: &GroupCoordinator) -> Vec<String> {
+    c.list_groups()
+        .iter()
+        .map(|listing| {
+            let description = c.describe_group(&listing.group_id).expect("listed group");
+            let offsets = c.fetch_offsets(&listing.group_id, None);
+            format!("{listing:?}\n{description:?}\n{offsets:?}")
+        })
+        .collect()
+}

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use super::super::{AssignorKind, MemberDescription, OffsetCommit};
+use super::super::{AssignorKind, GroupRecord, MemberDescription, OffsetCommit};
 use super::*;
 
 const TOPICS: [&str; 2] = ["a", "b"];
@@ -70,6 +70,8 @@ struct Model {
     live: Vec<Consumer>,
     /// Member epochs last seen in the coordinator, to check they never go back.
     epochs: BTreeMap<String, i32>,
+    /// Every record the coordinator wrote, in order.
+    records: Vec<GroupRecord>,
 }
 
 impl Model {
@@ -87,6 +89,7 @@ impl Model {
             topics,
             live: Vec::new(),
             epochs: BTreeMap::new(),
+            records: Vec::new(),
         }
     }
 
@@ -223,6 +226,7 @@ impl Model {
     }
 
     fn check(&mut self) {
+        self.records.extend(self.c.take_records());
         assert_one_owner(&self.live);
         let Ok(description) = self.c.describe_group(GROUP) else {
             return;
@@ -299,6 +303,15 @@ impl Model {
             "not every partition is owned once the group is quiet"
         );
     }
+
+    /// The records written along the way rebuild what the coordinator holds.
+    fn check_replay(&mut self) {
+        self.records.extend(self.c.take_records());
+        let config = self.c.config().clone();
+        let replayed = GroupCoordinator::replay(config, 2, &self.records, self.now_ms)
+            .expect("the coordinator's own records replay");
+        assert_eq!(observe(&replayed), observe(&self.c));
+    }
 }
 
 proptest! {
@@ -312,6 +325,8 @@ proptest! {
             model.apply(op);
             model.check();
         }
+        model.check_replay();
         model.quiesce_and_check_everything_is_owned();
+        model.check_replay();
     }
 }

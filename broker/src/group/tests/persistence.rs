@@ -1,18 +1,6 @@
 use super::super::{GroupRecord, GroupState, MemberState, OffsetCommit};
 use super::*;
 
-/// Everything observable from outside: listings, descriptions, offsets.
-fn observe(c: &GroupCoordinator) -> Vec<String> {
-    c.list_groups()
-        .iter()
-        .map(|listing| {
-            let description = c.describe_group(&listing.group_id).expect("listed group");
-            let offsets = c.fetch_offsets(&listing.group_id, None);
-            format!("{listing:?}\n{description:?}\n{offsets:?}")
-        })
-        .collect()
-}
-
 /// A coordinator with one group in each interesting state, and every record it wrote.
 fn busy_coordinator() -> (GroupCoordinator, Vec<GroupRecord>, Vec<Consumer>) {
     let mut c = coordinator(&[("t", 4), ("u", 2)]);
