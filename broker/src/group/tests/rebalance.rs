@@ -305,3 +305,34 @@ fn members_that_start_within_the_initial_delay_are_assigned_once() {
         c.describe_group(GROUP).expect("group").group_epoch
     );
 }
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "while Some(\"a\") holds it")]
+fn giving_a_held_partition_to_a_second_member_trips_the_one_owner_assertion() {
+    use super::super::consumer_group::Group;
+    use super::super::member::Member;
+    let mut group = Group::new(GROUP.to_owned());
+    for id in ["a", "b"] {
+        group
+            .members
+            .insert(id.to_owned(), Member::new(id.to_owned(), None));
+    }
+    group.set_holdings("a", tps("t", [0]), Assignment::new());
+    group.set_holdings("b", Assignment::new(), tps("t", [0]));
+}
+
+#[test]
+fn a_fenced_member_rejoins_under_its_id_and_gets_back_what_it_let_go() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = joined(&mut c, &["t"], 0);
+    let mut zombie = a.clone();
+    zombie.epoch += 1;
+    zombie.beat(&mut c, 1).expect_err("fenced");
+    // As a client does on FENCED_MEMBER_EPOCH: drop everything, rejoin with epoch 0.
+    a.owned.clear();
+    a.epoch = 0;
+    a.beat(&mut c, 2).expect("rejoin");
+    assert_eq!(a.owned, tps("t", 0..2));
+    assert_eq!(c.describe_group(GROUP).expect("group").members.len(), 1);
+}
