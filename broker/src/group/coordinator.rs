@@ -1,6 +1,6 @@
 //! `GroupCoordinator`: the groups of one coordinator (one `__consumer_offsets` partition's
-//! worth), the broker's topic sizes, committed offsets, administration, and the records
-//! each change produces.
+//! worth), the broker's topic sizes, membership (heartbeat, leave, tick), and the records
+//! each change produces. Offsets are in `offsets.rs`, administration in `admin.rs`.
 //!
 //! Every mutating call leaves the records of its changes in an outbox (`take_records`);
 //! the caller appends them to `__consumer_offsets` before it answers, as Kafka's
@@ -10,13 +10,8 @@ use std::collections::BTreeMap;
 
 use super::consumer_group::Group;
 use super::error::GroupError;
-use super::records::{
-    apply, corrupt, group_records, member_records, offset_value, GroupRecord, RecordKey,
-};
-use super::types::{
-    CommittedOffset, GroupConfig, GroupDescription, GroupListing, GroupState, HeartbeatRequest,
-    HeartbeatResponse, OffsetCommit, TopicMetadata, TopicPartition,
-};
+use super::records::{apply, corrupt, group_records, member_records, GroupRecord, RecordKey};
+use super::types::{GroupConfig, HeartbeatRequest, HeartbeatResponse, TopicMetadata};
 use crate::TOPIC_NAME_BYTES_MAX;
 
 /// The longest group, member or instance id accepted. Kafka sets none; ours are stored
@@ -29,12 +24,12 @@ pub const NO_MEMBER_EPOCH: i32 = -1;
 
 #[derive(Debug)]
 pub struct GroupCoordinator {
-    config: GroupConfig,
-    topics: TopicMetadata,
-    groups: BTreeMap<String, Group>,
+    pub(super) config: GroupConfig,
+    pub(super) topics: TopicMetadata,
+    pub(super) groups: BTreeMap<String, Group>,
     /// The group records last put in the outbox, to write only what changed.
-    persisted: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
-    outbox: Vec<GroupRecord>,
+    pub(super) persisted: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+    pub(super) outbox: Vec<GroupRecord>,
     member_id_state: u64,
 }
 
@@ -230,235 +225,9 @@ impl GroupCoordinator {
         removed
     }
 
-    /// Commits offsets for `member_id` at `member_epoch`, all or none. A member commits only
-    /// partitions it holds (including those it is revoking, so it can commit before it
-    /// lets go). An empty member id with epoch -1 commits from outside the group, which
-    /// only an empty group accepts.
-    pub fn commit_offsets(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        member_epoch: i32,
-        offsets: &[OffsetCommit],
-        now_ms: i64,
-    ) -> Result<(), GroupError> {
-        self.check_commits(group_id, offsets)?;
-        if member_id.is_empty() && member_epoch == NO_MEMBER_EPOCH {
-            let group = self
-                .groups
-                .entry(group_id.to_owned())
-                .or_insert_with(|| Group::new(group_id.to_owned()));
-            if group.active_members() > 0 {
-                return Err(GroupError::NonEmptyGroup {
-                    group: group_id.to_owned(),
-                    members: group.active_members(),
-                    operation: "a commit from outside the group",
-                });
-            }
-        } else {
-            let group = group_in(&mut self.groups, group_id)?;
-            let Some(member) = group.members.get(member_id) else {
-                return Err(group.unknown_member(member_id));
-            };
-            if member.left || member_epoch > member.epoch {
-                return Err(GroupError::FencedMemberEpoch {
-                    group: group_id.to_owned(),
-                    member: member_id.to_owned(),
-                    epoch: member_epoch,
-                    expected: member.epoch,
-                });
-            }
-            if member_epoch < member.epoch {
-                return Err(GroupError::StaleMemberEpoch {
-                    group: group_id.to_owned(),
-                    member: member_id.to_owned(),
-                    epoch: member_epoch,
-                    expected: member.epoch,
-                });
-            }
-            if let Some(commit) = offsets.iter().find(|c| {
-                !member.assigned.contains(&c.partition)
-                    && !member.pending_revocation.contains(&c.partition)
-            }) {
-                return Err(GroupError::PartitionNotAssigned {
-                    group: group_id.to_owned(),
-                    member: member_id.to_owned(),
-                    topic: commit.partition.topic.clone(),
-                    partition: commit.partition.partition,
-                });
-            }
-        }
-        self.write_offsets(group_id, offsets, now_ms)
-    }
-
-    /// Refuses, before anything changes, offsets of partitions the broker does not have
-    /// (Kafka's `UNKNOWN_TOPIC_OR_PARTITION`) and metadata over the limit.
-    fn check_commits(&self, group_id: &str, offsets: &[OffsetCommit]) -> Result<(), GroupError> {
-        check_id(group_id, "group id", group_id)?;
-        check_topics(group_id, offsets.iter().map(|c| c.partition.topic.as_str()))?;
-        // Stored with a u16 length.
-        let bytes_max = self
-            .config
-            .offset_metadata_bytes_max
-            .min(usize::from(u16::MAX - 1));
-        for commit in offsets {
-            let tp = &commit.partition;
-            if self
-                .topics
-                .get(&tp.topic)
-                .is_none_or(|&count| tp.partition >= count)
-            {
-                return Err(GroupError::UnknownTopicOrPartition {
-                    group: group_id.to_owned(),
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                });
-            }
-            if commit.metadata.len() > bytes_max {
-                return Err(GroupError::OffsetMetadataTooLarge {
-                    group: group_id.to_owned(),
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    bytes: commit.metadata.len(),
-                    bytes_max,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Committed offsets of `group_id`, of the given partitions or all. A group that does
-    /// not exist has none (Kafka answers an unknown group's offset fetch the same way).
-    pub fn fetch_offsets(
-        &self,
-        group_id: &str,
-        partitions: Option<&[TopicPartition]>,
-    ) -> BTreeMap<TopicPartition, CommittedOffset> {
-        let Some(group) = self.groups.get(group_id) else {
-            return BTreeMap::new();
-        };
-        match partitions {
-            None => group.offsets.clone(),
-            Some(wanted) => wanted
-                .iter()
-                .filter_map(|tp| group.offsets.get(tp).map(|o| (tp.clone(), o.clone())))
-                .collect(),
-        }
-    }
-
-    pub fn list_groups(&self) -> Vec<GroupListing> {
-        self.groups
-            .values()
-            .map(|g| GroupListing {
-                group_id: g.id.clone(),
-                state: g.state(),
-                members: g.members.len(),
-            })
-            .collect()
-    }
-
-    pub fn describe_group(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
-        self.groups
-            .get(group_id)
-            .map(|g| g.describe(&self.config))
-            .ok_or_else(|| GroupError::GroupIdNotFound {
-                group: group_id.to_owned(),
-            })
-    }
-
-    /// A group's state; `Dead` for one that does not exist.
-    pub fn group_state(&self, group_id: &str) -> GroupState {
-        self.groups
-            .get(group_id)
-            .map_or(GroupState::Dead, Group::state)
-    }
-
-    /// Deletes an empty group with its offsets (tombstones for all its records).
-    pub fn delete_group(&mut self, group_id: &str) -> Result<(), GroupError> {
-        let group = group_in(&mut self.groups, group_id)?;
-        if group.active_members() > 0 {
-            return Err(GroupError::NonEmptyGroup {
-                group: group_id.to_owned(),
-                members: group.active_members(),
-                operation: "deleting it",
-            });
-        }
-        let offsets: Vec<TopicPartition> = group.offsets.keys().cloned().collect();
-        self.groups.remove(group_id);
-        for partition in offsets {
-            let key = RecordKey::OffsetCommit {
-                group: group_id.to_owned(),
-                partition,
-            };
-            self.outbox.push(GroupRecord {
-                key: key.encode(),
-                value: None,
-            });
-        }
-        for key in self
-            .persisted
-            .remove(group_id)
-            .unwrap_or_default()
-            .into_keys()
-        {
-            self.outbox.push(GroupRecord { key, value: None });
-        }
-        Ok(())
-    }
-
-    /// Sets committed offsets of an empty group (`weir group reset-offsets`); the offsets
-    /// themselves (earliest, latest, by time) are the caller's to find.
-    pub fn reset_offsets(
-        &mut self,
-        group_id: &str,
-        offsets: &[OffsetCommit],
-        now_ms: i64,
-    ) -> Result<(), GroupError> {
-        self.check_commits(group_id, offsets)?;
-        let group = group_in(&mut self.groups, group_id)?;
-        if group.active_members() > 0 {
-            return Err(GroupError::NonEmptyGroup {
-                group: group_id.to_owned(),
-                members: group.active_members(),
-                operation: "resetting its offsets",
-            });
-        }
-        self.write_offsets(group_id, offsets, now_ms)
-    }
-
-    fn write_offsets(
-        &mut self,
-        group_id: &str,
-        offsets: &[OffsetCommit],
-        now_ms: i64,
-    ) -> Result<(), GroupError> {
-        let group = group_in(&mut self.groups, group_id)?;
-        for commit in offsets {
-            let offset = CommittedOffset {
-                offset: commit.offset,
-                metadata: commit.metadata.clone(),
-                commit_timestamp_ms: now_ms,
-            };
-            let key = RecordKey::OffsetCommit {
-                group: group_id.to_owned(),
-                partition: commit.partition.clone(),
-            };
-            self.outbox.push(GroupRecord {
-                key: key.encode(),
-                value: Some(offset_value(&offset)),
-            });
-            group.offsets.insert(commit.partition.clone(), offset);
-        }
-        if !self.persisted.contains_key(group_id) {
-            // Offsets committed from outside created the group.
-            self.persist(group_id);
-        }
-        Ok(())
-    }
-
     /// Puts the records of `group_id` that changed since last time in the outbox: new and
     /// changed values, tombstones for keys that went (a removed member's records).
-    fn persist(&mut self, group_id: &str) {
+    pub(super) fn persist(&mut self, group_id: &str) {
         let Some(group) = self.groups.get(group_id) else {
             return;
         };
@@ -480,9 +249,7 @@ impl GroupCoordinator {
         }
         self.persisted.insert(group_id.to_owned(), now);
     }
-}
 
-impl GroupCoordinator {
     /// As `persist`, for a change that touched only `member_id`'s records.
     fn persist_member(&mut self, group_id: &str, member_id: &str) {
         let Some(group) = self.groups.get(group_id) else {
@@ -509,7 +276,7 @@ impl GroupCoordinator {
     }
 }
 
-fn group_in<'a>(
+pub(super) fn group_in<'a>(
     groups: &'a mut BTreeMap<String, Group>,
     group_id: &str,
 ) -> Result<&'a mut Group, GroupError> {
@@ -520,7 +287,7 @@ fn group_in<'a>(
         })
 }
 
-fn check_id(group_id: &str, what: &str, id: &str) -> Result<(), GroupError> {
+pub(super) fn check_id(group_id: &str, what: &str, id: &str) -> Result<(), GroupError> {
     if id.len() > ID_BYTES_MAX {
         return Err(GroupError::InvalidRequest {
             group: group_id.chars().take(64).collect(),
@@ -533,7 +300,7 @@ fn check_id(group_id: &str, what: &str, id: &str) -> Result<(), GroupError> {
     Ok(())
 }
 
-fn check_topics<'a>(
+pub(super) fn check_topics<'a>(
     group_id: &str,
     mut topics: impl Iterator<Item = &'a str>,
 ) -> Result<(), GroupError> {

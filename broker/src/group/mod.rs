@@ -17,11 +17,13 @@
 //! Invariant: a partition is held (assigned, or pending revocation) by at most one member
 //! of a group; `Group::set_holdings` is the only place holdings change and asserts it.
 
+mod admin;
 mod assignor;
 mod consumer_group;
 mod coordinator;
 mod error;
 mod member;
+mod offsets;
 mod placement;
 mod records;
 mod sticky;
