@@ -7,6 +7,7 @@ mod offsets;
 mod persistence;
 
 mod rebalance;
+mod requests;
 mod static_membership;
 
 use std::collections::{BTreeMap, BTreeSet};
