@@ -9,7 +9,7 @@
 //!    all members it ends with loads differing by at most one, after moving only the excess
 //!    of the overloaded members.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::assignor::{subscribed_topics, AssignorMember};
 use super::types::{Assignment, TopicMetadata, TopicPartition};
@@ -33,16 +33,25 @@ pub(super) fn assign_sticky(
         }
     }
 
+    // (load, member index), least loaded first: finding a subscriber is a short walk.
+    let mut by_load: BTreeSet<(usize, usize)> = loads
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.len(), i))
+        .collect();
     for (topic, count) in subscribed_topics(members, topics) {
         for partition in 0..count {
             let tp = TopicPartition::new(topic, partition);
             if taken.contains(&tp) {
                 continue;
             }
-            let least = (0..members.len())
-                .filter(|&i| members[i].subscribed.contains(topic))
-                .min_by_key(|&i| (loads[i].len(), i));
-            if let Some(index) = least {
+            let least = by_load
+                .iter()
+                .find(|&&(_, i)| members[i].subscribed.contains(topic))
+                .copied();
+            if let Some((load, index)) = least {
+                by_load.remove(&(load, index));
+                by_load.insert((load + 1, index));
                 taken.insert(tp.clone());
                 loads[index].insert(tp);
             }
