@@ -197,9 +197,9 @@ impl Group {
         member.left = false;
         let changed = member.subscribed != req.subscribed_topics
             || member.server_assignor != req.server_assignor;
-        member.subscribed.clone_from(&req.subscribed_topics);
-        member.server_assignor = req.server_assignor;
         if changed {
+            member.subscribed.clone_from(&req.subscribed_topics);
+            member.server_assignor = req.server_assignor;
             self.bump_epoch(topics);
         }
         self.maybe_compute_target(now_ms, config);
@@ -221,6 +221,9 @@ impl Group {
                 if existing.id == req.member_id {
                     return Ok(existing.id.clone());
                 }
+                // As Kafka: replaced only once the previous process left. Two live processes
+                // with one instance id would both consume; one that crashed without leaving
+                // frees its instance id when its session times out.
                 if !existing.left {
                     return Err(GroupError::UnreleasedInstanceId {
                         group: self.id.clone(),
