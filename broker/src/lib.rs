@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod connection_limit;
 mod error;
+pub mod group;
 mod memory_pool;
 mod partition;
 mod producer_recovery;
@@ -36,6 +37,7 @@ pub use config::{
     VALUE_SCHEMA_CONFIG,
 };
 pub use error::BrokerError;
+pub use group::{GroupCoordinator, GroupError};
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,

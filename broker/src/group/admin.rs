@@ -1,0 +1,69 @@
+//! What `weir group list / describe / delete` need of the coordinator.
+
+use super::consumer_group::Group;
+use super::coordinator::{group_in, GroupCoordinator};
+use super::error::GroupError;
+use super::records::{GroupRecord, RecordKey};
+use super::types::{GroupDescription, GroupListing, GroupState, TopicPartition};
+
+impl GroupCoordinator {
+    pub fn list_groups(&self) -> Vec<GroupListing> {
+        self.groups
+            .values()
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                state: g.state(),
+                members: g.members.len(),
+            })
+            .collect()
+    }
+
+    pub fn describe_group(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
+        self.groups
+            .get(group_id)
+            .map(|g| g.describe(&self.config))
+            .ok_or_else(|| GroupError::GroupIdNotFound {
+                group: group_id.to_owned(),
+            })
+    }
+
+    /// A group's state; `Dead` for one that does not exist.
+    pub fn group_state(&self, group_id: &str) -> GroupState {
+        self.groups
+            .get(group_id)
+            .map_or(GroupState::Dead, Group::state)
+    }
+
+    /// Deletes an empty group with its offsets (tombstones for all its records).
+    pub fn delete_group(&mut self, group_id: &str) -> Result<(), GroupError> {
+        let group = group_in(&mut self.groups, group_id)?;
+        if group.active_members() > 0 {
+            return Err(GroupError::NonEmptyGroup {
+                group: group_id.to_owned(),
+                members: group.active_members(),
+                operation: "deleting it",
+            });
+        }
+        let offsets: Vec<TopicPartition> = group.offsets.keys().cloned().collect();
+        self.groups.remove(group_id);
+        for partition in offsets {
+            let key = RecordKey::OffsetCommit {
+                group: group_id.to_owned(),
+                partition,
+            };
+            self.outbox.push(GroupRecord {
+                key: key.encode(),
+                value: None,
+            });
+        }
+        for key in self
+            .persisted
+            .remove(group_id)
+            .unwrap_or_default()
+            .into_keys()
+        {
+            self.outbox.push(GroupRecord { key, value: None });
+        }
+        Ok(())
+    }
+}
