@@ -4,7 +4,6 @@
 //! read lock long enough to clone an `Arc`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use crate::error::BrokerError;
 use crate::memory_pool::MemoryPool;
 use crate::partition::{Cleaned, Partition};
 use crate::registry::{partition_dir, Registry, TopicRecord};
+use crate::topic_deletion;
 use crate::topic_name::TopicName;
 
 /// Most partitions one topic may have.
@@ -112,9 +112,10 @@ impl Broker {
         })?;
         let data_dir_lock = DirLock::acquire(&config.data_dir, LockMode::Exclusive)
             .map_err(BrokerError::DataDir)?;
-        let registry = Registry::load(&config.data_dir)?;
+        let mut registry = Registry::load(&config.data_dir)?;
         if Registry::exists(&config.data_dir) {
-            remove_orphaned_partition_dirs(&config.data_dir, &registry)?;
+            topic_deletion::finish_interrupted_deletions(&config.data_dir, &mut registry)?;
+            topic_deletion::remove_orphaned_partition_dirs(&config.data_dir, &registry)?;
         }
         let mut topics = HashMap::new();
         for record in registry.topics.values() {
@@ -258,6 +259,7 @@ impl Broker {
         let topic = self
             .run_blocking(move || {
                 // Directories left by a delete that crashed half-way hold no topic.
+                topic_deletion::remove_marked(&config.data_dir, &opened.name)?;
                 for index in 0..opened.partition_count() {
                     let dir = partition_dir(&config.data_dir, &opened.name, index);
                     if dir.exists() {
@@ -292,9 +294,19 @@ impl Broker {
                 topic: name.to_string(),
             });
         }
+        let partition_count = registry.topics[name].partition_count();
         let mut next = registry.clone();
         next.topics.remove(name);
-        self.store_registry(next.clone()).await?;
+        match self.store_registry(next.clone()).await {
+            Ok(()) => {}
+            Err(error) if topic_deletion::is_storage_full(&error) => {
+                tracing::warn!(topic = %name, %error, "disk full: freeing the topic's space before rewriting topics.json");
+                return self
+                    .delete_topic_on_full_disk(name, partition_count, next, &mut registry)
+                    .await;
+            }
+            Err(error) => return Err(error),
+        }
         *registry = next;
         let removed = self
             .topics
@@ -306,6 +318,45 @@ impl Broker {
             self.run_blocking(move || partitions.into_iter().try_for_each(Partition::delete))
                 .await?;
         }
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+
+    /// The second half of [`Broker::delete_topic`] when `topics.json` cannot be
+    /// rewritten for want of space: the topic leaves service, its directories
+    /// are marked deleted and emptied (see `topic_deletion`), then `topics.json`
+    /// is rewritten. Should that still fail, the marks finish the deletion at the
+    /// next start, and a repeated delete tries again.
+    async fn delete_topic_on_full_disk(
+        &self,
+        name: &str,
+        partition_count: u32,
+        next: Registry,
+        registry: &mut Registry,
+    ) -> Result<(), BrokerError> {
+        let removed = self
+            .topics
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .remove(name);
+        let partitions = match removed {
+            Some(topic) => retire(topic).await?,
+            None => Vec::new(),
+        };
+        let data_dir = self.config.data_dir.clone();
+        let topic = name.to_string();
+        self.run_blocking(move || {
+            // Closing the logs releases their directory locks before the rename.
+            drop(partitions);
+            topic_deletion::mark_and_empty(&data_dir, &topic, partition_count)
+        })
+        .await?;
+        self.store_registry(next.clone()).await?;
+        *registry = next;
+        let data_dir = self.config.data_dir.clone();
+        let topic = name.to_string();
+        self.run_blocking(move || topic_deletion::remove_marked(&data_dir, &topic))
+            .await?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
@@ -601,47 +652,6 @@ fn offline_cause(error: BrokerError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// Removes partition directories of topics the registry does not hold: what a delete
-/// that crashed between the registry write and the removal leaves behind.
-fn remove_orphaned_partition_dirs(data_dir: &Path, registry: &Registry) -> Result<(), BrokerError> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BrokerError::Io { op, path, source }
-    };
-    let entries = std::fs::read_dir(data_dir).map_err(io("list data directory", data_dir))?;
-    let mut removed_any = false;
-    for entry in entries {
-        let entry = entry.map_err(io("list data directory", data_dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let Some((topic, partition)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let is_partition_dir = partition.parse::<u32>().is_ok()
-            && topic.parse::<TopicName>().is_ok()
-            && entry.file_type().is_ok_and(|t| t.is_dir());
-        let known = registry.topics.get(topic).is_some_and(|record| {
-            partition
-                .parse::<u32>()
-                .is_ok_and(|p| p < record.partition_count())
-        });
-        if is_partition_dir && !known {
-            let path = entry.path();
-            std::fs::remove_dir_all(&path)
-                .map_err(io("remove orphaned partition directory", &path))?;
-            tracing::info!(dir = %path.display(), "removed the directory of a deleted topic");
-            removed_any = true;
-        }
-    }
-    if removed_any {
-        std::fs::File::open(data_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io("fsync", data_dir))?;
-    }
-    Ok(())
 }
 
 /// Waits until no request holds the topic's partitions, then owns them.

@@ -24,6 +24,7 @@ mod read_buffers;
 mod registry;
 mod rpc;
 mod server;
+mod topic_deletion;
 mod topic_name;
 
 // The generated messages and services, under the name the RPC handlers use.
