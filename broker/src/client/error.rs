@@ -16,6 +16,12 @@ pub enum ClientError {
     #[error("{message}")]
     Status { code: tonic::Code, message: String },
 
+    /// The broker's memory stayed full (`queued_request_bytes_max`) until the
+    /// request's deadline, so it did not read the request: nothing of it was
+    /// stored, and sending it again later may succeed.
+    #[error("{message}")]
+    MemoryExhausted { message: String },
+
     /// One partition of a produce or fetch failed.
     #[error("{message}")]
     Partition {
@@ -79,7 +85,7 @@ impl ClientError {
             ClientError::Partition { code, .. } => {
                 matches!(code, ErrorCode::Timeout | ErrorCode::NotEnoughReplicas)
             }
-            ClientError::Connect { .. } => true,
+            ClientError::Connect { .. } | ClientError::MemoryExhausted { .. } => true,
             _ => false,
         }
     }
@@ -93,6 +99,7 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Status { code, .. } => Some(*code),
+            ClientError::MemoryExhausted { .. } => Some(tonic::Code::ResourceExhausted),
             _ => None,
         }
     }
@@ -107,6 +114,13 @@ impl From<tonic::Status> for ClientError {
         }
         if message.is_empty() {
             message = format!("broker answered {:?}", status.code());
+        }
+        if status.code() == tonic::Code::ResourceExhausted
+            && status
+                .metadata()
+                .contains_key(crate::proto::MEMORY_EXHAUSTED_METADATA)
+        {
+            return ClientError::MemoryExhausted { message };
         }
         ClientError::Status {
             code: status.code(),
