@@ -111,3 +111,47 @@ async fn past_the_largest_epoch_the_producer_gets_a_new_id() {
     assert_eq!(epoch, 0);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn epoch_bumps_are_forgotten_after_the_producer_id_expiration() {
+    use std::sync::Arc;
+    use weir_broker::{Broker, BrokerError, Clock, ManualClock, ProducerIdRequest};
+    const DAY_MS: i64 = 86_400_000;
+
+    let data = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(100 * DAY_MS));
+    let broker =
+        Broker::open_with_clock(common::config(data.path().to_path_buf()), clock.clone()).unwrap();
+    let (producer_id, epoch) = broker
+        .init_producer_id(ProducerIdRequest::New)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 0);
+    let bump = |producer_epoch| ProducerIdRequest::Bump {
+        producer_id,
+        producer_epoch,
+    };
+    assert_eq!(
+        broker.init_producer_id(bump(0)).await.unwrap(),
+        (producer_id, 1)
+    );
+    assert_eq!(broker.remembered_epoch_bumps(), 1);
+
+    // Within the expiration the bump is remembered: the old epoch is fenced.
+    clock.advance(DAY_MS / 2);
+    broker.clean_all(clock.now_ms()).await;
+    assert_eq!(broker.remembered_epoch_bumps(), 1);
+    assert!(matches!(
+        broker.init_producer_id(bump(0)).await,
+        Err(BrokerError::ProducerIdFenced {
+            current_epoch: 1,
+            ..
+        })
+    ));
+
+    // Idle past it, the bump is forgotten, as the partitions forget the producer.
+    clock.advance(DAY_MS);
+    broker.clean_all(clock.now_ms()).await;
+    assert_eq!(broker.remembered_epoch_bumps(), 0);
+    broker.close().await.unwrap();
+}
