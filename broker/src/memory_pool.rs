@@ -246,6 +246,12 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("more than the 100 bytes"), "{err}");
         assert_eq!(err.status_code(), tonic::Code::ResourceExhausted);
+        // No retry can make room for it: not marked as a full pool.
+        let status = tonic::Status::from(err);
+        assert!(status
+            .metadata()
+            .get(crate::proto::MEMORY_EXHAUSTED_METADATA)
+            .is_none());
         let _all = pool.reserve(100, soon(), "a test").await.unwrap();
         let err = pool
             .reserve(1, Instant::now(), "a fetch")
@@ -253,5 +259,16 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("until its deadline"), "{err}");
         assert_eq!(pool.in_use_bytes(), 100);
+        assert_eq!(pool.timeouts(), 1);
+        // Worth a retry once others give memory back: marked so.
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get(crate::proto::MEMORY_EXHAUSTED_METADATA)
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
     }
 }

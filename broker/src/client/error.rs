@@ -143,3 +143,33 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_resource_exhausted_marked_as_pool_exhaustion_is_retriable() {
+        let mut full_pool = tonic::Status::resource_exhausted("the broker's memory is exhausted");
+        full_pool.metadata_mut().insert(
+            crate::proto::MEMORY_EXHAUSTED_METADATA,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        let error = ClientError::from(full_pool);
+        assert!(
+            matches!(error, ClientError::MemoryExhausted { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_retriable());
+        assert_eq!(error.code(), Some(tonic::Code::ResourceExhausted));
+
+        let too_large = ClientError::from(tonic::Status::resource_exhausted(
+            "a produce request is 20 bytes, more than the 10 allowed (request_bytes_max)",
+        ));
+        assert!(
+            matches!(too_large, ClientError::Status { .. }),
+            "{too_large:?}"
+        );
+        assert!(!too_large.is_retriable());
+    }
+}
