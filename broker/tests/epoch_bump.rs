@@ -1,7 +1,9 @@
 //! KIP-360 on the broker: `InitProducerId` with a producer id and its current
 //! epoch bumps the epoch; a stale epoch is fenced, also after a restart;
 //! batches of an older epoch are refused once the new one wrote; a new epoch
-//! starts again at sequence 0; past `i16::MAX` the producer gets a new id.
+//! starts again at sequence 0; past `i16::MAX` the producer gets a new id. Of
+//! two bumps racing from one epoch exactly one wins, and bumps are forgotten
+//! after `producer_id_expiration_ms`.
 
 mod common;
 
@@ -153,5 +155,55 @@ async fn epoch_bumps_are_forgotten_after_the_producer_id_expiration() {
     clock.advance(DAY_MS);
     broker.clean_all(clock.now_ms()).await;
     assert_eq!(broker.remembered_epoch_bumps(), 0);
+    broker.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_bumps_from_one_epoch_exactly_one_succeeds() {
+    use std::sync::Arc;
+    use weir_broker::{Broker, BrokerError, ProducerIdRequest};
+
+    let data = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(common::config(data.path().to_path_buf())).unwrap());
+    broker
+        .create_topic("t", 4, 1, Default::default())
+        .await
+        .unwrap();
+    for round in 0..20i16 {
+        let (producer_id, _) = broker
+            .init_producer_id(ProducerIdRequest::New)
+            .await
+            .unwrap();
+        let bump = ProducerIdRequest::Bump {
+            producer_id,
+            producer_epoch: 0,
+        };
+        let first = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.init_producer_id(bump).await }
+        });
+        let second = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.init_producer_id(bump).await }
+        });
+        let outcomes = [first.await.unwrap(), second.await.unwrap()];
+        let bumped = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok((id, 1)) if *id == producer_id))
+            .count();
+        let fenced = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Err(BrokerError::ProducerIdFenced {
+                        current_epoch: 1,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!((bumped, fenced), (1, 1), "round {round}: {outcomes:?}");
+    }
     broker.close().await.unwrap();
 }
