@@ -68,14 +68,23 @@ pub struct Broker {
     /// Dates producers' appends (producer-id expiry).
     clock: SharedClock,
     /// The epoch each producer id was last given by `InitProducerId` since
-    /// the broker started (changed under the registry lock).
-    producer_epochs: std::sync::Mutex<HashMap<i64, i16>>,
+    /// the broker started, and when (the broker's clock, ms): forgotten after
+    /// `producer_id_expiration_ms` by `clean_all`, as partitions forget idle
+    /// producers, so the map holds only the bumps of the last expiry period.
+    producer_epochs: std::sync::Mutex<HashMap<i64, HandedOutEpoch>>,
     /// Bounds the request and fetch-response bytes held at once.
     memory: Arc<MemoryPool>,
     /// Partition reads done by fetches, for tests and metrics.
     fetch_partition_reads: AtomicU64,
     /// One broker per data directory: held exclusively for the broker's life.
     _data_dir_lock: DirLock,
+}
+
+/// An epoch bump `InitProducerId` answered.
+#[derive(Debug, Clone, Copy)]
+struct HandedOutEpoch {
+    epoch: i16,
+    at_ms: i64,
 }
 
 /// What `InitProducerId` asks for.
@@ -427,19 +436,29 @@ impl Broker {
         &self,
         request: ProducerIdRequest,
     ) -> Result<(i64, i16), BrokerError> {
-        let mut registry = self.registry.lock().await;
         if let ProducerIdRequest::Bump {
             producer_id,
             producer_epoch,
         } = request
         {
-            if producer_id < 0 || producer_id >= registry.next_producer_id || producer_epoch < 0 {
+            // The registry lock only for the id check: reading every
+            // partition's producer state must not stall topic changes.
+            let next_producer_id = self.registry.lock().await.next_producer_id;
+            if producer_id < 0 || producer_id >= next_producer_id || producer_epoch < 0 {
                 return Err(BrokerError::UnknownProducerId {
                     producer_id,
                     producer_epoch,
                 });
             }
-            let current = self.current_producer_epoch(producer_id).await?;
+            let stored = self.stored_producer_epoch(producer_id).await?;
+            // Checked and recorded under one lock of the handed-out epochs,
+            // so of two bumps from the same epoch only the first succeeds.
+            let mut handed_out = self.lock_producer_epochs()?;
+            let current = match (handed_out.get(&producer_id), stored) {
+                (Some(given), Some(stored)) => Some(given.epoch.max(stored)),
+                (Some(given), None) => Some(given.epoch),
+                (None, stored) => stored,
+            };
             if let Some(current_epoch) = current.filter(|current| producer_epoch < *current) {
                 return Err(BrokerError::ProducerIdFenced {
                     producer_id,
@@ -448,11 +467,19 @@ impl Broker {
                 });
             }
             if let Some(next_epoch) = producer_epoch.checked_add(1) {
-                self.lock_producer_epochs()?.insert(producer_id, next_epoch);
+                let at_ms = self.clock.now_ms();
+                handed_out.insert(
+                    producer_id,
+                    HandedOutEpoch {
+                        epoch: next_epoch,
+                        at_ms,
+                    },
+                );
                 return Ok((producer_id, next_epoch));
             }
             // Epochs are exhausted: a new id below.
         }
+        let mut registry = self.registry.lock().await;
         let mut next = registry.clone();
         let producer_id = next.next_producer_id;
         next.next_producer_id = producer_id
@@ -463,18 +490,17 @@ impl Broker {
         Ok((producer_id, 0))
     }
 
-    /// The newest epoch of `producer_id` handed out or stored anywhere.
+    /// The newest epoch of `producer_id` any partition stored.
     /// Runs on the blocking pool: each partition's producer state is behind
     /// the lock its appends hold, fsync included.
-    async fn current_producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
-        let handed_out = self.lock_producer_epochs()?.get(&producer_id).copied();
+    async fn stored_producer_epoch(&self, producer_id: i64) -> Result<Option<i16>, BrokerError> {
         let partitions: Vec<Arc<Partition>> = self
             .topics()?
             .iter()
             .flat_map(|topic| topic.partitions.iter().map(Arc::clone))
             .collect();
         self.run_blocking(move || {
-            let mut current = handed_out;
+            let mut current: Option<i16> = None;
             for partition in partitions {
                 if let Some(epoch) = partition.producer_epoch(producer_id)? {
                     current = Some(current.map_or(epoch, |c| c.max(epoch)));
@@ -487,13 +513,37 @@ impl Broker {
 
     fn lock_producer_epochs(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<i64, i16>>, BrokerError> {
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<i64, HandedOutEpoch>>, BrokerError> {
         self.producer_epochs.lock().map_err(|_| lock_poisoned())
+    }
+
+    /// How many producer ids' epoch bumps the broker remembers.
+    pub fn remembered_epoch_bumps(&self) -> usize {
+        self.producer_epochs.lock().map_or(0, |epochs| epochs.len())
+    }
+
+    /// Forgets the epoch bumps older than `producer_id_expiration_ms`. A
+    /// producer that bumped and then wrote nothing for that long is treated
+    /// as one whose bump left no trace (as after a restart): its partitions
+    /// forget it after the same time.
+    fn expire_epoch_bumps(&self, now_ms: i64) -> usize {
+        let expiration_ms =
+            i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let Ok(mut epochs) = self.producer_epochs.lock() else {
+            return 0;
+        };
+        let before = epochs.len();
+        epochs.retain(|_, given| now_ms.saturating_sub(given.at_ms) < expiration_ms);
+        before - epochs.len()
     }
 
     /// Runs retention, compaction and producer-id expiry on every partition, one partition at a
     /// time on the blocking pool. A failing partition is logged; the others still run.
     pub async fn clean_all(&self, now_ms: i64) {
+        let expired = self.expire_epoch_bumps(now_ms);
+        if expired > 0 {
+            tracing::info!(expired, "forgot idle producers' epoch bumps");
+        }
         let Ok(topics) = self.topics() else {
             return;
         };

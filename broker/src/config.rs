@@ -38,6 +38,11 @@ pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
 pub const QUEUED_REQUEST_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
 /// How long a shutdown lets in-flight requests finish before cutting them.
 pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long a produce or fetch request's body may take to arrive once the
+/// broker reads it: Kafka's `request.timeout.ms` default (30 s), so a client
+/// that stalls mid-body gives its pool memory back within the time a
+/// well-behaved client would have given up on the request anyway.
+pub const REQUEST_BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// Where storage I/O of produce and fetch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,11 @@ pub struct BrokerConfig {
     /// Request and fetch-response bytes held at once over all connections;
     /// past it, requests wait for memory (see `memory_pool`).
     pub queued_request_bytes_max: usize,
+    /// How long a produce or fetch request's body may take to arrive: its
+    /// gRPC length prefix within this of the request's start, the rest within
+    /// this once its memory is reserved. Past it the request fails with
+    /// DEADLINE_EXCEEDED and its memory goes back to the pool.
+    pub request_body_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests before it cuts them
     /// and closes the logs.
     pub shutdown_timeout_ms: u64,
@@ -141,6 +151,7 @@ struct ConfigFile {
     connections_max: Option<usize>,
     requests_per_connection_max: Option<u32>,
     queued_request_bytes_max: Option<usize>,
+    request_body_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     address_file: Option<PathBuf>,
     #[serde(default)]
@@ -163,6 +174,7 @@ impl Default for BrokerConfig {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
+            request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
             topic_defaults: BTreeMap::new(),
             address_file: None,
@@ -177,7 +189,7 @@ impl BrokerConfig {
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
-    /// `WEIR_SHUTDOWN_TIMEOUT_MS`).
+    /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -200,6 +212,7 @@ impl BrokerConfig {
             "WEIR_CONNECTIONS_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
             "WEIR_QUEUED_REQUEST_BYTES_MAX",
+            "WEIR_REQUEST_BODY_TIMEOUT_MS",
             "WEIR_SHUTDOWN_TIMEOUT_MS",
         ] {
             if let Some(value) = env(key) {
@@ -277,6 +290,9 @@ impl BrokerConfig {
         if let Some(v) = file.queued_request_bytes_max {
             self.queued_request_bytes_max = v;
         }
+        if let Some(v) = file.request_body_timeout_ms {
+            self.request_body_timeout_ms = v;
+        }
         if let Some(v) = file.shutdown_timeout_ms {
             self.shutdown_timeout_ms = v;
         }
@@ -339,6 +355,11 @@ impl BrokerConfig {
             "WEIR_QUEUED_REQUEST_BYTES_MAX" => {
                 self.queued_request_bytes_max =
                     value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_REQUEST_BODY_TIMEOUT_MS" => {
+                self.request_body_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
             }
             "WEIR_SHUTDOWN_TIMEOUT_MS" => {
                 self.shutdown_timeout_ms = value
@@ -412,6 +433,13 @@ impl BrokerConfig {
         if self.requests_per_connection_max == 0 {
             return Err(bad(
                 "requests_per_connection_max",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.request_body_timeout_ms == 0 {
+            return Err(bad(
+                "request_body_timeout_ms",
                 "0".to_string(),
                 "must be at least 1",
             ));
@@ -641,5 +669,29 @@ mod tests {
         std::fs::write(&path, "[topic_defaults]\n\"segment.bytes\" = \"lots\"\n").unwrap();
         let err = BrokerConfig::load(Some(&path), |_| None).unwrap_err();
         assert!(err.to_string().contains("segment.bytes"), "{err}");
+    }
+
+    #[test]
+    fn request_body_timeout_loads_from_file_and_environment_and_refuses_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "request_body_timeout_ms = 5000\n").unwrap();
+        let from_file = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert_eq!(from_file.request_body_timeout_ms, 5000);
+        let from_env = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_REQUEST_BODY_TIMEOUT_MS").then(|| "700".to_string())
+        })
+        .unwrap();
+        assert_eq!(from_env.request_body_timeout_ms, 700);
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            defaults.request_body_timeout_ms,
+            REQUEST_BODY_TIMEOUT_MS_DEFAULT
+        );
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_REQUEST_BODY_TIMEOUT_MS").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("request_body_timeout_ms"), "{err}");
     }
 }

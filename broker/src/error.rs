@@ -134,8 +134,14 @@ pub enum BrokerError {
     #[error("the broker is shutting down")]
     ShuttingDown,
 
+    /// The memory pool stayed full until the request's deadline; the request
+    /// was not read, and may be sent again.
     #[error("the broker's request memory is exhausted: {reason}; retry later")]
     MemoryExhausted { reason: String },
+
+    /// More memory than the whole pool holds: no retry can succeed.
+    #[error("{reason}")]
+    LargerThanMemoryPool { reason: String },
     /// The data directory is locked by another broker (or a tool reading it).
     #[error(transparent)]
     DataDir(LogError),
@@ -211,7 +217,9 @@ impl BrokerError {
             BrokerError::ShuttingDown
             | BrokerError::TopicUnavailable { .. }
             | BrokerError::PartitionOffline { .. } => Code::Unavailable,
-            BrokerError::MemoryExhausted { .. } => Code::ResourceExhausted,
+            BrokerError::MemoryExhausted { .. } | BrokerError::LargerThanMemoryPool { .. } => {
+                Code::ResourceExhausted
+            }
             BrokerError::Io { .. }
             | BrokerError::DataDir(_)
             | BrokerError::Bind { .. }
@@ -237,6 +245,15 @@ fn is_bad_batch(error: &LogError) -> bool {
 
 impl From<BrokerError> for tonic::Status {
     fn from(error: BrokerError) -> tonic::Status {
-        tonic::Status::new(error.status_code(), error.to_string())
+        let mut status = tonic::Status::new(error.status_code(), error.to_string());
+        if matches!(error, BrokerError::MemoryExhausted { .. }) {
+            // Tells clients this RESOURCE_EXHAUSTED is worth a retry, unlike
+            // a request over `request_bytes_max`.
+            status.metadata_mut().insert(
+                crate::proto::MEMORY_EXHAUSTED_METADATA,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        status
     }
 }

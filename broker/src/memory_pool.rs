@@ -33,6 +33,8 @@ pub struct MemoryPool {
     in_use_bytes_max: AtomicUsize,
     /// Reservations that found the pool full and waited.
     waits: AtomicU64,
+    /// Waits that reached their deadline without the bytes.
+    timeouts: AtomicU64,
 }
 
 /// Bytes held from a [`MemoryPool`]; given back when dropped.
@@ -51,6 +53,7 @@ impl MemoryPool {
             in_use_bytes: AtomicUsize::new(0),
             in_use_bytes_max: AtomicUsize::new(0),
             waits: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
         })
     }
 
@@ -73,6 +76,11 @@ impl MemoryPool {
         self.waits.load(Ordering::Relaxed)
     }
 
+    /// How many waits for memory reached their deadline and failed.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Acquire)
+    }
+
     /// Reserves `bytes`, waiting until `deadline` for others to give theirs
     /// back. `what` names the request in the error ("a produce request").
     pub async fn reserve(
@@ -82,7 +90,7 @@ impl MemoryPool {
         what: &str,
     ) -> Result<Reservation, BrokerError> {
         if bytes > self.capacity_bytes {
-            return Err(BrokerError::MemoryExhausted {
+            return Err(BrokerError::LargerThanMemoryPool {
                 reason: format!(
                     "{what} needs {bytes} bytes, more than the {} bytes of queued_request_bytes_max",
                     self.capacity_bytes
@@ -97,7 +105,7 @@ impl MemoryPool {
         }
         // Requests and fetch responses are below 4 GiB (a gRPC message's
         // length is a u32), so one acquisition covers any of them.
-        let permits = u32::try_from(bytes).map_err(|_| BrokerError::MemoryExhausted {
+        let permits = u32::try_from(bytes).map_err(|_| BrokerError::LargerThanMemoryPool {
             reason: format!("{what} needs {bytes} bytes, more than one request may hold"),
         })?;
         // A queued waiter takes the permits given back first, so this
@@ -114,13 +122,16 @@ impl MemoryPool {
                 Ok(self.taken(bytes))
             }
             // The semaphore is never closed.
-            Ok(Err(_)) | Err(_) => Err(BrokerError::MemoryExhausted {
-                reason: format!(
-                    "{what} waited for {bytes} bytes until its deadline; \
-                     queued_request_bytes_max ({} bytes) stayed in use by other requests",
-                    self.capacity_bytes
-                ),
-            }),
+            Ok(Err(_)) | Err(_) => {
+                self.timeouts.fetch_add(1, Ordering::AcqRel);
+                Err(BrokerError::MemoryExhausted {
+                    reason: format!(
+                        "{what} waited for {bytes} bytes until its deadline; \
+                         queued_request_bytes_max ({} bytes) stayed in use by other requests",
+                        self.capacity_bytes
+                    ),
+                })
+            }
         }
     }
 
@@ -235,6 +246,12 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("more than the 100 bytes"), "{err}");
         assert_eq!(err.status_code(), tonic::Code::ResourceExhausted);
+        // No retry can make room for it: not marked as a full pool.
+        let status = tonic::Status::from(err);
+        assert!(status
+            .metadata()
+            .get(crate::proto::MEMORY_EXHAUSTED_METADATA)
+            .is_none());
         let _all = pool.reserve(100, soon(), "a test").await.unwrap();
         let err = pool
             .reserve(1, Instant::now(), "a fetch")
@@ -242,5 +259,16 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("until its deadline"), "{err}");
         assert_eq!(pool.in_use_bytes(), 100);
+        assert_eq!(pool.timeouts(), 1);
+        // Worth a retry once others give memory back: marked so.
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get(crate::proto::MEMORY_EXHAUSTED_METADATA)
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
     }
 }

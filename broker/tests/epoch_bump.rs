@@ -1,7 +1,9 @@
 //! KIP-360 on the broker: `InitProducerId` with a producer id and its current
 //! epoch bumps the epoch; a stale epoch is fenced, also after a restart;
 //! batches of an older epoch are refused once the new one wrote; a new epoch
-//! starts again at sequence 0; past `i16::MAX` the producer gets a new id.
+//! starts again at sequence 0; past `i16::MAX` the producer gets a new id. Of
+//! two bumps racing from one epoch exactly one wins, and bumps are forgotten
+//! after `producer_id_expiration_ms`.
 
 mod common;
 
@@ -110,4 +112,98 @@ async fn past_the_largest_epoch_the_producer_gets_a_new_id() {
     assert_ne!(new_id, pid);
     assert_eq!(epoch, 0);
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn epoch_bumps_are_forgotten_after_the_producer_id_expiration() {
+    use std::sync::Arc;
+    use weir_broker::{Broker, BrokerError, Clock, ManualClock, ProducerIdRequest};
+    const DAY_MS: i64 = 86_400_000;
+
+    let data = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(100 * DAY_MS));
+    let broker =
+        Broker::open_with_clock(common::config(data.path().to_path_buf()), clock.clone()).unwrap();
+    let (producer_id, epoch) = broker
+        .init_producer_id(ProducerIdRequest::New)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 0);
+    let bump = |producer_epoch| ProducerIdRequest::Bump {
+        producer_id,
+        producer_epoch,
+    };
+    assert_eq!(
+        broker.init_producer_id(bump(0)).await.unwrap(),
+        (producer_id, 1)
+    );
+    assert_eq!(broker.remembered_epoch_bumps(), 1);
+
+    // Within the expiration the bump is remembered: the old epoch is fenced.
+    clock.advance(DAY_MS / 2);
+    broker.clean_all(clock.now_ms()).await;
+    assert_eq!(broker.remembered_epoch_bumps(), 1);
+    assert!(matches!(
+        broker.init_producer_id(bump(0)).await,
+        Err(BrokerError::ProducerIdFenced {
+            current_epoch: 1,
+            ..
+        })
+    ));
+
+    // Idle past it, the bump is forgotten, as the partitions forget the producer.
+    clock.advance(DAY_MS);
+    broker.clean_all(clock.now_ms()).await;
+    assert_eq!(broker.remembered_epoch_bumps(), 0);
+    broker.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_bumps_from_one_epoch_exactly_one_succeeds() {
+    use std::sync::Arc;
+    use weir_broker::{Broker, BrokerError, ProducerIdRequest};
+
+    let data = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(common::config(data.path().to_path_buf())).unwrap());
+    broker
+        .create_topic("t", 4, 1, Default::default())
+        .await
+        .unwrap();
+    for round in 0..20i16 {
+        let (producer_id, _) = broker
+            .init_producer_id(ProducerIdRequest::New)
+            .await
+            .unwrap();
+        let bump = ProducerIdRequest::Bump {
+            producer_id,
+            producer_epoch: 0,
+        };
+        let first = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.init_producer_id(bump).await }
+        });
+        let second = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.init_producer_id(bump).await }
+        });
+        let outcomes = [first.await.unwrap(), second.await.unwrap()];
+        let bumped = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok((id, 1)) if *id == producer_id))
+            .count();
+        let fenced = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Err(BrokerError::ProducerIdFenced {
+                        current_epoch: 1,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!((bumped, fenced), (1, 1), "round {round}: {outcomes:?}");
+    }
+    broker.close().await.unwrap();
 }

@@ -1,7 +1,9 @@
 //! The broker-wide memory bound (`queued_request_bytes_max`): many
 //! connections with large produce requests and fetches never hold more than
 //! the bound, every request still succeeds, and a request that cannot get
-//! memory before its deadline fails with RESOURCE_EXHAUSTED.
+//! memory before its deadline fails with RESOURCE_EXHAUSTED. A request
+//! whose body stalls gives its memory back at `request_body_timeout_ms`, and a
+//! long poll woken while the pool is full answers at its own deadline.
 
 mod common;
 
@@ -229,6 +231,136 @@ async fn a_produce_waits_while_the_pool_is_full_and_succeeds_when_memory_comes_b
         response.partitions[0].last_offset,
         (BATCHES_PER_REQUEST * RECORDS_PER_BATCH) as u64 - 1
     );
+    wait_until("the pool is empty", || pool.in_use_bytes() == 0).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gives_its_memory_back_and_other_producers_proceed() {
+    let data = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        // A stalled 2 MiB request and a 1.8 MB one do not fit together.
+        queued_request_bytes_max: 3 * MIB,
+        request_body_timeout_ms: 300,
+        ..bounded_config(&data)
+    };
+    let broker = TestBroker::start_with(config, data).await;
+    broker.create_topic("t", 1).await;
+    let pool = pool(&broker);
+
+    // A client that announces a 2 MiB produce request, sends half of it, then
+    // nothing more, keeping the stream open.
+    let announced = 2 * MIB;
+    let tcp = tokio::net::TcpStream::connect(&broker.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{}/weir.v1.Produce/Produce", broker.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    let mut half = vec![0u8; 5 + announced / 2];
+    half[1..5].copy_from_slice(&u32::try_from(announced).unwrap().to_be_bytes());
+    body.send_data(Bytes::from(half), false).unwrap();
+    wait_until("the stalled request holds its memory", || {
+        pool.in_use_bytes() == announced
+    })
+    .await;
+
+    // Another producer needs memory the stalled request holds: it waits.
+    let mut producer = broker.produce_client().await;
+    let produce = tokio::spawn(async move { producer.produce(large_request("t", 0)).await });
+
+    let produced = produce
+        .await
+        .unwrap()
+        .expect("the waiting producer got the memory back")
+        .into_inner();
+    assert_eq!(produced.partitions[0].error_code(), ErrorCode::None);
+
+    // The stalled request failed, naming what timed out.
+    let answer = response.await.unwrap();
+    let grpc_status = answer.headers().get("grpc-status").unwrap();
+    assert_eq!(grpc_status, "4", "DEADLINE_EXCEEDED: {answer:?}");
+    let message = answer
+        .headers()
+        .get("grpc-message")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(message.contains("request_body_timeout_ms"), "{message}");
+    wait_until("the pool is empty", || pool.in_use_bytes() == 0).await;
+    // Graceful shutdown waits for open connections: close this one first.
+    drop((client, body, answer));
+    connection.abort();
+    let _ = connection.await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_woken_while_the_pool_is_full_answers_at_its_deadline() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(bounded_config(&data), data).await;
+    broker.create_topic("t", 1).await;
+    let pool = pool(&broker);
+    let running = broker.running.as_ref().unwrap().broker();
+    let reads_before = running.fetch_partition_reads();
+
+    // A long poll on an empty partition, with no grpc-timeout: a read waits
+    // up to 15 s for memory, far past its max_wait_ms.
+    let mut fetcher = broker.fetch_client().await;
+    let fetch = tokio::spawn(async move {
+        let mut request = fetch_from("t", 0, 0);
+        request.max_wait_ms = 1_000;
+        fetcher.fetch(request).await
+    });
+    wait_until("the first read of the long poll ran", || {
+        running.fetch_partition_reads() > reads_before
+    })
+    .await;
+    // Every byte but room for one small produce; taken once the first read
+    // has given its budget back.
+    let small_produce_bytes = 4096;
+    let held = pool
+        .reserve(
+            POOL_BYTES - small_produce_bytes,
+            tokio::time::Instant::now() + Duration::from_secs(30),
+            "a test",
+        )
+        .await
+        .unwrap();
+    let timeouts_before = pool.timeouts();
+    // The append wakes the long poll, whose next read finds no memory.
+    let produced = broker
+        .produce_client()
+        .await
+        .produce(ProduceRequest {
+            topic: "t".to_string(),
+            acks: 0,
+            timeout_ms: 1_000,
+            partitions: vec![PartitionProduceData {
+                partition: 0,
+                batches: batch(&["wakes the poll"], 1_000),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(produced.partitions[0].error_code(), ErrorCode::None);
+
+    let answer = fetch
+        .await
+        .unwrap()
+        .expect("the long poll answers at its deadline instead of failing")
+        .into_inner();
+    assert_eq!(answer.partitions[0].error_code(), ErrorCode::None);
+    assert!(answer.partitions[0].batches.is_empty());
+    // It did wait for memory, and gave up at its deadline with the pool still held.
+    assert!(pool.timeouts() > timeouts_before);
+    assert_eq!(pool.in_use_bytes(), POOL_BYTES - small_produce_bytes);
+    drop(held);
     wait_until("the pool is empty", || pool.in_use_bytes() == 0).await;
     broker.shutdown().await;
 }

@@ -2,19 +2,22 @@
 //! broker starts and serves the others. Produce and fetch to it answer
 //! `ERROR_CODE_STORAGE` with a message naming topic, partition and cause, describe shows
 //! it offline, and after `Repair` the next start brings it back. A second broker on the
-//! same data directory fails at start, naming the holder.
+//! same data directory fails at start, naming the holder. A consumer of both partitions
+//! keeps reading the healthy one and reports the offline one's error apart.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{batch, TestBroker};
 use weir_broker::RunningBroker;
 use weir_client::proto::{
     ErrorCode, FetchRequest, PartitionFetchRequest, PartitionProduceData, ProduceRequest,
 };
+use weir_client::{ClientError, Consumer, ConsumerConfig, OffsetReset};
 
 const TOPIC: &str = "events";
 
@@ -76,8 +79,9 @@ async fn fetch_both(broker: &TestBroker) -> Vec<(ErrorCode, String, usize)> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_partition_damaged_below_its_recovery_point_is_offline_and_the_rest_is_served() {
+/// A broker whose topic has 12 records in each of two partitions, partition 1 cut below its
+/// recovery point (the tail of a sealed, fsynced segment) while the broker was down.
+async fn broker_with_partition_1_damaged() -> TestBroker {
     let broker = TestBroker::start().await;
     let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
     broker
@@ -94,7 +98,7 @@ async fn a_partition_damaged_below_its_recovery_point_is_offline_and_the_rest_is
     }
     let damaged_dir = broker.data.path().join(format!("{TOPIC}-1"));
     // Stop cleanly, then cut the tail of a sealed (fsynced) segment of partition 1.
-    let broker = broker
+    broker
         .restart_after(|_| {
             let logs = segment_logs(&damaged_dir);
             assert!(logs.len() >= 3, "partition 1 rolled: {logs:?}");
@@ -107,7 +111,12 @@ async fn a_partition_damaged_below_its_recovery_point_is_offline_and_the_rest_is
                 .set_len(len - 5)
                 .unwrap();
         })
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_partition_damaged_below_its_recovery_point_is_offline_and_the_rest_is_served() {
+    let broker = broker_with_partition_1_damaged().await;
 
     // The healthy partition takes and serves records; the damaged one answers the error.
     assert_eq!(produce(&broker, 0, "after").await.0, ErrorCode::None);
@@ -149,6 +158,74 @@ async fn a_partition_damaged_below_its_recovery_point_is_offline_and_the_rest_is
     assert_eq!(fetched[1].0, ErrorCode::None, "{}", fetched[1].1);
     let described = broker.admin().await.describe_topic(TOPIC).await.unwrap();
     assert!(described.partitions.iter().all(|p| p.online));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_consumer_keeps_serving_the_healthy_partitions_while_one_is_offline() {
+    let broker = broker_with_partition_1_damaged().await;
+    let mut consumer = Consumer::connect(
+        &broker.addr,
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    consumer.assign(TOPIC, &[0, 1]);
+
+    let mut records = Vec::new();
+    for _ in 0..200 {
+        if records.len() >= 12 {
+            break;
+        }
+        records.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("an offline partition does not fail the poll"),
+        );
+    }
+    let offsets: Vec<(u32, u64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(offsets, (0..12).map(|o| (0, o)).collect::<Vec<_>>());
+
+    // The offline partition's error is there to see, and its position has not moved.
+    let errors = consumer.partition_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (partition, error) = &errors[0];
+    assert_eq!(*partition, 1);
+    assert!(
+        matches!(
+            error,
+            ClientError::Partition {
+                partition: 1,
+                code: ErrorCode::Storage,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("below the recovery point"),
+        "{error}"
+    );
+    assert_eq!(consumer.position(1).await.unwrap(), 0);
+
+    // Records produced to the healthy partition now keep arriving.
+    assert_eq!(produce(&broker, 0, "later").await.0, ErrorCode::None);
+    let mut later = Vec::new();
+    for _ in 0..200 {
+        if !later.is_empty() {
+            break;
+        }
+        later.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    let later: Vec<(u32, u64)> = later.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(later, vec![(0, 12)]);
+    assert_eq!(consumer.position(1).await.unwrap(), 0);
+    assert_eq!(consumer.partition_errors().len(), 1);
+    drop(consumer);
     broker.shutdown().await;
 }
 

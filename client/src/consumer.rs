@@ -8,10 +8,15 @@
 //! past records `poll` handed out: records decoded but not yet returned stay
 //! buffered for the next poll, and a batch that cannot be decoded holds its
 //! partition there (see [`Consumer::poll`]).
+//!
+//! A partition the broker cannot serve (offline after a failed recovery, or
+//! unknown) does not stop the others: its error is kept per partition
+//! ([`Consumer::partition_errors`]), its position stays, and it is fetched
+//! again after a backoff, as Kafka's fetcher does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::Stream;
@@ -26,6 +31,11 @@ use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
     PartitionOffsetQuery,
 };
+
+/// How long a partition whose fetch failed is left out of fetches: Kafka's
+/// `retry.backoff.ms` default. The broker answers a fetch with a failed
+/// partition at once, so without it an idle consumer would spin on it.
+const PARTITION_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +114,15 @@ struct Prefetch {
     response: JoinHandle<Result<FetchResponse, ClientError>>,
 }
 
+/// A partition whose last fetch failed.
+#[derive(Debug)]
+struct PartitionFailure {
+    partition: u32,
+    error: ClientError,
+    /// Left out of fetches until then.
+    retry_at: Instant,
+}
+
 /// A consumer of assigned partitions of one topic.
 #[derive(Debug)]
 pub struct Consumer {
@@ -118,6 +137,8 @@ pub struct Consumer {
     /// the records before it are handed out; its partition's position stays
     /// at the batch.
     failed: Option<ClientError>,
+    /// Partitions whose last fetch answered an error, one entry each.
+    partition_failures: Vec<PartitionFailure>,
 }
 
 impl Consumer {
@@ -135,6 +156,7 @@ impl Consumer {
             prefetch: None,
             decoder: RecordDecoder::new(),
             failed: None,
+            partition_failures: Vec::new(),
         }
     }
 
@@ -152,7 +174,20 @@ impl Consumer {
             .collect();
         self.buffered.clear();
         self.failed = None;
+        self.partition_failures.clear();
         self.cancel_prefetch();
+    }
+
+    /// The assigned partitions whose last fetch failed, with the error the
+    /// broker gave (an offline partition: [`ErrorCode::Storage`]). `poll`
+    /// keeps returning the other partitions' records meanwhile; these keep
+    /// their positions and are fetched again after a short backoff. A
+    /// partition leaves the list when a fetch of it succeeds, or on a seek.
+    pub fn partition_errors(&self) -> Vec<(u32, ClientError)> {
+        self.partition_failures
+            .iter()
+            .map(|failure| (failure.partition, failure.error.clone()))
+            .collect()
     }
 
     /// The assigned partitions.
@@ -177,6 +212,7 @@ impl Consumer {
             other => Position::Unresolved(other),
         };
         self.buffered.retain(|r| r.partition != partition);
+        self.partition_failures.retain(|f| f.partition != partition);
         if matches!(&self.failed, Some(ClientError::BadBatch { partition: p, .. }) if *p == partition)
         {
             self.failed = None;
@@ -302,6 +338,19 @@ impl Consumer {
             .collect()
     }
 
+    /// The positions to fetch now: known, and not backing off after a failure.
+    fn fetchable_positions(&self) -> Vec<(u32, u64)> {
+        let now = Instant::now();
+        let mut positions = self.known_positions();
+        positions.retain(|(partition, _)| {
+            !self
+                .partition_failures
+                .iter()
+                .any(|f| f.partition == *partition && f.retry_at > now)
+        });
+        positions
+    }
+
     fn cancel_prefetch(&mut self) {
         if let Some(prefetch) = self.prefetch.take() {
             prefetch.response.abort();
@@ -342,6 +391,11 @@ impl Consumer {
     /// partition and the batch's offset. That partition's position stays at
     /// the batch, so later polls report it again until a seek moves past it
     /// (as Kafka's consumer does); the other partitions carry on.
+    ///
+    /// A partition the broker answers with an error (offline, unknown) is
+    /// not an error of the poll: the other partitions' records are returned,
+    /// the error is in [`Consumer::partition_errors`], and the partition's
+    /// position stays until a fetch of it succeeds.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         if !self.buffered.is_empty() {
             let count = self.buffered.len().min(self.config.max_poll_records.max(1));
@@ -351,9 +405,16 @@ impl Consumer {
             return Err(error);
         }
         self.resolve_positions().await?;
-        let positions = self.known_positions();
+        let positions = self.fetchable_positions();
         if positions.is_empty() {
-            tokio::time::sleep(timeout).await;
+            // Nothing assigned, or every partition backs off after a failure.
+            let retry_in = self
+                .partition_failures
+                .iter()
+                .map(|f| f.retry_at.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(timeout);
+            tokio::time::sleep(retry_in.min(timeout)).await;
             return Ok(Vec::new());
         }
         let prefetch = match self.prefetch.take() {
@@ -393,14 +454,14 @@ impl Consumer {
                     continue;
                 }
                 code => {
-                    return Err(ClientError::Partition {
-                        topic: self.topic.to_string(),
-                        partition: result.partition,
-                        code,
-                        message: result.error_message.clone(),
-                    })
+                    // Kafka's consumer treats these as retriable: the other
+                    // partitions are served, this one stays where it is.
+                    self.fail_partition(result.partition, code, &result.error_message);
+                    continue;
                 }
             }
+            self.partition_failures
+                .retain(|f| f.partition != result.partition);
             // A garbled batch stops the walk; decoding reports it below.
             for (header, _) in batches(&result.batches).map_while(Result::ok) {
                 let after = u64::try_from(header.last_offset()).unwrap_or(0) + 1;
@@ -414,7 +475,7 @@ impl Consumer {
                 }
             }
         }
-        let positions = self.known_positions();
+        let positions = self.fetchable_positions();
         if !positions.is_empty() {
             self.prefetch = Some(self.start_fetch(positions, self.config.fetch_max_wait));
         }
@@ -446,6 +507,36 @@ impl Consumer {
         self.cancel_prefetch();
         if self.failed.is_none() {
             self.failed = Some(error);
+        }
+    }
+
+    /// Keeps a partition's fetch error and leaves it out of fetches for a
+    /// backoff; its position does not move.
+    fn fail_partition(&mut self, partition: u32, code: ErrorCode, message: &str) {
+        let error = ClientError::Partition {
+            topic: self.topic.to_string(),
+            partition,
+            code,
+            message: message.to_string(),
+        };
+        let retry_at = Instant::now() + PARTITION_RETRY_BACKOFF;
+        match self
+            .partition_failures
+            .iter_mut()
+            .find(|f| f.partition == partition)
+        {
+            Some(failure) => {
+                failure.error = error;
+                failure.retry_at = retry_at;
+            }
+            None => {
+                tracing::warn!(topic = %self.topic, partition, %error, "fetch failed; serving the other partitions");
+                self.partition_failures.push(PartitionFailure {
+                    partition,
+                    error,
+                    retry_at,
+                });
+            }
         }
     }
 

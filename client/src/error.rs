@@ -16,6 +16,12 @@ pub enum ClientError {
     #[error("{message}")]
     Status { code: tonic::Code, message: String },
 
+    /// The broker's memory stayed full (`queued_request_bytes_max`) until the
+    /// request's deadline, so it did not read the request: nothing of it was
+    /// stored, and sending it again later may succeed.
+    #[error("{message}")]
+    MemoryExhausted { message: String },
+
     /// One partition of a produce or fetch failed.
     #[error("{message}")]
     Partition {
@@ -79,7 +85,7 @@ impl ClientError {
             ClientError::Partition { code, .. } => {
                 matches!(code, ErrorCode::Timeout | ErrorCode::NotEnoughReplicas)
             }
-            ClientError::Connect { .. } => true,
+            ClientError::Connect { .. } | ClientError::MemoryExhausted { .. } => true,
             _ => false,
         }
     }
@@ -93,6 +99,7 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Status { code, .. } => Some(*code),
+            ClientError::MemoryExhausted { .. } => Some(tonic::Code::ResourceExhausted),
             _ => None,
         }
     }
@@ -107,6 +114,13 @@ impl From<tonic::Status> for ClientError {
         }
         if message.is_empty() {
             message = format!("broker answered {:?}", status.code());
+        }
+        if status.code() == tonic::Code::ResourceExhausted
+            && status
+                .metadata()
+                .contains_key(crate::proto::MEMORY_EXHAUSTED_METADATA)
+        {
+            return ClientError::MemoryExhausted { message };
         }
         ClientError::Status {
             code: status.code(),
@@ -128,4 +142,34 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_resource_exhausted_marked_as_pool_exhaustion_is_retriable() {
+        let mut full_pool = tonic::Status::resource_exhausted("the broker's memory is exhausted");
+        full_pool.metadata_mut().insert(
+            crate::proto::MEMORY_EXHAUSTED_METADATA,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        let error = ClientError::from(full_pool);
+        assert!(
+            matches!(error, ClientError::MemoryExhausted { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_retriable());
+        assert_eq!(error.code(), Some(tonic::Code::ResourceExhausted));
+
+        let too_large = ClientError::from(tonic::Status::resource_exhausted(
+            "a produce request is 20 bytes, more than the 10 allowed (request_bytes_max)",
+        ));
+        assert!(
+            matches!(too_large, ClientError::Status { .. }),
+            "{too_large:?}"
+        );
+        assert!(!too_large.is_retriable());
+    }
 }

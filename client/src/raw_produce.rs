@@ -101,6 +101,13 @@ pub(crate) async fn produce(
         http::HeaderValue::from_static("application/grpc"),
     );
     headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    // As tonic sends a request's timeout: the broker waits for memory for at
+    // most half of it, so a full pool is answered before the client gives up.
+    // gRPC allows 8 digits.
+    let timeout_ms = request.timeout_ms.min(99_999_999);
+    if let Ok(timeout) = http::HeaderValue::try_from(format!("{timeout_ms}m")) {
+        headers.insert("grpc-timeout", timeout);
+    }
     if let Some(signal) = written {
         http.extensions_mut().insert(signal);
     }

@@ -435,8 +435,22 @@ async fn send_with_retries(
                 delivery => delivery,
             });
         }
-        maybe_stored = true;
+        // A broker out of memory did not read the request: this attempt
+        // stored nothing, so the retry carries the same sequence numbers and,
+        // if every attempt ended so, the batches can be given up as unsent.
+        let not_read = matches!(error, ClientError::MemoryExhausted { .. });
+        maybe_stored |= !not_read;
         if attempts > config.retries || started.elapsed() >= config.delivery_timeout {
+            if !maybe_stored {
+                return Err(Delivery::Refused(ClientError::NotSent {
+                    reason: format!(
+                        "topic {topic:?} partition {partition}: not sent: the broker's memory \
+                         stayed full through {attempts} attempts in {} ms (nothing was stored): \
+                         {error}",
+                        started.elapsed().as_millis()
+                    ),
+                }));
+            }
             return Err(Delivery::Unknown(ClientError::DeliveryTimeout {
                 topic: topic.to_string(),
                 partition,

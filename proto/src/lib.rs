@@ -10,3 +10,10 @@
 pub mod sequence;
 
 tonic::include_proto!("weir.v1");
+
+/// gRPC metadata set on the RESOURCE_EXHAUSTED status of a request the broker
+/// did not read because its memory pool (`queued_request_bytes_max`) stayed
+/// full until the request's deadline: nothing of it was stored, and the same
+/// request may be sent again later. Other RESOURCE_EXHAUSTED answers (a
+/// request larger than `request_bytes_max`) are final and do not carry it.
+pub const MEMORY_EXHAUSTED_METADATA: &str = "weir-memory-exhausted";

@@ -50,8 +50,12 @@ struct Limits {
     /// The budget over all partitions; the first batch is returned whole
     /// even past it (KIP-74), so 0 still returns one batch.
     max_bytes: usize,
-    /// How long a read waits for pool memory when it holds none.
-    memory_wait: Duration,
+    /// Until when a read waits for pool memory when it holds none: the
+    /// request's start plus its memory wait.
+    memory_deadline: Instant,
+    /// The long poll's end (`max_wait_ms`): a read after the first waits for
+    /// memory no later than this, and the fetch then answers what it has.
+    deadline: Instant,
 }
 
 /// One requested partition, in response order.
@@ -78,7 +82,8 @@ pub async fn handle(
         max_bytes: usize::try_from(request.max_bytes)
             .unwrap_or(usize::MAX)
             .min(config.fetch_bytes_max),
-        memory_wait,
+        memory_deadline: Instant::now() + memory_wait,
+        deadline,
     };
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(usize::MAX);
     let mut shutdown = broker.closing_signal();
@@ -111,6 +116,7 @@ pub async fn handle(
         &mut slots,
         &everything,
         &limits,
+        Round::First,
         &mut memory,
     )
     .await?;
@@ -155,6 +161,7 @@ pub async fn handle(
             &mut slots,
             &advanced,
             &limits,
+            Round::Later,
             &mut memory,
         )
         .await?;
@@ -213,16 +220,54 @@ fn requested_partitions(
     Ok(partitions)
 }
 
+/// Which read of a fetch a round is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The read a fetch always does: it waits for memory until the memory
+    /// deadline, and a pool still full then fails the request.
+    First,
+    /// A read after an append woke the long poll: it has a response to give
+    /// (maybe empty), so it waits for memory no later than the long poll's
+    /// deadline and then answers with what it has.
+    Later,
+}
+
+/// Reserves `bytes` for a fetch that holds no memory, waiting as `round`
+/// allows. `None`: a later round found no memory by the long poll's deadline.
+async fn reserve_for_round(
+    broker: &Broker,
+    bytes: usize,
+    limits: &Limits,
+    round: Round,
+) -> Result<Option<Reservation>, BrokerError> {
+    let pool = broker.memory_pool();
+    match round {
+        Round::First => Ok(Some(
+            pool.reserve(bytes, limits.memory_deadline, "a fetch")
+                .await?,
+        )),
+        Round::Later => {
+            let until = limits.memory_deadline.min(limits.deadline);
+            match pool.reserve(bytes, until, "a fetch").await {
+                Ok(reserved) => Ok(Some(reserved)),
+                Err(BrokerError::MemoryExhausted { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
+    }
+}
+
 /// Reads the slots `to_read` (ascending) again within the budget left by
 /// the others. Returns false when the pool had no memory for a fetch that
-/// already holds some: it must answer with what it has rather than wait
-/// while holding memory.
+/// already holds some (it must answer with what it has rather than wait
+/// while holding memory), or, in a later round, none by the deadline.
 async fn read_round(
     broker: &Broker,
     topic_name: &str,
     slots: &mut [Slot],
     to_read: &[usize],
     limits: &Limits,
+    round: Round,
     memory: &mut Reservation,
 ) -> Result<bool, BrokerError> {
     for &slot in to_read {
@@ -233,8 +278,10 @@ async fn read_round(
     let remaining = limits.max_bytes.saturating_sub(held);
     let pool = broker.memory_pool();
     let extra = if held == 0 {
-        pool.reserve(remaining, Instant::now() + limits.memory_wait, "a fetch")
-            .await?
+        match reserve_for_round(broker, remaining, limits, round).await? {
+            Some(extra) => extra,
+            None => return Ok(false),
+        }
     } else {
         match pool.try_reserve(remaining) {
             Some(extra) => extra,
@@ -253,9 +300,9 @@ async fn read_round(
         // Nothing was read: the first batch alone is larger than the budget.
         // KIP-74 returns it whole, once there is memory for it.
         debug_assert_eq!(memory.bytes(), 0);
-        let room = pool
-            .reserve(batch_bytes, Instant::now() + limits.memory_wait, "a fetch")
-            .await?;
+        let Some(room) = reserve_for_round(broker, batch_bytes, limits, round).await? else {
+            return Ok(false);
+        };
         memory.absorb(room);
         read_slots(
             broker,

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -62,6 +63,7 @@ async fn serve(
         limit,
         broker.memory_pool(),
         Instant::now() + memory_wait,
+        Duration::from_millis(broker.config().request_body_timeout_ms),
         "a fetch request",
     )
     .await?;

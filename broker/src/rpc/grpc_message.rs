@@ -64,30 +64,52 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// body is read, into a buffer of exactly that size. Until then only the
 /// frame that carried the prefix is held, and HTTP/2 flow control stops the
 /// client once the stream's window is full.
+///
+/// The prefix must arrive within `body_timeout` of the call and the rest
+/// within `body_timeout` of the reservation (`request_body_timeout_ms`): a
+/// client that stalls mid-body would otherwise hold its reservation for as
+/// long as it keeps the stream open. Past it the request fails with
+/// DEADLINE_EXCEEDED, and the reservation is given back as it drops.
 pub async fn read_message(
     mut body: Body,
     limit: usize,
     pool: &Arc<MemoryPool>,
     deadline: Instant,
+    body_timeout: Duration,
     what: &str,
 ) -> Result<(Bytes, Reservation), Status> {
+    let timed_out = |received: usize, len: Option<usize>| {
+        let of = len.map_or_else(String::new, |len| format!(" of {len}"));
+        Status::deadline_exceeded(format!(
+            "the body of {what} did not arrive within request_body_timeout_ms ({} ms): \
+             {received}{of} bytes received",
+            body_timeout.as_millis()
+        ))
+    };
     let mut prefix = [0u8; GRPC_PREFIX_BYTES];
     let mut prefix_len = 0;
     // Bytes after the prefix in the frame that completed it.
     let mut rest = Bytes::new();
-    while prefix_len < GRPC_PREFIX_BYTES {
-        let Some(frame) = body.frame().await else {
-            return Err(Status::invalid_argument(format!(
-                "the body of {what} ended inside its message"
-            )));
-        };
-        let Ok(mut data) = frame?.into_data() else {
-            continue;
-        };
-        let take = data.len().min(GRPC_PREFIX_BYTES - prefix_len);
-        prefix[prefix_len..prefix_len + take].copy_from_slice(&data.split_to(take));
-        prefix_len += take;
-        rest = data;
+    let read_prefix = async {
+        while prefix_len < GRPC_PREFIX_BYTES {
+            let Some(frame) = body.frame().await else {
+                return Err(Status::invalid_argument(format!(
+                    "the body of {what} ended inside its message"
+                )));
+            };
+            let Ok(mut data) = frame?.into_data() else {
+                continue;
+            };
+            let take = data.len().min(GRPC_PREFIX_BYTES - prefix_len);
+            prefix[prefix_len..prefix_len + take].copy_from_slice(&data.split_to(take));
+            prefix_len += take;
+            rest = data;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(body_timeout, read_prefix).await {
+        Ok(read) => read?,
+        Err(_) => return Err(timed_out(prefix_len, None)),
     }
     if prefix[0] != 0 {
         return Err(Status::unimplemented(format!(
@@ -108,21 +130,32 @@ pub async fn read_message(
         .await
         .map_err(Status::from)?;
     let mut buf = BytesMut::with_capacity(len);
-    let mut data = rest;
-    loop {
-        if buf.len() + data.len() > len {
-            return Err(Status::invalid_argument(format!(
-                "{what} carries more than its one message"
-            )));
+    let read_rest = async {
+        let mut data = rest;
+        loop {
+            if buf.len() + data.len() > len {
+                return Err(Status::invalid_argument(format!(
+                    "{what} carries more than its one message"
+                )));
+            }
+            buf.extend_from_slice(&data);
+            let Some(frame) = body.frame().await else {
+                return Ok(());
+            };
+            data = match frame?.into_data() {
+                Ok(data) => data,
+                Err(_) => Bytes::new(),
+            };
         }
-        buf.extend_from_slice(&data);
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        data = match frame?.into_data() {
-            Ok(data) => data,
-            Err(_) => Bytes::new(),
-        };
+    };
+    match tokio::time::timeout(body_timeout, read_rest).await {
+        Ok(read) => read?,
+        Err(_) => {
+            return Err(timed_out(
+                GRPC_PREFIX_BYTES + buf.len(),
+                Some(GRPC_PREFIX_BYTES + len),
+            ))
+        }
     }
     if buf.len() != len {
         return Err(Status::invalid_argument(format!(

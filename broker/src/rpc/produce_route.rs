@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use prost::Message;
@@ -55,6 +56,7 @@ async fn serve(
         limit,
         broker.memory_pool(),
         deadline,
+        Duration::from_millis(broker.config().request_body_timeout_ms),
         "a produce request",
     )
     .await?;
