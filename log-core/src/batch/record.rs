@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::codec::{DecompressError, Decompressor};
 use super::header::BATCH_HEADER_BYTES;
-use super::varint::{ReadError, Reader};
+use super::varint::{split_varint, split_varlong, ReadError, Reader};
 use super::{validate, BatchError, BatchHeader, Compression, TimestampType};
 
 /// Default cap on a batch's decompressed records section (256 MiB), far above
@@ -448,8 +448,9 @@ pub(crate) struct RecordParts<'a> {
 
 /// Reads one record's body (everything after its length varint), all of
 /// `reader`: the one definition of a well-formed record, shared by readers
-/// and by the validation of appends, so the log never stores a record its
-/// readers would refuse.
+/// and by the validation of appends (whose [`split_record`] must accept the
+/// same records, and gives way to this for the error), so the log never
+/// stores a record its readers would refuse.
 pub(crate) fn read_record_body<'a>(reader: &mut Reader<'a>) -> Result<RecordParts<'a>, ReadError> {
     let attributes = i8::from_be_bytes([reader.read_u8()?]);
     let timestamp_delta = reader.read_varlong()?;
@@ -478,6 +479,62 @@ pub(crate) fn read_record_body<'a>(reader: &mut Reader<'a>) -> Result<RecordPart
         headers_raw: reader.slice(headers_start, headers_end),
         header_count,
     })
+}
+
+/// What the validation of an append needs of a record: its deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordDeltas {
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
+}
+
+/// The record at the start of `records` (its length varint first), checked as
+/// [`read_record_body`] checks it but without building its parts: its deltas
+/// and the bytes after it, or `None` where reading it fails (the reader then
+/// says why). The two must accept the same records; the walk of an append
+/// asserts it in debug builds.
+#[inline(always)]
+pub(crate) fn split_record(records: &[u8]) -> Option<(RecordDeltas, &[u8])> {
+    let (length, rest) = split_varint(records)?;
+    let (body, after) = rest.split_at_checked(usize::try_from(length).ok()?)?;
+    let [_attributes, body @ ..] = body else {
+        return None;
+    };
+    let (timestamp_delta, body) = split_varlong(body)?;
+    let (offset_delta, body) = split_varint(body)?;
+    let body = skip_nullable_bytes(body)?; // key
+    let body = skip_nullable_bytes(body)?; // value
+    let (header_count, mut body) = split_varint(body)?;
+    let header_count = u32::try_from(header_count).ok()?;
+    if (header_count as usize).saturating_mul(HEADER_BYTES_MIN) > body.len() {
+        return None;
+    }
+    for _ in 0..header_count {
+        body = skip_header(body)?;
+    }
+    let deltas = RecordDeltas {
+        timestamp_delta,
+        offset_delta,
+    };
+    body.is_empty().then_some((deltas, after))
+}
+
+/// The bytes after a nullable byte string (length -1 or that many bytes).
+#[inline(always)]
+fn skip_nullable_bytes(bytes: &[u8]) -> Option<&[u8]> {
+    let (length, rest) = split_varint(bytes)?;
+    if length == -1 {
+        return Some(rest);
+    }
+    rest.get(usize::try_from(length).ok()?..)
+}
+
+/// The bytes after a header: a UTF-8 key (never null) and a nullable value.
+fn skip_header(bytes: &[u8]) -> Option<&[u8]> {
+    let (key_length, rest) = split_varint(bytes)?;
+    let (key, rest) = rest.split_at_checked(usize::try_from(key_length).ok()?)?;
+    std::str::from_utf8(key).ok()?;
+    skip_nullable_bytes(rest)
 }
 
 fn read_header<'a>(reader: &mut Reader<'a>) -> Result<(&'a str, Option<&'a [u8]>), ReadError> {

@@ -11,7 +11,7 @@
 
 use super::codec::Decompressor;
 use super::header::BATCH_HEADER_BYTES;
-use super::record::{decompress_records, read_record_body, RecordIter};
+use super::record::{decompress_records, read_record_body, split_record, RecordDeltas, RecordIter};
 use super::varint::Reader;
 use super::{
     validate, validate_produced, BatchError, BatchHeader, Compression, TimestampType,
@@ -49,17 +49,26 @@ pub struct TimestampBounds {
 }
 
 impl TimestampBounds {
+    /// The earliest and latest timestamp the bounds accept, inclusive.
+    fn range(&self) -> (i64, i64) {
+        let before_ms = i64::try_from(self.before_max_ms).unwrap_or(i64::MAX);
+        let after_ms = i64::try_from(self.after_max_ms).unwrap_or(i64::MAX);
+        (
+            self.now_ms.saturating_sub(before_ms),
+            self.now_ms.saturating_add(after_ms),
+        )
+    }
+
     fn check(&self, timestamp: i64) -> Result<(), (TimestampBound, u64)> {
         // Kafka exempts records without a timestamp (-1, NO_TIMESTAMP).
         if timestamp == NO_TIMESTAMP {
             return Ok(());
         }
-        let before_ms = i64::try_from(self.before_max_ms).unwrap_or(i64::MAX);
-        let after_ms = i64::try_from(self.after_max_ms).unwrap_or(i64::MAX);
-        if timestamp < self.now_ms.saturating_sub(before_ms) {
+        let (earliest, latest) = self.range();
+        if timestamp < earliest {
             return Err((TimestampBound::Before, self.before_max_ms));
         }
-        if timestamp > self.now_ms.saturating_add(after_ms) {
+        if timestamp > latest {
             return Err((TimestampBound::After, self.after_max_ms));
         }
         Ok(())
@@ -208,7 +217,9 @@ fn drain(records: RecordIter<'_>) -> Result<(), BatchError> {
 
 /// One pass over the records section of a produced batch (see
 /// [`RecordValidator::validate_produced`]); `bounds` apply to CreateTime
-/// timestamps.
+/// timestamps. Each record is split off by [`split_record`], which checks its
+/// framing without building it; only a record it refuses is read again, as
+/// readers read it, for the error.
 fn walk_produced(
     header: &BatchHeader,
     records: &[u8],
@@ -218,68 +229,62 @@ fn walk_produced(
     let record_count = u32::try_from(header.record_count).unwrap_or(0);
     debug_assert!(record_count >= 1);
     let create_time = header.timestamp_type() == TimestampType::CreateTime;
-    let corrupt =
-        |record_index: u32, position: usize, reason: &'static str| BatchError::CorruptRecord {
-            base_offset: header.base_offset,
-            record_index,
-            position,
-            reason,
-        };
-    let mut reader = Reader::new(records);
+    // Two comparisons per record; one outside the range is checked again for
+    // the error (or for being NO_TIMESTAMP, which the bounds exempt).
+    let (timestamp_min, timestamp_max) = bounds.map_or((i64::MIN, i64::MAX), |b| b.range());
+    let mut rest = records;
     let mut records_max_timestamp = i64::MIN;
     for record_index in 0..record_count {
-        if reader.is_empty() {
+        if rest.is_empty() {
             return Err(BatchError::RecordCountMismatch {
                 base_offset: header.base_offset,
                 record_count: header.record_count,
                 records_found: record_index,
             });
         }
-        let start = reader.position();
-        let length = reader
-            .read_varint()
-            .map_err(|reason| corrupt(record_index, start, reason))?;
-        let length = usize::try_from(length)
-            .map_err(|_| corrupt(record_index, start, "the record length is negative"))?;
-        let body_start = reader.position();
-        let body = reader.read_bytes(length).map_err(|_| {
-            corrupt(
-                record_index,
-                start,
-                "the record length runs past the records section",
-            )
-        })?;
-        let mut body_reader = Reader::new(body);
-        let parts = read_record_body(&mut body_reader)
-            .map_err(|reason| corrupt(record_index, body_start + body_reader.position(), reason))?;
-        if i64::from(parts.offset_delta) != i64::from(record_index) {
+        let position = records.len() - rest.len();
+        let split = split_record(rest);
+        debug_assert_eq!(
+            split.map(|(deltas, after)| (deltas, after.len())),
+            read_record_at(header, rest, position, record_index)
+                .ok()
+                .map(|(deltas, after)| (deltas, after.len())),
+            "the split and the read of record {record_index} disagree"
+        );
+        let (deltas, after) = match split {
+            Some(split) => split,
+            None => read_record_at(header, rest, position, record_index)?,
+        };
+        rest = after;
+        if i64::from(deltas.offset_delta) != i64::from(record_index) {
             return Err(BatchError::OffsetDeltaMismatch {
                 base_offset: header.base_offset,
                 record_index,
-                offset_delta: parts.offset_delta,
+                offset_delta: deltas.offset_delta,
             });
         }
         if create_time {
-            let timestamp = header
-                .base_timestamp
-                .checked_add(parts.timestamp_delta)
-                .ok_or(BatchError::TimestampOverflow {
+            let Some(timestamp) = header.base_timestamp.checked_add(deltas.timestamp_delta) else {
+                return Err(BatchError::TimestampOverflow {
                     base_offset: header.base_offset,
                     record_index,
                     base_timestamp: header.base_timestamp,
-                    timestamp_delta: parts.timestamp_delta,
-                })?;
+                    timestamp_delta: deltas.timestamp_delta,
+                });
+            };
             records_max_timestamp = records_max_timestamp.max(timestamp);
-            if let Some(bounds) = &bounds {
-                check_bound(header, bounds, record_index, timestamp)?;
+            if timestamp < timestamp_min || timestamp > timestamp_max {
+                if let Some(bounds) = &bounds {
+                    check_bound(header, bounds, record_index, timestamp)?;
+                }
             }
         }
     }
-    if !reader.is_empty() {
+    if !rest.is_empty() {
         return Err(BatchError::TrailingBytes {
             base_offset: header.base_offset,
             record_count: header.record_count,
-            trailing_bytes: reader.remaining(),
+            trailing_bytes: rest.len(),
         });
     }
     // Time indexes and retention trust the header's max timestamp without
@@ -292,6 +297,41 @@ fn walk_produced(
         });
     }
     Ok(())
+}
+
+/// The record at the start of `rest` (byte `position` of the records section)
+/// read as readers read it ([`read_record_body`]): its deltas and the bytes
+/// after it, or what is wrong with it and where.
+#[cold]
+#[inline(never)]
+fn read_record_at<'a>(
+    header: &BatchHeader,
+    rest: &'a [u8],
+    position: usize,
+    record_index: u32,
+) -> Result<(RecordDeltas, &'a [u8]), BatchError> {
+    let corrupt = |at: usize, reason: &'static str| BatchError::CorruptRecord {
+        base_offset: header.base_offset,
+        record_index,
+        position: position + at,
+        reason,
+    };
+    let mut reader = Reader::new(rest);
+    let length = reader.read_varint().map_err(|reason| corrupt(0, reason))?;
+    let length =
+        usize::try_from(length).map_err(|_| corrupt(0, "the record length is negative"))?;
+    let body_start = reader.position();
+    let body = reader
+        .read_bytes(length)
+        .map_err(|_| corrupt(0, "the record length runs past the records section"))?;
+    let mut body_reader = Reader::new(body);
+    let parts = read_record_body(&mut body_reader)
+        .map_err(|reason| corrupt(body_start + body_reader.position(), reason))?;
+    let deltas = RecordDeltas {
+        timestamp_delta: parts.timestamp_delta,
+        offset_delta: parts.offset_delta,
+    };
+    Ok((deltas, rest.get(reader.position()..).unwrap_or_default()))
 }
 
 fn check_bound(
@@ -344,6 +384,39 @@ mod tests {
             bounds.check(i64::MIN),
             Err((TimestampBound::Before, u64::MAX))
         );
+    }
+
+    #[test]
+    fn records_with_varints_of_three_bytes_and_more_validate() {
+        // Offset deltas past 8191 and a 9 KiB value take three-byte varints, timestamp
+        // deltas past 17 minutes and a 2 MiB value four: past the walk's short paths.
+        let mut builder = crate::batch::BatchBuilder::new(Compression::None);
+        let now_ms = 1_760_000_000_000;
+        let large = vec![b'x'; 2 << 20];
+        let medium = vec![b'y'; 9 << 10];
+        let record_count = 9_000;
+        for index in 0..record_count {
+            let value: &[u8] = match index {
+                0 => &large,
+                1 => &medium,
+                _ => b"v",
+            };
+            let timestamp = now_ms - 3_000_000 + i64::from(index) * 500;
+            builder.push(timestamp, Some(b"key"), Some(value), &[("h", Some(b"1"))]);
+        }
+        let batch = builder.build().unwrap();
+        let checks = ProduceChecks {
+            timestamp_bounds: Some(TimestampBounds {
+                now_ms,
+                before_max_ms: 3_600_000,
+                after_max_ms: 3_600_000,
+            }),
+            ..ProduceChecks::new(8 << 20)
+        };
+        let header = RecordValidator::new()
+            .validate_produced(&batch, &checks)
+            .unwrap();
+        assert_eq!(header.record_count, record_count);
     }
 
     #[test]

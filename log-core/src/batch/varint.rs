@@ -119,6 +119,61 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The zigzag varint at the start of `bytes` and the bytes after it; `None`
+/// where [`Reader::read_varint`] would fail. Varints of up to three bytes
+/// (lengths below 1 MiB, offset deltas of batches of up to a million records,
+/// timestamp deltas of up to 17 minutes) take one length check each; longer
+/// ones go through the reader.
+#[inline(always)]
+pub(crate) fn split_varint(bytes: &[u8]) -> Option<(i32, &[u8])> {
+    match bytes {
+        [first, rest @ ..] if *first < 0x80 => Some((zigzag_decode_32(u32::from(*first)), rest)),
+        [first, second, rest @ ..] if *second < 0x80 => {
+            let raw = u32::from(first & 0x7f) | (u32::from(*second) << 7);
+            Some((zigzag_decode_32(raw), rest))
+        }
+        [first, second, third, rest @ ..] if *third < 0x80 => {
+            let raw = u32::from(first & 0x7f)
+                | (u32::from(second & 0x7f) << 7)
+                | (u32::from(*third) << 14);
+            Some((zigzag_decode_32(raw), rest))
+        }
+        _ => split_long(bytes, Reader::read_varint),
+    }
+}
+
+/// As [`split_varint`], for a varlong ([`Reader::read_varlong`]).
+#[inline(always)]
+pub(crate) fn split_varlong(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    match bytes {
+        [first, rest @ ..] if *first < 0x80 => Some((zigzag_decode_64(u64::from(*first)), rest)),
+        [first, second, rest @ ..] if *second < 0x80 => {
+            let raw = u64::from(first & 0x7f) | (u64::from(*second) << 7);
+            Some((zigzag_decode_64(raw), rest))
+        }
+        [first, second, third, rest @ ..] if *third < 0x80 => {
+            let raw = u64::from(first & 0x7f)
+                | (u64::from(second & 0x7f) << 7)
+                | (u64::from(*third) << 14);
+            Some((zigzag_decode_64(raw), rest))
+        }
+        _ => split_long(bytes, Reader::read_varlong),
+    }
+}
+
+/// A varint of three bytes or more (or a truncated or overlong one), read by
+/// the reader's general loop: kept out of line so that the short paths inline.
+#[cold]
+#[inline(never)]
+fn split_long<'a, T>(
+    bytes: &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, ReadError>,
+) -> Option<(T, &'a [u8])> {
+    let mut reader = Reader::new(bytes);
+    let value = read(&mut reader).ok()?;
+    Some((value, bytes.get(reader.position()..)?))
+}
+
 fn zigzag_decode_32(raw: u32) -> i32 {
     ((raw >> 1) as i32) ^ -((raw & 1) as i32)
 }
@@ -229,6 +284,68 @@ mod tests {
             Reader::new(&[0x80, 0x80]).read_varint(),
             Err("ends inside a field")
         );
+    }
+
+    /// `split_varint` and `split_varlong` against the reader on `bytes`: the same value,
+    /// the same bytes left, the same refusals.
+    fn assert_split_reads_as_the_reader(bytes: &[u8]) {
+        let mut reader = Reader::new(bytes);
+        let expected = reader
+            .read_varint()
+            .ok()
+            .map(|value| (value, &bytes[reader.position()..]));
+        assert_eq!(split_varint(bytes), expected, "varint {bytes:02x?}");
+        let mut reader = Reader::new(bytes);
+        let expected = reader
+            .read_varlong()
+            .ok()
+            .map(|value| (value, &bytes[reader.position()..]));
+        assert_eq!(split_varlong(bytes), expected, "varlong {bytes:02x?}");
+    }
+
+    #[test]
+    fn split_varints_read_as_the_reader_reads() {
+        // Every one- and two-byte input, and every third byte that matters (end, no
+        // continuation, continuation, top bits), then a byte left after the varint.
+        let thirds = [0x00, 0x01, 0x0f, 0x10, 0x7f, 0x80, 0x8f, 0xff];
+        assert_split_reads_as_the_reader(&[]);
+        for first in 0..=255u8 {
+            assert_split_reads_as_the_reader(&[first]);
+            for second in 0..=255u8 {
+                assert_split_reads_as_the_reader(&[first, second]);
+                for third in thirds {
+                    assert_split_reads_as_the_reader(&[first, second, third]);
+                    assert_split_reads_as_the_reader(&[first, second, third, 0x2a]);
+                }
+            }
+        }
+        // Encodings of every length up to ten bytes, whole, cut short, and followed by more.
+        for value in [
+            1i64 << 20,
+            -(1 << 20) - 1,
+            (1 << 20) - 1,
+            1 << 27,
+            i64::from(i32::MAX),
+            i64::from(i32::MIN),
+            1 << 34,
+            1 << 48,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, value);
+            for cut in 0..=out.len() {
+                assert_split_reads_as_the_reader(&out[..cut]);
+            }
+            out.push(0x05);
+            assert_split_reads_as_the_reader(&out);
+        }
+        // Overlong: six and eleven bytes with continuation bits.
+        assert_split_reads_as_the_reader(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert_split_reads_as_the_reader(&[0xff; 11]);
+        assert_split_reads_as_the_reader(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ]);
     }
 
     #[test]
