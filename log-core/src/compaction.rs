@@ -328,7 +328,10 @@ impl PartitionLog {
                     if !paused {
                         paused = true;
                         #[cfg(feature = "fault-injection")]
-                        crate::compaction_hook::before_swap(&self.dir);
+                        crate::pause_point::reached(
+                            &self.dir,
+                            crate::pause_point::PausePoint::BeforeSwap,
+                        );
                     }
                     self.swap_in(segment, c.next_base, config)?;
                     report.segments_rewritten += 1;

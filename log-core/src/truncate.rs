@@ -1,6 +1,7 @@
-//! Truncation of a partition log (`truncate_to`, the follower path): later segments go
-//! newest first, then the containing segment is cut at a batch boundary, so a crash at any
-//! step leaves a prefix of the old log.
+//! Truncation of a partition log (`truncate_to`, the follower path): the recovery-point
+//! file is lowered first, then later segments go newest first, then the containing segment
+//! is cut at a batch boundary, so a crash at any step leaves a prefix of the old log that
+//! reaches the recovery point on disk.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,6 +89,19 @@ impl PartitionLog {
             .fetch_min(new_end_offset, Ordering::AcqRel);
         self.recovery_point
             .fetch_min(new_end_offset, Ordering::AcqRel);
+        // The recovery-point file comes down before any byte goes: a crash part-way must
+        // not leave a log that ends below the offset the file says was fsynced, which the
+        // open refuses as damage. It goes to the kept segment's base, never up: bytes
+        // appended after the cut are not durable, and a crash must find them above it,
+        // where recovery may cut them.
+        let lowered = self
+            .recovery_point_on_disk
+            .load(Ordering::Acquire)
+            .min(keep.base_offset);
+        self.write_recovery_point(lowered)?;
+        durability.synced_below = durability.synced_below.min(keep.base_offset);
+        self.rolled_synced_below
+            .fetch_min(keep.base_offset, Ordering::AcqRel);
         // Later segments go newest first, before the kept one is cut: a crash part-way
         // leaves a prefix of the old log, which recovery accepts and a retried
         // truncation finishes.
@@ -144,13 +158,6 @@ impl PartitionLog {
             writer.active = Arc::clone(keep);
             writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         }
-        // Always rewritten: the file may name an offset past the new end (a close or a
-        // recovery records the log end), and bytes appended there after the cut are not
-        // durable; a crash must find them above the recovery point, where they may be cut.
-        self.write_recovery_point(keep.base_offset)?;
-        durability.synced_below = durability.synced_below.min(keep.base_offset);
-        self.rolled_synced_below
-            .fetch_min(keep.base_offset, Ordering::AcqRel);
         Ok(())
     }
 
