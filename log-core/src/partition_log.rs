@@ -1,7 +1,9 @@
 //! `PartitionLog`: one partition's log — open, append, roll, durability, close — and the
 //! locks that let one writer and many readers share it.
 //!
-//! Locks, always taken in this order: `maintenance` (retention, compaction, truncation),
+//! Locks, always taken in this order: `cleaner` (one compaction pass at a time, held for
+//! the whole pass), `maintenance` (retention, truncation, and each step of a compaction
+//! pass that changes files: planning, one segment's swap, the checkpoint),
 //! `durability` (fsync bookkeeping, the recovery-point file), `writer` (appends, rolls),
 //! `segments` (the map, held only to clone an `Arc<Segment>` or to insert/remove one).
 //! Readers take only `segments`, briefly, then `pread` outside any lock; they see a batch
@@ -81,6 +83,10 @@ pub struct PartitionLog {
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) maintenance: Mutex<()>,
+    pub(crate) cleaner: Mutex<()>,
+    /// Truncations so far: a compaction pass that sees it change stops (its key map may
+    /// hold keys whose newest value is gone).
+    pub(crate) truncations: AtomicU64,
     pub(crate) durability: Mutex<Durability>,
     pub(crate) log_start_offset: AtomicU64,
     pub(crate) log_end_offset: AtomicU64,
@@ -158,6 +164,8 @@ impl PartitionLog {
             }),
             segments: RwLock::new(loaded.segments),
             maintenance: Mutex::new(()),
+            cleaner: Mutex::new(()),
+            truncations: AtomicU64::new(0),
             durability: Mutex::new(Durability {
                 synced_below: active_base,
             }),
@@ -253,6 +261,10 @@ impl PartitionLog {
 
     pub(crate) fn lock_maintenance(&self) -> Result<MutexGuard<'_, ()>, LogError> {
         self.maintenance.lock().map_err(|_| self.lock_poisoned())
+    }
+
+    pub(crate) fn lock_cleaner(&self) -> Result<MutexGuard<'_, ()>, LogError> {
+        self.cleaner.lock().map_err(|_| self.lock_poisoned())
     }
 
     fn lock_poisoned(&self) -> LogError {

@@ -29,6 +29,9 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // Before anything changes: a compaction pass running beside this stops at its next
+        // step (see `compaction.rs`).
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         // Before any offset goes: the cleaner checkpoint must not call clean the offsets
         // that later appends will reuse (a crash after this only costs a longer pass).
         let mut cleaner = CleanerCheckpoint::read(&self.dir)?;
