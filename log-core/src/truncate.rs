@@ -19,7 +19,8 @@ use crate::{LogError, PartitionLog};
 impl PartitionLog {
     /// Drops every offset at or after `offset` (a follower truncating to its leader).
     /// Later segments are deleted; the containing one is cut at the first batch that holds
-    /// `offset` (so the log end offset may land below `offset` if a batch straddles it).
+    /// `offset` (so the log end offset may land below `offset` if a batch straddles it, or
+    /// where compaction left a gap below it: the log ends with its last kept batch).
     /// Slices of the removed bytes fail with [`LogError::SliceTruncated`].
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
         let _maintenance = self.lock_maintenance()?;
@@ -55,13 +56,16 @@ impl PartitionLog {
             return Ok(());
         };
         let size = keep.size_bytes();
-        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
-            Some((position, header)) => (
-                position,
-                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
-            ),
-            None => (size, offset),
+        let cut_position = match keep.locate(offset, size)? {
+            Some((position, _)) => position,
+            None => size,
         };
+        // The log ends where its last kept batch does: past a batch straddling `offset`, and
+        // also before a gap compaction left below it. Kafka keeps the target as the log end
+        // there, but then a clean close would record a recovery point past the last byte,
+        // which the next unclean open would take for fsynced batches gone missing.
+        let new_end_offset = kept_end_offset(keep.as_ref(), cut_position, size)?;
+        debug_assert!(new_end_offset <= offset && new_end_offset >= keep.base_offset);
         // From here on memory and files change step by step: a failure part-way leaves
         // them apart, so it stops the log taking writes until a reopen recovers.
         self.cut_at(
@@ -199,6 +203,22 @@ impl PartitionLog {
         writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         Ok(())
     }
+}
+
+/// The offset after the last batch that ends at or before `cut_position` (a batch
+/// boundary) in `segment`, or its base if there is none.
+fn kept_end_offset(segment: &Segment, cut_position: u64, size_bytes: u64) -> Result<u64, LogError> {
+    let mut position = segment
+        .offset_index
+        .last_where(|e| u64::from(e.position) < cut_position)
+        .map_or(0, |e| u64::from(e.position));
+    let mut end_offset = segment.base_offset;
+    while position < cut_position {
+        let header = segment.header_at(position, size_bytes)?;
+        end_offset = u64::try_from(header.next_offset()).unwrap_or(end_offset);
+        position += header.size_bytes() as u64;
+    }
+    Ok(end_offset)
 }
 
 /// Max timestamp of the batches in the first `size_bytes` of `segment`: the time index's
