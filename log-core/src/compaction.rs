@@ -5,8 +5,13 @@
 //! A pass never holds the writer lock (appends go on meanwhile) and never looks at or past
 //! the cleanable bound: min(base of the active segment, high watermark, the first segment
 //! younger than `min.compaction.lag.ms`); only whole sealed segments below it are cleaned.
-//! It holds the maintenance lock (no retention or truncation meanwhile) and, for one insert
-//! per rewritten segment, the segments map.
+//! Passes run one at a time (the cleaner lock). The maintenance lock (retention,
+//! truncation) is held only while the pass plans, while it swaps in one segment, and while
+//! it writes the checkpoint; reading, building the key map and writing a cleaned segment
+//! hold no lock of the log, so retention and truncation run in between. Under the lock
+//! before each swap the pass checks what may have changed: a segment retention deleted is
+//! left alone; after a truncation (which can remove the newest value of a key the map
+//! holds) the pass stops, swapping nothing more and leaving the checkpoint as it was.
 //!
 //! As Kafka's cleaner:
 //! 1. the cleaner checkpoint ([`CleanerCheckpoint`]) says up to where the log is clean; the
@@ -67,6 +72,9 @@ pub struct CompactionReport {
     pub clean_offset: u64,
     /// Segments left as they are because a batch in them is damaged.
     pub skipped: Vec<SkippedSegment>,
+    /// A truncation ran during the pass, which then stopped (what it swapped in before
+    /// stays; the clean point did not move).
+    pub stopped_by_truncation: bool,
 }
 
 /// A segment compaction left alone, and why.
@@ -96,12 +104,17 @@ impl PartitionLog {
         if !config.cleanup_policy.compacts() {
             return Ok(report);
         }
-        let _maintenance = self.lock_maintenance()?;
-        let segments = self.segment_snapshot();
-        let mut checkpoint = CleanerCheckpoint::read(&self.dir)?;
-        checkpoint.cut_to(self.log_end_offset());
-        let first_dirty = checkpoint.clean_offset().max(self.log_start_offset());
-        let cleanable = self.cleanable(&segments, first_dirty, &config, now_ms);
+        let _pass = self.lock_cleaner()?;
+        let (truncations, mut checkpoint, first_dirty, cleanable) = {
+            let _maintenance = self.lock_maintenance()?;
+            let segments = self.segment_snapshot();
+            let mut checkpoint = CleanerCheckpoint::read(&self.dir)?;
+            checkpoint.cut_to(self.log_end_offset());
+            let first_dirty = checkpoint.clean_offset().max(self.log_start_offset());
+            let cleanable = self.cleanable(&segments, first_dirty, &config, now_ms);
+            let truncations = self.truncations.load(Ordering::Acquire);
+            (truncations, checkpoint, first_dirty, cleanable)
+        };
         report.clean_offset = checkpoint.clean_offset();
         let total_bytes: u64 = cleanable.iter().map(|c| c.segment.size_bytes()).sum();
         let dirty_bytes: u64 = cleanable
@@ -120,18 +133,26 @@ impl PartitionLog {
         }
         report.ran = true;
         let mut skipped = BTreeSet::new();
-        let (producer_last_batch, dirty_records) =
-            self.survey(&cleanable, first_dirty, &mut skipped, &mut report)?;
-        let map = KeyMap::new(config.compaction_key_map_bytes, dirty_records);
-        let mut keys = KeyScan::new(map);
-        let map_end = self.build_key_map(
-            &cleanable,
-            first_dirty,
-            &mut keys,
-            &mut skipped,
-            &mut report,
-            &config,
-        )?;
+        let planned = self
+            .survey(&cleanable, first_dirty, &mut skipped, &mut report)
+            .and_then(|(producer_last_batch, dirty_records)| {
+                let map = KeyMap::new(config.compaction_key_map_bytes, dirty_records);
+                let mut keys = KeyScan::new(map);
+                let map_end = self.build_key_map(
+                    &cleanable,
+                    first_dirty,
+                    &mut keys,
+                    &mut skipped,
+                    &mut report,
+                    &config,
+                )?;
+                Ok((producer_last_batch, keys, map_end))
+            });
+        if self.truncations.load(Ordering::Acquire) != truncations {
+            // What was read may have been cut under the reads: nothing of it is used.
+            return Ok(stopped(report));
+        }
+        let (producer_last_batch, keys, map_end) = planned?;
         let delete_retention_ms = i64::try_from(config.delete_retention_ms).unwrap_or(i64::MAX);
         let policy = KeepPolicy {
             keys: &keys,
@@ -147,7 +168,21 @@ impl PartitionLog {
             delete_retention_ms,
             producer_last_batch: &producer_last_batch,
         };
-        let due = self.clean_segments(&cleanable, &policy, &skipped, &config, &mut report)?;
+        let pass = Pass {
+            truncations,
+            policy: &policy,
+            skipped: &skipped,
+            config: &config,
+        };
+        let due = match self.clean_segments(&cleanable, &pass, &mut report)? {
+            Some(due) => due,
+            None => return Ok(stopped(report)),
+        };
+        let _maintenance = self.lock_maintenance()?;
+        if self.truncations.load(Ordering::Acquire) != truncations {
+            // The truncation cut the checkpoint to its new end: it stays that way.
+            return Ok(stopped(report));
+        }
         checkpoint.advance(map_end, now_ms, delete_retention_ms);
         checkpoint.tombstones_due_ms = due;
         checkpoint.write(&self.dir)?;
@@ -289,25 +324,33 @@ impl PartitionLog {
     }
 
     /// Rewrites and swaps in every segment the map reaches into; returns when the oldest
-    /// kept tombstone may go.
+    /// kept tombstone may go, or None when a truncation stopped the pass.
     fn clean_segments(
         &self,
         cleanable: &[Cleanable],
-        policy: &KeepPolicy<'_>,
-        skipped: &BTreeSet<u64>,
-        config: &LogConfig,
+        pass: &Pass<'_>,
         report: &mut CompactionReport,
-    ) -> Result<i64, LogError> {
+    ) -> Result<Option<i64>, LogError> {
         let mut rewriter = Rewriter::default();
         let mut counts = RewriteCounts::default();
         let mut paused = false;
         for c in cleanable {
             let segment = &c.segment;
-            if segment.base_offset >= policy.map_end || skipped.contains(&segment.base_offset) {
+            if segment.base_offset >= pass.policy.map_end
+                || pass.skipped.contains(&segment.base_offset)
+            {
                 continue;
             }
             let mut segment_counts = counts;
-            match rewriter.rewrite(segment, policy, &mut segment_counts)? {
+            let rewritten = rewriter.rewrite(segment, pass.policy, &mut segment_counts);
+            let rewritten = match rewritten {
+                Err(_) if self.truncations.load(Ordering::Acquire) != pass.truncations => {
+                    // The segment was cut under the read.
+                    return Ok(None);
+                }
+                other => other?,
+            };
+            match rewritten {
                 Rewritten::Unchanged => counts = segment_counts,
                 Rewritten::Corrupt(bad) => {
                     // Counts of a skipped segment would describe nothing that happened.
@@ -320,20 +363,36 @@ impl PartitionLog {
                         bad.reason,
                     );
                 }
-                Rewritten::Cleaned(bytes) => {
-                    counts = segment_counts;
-                    let before = segment.size_bytes();
-                    assert!(bytes.len() as u64 <= before, "a cleaned segment grew");
-                    self.write_cleaned(segment, &bytes)?;
+                Rewritten::Cleaned(mut cleaned) => {
                     if !paused {
                         paused = true;
                         #[cfg(feature = "fault-injection")]
-                        crate::compaction_hook::before_swap(&self.dir);
+                        crate::pause_point::reached(
+                            &self.dir,
+                            crate::pause_point::PausePoint::BeforeSwap,
+                        );
                     }
-                    self.swap_in(segment, c.next_base, config)?;
+                    let before = segment.size_bytes();
+                    let after = cleaned.size_bytes();
+                    assert!(after <= before, "a cleaned segment grew");
+                    let _maintenance = self.lock_maintenance()?;
+                    self.check_writable()?;
+                    if self.truncations.load(Ordering::Acquire) != pass.truncations {
+                        return Ok(None);
+                    }
+                    let current = self.read_segments().get(&segment.base_offset).cloned();
+                    if !current.is_some_and(|s| Arc::ptr_eq(&s, segment)) {
+                        // Retention deleted it meanwhile: nothing to swap (the file goes
+                        // with `cleaned`).
+                        continue;
+                    }
+                    counts = segment_counts;
+                    self.install_cleaned(segment, &mut cleaned)?;
+                    self.swap_in(segment, c.next_base, pass.config)?;
+                    rewriter.recycle(cleaned);
                     report.segments_rewritten += 1;
                     report.bytes_before += before;
-                    report.bytes_after += bytes.len() as u64;
+                    report.bytes_after += after;
                 }
             }
         }
@@ -342,8 +401,25 @@ impl PartitionLog {
         report.tombstones_removed = counts.tombstones_removed;
         report.batches_before = counts.batches_before;
         report.batches_after = counts.batches_after;
-        Ok(counts.tombstones_due_ms)
+        Ok(Some(counts.tombstones_due_ms))
     }
+}
+
+/// What every segment of a pass is cleaned with.
+struct Pass<'a> {
+    /// `PartitionLog::truncations` when the pass planned: a change stops it.
+    truncations: u64,
+    policy: &'a KeepPolicy<'a>,
+    skipped: &'a BTreeSet<u64>,
+    config: &'a LogConfig,
+}
+
+/// The report of a pass a truncation stopped: what it swapped in so far stays, and what it
+/// read about damage may have been the cut, so it is not reported.
+fn stopped(mut report: CompactionReport) -> CompactionReport {
+    report.stopped_by_truncation = true;
+    report.skipped.clear();
+    report
 }
 
 fn skip(

@@ -1,5 +1,8 @@
 //! The second pass of compaction: the cleaned copy of one segment, one output batch per
-//! input batch (or none).
+//! input batch (or none), streamed to its `.cleaned` file as it is made: the pass holds one
+//! input batch, its output and a bounded write buffer, never a whole segment. The file is
+//! created at the first batch that changes (the unchanged batches before it are copied
+//! from the segment), so a segment that stays as it is costs no write.
 //!
 //! - A batch whose records all stay is copied byte for byte.
 //! - A batch that loses records is rebuilt ([`RetainedBuilder`]): same base offset, last
@@ -20,6 +23,7 @@ use crate::batch::{BatchHeader, RecordDecoder, RetainedBuilder};
 use crate::compaction_checkpoint::CleanerCheckpoint;
 use crate::compaction_keys::KeyScan;
 use crate::compaction_map::hash_key;
+use crate::compaction_swap::CleanedFile;
 use crate::error::IoContext;
 use crate::segment::Segment;
 use crate::LogError;
@@ -76,19 +80,26 @@ pub(crate) struct Rewriter {
     decoder: RecordDecoder,
     builder: RetainedBuilder,
     batch: Vec<u8>,
+    /// The cleaned form of the current batch.
+    out: Vec<u8>,
     keep: Vec<bool>,
+    /// Write buffer of the `.cleaned` files, passed from one to the next.
+    write_buffer: Vec<u8>,
 }
 
 pub(crate) enum Rewritten {
-    /// Every batch stays as it is: nothing to write.
+    /// Every batch stays as it is: nothing written.
     Unchanged,
-    /// The cleaned log.
-    Cleaned(Vec<u8>),
+    /// The cleaned log, written and fsynced.
+    Cleaned(CleanedFile),
     Corrupt(BadBatch),
 }
 
+/// Bytes of unchanged batches copied per read when a `.cleaned` file starts late.
+const COPY_CHUNK_BYTES: u64 = 1 << 20;
+
 impl Rewriter {
-    /// The cleaned copy of `segment` under `policy`.
+    /// The cleaned copy of `segment` under `policy`, written to its `.cleaned` file.
     pub fn rewrite(
         &mut self,
         segment: &Segment,
@@ -96,8 +107,7 @@ impl Rewriter {
         counts: &mut RewriteCounts,
     ) -> Result<Rewritten, LogError> {
         let size = segment.size_bytes();
-        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut changed = false;
+        let mut cleaned: Option<CleanedFile> = None;
         let mut position = 0u64;
         while position < size {
             let header = match segment.header_at(position, size) {
@@ -112,7 +122,9 @@ impl Rewriter {
                 Err(other) => return Err(other),
             };
             let mut batch = std::mem::take(&mut self.batch);
+            let mut out = std::mem::take(&mut self.out);
             batch.resize(header.size_bytes(), 0);
+            out.clear();
             let read = segment
                 .log
                 .read_exact_at(&mut batch, position)
@@ -126,18 +138,50 @@ impl Rewriter {
                     })
             });
             self.batch = batch;
-            match outcome? {
-                Ok(same) => changed |= !same,
+            self.out = out;
+            let same = match outcome? {
+                Ok(same) => same,
                 Err(bad) => return Ok(Rewritten::Corrupt(bad)),
+            };
+            if !same && cleaned.is_none() {
+                cleaned = Some(self.start_cleaned(segment, position)?);
+            }
+            if let Some(file) = cleaned.as_mut() {
+                file.write(&self.out)?;
             }
             position += header.size_bytes() as u64;
         }
-        debug_assert!(out.len() as u64 <= size, "a cleaned segment never grows");
-        Ok(if changed {
-            Rewritten::Cleaned(out)
-        } else {
-            Rewritten::Unchanged
-        })
+        let Some(mut file) = cleaned else {
+            return Ok(Rewritten::Unchanged);
+        };
+        debug_assert!(file.size_bytes() <= size, "a cleaned segment never grows");
+        file.finish()?;
+        Ok(Rewritten::Cleaned(file))
+    }
+
+    /// Creates the `.cleaned` file of `segment` at the first batch that changes, at
+    /// `position`: the batches before it stay as they are, copied from the segment.
+    fn start_cleaned(&mut self, segment: &Segment, position: u64) -> Result<CleanedFile, LogError> {
+        let mut file = CleanedFile::create(segment, std::mem::take(&mut self.write_buffer))?;
+        let mut chunk = std::mem::take(&mut self.batch);
+        let mut at = 0u64;
+        while at < position {
+            let len = (position - at).min(COPY_CHUNK_BYTES);
+            chunk.resize(usize::try_from(len).unwrap_or(0), 0);
+            segment
+                .log
+                .read_exact_at(&mut chunk, at)
+                .io_ctx("read segment", &segment.paths.log)?;
+            file.write(&chunk)?;
+            at += len;
+        }
+        self.batch = chunk;
+        Ok(file)
+    }
+
+    /// Takes back the write buffer of a `.cleaned` file that is done with.
+    pub fn recycle(&mut self, file: CleanedFile) {
+        self.write_buffer = file.into_buffer();
     }
 
     /// Appends the cleaned form of one batch to `out`; Ok(true) when it is the input as it

@@ -69,8 +69,9 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Fsyncs sealed segments not yet synced and advances the recovery-point file to the
-    /// active segment, so a recovery after a crash scans only the active segment.
+    /// Fsyncs the sealed segments not yet synced (a roll leaves its old segment to this,
+    /// outside the writer lock) and then advances the recovery point, in memory and in its
+    /// file, to the active segment, so a recovery after a crash scans only that one.
     fn sync_sealed(&self) -> Result<(), LogError> {
         let mut durability = self.lock_durability()?;
         let rolled_synced_below = self.rolled_synced_below.load(Ordering::Acquire);
@@ -84,19 +85,31 @@ impl PartitionLog {
                 .collect();
             (pending, active_base)
         };
+        #[cfg(feature = "fault-injection")]
+        crate::pause_point::reached(&self.dir, crate::pause_point::PausePoint::BeforeSealedFsync);
         for segment in pending {
             segment.sync_log().map_err(|e| self.poison(e))?;
         }
         if active_base > durability.synced_below {
+            self.recovery_point.fetch_max(active_base, Ordering::AcqRel);
             self.write_recovery_point(active_base)?;
             durability.synced_below = active_base;
-            self.recovery_point.fetch_max(active_base, Ordering::AcqRel);
         }
         Ok(())
     }
 
     /// Replaces the recovery-point file; a failure poisons the log.
+    ///
+    /// The file never names more than the in-memory recovery point, which moves only after
+    /// the fsyncs it covers (`sync_sealed`, `flush_inner`, an `always` append or roll):
+    /// a sealed segment is durable before the recovery point moves past it, whichever
+    /// thread fsyncs it. Lowering it (truncation) is always allowed.
     pub(crate) fn write_recovery_point(&self, offset: u64) -> Result<(), LogError> {
+        debug_assert!(
+            offset <= self.recovery_point(),
+            "recovery-point file {offset} past what was fsynced ({})",
+            self.recovery_point()
+        );
         Checkpoint {
             log_start_offset: self.log_start_offset(),
             log_end_offset: offset,

@@ -15,8 +15,6 @@ pub mod batch;
 mod checkpoint;
 mod compaction;
 mod compaction_checkpoint;
-#[cfg(feature = "fault-injection")]
-pub mod compaction_hook;
 mod compaction_keys;
 mod compaction_map;
 mod compaction_rewrite;
@@ -34,6 +32,8 @@ pub mod inspect;
 mod load;
 mod offset_index;
 mod partition_log;
+#[cfg(feature = "fault-injection")]
+pub mod pause_point;
 mod read;
 mod recovery;
 mod repair;

@@ -104,6 +104,22 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<LoadedLog, LogError
         }
         if scan_from.is_some_and(|from| base >= from) {
             let (segment, result) = rebuild(dir, base, config, ScanMode::Recover(recovery_point))?;
+            if segment.next_offset() < recovery_point {
+                // It ends on a batch boundary below what the recovery point says was
+                // fsynced: the bytes went after they were durable, which no crash does.
+                // Every cut that lowers the log end (truncation, repair) lowers the
+                // recovery-point file first, so this is damage, refused like a torn batch.
+                return Err(LogError::DamagedBelowRecoveryPoint {
+                    segment: segment.paths.log.clone(),
+                    position: segment.size_bytes(),
+                    offset: segment.next_offset(),
+                    recovery_point,
+                    reason: format!(
+                        "the segment ends at offset {} although offsets up to the recovery point were fsynced",
+                        segment.next_offset()
+                    ),
+                });
+            }
             // A scanned segment that ends short of the next one lost its tail whole (a power
             // cut under `fsync = never` kept the next segment's bytes but not these): the
             // later segments go too, or the log would serve a hole. Nothing else leaves a gap

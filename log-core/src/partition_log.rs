@@ -1,7 +1,9 @@
 //! `PartitionLog`: one partition's log — open, append, roll, durability, close — and the
 //! locks that let one writer and many readers share it.
 //!
-//! Locks, always taken in this order: `maintenance` (retention, compaction, truncation),
+//! Locks, always taken in this order: `cleaner` (one compaction pass at a time, held for
+//! the whole pass), `maintenance` (retention, truncation, and each step of a compaction
+//! pass that changes files: planning, one segment's swap, the checkpoint),
 //! `durability` (fsync bookkeeping, the recovery-point file), `writer` (appends, rolls),
 //! `segments` (the map, held only to clone an `Arc<Segment>` or to insert/remove one).
 //! Readers take only `segments`, briefly, then `pread` outside any lock; they see a batch
@@ -81,6 +83,10 @@ pub struct PartitionLog {
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) maintenance: Mutex<()>,
+    pub(crate) cleaner: Mutex<()>,
+    /// Truncations so far: a compaction pass that sees it change stops (its key map may
+    /// hold keys whose newest value is gone).
+    pub(crate) truncations: AtomicU64,
     pub(crate) durability: Mutex<Durability>,
     pub(crate) log_start_offset: AtomicU64,
     pub(crate) log_end_offset: AtomicU64,
@@ -90,8 +96,8 @@ pub struct PartitionLog {
     /// What the recovery-point file says now (it lags `recovery_point`): a recovery after
     /// a crash scans from here, so compaction stays below it.
     pub(crate) recovery_point_on_disk: AtomicU64,
-    /// Every segment with a base below it was fsynced by its roll (the recovery-point file
-    /// may not say so yet: `after_append` moves it without syncing them again).
+    /// Every segment with a base below it was fsynced by its roll (under `fsync = always`;
+    /// the recovery-point file may not say so yet): `sync_sealed` need not sync it again.
     pub(crate) rolled_synced_below: AtomicU64,
     /// Set once, by the first failure that stops the log taking writes.
     pub(crate) poison_cause: OnceLock<Arc<LogError>>,
@@ -158,6 +164,8 @@ impl PartitionLog {
             }),
             segments: RwLock::new(loaded.segments),
             maintenance: Mutex::new(()),
+            cleaner: Mutex::new(()),
+            truncations: AtomicU64::new(0),
             durability: Mutex::new(Durability {
                 synced_below: active_base,
             }),
@@ -253,6 +261,10 @@ impl PartitionLog {
 
     pub(crate) fn lock_maintenance(&self) -> Result<MutexGuard<'_, ()>, LogError> {
         self.maintenance.lock().map_err(|_| self.lock_poisoned())
+    }
+
+    pub(crate) fn lock_cleaner(&self) -> Result<MutexGuard<'_, ()>, LogError> {
+        self.cleaner.lock().map_err(|_| self.lock_poisoned())
     }
 
     fn lock_poisoned(&self) -> LogError {
@@ -475,19 +487,18 @@ impl PartitionLog {
             || size + append_bytes > u64::from(u32::MAX)
     }
 
-    /// Makes the old segment durable (indexes sealed and fsynced, log fsynced), then starts
-    /// a new active segment at `base_offset`. The recovery-point file moves to the new
-    /// segment in `after_append` (it needs the durability lock, which comes before this
-    /// one); until then a recovery merely scans one more, intact, segment.
+    /// Seals the old segment's indexes (trimmed and fsynced), then starts a new active
+    /// segment at `base_offset`. The old segment's log is fsynced by `after_append`, once
+    /// the writer lock is released (as Kafka flushes a rolled segment in the background),
+    /// so appends never wait for it; only then does the recovery point move past it
+    /// (`sync_sealed`). Under `fsync = always` every append to it was fsynced already.
     ///
-    /// The fsync comes before the new segment takes a byte, so a sealed segment is durable
-    /// before anything after it, except under `fsync = never`: there, as in Kafka (which
-    /// flushes the old segment asynchronously after a roll), appends do not wait for it and
-    /// `after_append` fsyncs it once the writer lock is released. A crash in that window can
-    /// only lose bytes above the recovery point, which recovery cuts at the first bad batch,
-    /// deleting the later segments. Under `always` the old segment is already synced, and
-    /// under an interval at most one interval of it is dirty: once per segment, the fsync
-    /// costs the rolling append little.
+    /// A crash before that fsync can lose the old segment's unsynced tail while the new
+    /// segment's bytes survive: both lie above the recovery point, where recovery cuts at
+    /// the first bad batch or at a segment that ends short of the next, and deletes the
+    /// later segments. Nothing in that window was promised durable: under an interval
+    /// policy only a flush promises, and a flush fsyncs every segment from the recovery
+    /// point on, the sealed one included.
     fn roll(
         &self,
         writer: &mut Writer,
@@ -506,7 +517,10 @@ impl PartitionLog {
         // counts as sealed, and retention and compaction (which hold the maintenance lock,
         // not the writer lock) may delete its files, which would fail the trim.
         writer.active.seal_indexes().map_err(|e| self.poison(e))?;
-        if config.fsync != FsyncPolicy::Never {
+        if config.fsync == FsyncPolicy::Always {
+            // Every append to it was fsynced already, so this costs next to nothing; it
+            // keeps the promise of the append that rolled (everything before it is
+            // durable) even right after a switch from another policy.
             writer.active.sync_log().map_err(|e| self.poison(e))?;
             self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
             self.rolled_synced_below

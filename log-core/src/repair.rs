@@ -95,6 +95,9 @@ impl Repair {
             });
             break;
         }
+        if cut.is_none() {
+            cut = short_of_recovery_point(dir, &bases)?;
+        }
         Ok(Repair {
             dir: dir.to_path_buf(),
             cut,
@@ -112,6 +115,12 @@ impl Repair {
         let Some(cut) = self.cut.clone() else {
             return Ok(None);
         };
+        // Both checkpoints go down before any byte does. A clean-shutdown checkpoint
+        // describes the files as they were; a recovery point past the cut would make the
+        // next open (or one after a crash part way through) refuse the shorter log as
+        // fsynced batches gone missing.
+        Checkpoint::remove(&self.dir, CheckpointKind::CleanShutdown)?;
+        lower_recovery_point(&self.dir, cut.first_offset)?;
         // Offsets from the cut on are gone: the cleaner must not count them clean when they
         // are written again (their tombstones would go before `delete.retention.ms`).
         let mut cleaner = CleanerCheckpoint::read(&self.dir)?;
@@ -143,11 +152,68 @@ impl Repair {
             let index = cut.segment.with_extension(extension);
             remove_if_exists(&index).io_ctx("remove index", &index)?;
         }
-        // A clean-shutdown checkpoint describes the files as they were.
-        Checkpoint::remove(&self.dir, CheckpointKind::CleanShutdown)?;
         sync_dir(&self.dir).io_ctx("fsync directory", &self.dir)?;
         Ok(Some(cut))
     }
+}
+
+/// Rewrites the recovery-point file to `offset` if it names a later one.
+fn lower_recovery_point(dir: &Path, offset: u64) -> Result<(), LogError> {
+    let Some(point) = Checkpoint::read(dir, CheckpointKind::RecoveryPoint)? else {
+        return Ok(());
+    };
+    if point.log_end_offset <= offset {
+        return Ok(());
+    }
+    Checkpoint {
+        log_end_offset: offset,
+        high_watermark: point.high_watermark.min(offset),
+        log_start_offset: point.log_start_offset.min(offset),
+        ..point
+    }
+    .write(dir, CheckpointKind::RecoveryPoint)
+}
+
+/// Every batch checks, yet the segment holding the recovery point ends below it (bytes
+/// lost at a batch boundary after they were fsynced): the log ends there. The cut drops
+/// no byte of that segment, only the later ones (a log with a hole would serve offsets
+/// past bytes that are gone), and brings the recovery point down to what is left.
+fn short_of_recovery_point(dir: &Path, bases: &[u64]) -> Result<Option<RepairCut>, LogError> {
+    let Some(point) = Checkpoint::read(dir, CheckpointKind::RecoveryPoint)? else {
+        return Ok(None);
+    };
+    let Some(i) = bases.iter().rposition(|&b| b <= point.log_end_offset) else {
+        return Ok(None);
+    };
+    let paths = SegmentPaths::new(dir, bases[i]);
+    let file = File::open(&paths.log).io_ctx("open segment", &paths.log)?;
+    let len = file.metadata().io_ctx("stat segment", &paths.log)?.len();
+    let end_offset = last_readable_offset(&file, 0, len)?.map_or(bases[i], |last| last + 1);
+    if end_offset >= point.log_end_offset {
+        return Ok(None);
+    }
+    let mut bytes = 0;
+    let mut last_offset = None;
+    let mut deleted_segments = Vec::new();
+    for &later in &bases[i + 1..] {
+        let later_paths = SegmentPaths::new(dir, later);
+        let (len, last) = readable_extent(&later_paths.log)?;
+        bytes += len;
+        last_offset = last_offset.max(last);
+        deleted_segments.push(later_paths.log);
+    }
+    Ok(Some(RepairCut {
+        segment: paths.log,
+        position: len,
+        reason: format!(
+            "the segment ends at offset {end_offset}, below the recovery point {}: fsynced batches are missing",
+            point.log_end_offset
+        ),
+        first_offset: end_offset,
+        last_offset,
+        bytes,
+        deleted_segments,
+    }))
 }
 
 fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {

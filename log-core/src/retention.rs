@@ -77,7 +77,9 @@ impl PartitionLog {
 
     /// Removes `doomed` (the oldest segments) from the map, advances the log start, then
     /// removes their files (log first, so a crash leaves at most orphaned indexes, which
-    /// open removes).
+    /// open removes). The recovery-point file is left alone: whole segments go from the
+    /// front, so every segment left still ends where it did, and if the one holding the
+    /// recovery point goes, recovery scans from the first segment left, above it.
     fn delete_segments(&self, doomed: &[Arc<Segment>], new_start: u64) -> Result<(), LogError> {
         {
             let mut map = self.write_segments();

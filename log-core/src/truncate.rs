@@ -1,6 +1,7 @@
-//! Truncation of a partition log (`truncate_to`, the follower path): later segments go
-//! newest first, then the containing segment is cut at a batch boundary, so a crash at any
-//! step leaves a prefix of the old log.
+//! Truncation of a partition log (`truncate_to`, the follower path): the recovery-point
+//! file is lowered first, then later segments go newest first, then the containing segment
+//! is cut at a batch boundary, so a crash at any step leaves a prefix of the old log that
+//! reaches the recovery point on disk.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use crate::{LogError, PartitionLog};
 impl PartitionLog {
     /// Drops every offset at or after `offset` (a follower truncating to its leader).
     /// Later segments are deleted; the containing one is cut at the first batch that holds
-    /// `offset` (so the log end offset may land below `offset` if a batch straddles it).
+    /// `offset` (so the log end offset may land below `offset` if a batch straddles it, or
+    /// where compaction left a gap below it: the log ends with its last kept batch).
     /// Slices of the removed bytes fail with [`LogError::SliceTruncated`].
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
         let _maintenance = self.lock_maintenance()?;
@@ -28,6 +30,9 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // Before anything changes: a compaction pass running beside this stops at its next
+        // step (see `compaction.rs`).
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         // Before any offset goes: the cleaner checkpoint must not call clean the offsets
         // that later appends will reuse (a crash after this only costs a longer pass).
         let mut cleaner = CleanerCheckpoint::read(&self.dir)?;
@@ -51,13 +56,16 @@ impl PartitionLog {
             return Ok(());
         };
         let size = keep.size_bytes();
-        let (cut_position, new_end_offset) = match keep.locate(offset, size)? {
-            Some((position, header)) => (
-                position,
-                offset.min(u64::try_from(header.base_offset).unwrap_or(offset)),
-            ),
-            None => (size, offset),
+        let cut_position = match keep.locate(offset, size)? {
+            Some((position, _)) => position,
+            None => size,
         };
+        // The log ends where its last kept batch does: past a batch straddling `offset`, and
+        // also before a gap compaction left below it. Kafka keeps the target as the log end
+        // there, but then a clean close would record a recovery point past the last byte,
+        // which the next unclean open would take for fsynced batches gone missing.
+        let new_end_offset = kept_end_offset(keep.as_ref(), cut_position, size)?;
+        debug_assert!(new_end_offset <= offset && new_end_offset >= keep.base_offset);
         // From here on memory and files change step by step: a failure part-way leaves
         // them apart, so it stops the log taking writes until a reopen recovers.
         self.cut_at(
@@ -88,6 +96,19 @@ impl PartitionLog {
             .fetch_min(new_end_offset, Ordering::AcqRel);
         self.recovery_point
             .fetch_min(new_end_offset, Ordering::AcqRel);
+        // The recovery-point file comes down before any byte goes: a crash part-way must
+        // not leave a log that ends below the offset the file says was fsynced, which the
+        // open refuses as damage. It goes to the kept segment's base, never up: bytes
+        // appended after the cut are not durable, and a crash must find them above it,
+        // where recovery may cut them.
+        let lowered = self
+            .recovery_point_on_disk
+            .load(Ordering::Acquire)
+            .min(keep.base_offset);
+        self.write_recovery_point(lowered)?;
+        durability.synced_below = durability.synced_below.min(keep.base_offset);
+        self.rolled_synced_below
+            .fetch_min(keep.base_offset, Ordering::AcqRel);
         // Later segments go newest first, before the kept one is cut: a crash part-way
         // leaves a prefix of the old log, which recovery accepts and a retried
         // truncation finishes.
@@ -144,13 +165,6 @@ impl PartitionLog {
             writer.active = Arc::clone(keep);
             writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         }
-        // Always rewritten: the file may name an offset past the new end (a close or a
-        // recovery records the log end), and bytes appended there after the cut are not
-        // durable; a crash must find them above the recovery point, where they may be cut.
-        self.write_recovery_point(keep.base_offset)?;
-        durability.synced_below = durability.synced_below.min(keep.base_offset);
-        self.rolled_synced_below
-            .fetch_min(keep.base_offset, Ordering::AcqRel);
         Ok(())
     }
 
@@ -189,6 +203,22 @@ impl PartitionLog {
         writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         Ok(())
     }
+}
+
+/// The offset after the last batch that ends at or before `cut_position` (a batch
+/// boundary) in `segment`, or its base if there is none.
+fn kept_end_offset(segment: &Segment, cut_position: u64, size_bytes: u64) -> Result<u64, LogError> {
+    let mut position = segment
+        .offset_index
+        .last_where(|e| u64::from(e.position) < cut_position)
+        .map_or(0, |e| u64::from(e.position));
+    let mut end_offset = segment.base_offset;
+    while position < cut_position {
+        let header = segment.header_at(position, size_bytes)?;
+        end_offset = u64::try_from(header.next_offset()).unwrap_or(end_offset);
+        position += header.size_bytes() as u64;
+    }
+    Ok(end_offset)
 }
 
 /// Max timestamp of the batches in the first `size_bytes` of `segment`: the time index's

@@ -63,3 +63,35 @@ fn readers_share_the_lock_and_keep_the_writer_out() {
     drop((first, second));
     PartitionLog::open(dir.path(), tiny_config()).unwrap();
 }
+
+#[test]
+fn a_reader_of_a_directory_without_a_lock_file_keeps_the_writer_out_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = DirLock::acquire_shared_if_present(dir.path())
+        .unwrap()
+        .expect("a directory without .lock is still locked");
+    let shared = DirLock::acquire(dir.path(), LockMode::Shared).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a reader created a file in a directory it does not own"
+    );
+    match PartitionLog::open(dir.path(), tiny_config()) {
+        Err(LogError::Locked { holder, .. }) => {
+            assert!(holder.contains("reading"), "{holder}")
+        }
+        other => panic!("expected Locked, got {:?}", other.err()),
+    }
+    assert!(matches!(
+        Repair::plan(dir.path()),
+        Err(LogError::Locked { .. })
+    ));
+    drop((reader, shared));
+    let log = PartitionLog::open(dir.path(), tiny_config()).unwrap();
+    // And the other way round: the writer keeps a reader out, named.
+    assert_locked_by_us(
+        DirLock::acquire_shared_if_present(dir.path()).unwrap_err(),
+        dir.path(),
+    );
+    drop(log);
+}

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use compaction_support::*;
-use weir_log::compaction_hook::pause_before_swap;
+use weir_log::pause_point::pause_before_swap;
 use weir_log::PartitionLog;
 
 /// A bound on waits that only a deadlock (the bug under test) can reach.
