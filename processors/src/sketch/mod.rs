@@ -32,6 +32,7 @@ mod cms;
 mod cms_codec;
 mod error;
 mod frequent_items;
+mod frequent_slot;
 mod heavy_keeper;
 mod key_arena;
 mod key_heap;
