@@ -49,6 +49,7 @@ fn assert_bounds_hold(
             true_count <= upper,
             "key {id}: true {true_count} > upper {upper}"
         );
+        prop_assert_eq!(upper - lower, sketch.maximum_error());
     }
     for item in sketch.top_k(usize::MAX) {
         let id: u16 = String::from_utf8_lossy(&item.key)
