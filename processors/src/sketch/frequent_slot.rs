@@ -38,7 +38,7 @@ pub(super) struct Probe {
 }
 
 impl Probe {
-    #[inline]
+    #[inline(always)]
     pub(super) fn of(key: &[u8]) -> Self {
         if key.len() <= INLINE_BYTES_MAX {
             let mut bytes = [0u8; INLINE_BYTES_MAX];
