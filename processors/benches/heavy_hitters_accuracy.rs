@@ -126,8 +126,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         for &budget in &options.budgets_bytes {
-            // The same key-length hint the harness gives the other structures.
-            let key_bytes = workload.mean_key_bytes().next_multiple_of(8);
+            // The mean length of the distinct keys, which `with_budget_and_key_bytes` asks for (the
+            // harness rounds it up to 8 for the other structures' fixed key slots).
+            let key_bytes = workload.mean_key_bytes();
             let mut sketch = match FrequentItems::with_budget_and_key_bytes(budget, key_bytes) {
                 Ok(sketch) => sketch,
                 Err(SketchError::BudgetTooSmall { .. }) => continue,
