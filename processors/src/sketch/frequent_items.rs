@@ -13,8 +13,10 @@
 //! `lower = count` and `upper = count + offset`, and any other key `lower = 0`, `upper = offset`.
 //! A purge lowers a surviving count by exactly `c` and a dropped count by at most `c`, and raises
 //! `offset` by `c`; so each key loses at most `offset` in total and never gains. `offset` itself is
-//! at most N / ((1 − q) · capacity) for a purge quantile q: each purge takes `c` from at least
-//! (1 − q) · capacity counters, and they hold no more than N between them.
+//! about N / ((1 − q) · capacity) at most for a purge quantile q: a purge of a full table takes `c`
+//! from the (1 − q) · capacity counters at or above the quantile, and all counters together never
+//! held more than N. (About: the quantile is taken from a sample, and a purge for key log room may
+//! find fewer counters.) This bound is argued, not tested; the bounds above are tested.
 //!
 //! Memory: both the table and the key log are allocated once, at construction, and their sum with
 //! the struct is the budget or less. A key that does not fit in the key log makes room by purging;

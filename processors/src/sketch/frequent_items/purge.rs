@@ -7,7 +7,7 @@ use super::FrequentItems;
 
 /// Fraction of the counters a purge aims to drop: it subtracts this quantile of the counts.
 /// DataSketches uses the median. A smaller quantile keeps more counters after a purge, which
-/// tightens the bound (N / ((1 − q) · capacity)) at the cost of more frequent purges; on unit-weight
+/// tightens the bound on `offset` (about N / ((1 − q) · capacity)) at the cost of more frequent purges; on unit-weight
 /// Zipf streams it makes no difference, as most counters tie at the smallest counts and go together.
 const PURGE_QUANTILE: f64 = 0.25;
 /// Counts sampled to estimate the purge quantile (DataSketches samples 1024).
