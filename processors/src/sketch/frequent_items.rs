@@ -118,13 +118,32 @@ impl FrequentItems {
     /// short keys the key log gets 1/32 of the budget, for the odd long key.
     fn layout(budget_bytes: usize, key_bytes_hint: usize) -> Result<(usize, usize), SketchError> {
         let fixed = size_of::<Self>();
-        let smallest = fixed + 4 * size_of::<Slot>() + HEADER_BYTES + key_bytes_hint;
-        let too_small = SketchError::BudgetTooSmall {
-            what: "a frequent-items sketch".to_string(),
-            budget_bytes,
-            needed_bytes: smallest,
+        let split = |budget: usize| Self::split(budget.checked_sub(fixed)?, key_bytes_hint);
+        let Some((slots, key_log_bytes)) = split(budget_bytes) else {
+            // The smallest budget that works, for the error: found by walking up, which ends
+            // within a few slots' worth of bytes.
+            let needed_bytes = (budget_bytes.max(fixed)..)
+                .find(|&budget| split(budget).is_some())
+                .unwrap_or(usize::MAX);
+            return Err(SketchError::BudgetTooSmall {
+                what: "a frequent-items sketch".to_string(),
+                budget_bytes,
+                needed_bytes,
+            });
         };
-        let available = budget_bytes.checked_sub(fixed).ok_or(too_small.clone())?;
+        if key_log_bytes > u32::MAX as usize {
+            return Err(SketchError::TooLarge {
+                name: "frequent-items memory budget (bytes)",
+                value: budget_bytes as u64,
+                max: (fixed + SLOTS_MAX * size_of::<Slot>() + u32::MAX as usize) as u64,
+            });
+        }
+        Ok((slots, key_log_bytes))
+    }
+
+    /// `(table slots, key log bytes)` out of `available` bytes, if that is at least 4 slots and
+    /// one key of the hinted length.
+    fn split(available: usize, key_bytes_hint: usize) -> Option<(usize, usize)> {
         let slots = if key_bytes_hint <= INLINE_BYTES_MAX {
             (available - available / LONG_KEY_SHARE_MIN) / size_of::<Slot>()
         } else {
@@ -135,17 +154,12 @@ impl FrequentItems {
         }
         .min(SLOTS_MAX);
         let key_log_bytes = available.saturating_sub(slots * size_of::<Slot>());
-        if slots < 4 || key_log_bytes < HEADER_BYTES.min(key_bytes_hint) {
-            return Err(too_small);
-        }
-        if key_log_bytes > u32::MAX as usize {
-            return Err(SketchError::TooLarge {
-                name: "frequent-items memory budget (bytes)",
-                value: budget_bytes as u64,
-                max: (fixed + SLOTS_MAX * size_of::<Slot>() + u32::MAX as usize) as u64,
-            });
-        }
-        Ok((slots, key_log_bytes))
+        let one_key = if key_bytes_hint <= INLINE_BYTES_MAX {
+            0
+        } else {
+            HEADER_BYTES + key_bytes_hint
+        };
+        (slots >= 4 && key_log_bytes >= one_key).then_some((slots, key_log_bytes))
     }
 
     /// Counters the table holds at most.
@@ -455,10 +469,16 @@ mod tests {
     }
 
     #[test]
-    fn budgets_too_small_for_one_key_are_refused() {
-        assert!(matches!(
-            FrequentItems::with_budget(64),
-            Err(SketchError::BudgetTooSmall { .. })
-        ));
+    fn a_budget_too_small_is_refused_with_the_budget_that_fits() {
+        for hint in [0, 8, 16, 300] {
+            let Err(SketchError::BudgetTooSmall { needed_bytes, .. }) =
+                FrequentItems::with_budget_and_key_bytes(64, hint)
+            else {
+                panic!("64 bytes cannot hold a sketch");
+            };
+            let sketch = FrequentItems::with_budget_and_key_bytes(needed_bytes, hint).unwrap();
+            assert!(sketch.memory_bytes() <= needed_bytes);
+            assert!(FrequentItems::with_budget_and_key_bytes(needed_bytes - 1, hint).is_err());
+        }
     }
 }
