@@ -71,7 +71,9 @@ fn watch<T>(work: impl FnOnce() -> T) -> (T, u64, usize, usize) {
     (value, calls, peak as usize, still as usize)
 }
 
-/// Keys prepared before counting starts: `count` distinct keys of `len_min..=len_max` bytes.
+/// Keys prepared before counting starts: `count` distinct keys `key-{i}-`, padded to a length in
+/// `len_min..=len_max` (never cut: with `len_max` 8, keys are 6 to 10 bytes, some held in their
+/// counter and some in the key log).
 fn keys(count: usize, len_min: usize, len_max: usize) -> Vec<Vec<u8>> {
     (0..count)
         .map(|i| {
