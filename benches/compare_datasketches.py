@@ -24,6 +24,15 @@ memory, shown for reference.
 Usage (from the repository root, after `cargo build --release`):
     pip install datasketches
     python3 benches/compare_datasketches.py --out docs/sketch-vs-datasketches.md
+
+Without the `weir` binary, `--streams-dir` compares `FrequentItems` alone, over several seeds, from
+the stream files and CSV the processors' accuracy benchmark writes:
+    cargo bench -p weir-processors --bench heavy_hitters_accuracy -- --streams-dir /tmp/streams \
+        > /tmp/streams/weir.csv
+    python3 benches/compare_datasketches.py --streams-dir /tmp/streams --weir-csv /tmp/streams/weir.csv
+There DataSketches is sized by the serialized model of issue 14 (16 bytes an item at 3/4 load:
+lg_max_map_size = log2(budget) - 4), or with --ds-size memory by its footprint in memory (42 bytes
+a slot, as above); metrics are averaged over the seeds, with the range of R@100.
 """
 
 import argparse
@@ -50,6 +59,7 @@ TOP_K = 100
 OURS = "topk-cms,space-saving,heavykeeper"
 
 _LINES = []  # the current stream, shared with forked workers
+_RANKED = []  # its keys with their exact counts, largest first, shared likewise
 
 
 def parse_bytes(text):
@@ -116,7 +126,13 @@ def main():
     parser.add_argument("--ds-size", choices=["memory", "serialized"], default="memory",
                         help="which DataSketches size must fit the budget")
     parser.add_argument("--out", help="also write the markdown table to this file")
+    parser.add_argument("--streams-dir", help="compare FrequentItems from the files of the processors' "
+                        "accuracy benchmark (no weir binary needed)")
+    parser.add_argument("--weir-csv", help="with --streams-dir: that benchmark's CSV output")
     args = parser.parse_args()
+    if args.streams_dir:
+        compare_streams(args)
+        return
 
     budgets = parse_budgets(args.budgets)
     rows = []
@@ -220,6 +236,115 @@ def render(rows, args):
                      + " | ".join(weir_cells) + f" | {at_least_as_accurate(best, row)} | {keeper_cell} | "
                      + f"{at_least_as_accurate(keeper, row)} |")
     return "\n".join(lines) + "\n"
+
+
+def score_datasketches(job):
+    """R@10, P@100, R@100 and the mean and max error over the true top 100 for one map size."""
+    lg = job
+    ranked = _RANKED
+    sketch = datasketches.frequent_strings_sketch(lg)
+    update = sketch.update
+    for line in _LINES:
+        update(line)
+    items = sketch.get_frequent_items(datasketches.frequent_items_error_type.NO_FALSE_NEGATIVES)
+    items.sort(key=lambda item: (-item[1], item[0]))
+    scores = {}
+    for k in (10, TOP_K):
+        threshold = ranked[min(k, len(ranked)) - 1][1]
+        acceptable = {key for key, count in ranked if count >= threshold}
+        reported = [item[0] for item in items[:k]]
+        correct = sum(1 for key in reported if key in acceptable)
+        scores[f"p@{k}"] = correct / len(reported) if reported else 0.0
+        scores[f"r@{k}"] = min(1.0, correct / min(k, len(ranked)))
+    errors = [abs(sketch.get_estimate(key) - count) for key, count in ranked[:TOP_K]]
+    scores["mean_err"] = sum(errors) / len(errors)
+    scores["max_err"] = max(errors)
+    return lg, scores
+
+
+def compare_streams(args):
+    """FrequentItems (from the accuracy benchmark's CSV) against DataSketches on the same files."""
+    import csv
+    import glob
+    import statistics
+    budgets = parse_budgets(args.budgets)
+    ours = collections.defaultdict(list)  # (stream, budget) -> rows, one per seed
+    with open(args.weir_csv, encoding="utf-8") as rows:
+        for row in csv.DictReader(line for line in rows if "," in line):
+            if row["algorithm"] == "frequent-items":
+                ours[(row["stream"], int(row["budget_bytes"]))].append(row)
+    theirs = collections.defaultdict(list)
+    global _LINES, _RANKED
+    for path in sorted(glob.glob(os.path.join(args.streams_dir, "*-seed*.txt"))):
+        stream = os.path.basename(path).rsplit("-seed", 1)[0]
+        with open(path, encoding="utf-8") as lines:
+            _LINES = lines.read().splitlines()
+        counts = collections.Counter(_LINES)
+        # Stable sort on the count alone: ties stay in order of first appearance.
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+        _RANKED = ranked
+        if args.ds_size == "memory":
+            lg_of = {b: max((lg for lg in range(LG_MIN, LG_MAX + 1) if ds_memory_bytes(lg) <= b), default=None)
+                     for b in budgets}
+        else:
+            lg_of = {b: int(math.log2(b)) - 4 if b >= 16 << LG_MIN else None for b in budgets}
+        lgs = sorted({lg for lg in lg_of.values() if lg is not None})
+        with multiprocessing.get_context("fork").Pool(args.processes) as pool:
+            results = dict(pool.map(score_datasketches, lgs))
+        for budget in budgets:
+            if lg_of[budget] is not None:
+                theirs[(stream, budget)].append(results[lg_of[budget]])
+        print(f"{path} done", file=sys.stderr)
+
+    def mean(values):
+        return statistics.fmean(values) if values else float("nan")
+
+    model = ("serialized model, 16 B an item at 3/4 load" if args.ds_size == "serialized"
+             else "in-memory model, 42 B a slot")
+    lines = [
+        f"| stream | budget | seeds | DS lg ({model}) | DS R@10 / P@100 / R@100 (range) | DS mean / max err top100 "
+        "| FrequentItems bytes | FI R@10 / P@100 / R@100 (range) | FI mean / max err top100 | R@100 | mean err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(set(ours) | set(theirs), key=lambda k: (k[0], k[1])):
+        stream, budget = key
+        if budget not in budgets:
+            continue
+        fi, ds = ours.get(key, []), theirs.get(key, [])
+        if not fi or not ds:
+            continue
+        fi_r100 = [float(r["r@100"]) for r in fi]
+        ds_r100 = [s["r@100"] for s in ds]
+        fi_mean_err = mean([float(r["mean_err_top100"]) for r in fi])
+        ds_mean_err = mean([s["mean_err"] for s in ds])
+
+        def verdict(a, b, higher_is_better):
+            if abs(a - b) < 1e-9:
+                return "tie"
+            return "FI" if (a > b) == higher_is_better else "DS"
+
+        lines.append(
+            f"| {stream} | {human(budget)} | {len(fi)}/{len(ds)} | {lg_of_budget(args, budget)} "
+            f"| {mean([s['r@10'] for s in ds]):.2f} / {mean([s['p@100'] for s in ds]):.2f} / "
+            f"{mean(ds_r100):.2f} ({min(ds_r100):.2f}-{max(ds_r100):.2f}) "
+            f"| {ds_mean_err:.1f} / {max(s['max_err'] for s in ds)} "
+            f"| {max(int(r['memory_bytes']) for r in fi)} "
+            f"| {mean([float(r['r@10']) for r in fi]):.2f} / {mean([float(r['p@100']) for r in fi]):.2f} / "
+            f"{mean(fi_r100):.2f} ({min(fi_r100):.2f}-{max(fi_r100):.2f}) "
+            f"| {fi_mean_err:.1f} / {max(int(r['max_err_top100']) for r in fi)} "
+            f"| {verdict(round(mean(fi_r100), 2), round(mean(ds_r100), 2), True)} "
+            f"| {verdict(round(fi_mean_err, 1), round(ds_mean_err, 1), False)} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(table)
+
+
+def lg_of_budget(args, budget):
+    if args.ds_size == "memory":
+        return max((lg for lg in range(LG_MIN, LG_MAX + 1) if ds_memory_bytes(lg) <= budget), default="-")
+    return int(math.log2(budget)) - 4
 
 
 if __name__ == "__main__":

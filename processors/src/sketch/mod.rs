@@ -5,10 +5,12 @@
 //!   conservative update; serializable.
 //! - [`TopK`]: the k heaviest keys, tracked in an indexed min-heap over a count-min sketch.
 //! - [`SpaceSaving`]: the stream-summary of Metwally et al., with a deterministic error bound.
+//! - [`FrequentItems`]: Misra-Gries counters with a reverse purge (as DataSketches' frequent
+//!   items) in a memory budget that includes the keys, with certain lower and upper bounds.
 //! - [`HeavyKeeper`]: count with exponential-weakening decay (Gong et al.) over 32-bit key
 //!   fingerprints, in front of a heap of the k heaviest keys; the most accurate per byte.
 //!
-//! [`TopK`], [`SpaceSaving`] and [`HeavyKeeper`] implement [`HeavyHitters`], so operators and SQL
+//! [`FrequentItems`], [`TopK`], [`SpaceSaving`] and [`HeavyKeeper`] implement [`HeavyHitters`], so operators and SQL
 //! functions take any of them.
 //!
 //! # Merging
@@ -21,15 +23,20 @@
 //!   (PODS 2012): counts are added (a key missing from a full summary counts that summary's minimum,
 //!   as an upper bound and as error), then the largest `capacity` are kept. The bound
 //!   `count − error ≤ true ≤ count` still holds, and error stays within N/capacity.
+//! - [`FrequentItems`] merges as DataSketches does: the other's counts are added as updates (which
+//!   may purge), then its offset; bounds stay certain for the union, of sketches of any size.
 //! - [`HeavyKeeper`] adds its buckets (same fingerprint: counts add; different: the larger stays)
 //!   and re-ranks the union of both tracked sets by summed estimates (approximate).
 
 mod cms;
 mod cms_codec;
 mod error;
+mod frequent_items;
+mod frequent_slot;
 mod heavy_keeper;
 mod key_arena;
 mod key_heap;
+mod key_log;
 mod murmur3;
 mod space_saving;
 mod topk;
@@ -39,6 +46,7 @@ pub mod accuracy;
 pub use cms::{CountMinSketch, KeyHash, UpdateRule, COUNTERS_MAX, DEPTH_MAX};
 pub use cms_codec::HEADER_BYTES as CMS_HEADER_BYTES;
 pub use error::{DecodeError, SketchError};
+pub use frequent_items::{FrequentItem, FrequentItems};
 pub use heavy_keeper::{HeavyKeeper, DECAY_BASE};
 pub use key_arena::KEY_BYTES_MAX;
 pub use murmur3::murmur3_x64_128;

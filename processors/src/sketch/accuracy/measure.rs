@@ -15,13 +15,13 @@ use super::{Algorithm, BenchConfig, Workload};
 pub const K_VALUES: [usize; 2] = [10, 100];
 
 /// The exact answers for one workload, computed once and shared by its jobs.
-pub(super) struct Truth {
+pub struct Truth {
     /// Key ids that occur, largest count first.
     ids_by_count: Vec<u32>,
 }
 
 impl Truth {
-    pub(super) fn of(workload: &Workload) -> Self {
+    pub fn of(workload: &Workload) -> Self {
         Self {
             ids_by_count: workload.ids_by_count(),
         }
@@ -198,31 +198,82 @@ pub(super) fn measure(
     let total = workload.total();
     let (epsilon, within_epsilon_bound) = subject.bound();
     let allowed = epsilon * total as f64;
+    let mut within = 0u64;
+    let scores = score(
+        workload,
+        truth,
+        |error| within += u64::from(error as f64 <= allowed),
+        |key| subject.estimate(key),
+        |k| subject.top(k),
+    );
+    let occurring = truth.ids_by_count.len().max(1) as f64;
+    Ok(Measurement {
+        workload: workload.name().to_string(),
+        algorithm,
+        budget_bytes,
+        memory_bytes: subject.memory_bytes(),
+        events: total,
+        distinct_keys: truth.ids_by_count.len() as u64,
+        epsilon,
+        within_epsilon_bound,
+        within_epsilon_fraction: within as f64 / occurring,
+        mean_abs_error_all: scores.mean_abs_error_all,
+        max_abs_error_all: scores.max_abs_error_all,
+        mean_abs_error_top: scores.mean_abs_error_top,
+        max_abs_error_top: scores.max_abs_error_top,
+        precision_at_10: scores.precision_at_10,
+        recall_at_10: scores.recall_at_10,
+        precision_at_100: scores.precision_at_100,
+        recall_at_100: scores.recall_at_100,
+        updates_per_sec,
+    })
+}
 
-    let (mut sum_all, mut max_all, mut within) = (0u128, 0u64, 0u64);
+/// The accuracy figures of a [`Measurement`], for any structure: absolute count errors over all
+/// occurring keys and over the true top 100, and top-k precision and recall.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scores {
+    pub mean_abs_error_all: f64,
+    pub max_abs_error_all: u64,
+    pub mean_abs_error_top: f64,
+    pub max_abs_error_top: u64,
+    pub precision_at_10: Option<f64>,
+    pub recall_at_10: Option<f64>,
+    pub precision_at_100: Option<f64>,
+    pub recall_at_100: Option<f64>,
+}
+
+/// Scores a structure fed `workload` by its answers: `estimate` of a key's count, and `top(k)`,
+/// its k heaviest keys (`None` if it reports none). `on_error` sees every occurring key's
+/// absolute error. A reported key counts as correct if its true count reaches the k-th
+/// largest, so ties at the k-th count are all correct answers.
+pub fn score(
+    workload: &Workload,
+    truth: &Truth,
+    mut on_error: impl FnMut(u64),
+    estimate: impl Fn(&[u8]) -> u64,
+    top: impl Fn(usize) -> Option<Vec<Vec<u8>>>,
+) -> Scores {
+    let (mut sum_all, mut max_all) = (0u128, 0u64);
     for &id in &truth.ids_by_count {
-        let error = subject
-            .estimate(workload.key(id))
-            .abs_diff(workload.count(id));
+        let error = estimate(workload.key(id)).abs_diff(workload.count(id));
+        on_error(error);
         sum_all += u128::from(error);
         max_all = max_all.max(error);
-        within += u64::from(error as f64 <= allowed);
     }
     let occurring = truth.ids_by_count.len().max(1) as f64;
 
-    let top = truth.top(K_VALUES[K_VALUES.len() - 1]);
-    let top_errors = top.iter().map(|&id| {
-        subject
-            .estimate(workload.key(id))
-            .abs_diff(workload.count(id))
-    });
+    let top_ids = truth.top(K_VALUES[K_VALUES.len() - 1]);
+    let top_errors = top_ids
+        .iter()
+        .map(|&id| estimate(workload.key(id)).abs_diff(workload.count(id)));
     let (sum_top, max_top) = top_errors.fold((0u128, 0u64), |(sum, max), e| {
         (sum + u128::from(e), max.max(e))
     });
 
     let mut quality = [(None, None); K_VALUES.len()];
     for (slot, &k) in quality.iter_mut().zip(&K_VALUES) {
-        if let Some(reported) = subject.top(k) {
+        if let Some(reported) = top(k) {
             let acceptable = truth.top_k_acceptable(workload, k);
             let correct = reported
                 .iter()
@@ -237,25 +288,14 @@ pub(super) fn measure(
             *slot = (Some(precision), Some(recall.min(1.0)));
         }
     }
-
-    Ok(Measurement {
-        workload: workload.name().to_string(),
-        algorithm,
-        budget_bytes,
-        memory_bytes: subject.memory_bytes(),
-        events: total,
-        distinct_keys: truth.ids_by_count.len() as u64,
-        epsilon,
-        within_epsilon_bound,
-        within_epsilon_fraction: within as f64 / occurring,
+    Scores {
         mean_abs_error_all: sum_all as f64 / occurring,
         max_abs_error_all: max_all,
-        mean_abs_error_top: sum_top as f64 / top.len().max(1) as f64,
+        mean_abs_error_top: sum_top as f64 / top_ids.len().max(1) as f64,
         max_abs_error_top: max_top,
         precision_at_10: quality[0].0,
         recall_at_10: quality[0].1,
         precision_at_100: quality[1].0,
         recall_at_100: quality[1].1,
-        updates_per_sec,
-    })
+    }
 }

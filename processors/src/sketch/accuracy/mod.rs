@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-pub use measure::{Measurement, K_VALUES};
+pub use measure::{score, Measurement, Scores, Truth, K_VALUES};
 pub use report::{render_csv, render_table};
 pub use workload::WorkloadBuilder;
 pub use workload::{Workload, Xoshiro256, ZipfSampler, KEYS_MAX};

@@ -1,0 +1,203 @@
+//! One 16-byte counter of [`FrequentItems`](super::FrequentItems), and how a key is written into it.
+//!
+//! A key of at most 8 bytes is held in the slot itself: no key log entry, no pointer, and the
+//! comparison on a probe is one word. A longer key lives in the [`KeyLog`](super::key_log::KeyLog)
+//! and the slot holds its offset with a 32-bit fingerprint that rejects most probes without
+//! touching the log. So a counter costs 16 bytes for short keys, as a DataSketches map slot
+//! holding a `long` does, and 16 bytes plus the key and a 4-byte header for long ones.
+//!
+//! Layout: `word0` = tag (top 8 bits: the key length 0..=8, or [`LONG`]) | count (low 56 bits);
+//! `word1` = the key's bytes, little-endian and zero-padded, or fingerprint (high 32 bits) |
+//! key log offset (low 32). An empty slot is all zeros (a held key always has a count ≥ 1).
+
+use super::murmur3::murmur3_x64_128;
+
+/// Largest count a slot holds (2^56 − 1); weight beyond it is counted as error.
+pub(super) const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+/// Longest key held in the slot itself.
+pub(super) const INLINE_BYTES_MAX: usize = 8;
+
+const COUNT_BITS: u32 = 56;
+/// Tag of a key held in the key log.
+const LONG: u64 = 0xff;
+const HASH_SEED: u32 = 0x005e_edf1;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Slot {
+    word0: u64,
+    word1: u64,
+}
+
+/// A key as it is compared with slots: its tag, its inline word (or fingerprint), and its hash.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    tag: u64,
+    word: u64,
+    /// Home slot = this × slots / 2^32.
+    pub(super) home_hash: u32,
+}
+
+impl Probe {
+    #[inline(always)]
+    pub(super) fn of(key: &[u8]) -> Self {
+        if key.len() <= INLINE_BYTES_MAX {
+            let mut bytes = [0u8; INLINE_BYTES_MAX];
+            bytes[..key.len()].copy_from_slice(key);
+            let word = u64::from_le_bytes(bytes);
+            let tag = key.len() as u64;
+            Self {
+                tag,
+                word,
+                home_hash: inline_hash(tag, word),
+            }
+        } else {
+            let fingerprint = (murmur3_x64_128(key, HASH_SEED).0 >> 32) as u32;
+            Self {
+                tag: LONG,
+                word: u64::from(fingerprint) << 32,
+                home_hash: fingerprint,
+            }
+        }
+    }
+
+    /// Whether the key lives in the key log.
+    #[inline]
+    pub(super) fn is_long(&self) -> bool {
+        self.tag == LONG
+    }
+}
+
+impl Slot {
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.word0 == 0
+    }
+
+    #[inline]
+    pub(super) fn count(&self) -> u64 {
+        self.word0 & COUNT_MAX
+    }
+
+    /// Sets the count, `1..=COUNT_MAX`.
+    #[inline]
+    pub(super) fn set_count(&mut self, count: u64) {
+        debug_assert!((1..=COUNT_MAX).contains(&count));
+        self.word0 = (self.word0 & !COUNT_MAX) | count;
+    }
+
+    /// A slot for `probe`'s key with `count`; `key_at` is its key log offset if it is long.
+    #[inline]
+    pub(super) fn new(probe: &Probe, count: u64, key_at: u32) -> Self {
+        debug_assert!((1..=COUNT_MAX).contains(&count));
+        let word1 = if probe.is_long() {
+            probe.word | u64::from(key_at)
+        } else {
+            probe.word
+        };
+        Self {
+            word0: (probe.tag << COUNT_BITS) | count,
+            word1,
+        }
+    }
+
+    /// Whether this slot may hold `probe`'s key: certain for a short key; for a long key the
+    /// fingerprint matches and the caller compares the key log entry at [`key_at`](Self::key_at).
+    #[inline]
+    pub(super) fn matches(&self, probe: &Probe) -> bool {
+        let tag = self.word0 >> COUNT_BITS;
+        if probe.is_long() {
+            tag == LONG && self.word1 >> 32 == probe.word >> 32
+        } else {
+            tag == probe.tag && self.word1 == probe.word
+        }
+    }
+
+    #[inline]
+    pub(super) fn is_long(&self) -> bool {
+        self.word0 >> COUNT_BITS == LONG
+    }
+
+    /// The key log offset of a long key (while compacting: what the log gave to hold instead).
+    #[inline]
+    pub(super) fn key_at(&self) -> u32 {
+        self.word1 as u32
+    }
+
+    pub(super) fn set_key_at(&mut self, key_at: u32) {
+        self.word1 = (self.word1 & !u64::from(u32::MAX)) | u64::from(key_at);
+    }
+
+    /// The bytes of a short key (empty for a long one: read the key log).
+    pub(super) fn inline_key(&self) -> ([u8; INLINE_BYTES_MAX], usize) {
+        let len = if self.is_long() {
+            0
+        } else {
+            (self.word0 >> COUNT_BITS) as usize
+        };
+        (self.word1.to_le_bytes(), len)
+    }
+
+    /// The hash that chose this slot's home: recomputed for a short key, the fingerprint of a
+    /// long one.
+    #[inline]
+    pub(super) fn home_hash(&self) -> u32 {
+        if self.is_long() {
+            (self.word1 >> 32) as u32
+        } else {
+            inline_hash(self.word0 >> COUNT_BITS, self.word1)
+        }
+    }
+}
+
+/// Two rounds of a folded 64×64→128 multiply over the padded key and its length: short keys need
+/// no byte loop, and every input bit reaches the high 32 bits the home is taken from.
+#[inline]
+fn inline_hash(tag: u64, word: u64) -> u32 {
+    const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K1: u64 = 0xd6e8_feb8_6659_fd93;
+    let fold = |a: u64, b: u64| {
+        let product = u128::from(a) * u128::from(b);
+        (product as u64) ^ ((product >> 64) as u64)
+    };
+    let first = fold(word ^ K0, K1 ^ (tag << 56) ^ u64::from(HASH_SEED));
+    (fold(first ^ K1, K0) >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_keys_differing_only_in_trailing_zeros_are_different_keys() {
+        let (a, b) = (Probe::of(b"ab"), Probe::of(b"ab\0"));
+        let slot = Slot::new(&a, 1, 0);
+        assert!(slot.matches(&a));
+        assert!(!slot.matches(&b));
+        assert_eq!(slot.inline_key().1, 2);
+        assert_eq!(slot.home_hash(), a.home_hash);
+    }
+
+    #[test]
+    fn a_slot_keeps_count_and_key_apart() {
+        let probe = Probe::of(b"a key longer than eight bytes");
+        let mut slot = Slot::new(&probe, COUNT_MAX, 1234);
+        assert!(slot.is_long() && slot.matches(&probe));
+        assert_eq!((slot.count(), slot.key_at()), (COUNT_MAX, 1234));
+        slot.set_count(7);
+        slot.set_key_at(99);
+        assert_eq!((slot.count(), slot.key_at()), (7, 99));
+        assert_eq!(slot.home_hash(), probe.home_hash);
+    }
+
+    #[test]
+    fn inline_hashes_spread_sequential_keys_over_homes() {
+        let homes = 1000u64;
+        let mut used = vec![0u32; homes as usize];
+        for i in 0..10_000 {
+            let probe = Probe::of(format!("k{i}").as_bytes());
+            used[((u64::from(probe.home_hash) * homes) >> 32) as usize] += 1;
+        }
+        // 10 per home on average; a poor mix piles keys of one prefix into a few homes.
+        assert!(used.iter().all(|&n| n < 40), "{:?}", used.iter().max());
+    }
+}
