@@ -23,12 +23,10 @@ const CONNECT_ATTEMPTS: u32 = 50;
 /// Polls in a row that return nothing before reading back gives up.
 const EMPTY_POLLS_MAX: u32 = 20;
 
-/// `work`, or an error once [`PHASE_TIMEOUT`] has passed (the timer is
-/// made inside the runtime).
 async fn within_phase_timeout<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, tokio::time::error::Elapsed> {
-    tokio::time::timeout(PHASE_TIMEOUT, work).await
+    common::within(PHASE_TIMEOUT, work).await
 }
 
 /// Runs `connect` until it succeeds, at most [`CONNECT_ATTEMPTS`] times.

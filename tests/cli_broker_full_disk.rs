@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{BrokerChild, WEIR};
 use weir::client::{
@@ -31,12 +31,10 @@ const FAILURES_IN_A_ROW: u32 = 8;
 /// Each phase fails the test after this instead of hanging it.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `work`, or an error once [`PHASE_TIMEOUT`] has passed (the timer is made
-/// inside the runtime, where `block_on` polls this).
 async fn within_phase_timeout<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, tokio::time::error::Elapsed> {
-    tokio::time::timeout(PHASE_TIMEOUT, work).await
+    common::within(PHASE_TIMEOUT, work).await
 }
 
 /// Whether this machine lets an unprivileged process mount a tmpfs in its own
@@ -60,35 +58,13 @@ fn start_on_small_disk(mount_point: &Path, address_file: &Path, log: &Path) -> B
         "mount -t tmpfs -o size={DISK_BYTES} tmpfs \"$0\" && exec \"$1\" broker \
          --listen 127.0.0.1:0 --data-dir \"$0/data\" --address-file \"$2\""
     );
-    let child = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args(["-rm", "sh", "-c", &script])
         .arg(mount_point)
         .arg(WEIR)
-        .arg(address_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawn unshare");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Ok(text) = std::fs::read_to_string(address_file) {
-            if text.ends_with('\n') {
-                break text.trim().to_string();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker did not write its address: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    BrokerChild {
-        child,
-        addr,
-        log: log.to_path_buf(),
-    }
+        .arg(address_file);
+    BrokerChild::spawn(command, address_file, log)
 }
 
 /// Small segments (rolls happen while the disk fills, each allocating index

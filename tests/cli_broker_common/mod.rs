@@ -21,34 +21,45 @@ impl BrokerChild {
     /// Starts `weir broker` on `data` and waits for the address it bound.
     pub fn start(data: &Path, extra: &[&str]) -> BrokerChild {
         let address_file = data.with_extension("addr");
-        let _ = std::fs::remove_file(&address_file);
-        let log = data.with_extension("log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(WEIR)
+        let mut command = Command::new(WEIR);
+        command
             .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .arg("--address-file")
             .arg(&address_file)
-            .args(extra)
+            .args(extra);
+        BrokerChild::spawn(command, &address_file, &data.with_extension("log"))
+    }
+
+    /// Runs `command` (which starts a broker writing its bound address to
+    /// `address_file`), its stderr into `log`, and waits for the address.
+    pub fn spawn(mut command: Command, address_file: &Path, log: &Path) -> BrokerChild {
+        let _ = std::fs::remove_file(address_file);
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("spawn weir broker");
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
+            if let Ok(text) = std::fs::read_to_string(address_file) {
                 if text.ends_with('\n') {
                     break text.trim().to_string();
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "broker did not write its address"
+                "broker did not write its address: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        BrokerChild { child, addr, log }
+        BrokerChild {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
     }
 
     /// `weir ARGS` against this broker, with `stdin` as input.
@@ -117,6 +128,15 @@ pub fn assert_clean_failure(output: &Output, expect: &str) {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains(expect), "expected {expect:?} in {err}");
+}
+
+/// `work`, or an error once `limit` has passed, so a phase of a test fails
+/// instead of hanging. The timer is made inside the runtime that polls this.
+pub async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit, work).await
 }
 
 pub fn data_dir(root: &Path) -> PathBuf {
