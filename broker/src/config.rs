@@ -43,6 +43,9 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// that stalls mid-body gives its pool memory back within the time a
 /// well-behaved client would have given up on the request anyway.
 pub const REQUEST_BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
+/// `offsets.topic.num.partitions`).
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = crate::group::CONSUMER_OFFSETS_PARTITIONS_DEFAULT;
 
 /// Where storage I/O of produce and fetch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,9 @@ pub struct BrokerConfig {
     /// How long shutdown waits for in-flight requests before it cuts them
     /// and closes the logs.
     pub shutdown_timeout_ms: u64,
+    /// Partitions of `__consumer_offsets` when the broker creates it at its first start
+    /// (Kafka's `offsets.topic.num.partitions`); an existing topic keeps its count.
+    pub offsets_topic_partitions: u32,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
     pub topic_defaults: BTreeMap<String, String>,
@@ -153,6 +159,7 @@ struct ConfigFile {
     queued_request_bytes_max: Option<usize>,
     request_body_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    offsets_topic_partitions: Option<u32>,
     address_file: Option<PathBuf>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
@@ -176,6 +183,7 @@ impl Default for BrokerConfig {
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
+            offsets_topic_partitions: OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             topic_defaults: BTreeMap::new(),
             address_file: None,
         }
@@ -189,7 +197,8 @@ impl BrokerConfig {
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
-    /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`).
+    /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
+    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -214,6 +223,7 @@ impl BrokerConfig {
             "WEIR_QUEUED_REQUEST_BYTES_MAX",
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
             "WEIR_SHUTDOWN_TIMEOUT_MS",
+            "WEIR_OFFSETS_TOPIC_PARTITIONS",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -296,6 +306,9 @@ impl BrokerConfig {
         if let Some(v) = file.shutdown_timeout_ms {
             self.shutdown_timeout_ms = v;
         }
+        if let Some(v) = file.offsets_topic_partitions {
+            self.offsets_topic_partitions = v;
+        }
         if let Some(v) = file.address_file {
             self.address_file = Some(v);
         }
@@ -365,6 +378,9 @@ impl BrokerConfig {
                 self.shutdown_timeout_ms = value
                     .parse()
                     .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_OFFSETS_TOPIC_PARTITIONS" => {
+                self.offsets_topic_partitions = value.parse().map_err(|_| "expected a count")?
             }
             other => return Err(format!("unknown setting {other}")),
         }
@@ -442,6 +458,15 @@ impl BrokerConfig {
                 "request_body_timeout_ms",
                 "0".to_string(),
                 "must be at least 1",
+            ));
+        }
+        if self.offsets_topic_partitions == 0
+            || self.offsets_topic_partitions > crate::broker::PARTITIONS_MAX
+        {
+            return Err(bad(
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions.to_string(),
+                "must be between 1 and 10000",
             ));
         }
         if self.retention_check_interval_ms == 0 {
@@ -693,5 +718,29 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("request_body_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn offsets_topic_partitions_loads_from_file_and_environment_and_refuses_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "offsets_topic_partitions = 3\n").unwrap();
+        let config = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert_eq!(config.offsets_topic_partitions, 3);
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_OFFSETS_TOPIC_PARTITIONS").then(|| "7".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.offsets_topic_partitions, 7);
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(defaults.offsets_topic_partitions, 50);
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_OFFSETS_TOPIC_PARTITIONS").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("offsets_topic_partitions"),
+            "{err}"
+        );
     }
 }

@@ -19,6 +19,14 @@ pub enum BrokerError {
     #[error("topic {topic:?} already exists")]
     TopicExists { topic: String },
 
+    /// Only the broker writes its internal topics; Kafka refuses these with
+    /// INVALID_TOPIC_EXCEPTION.
+    #[error("topic {topic:?} is internal to the broker: clients cannot {operation} it")]
+    InternalTopic {
+        topic: String,
+        operation: &'static str,
+    },
+
     #[error("invalid topic name: {0}")]
     InvalidTopicName(#[from] TopicNameError),
 
@@ -199,6 +207,7 @@ impl BrokerError {
             BrokerError::InvalidTopicName(_)
             | BrokerError::PartitionOutOfRange { .. }
             | BrokerError::DuplicatePartition { .. }
+            | BrokerError::InternalTopic { .. }
             | BrokerError::InvalidRequest { .. }
             | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,

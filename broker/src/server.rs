@@ -57,6 +57,7 @@ impl RunningBroker {
             .await
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
         let broker = Arc::new(broker);
+        crate::internal_topics::ensure_offsets_topic(&broker).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| BrokerError::Bind {
