@@ -111,6 +111,8 @@ pub struct BrokerConfig {
     /// Partitions of `__consumer_offsets` when the broker creates it at its first start
     /// (Kafka's `offsets.topic.num.partitions`); an existing topic keeps its count.
     pub offsets_topic_partitions: u32,
+    /// The group coordinator's timeouts and defaults (Kafka's `group.consumer.*`).
+    pub groups: crate::group::GroupConfig,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
     pub topic_defaults: BTreeMap<String, String>,
@@ -184,6 +186,7 @@ impl Default for BrokerConfig {
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
             offsets_topic_partitions: OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            groups: crate::group::GroupConfig::default(),
             topic_defaults: BTreeMap::new(),
             address_file: None,
         }

@@ -15,6 +15,7 @@ mod config;
 mod connection_limit;
 mod error;
 pub mod group;
+mod group_service;
 mod internal_topics;
 mod memory_pool;
 mod partition;
@@ -40,6 +41,7 @@ pub use config::{
 };
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
+pub use group_service::GroupService;
 pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{

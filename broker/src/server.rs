@@ -16,6 +16,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection_limit;
 use crate::error::BrokerError;
+use crate::group_service::GroupService;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::produce_server::ProduceServer;
@@ -33,6 +34,7 @@ const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 pub struct RunningBroker {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
+    groups: Arc<GroupService>,
     stop: Option<oneshot::Sender<()>>,
     /// Turns true at the shutdown deadline: every connection fails.
     cut: watch::Sender<bool>,
@@ -58,6 +60,8 @@ impl RunningBroker {
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
         let broker = Arc::new(broker);
         crate::internal_topics::ensure_offsets_topic(&broker).await?;
+        let group_config = broker.config().groups.clone();
+        let groups = Arc::new(GroupService::start(Arc::clone(&broker), group_config).await?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -88,10 +92,15 @@ impl RunningBroker {
                 .await
         });
         tokio::spawn(clean_periodically(Arc::clone(&broker)));
+        tokio::spawn(crate::group_service::tick_periodically(
+            Arc::clone(&groups),
+            broker.closing_signal(),
+        ));
         tracing::info!(%local_addr, "broker listening");
         Ok(RunningBroker {
             local_addr,
             broker,
+            groups,
             stop: Some(stop),
             cut,
             serving,
@@ -105,6 +114,11 @@ impl RunningBroker {
 
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &Arc<GroupService> {
+        &self.groups
     }
 
     /// Serves until `signal` completes, then shuts down cleanly.
