@@ -19,8 +19,9 @@ use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
+use crate::proto::group_server::GroupServer;
 use crate::proto::produce_server::ProduceServer;
-use crate::rpc::{AdminService, FetchService, ProduceService};
+use crate::rpc::{AdminService, FetchService, GroupRpc, ProduceService};
 
 /// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
 /// window updates on a single stream.
@@ -82,7 +83,7 @@ impl RunningBroker {
         let incoming =
             connection_limit::limit(incoming, broker.config().connections_max, cut_signal);
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = router(&broker);
+        let router = router(&broker, &groups);
         let serving = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -188,7 +189,7 @@ type BrokerRouter = tonic::transport::server::Router<
     >,
 >;
 
-fn router(broker: &Arc<Broker>) -> BrokerRouter {
+fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
     let config = broker.config();
     let decode_max = config.request_bytes_max;
     let encode_max = config
@@ -203,6 +204,9 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
     let fetch = FetchServer::new(FetchService::new(Arc::clone(broker)))
         .max_decoding_message_size(decode_max)
         .max_encoding_message_size(encode_max);
+    let group = GroupServer::new(GroupRpc::new(Arc::clone(groups)))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(encode_max);
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
@@ -212,6 +216,7 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
             oversize_is_resource_exhausted as RewriteResponse,
         ))
         .add_service(admin)
+        .add_service(group)
         .add_service(crate::rpc::produce_route::route(
             Arc::clone(broker),
             produce,
