@@ -372,3 +372,23 @@ async fn bad_group_requests_get_an_error_naming_the_group() {
     assert!(committed(&mut c, "busy").await.is_empty());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_topic_created_after_the_subscription_is_assigned() {
+    let broker = start(45_000, tempfile::tempdir().unwrap()).await;
+    let mut client = client(&broker).await;
+    let mut a = Member::new("early", "later");
+    a.heartbeat(&mut client).await;
+    a.heartbeat(&mut client).await;
+    assert!(a.owned.is_empty());
+
+    broker.create_topic("later", 3).await;
+    for _ in 0..10 {
+        a.heartbeat(&mut client).await;
+        if a.owned.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(a.owned, BTreeSet::from([0, 1, 2]));
+    broker.shutdown().await;
+}

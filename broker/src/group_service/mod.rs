@@ -72,12 +72,7 @@ impl GroupService {
         operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
     ) -> Result<T, BrokerError> {
         let mut state = self.state.lock().await;
-        if state.ahead_of_log {
-            state.coordinator = log::replay(&self.broker, &self.config).await?;
-            state.topics = TopicMetadata::new();
-            state.ahead_of_log = false;
-            tracing::info!("rebuilt the group coordinator from __consumer_offsets");
-        }
+        self.catch_up(&mut state).await?;
         let now_ms = now_ms();
         let topics = self.topic_metadata()?;
         if topics != state.topics {
@@ -97,9 +92,25 @@ impl GroupService {
     }
 
     /// Runs `query` on the coordinator, which it cannot change.
-    pub async fn read<T>(&self, query: impl FnOnce(&GroupCoordinator) -> T) -> T {
-        let state = self.state.lock().await;
-        query(&state.coordinator)
+    pub async fn read<T>(
+        &self,
+        query: impl FnOnce(&GroupCoordinator) -> T,
+    ) -> Result<T, BrokerError> {
+        let mut state = self.state.lock().await;
+        self.catch_up(&mut state).await?;
+        Ok(query(&state.coordinator))
+    }
+
+    /// Rebuilds the coordinator from the log when a failed append left it ahead, so
+    /// neither answers nor changes build on what the log does not hold.
+    async fn catch_up(&self, state: &mut State) -> Result<(), BrokerError> {
+        if state.ahead_of_log {
+            state.coordinator = log::replay(&self.broker, &self.config).await?;
+            state.topics = TopicMetadata::new();
+            state.ahead_of_log = false;
+            tracing::info!("rebuilt the group coordinator from __consumer_offsets");
+        }
+        Ok(())
     }
 
     /// Removes members past their timeouts and computes delayed assignments, persisting

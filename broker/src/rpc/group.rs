@@ -227,7 +227,10 @@ impl GroupRpc {
         Ok(proto::OffsetCommitResponse { topics })
     }
 
-    async fn offset_fetch(&self, request: proto::OffsetFetchRequest) -> proto::OffsetFetchResponse {
+    async fn offset_fetch(
+        &self,
+        request: proto::OffsetFetchRequest,
+    ) -> Result<proto::OffsetFetchResponse, Status> {
         let wanted: Vec<TopicPartition> = assignment_from(&request.topics).into_iter().collect();
         let group = request.group_id;
         let offsets = self
@@ -246,8 +249,9 @@ impl GroupRpc {
                         .collect()
                 }
             })
-            .await;
-        proto::OffsetFetchResponse { offsets }
+            .await
+            .map_err(status)?;
+        Ok(proto::OffsetFetchResponse { offsets })
     }
 
     async fn describe_group(
@@ -262,6 +266,7 @@ impl GroupRpc {
                     .map(|d| (d, c.fetch_offsets(&group, None)))
             })
             .await
+            .map_err(status)?
             .map_err(|e| status(e.into()))?;
         let members = description
             .members
@@ -317,9 +322,9 @@ impl proto::group_server::Group for GroupRpc {
         &self,
         request: Request<proto::OffsetFetchRequest>,
     ) -> Result<Response<proto::OffsetFetchResponse>, Status> {
-        Ok(Response::new(
-            GroupRpc::offset_fetch(self, request.into_inner()).await,
-        ))
+        GroupRpc::offset_fetch(self, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_groups(
@@ -330,6 +335,7 @@ impl proto::group_server::Group for GroupRpc {
             .groups
             .read(|c| c.list_groups())
             .await
+            .map_err(status)?
             .into_iter()
             .map(|g| proto::GroupListing {
                 group_id: g.group_id,
