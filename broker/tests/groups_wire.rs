@@ -364,6 +364,22 @@ async fn bad_group_requests_get_an_error_naming_the_group() {
         .unwrap_err();
     assert_eq!(deleted.code(), tonic::Code::FailedPrecondition);
 
+    let no_timeout = c
+        .consumer_group_heartbeat(ConsumerGroupHeartbeatRequest {
+            group_id: "busy".to_string(),
+            subscribed_topic_names: vec!["clicks".to_string()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(no_timeout.error_code(), ErrorCode::InvalidRequest);
+    assert!(
+        no_timeout.error_message.contains("rebalance_timeout_ms"),
+        "{}",
+        no_timeout.error_message
+    );
+
     let (code, message) = commit(&mut c, "busy", "stranger", 1, "clicks", 0, 3).await;
     assert_eq!(code, ErrorCode::UnknownMemberId);
     assert!(message.contains("stranger"), "{message}");

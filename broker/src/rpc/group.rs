@@ -150,6 +150,18 @@ impl GroupRpc {
                 Err(other) => Err(status(other)),
             };
         }
+        // KIP-848 lets a heartbeat leave the rebalance timeout out once sent; here every
+        // heartbeat carries it, and a member with none could never give a partition up in
+        // time, so it is refused as Kafka refuses a join without one.
+        if request.rebalance_timeout_ms <= 0 {
+            return Ok(refused(&GroupError::InvalidRequest {
+                group: request.group_id,
+                reason: format!(
+                    "rebalance_timeout_ms (max.poll.interval.ms) is {}; it must be positive",
+                    request.rebalance_timeout_ms
+                ),
+            }));
+        }
         let server_assignor = match request.server_assignor.as_str() {
             "" => None,
             name => match name.parse::<AssignorKind>() {
