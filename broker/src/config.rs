@@ -162,6 +162,9 @@ struct ConfigFile {
     request_body_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     offsets_topic_partitions: Option<u32>,
+    group_session_timeout_ms: Option<i64>,
+    group_heartbeat_interval_ms: Option<i64>,
+    group_initial_rebalance_delay_ms: Option<i64>,
     address_file: Option<PathBuf>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
@@ -201,7 +204,8 @@ impl BrokerConfig {
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
     /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
-    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`).
+    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
+    /// `WEIR_GROUP_HEARTBEAT_INTERVAL_MS`, `WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -227,6 +231,9 @@ impl BrokerConfig {
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
             "WEIR_SHUTDOWN_TIMEOUT_MS",
             "WEIR_OFFSETS_TOPIC_PARTITIONS",
+            "WEIR_GROUP_SESSION_TIMEOUT_MS",
+            "WEIR_GROUP_HEARTBEAT_INTERVAL_MS",
+            "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -312,6 +319,15 @@ impl BrokerConfig {
         if let Some(v) = file.offsets_topic_partitions {
             self.offsets_topic_partitions = v;
         }
+        if let Some(v) = file.group_session_timeout_ms {
+            self.groups.session_timeout_ms = v;
+        }
+        if let Some(v) = file.group_heartbeat_interval_ms {
+            self.groups.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = file.group_initial_rebalance_delay_ms {
+            self.groups.initial_rebalance_delay_ms = v;
+        }
         if let Some(v) = file.address_file {
             self.address_file = Some(v);
         }
@@ -384,6 +400,21 @@ impl BrokerConfig {
             }
             "WEIR_OFFSETS_TOPIC_PARTITIONS" => {
                 self.offsets_topic_partitions = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_GROUP_SESSION_TIMEOUT_MS" => {
+                self.groups.session_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_GROUP_HEARTBEAT_INTERVAL_MS" => {
+                self.groups.heartbeat_interval_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS" => {
+                self.groups.initial_rebalance_delay_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
             }
             other => return Err(format!("unknown setting {other}")),
         }
@@ -470,6 +501,24 @@ impl BrokerConfig {
                 "offsets_topic_partitions",
                 self.offsets_topic_partitions.to_string(),
                 "must be between 1 and 10000",
+            ));
+        }
+        // Kafka requires the heartbeat interval below the session timeout: a member
+        // heartbeating at the interval it is told must not be removed.
+        if self.groups.heartbeat_interval_ms < 1
+            || self.groups.heartbeat_interval_ms >= self.groups.session_timeout_ms
+        {
+            return Err(bad(
+                "group_heartbeat_interval_ms",
+                self.groups.heartbeat_interval_ms.to_string(),
+                "must be at least 1 and below group_session_timeout_ms",
+            ));
+        }
+        if self.groups.initial_rebalance_delay_ms < 0 {
+            return Err(bad(
+                "group_initial_rebalance_delay_ms",
+                self.groups.initial_rebalance_delay_ms.to_string(),
+                "must not be negative",
             ));
         }
         if self.retention_check_interval_ms == 0 {
@@ -743,6 +792,37 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("offsets_topic_partitions"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_timeouts_load_and_the_heartbeat_interval_must_be_below_the_session_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "group_session_timeout_ms = 10000\ngroup_initial_rebalance_delay_ms = 0\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_GROUP_HEARTBEAT_INTERVAL_MS").then(|| "2000".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                config.groups.session_timeout_ms,
+                config.groups.heartbeat_interval_ms,
+                config.groups.initial_rebalance_delay_ms
+            ),
+            (10_000, 2_000, 0)
+        );
+        let err = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_GROUP_HEARTBEAT_INTERVAL_MS").then(|| "10000".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("group_heartbeat_interval_ms"),
             "{err}"
         );
     }
