@@ -23,6 +23,8 @@ async fn start(session_timeout_ms: i64, data: tempfile::TempDir) -> TestBroker {
     config.groups = GroupConfig {
         initial_rebalance_delay_ms: 0,
         session_timeout_ms,
+        // Below the session timeout, as the broker's config check demands.
+        heartbeat_interval_ms: session_timeout_ms / 3,
         ..GroupConfig::default()
     };
     TestBroker::start_with(config, data).await
