@@ -43,6 +43,9 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// that stalls mid-body gives its pool memory back within the time a
 /// well-behaved client would have given up on the request anyway.
 pub const REQUEST_BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
+/// `offsets.topic.num.partitions`).
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = crate::group::CONSUMER_OFFSETS_PARTITIONS_DEFAULT;
 
 /// Where storage I/O of produce and fetch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,11 @@ pub struct BrokerConfig {
     /// How long shutdown waits for in-flight requests before it cuts them
     /// and closes the logs.
     pub shutdown_timeout_ms: u64,
+    /// Partitions of `__consumer_offsets` when the broker creates it at its first start
+    /// (Kafka's `offsets.topic.num.partitions`); an existing topic keeps its count.
+    pub offsets_topic_partitions: u32,
+    /// The group coordinator's timeouts and defaults (Kafka's `group.consumer.*`).
+    pub groups: crate::group::GroupConfig,
     /// Topic settings applied to every new topic before its own (Kafka names),
     /// including `flush.policy` for the fsync policy.
     pub topic_defaults: BTreeMap<String, String>,
@@ -153,6 +161,10 @@ struct ConfigFile {
     queued_request_bytes_max: Option<usize>,
     request_body_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    offsets_topic_partitions: Option<u32>,
+    group_session_timeout_ms: Option<i64>,
+    group_heartbeat_interval_ms: Option<i64>,
+    group_initial_rebalance_delay_ms: Option<i64>,
     address_file: Option<PathBuf>,
     #[serde(default)]
     topic_defaults: BTreeMap<String, toml::Value>,
@@ -176,6 +188,8 @@ impl Default for BrokerConfig {
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
+            offsets_topic_partitions: OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            groups: crate::group::GroupConfig::default(),
             topic_defaults: BTreeMap::new(),
             address_file: None,
         }
@@ -189,7 +203,9 @@ impl BrokerConfig {
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
-    /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`).
+    /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
+    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
+    /// `WEIR_GROUP_HEARTBEAT_INTERVAL_MS`, `WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS`).
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -214,6 +230,10 @@ impl BrokerConfig {
             "WEIR_QUEUED_REQUEST_BYTES_MAX",
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
             "WEIR_SHUTDOWN_TIMEOUT_MS",
+            "WEIR_OFFSETS_TOPIC_PARTITIONS",
+            "WEIR_GROUP_SESSION_TIMEOUT_MS",
+            "WEIR_GROUP_HEARTBEAT_INTERVAL_MS",
+            "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS",
         ] {
             if let Some(value) = env(key) {
                 config
@@ -296,6 +316,18 @@ impl BrokerConfig {
         if let Some(v) = file.shutdown_timeout_ms {
             self.shutdown_timeout_ms = v;
         }
+        if let Some(v) = file.offsets_topic_partitions {
+            self.offsets_topic_partitions = v;
+        }
+        if let Some(v) = file.group_session_timeout_ms {
+            self.groups.session_timeout_ms = v;
+        }
+        if let Some(v) = file.group_heartbeat_interval_ms {
+            self.groups.heartbeat_interval_ms = v;
+        }
+        if let Some(v) = file.group_initial_rebalance_delay_ms {
+            self.groups.initial_rebalance_delay_ms = v;
+        }
         if let Some(v) = file.address_file {
             self.address_file = Some(v);
         }
@@ -363,6 +395,24 @@ impl BrokerConfig {
             }
             "WEIR_SHUTDOWN_TIMEOUT_MS" => {
                 self.shutdown_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_OFFSETS_TOPIC_PARTITIONS" => {
+                self.offsets_topic_partitions = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_GROUP_SESSION_TIMEOUT_MS" => {
+                self.groups.session_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_GROUP_HEARTBEAT_INTERVAL_MS" => {
+                self.groups.heartbeat_interval_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS" => {
+                self.groups.initial_rebalance_delay_ms = value
                     .parse()
                     .map_err(|_| "expected a number of milliseconds")?
             }
@@ -442,6 +492,33 @@ impl BrokerConfig {
                 "request_body_timeout_ms",
                 "0".to_string(),
                 "must be at least 1",
+            ));
+        }
+        if self.offsets_topic_partitions == 0
+            || self.offsets_topic_partitions > crate::broker::PARTITIONS_MAX
+        {
+            return Err(bad(
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions.to_string(),
+                "must be between 1 and 10000",
+            ));
+        }
+        // Kafka requires the heartbeat interval below the session timeout: a member
+        // heartbeating at the interval it is told must not be removed.
+        if self.groups.heartbeat_interval_ms < 1
+            || self.groups.heartbeat_interval_ms >= self.groups.session_timeout_ms
+        {
+            return Err(bad(
+                "group_heartbeat_interval_ms",
+                self.groups.heartbeat_interval_ms.to_string(),
+                "must be at least 1 and below group_session_timeout_ms",
+            ));
+        }
+        if self.groups.initial_rebalance_delay_ms < 0 {
+            return Err(bad(
+                "group_initial_rebalance_delay_ms",
+                self.groups.initial_rebalance_delay_ms.to_string(),
+                "must not be negative",
             ));
         }
         if self.retention_check_interval_ms == 0 {
@@ -693,5 +770,60 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("request_body_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn offsets_topic_partitions_loads_from_file_and_environment_and_refuses_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "offsets_topic_partitions = 3\n").unwrap();
+        let config = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert_eq!(config.offsets_topic_partitions, 3);
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_OFFSETS_TOPIC_PARTITIONS").then(|| "7".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.offsets_topic_partitions, 7);
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(defaults.offsets_topic_partitions, 50);
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_OFFSETS_TOPIC_PARTITIONS").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("offsets_topic_partitions"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_timeouts_load_and_the_heartbeat_interval_must_be_below_the_session_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "group_session_timeout_ms = 10000\ngroup_initial_rebalance_delay_ms = 0\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_GROUP_HEARTBEAT_INTERVAL_MS").then(|| "2000".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                config.groups.session_timeout_ms,
+                config.groups.heartbeat_interval_ms,
+                config.groups.initial_rebalance_delay_ms
+            ),
+            (10_000, 2_000, 0)
+        );
+        let err = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_GROUP_HEARTBEAT_INTERVAL_MS").then(|| "10000".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("group_heartbeat_interval_ms"),
+            "{err}"
+        );
     }
 }

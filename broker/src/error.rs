@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use weir_log::batch::BatchError;
 use weir_log::LogError;
 
+use crate::group::GroupError;
 use crate::proto::ErrorCode;
 use crate::topic_name::TopicNameError;
 
@@ -18,6 +19,14 @@ pub enum BrokerError {
 
     #[error("topic {topic:?} already exists")]
     TopicExists { topic: String },
+
+    /// Only the broker writes its internal topics; Kafka refuses these with
+    /// INVALID_TOPIC_EXCEPTION.
+    #[error("topic {topic:?} is internal to the broker: clients cannot {operation} it")]
+    InternalTopic {
+        topic: String,
+        operation: &'static str,
+    },
 
     #[error("invalid topic name: {0}")]
     InvalidTopicName(#[from] TopicNameError),
@@ -148,6 +157,10 @@ pub enum BrokerError {
 
     #[error("a blocking storage task failed: {0}")]
     TaskFailed(String),
+
+    /// The group coordinator refused the operation.
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 impl BrokerError {
@@ -199,6 +212,7 @@ impl BrokerError {
             BrokerError::InvalidTopicName(_)
             | BrokerError::PartitionOutOfRange { .. }
             | BrokerError::DuplicatePartition { .. }
+            | BrokerError::InternalTopic { .. }
             | BrokerError::InvalidRequest { .. }
             | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
@@ -220,6 +234,7 @@ impl BrokerError {
             BrokerError::MemoryExhausted { .. } | BrokerError::LargerThanMemoryPool { .. } => {
                 Code::ResourceExhausted
             }
+            BrokerError::Group(error) => group_status_code(error),
             BrokerError::Io { .. }
             | BrokerError::DataDir(_)
             | BrokerError::Bind { .. }
@@ -228,6 +243,28 @@ impl BrokerError {
             | BrokerError::ProducerState { .. }
             | BrokerError::TaskFailed(_) => Code::Internal,
         }
+    }
+}
+
+/// The gRPC status of a group error, for the calls that answer with a status rather
+/// than an error code in the response.
+fn group_status_code(error: &GroupError) -> tonic::Code {
+    use tonic::Code;
+    match error {
+        GroupError::GroupIdNotFound { .. } | GroupError::UnknownTopicOrPartition { .. } => {
+            Code::NotFound
+        }
+        GroupError::UnknownMemberId { .. }
+        | GroupError::FencedMemberEpoch { .. }
+        | GroupError::StaleMemberEpoch { .. }
+        | GroupError::UnreleasedInstanceId { .. }
+        | GroupError::FencedInstanceId { .. }
+        | GroupError::NonEmptyGroup { .. }
+        | GroupError::PartitionNotAssigned { .. } => Code::FailedPrecondition,
+        GroupError::OffsetMetadataTooLarge { .. }
+        | GroupError::InvalidRequest { .. }
+        | GroupError::UnsupportedAssignor { .. } => Code::InvalidArgument,
+        GroupError::CorruptRecord { .. } => Code::Internal,
     }
 }
 

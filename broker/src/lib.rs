@@ -15,6 +15,8 @@ mod config;
 mod connection_limit;
 mod error;
 pub mod group;
+mod group_service;
+mod internal_topics;
 mod memory_pool;
 mod partition;
 mod producer_recovery;
@@ -34,11 +36,13 @@ pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
     BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
-    PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG,
-    VALUE_SCHEMA_CONFIG,
+    OFFSETS_TOPIC_PARTITIONS_DEFAULT, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+    REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
 };
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
+pub use group_service::GroupService;
+pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,

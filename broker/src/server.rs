@@ -16,10 +16,12 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection_limit;
 use crate::error::BrokerError;
+use crate::group_service::GroupService;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
+use crate::proto::group_server::GroupServer;
 use crate::proto::produce_server::ProduceServer;
-use crate::rpc::{AdminService, FetchService, ProduceService};
+use crate::rpc::{AdminService, FetchService, GroupRpc, ProduceService};
 
 /// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
 /// window updates on a single stream.
@@ -33,6 +35,7 @@ const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 pub struct RunningBroker {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
+    groups: Arc<GroupService>,
     stop: Option<oneshot::Sender<()>>,
     /// Turns true at the shutdown deadline: every connection fails.
     cut: watch::Sender<bool>,
@@ -57,6 +60,9 @@ impl RunningBroker {
             .await
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
         let broker = Arc::new(broker);
+        crate::internal_topics::ensure_offsets_topic(&broker).await?;
+        let group_config = broker.config().groups.clone();
+        let groups = Arc::new(GroupService::start(Arc::clone(&broker), group_config).await?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -77,7 +83,7 @@ impl RunningBroker {
         let incoming =
             connection_limit::limit(incoming, broker.config().connections_max, cut_signal);
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = router(&broker);
+        let router = router(&broker, &groups);
         let serving = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -87,10 +93,15 @@ impl RunningBroker {
                 .await
         });
         tokio::spawn(clean_periodically(Arc::clone(&broker)));
+        tokio::spawn(crate::group_service::tick_periodically(
+            Arc::clone(&groups),
+            broker.closing_signal(),
+        ));
         tracing::info!(%local_addr, "broker listening");
         Ok(RunningBroker {
             local_addr,
             broker,
+            groups,
             stop: Some(stop),
             cut,
             serving,
@@ -104,6 +115,11 @@ impl RunningBroker {
 
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &Arc<GroupService> {
+        &self.groups
     }
 
     /// Serves until `signal` completes, then shuts down cleanly.
@@ -173,7 +189,7 @@ type BrokerRouter = tonic::transport::server::Router<
     >,
 >;
 
-fn router(broker: &Arc<Broker>) -> BrokerRouter {
+fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
     let config = broker.config();
     let decode_max = config.request_bytes_max;
     let encode_max = config
@@ -188,6 +204,9 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
     let fetch = FetchServer::new(FetchService::new(Arc::clone(broker)))
         .max_decoding_message_size(decode_max)
         .max_encoding_message_size(encode_max);
+    let group = GroupServer::new(GroupRpc::new(Arc::clone(groups)))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(encode_max);
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
@@ -197,6 +216,7 @@ fn router(broker: &Arc<Broker>) -> BrokerRouter {
             oversize_is_resource_exhausted as RewriteResponse,
         ))
         .add_service(admin)
+        .add_service(group)
         .add_service(crate::rpc::produce_route::route(
             Arc::clone(broker),
             produce,

@@ -62,6 +62,7 @@ impl Admin for HeldBroker {
             replication_factor: 1,
             configs: Default::default(),
             partitions: vec![PartitionDescription::default()],
+            internal: false,
         }))
     }
     async fn create_topic(

@@ -81,12 +81,14 @@ impl Admin {
         Ok(())
     }
 
-    /// Every topic, sorted by name.
+    /// Every topic but the broker's internal ones, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         let response = self
             .client
             .clone()
-            .list_topics(ListTopicsRequest {})
+            .list_topics(ListTopicsRequest {
+                list_internal: false,
+            })
             .await?
             .into_inner();
         Ok(response

@@ -30,6 +30,16 @@ pub struct GroupRecord {
     pub value: Option<Vec<u8>>,
 }
 
+impl GroupRecord {
+    /// The group the record belongs to (which places it on a partition), or None for a
+    /// key this module cannot read.
+    pub fn group_id(&self) -> Option<String> {
+        RecordKey::decode(&self.key)
+            .ok()
+            .map(|key| key.group().to_owned())
+    }
+}
+
 const KEY_OFFSET_COMMIT: u16 = 1;
 const KEY_GROUP_METADATA: u16 = 3;
 const KEY_MEMBER_METADATA: u16 = 5;

@@ -10,6 +10,7 @@ pub async fn handle(
     broker: &Broker,
     request: AlterConfigsRequest,
 ) -> Result<AlterConfigsResponse, BrokerError> {
+    crate::internal_topics::refuse_internal(&request.topic, "alter the configs of")?;
     let configs = broker
         .alter_configs(&request.topic, request.set.into_iter().collect())
         .await?;

@@ -9,6 +9,7 @@ pub async fn handle(
     broker: &Broker,
     request: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, BrokerError> {
+    crate::internal_topics::refuse_internal(&request.topic, "delete")?;
     broker.delete_topic(&request.topic).await?;
     Ok(DeleteTopicResponse {})
 }

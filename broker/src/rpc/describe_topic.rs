@@ -36,5 +36,6 @@ pub fn handle(
         replication_factor: topic.replication_factor,
         configs: topic.configs.clone().into_iter().collect(),
         partitions,
+        internal: crate::internal_topics::is_internal(&topic.name),
     })
 }

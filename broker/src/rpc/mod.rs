@@ -8,6 +8,7 @@ mod delete_topic;
 mod describe_topic;
 mod fetch;
 pub(crate) mod fetch_route;
+mod group;
 mod grpc_message;
 mod init_producer_id;
 mod list_offsets;
@@ -23,6 +24,8 @@ use tonic::{Request, Response, Status};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::proto;
+
+pub use group::GroupRpc;
 
 /// Serves `weir.v1.Admin`.
 #[derive(Debug, Clone)]

@@ -43,6 +43,7 @@ pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
 ) -> Result<ProduceResponse, BrokerError> {
+    crate::internal_topics::refuse_internal(&request.topic, "produce to")?;
     let topic = broker.topic(&request.topic)?;
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
