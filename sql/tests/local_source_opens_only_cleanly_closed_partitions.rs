@@ -85,3 +85,19 @@ async fn a_missing_data_directory_is_a_clear_error() {
     let err = LocalSource::open(&dir.path().join("nope"), LocalOptions::default()).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_internal_topics_are_not_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    write_topic(dir.path(), "t", 1, 10, &[record(0, 1, None, Some("a"))]);
+    write_topic(
+        dir.path(),
+        "__consumer_offsets",
+        2,
+        10,
+        &[record(0, 1, None, Some("group record"))],
+    );
+    let source = LocalSource::open(dir.path(), LocalOptions::default()).unwrap();
+    assert_eq!(source.topic_names().await.unwrap(), vec!["t".to_string()]);
+    assert!(source.open_topic("__consumer_offsets").await.unwrap().is_none());
+}

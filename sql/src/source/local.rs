@@ -349,7 +349,8 @@ fn topic_configs(data_dir: &Path, topic: &str) -> Result<BTreeMap<String, String
 }
 
 /// Topics of a data directory and their partition numbers, from directory names
-/// `<topic>-<partition>` (the topic may itself contain `-`).
+/// `<topic>-<partition>` (the topic may itself contain `-`), without the broker's
+/// internal topics.
 fn list_topics(data_dir: &Path) -> Result<BTreeMap<String, Vec<u32>>, SqlError> {
     let io = |source| SqlError::Io {
         op: "list data directory",
@@ -372,6 +373,11 @@ fn list_topics(data_dir: &Path) -> Result<BTreeMap<String, Vec<u32>>, SqlError> 
         let Some((topic, partition)) = name.to_str().and_then(parse_partition_dir) else {
             continue;
         };
+        // The broker's own topics (group records) are not user data; the broker's
+        // topic list hides them the same way.
+        if weir_broker::is_internal(topic) {
+            continue;
+        }
         topics.entry(topic.to_string()).or_default().push(partition);
     }
     for partitions in topics.values_mut() {
