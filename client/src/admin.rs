@@ -1,4 +1,5 @@
-//! Topic administration: create, list, describe, delete, alter configs.
+//! Topic administration: create, list, describe, delete, alter configs. Group
+//! administration is in `admin_groups`.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,8 @@ use tonic::transport::Channel;
 use super::connection::{connect, RESPONSE_BYTES_MAX};
 use super::error::ClientError;
 use crate::proto::admin_client::AdminClient;
+use crate::proto::fetch_client::FetchClient;
+use crate::proto::group_client::GroupClient;
 use crate::proto::{
     AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
     ListTopicsRequest,
@@ -48,6 +51,7 @@ pub struct PartitionInfo {
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: AdminClient<Channel>,
+    channel: Channel,
 }
 
 impl Admin {
@@ -57,8 +61,17 @@ impl Admin {
 
     pub fn from_channel(channel: Channel) -> Admin {
         Admin {
-            client: AdminClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
+            client: AdminClient::new(channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX),
+            channel,
         }
+    }
+
+    pub(crate) fn group_client(&self) -> GroupClient<Channel> {
+        GroupClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    }
+
+    pub(crate) fn fetch_client(&self) -> FetchClient<Channel> {
+        FetchClient::new(self.channel.clone())
     }
 
     /// Creates `topic` with `partitions` partitions and the given config overrides.

@@ -211,12 +211,7 @@ impl Consumer {
             SeekTo::Offset(offset) => Position::At(offset),
             other => Position::Unresolved(other),
         };
-        self.buffered.retain(|r| r.partition != partition);
-        self.partition_failures.retain(|f| f.partition != partition);
-        if matches!(&self.failed, Some(ClientError::BadBatch { partition: p, .. }) if *p == partition)
-        {
-            self.failed = None;
-        }
+        self.forget_partition_state(partition);
         self.cancel_prefetch();
         Ok(())
     }
@@ -227,6 +222,62 @@ impl Consumer {
             self.seek(partition, to)?;
         }
         Ok(())
+    }
+
+    /// Starts reading more partitions of the assigned topic, each from its
+    /// own start, keeping the others' positions and buffered records.
+    pub fn add_partitions(&mut self, partitions: &[(u32, SeekTo)]) {
+        for (partition, to) in partitions {
+            let position = match to {
+                SeekTo::Offset(offset) => Position::At(*offset),
+                other => Position::Unresolved(*other),
+            };
+            match self.positions.iter_mut().find(|(p, _)| p == partition) {
+                Some(slot) => slot.1 = position,
+                None => self.positions.push((*partition, position)),
+            }
+            self.forget_partition_state(*partition);
+        }
+        self.cancel_prefetch();
+    }
+
+    /// Stops reading `partitions`; the others keep their positions and
+    /// buffered records.
+    pub fn remove_partitions(&mut self, partitions: &[u32]) {
+        self.positions.retain(|(p, _)| !partitions.contains(p));
+        for partition in partitions {
+            self.forget_partition_state(*partition);
+        }
+        self.cancel_prefetch();
+    }
+
+    fn forget_partition_state(&mut self, partition: u32) {
+        self.buffered.retain(|r| r.partition != partition);
+        self.partition_failures.retain(|f| f.partition != partition);
+        if matches!(&self.failed, Some(ClientError::BadBatch { partition: p, .. }) if *p == partition)
+        {
+            self.failed = None;
+        }
+    }
+
+    /// Each partition's offset after the records `poll` has handed out (what a
+    /// commit records), for partitions whose position is known; a partition
+    /// still waiting for its first offset lookup has handed nothing out.
+    pub fn consumed_positions(&self) -> Vec<(u32, u64)> {
+        self.known_positions()
+            .into_iter()
+            .map(|(partition, position)| {
+                let next_buffered = self
+                    .buffered
+                    .iter()
+                    .find(|r| r.partition == partition)
+                    .map(|r| r.offset);
+                (
+                    partition,
+                    next_buffered.map_or(position, |o| o.min(position)),
+                )
+            })
+            .collect()
     }
 
     /// The offset of the next record `poll` returns for `partition`, resolving
@@ -417,19 +468,24 @@ impl Consumer {
             tokio::time::sleep(retry_in.min(timeout)).await;
             return Ok(Vec::new());
         }
-        let prefetch = match self.prefetch.take() {
-            Some(prefetch) if prefetch.positions == positions => prefetch,
-            stale => {
-                if let Some(stale) = stale {
-                    stale.response.abort();
-                }
-                self.start_fetch(positions, timeout.min(self.config.fetch_max_wait))
-            }
-        };
-        let fetched = prefetch.positions.clone();
-        let response = prefetch
-            .response
-            .await
+        if self
+            .prefetch
+            .as_ref()
+            .is_some_and(|prefetch| prefetch.positions != positions)
+        {
+            self.cancel_prefetch();
+        }
+        if self.prefetch.is_none() {
+            self.prefetch =
+                Some(self.start_fetch(positions, timeout.min(self.config.fetch_max_wait)));
+        }
+        // Awaited in place, so that a poll dropped here (a group consumer races the
+        // polls of its topics) leaves the fetch in flight for the next poll: no
+        // response is lost and no position moves.
+        let in_flight = self.prefetch.as_mut().expect("a fetch was just started");
+        let response = (&mut in_flight.response).await;
+        let fetched = self.prefetch.take().expect("still in flight").positions;
+        let response = response
             .map_err(|e| ClientError::InvalidArgument(format!("fetch task failed: {e}")))??;
         self.buffered = self.take_response(&fetched, response)?.into();
         let count = self.buffered.len().min(self.config.max_poll_records.max(1));

@@ -49,6 +49,15 @@ pub enum ClientError {
         limit: &'static str,
     },
 
+    /// The group coordinator refused a heartbeat or commit of a member
+    /// (fenced, stale epoch, a partition it does not own, ...).
+    #[error("{message}")]
+    Group {
+        group: String,
+        code: ErrorCode,
+        message: String,
+    },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 

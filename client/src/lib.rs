@@ -1,6 +1,8 @@
 //! The Rust client of the Weir broker: [`Producer`] (batching, partitioning,
 //! compression, retries, idempotence, backpressure), [`Consumer`] (assign,
-//! seek, poll, pipelined fetches) and [`Admin`] (topics and configs).
+//! seek, poll, pipelined fetches), [`GroupConsumer`] (a consumer group member:
+//! heartbeats, rebalances, committed offsets) and [`Admin`] (topics, configs
+//! and groups).
 //!
 //! All three share one HTTP/2 connection setup ([`connect`]): TCP_NODELAY,
 //! flow-control windows and message limits sized for batches of a few MiB.
@@ -14,10 +16,12 @@ pub use weir_proto as proto;
 
 mod accumulator;
 mod admin;
+mod admin_groups;
 mod connection;
 mod consumer;
 mod delivery;
 mod error;
+mod group;
 mod partitioner;
 mod producer;
 mod raw_produce;
@@ -25,10 +29,12 @@ mod sender;
 mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
+pub use admin_groups::{GroupDescription, GroupListing, GroupMember, GroupPartition, ResetTo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use delivery::DeliveryFuture;
 pub use error::ClientError;
+pub use group::{GroupConsumer, GroupConsumerConfig, Rebalance, RebalanceMode};
 pub use partitioner::{murmur2, partition_for_key, to_positive};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 /// The channel [`connect`] opens, for building the raw gRPC clients of

@@ -1,0 +1,614 @@
+//! The group consumer: [`GroupConsumer::subscribe`] joins a consumer group, and the
+//! group's coordinator shares the topics' partitions among its members (KIP-848:
+//! the coordinator assigns, members heartbeat what they own).
+//!
+//! A partition that moves is revoked from its old owner first: the owner's next
+//! `poll` calls the rebalance callback, commits the partition's position (the
+//! offset after the records earlier polls returned) and only then reports it
+//! released; the coordinator then gives it to its new owner, which starts at that
+//! committed offset. Partitions that do not move are never paused. This is the
+//! at-least-once contract: a record is handed out again only if it was handed out
+//! after its partition's last commit.
+//!
+//! Does not own: fetching (one [`Consumer`] per subscribed topic does that) or the
+//! heartbeat loop ([`membership`]).
+
+mod commit;
+mod membership;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::connection::connect;
+use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+use crate::error::ClientError;
+use crate::proto::group_client::GroupClient;
+use commit::{fetch_committed, CommitRequest};
+use membership::{leave_request, run_heartbeats, MemberSettings, Membership, TopicPartitionSet};
+
+/// How a member gives partitions up when the assignment changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebalanceMode {
+    /// Only the partitions that move are revoked (KIP-848); the rest are read on.
+    #[default]
+    Incremental,
+    /// Every rebalance revokes every partition of the member, which takes its
+    /// assignment back afterwards: the classic eager protocol's stop-the-world
+    /// pause, kept to measure against.
+    StopTheWorld,
+}
+
+/// Group consumer settings; names follow Kafka's consumer configs.
+#[derive(Debug, Clone)]
+pub struct GroupConsumerConfig {
+    /// `group.id`.
+    pub group_id: String,
+    /// `group.instance.id`: a static member gets its partitions back after a
+    /// restart within the session timeout, with no rebalance.
+    pub instance_id: Option<String>,
+    /// Fetch settings; `offset_reset` is where a partition with no committed
+    /// offset starts.
+    pub consumer: ConsumerConfig,
+    /// `enable.auto.commit`: commit the positions of the records polls returned
+    /// every `auto_commit_interval`. Revocation and close commit either way.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval: Duration,
+    /// `max.poll.interval.ms`: the longest the caller may go between polls
+    /// before the member leaves the group, and the time the coordinator gives
+    /// it to revoke partitions.
+    pub max_poll_interval: Duration,
+    /// `group.remote.assignor`: `range`, `round-robin` or `sticky`; `None` for
+    /// the broker's default.
+    pub assignor: Option<String>,
+    pub rebalance_mode: RebalanceMode,
+}
+
+impl GroupConsumerConfig {
+    /// Kafka's defaults for group `group_id`; new partitions start at the
+    /// earliest offset, as `weir consume --group` and Kafka Streams do.
+    pub fn new(group_id: &str) -> GroupConsumerConfig {
+        GroupConsumerConfig {
+            group_id: group_id.to_string(),
+            instance_id: None,
+            consumer: ConsumerConfig {
+                offset_reset: OffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            },
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            max_poll_interval: Duration::from_secs(300),
+            assignor: None,
+            rebalance_mode: RebalanceMode::Incremental,
+        }
+    }
+}
+
+/// What a rebalance did to this member, passed to the callback of
+/// [`GroupConsumer::on_rebalance`] from inside `poll`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// The member now reads these partitions (topic, partition).
+    Assigned(Vec<(String, u32)>),
+    /// The member gives these up; their positions are committed right after the
+    /// callback returns, before they are released.
+    Revoked(Vec<(String, u32)>),
+    /// The member was fenced or left the group (it missed
+    /// `max.poll.interval.ms`): these already belong to others, nothing of them
+    /// can be committed, and records of them polled since the last commit will
+    /// be read again by their new owner.
+    Lost(Vec<(String, u32)>),
+}
+
+type RebalanceCallback = Box<dyn FnMut(&Rebalance) + Send>;
+
+/// A member of a consumer group reading the partitions the group gives it.
+pub struct GroupConsumer {
+    channel: Channel,
+    config: GroupConsumerConfig,
+    settings: MemberSettings,
+    membership: Arc<Membership>,
+    heartbeats: JoinHandle<()>,
+    group: GroupClient<Channel>,
+    /// One fetcher per subscribed topic.
+    consumers: BTreeMap<String, Consumer>,
+    /// What this side owns; published to the heartbeat after every change.
+    owned: TopicPartitionSet,
+    /// The last offset committed per partition, so an unchanged one is not sent again.
+    committed: BTreeMap<(String, u32), u64>,
+    next_auto_commit: Instant,
+    /// In stop-the-world mode, the heartbeat answer count at the last full release.
+    released_at_answer: Option<u64>,
+    on_rebalance: Option<RebalanceCallback>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group_id", &self.config.group_id)
+            .field("topics", &self.settings.topics)
+            .field("owned", &self.owned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupConsumer {
+    /// Connects to the broker at `addr` and joins the group to read `topics`.
+    /// The member's first partitions arrive during its first polls.
+    pub async fn subscribe(
+        addr: &str,
+        topics: &[&str],
+        config: GroupConsumerConfig,
+    ) -> Result<GroupConsumer, ClientError> {
+        GroupConsumer::subscribe_on(connect(addr).await?, topics, config)
+    }
+
+    /// As [`GroupConsumer::subscribe`], on an open channel. Needs a Tokio runtime:
+    /// the heartbeats run as a task.
+    pub fn subscribe_on(
+        channel: Channel,
+        topics: &[&str],
+        config: GroupConsumerConfig,
+    ) -> Result<GroupConsumer, ClientError> {
+        if config.group_id.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a group consumer needs a group id".to_string(),
+            ));
+        }
+        if topics.is_empty() {
+            return Err(ClientError::InvalidArgument(format!(
+                "group {:?}: subscribe to at least one topic",
+                config.group_id
+            )));
+        }
+        let topics: BTreeSet<String> = topics.iter().map(|t| t.to_string()).collect();
+        let settings = MemberSettings {
+            group_id: config.group_id.clone(),
+            instance_id: config.instance_id.clone().filter(|id| !id.is_empty()),
+            topics: topics.iter().cloned().collect(),
+            assignor: config.assignor.clone(),
+            max_poll_interval: config.max_poll_interval,
+        };
+        let group = GroupClient::new(channel.clone());
+        let membership = Membership::new();
+        let heartbeats = tokio::spawn(run_heartbeats(
+            Arc::clone(&membership),
+            group.clone(),
+            settings.clone(),
+        ));
+        let consumers = topics
+            .iter()
+            .map(|topic| {
+                let mut consumer = Consumer::from_channel(channel.clone(), config.consumer.clone());
+                consumer.assign(topic, &[]);
+                (topic.clone(), consumer)
+            })
+            .collect();
+        Ok(GroupConsumer {
+            channel,
+            next_auto_commit: Instant::now() + config.auto_commit_interval,
+            config,
+            settings,
+            membership,
+            heartbeats,
+            group,
+            consumers,
+            owned: TopicPartitionSet::new(),
+            committed: BTreeMap::new(),
+            released_at_answer: None,
+            on_rebalance: None,
+            closed: false,
+        })
+    }
+
+    /// Calls `callback` from inside `poll` whenever partitions are assigned,
+    /// revoked or lost (Kafka's `ConsumerRebalanceListener`).
+    pub fn on_rebalance(&mut self, callback: impl FnMut(&Rebalance) + Send + 'static) {
+        self.on_rebalance = Some(Box::new(callback));
+    }
+
+    /// The partitions this member reads now, as (topic, partition).
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        flatten(&self.owned)
+    }
+
+    /// The member id the coordinator gave this member; empty until joined.
+    pub fn member_id(&self) -> String {
+        self.membership.lock().member_id.clone()
+    }
+
+    pub fn member_epoch(&self) -> i32 {
+        self.membership.lock().member_epoch
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.config.group_id
+    }
+
+    /// Returns the records available now from the member's partitions, or
+    /// waits up to about `timeout` for some; rebalances are carried out here.
+    /// Each record's `topic` and `partition` say where it came from.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.membership.lock().last_poll = Instant::now();
+            self.reconcile().await?;
+            if self.config.enable_auto_commit && Instant::now() >= self.next_auto_commit {
+                self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+                if let Err(error) = self.commit().await {
+                    // Kafka's auto-commit logs and carries on; the next one retries.
+                    tracing::warn!(group = %self.config.group_id, %error, "auto-commit failed");
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let changed = self.membership.changed.notified();
+            let records = tokio::select! {
+                records = poll_topics(&mut self.consumers, remaining) => records?,
+                _ = changed => Vec::new(),
+            };
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+        }
+    }
+
+    /// Commits the positions of every partition the member owns (the offset
+    /// after the records polls returned), waiting for the coordinator.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let offsets = self.positions(None);
+        self.commit_offsets(&offsets).await
+    }
+
+    /// As [`GroupConsumer::commit`], without waiting: the returned future sends
+    /// the commit and resolves to its outcome; dropping it does not cancel it.
+    pub fn commit_async(
+        &mut self,
+    ) -> impl Future<Output = Result<(), ClientError>> + Send + 'static {
+        let offsets = self.positions(None);
+        // Not remembered as committed: a later commit sends these again, which
+        // is harmless, where a failed one remembered would never be retried.
+        let request = self.commit_request(&offsets);
+        let task = tokio::spawn(async move {
+            match request {
+                Some(request) => request.send().await,
+                None => Ok(()),
+            }
+        });
+        async move {
+            task.await
+                .map_err(|e| ClientError::InvalidArgument(format!("commit task failed: {e}")))?
+        }
+    }
+
+    /// Commits the given offsets, (topic, partition, offset of the next record
+    /// to read), for partitions the member owns.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<(), ClientError> {
+        self.check_open()?;
+        let Some(request) = self.commit_request(offsets) else {
+            return Ok(());
+        };
+        request.send().await?;
+        self.remember_committed(offsets);
+        Ok(())
+    }
+
+    /// The group's committed offset of each (topic, partition); `None` for a
+    /// partition it has not committed.
+    pub async fn committed(
+        &self,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<(String, u32, Option<u64>)>, ClientError> {
+        fetch_committed(&mut self.group.clone(), &self.config.group_id, partitions).await
+    }
+
+    /// Revokes every partition as a rebalance would (the callback, then a
+    /// commit of their positions) and leaves the group so the others take them
+    /// at once. Returns the commit's error, if it failed, after leaving.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.check_open()?;
+        let owned = flatten(&self.owned);
+        if !owned.is_empty() {
+            self.call_back(&Rebalance::Revoked(owned));
+        }
+        let committed = self.commit().await;
+        self.closed = true;
+        let request = {
+            let mut state = self.membership.lock();
+            state.closing = true;
+            state.owned.clear();
+            (state.member_epoch > 0).then(|| leave_request(&state, &self.settings))
+        };
+        self.membership.wake_heartbeat.notify_one();
+        self.heartbeats.abort();
+        if let Some(request) = request {
+            self.group.consumer_group_heartbeat(request).await?;
+        }
+        committed
+    }
+
+    fn check_open(&self) -> Result<(), ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Consumed positions of the owned partitions (or of `only`).
+    fn positions(&self, only: Option<&TopicPartitionSet>) -> Vec<(String, u32, u64)> {
+        let mut out = Vec::new();
+        for (topic, consumer) in &self.consumers {
+            for (partition, offset) in consumer.consumed_positions() {
+                let wanted = only.unwrap_or(&self.owned);
+                if wanted
+                    .get(topic)
+                    .is_some_and(|set| set.contains(&partition))
+                {
+                    out.push((topic.clone(), partition, offset));
+                }
+            }
+        }
+        out
+    }
+
+    fn commit_request(&self, offsets: &[(String, u32, u64)]) -> Option<CommitRequest> {
+        let changed: Vec<(String, u32, u64)> = offsets
+            .iter()
+            .filter(|(topic, partition, offset)| {
+                self.committed.get(&(topic.clone(), *partition)) != Some(offset)
+            })
+            .cloned()
+            .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        let state = self.membership.lock();
+        Some(CommitRequest {
+            client: self.group.clone(),
+            group_id: self.config.group_id.clone(),
+            member_id: state.member_id.clone(),
+            member_epoch: state.member_epoch,
+            offsets: changed,
+        })
+    }
+
+    fn remember_committed(&mut self, offsets: &[(String, u32, u64)]) {
+        for (topic, partition, offset) in offsets {
+            self.committed.insert((topic.clone(), *partition), *offset);
+        }
+    }
+
+    fn call_back(&mut self, event: &Rebalance) {
+        if let Some(callback) = self.on_rebalance.as_mut() {
+            callback(event);
+        }
+    }
+
+    /// Brings what the member owns to what the coordinator last said: lost
+    /// partitions are dropped, revoked ones committed and released, new ones
+    /// started at their committed offsets.
+    async fn reconcile(&mut self) -> Result<(), ClientError> {
+        let (lost, target, answers) = {
+            let state = self.membership.lock();
+            if let Some(fatal) = &state.fatal {
+                return Err(fatal.clone());
+            }
+            (state.lost.clone(), state.target.clone(), state.answers)
+        };
+        if let Some(reason) = lost {
+            let dropped = std::mem::take(&mut self.owned);
+            self.drop_partitions(&dropped);
+            let dropped = flatten(&dropped);
+            if !dropped.is_empty() {
+                tracing::warn!(group = %self.config.group_id, %reason, partitions = dropped.len(), "partitions lost");
+                self.call_back(&Rebalance::Lost(dropped));
+            }
+            self.committed.clear();
+            let mut state = self.membership.lock();
+            state.owned.clear();
+            state.lost = None;
+            drop(state);
+            self.membership.wake_heartbeat.notify_one();
+            return Ok(());
+        }
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let stop_the_world = self.config.rebalance_mode == RebalanceMode::StopTheWorld;
+        let revoked = if stop_the_world && target != self.owned && !self.owned.is_empty() {
+            // Any change of this member's share: give everything up and take the
+            // assignment back only from an answer to the heartbeat that reported
+            // the release. (A member whose share does not change reads on, so this
+            // pause is a lower bound of the classic eager protocol's, where every
+            // member stops.)
+            self.released_at_answer = Some(answers);
+            self.owned.clone()
+        } else {
+            difference(&self.owned, &target)
+        };
+        if !revoked.is_empty() {
+            self.revoke(&revoked).await;
+        }
+        if stop_the_world {
+            if let Some(released) = self.released_at_answer {
+                if answers <= released {
+                    return Ok(());
+                }
+                self.released_at_answer = None;
+            }
+        }
+        let assigned = difference(&target, &self.owned);
+        if !assigned.is_empty() {
+            self.assign(&assigned).await?;
+        }
+        Ok(())
+    }
+
+    /// Calls back, commits the partitions' positions, stops reading them, and
+    /// only then reports them released.
+    async fn revoke(&mut self, revoked: &TopicPartitionSet) {
+        self.call_back(&Rebalance::Revoked(flatten(revoked)));
+        let offsets = self.positions(Some(revoked));
+        if let Err(error) = self.commit_offsets(&offsets).await {
+            // The partition must still be released, or the group stalls until the
+            // rebalance timeout; its next owner starts at the previous commit.
+            tracing::warn!(group = %self.config.group_id, %error, "commit of revoked partitions failed");
+        }
+        self.drop_partitions(revoked);
+        for (topic, partitions) in revoked {
+            if let Some(owned) = self.owned.get_mut(topic) {
+                owned.retain(|p| !partitions.contains(p));
+            }
+            for partition in partitions {
+                self.committed.remove(&(topic.clone(), *partition));
+            }
+        }
+        self.owned.retain(|_, set| !set.is_empty());
+        self.publish_owned();
+    }
+
+    /// Starts reading newly assigned partitions at the group's committed offsets.
+    async fn assign(&mut self, assigned: &TopicPartitionSet) -> Result<(), ClientError> {
+        let wanted = flatten(assigned);
+        let committed =
+            fetch_committed(&mut self.group.clone(), &self.config.group_id, &wanted).await?;
+        let start_without_commit = match self.config.consumer.offset_reset {
+            OffsetReset::Earliest => SeekTo::Beginning,
+            OffsetReset::Latest => SeekTo::End,
+            OffsetReset::Error => {
+                if let Some((topic, partition, _)) = committed.iter().find(|c| c.2.is_none()) {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "group {:?} has no committed offset for topic {topic:?} partition {partition} and auto.offset.reset is none",
+                        self.config.group_id
+                    )));
+                }
+                SeekTo::End
+            }
+        };
+        for (topic, partitions) in assigned {
+            let Some(consumer) = self.consumers.get_mut(topic) else {
+                continue;
+            };
+            let starts: Vec<(u32, SeekTo)> = partitions
+                .iter()
+                .map(|partition| {
+                    let offset = committed
+                        .iter()
+                        .find(|(t, p, _)| t == topic && p == partition)
+                        .and_then(|(_, _, offset)| *offset);
+                    if let Some(offset) = offset {
+                        self.committed.insert((topic.clone(), *partition), offset);
+                    }
+                    (
+                        *partition,
+                        offset.map_or(start_without_commit, SeekTo::Offset),
+                    )
+                })
+                .collect();
+            consumer.add_partitions(&starts);
+            self.owned
+                .entry(topic.clone())
+                .or_default()
+                .extend(partitions.iter().copied());
+        }
+        self.publish_owned();
+        self.call_back(&Rebalance::Assigned(wanted));
+        Ok(())
+    }
+
+    fn drop_partitions(&mut self, partitions: &TopicPartitionSet) {
+        for (topic, set) in partitions {
+            if let Some(consumer) = self.consumers.get_mut(topic) {
+                consumer.remove_partitions(&set.iter().copied().collect::<Vec<_>>());
+            }
+        }
+    }
+
+    fn publish_owned(&self) {
+        self.membership.lock().owned = self.owned.clone();
+        self.membership.wake_heartbeat.notify_one();
+    }
+
+    /// The channel this consumer uses, for an [`crate::Admin`] or producer on
+    /// the same connection.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Not closed: leave without committing, so the others need not wait for
+        // the session timeout.
+        let request = {
+            let mut state = self.membership.lock();
+            state.closing = true;
+            (state.member_epoch > 0).then(|| leave_request(&state, &self.settings))
+        };
+        self.heartbeats.abort();
+        if let (Some(request), Ok(runtime)) = (request, tokio::runtime::Handle::try_current()) {
+            let mut group = self.group.clone();
+            runtime.spawn(async move {
+                let _ = group.consumer_group_heartbeat(request).await;
+            });
+        }
+    }
+}
+
+/// Polls every topic with partitions at once; the first records (or error)
+/// win. A topic's poll that loses the race keeps its fetch in flight.
+async fn poll_topics(
+    consumers: &mut BTreeMap<String, Consumer>,
+    timeout: Duration,
+) -> Result<Vec<ConsumerRecord>, ClientError> {
+    let mut polls: FuturesUnordered<_> = consumers
+        .values_mut()
+        .filter(|consumer| !consumer.assignment().is_empty())
+        .map(|consumer| consumer.poll(timeout))
+        .collect();
+    if polls.is_empty() {
+        tokio::time::sleep(timeout).await;
+        return Ok(Vec::new());
+    }
+    while let Some(result) = polls.next().await {
+        let records = result?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+    }
+    Ok(Vec::new())
+}
+
+fn difference(a: &TopicPartitionSet, b: &TopicPartitionSet) -> TopicPartitionSet {
+    let mut out = TopicPartitionSet::new();
+    for (topic, partitions) in a {
+        let rest: BTreeSet<u32> = match b.get(topic) {
+            Some(other) => partitions.difference(other).copied().collect(),
+            None => partitions.clone(),
+        };
+        if !rest.is_empty() {
+            out.insert(topic.clone(), rest);
+        }
+    }
+    out
+}
+
+fn flatten(set: &TopicPartitionSet) -> Vec<(String, u32)> {
+    set.iter()
+        .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (topic.clone(), *p)))
+        .collect()
+}
