@@ -16,7 +16,16 @@ pub struct Args {
     /// Set from the global `--broker` flag.
     #[arg(skip)]
     pub broker: BrokerAddress,
-    topic: String,
+    pub(super) topic: String,
+    /// Read as a member of this consumer group: the group shares the topic's
+    /// partitions among its members, and each partition starts where the group
+    /// last committed (the first record for a partition with no commit).
+    #[arg(long, conflicts_with_all = ["from_beginning", "offset", "from_time", "partition"])]
+    group: Option<String>,
+    /// group.instance.id: a static member, which gets its partitions back when
+    /// it restarts within the session timeout.
+    #[arg(long, requires = "group")]
+    pub(super) instance_id: Option<String>,
     /// Start at the first record (the default without --follow).
     #[arg(long, group = "start")]
     from_beginning: bool,
@@ -31,10 +40,10 @@ pub struct Args {
     partition: Option<u32>,
     /// Stop after this many records.
     #[arg(long)]
-    max_records: Option<u64>,
+    pub(super) max_records: Option<u64>,
     /// Keep waiting for new records (starts at the end unless a start is given).
     #[arg(long)]
-    follow: bool,
+    pub(super) follow: bool,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
     /// Between key and value with --format kv.
@@ -53,7 +62,7 @@ enum Format {
     Json,
 }
 
-const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     block_on(run_async(args))??;
@@ -61,6 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return super::consume_group::run(&args, &group).await;
+    }
     let start = start_position(&args)?;
     let admin = Admin::connect(&args.broker.addr).await?;
     let topic = admin.describe_topic(&args.topic).await?;
@@ -178,7 +190,11 @@ fn past_end(ends: &[(u32, u64)], record: &ConsumerRecord) -> bool {
         .any(|(p, end)| *p == record.partition && record.offset >= *end)
 }
 
-fn print(out: &mut impl Write, args: &Args, record: &ConsumerRecord) -> std::io::Result<()> {
+pub(super) fn print(
+    out: &mut impl Write,
+    args: &Args,
+    record: &ConsumerRecord,
+) -> std::io::Result<()> {
     let value = record.value.as_deref().unwrap_or(b"");
     match args.format {
         Format::Value => {

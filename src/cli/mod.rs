@@ -4,6 +4,8 @@
 mod bench;
 mod broker;
 mod consume;
+mod consume_group;
+mod group;
 mod log;
 mod produce;
 mod sketch;
@@ -34,6 +36,8 @@ enum Command {
     Produce(produce::Args),
     /// Print the records of a topic.
     Consume(consume::Args),
+    /// List, describe, reset and delete consumer groups.
+    Group(group::Args),
     /// Measure producer, consumer and end-to-end throughput and latency.
     Bench(bench::Args),
     /// Inspect and check partition directories and segment files.
@@ -60,6 +64,10 @@ impl Cli {
             Command::Consume(mut args) => {
                 args.broker = self.broker;
                 consume::run(args)
+            }
+            Command::Group(mut args) => {
+                args.broker = self.broker;
+                group::run(args)
             }
             Command::Bench(mut args) => {
                 args.broker = self.broker;

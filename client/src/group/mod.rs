@@ -220,6 +220,33 @@ impl GroupConsumer {
         flatten(&self.owned)
     }
 
+    /// The offset after the records polls returned, for each owned partition
+    /// whose start is known (what `commit` would record), as (topic, partition,
+    /// offset).
+    pub fn positions(&self) -> Vec<(String, u32, u64)> {
+        self.owned_positions(None)
+    }
+
+    /// Moves an owned partition's position (Kafka's `seek` on an assigned
+    /// partition): the next poll reads it from `offset`, and a commit records it.
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), ClientError> {
+        if !self
+            .owned
+            .get(topic)
+            .is_some_and(|set| set.contains(&partition))
+        {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {topic:?} partition {partition} is not assigned to this member of group {:?}",
+                self.config.group_id
+            )));
+        }
+        let consumer = self
+            .consumers
+            .get_mut(topic)
+            .expect("owned topics are subscribed");
+        consumer.seek(partition, SeekTo::Offset(offset))
+    }
+
     /// The member id the coordinator gave this member; empty until joined.
     pub fn member_id(&self) -> String {
         self.membership.lock().member_id.clone()
@@ -264,7 +291,7 @@ impl GroupConsumer {
     /// Commits the positions of every partition the member owns (the offset
     /// after the records polls returned), waiting for the coordinator.
     pub async fn commit(&mut self) -> Result<(), ClientError> {
-        let offsets = self.positions(None);
+        let offsets = self.owned_positions(None);
         self.commit_offsets(&offsets).await
     }
 
@@ -273,7 +300,7 @@ impl GroupConsumer {
     pub fn commit_async(
         &mut self,
     ) -> impl Future<Output = Result<(), ClientError>> + Send + 'static {
-        let offsets = self.positions(None);
+        let offsets = self.owned_positions(None);
         // Not remembered as committed: a later commit sends these again, which
         // is harmless, where a failed one remembered would never be retried.
         let request = self.commit_request(&offsets);
@@ -346,7 +373,7 @@ impl GroupConsumer {
     }
 
     /// Consumed positions of the owned partitions (or of `only`).
-    fn positions(&self, only: Option<&TopicPartitionSet>) -> Vec<(String, u32, u64)> {
+    fn owned_positions(&self, only: Option<&TopicPartitionSet>) -> Vec<(String, u32, u64)> {
         let mut out = Vec::new();
         for (topic, consumer) in &self.consumers {
             for (partition, offset) in consumer.consumed_positions() {
@@ -459,7 +486,7 @@ impl GroupConsumer {
     /// only then reports them released.
     async fn revoke(&mut self, revoked: &TopicPartitionSet) {
         self.call_back(&Rebalance::Revoked(flatten(revoked)));
-        let offsets = self.positions(Some(revoked));
+        let offsets = self.owned_positions(Some(revoked));
         if let Err(error) = self.commit_offsets(&offsets).await {
             // The partition must still be released, or the group stalls until the
             // rebalance timeout; its next owner starts at the previous commit.
