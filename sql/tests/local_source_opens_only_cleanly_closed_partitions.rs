@@ -99,5 +99,9 @@ async fn the_brokers_internal_topics_are_not_tables() {
     );
     let source = LocalSource::open(dir.path(), LocalOptions::default()).unwrap();
     assert_eq!(source.topic_names().await.unwrap(), vec!["t".to_string()]);
-    assert!(source.open_topic("__consumer_offsets").await.unwrap().is_none());
+    assert!(source
+        .open_topic("__consumer_offsets")
+        .await
+        .unwrap()
+        .is_none());
 }
