@@ -60,7 +60,6 @@ impl RunningBroker {
             .await
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
         let broker = Arc::new(broker);
-        crate::internal_topics::ensure_offsets_topic(&broker).await?;
         let group_config = broker.config().groups.clone();
         let groups = Arc::new(GroupService::start(Arc::clone(&broker), group_config).await?);
         let listener = tokio::net::TcpListener::bind(listen)

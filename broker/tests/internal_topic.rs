@@ -1,5 +1,6 @@
-//! `__consumer_offsets`: created at start with the configured partition count,
-//! compacted, listed as internal, and closed to client writes, deletes and alters.
+//! `__consumer_offsets`: created at the first group change with the configured
+//! partition count, compacted, listed as internal, and closed to client creates,
+//! writes, deletes and alters.
 
 mod common;
 
@@ -7,9 +8,11 @@ use std::collections::HashMap;
 
 use common::{batch, config, TestBroker};
 use weir_client::proto::admin_client::AdminClient;
+use weir_client::proto::group_client::GroupClient;
 use weir_client::proto::produce_client::ProduceClient;
 use weir_client::proto::{
-    AlterConfigsRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest,
+    AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
+    ListTopicsRequest, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic,
     PartitionProduceData, ProduceRequest,
 };
 
@@ -25,10 +28,80 @@ async fn admin(broker: &TestBroker) -> AdminClient<tonic::transport::Channel> {
     AdminClient::new(weir_client::connect(&broker.addr).await.unwrap())
 }
 
+/// A commit from outside any member: the group's first change.
+async fn first_group_change(broker: &TestBroker) {
+    let mut groups = GroupClient::new(weir_client::connect(&broker.addr).await.unwrap());
+    groups
+        .offset_commit(OffsetCommitRequest {
+            group_id: "g".to_string(),
+            member_id: String::new(),
+            member_epoch: -1,
+            topics: vec![OffsetCommitTopic {
+                topic: "clicks".to_string(),
+                partitions: vec![OffsetCommitPartition {
+                    partition: 0,
+                    offset: 0,
+                    metadata: String::new(),
+                }],
+            }],
+        })
+        .await
+        .unwrap();
+}
+
+async fn stored_records(admin: &mut AdminClient<tonic::transport::Channel>) -> u64 {
+    admin
+        .describe_topic(DescribeTopicRequest {
+            topic: OFFSETS.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .iter()
+        .map(|p| p.log_end_offset)
+        .sum()
+}
+
+async fn internal_topics(broker: &TestBroker) -> Vec<(String, u32)> {
+    admin(broker)
+        .await
+        .list_topics(ListTopicsRequest {
+            list_internal: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .topics
+        .into_iter()
+        .filter(|t| t.internal)
+        .map(|t| (t.topic, t.partitions))
+        .collect()
+}
+
+#[tokio::test]
+async fn offsets_topic_is_created_only_by_the_first_group_change() {
+    let broker = start(3, tempfile::tempdir().unwrap()).await;
+    broker.create_topic("clicks", 1).await;
+    assert_eq!(internal_topics(&broker).await, []);
+    let mut stopped = broker;
+    stopped.running.take().unwrap().shutdown().await.unwrap();
+    let broker = start(3, stopped.data).await;
+    assert_eq!(
+        internal_topics(&broker).await,
+        [],
+        "a restart creates nothing either"
+    );
+    first_group_change(&broker).await;
+    assert_eq!(internal_topics(&broker).await, [(OFFSETS.to_string(), 3)]);
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn offsets_topic_is_created_compacted_and_listed_only_as_internal() {
     let broker = start(3, tempfile::tempdir().unwrap()).await;
     broker.create_topic("clicks", 1).await;
+    first_group_change(&broker).await;
     let mut admin = admin(&broker).await;
 
     let listed = admin
@@ -71,9 +144,23 @@ async fn offsets_topic_is_created_compacted_and_listed_only_as_internal() {
 }
 
 #[tokio::test]
-async fn clients_cannot_produce_to_delete_or_alter_the_offsets_topic() {
+async fn clients_cannot_create_produce_to_delete_or_alter_the_offsets_topic() {
     let broker = start(2, tempfile::tempdir().unwrap()).await;
     let mut admin = admin(&broker).await;
+    let created = admin
+        .create_topic(CreateTopicRequest {
+            topic: OFFSETS.to_string(),
+            partitions: 1,
+            replication_factor: 1,
+            ..CreateTopicRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(created.code(), tonic::Code::InvalidArgument);
+    assert!(created.message().contains(OFFSETS), "{}", created.message());
+    broker.create_topic("clicks", 1).await;
+    first_group_change(&broker).await;
+    let stored_before = stored_records(&mut admin).await;
     let mut produce = ProduceClient::new(weir_client::connect(&broker.addr).await.unwrap());
 
     let produced = produce
@@ -121,13 +208,19 @@ async fn clients_cannot_produce_to_delete_or_alter_the_offsets_topic() {
         .unwrap()
         .into_inner();
     assert_eq!(described.configs["cleanup.policy"], "compact");
-    assert!(described.partitions.iter().all(|p| p.log_end_offset == 0));
+    assert_eq!(
+        stored_records(&mut admin).await,
+        stored_before,
+        "the forged batch was not stored"
+    );
     broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_existing_offsets_topic_keeps_its_partition_count_across_restarts() {
     let broker = start(2, tempfile::tempdir().unwrap()).await;
+    broker.create_topic("clicks", 1).await;
+    first_group_change(&broker).await;
     let mut running = broker;
     running.running.take().unwrap().shutdown().await.unwrap();
     let restarted = start(5, running.data).await;

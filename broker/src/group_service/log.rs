@@ -24,6 +24,9 @@ pub async fn append(
     records: Vec<GroupRecord>,
     now_ms: i64,
 ) -> Result<(), BrokerError> {
+    // Created at the first group change, as Kafka creates it at the first group
+    // request: a broker no group uses never opens its partitions.
+    crate::internal_topics::ensure_offsets_topic(broker).await?;
     let topic = broker.topic(CONSUMER_OFFSETS_TOPIC)?;
     let partitions = topic.partition_count();
     let mut by_partition: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
@@ -57,9 +60,12 @@ pub async fn replay(
     broker: &Broker,
     config: &GroupConfig,
 ) -> Result<GroupCoordinator, BrokerError> {
-    let topic = broker.topic(CONSUMER_OFFSETS_TOPIC)?;
-    let partitions: Vec<_> = topic.partitions.clone();
-    drop(topic);
+    // No topic yet: no group has ever changed.
+    let partitions: Vec<_> = match broker.topic(CONSUMER_OFFSETS_TOPIC) {
+        Ok(topic) => topic.partitions.clone(),
+        Err(BrokerError::UnknownTopic { .. }) => Vec::new(),
+        Err(error) => return Err(error),
+    };
     let records = broker
         .run_io(move || {
             let mut records = Vec::new();

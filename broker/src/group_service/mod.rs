@@ -42,7 +42,7 @@ struct State {
 
 impl GroupService {
     /// Reads every partition of `__consumer_offsets` from its start and rebuilds the
-    /// groups from their records. Call after the topic exists.
+    /// groups from their records (none before the first group change creates it).
     pub async fn start(broker: Arc<Broker>, config: GroupConfig) -> Result<Self, BrokerError> {
         let coordinator = log::replay(&broker, &config).await?;
         let service = GroupService {

@@ -12,6 +12,8 @@ pub async fn handle(
     broker: &Broker,
     request: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
+    // The group coordinator creates `__consumer_offsets` itself, with its own settings.
+    crate::internal_topics::refuse_internal(&request.topic, "create")?;
     let configs: BTreeMap<String, String> = request.configs.into_iter().collect();
     let topic = broker
         .create_topic(
