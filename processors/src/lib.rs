@@ -3,3 +3,4 @@
 //! Does not own: SQL (`weir-sql`) or the wire protocol (`weir-broker`).
 
 pub mod sketch;
+pub mod window;

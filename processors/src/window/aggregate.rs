@@ -1,0 +1,292 @@
+//! Per key and time window aggregates (tumbling, hopping, sliding), kept as panes.
+//!
+//! A pane is `[start, start + step)` where the step is the window's size (tumbling),
+//! advance (hopping) or slide (sliding). A record updates exactly one accumulator, its
+//! key's in its pane; a window's result is its panes merged when it is emitted. So a
+//! record costs one update whatever the overlap, and a window of 5 minutes sliding
+//! every 10 s is 30 panes, not 30 copies of every record.
+//!
+//! A window `[start, end)` closes when the watermark reaches `end + lateness`. A record
+//! arriving after some of its windows closed is counted in the windows still open (the
+//! closed ones were emitted and are final); one arriving after all of them closed is
+//! late and is handed back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use super::{Window, WindowSpec};
+
+/// How values of a key are folded: `init` an accumulator, `add` a value to it, and
+/// `merge` two (panes of one window, or partial results).
+pub trait Aggregator<V> {
+    type Acc: Clone;
+    fn init(&self) -> Self::Acc;
+    fn add(&self, acc: &mut Self::Acc, value: V);
+    fn merge(&self, into: &mut Self::Acc, other: &Self::Acc);
+}
+
+/// When window results are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// Once, when the window closes: each result is final.
+    #[default]
+    OnClose,
+    /// At every update of an open window (as well as a final one at close).
+    OnUpdate,
+}
+
+/// One key's aggregate over one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowResult<K, A> {
+    pub key: K,
+    pub window: Window,
+    pub value: A,
+    /// False for an intermediate result ([`EmitMode::OnUpdate`]).
+    pub is_final: bool,
+}
+
+/// What became of a record given to [`WindowedAggregate::add`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddOutcome<K, A> {
+    /// Counted in every window still open; `closed_windows` of its windows had
+    /// closed already and do not include it. `updates` holds the open windows' new
+    /// results under [`EmitMode::OnUpdate`].
+    Accepted {
+        closed_windows: usize,
+        updates: Vec<WindowResult<K, A>>,
+    },
+    /// Every window of the record has closed: it was not counted anywhere.
+    Late,
+}
+
+/// Aggregates of a time-windowed, keyed stream of values `V`.
+pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
+    size_ms: i64,
+    step_ms: i64,
+    lateness_ms: i64,
+    emit: EmitMode,
+    aggregator: G,
+    /// Pane start → key → accumulator.
+    panes: BTreeMap<i64, HashMap<K, G::Acc>>,
+    watermark_ms: i64,
+    late_records: u64,
+    values: PhantomData<fn(V)>,
+}
+
+impl<K, V, G> WindowedAggregate<K, V, G>
+where
+    K: Hash + Ord + Clone,
+    G: Aggregator<V>,
+{
+    /// Aggregates over `spec` (tumbling, hopping or sliding; sessions have
+    /// [`super::SessionAggregate`]), accepting records up to `lateness_ms` behind the
+    /// watermark.
+    pub fn new(
+        spec: WindowSpec,
+        lateness_ms: i64,
+        emit: EmitMode,
+        aggregator: G,
+    ) -> Result<Self, super::InvalidWindow> {
+        spec.validate()?;
+        let (size_ms, step_ms) = match spec {
+            WindowSpec::Tumbling { size_ms } => (size_ms, size_ms),
+            WindowSpec::Hopping {
+                size_ms,
+                advance_ms,
+            } => (size_ms, advance_ms),
+            WindowSpec::Sliding { size_ms, slide_ms } => (size_ms, slide_ms),
+            WindowSpec::Session { .. } => {
+                return Err(super::InvalidWindow(
+                    "session windows are aggregated by SessionAggregate".to_string(),
+                ))
+            }
+        };
+        Ok(WindowedAggregate {
+            size_ms,
+            step_ms,
+            lateness_ms: lateness_ms.max(0),
+            emit,
+            aggregator,
+            panes: BTreeMap::new(),
+            watermark_ms: i64::MIN,
+            late_records: 0,
+            values: PhantomData,
+        })
+    }
+
+    /// The watermark the aggregate last advanced to.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// Records handed back as late so far.
+    pub fn late_records(&self) -> u64 {
+        self.late_records
+    }
+
+    /// Accumulators held (one per key and pane): the state's size.
+    pub fn state_entries(&self) -> usize {
+        self.panes.values().map(HashMap::len).sum()
+    }
+
+    fn is_closed(&self, window_end_ms: i64) -> bool {
+        window_end_ms.saturating_add(self.lateness_ms) <= self.watermark_ms
+    }
+
+    /// Counts `value` under `key` at `timestamp_ms`.
+    pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
+        let pane = timestamp_ms.div_euclid(self.step_ms) * self.step_ms;
+        // The pane's windows end at pane + step, ..., pane + size; the last closes last.
+        if self.is_closed(pane.saturating_add(self.size_ms)) {
+            self.late_records += 1;
+            return AddOutcome::Late;
+        }
+        let closed_windows = self
+            .window_ends_of(pane)
+            .filter(|end| self.is_closed(*end))
+            .count();
+        let aggregator = &self.aggregator;
+        let acc = self
+            .panes
+            .entry(pane)
+            .or_default()
+            .entry(key.clone())
+            .or_insert_with(|| aggregator.init());
+        aggregator.add(acc, value);
+        let updates = match self.emit {
+            EmitMode::OnClose => Vec::new(),
+            EmitMode::OnUpdate => self
+                .window_ends_of(pane)
+                .filter(|end| !self.is_closed(*end))
+                .filter_map(|end| self.result(&key, end, false))
+                .collect(),
+        };
+        AddOutcome::Accepted {
+            closed_windows,
+            updates,
+        }
+    }
+
+    /// Moves the watermark to `watermark_ms` (it never goes back) and returns the
+    /// results of the windows that closed, by window end and then key.
+    pub fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
+        if watermark_ms <= self.watermark_ms {
+            return Vec::new();
+        }
+        let before = self.watermark_ms;
+        self.watermark_ms = watermark_ms;
+        // Windows closing now: end + lateness in (before, watermark], with a pane.
+        let mut ends = BTreeSet::new();
+        for pane in self.panes.keys() {
+            for end in self.window_ends_of(*pane) {
+                let close_at = end.saturating_add(self.lateness_ms);
+                if close_at > before && close_at <= watermark_ms {
+                    ends.insert(end);
+                }
+            }
+        }
+        let mut results = Vec::new();
+        for end in ends {
+            // Keys in order, so results do not depend on hashing.
+            let keys: BTreeSet<&K> = self
+                .panes
+                .range(end - self.size_ms..end)
+                .flat_map(|(_, pane)| pane.keys())
+                .collect();
+            results.extend(
+                keys.into_iter()
+                    .filter_map(|key| self.result(key, end, true)),
+            );
+        }
+        // A pane whose last window closed is needed no more.
+        let (size, lateness) = (self.size_ms, self.lateness_ms);
+        self.panes
+            .retain(|pane, _| pane.saturating_add(size).saturating_add(lateness) > watermark_ms);
+        results
+    }
+
+    /// Ends of the windows containing `pane`, earliest first.
+    fn window_ends_of(&self, pane: i64) -> impl Iterator<Item = i64> {
+        let step = self.step_ms;
+        (1..=self.size_ms / step).map(move |i| pane.saturating_add(i * step))
+    }
+
+    /// `key`'s aggregate over the window ending at `end`: its panes merged.
+    fn result(&self, key: &K, end: i64, is_final: bool) -> Option<WindowResult<K, G::Acc>> {
+        let mut merged: Option<G::Acc> = None;
+        for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
+            if let Some(acc) = pane.get(key) {
+                match merged.as_mut() {
+                    Some(into) => self.aggregator.merge(into, acc),
+                    None => merged = Some(acc.clone()),
+                }
+            }
+        }
+        merged.map(|value| WindowResult {
+            key: key.clone(),
+            window: Window {
+                start_ms: end - self.size_ms,
+                end_ms: end,
+            },
+            value,
+            is_final,
+        })
+    }
+}
+
+impl<K, V, G: Aggregator<V>> std::fmt::Debug for WindowedAggregate<K, V, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedAggregate")
+            .field("size_ms", &self.size_ms)
+            .field("step_ms", &self.step_ms)
+            .field("lateness_ms", &self.lateness_ms)
+            .field("watermark_ms", &self.watermark_ms)
+            .field("panes", &self.panes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Aggregator`] from three closures.
+#[derive(Debug, Clone)]
+pub struct Fold<I, F, M> {
+    pub init: I,
+    pub add: F,
+    pub merge: M,
+}
+
+impl<V, A, I, F, M> Aggregator<V> for Fold<I, F, M>
+where
+    A: Clone,
+    I: Fn() -> A,
+    F: Fn(&mut A, V),
+    M: Fn(&mut A, &A),
+{
+    type Acc = A;
+    fn init(&self) -> A {
+        (self.init)()
+    }
+    fn add(&self, acc: &mut A, value: V) {
+        (self.add)(acc, value)
+    }
+    fn merge(&self, into: &mut A, other: &A) {
+        (self.merge)(into, other)
+    }
+}
+
+/// Counts records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Count;
+
+impl<V> Aggregator<V> for Count {
+    type Acc = u64;
+    fn init(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: V) {
+        *acc += 1;
+    }
+    fn merge(&self, into: &mut u64, other: &u64) {
+        *into += other;
+    }
+}

@@ -1,0 +1,182 @@
+//! Session windows: per key, records closer than the gap to each other share a
+//! window. A record joins every open session within the gap of it, merging them;
+//! a session closes when the watermark passes its last record plus the gap plus the
+//! allowed lateness, and its window is `[first, last + 1)`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use super::aggregate::{AddOutcome, Aggregator, EmitMode, WindowResult};
+use super::{InvalidWindow, Window, WindowSpec};
+
+#[derive(Debug, Clone)]
+struct Session<A> {
+    last_ms: i64,
+    acc: A,
+}
+
+/// Session aggregates of a keyed stream of values `V`.
+pub struct SessionAggregate<K, V, G: Aggregator<V>> {
+    gap_ms: i64,
+    lateness_ms: i64,
+    emit: EmitMode,
+    aggregator: G,
+    /// Key → first timestamp → session. Sessions of a key never overlap.
+    sessions: HashMap<K, BTreeMap<i64, Session<G::Acc>>>,
+    watermark_ms: i64,
+    late_records: u64,
+    values: PhantomData<fn(V)>,
+}
+
+impl<K, V, G> SessionAggregate<K, V, G>
+where
+    K: Hash + Ord + Clone,
+    G: Aggregator<V>,
+{
+    pub fn new(
+        spec: WindowSpec,
+        lateness_ms: i64,
+        emit: EmitMode,
+        aggregator: G,
+    ) -> Result<Self, InvalidWindow> {
+        spec.validate()?;
+        let WindowSpec::Session { gap_ms } = spec else {
+            return Err(InvalidWindow(
+                "time windows are aggregated by WindowedAggregate".to_string(),
+            ));
+        };
+        Ok(SessionAggregate {
+            gap_ms,
+            lateness_ms: lateness_ms.max(0),
+            emit,
+            aggregator,
+            sessions: HashMap::new(),
+            watermark_ms: i64::MIN,
+            late_records: 0,
+            values: PhantomData,
+        })
+    }
+
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    pub fn late_records(&self) -> u64 {
+        self.late_records
+    }
+
+    /// Open sessions held: the state's size.
+    pub fn state_entries(&self) -> usize {
+        self.sessions.values().map(BTreeMap::len).sum()
+    }
+
+    /// Strictly past: a record exactly `gap` after the last could still join it.
+    fn closes_by(&self, last_ms: i64) -> bool {
+        last_ms
+            .saturating_add(self.gap_ms)
+            .saturating_add(self.lateness_ms)
+            < self.watermark_ms
+    }
+
+    pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
+        let gap = self.gap_ms;
+        let sessions = self.sessions.entry(key.clone()).or_default();
+        // Open sessions within the gap: first - gap <= t <= last + gap.
+        let touching: Vec<i64> = sessions
+            .range(..=timestamp_ms.saturating_add(gap))
+            .rev()
+            .take_while(|(_, s)| s.last_ms.saturating_add(gap) >= timestamp_ms)
+            .map(|(first, _)| *first)
+            .collect();
+        if touching.is_empty()
+            && timestamp_ms
+                .saturating_add(gap)
+                .saturating_add(self.lateness_ms)
+                < self.watermark_ms
+        {
+            self.late_records += 1;
+            return AddOutcome::Late;
+        }
+        let mut first = timestamp_ms;
+        let mut last = timestamp_ms;
+        let mut acc = self.aggregator.init();
+        self.aggregator.add(&mut acc, value);
+        for start in touching {
+            let session = sessions.remove(&start).expect("just found");
+            first = first.min(start);
+            last = last.max(session.last_ms);
+            let mut merged = session.acc;
+            self.aggregator.merge(&mut merged, &acc);
+            acc = merged;
+        }
+        let updates = match self.emit {
+            EmitMode::OnClose => Vec::new(),
+            EmitMode::OnUpdate => vec![WindowResult {
+                key: key.clone(),
+                window: Window {
+                    start_ms: first,
+                    end_ms: last.saturating_add(1),
+                },
+                value: acc.clone(),
+                is_final: false,
+            }],
+        };
+        sessions.insert(first, Session { last_ms: last, acc });
+        AddOutcome::Accepted {
+            closed_windows: 0,
+            updates,
+        }
+    }
+
+    /// Moves the watermark (never back) and returns the sessions that closed, by end
+    /// and then key.
+    pub fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
+        if watermark_ms <= self.watermark_ms {
+            return Vec::new();
+        }
+        self.watermark_ms = watermark_ms;
+        let mut results = Vec::new();
+        let (gap, lateness) = (self.gap_ms, self.lateness_ms);
+        for (key, sessions) in self.sessions.iter_mut() {
+            let closed: Vec<i64> = sessions
+                .iter()
+                .filter(|(_, s)| {
+                    s.last_ms.saturating_add(gap).saturating_add(lateness) < watermark_ms
+                })
+                .map(|(first, _)| *first)
+                .collect();
+            for first in closed {
+                let session = sessions.remove(&first).expect("just found");
+                results.push(WindowResult {
+                    key: key.clone(),
+                    window: Window {
+                        start_ms: first,
+                        end_ms: session.last_ms.saturating_add(1),
+                    },
+                    value: session.acc,
+                    is_final: true,
+                });
+            }
+        }
+        self.sessions.retain(|_, sessions| !sessions.is_empty());
+        results.sort_by(|a, b| (a.window.end_ms, &a.key).cmp(&(b.window.end_ms, &b.key)));
+        debug_assert!(self
+            .sessions
+            .values()
+            .flat_map(|s| s.values())
+            .all(|s| !self.closes_by(s.last_ms)));
+        results
+    }
+}
+
+impl<K, V, G: Aggregator<V>> std::fmt::Debug for SessionAggregate<K, V, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAggregate")
+            .field("gap_ms", &self.gap_ms)
+            .field("lateness_ms", &self.lateness_ms)
+            .field("watermark_ms", &self.watermark_ms)
+            .field("keys", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
