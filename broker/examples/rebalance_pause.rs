@@ -93,7 +93,11 @@ async fn run(
         let share_max = (partitions as usize).div_ceil(join);
         let share_min = partitions as usize / join;
         loop {
-            let group = admin.describe_group("g").await?;
+            // The group exists once the first member's join is stored.
+            let Ok(group) = admin.describe_group("g").await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             let owned: Vec<usize> = group.members.iter().map(|m| m.assignment.len()).collect();
             let total: usize = owned.iter().sum();
             if group.state == "Stable"
