@@ -6,7 +6,8 @@
 //! ```
 //!
 //! A broker runs in this process on 127.0.0.1:0. Members (`GroupConsumer`) join one at
-//! a time, each once the group has settled; every member polls continuously. A
+//! a time, each once the group has settled and after a delay that spreads the joins
+//! over the heartbeat's phases; every member polls continuously. A
 //! partition's pause is the time from its revocation (the callback of the member giving
 //! it up) to its assignment (the callback of the member taking it), so it counts the
 //! commit, the release heartbeat and the new owner's next heartbeat. For each join the
@@ -68,6 +69,10 @@ async fn run(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for join in 1..=members {
+        // Join at a spread of heartbeat phases: a member that joins right after the
+        // last rebalance settled would be in step with the member that settled it.
+        let phase_ms = (join as i64 * 379) % heartbeat_ms.max(1);
+        tokio::time::sleep(Duration::from_millis(phase_ms as u64)).await;
         let mark = events.lock().unwrap().len();
         let started = Instant::now();
         let mut member = GroupConsumer::subscribe(
