@@ -124,6 +124,13 @@ fn hostile_batches() -> Vec<(&'static str, Bytes, ErrorCode, &'static str)> {
             "message.timestamp.after.max.ms",
         ),
         (
+            // It would keep its segment from time retention for a millennium.
+            "timestamp in the year 3000",
+            built(Compression::None, &["far"], 32_503_680_000_000),
+            ErrorCode::InvalidTimestamp,
+            "message.timestamp.after.max.ms",
+        ),
+        (
             "transactional batch",
             transactional.build().unwrap(),
             ErrorCode::InvalidTxnState,
