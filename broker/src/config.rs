@@ -47,10 +47,11 @@ pub const CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const STREAM_WINDOW_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES_DEFAULT: u32 = 1024 * 1024;
 /// The largest HTTP/2 frame a client may send: one partly received frame is
-/// buffered per connection, so it is part of the per-connection bound.
-pub const FRAME_BYTES_MAX: u32 = 64 * 1024;
+/// buffered per connection, so it is part of the per-connection bound. 64 KiB
+/// is 16 frames per MiB of request, where HTTP/2's 16 KiB minimum is 64.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 64 * 1024;
 /// The largest HTTP/2 header block a client may send (hyper's default).
-pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+pub const HEADER_LIST_BYTES_MAX_DEFAULT: u32 = 16 * 1024;
 /// Requests in progress on one connection at most (HTTP/2
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client queues the rest.
 pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
@@ -132,6 +133,9 @@ pub struct BrokerConfig {
     /// HTTP/2 receive window of one request (stream) and of one connection.
     pub stream_window_bytes: u32,
     pub connection_window_bytes: u32,
+    /// Largest HTTP/2 frame and header block a client may send.
+    pub frame_bytes_max: u32,
+    pub header_list_bytes_max: u32,
     /// Requests served at once per connection; the client waits for the rest.
     pub requests_per_connection_max: u32,
     /// Request and fetch-response bytes held at once over all connections;
@@ -200,6 +204,8 @@ struct ConfigFile {
     connection_first_request_timeout_ms: Option<u64>,
     stream_window_bytes: Option<u32>,
     connection_window_bytes: Option<u32>,
+    frame_bytes_max: Option<u32>,
+    header_list_bytes_max: Option<u32>,
     requests_per_connection_max: Option<u32>,
     queued_request_bytes_max: Option<usize>,
     request_body_timeout_ms: Option<u64>,
@@ -233,6 +239,8 @@ impl Default for BrokerConfig {
             connection_first_request_timeout_ms: CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT,
             stream_window_bytes: STREAM_WINDOW_BYTES_DEFAULT,
             connection_window_bytes: CONNECTION_WINDOW_BYTES_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            header_list_bytes_max: HEADER_LIST_BYTES_MAX_DEFAULT,
             requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
@@ -254,6 +262,7 @@ impl BrokerConfig {
     /// `WEIR_CONNECTIONS_MAX_PER_IP`, `WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES`,
     /// `WEIR_CONNECTIONS_MAX_IDLE_MS`, `WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS`,
     /// `WEIR_STREAM_WINDOW_BYTES`, `WEIR_CONNECTION_WINDOW_BYTES`,
+    /// `WEIR_FRAME_BYTES_MAX`, `WEIR_HEADER_LIST_BYTES_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
     /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
     /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
@@ -284,6 +293,8 @@ impl BrokerConfig {
             "WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS",
             "WEIR_STREAM_WINDOW_BYTES",
             "WEIR_CONNECTION_WINDOW_BYTES",
+            "WEIR_FRAME_BYTES_MAX",
+            "WEIR_HEADER_LIST_BYTES_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
             "WEIR_QUEUED_REQUEST_BYTES_MAX",
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
@@ -380,6 +391,12 @@ impl BrokerConfig {
         }
         if let Some(v) = file.connection_window_bytes {
             self.connection_window_bytes = v;
+        }
+        if let Some(v) = file.frame_bytes_max {
+            self.frame_bytes_max = v;
+        }
+        if let Some(v) = file.header_list_bytes_max {
+            self.header_list_bytes_max = v;
         }
         if let Some(v) = file.requests_per_connection_max {
             self.requests_per_connection_max = v;
@@ -480,6 +497,12 @@ impl BrokerConfig {
             }
             "WEIR_CONNECTION_WINDOW_BYTES" => {
                 self.connection_window_bytes = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_FRAME_BYTES_MAX" => {
+                self.frame_bytes_max = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_HEADER_LIST_BYTES_MAX" => {
+                self.header_list_bytes_max = value.parse().map_err(|_| "expected a byte count")?
             }
             "WEIR_REQUESTS_PER_CONNECTION_MAX" => {
                 self.requests_per_connection_max = value.parse().map_err(|_| "expected a count")?
@@ -616,6 +639,22 @@ impl BrokerConfig {
                 ));
             }
         }
+        // HTTP/2's SETTINGS_MAX_FRAME_SIZE range.
+        if !(16_384..=16_777_215).contains(&self.frame_bytes_max) {
+            return Err(bad(
+                "frame_bytes_max",
+                self.frame_bytes_max.to_string(),
+                "must be between 16384 and 16777215 (HTTP/2's frame size range)",
+            ));
+        }
+        // Room for a request's pseudo-headers, content type and deadline.
+        if self.header_list_bytes_max < 1024 {
+            return Err(bad(
+                "header_list_bytes_max",
+                self.header_list_bytes_max.to_string(),
+                "must be at least 1024",
+            ));
+        }
         if self.stream_window_bytes > self.connection_window_bytes {
             return Err(bad(
                 "stream_window_bytes",
@@ -715,8 +754,8 @@ impl BrokerConfig {
     /// and one header block.
     pub fn connection_buffer_bytes_max(&self) -> usize {
         self.connection_window_bytes as usize
-            + FRAME_BYTES_MAX as usize
-            + HEADER_LIST_BYTES_MAX as usize
+            + self.frame_bytes_max as usize
+            + self.header_list_bytes_max as usize
     }
 
     /// The bound on request and response bytes the broker holds: the memory
@@ -943,6 +982,8 @@ mod tests {
                 "0",
                 "at least 1",
             ),
+            ("WEIR_FRAME_BYTES_MAX", "1000", "between 16384 and 16777215"),
+            ("WEIR_HEADER_LIST_BYTES_MAX", "10", "at least 1024"),
         ] {
             let err = BrokerConfig::load(None, |k| (k == key).then(|| value.to_string()))
                 .unwrap_err()

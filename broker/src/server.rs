@@ -14,7 +14,6 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::config::{FRAME_BYTES_MAX, HEADER_LIST_BYTES_MAX};
 use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
@@ -221,8 +220,8 @@ fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
         // per connection (`BrokerConfig::connection_buffer_bytes_max`).
         .initial_stream_window_size(config.stream_window_bytes)
         .initial_connection_window_size(config.connection_window_bytes)
-        .max_frame_size(FRAME_BYTES_MAX)
-        .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
+        .max_frame_size(config.frame_bytes_max)
+        .http2_max_header_list_size(config.header_list_bytes_max)
         .max_concurrent_streams(config.requests_per_connection_max)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted as RewriteResponse,
