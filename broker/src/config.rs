@@ -26,6 +26,32 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 86_400_000;
 pub const FETCH_WAIT_MS_MAX_DEFAULT: u32 = 30_000;
 /// Open client connections at most (Kafka's `max.connections`).
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Open connections from one address at most (Kafka's `max.connections.per.ip`,
+/// unbounded there): a quarter of `connections_max`, so one host cannot take
+/// every slot. Connections that made no request yet give way to new ones (see
+/// `connection_limit`), so this bounds working connections.
+pub const CONNECTIONS_MAX_PER_IP_DEFAULT: usize = 256;
+/// A connection with no byte read or written this long is closed (Kafka's
+/// `connections.max.idle.ms`: 10 minutes).
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+/// A connection that has made no request this long after it was accepted is
+/// closed: a TCP and HTTP/2 handshake and a request take milliseconds, so 10 s
+/// leaves room for a slow network while a socket that never speaks gives its
+/// slot back soon. (Kafka has no such deadline.)
+pub const CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// HTTP/2 receive windows (hyper's defaults): the request bytes a client may
+/// have sent that the broker has not read yet, per stream and per connection.
+/// The connection window bounds what HTTP/2 buffers for one connection below
+/// the memory pool, so `connections_max` times it (plus a frame and a header
+/// block) is the broker's buffering outside the pool.
+pub const STREAM_WINDOW_BYTES_DEFAULT: u32 = 1024 * 1024;
+pub const CONNECTION_WINDOW_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// The largest HTTP/2 frame a client may send: one partly received frame is
+/// buffered per connection, so it is part of the per-connection bound. 64 KiB
+/// is 16 frames per MiB of request, where HTTP/2's 16 KiB minimum is 64.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 64 * 1024;
+/// The largest HTTP/2 header block a client may send (hyper's default).
+pub const HEADER_LIST_BYTES_MAX_DEFAULT: u32 = 16 * 1024;
 /// Requests in progress on one connection at most (HTTP/2
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client queues the rest.
 pub const REQUESTS_PER_CONNECTION_MAX_DEFAULT: u32 = 128;
@@ -93,8 +119,23 @@ pub struct BrokerConfig {
     /// retention); a retry arriving later may then be stored twice.
     pub producer_id_expiration_ms: u64,
     pub io_mode: IoMode,
-    /// Open connections at most; a connection past it is closed at once.
+    /// Open connections at most; past it, a new connection displaces the
+    /// oldest that has made no request, or is closed at once.
     pub connections_max: usize,
+    /// Open connections from one address at most, the same way.
+    pub connections_max_per_ip: usize,
+    /// Per-address limits replacing `connections_max_per_ip`.
+    pub connections_max_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// A connection with no byte read or written this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// A connection that made no request this long after it was accepted is closed.
+    pub connection_first_request_timeout_ms: u64,
+    /// HTTP/2 receive window of one request (stream) and of one connection.
+    pub stream_window_bytes: u32,
+    pub connection_window_bytes: u32,
+    /// Largest HTTP/2 frame and header block a client may send.
+    pub frame_bytes_max: u32,
+    pub header_list_bytes_max: u32,
     /// Requests served at once per connection; the client waits for the rest.
     pub requests_per_connection_max: u32,
     /// Request and fetch-response bytes held at once over all connections;
@@ -157,6 +198,14 @@ struct ConfigFile {
     producer_id_expiration_ms: Option<u64>,
     io_mode: Option<String>,
     connections_max: Option<usize>,
+    connections_max_per_ip: Option<usize>,
+    connections_max_per_ip_overrides: Option<String>,
+    connections_max_idle_ms: Option<u64>,
+    connection_first_request_timeout_ms: Option<u64>,
+    stream_window_bytes: Option<u32>,
+    connection_window_bytes: Option<u32>,
+    frame_bytes_max: Option<u32>,
+    header_list_bytes_max: Option<u32>,
     requests_per_connection_max: Option<u32>,
     queued_request_bytes_max: Option<usize>,
     request_body_timeout_ms: Option<u64>,
@@ -184,6 +233,14 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             io_mode: IoMode::Blocking,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_max_per_ip: CONNECTIONS_MAX_PER_IP_DEFAULT,
+            connections_max_per_ip_overrides: BTreeMap::new(),
+            connections_max_idle_ms: CONNECTIONS_MAX_IDLE_MS_DEFAULT,
+            connection_first_request_timeout_ms: CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT,
+            stream_window_bytes: STREAM_WINDOW_BYTES_DEFAULT,
+            connection_window_bytes: CONNECTION_WINDOW_BYTES_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            header_list_bytes_max: HEADER_LIST_BYTES_MAX_DEFAULT,
             requests_per_connection_max: REQUESTS_PER_CONNECTION_MAX_DEFAULT,
             queued_request_bytes_max: QUEUED_REQUEST_BYTES_MAX_DEFAULT,
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
@@ -202,6 +259,10 @@ impl BrokerConfig {
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
+    /// `WEIR_CONNECTIONS_MAX_PER_IP`, `WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES`,
+    /// `WEIR_CONNECTIONS_MAX_IDLE_MS`, `WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS`,
+    /// `WEIR_STREAM_WINDOW_BYTES`, `WEIR_CONNECTION_WINDOW_BYTES`,
+    /// `WEIR_FRAME_BYTES_MAX`, `WEIR_HEADER_LIST_BYTES_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
     /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
     /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
@@ -226,6 +287,14 @@ impl BrokerConfig {
             "WEIR_COMPACTION_KEY_MAP_BYTES",
             "WEIR_PRODUCER_ID_EXPIRATION_MS",
             "WEIR_CONNECTIONS_MAX",
+            "WEIR_CONNECTIONS_MAX_PER_IP",
+            "WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES",
+            "WEIR_CONNECTIONS_MAX_IDLE_MS",
+            "WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS",
+            "WEIR_STREAM_WINDOW_BYTES",
+            "WEIR_CONNECTION_WINDOW_BYTES",
+            "WEIR_FRAME_BYTES_MAX",
+            "WEIR_HEADER_LIST_BYTES_MAX",
             "WEIR_REQUESTS_PER_CONNECTION_MAX",
             "WEIR_QUEUED_REQUEST_BYTES_MAX",
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
@@ -304,6 +373,31 @@ impl BrokerConfig {
         if let Some(v) = file.connections_max {
             self.connections_max = v;
         }
+        if let Some(v) = file.connections_max_per_ip {
+            self.connections_max_per_ip = v;
+        }
+        if let Some(v) = file.connections_max_per_ip_overrides {
+            self.set("WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES", &v)
+                .map_err(|reason| bad("connections_max_per_ip_overrides", v, reason))?;
+        }
+        if let Some(v) = file.connections_max_idle_ms {
+            self.connections_max_idle_ms = v;
+        }
+        if let Some(v) = file.connection_first_request_timeout_ms {
+            self.connection_first_request_timeout_ms = v;
+        }
+        if let Some(v) = file.stream_window_bytes {
+            self.stream_window_bytes = v;
+        }
+        if let Some(v) = file.connection_window_bytes {
+            self.connection_window_bytes = v;
+        }
+        if let Some(v) = file.frame_bytes_max {
+            self.frame_bytes_max = v;
+        }
+        if let Some(v) = file.header_list_bytes_max {
+            self.header_list_bytes_max = v;
+        }
         if let Some(v) = file.requests_per_connection_max {
             self.requests_per_connection_max = v;
         }
@@ -380,6 +474,35 @@ impl BrokerConfig {
             }
             "WEIR_CONNECTIONS_MAX" => {
                 self.connections_max = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_CONNECTIONS_MAX_PER_IP" => {
+                self.connections_max_per_ip = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES" => {
+                self.connections_max_per_ip_overrides =
+                    crate::connection_limit::parse_per_ip_overrides(value)?
+            }
+            "WEIR_CONNECTIONS_MAX_IDLE_MS" => {
+                self.connections_max_idle_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS" => {
+                self.connection_first_request_timeout_ms = value
+                    .parse()
+                    .map_err(|_| "expected a number of milliseconds")?
+            }
+            "WEIR_STREAM_WINDOW_BYTES" => {
+                self.stream_window_bytes = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_CONNECTION_WINDOW_BYTES" => {
+                self.connection_window_bytes = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_FRAME_BYTES_MAX" => {
+                self.frame_bytes_max = value.parse().map_err(|_| "expected a byte count")?
+            }
+            "WEIR_HEADER_LIST_BYTES_MAX" => {
+                self.header_list_bytes_max = value.parse().map_err(|_| "expected a byte count")?
             }
             "WEIR_REQUESTS_PER_CONNECTION_MAX" => {
                 self.requests_per_connection_max = value.parse().map_err(|_| "expected a count")?
@@ -480,6 +603,65 @@ impl BrokerConfig {
                 "must be at least 1",
             ));
         }
+        if self.connections_max_per_ip == 0 {
+            return Err(bad(
+                "connections_max_per_ip",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.connection_first_request_timeout_ms == 0 {
+            return Err(bad(
+                "connection_first_request_timeout_ms",
+                "0".to_string(),
+                "must be at least 1",
+            ));
+        }
+        // The idle timeout counts socket activity, as Kafka's does: a long
+        // poll sends nothing while it waits, so it must end first.
+        if self.connections_max_idle_ms <= u64::from(self.fetch_wait_ms_max) {
+            return Err(bad(
+                "connections_max_idle_ms",
+                self.connections_max_idle_ms.to_string(),
+                "must be above fetch_wait_ms_max, or a long poll would lose its connection",
+            ));
+        }
+        // HTTP/2's initial window is 65535 bytes; a smaller one only slows every request.
+        for (key, bytes) in [
+            ("stream_window_bytes", self.stream_window_bytes),
+            ("connection_window_bytes", self.connection_window_bytes),
+        ] {
+            if !(65_535..=WINDOW_BYTES_LIMIT).contains(&bytes) {
+                return Err(bad(
+                    key,
+                    bytes.to_string(),
+                    "must be between 65535 and 2147483647 (HTTP/2's window limit)",
+                ));
+            }
+        }
+        // HTTP/2's SETTINGS_MAX_FRAME_SIZE range.
+        if !(16_384..=16_777_215).contains(&self.frame_bytes_max) {
+            return Err(bad(
+                "frame_bytes_max",
+                self.frame_bytes_max.to_string(),
+                "must be between 16384 and 16777215 (HTTP/2's frame size range)",
+            ));
+        }
+        // Room for a request's pseudo-headers, content type and deadline.
+        if self.header_list_bytes_max < 1024 {
+            return Err(bad(
+                "header_list_bytes_max",
+                self.header_list_bytes_max.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.stream_window_bytes > self.connection_window_bytes {
+            return Err(bad(
+                "stream_window_bytes",
+                self.stream_window_bytes.to_string(),
+                "must not exceed connection_window_bytes, which bounds every stream of a connection together",
+            ));
+        }
         if self.requests_per_connection_max == 0 {
             return Err(bad(
                 "requests_per_connection_max",
@@ -560,6 +742,29 @@ impl BrokerConfig {
                 reason: e.to_string(),
             })?;
         Ok(())
+    }
+}
+
+/// HTTP/2's largest flow-control window, 2^31 - 1.
+const WINDOW_BYTES_LIMIT: u32 = i32::MAX as u32;
+
+impl BrokerConfig {
+    /// What HTTP/2 may buffer for one connection outside the memory pool: its
+    /// receive window of request bytes not read yet, one partly received frame
+    /// and one header block.
+    pub fn connection_buffer_bytes_max(&self) -> usize {
+        self.connection_window_bytes as usize
+            + self.frame_bytes_max as usize
+            + self.header_list_bytes_max as usize
+    }
+
+    /// The bound on request and response bytes the broker holds: the memory
+    /// pool plus every connection's HTTP/2 buffering.
+    pub fn request_memory_bytes_max(&self) -> usize {
+        self.queued_request_bytes_max.saturating_add(
+            self.connections_max
+                .saturating_mul(self.connection_buffer_bytes_max()),
+        )
     }
 }
 
@@ -718,6 +923,73 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("request_bytes_max"), "{err}");
+    }
+
+    #[test]
+    fn connection_slots_and_deadlines_load_and_out_of_range_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "connections_max_per_ip = 8\nconnections_max_per_ip_overrides = \"10.0.0.1:100\"\nconnection_window_bytes = 2097152\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_CONNECTIONS_MAX_IDLE_MS").then(|| "60000".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.connections_max_per_ip, 8);
+        assert_eq!(
+            config.connections_max_per_ip_overrides[&std::net::IpAddr::from([10, 0, 0, 1])],
+            100
+        );
+        assert_eq!(config.connections_max_idle_ms, 60_000);
+        assert_eq!(config.connection_window_bytes, 2 << 20);
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            (
+                defaults.connections_max_per_ip,
+                defaults.connections_max_idle_ms,
+                defaults.connection_first_request_timeout_ms
+            ),
+            (256, 600_000, 10_000)
+        );
+        // 512 MiB of pool and 1024 connections of 1 MiB window, a 64 KiB frame
+        // and a 16 KiB header block each.
+        assert_eq!(
+            defaults.request_memory_bytes_max(),
+            (512 << 20) + 1024 * (1104 << 10)
+        );
+        for (key, value, says) in [
+            (
+                "WEIR_CONNECTIONS_MAX_IDLE_MS",
+                "30000",
+                "above fetch_wait_ms_max",
+            ),
+            ("WEIR_STREAM_WINDOW_BYTES", "1000", "between 65535"),
+            (
+                "WEIR_STREAM_WINDOW_BYTES",
+                "4194304",
+                "connection_window_bytes",
+            ),
+            (
+                "WEIR_CONNECTIONS_MAX_PER_IP_OVERRIDES",
+                "localhost:5",
+                "not an IP address",
+            ),
+            (
+                "WEIR_CONNECTION_FIRST_REQUEST_TIMEOUT_MS",
+                "0",
+                "at least 1",
+            ),
+            ("WEIR_FRAME_BYTES_MAX", "1000", "between 16384 and 16777215"),
+            ("WEIR_HEADER_LIST_BYTES_MAX", "10", "at least 1024"),
+        ] {
+            let err = BrokerConfig::load(None, |k| (k == key).then(|| value.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{key}={value}: {err}");
+        }
     }
 
     #[test]

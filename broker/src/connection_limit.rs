@@ -1,167 +1,348 @@
-//! The cap on open client connections: every accepted connection holds a
-//! semaphore permit for as long as it is open; a connection accepted while
-//! none is free is closed at once (the client sees the connection fail and
-//! may retry), so a flood of connections cannot exhaust the broker's memory
-//! or file descriptors.
+//! Connection slots: every accepted connection holds one of `connections_max`
+//! slots and one of its address's `connections_max_per_ip` (Kafka's
+//! `max.connections` and `max.connections.per.ip`, with per-address overrides)
+//! for as long as it is open, so a flood of connections cannot exhaust the
+//! broker's memory or file descriptors, and one host cannot take every slot.
 //!
-//! Every connection also watches the broker's cut signal: once shutdown's
-//! deadline has passed, its reads and writes fail, so hyper drops it and the
-//! requests still on it, whatever they were waiting for.
+//! A connection that has not yet made a request holds its slot loosely: when
+//! no slot is free (broker-wide, or for the new connection's address), the
+//! oldest such connection is closed to make room, and only when there is none
+//! is the new connection closed at once. Sockets that connect and never send a
+//! byte therefore cannot lock working clients out: a client that connects,
+//! handshakes and sends its request within moments keeps its slot. (Kafka has
+//! no such rule; its acceptor stops accepting at `max.connections`, and idle
+//! sockets hold their slots until `connections.max.idle.ms`.)
+//!
+//! Deadlines (see [`crate::connection::Connection`]): a connection that has
+//! made no request `connection_first_request_timeout_ms` after it was
+//! accepted is closed, and one with no bytes read or written for
+//! `connections_max_idle_ms` (Kafka's `connections.max.idle.ms`) too.
+//!
+//! Invariant: the counts of open connections, broker-wide and per address,
+//! never exceed their limits; a connection is counted out exactly once, when
+//! it is displaced or when it closes, whichever comes first.
 
-use std::future::Future;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::Connected;
+use tokio::sync::watch;
 
-/// An accepted connection that counts against the cap until dropped.
-pub struct CountedConnection {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-    info: ConnectionInfo,
-    /// Completes when the broker cuts its connections.
-    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+use crate::connection::Connection;
+
+/// The limits a listener holds its connections to.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub connections_max: usize,
+    pub connections_max_per_ip: usize,
+    /// Per-address limits that replace `connections_max_per_ip`.
+    pub connections_max_per_ip_overrides: BTreeMap<IpAddr, usize>,
+    pub first_request_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
-impl std::fmt::Debug for CountedConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountedConnection")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
+impl ConnectionLimits {
+    fn per_ip_max(&self, ip: IpAddr) -> usize {
+        self.connections_max_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.connections_max_per_ip)
     }
 }
 
-/// What every request of one connection sees in its extensions: the
-/// connection's fetch count, which rotates the order in
-/// which a fetch serves its partitions (KIP-74; Kafka keeps it in the fetch
-/// session, which a connection stands in for here).
+/// The slot bookkeeping shared by every connection of a listener.
+#[derive(Debug)]
+struct Slots {
+    limits: ConnectionLimits,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    open: usize,
+    open_per_ip: HashMap<IpAddr, usize>,
+    /// Connections that have made no request yet, by id: ids grow, so the
+    /// first entry is the oldest, the one a new connection displaces.
+    waiting: BTreeMap<u64, Arc<ConnectionShared>>,
+    next_id: u64,
+}
+
+/// One connection's state, shared by its reader, its requests and the slots.
+#[derive(Debug)]
+pub(crate) struct ConnectionShared {
+    id: u64,
+    ip: IpAddr,
+    slots: Arc<Slots>,
+    requested: AtomicBool,
+    /// Set, under the slots' lock, when the connection was counted out to
+    /// make room for a newer one; its reads and writes fail from then on.
+    displaced: AtomicBool,
+    /// Wakes the connection's task when it is displaced.
+    pub(crate) waker: AtomicWaker,
+    fetches: AtomicUsize,
+}
+
+impl ConnectionShared {
+    pub(crate) fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn displaced(&self) -> bool {
+        self.displaced.load(Ordering::Acquire)
+    }
+
+    /// Counts the connection out when it closes, unless it was displaced.
+    pub(crate) fn release(&self) {
+        let mut state = self.slots.lock();
+        state.waiting.remove(&self.id);
+        if !self.displaced() {
+            state.count_out(self.ip);
+        }
+    }
+}
+
+/// What every request of one connection sees in its extensions.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
-    fetches: Arc<AtomicUsize>,
+    shared: Arc<ConnectionShared>,
 }
 
 impl ConnectionInfo {
-    /// The rotation of this fetch: one more than the connection's last.
+    pub(crate) fn new(shared: Arc<ConnectionShared>) -> Self {
+        ConnectionInfo { shared }
+    }
+
+    /// The rotation of this fetch: one more than the connection's last. It
+    /// rotates the order in which a fetch serves its partitions (KIP-74; Kafka
+    /// keeps it in the fetch session, which a connection stands in for here).
     pub fn next_fetch_rotation(&self) -> usize {
-        self.fetches.fetch_add(1, Ordering::Relaxed)
+        self.shared.fetches.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Called for every request: the first one makes the connection's slot
+    /// its own (no newer connection displaces it from then on).
+    pub fn mark_request(&self) {
+        if !self.shared.requested.swap(true, Ordering::AcqRel) {
+            self.shared.slots.lock().waiting.remove(&self.shared.id);
+        }
     }
 }
 
-/// Yields the connections of `incoming` that fit under `connections_max`;
-/// closes the others as soon as they are accepted. When `cut` turns true,
-/// every connection yielded fails its reads and writes.
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // The state stays consistent under every panic point (none between
+        // its updates), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `ip`, displacing a connection that has
+    /// made no request if none is free; `Err` says why there is none.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnectionShared>, String> {
+        let per_ip_max = self.limits.per_ip_max(ip);
+        let mut state = self.lock();
+        if state.open_per_ip.get(&ip).copied().unwrap_or(0) >= per_ip_max
+            && !state.displace_oldest(|waiting| waiting.ip == ip)
+        {
+            return Err(format!(
+                "{per_ip_max} connections from {ip} are open (connections_max_per_ip) and all have made requests"
+            ));
+        }
+        if state.open >= self.limits.connections_max && !state.displace_oldest(|_| true) {
+            return Err(format!(
+                "{} connections are open (connections_max) and all have made requests",
+                self.limits.connections_max
+            ));
+        }
+        state.open += 1;
+        *state.open_per_ip.entry(ip).or_insert(0) += 1;
+        debug_assert!(state.open <= self.limits.connections_max);
+        let shared = Arc::new(ConnectionShared {
+            id: state.next_id,
+            ip,
+            slots: Arc::clone(self),
+            requested: AtomicBool::new(false),
+            displaced: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            fetches: AtomicUsize::new(0),
+        });
+        state.next_id += 1;
+        state.waiting.insert(shared.id, Arc::clone(&shared));
+        Ok(shared)
+    }
+}
+
+impl SlotState {
+    fn count_out(&mut self, ip: IpAddr) {
+        debug_assert!(self.open > 0, "a connection was counted out twice");
+        self.open = self.open.saturating_sub(1);
+        if let Some(count) = self.open_per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.open_per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Counts out the oldest connection without a request that `matches`,
+    /// and tells it to close. False if there is none.
+    fn displace_oldest(&mut self, matches: impl Fn(&ConnectionShared) -> bool) -> bool {
+        let Some(id) = self
+            .waiting
+            .iter()
+            .find(|(_, waiting)| matches(waiting))
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let Some(displaced) = self.waiting.remove(&id) else {
+            return false;
+        };
+        displaced.displaced.store(true, Ordering::Release);
+        self.count_out(displaced.ip);
+        displaced.waker.wake();
+        tracing::debug!(peer = %displaced.ip, "closed a connection that made no request to make room for a new one");
+        true
+    }
+}
+
+/// Yields the connections of `incoming` that get a slot (see the module
+/// docs); closes the others as soon as they are accepted. When `cut` turns
+/// true, every connection yielded fails its reads and writes.
 pub fn limit<S>(
     incoming: S,
-    connections_max: usize,
+    limits: ConnectionLimits,
     cut: watch::Receiver<bool>,
-) -> impl Stream<Item = io::Result<CountedConnection>>
+) -> impl Stream<Item = io::Result<Connection>>
 where
     S: Stream<Item = io::Result<TcpStream>>,
 {
-    let permits = Arc::new(Semaphore::new(connections_max.min(Semaphore::MAX_PERMITS)));
+    let slots = Arc::new(Slots {
+        limits,
+        state: Mutex::new(SlotState::default()),
+    });
     incoming.filter_map(move |accepted| {
-        let permits = Arc::clone(&permits);
-        let mut cut = cut.clone();
+        let slots = Arc::clone(&slots);
+        let cut = cut.clone();
         async move {
-            match accepted {
-                Err(error) => Some(Err(error)),
-                Ok(stream) => match permits.try_acquire_owned() {
-                    Ok(permit) => Some(Ok(CountedConnection {
-                        info: ConnectionInfo {
-                            fetches: Arc::new(AtomicUsize::new(0)),
-                        },
-                        stream,
-                        _permit: permit,
-                        cut: Box::pin(async move {
-                            // A dropped sender (the broker is gone) is not a cut.
-                            if cut.wait_for(|cut| *cut).await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
-                        }),
-                    })),
-                    Err(_) => {
-                        let peer = stream.peer_addr().ok();
-                        tracing::warn!(
-                            ?peer,
-                            connections_max,
-                            "refused a connection: connections_max are open"
-                        );
-                        drop(stream);
-                        None
-                    }
-                },
+            let stream = match accepted {
+                Err(error) => return Some(Err(error)),
+                Ok(stream) => stream,
+            };
+            // A socket without a peer address is already gone.
+            let peer = stream.peer_addr().ok()?;
+            match slots.admit(peer.ip()) {
+                Ok(shared) => Some(Ok(Connection::new(
+                    stream,
+                    shared,
+                    slots.limits.first_request_timeout,
+                    slots.limits.idle_timeout,
+                    cut,
+                ))),
+                Err(reason) => {
+                    tracing::warn!(%peer, "refused a connection: {reason}");
+                    drop(stream);
+                    None
+                }
             }
         }
     })
 }
 
-impl Connected for CountedConnection {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
+/// Parses Kafka's `max.connections.per.ip.overrides` form, `address:count`
+/// entries separated by commas (an IPv6 address in brackets or bare; the
+/// count is after the last colon). Host names are not resolved: an address
+/// is what a connection is counted by.
+pub fn parse_per_ip_overrides(value: &str) -> Result<BTreeMap<IpAddr, usize>, String> {
+    let mut overrides = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (address, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("entry {entry:?} is not address:count"))?;
+        let address = address.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{address:?} in {entry:?} is not an IP address"))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| format!("the count in {entry:?} is not a number"))?;
+        overrides.insert(ip, count);
     }
+    Ok(overrides)
 }
 
-impl CountedConnection {
-    /// An error once the broker has cut its connections.
-    fn check_cut(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.cut.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the broker cut its connections at the shutdown deadline",
-            )),
-            Poll::Pending => Ok(()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(connections_max: usize, per_ip: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            limits: ConnectionLimits {
+                connections_max,
+                connections_max_per_ip: per_ip,
+                connections_max_per_ip_overrides: BTreeMap::from([(
+                    IpAddr::from([10, 0, 0, 9]),
+                    3,
+                )]),
+                first_request_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+            },
+            state: Mutex::new(SlotState::default()),
+        })
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn a_new_connection_displaces_the_oldest_that_made_no_request() {
+        let slots = slots(2, 2);
+        let first = slots.admit(A).unwrap();
+        let second = slots.admit(B).unwrap();
+        ConnectionInfo::new(Arc::clone(&second)).mark_request();
+        let third = slots.admit(B).unwrap();
+        assert!(first.displaced() && !second.displaced() && !third.displaced());
+        ConnectionInfo::new(Arc::clone(&third)).mark_request();
+        // Both slots hold connections that made requests: refused.
+        let refused = slots.admit(A).unwrap_err();
+        assert!(refused.contains("connections_max"), "{refused}");
+        // A displaced connection closing later is not counted out again.
+        first.release();
+        assert_eq!(slots.lock().open, 2);
+        third.release();
+        assert!(slots.admit(A).is_ok());
+    }
+
+    #[test]
+    fn the_per_address_limit_and_its_overrides_hold() {
+        let slots = slots(100, 1);
+        let a = slots.admit(A).unwrap();
+        ConnectionInfo::new(Arc::clone(&a)).mark_request();
+        let refused = slots.admit(A).unwrap_err();
+        assert!(refused.contains("from 10.0.0.1"), "{refused}");
+        assert!(slots.admit(B).is_ok(), "another address has its own slots");
+        let overridden = IpAddr::from([10, 0, 0, 9]);
+        for _ in 0..3 {
+            let c = slots.admit(overridden).unwrap();
+            ConnectionInfo::new(c).mark_request();
         }
-    }
-}
-
-impl AsyncRead for CountedConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.check_cut(cx)?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.check_cut(cx)?;
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        assert!(slots.admit(overridden).is_err());
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.check_cut(cx)?;
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    #[test]
+    fn overrides_parse_in_kafkas_form_and_bad_entries_are_named() {
+        let parsed = parse_per_ip_overrides("10.0.0.1:5, [::1]:7,::2:8").unwrap();
+        assert_eq!(parsed[&IpAddr::from([10, 0, 0, 1])], 5);
+        assert_eq!(parsed[&"::1".parse::<IpAddr>().unwrap()], 7);
+        assert_eq!(parsed[&"::2".parse::<IpAddr>().unwrap()], 8);
+        let err = parse_per_ip_overrides("host.example:5").unwrap_err();
+        assert!(err.contains("host.example"), "{err}");
+        let err = parse_per_ip_overrides("10.0.0.1").unwrap_err();
+        assert!(err.contains("address:count"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ mod append_queue;
 mod broker;
 mod clock;
 mod config;
+mod connection;
 mod connection_limit;
 mod error;
 pub mod group;
@@ -35,10 +36,14 @@ use weir_proto as proto;
 pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
-    OFFSETS_TOPIC_PARTITIONS_DEFAULT, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
-    REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
+    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_IDLE_MS_DEFAULT,
+    CONNECTIONS_MAX_PER_IP_DEFAULT, CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT,
+    CONNECTION_WINDOW_BYTES_DEFAULT, DATA_DIR_DEFAULT, FRAME_BYTES_MAX_DEFAULT,
+    HEADER_LIST_BYTES_MAX_DEFAULT, LISTEN_DEFAULT, OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+    PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT,
+    STREAM_WINDOW_BYTES_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
 };
+pub use connection_limit::parse_per_ip_overrides;
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
 pub use group_service::GroupService;

@@ -84,9 +84,17 @@ impl ProducerStates {
     /// Decides whether `batch` is new, a duplicate, or refused. Does not change state.
     pub fn check(&self, batch: &SequencedBatch) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
-            // Unknown producer (new, or its batches are older than what a
-            // restart rebuilt): it continues with whatever sequence it has.
-            return Ok(SequenceCheck::Append);
+            // An unknown producer (new, expired, or older than what a restart
+            // rebuilt) starts at sequence 0, as Kafka required before KIP-360
+            // (UNKNOWN_PRODUCER_ID there): a batch claiming later sequences
+            // would otherwise be taken without the earlier ones. The client
+            // answers OUT_OF_ORDER_SEQUENCE by bumping its epoch, which starts
+            // again at 0.
+            return if batch.first_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder { expected: 0 })
+            };
         };
         if batch.producer_epoch < entry.epoch {
             return Err(SequenceError::Fenced {
@@ -269,8 +277,12 @@ mod tests {
         assert_eq!(states.remove_expired(4_001, 3_000), 1);
         assert_eq!(states.len(), 1);
         assert_eq!(states.iter().next().map(|(id, ..)| id), Some(10));
-        // Forgotten: a batch continuing its old sequence is taken as new.
-        assert_eq!(states.check(&batch(0, 3, 1)), Ok(SequenceCheck::Append));
+        // Forgotten: a batch continuing its old sequence must start again at 0.
+        assert_eq!(
+            states.check(&batch(0, 3, 1)),
+            Err(SequenceError::OutOfOrder { expected: 0 })
+        );
+        assert_eq!(states.check(&batch(0, 0, 1)), Ok(SequenceCheck::Append));
         assert_eq!(states.remove_expired(i64::MAX, 0), 1);
         assert_eq!(states.len(), 0);
     }

@@ -14,7 +14,7 @@ use tonic::transport::Server;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::connection_limit;
+use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::proto::admin_server::AdminServer;
@@ -22,13 +22,6 @@ use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
 use crate::proto::produce_server::ProduceServer;
 use crate::rpc::{AdminService, FetchService, GroupRpc, ProduceService};
-
-/// HTTP/2 flow-control windows sized so a few-MiB batch is not throttled by
-/// window updates on a single stream.
-const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
-const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
-/// Larger frames mean fewer frame headers and wake-ups per MiB.
-const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 
 /// A broker serving requests on a bound address.
 #[derive(Debug)]
@@ -80,7 +73,7 @@ impl RunningBroker {
             .with_keepalive(Some(Duration::from_secs(60)));
         let (cut, cut_signal) = watch::channel(false);
         let incoming =
-            connection_limit::limit(incoming, broker.config().connections_max, cut_signal);
+            connection_limit::limit(incoming, connection_limits(broker.config()), cut_signal);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(&broker, &groups);
         let serving = tokio::spawn(async move {
@@ -179,12 +172,27 @@ impl RunningBroker {
     }
 }
 
+fn connection_limits(config: &BrokerConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        connections_max: config.connections_max,
+        connections_max_per_ip: config.connections_max_per_ip,
+        connections_max_per_ip_overrides: config.connections_max_per_ip_overrides.clone(),
+        first_request_timeout: Duration::from_millis(config.connection_first_request_timeout_ms),
+        idle_timeout: Duration::from_millis(config.connections_max_idle_ms),
+    }
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
 type GrpcResponse = http::Response<tonic::body::Body>;
 type RewriteResponse = fn(GrpcResponse) -> GrpcResponse;
+type SeeRequest = fn(GrpcRequest) -> GrpcRequest;
 type BrokerRouter = tonic::transport::server::Router<
     tower::layer::util::Stack<
-        tower::util::MapResponseLayer<RewriteResponse>,
-        tower::layer::util::Identity,
+        tower::util::MapRequestLayer<SeeRequest>,
+        tower::layer::util::Stack<
+            tower::util::MapResponseLayer<RewriteResponse>,
+            tower::layer::util::Identity,
+        >,
     >,
 >;
 
@@ -207,12 +215,18 @@ fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
         .max_decoding_message_size(decode_max)
         .max_encoding_message_size(encode_max);
     Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(FRAME_BYTES_MAX)
+        // The windows and frame and header sizes bound what HTTP/2 buffers
+        // per connection (`BrokerConfig::connection_buffer_bytes_max`).
+        .initial_stream_window_size(config.stream_window_bytes)
+        .initial_connection_window_size(config.connection_window_bytes)
+        .max_frame_size(config.frame_bytes_max)
+        .http2_max_header_list_size(config.header_list_bytes_max)
         .max_concurrent_streams(config.requests_per_connection_max)
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted as RewriteResponse,
+        ))
+        .layer(tower::util::MapRequestLayer::new(
+            mark_request as SeeRequest,
         ))
         .add_service(admin)
         .add_service(group)
@@ -221,6 +235,15 @@ fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
             produce,
         ))
         .add_service(crate::rpc::fetch_route::route(Arc::clone(broker), fetch))
+}
+
+/// A request arrived on its connection: the connection keeps its slot from
+/// its first request on (see `connection_limit`).
+fn mark_request(request: GrpcRequest) -> GrpcRequest {
+    if let Some(info) = request.extensions().get::<ConnectionInfo>() {
+        info.mark_request();
+    }
+    request
 }
 
 /// tonic refuses a message over the decode limit from its length prefix,

@@ -80,6 +80,10 @@ fn hostile_batches() -> Vec<(&'static str, Bytes, ErrorCode, &'static str)> {
     transactional.push(0, None, Some(b"t"), &[]);
     let mut control = BatchBuilder::new(Compression::None).with_producer(5, 0, -1);
     control.push_control(0, weir_log::batch::ControlRecordType::Commit, 0);
+    // A data record behind the control attribute (bit 5): readers would skip it unseen.
+    let mut control_hiding_data = built(Compression::None, &["hidden"], 0).to_vec();
+    control_hiding_data[22] |= 0x20;
+    fix_crc(&mut control_hiding_data);
     vec![
         (
             "random record bytes",
@@ -124,6 +128,13 @@ fn hostile_batches() -> Vec<(&'static str, Bytes, ErrorCode, &'static str)> {
             "message.timestamp.after.max.ms",
         ),
         (
+            // It would keep its segment from time retention for a millennium.
+            "timestamp in the year 3000",
+            built(Compression::None, &["far"], 32_503_680_000_000),
+            ErrorCode::InvalidTimestamp,
+            "message.timestamp.after.max.ms",
+        ),
+        (
             "transactional batch",
             transactional.build().unwrap(),
             ErrorCode::InvalidTxnState,
@@ -132,6 +143,12 @@ fn hostile_batches() -> Vec<(&'static str, Bytes, ErrorCode, &'static str)> {
         (
             "control batch",
             control.build().unwrap(),
+            ErrorCode::CorruptBatch,
+            "control",
+        ),
+        (
+            "control batch carrying a data record",
+            Bytes::from(control_hiding_data),
             ErrorCode::CorruptBatch,
             "control",
         ),

@@ -8,13 +8,21 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{sequenced_batch, TestBroker};
+use common::TestBroker;
 use weir_client::proto::produce_client::ProduceClient;
 use weir_client::proto::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResult, ProduceRequest,
 };
 
 type Client = ProduceClient<tonic::transport::Channel>;
+
+/// A batch of an idempotent producer with each value padded to 600 bytes, so that no
+/// two batches fit in one segment of the smallest `segment.bytes` (1024).
+fn sequenced_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> bytes::Bytes {
+    let padded: Vec<String> = values.iter().map(|v| format!("{v:-<600}")).collect();
+    let padded: Vec<&str> = padded.iter().map(String::as_str).collect();
+    common::sequenced_batch(producer_id, epoch, sequence, &padded)
+}
 
 async fn produce(client: &mut Client, batch: bytes::Bytes) -> PartitionProduceResult {
     let request = ProduceRequest {
@@ -112,7 +120,8 @@ async fn assert_state_survived(broker: &TestBroker, a: i64, b: i64) {
 
 async fn start_with_segments_of_one_batch() -> TestBroker {
     let broker = TestBroker::start().await;
-    let configs = BTreeMap::from([("segment.bytes".to_string(), "1".to_string())]);
+    // The smallest allowed; every batch here is larger than half of it.
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
     broker
         .admin()
         .await

@@ -158,6 +158,11 @@ pub struct LogConfig {
 
 /// Segment positions are stored as u32 in the offset index.
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+/// Smallest `segment.bytes`. Kafka 3.x accepts 14 bytes and Kafka 4.0 (KIP-1030) 1 MiB;
+/// below a few batches a segment rolls on nearly every append, a file set per request.
+/// 1 KiB refuses the absurd values (1 byte, a typo) and keeps small segments possible
+/// where they are wanted: tests of roll, retention and recovery.
+pub const SEGMENT_BYTES_MIN: u64 = 1024;
 /// Largest timestamp bound, Kafka's `Long.MAX_VALUE`: no bound.
 pub const TIMESTAMP_BOUND_MS_MAX: u64 = i64::MAX as u64;
 /// Smallest index file: room for two time-index entries (12 bytes each).
@@ -198,8 +203,10 @@ impl LogConfig {
         match key {
             "segment.bytes" => {
                 let v = parse_u64(value).map_err(bad)?;
-                if v == 0 || v > SEGMENT_BYTES_LIMIT {
-                    return Err(bad(format!("must be between 1 and {SEGMENT_BYTES_LIMIT}")));
+                if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&v) {
+                    return Err(bad(format!(
+                        "must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_LIMIT}"
+                    )));
                 }
                 self.segment_bytes = v;
             }

@@ -189,6 +189,7 @@ fn config_rejects_unknown_keys_and_bad_values() {
     for (key, value) in [
         ("segment.bytes", "lots"),
         ("segment.bytes", "0"),
+        ("segment.bytes", "1023"),
         ("retention.ms", "-2"),
         ("cleanup.policy", "shred"),
         ("flush.policy", "sometimes"),

@@ -28,7 +28,7 @@ use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
 use crate::partition::{Appended, Partition};
 use crate::producer_state::is_ahead;
-use crate::proto::{ErrorCode, PartitionProduceResult, ProduceRequest, ProduceResponse};
+use crate::proto::{Acks, ErrorCode, PartitionProduceResult, ProduceRequest, ProduceResponse};
 
 /// How long a batch ahead of its producer's sequence waits for the earlier
 /// ones at most. An earlier request is normally a few milliseconds behind,
@@ -44,6 +44,7 @@ pub async fn handle(
     request: ProduceRequest,
 ) -> Result<ProduceResponse, BrokerError> {
     crate::internal_topics::refuse_internal(&request.topic, "produce to")?;
+    check_acks(&request)?;
     let topic = broker.topic(&request.topic)?;
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
@@ -133,6 +134,21 @@ async fn append_in_sequence(
 fn first_sequence(buf: &[u8]) -> Option<i32> {
     let (header, _) = weir_log::batch::batches(buf).next()?.ok()?;
     crate::partition::sequenced(&header).map(|batch| batch.first_sequence)
+}
+
+/// The acknowledgement asked for must be one the protocol knows; Kafka refuses
+/// any acks but -1, 0 and 1 with INVALID_REQUIRED_ACKS.
+fn check_acks(request: &ProduceRequest) -> Result<(), BrokerError> {
+    if Acks::try_from(request.acks).is_ok() {
+        return Ok(());
+    }
+    Err(BrokerError::InvalidRequest {
+        topic: request.topic.clone(),
+        reason: format!(
+            "acks {} is not one of ACKS_LEADER (0, Kafka's acks=1), ACKS_NONE (1, acks=0) or ACKS_ALL (2, acks=-1)",
+            request.acks
+        ),
+    })
 }
 
 /// Every partition must exist and be named once.
