@@ -135,9 +135,12 @@ pub(crate) enum JobEnd {
     /// The broker validated and refused the batches (or they could not be
     /// encoded): nothing stored, the sequences may be given back.
     Refused,
-    /// Refused as out of order or of a fenced epoch: nothing stored, but the
-    /// broker's sequence is not where the producer's is.
+    /// Refused as of a fenced epoch: nothing stored, but the broker's epoch is
+    /// not the producer's.
     OutOfSequence,
+    /// Refused as out of order: nothing stored, but the broker's sequence is not
+    /// where the producer's is.
+    OutOfOrder,
     /// Retries ran out, a timeout or a storage error: whether anything was
     /// stored is unknown.
     Unknown,
@@ -420,7 +423,7 @@ impl Accumulator {
                     state.next_sequence = first;
                 }
             }
-            JobEnd::OutOfSequence
+            JobEnd::OutOfSequence | JobEnd::OutOfOrder
                 if job.producer.is_some() && (!same_epoch || state.gap || earlier_in_flight) =>
             {
                 self.bump_epoch = true;
@@ -428,7 +431,18 @@ impl Accumulator {
                 state.held.push((job.request, batches));
                 return None;
             }
-            JobEnd::Refused | JobEnd::OutOfSequence | JobEnd::Unknown => {
+            // Out of order with nothing failed or in flight ahead of it: the broker
+            // does not know this producer (it forgot it after
+            // producer_id_expiration_ms idle, or lost its state). Nothing was stored,
+            // so it goes again first under the bumped epoch, as Kafka's producer
+            // does on UNKNOWN_PRODUCER_ID. (Fenced is not retried: another epoch won.)
+            JobEnd::OutOfOrder if job.producer.is_some() => {
+                self.bump_epoch = true;
+                state.gap = true;
+                state.held.push((job.request, batches));
+                return None;
+            }
+            JobEnd::Refused | JobEnd::OutOfSequence | JobEnd::OutOfOrder | JobEnd::Unknown => {
                 if same_epoch {
                     self.bump_epoch = true;
                     state.gap = true;
@@ -673,7 +687,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_at_the_head_fails_the_batch_and_bumps_the_epoch() {
+    fn a_fenced_batch_at_the_head_fails_and_bumps_the_epoch() {
         let mut accumulator = filled(2);
         let first = collect(&mut accumulator);
         accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
@@ -682,6 +696,25 @@ mod tests {
             .finish(&second[0].slot, JobEnd::OutOfSequence, Vec::new())
             .is_some());
         assert!(accumulator.ready_to_bump());
+    }
+
+    #[test]
+    fn out_of_order_at_the_head_is_sent_again_first_under_the_bumped_epoch() {
+        let mut accumulator = filled(2);
+        let first = collect(&mut accumulator);
+        accumulator.finish(&first[0].slot, JobEnd::Stored, Vec::new());
+        let mut second = collect(&mut accumulator);
+        mark(&mut second[0], "second");
+        let [second] = <[Job; 1]>::try_from(second).unwrap();
+        // The broker forgot the producer: nothing ahead failed, nothing stored.
+        assert!(accumulator
+            .finish(&second.slot, JobEnd::OutOfOrder, second.batches)
+            .is_none());
+        assert!(accumulator.ready_to_bump());
+        accumulator.set_producer((7, 1));
+        let resent = collect(&mut accumulator);
+        assert_eq!(resent[0].slot.producer, Some((7, 1, 0)));
+        assert_eq!(names(&resent[0]), [b"second"]);
     }
 
     #[test]

@@ -284,6 +284,10 @@ impl Delivery {
     fn end(&self) -> JobEnd {
         match self {
             Delivery::Refused(_) => JobEnd::Refused,
+            Delivery::OutOfSequence(ClientError::Partition {
+                code: ErrorCode::OutOfOrderSequence,
+                ..
+            }) => JobEnd::OutOfOrder,
             Delivery::OutOfSequence(_) => JobEnd::OutOfSequence,
             Delivery::Unknown(_) => JobEnd::Unknown,
         }
