@@ -28,7 +28,7 @@ use std::mem::size_of;
 
 mod purge;
 
-use super::frequent_slot::{Probe, Slot, COUNT_MAX, INLINE_BYTES_MAX};
+use super::frequent_slot::{Probe, Slot, COUNT_MAX, GROUP, INLINE_BYTES_MAX};
 use super::key_arena::DEFAULT_KEY_BYTES;
 use super::key_log::{KeyLog, HEADER_BYTES};
 use super::{HeavyHitter, HeavyHitters, SketchError};
@@ -41,6 +41,8 @@ const LOAD_NUMERATOR: usize = 19;
 const LOAD_DENOMINATOR: usize = 20;
 /// Largest table: slot indexes are threaded through 30-bit key-log headers.
 const SLOTS_MAX: usize = 1 << 30;
+/// Smallest table.
+const SLOTS_MIN: usize = 4;
 /// Share of the budget kept for keys longer than 8 bytes when the expected keys are short.
 const LONG_KEY_SHARE_MIN: usize = 32;
 
@@ -159,7 +161,7 @@ impl FrequentItems {
         } else {
             HEADER_BYTES + key_bytes_hint
         };
-        (slots >= 4 && key_log_bytes >= one_key).then_some((slots, key_log_bytes))
+        (slots >= SLOTS_MIN && key_log_bytes >= one_key).then_some((slots, key_log_bytes))
     }
 
     /// Counters the table holds at most.
@@ -194,25 +196,43 @@ impl FrequentItems {
         }
         self.total = self.total.saturating_add(weight);
         let probe = Probe::of(key);
-        let mut index = self.home(probe.home_hash);
-        loop {
-            let slot = self.slots[index];
-            if slot.is_empty() {
-                break;
-            }
-            if slot.matches(&probe) && (!probe.is_long() || self.keys.get(slot.key_at()) == key) {
-                let count = self.capped(slot.count().saturating_add(weight));
+        if probe.is_long() {
+            self.update_long(key, &probe, weight);
+            return;
+        }
+        // The first slot of the run that holds the key or is empty. An empty slot counts 0, so
+        // one write either adds to a held count or starts a new counter, with no branch on which:
+        // on Zipf 0.8 at 1 MiB, 60% of updates insert, and that branch was mispredicted.
+        let index = self.locate_short(&probe);
+        let slot = self.slots[index];
+        let inserting = slot.is_empty();
+        // Only an insert into a full table: `len ≤ capacity`.
+        if self.len + usize::from(inserting) > self.capacity {
+            let weight = self.capped(weight);
+            self.insert_after_making_room(key, &probe, weight);
+            return;
+        }
+        let count = self.capped(slot.count().saturating_add(weight));
+        self.slots[index] = Slot::new(&probe, count, 0);
+        self.len += usize::from(inserting);
+    }
+
+    /// [`update`](Self::update) for a key held in the key log.
+    #[inline]
+    fn update_long(&mut self, key: &[u8], probe: &Probe, weight: u64) {
+        let index = match self.locate(key, probe) {
+            Ok(index) => {
+                let count = self.capped(self.slots[index].count().saturating_add(weight));
                 self.slots[index].set_count(count);
                 return;
             }
-            index = self.next(index);
-        }
+            Err(empty) => empty,
+        };
         let weight = self.capped(weight);
-        let fits = !probe.is_long() || self.keys.fits(key.len());
-        if self.len < self.capacity && fits {
-            self.occupy(index, key, &probe, weight);
+        if self.len < self.capacity && self.keys.fits(key.len()) {
+            self.occupy(index, key, probe, weight);
         } else {
-            self.insert_after_making_room(key, &probe, weight);
+            self.insert_after_making_room(key, probe, weight);
         }
     }
 
@@ -236,10 +256,10 @@ impl FrequentItems {
             self.offset = self.offset.saturating_add(weight);
             return;
         }
-        let mut index = self.home(probe.home_hash);
-        while !self.slots[index].is_empty() {
-            index = self.next(index);
-        }
+        // The purge dropped the key if it was held at all.
+        let Err(index) = self.locate(key, probe) else {
+            unreachable!("a key not held before making room is not held after it")
+        };
         self.occupy(index, key, probe, weight);
     }
 
@@ -253,6 +273,75 @@ impl FrequentItems {
         };
         self.slots[index] = Slot::new(probe, weight, key_at);
         self.len += 1;
+    }
+
+    /// `Ok` with the slot holding `key`, or `Err` with the first empty slot of its probe run,
+    /// where it would go. Whole groups of slots are compared at once while the run does not wrap.
+    #[inline(always)]
+    fn locate(&self, key: &[u8], probe: &Probe) -> Result<usize, usize> {
+        let mut index = self.home(probe.home_hash);
+        loop {
+            if let Some(group) = self.slots.get(index..index + GROUP) {
+                let group: &[Slot; GROUP] = group.try_into().expect("a slice of GROUP slots");
+                let (candidates, empties) = probe.scan(group);
+                let stops = candidates | empties;
+                if stops == 0 {
+                    index += GROUP;
+                    if index == self.slots.len() {
+                        index = 0;
+                    }
+                    continue;
+                }
+                let j = stops.trailing_zeros();
+                index += j as usize;
+                if empties >> j & 1 == 1 {
+                    return Err(index);
+                }
+                if !probe.is_long() || self.keys.get(self.slots[index].key_at()) == key {
+                    return Ok(index);
+                }
+                // Another long key with the same fingerprint.
+                index = self.next(index);
+                continue;
+            }
+            // The last slots of the table, one at a time, wrapping to 0.
+            let slot = &self.slots[index];
+            if slot.is_empty() {
+                return Err(index);
+            }
+            if slot.matches(probe) && (!probe.is_long() || self.keys.get(slot.key_at()) == key) {
+                return Ok(index);
+            }
+            index = self.next(index);
+        }
+    }
+
+    /// For a short key: the slot holding it or the first empty slot of its run, whichever comes
+    /// first (a candidate is certain for a short key).
+    #[inline(always)]
+    fn locate_short(&self, probe: &Probe) -> usize {
+        debug_assert!(!probe.is_long());
+        let mut index = self.home(probe.home_hash);
+        loop {
+            if let Some(group) = self.slots.get(index..index + GROUP) {
+                let group: &[Slot; GROUP] = group.try_into().expect("a slice of GROUP slots");
+                let (candidates, empties) = probe.scan(group);
+                let stops = candidates | empties;
+                if stops != 0 {
+                    return index + stops.trailing_zeros() as usize;
+                }
+                index += GROUP;
+                if index == self.slots.len() {
+                    index = 0;
+                }
+                continue;
+            }
+            let slot = &self.slots[index];
+            if slot.is_empty() || slot.matches(probe) {
+                return index;
+            }
+            index = self.next(index);
+        }
     }
 
     #[inline]
@@ -279,18 +368,8 @@ impl FrequentItems {
     }
 
     fn find(&self, key: &[u8]) -> Option<&Slot> {
-        let probe = Probe::of(key);
-        let mut index = self.home(probe.home_hash);
-        loop {
-            let slot = &self.slots[index];
-            if slot.is_empty() {
-                return None;
-            }
-            if slot.matches(&probe) && (!probe.is_long() || self.keys.get(slot.key_at()) == key) {
-                return Some(slot);
-            }
-            index = self.next(index);
-        }
+        let index = self.locate(key, &Probe::of(key)).ok()?;
+        Some(&self.slots[index])
     }
 
     /// The count held for `key` (certainly at most its true count), 0 if none is.
