@@ -26,6 +26,7 @@
 
 use std::mem::size_of;
 
+mod codec;
 mod purge;
 
 use super::frequent_slot::{Probe, Slot, COUNT_MAX, GROUP, INLINE_BYTES_MAX};
