@@ -6,7 +6,8 @@
 //! touching the log. So a counter costs 16 bytes for short keys, as a DataSketches map slot
 //! holding a `long` does, and 16 bytes plus the key and a 4-byte header for long ones.
 //!
-//! Layout: `word0` = tag (top 8 bits: the key length 0..=8, or [`LONG`]) | count (low 56 bits);
+//! Layout: `word0` = tag (top 8 bits: the key length plus one, 1..=9, or [`LONG`]) | count (low
+//! 56 bits);
 //! `word1` = the key's bytes, little-endian and zero-padded, or fingerprint (high 32 bits) |
 //! key log offset (low 32). An empty slot is all zeros (a held key always has a count ≥ 1).
 
@@ -44,7 +45,8 @@ impl Probe {
     pub(super) fn of(key: &[u8]) -> Self {
         if key.len() <= INLINE_BYTES_MAX {
             let word = inline_word(key);
-            let tag = key.len() as u64;
+            // Plus one, so that no held slot has the empty slot's tag 0.
+            let tag = key.len() as u64 + 1;
             Self {
                 tag,
                 word,
@@ -66,6 +68,21 @@ impl Probe {
         self.tag == LONG
     }
 
+    /// Over [`GROUP`] consecutive slots of a short key: bit `j` set if slot `j` holds the key or
+    /// is empty, where a probe stops. Fewer operations than [`scan`](Self::scan): tag and key
+    /// words are compared in one, and a held slot's tag is never the empty slot's 0.
+    #[inline(always)]
+    pub(super) fn scan_short(&self, group: &[Slot; GROUP]) -> u32 {
+        debug_assert!(!self.is_long());
+        let tag = self.tag << COUNT_BITS;
+        let mut stops = 0u32;
+        for (j, slot) in group.iter().enumerate() {
+            let differs = ((slot.word0 & !COUNT_MAX) ^ tag) | (slot.word1 ^ self.word);
+            stops |= u32::from((differs == 0) | (slot.word0 == 0)) << j;
+        }
+        stops
+    }
+
     /// Over [`GROUP`] consecutive slots: `(candidates, empties)`, bit `j` set if slot `j`
     /// [`matches`](Slot::matches) this key, or is empty. Computed without branches, so a probe
     /// takes one branch per group instead of three per slot, and that branch is mostly predicted
@@ -82,10 +99,9 @@ impl Probe {
         let (mut candidates, mut empties) = (0u32, 0u32);
         for (j, slot) in group.iter().enumerate() {
             let empty = slot.word0 == 0;
-            // An empty slot has tag 0 and word 0, as the empty key does.
-            let candidate = !empty
-                & (slot.word0 >> COUNT_BITS == self.tag)
-                & (slot.word1 & word_mask == self.word);
+            // No key has the empty slot's tag 0.
+            let candidate =
+                (slot.word0 >> COUNT_BITS == self.tag) & (slot.word1 & word_mask == self.word);
             candidates |= u32::from(candidate) << j;
             empties |= u32::from(empty) << j;
         }
@@ -158,7 +174,7 @@ impl Slot {
         let len = if self.is_long() {
             0
         } else {
-            (self.word0 >> COUNT_BITS) as usize
+            (self.word0 >> COUNT_BITS) as usize - 1
         };
         (self.word1.to_le_bytes(), len)
     }
@@ -259,6 +275,9 @@ mod tests {
                         expected,
                         "slot {j}, empty {empty_at}"
                     );
+                }
+                if !probe.is_long() {
+                    assert_eq!(probe.scan_short(&group), candidates | empties);
                 }
             }
         }
