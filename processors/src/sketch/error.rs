@@ -43,7 +43,7 @@ pub enum SketchError {
     },
 
     /// Serialized bytes that are not a valid sketch.
-    #[error("cannot decode count-min sketch: {0}")]
+    #[error("cannot decode sketch: {0}")]
     Decode(#[from] DecodeError),
 }
 

@@ -6,7 +6,8 @@
 //! touching the log. So a counter costs 16 bytes for short keys, as a DataSketches map slot
 //! holding a `long` does, and 16 bytes plus the key and a 4-byte header for long ones.
 //!
-//! Layout: `word0` = tag (top 8 bits: the key length 0..=8, or [`LONG`]) | count (low 56 bits);
+//! Layout: `word0` = tag (top 8 bits: the key length plus one, 1..=9, or [`LONG`]) | count (low
+//! 56 bits);
 //! `word1` = the key's bytes, little-endian and zero-padded, or fingerprint (high 32 bits) |
 //! key log offset (low 32). An empty slot is all zeros (a held key always has a count ≥ 1).
 
@@ -20,6 +21,8 @@ pub(super) const INLINE_BYTES_MAX: usize = 8;
 const COUNT_BITS: u32 = 56;
 /// Tag of a key held in the key log.
 const LONG: u64 = 0xff;
+/// Slots a probe compares at once: four 16-byte slots, one cache line when aligned.
+pub(super) const GROUP: usize = 4;
 const HASH_SEED: u32 = 0x005e_edf1;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,10 +44,9 @@ impl Probe {
     #[inline(always)]
     pub(super) fn of(key: &[u8]) -> Self {
         if key.len() <= INLINE_BYTES_MAX {
-            let mut bytes = [0u8; INLINE_BYTES_MAX];
-            bytes[..key.len()].copy_from_slice(key);
-            let word = u64::from_le_bytes(bytes);
-            let tag = key.len() as u64;
+            let word = inline_word(key);
+            // Plus one, so that no held slot has the empty slot's tag 0.
+            let tag = key.len() as u64 + 1;
             Self {
                 tag,
                 word,
@@ -64,6 +66,46 @@ impl Probe {
     #[inline]
     pub(super) fn is_long(&self) -> bool {
         self.tag == LONG
+    }
+
+    /// Over [`GROUP`] consecutive slots of a short key: bit `j` set if slot `j` holds the key or
+    /// is empty, where a probe stops. Fewer operations than [`scan`](Self::scan): tag and key
+    /// words are compared in one, and a held slot's tag is never the empty slot's 0.
+    #[inline(always)]
+    pub(super) fn scan_short(&self, group: &[Slot; GROUP]) -> u32 {
+        debug_assert!(!self.is_long());
+        let tag = self.tag << COUNT_BITS;
+        let mut stops = 0u32;
+        for (j, slot) in group.iter().enumerate() {
+            let differs = ((slot.word0 & !COUNT_MAX) ^ tag) | (slot.word1 ^ self.word);
+            stops |= u32::from((differs == 0) | (slot.word0 == 0)) << j;
+        }
+        stops
+    }
+
+    /// Over [`GROUP`] consecutive slots: `(candidates, empties)`, bit `j` set if slot `j`
+    /// [`matches`](Slot::matches) this key, or is empty. Computed without branches, so a probe
+    /// takes one branch per group instead of three per slot, and that branch is mostly predicted
+    /// (on Zipf 0.8 at 1 MiB, 60% of updates insert a new key and a probe runs 8 slots on
+    /// average; the per-slot exits were mispredicted).
+    #[inline(always)]
+    pub(super) fn scan(&self, group: &[Slot; GROUP]) -> (u32, u32) {
+        // A long key compares fingerprints only (the high half of `word1`).
+        let word_mask = if self.is_long() {
+            !u64::from(u32::MAX)
+        } else {
+            u64::MAX
+        };
+        let (mut candidates, mut empties) = (0u32, 0u32);
+        for (j, slot) in group.iter().enumerate() {
+            let empty = slot.word0 == 0;
+            // No key has the empty slot's tag 0.
+            let candidate =
+                (slot.word0 >> COUNT_BITS == self.tag) & (slot.word1 & word_mask == self.word);
+            candidates |= u32::from(candidate) << j;
+            empties |= u32::from(empty) << j;
+        }
+        (candidates, empties)
     }
 }
 
@@ -132,7 +174,7 @@ impl Slot {
         let len = if self.is_long() {
             0
         } else {
-            (self.word0 >> COUNT_BITS) as usize
+            (self.word0 >> COUNT_BITS) as usize - 1
         };
         (self.word1.to_le_bytes(), len)
     }
@@ -146,6 +188,29 @@ impl Slot {
         } else {
             inline_hash(self.word0 >> COUNT_BITS, self.word1)
         }
+    }
+}
+
+/// A key of at most 8 bytes as a little-endian word, zero-padded. Two overlapping loads instead
+/// of a copy into a zeroed buffer, which compiles to a call to `memcpy` for a length not known
+/// at compile time (5% of update time at 1 MiB on Zipf 0.8).
+#[inline(always)]
+fn inline_word(key: &[u8]) -> u64 {
+    debug_assert!(key.len() <= INLINE_BYTES_MAX);
+    let len = key.len();
+    if len >= 4 {
+        let low = u32::from_le_bytes([key[0], key[1], key[2], key[3]]);
+        let high = u32::from_le_bytes([key[len - 4], key[len - 3], key[len - 2], key[len - 1]]);
+        // The two loads overlap for len < 8; the overlapping bytes are equal, so OR joins them.
+        u64::from(low) | (u64::from(high) << ((len - 4) * 8))
+    } else if len > 0 {
+        // Bytes 0, len / 2 and len − 1 cover every byte of a 1- to 3-byte key.
+        let (first, middle, last) = (key[0], key[len / 2], key[len - 1]);
+        u64::from(first)
+            | (u64::from(middle) << (len / 2 * 8))
+            | (u64::from(last) << ((len - 1) * 8))
+    } else {
+        0
     }
 }
 
@@ -187,6 +252,49 @@ mod tests {
         slot.set_key_at(99);
         assert_eq!((slot.count(), slot.key_at()), (7, 99));
         assert_eq!(slot.home_hash(), probe.home_hash);
+    }
+
+    #[test]
+    fn a_group_scan_agrees_with_slot_by_slot_matching() {
+        let keys: [&[u8]; 4] = [b"", b"ab", b"a key longer than eight bytes", b"abcdefgh"];
+        let probes = keys.map(Probe::of);
+        for empty_at in 0..GROUP {
+            let mut group = [Slot::default(); GROUP];
+            for (j, slot) in group.iter_mut().enumerate() {
+                if j != empty_at {
+                    *slot = Slot::new(&probes[j], 1 + j as u64, 7);
+                }
+            }
+            for probe in &probes {
+                let (candidates, empties) = probe.scan(&group);
+                assert_eq!(empties, 1 << empty_at);
+                for (j, slot) in group.iter().enumerate() {
+                    let expected = !slot.is_empty() && slot.matches(probe);
+                    assert_eq!(
+                        candidates >> j & 1 == 1,
+                        expected,
+                        "slot {j}, empty {empty_at}"
+                    );
+                }
+                if !probe.is_long() {
+                    assert_eq!(probe.scan_short(&group), candidates | empties);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inline_words_are_the_zero_padded_key() {
+        for len in 0..=INLINE_BYTES_MAX {
+            let key: Vec<u8> = (1..=len as u8).map(|i| i.wrapping_mul(37) | 0x80).collect();
+            let mut padded = [0u8; INLINE_BYTES_MAX];
+            padded[..len].copy_from_slice(&key);
+            assert_eq!(
+                inline_word(&key),
+                u64::from_le_bytes(padded),
+                "length {len}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`TopK`]: the k heaviest keys, tracked in an indexed min-heap over a count-min sketch.
 //! - [`SpaceSaving`]: the stream-summary of Metwally et al., with a deterministic error bound.
 //! - [`FrequentItems`]: Misra-Gries counters with a reverse purge (as DataSketches' frequent
-//!   items) in a memory budget that includes the keys, with certain lower and upper bounds.
+//!   items) in a memory budget that includes the keys, with certain lower and upper bounds;
+//!   serializable.
 //! - [`HeavyKeeper`]: count with exponential-weakening decay (Gong et al.) over 32-bit key
 //!   fingerprints, in front of a heap of the k heaviest keys; the most accurate per byte.
 //!

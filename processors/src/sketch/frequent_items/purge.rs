@@ -7,9 +7,13 @@ use super::FrequentItems;
 
 /// Fraction of the counters a purge aims to drop: it subtracts this quantile of the counts.
 /// DataSketches uses the median. A smaller quantile keeps more counters after a purge, which
-/// tightens the bound on `offset` (about N / ((1 − q) · capacity)) at the cost of more frequent purges; on unit-weight
-/// Zipf streams it makes no difference, as most counters tie at the smallest counts and go together.
-const PURGE_QUANTILE: f64 = 0.25;
+/// tightens the bound on `offset` (about N / ((1 − q) · capacity)) at the cost of more frequent
+/// purges. On unit-weight Zipf streams it makes no difference, as most counters tie at the
+/// smallest counts and go together; on text it does. Chosen on Rust identifiers from crates a–l
+/// (`rust-tune`, never a reported stream): R@100 / max error over the top 100 at 4 KiB 0.43 /
+/// 6041 at the median, 0.52 / 5026 at 0.25, 0.52 / 3684 at 0.1 and at 0.05; at 8 KiB 0.64, 0.79,
+/// 0.81, 0.81.
+const PURGE_QUANTILE: f64 = 0.1;
 /// Counts sampled to estimate the purge quantile (DataSketches samples 1024).
 const PURGE_SAMPLE: usize = 1024;
 
