@@ -17,6 +17,7 @@ mod error;
 pub mod group;
 mod group_service;
 mod internal_topics;
+mod kafka;
 mod memory_pool;
 mod partition;
 mod producer_recovery;
@@ -43,6 +44,7 @@ pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
 pub use group_service::GroupService;
 pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
+pub use kafka::KafkaListener;
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,

@@ -6,14 +6,14 @@ mod alter_configs;
 mod create_topic;
 mod delete_topic;
 mod describe_topic;
-mod fetch;
+pub(crate) mod fetch;
 pub(crate) mod fetch_route;
 mod group;
 mod grpc_message;
 mod init_producer_id;
 mod list_offsets;
 mod list_topics;
-mod produce;
+pub(crate) mod produce;
 pub(crate) mod produce_route;
 mod raw_route;
 
