@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 use crate::common::{config, TestBroker};
 
+pub mod tools;
+
 /// How long a test waits for a response before failing.
 pub const RESPONSE_WAIT: Duration = Duration::from_secs(30);
 
