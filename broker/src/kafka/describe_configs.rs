@@ -33,11 +33,14 @@ pub fn handle(
         .map(|resource| {
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
+                .with_resource_name(resource.resource_name.clone())
+                .with_error_message(None);
+            // Null or empty: every config.
             let wanted = |key: &str| {
                 resource
                     .configuration_keys
                     .as_ref()
+                    .filter(|keys| !keys.is_empty())
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
             match resource.resource_type {
