@@ -18,6 +18,7 @@ pub mod group;
 mod group_service;
 mod internal_topics;
 mod kafka;
+mod mapped_batches;
 mod memory_pool;
 mod partition;
 mod producer_recovery;
@@ -47,7 +48,7 @@ pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
 pub use kafka::KafkaListener;
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
-    Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,
+    Appended, Cleaned, Partition, PartitionStatus, ReadInto, ReadResult, SNAPSHOT_INTERVAL_BYTES,
 };
 pub use registry::{partition_dir, recorded_topic_configs};
 pub use server::{shutdown_signal, RunningBroker};

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::frame::{encode_response, write_chunks, REQUEST_HEADER_BYTES_MIN};
+use super::frame::{encode_response, write_chunks, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
 use super::produce::Produced;
 use super::{
     api_versions, describe_configs, fetch, init_producer_id, list_offsets, metadata, produce,
@@ -62,7 +62,7 @@ impl Session {
 enum Outcome {
     /// Write these chunks; `memory` holds the fetched batches until then.
     Respond {
-        chunks: VecDeque<Bytes>,
+        chunks: VecDeque<Chunk>,
         memory: Option<Reservation>,
     },
     /// acks=0: Kafka sends nothing back.
@@ -353,7 +353,7 @@ fn respond<R: Encodable + HeaderVersion>(
     version: i16,
     correlation_id: i32,
     response: &R,
-    shared: Vec<Bytes>,
+    shared: Vec<Shared>,
     memory: Option<Reservation>,
 ) -> Result<Outcome, String> {
     let chunks = encode_response(api_key, version, correlation_id, response, shared)

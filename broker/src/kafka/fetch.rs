@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use kafka_protocol::messages::fetch_request::FetchTopic;
@@ -29,15 +28,17 @@ use tokio::time::Instant;
 
 use super::connection::{Session, MEMORY_WAIT};
 use super::error_code;
+use super::frame::Shared;
 use crate::broker::Broker;
 use crate::memory_pool::Reservation;
+use crate::partition::ReadInto;
 use crate::proto;
 
 /// A response, the records in it (sent without a copy), and the pool
 /// memory they hold until written.
 pub struct Fetched {
     pub response: FetchResponse,
-    pub records: Vec<Bytes>,
+    pub records: Vec<Shared>,
     pub memory: Reservation,
 }
 
@@ -138,7 +139,7 @@ struct RoundLimits {
 /// What one read of every requested topic gave.
 struct Round {
     topics: Vec<(FetchTopic, Vec<Slot>)>,
-    records: Vec<Bytes>,
+    records: Vec<Shared>,
     memory: Reservation,
     bytes: usize,
     failed: bool,
@@ -262,8 +263,16 @@ async fn read_topic(
         max_bytes: budget,
         partitions: queries,
     };
-    match crate::rpc::fetch::handle(broker, grpc_request, MEMORY_WAIT, limits.rotation).await {
-        Ok(fetched) => {
+    let fetched = crate::rpc::fetch::handle(
+        broker,
+        grpc_request,
+        MEMORY_WAIT,
+        limits.rotation,
+        ReadInto::Mapped,
+    )
+    .await;
+    match fetched {
+        Ok(mut fetched) => {
             round.memory.absorb(fetched.memory);
             for result in fetched.response.partitions {
                 let index = i32::try_from(result.partition).unwrap_or(i32::MAX);
@@ -276,7 +285,15 @@ async fn read_topic(
                 round.failed |= result.error_code != i32::from(proto::ErrorCode::None);
                 if !result.batches.is_empty() {
                     round.bytes += result.batches.len();
-                    round.records.push(result.batches.clone());
+                    let slice = fetched
+                        .slices
+                        .iter()
+                        .position(|(partition, _)| *partition == result.partition)
+                        .map(|at| fetched.slices.swap_remove(at).1);
+                    round.records.push(Shared {
+                        bytes: result.batches.clone(),
+                        slice,
+                    });
                 }
                 slot.data = partition_data(index, &result, version);
             }

@@ -1,12 +1,14 @@
 //! Kafka's framing: a request or response is a big-endian `i32` size, then
 //! the header, then the body. Responses are encoded by `kafka-protocol` into
 //! [`Chunks`], which keeps the fetched batches out of the encode buffer: the
-//! bytes of a `records` field it was told about become their own chunk, so a
-//! fetch response is written with `writev` from the buffers the batches were
-//! read into, never copied again.
+//! bytes of a `records` field it was told about (recognised by address,
+//! never read) become their own chunk. Batches with a file slice are sent
+//! from the segment file with `sendfile(2)`, the rest of the frame with
+//! `writev`; where `sendfile` is not available (another OS, a file system
+//! that refuses it) the batches are copied out with `pread` and written.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use bytes::buf::UninitSlice;
@@ -14,7 +16,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use weir_log::FileSlice;
 
 /// api key, api version and correlation id: the part of every request
 /// header that is the same in all its versions.
@@ -27,18 +31,45 @@ const SHARED_BYTES_MIN: usize = 512;
 /// Slices per `writev`, below Linux's `IOV_MAX` of 1024.
 const IO_SLICES_MAX: usize = 64;
 
+/// Bytes the encoder passes on instead of copying: fetched batches, mapped
+/// from their segment file when `slice` is set.
+#[derive(Clone)]
+pub struct Shared {
+    pub bytes: Bytes,
+    pub slice: Option<FileSlice>,
+}
+
+/// A piece of a response frame.
+pub enum Chunk {
+    Bytes(Bytes),
+    /// Sent from the file; `mapped` holds the same bytes, unread.
+    File {
+        slice: FileSlice,
+        mapped: Bytes,
+    },
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(bytes) => bytes.len(),
+            Chunk::File { slice, .. } => slice.len(),
+        }
+    }
+}
+
 /// An encode buffer that keeps registered byte ranges as their own chunks.
 pub struct Chunks {
     framing: BytesMut,
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     /// Byte ranges that are not copied when the encoder writes them.
-    shared: Vec<Bytes>,
+    shared: Vec<Shared>,
     /// Bytes in `chunks`: the offset of `framing`'s first byte.
     flushed_bytes: usize,
 }
 
 impl Chunks {
-    pub fn new(shared: Vec<Bytes>) -> Chunks {
+    pub fn new(shared: Vec<Shared>) -> Chunks {
         Chunks {
             framing: BytesMut::with_capacity(256),
             chunks: VecDeque::new(),
@@ -47,21 +78,30 @@ impl Chunks {
         }
     }
 
-    pub fn into_chunks(mut self) -> VecDeque<Bytes> {
+    pub fn into_chunks(mut self) -> VecDeque<Chunk> {
         if !self.framing.is_empty() {
-            self.chunks.push_back(self.framing.freeze());
+            self.chunks.push_back(Chunk::Bytes(self.framing.freeze()));
         }
         self.chunks
     }
 
-    fn shared_match(&self, src: &[u8]) -> Option<Bytes> {
-        if src.len() < SHARED_BYTES_MIN {
+    /// The registered range `src` is, if any. A mapped one always matches,
+    /// however small: copying it would fault its pages in.
+    fn shared_match(&self, src: &[u8]) -> Option<Chunk> {
+        if src.is_empty() {
             return None;
         }
-        self.shared
-            .iter()
-            .find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len())
-            .cloned()
+        let shared = self.shared.iter().find(|shared| {
+            shared.bytes.as_ptr() == src.as_ptr() && shared.bytes.len() == src.len()
+        })?;
+        match &shared.slice {
+            Some(slice) => Some(Chunk::File {
+                slice: slice.clone(),
+                mapped: shared.bytes.clone(),
+            }),
+            None if src.len() >= SHARED_BYTES_MIN => Some(Chunk::Bytes(shared.bytes.clone())),
+            None => None,
+        }
     }
 }
 
@@ -86,7 +126,7 @@ unsafe impl BufMut for Chunks {
                 let framing = self.framing.split().freeze();
                 self.flushed_bytes += framing.len() + shared.len();
                 if !framing.is_empty() {
-                    self.chunks.push_back(framing);
+                    self.chunks.push_back(Chunk::Bytes(framing));
                 }
                 self.chunks.push_back(shared);
             }
@@ -130,8 +170,8 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     version: i16,
     correlation_id: i32,
     body: &R,
-    shared: Vec<Bytes>,
-) -> Result<VecDeque<Bytes>, EncodeError> {
+    shared: Vec<Shared>,
+) -> Result<VecDeque<Chunk>, EncodeError> {
     let header_version = match api_key {
         ApiKey::ApiVersions => 0,
         _ => R::header_version(version),
@@ -149,7 +189,7 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     body.encode(&mut chunks, version).map_err(failed)?;
     let chunks = chunks.into_chunks();
     debug_assert_eq!(
-        chunks.iter().map(Bytes::len).sum::<usize>(),
+        chunks.iter().map(Chunk::len).sum::<usize>(),
         usize::try_from(size).unwrap_or(0) + 4
     );
     Ok(chunks)
@@ -160,11 +200,27 @@ fn failed(error: impl std::fmt::Display) -> EncodeError {
     EncodeError(error.to_string())
 }
 
-/// Writes every chunk, several per `writev`.
-pub async fn write_chunks<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    mut chunks: VecDeque<Bytes>,
-) -> std::io::Result<()> {
+/// Writes every chunk: runs of bytes with `writev`, file ranges with
+/// `sendfile`.
+pub async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: VecDeque<Chunk>) -> io::Result<()> {
+    let mut run: VecDeque<Bytes> = VecDeque::new();
+    for chunk in chunks {
+        match chunk {
+            Chunk::Bytes(bytes) => run.push_back(bytes),
+            Chunk::File { slice, mapped } => {
+                write_vectored_all(writer, &mut run).await?;
+                send_file(writer, &slice, &mapped).await?;
+            }
+        }
+    }
+    write_vectored_all(writer, &mut run).await?;
+    writer.flush().await
+}
+
+async fn write_vectored_all(
+    writer: &mut OwnedWriteHalf,
+    chunks: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
     while !chunks.is_empty() {
         let written = {
             let slices: Vec<IoSlice<'_>> = chunks
@@ -175,7 +231,7 @@ pub async fn write_chunks<W: AsyncWrite + Unpin>(
             writer.write_vectored(&slices).await?
         };
         if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Err(io::ErrorKind::WriteZero.into());
         }
         let mut left = written;
         while left > 0 {
@@ -191,5 +247,176 @@ pub async fn write_chunks<W: AsyncWrite + Unpin>(
             }
         }
     }
-    writer.flush().await
+    Ok(())
+}
+
+/// Sends the slice from its file. Falls back to a `pread` copy when the
+/// kernel refuses `sendfile` before any byte went out.
+async fn send_file(
+    writer: &mut OwnedWriteHalf,
+    slice: &FileSlice,
+    mapped: &Bytes,
+) -> io::Result<()> {
+    debug_assert_eq!(mapped.len(), slice.len());
+    #[cfg(target_os = "linux")]
+    {
+        match sendfile_all(writer.as_ref(), slice).await {
+            Ok(()) => return Ok(()),
+            Err(SendFileError::Unsupported(error)) => {
+                tracing::debug!(%error, "sendfile refused; copying the batches instead");
+            }
+            Err(SendFileError::Failed(error)) => return Err(error),
+        }
+    }
+    let copied = slice
+        .to_bytes()
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    writer.write_all(&copied).await
+}
+
+#[cfg(target_os = "linux")]
+enum SendFileError {
+    /// Nothing was sent: the caller may copy instead.
+    Unsupported(io::Error),
+    Failed(io::Error),
+}
+
+#[cfg(target_os = "linux")]
+async fn sendfile_all(
+    stream: &tokio::net::TcpStream,
+    slice: &FileSlice,
+) -> Result<(), SendFileError> {
+    use std::os::fd::AsRawFd;
+    let failed = SendFileError::Failed;
+    let start = libc::off_t::try_from(slice.position())
+        .map_err(|_| SendFileError::Unsupported(io::Error::other("a file position above off_t")))?;
+    let end = start
+        + libc::off_t::try_from(slice.len())
+            .map_err(|_| SendFileError::Unsupported(io::Error::other("a length above off_t")))?;
+    let mut position = start;
+    let file_fd = slice.file().as_raw_fd();
+    let socket_fd = stream.as_raw_fd();
+    while position < end {
+        stream.writable().await.map_err(failed)?;
+        let count = usize::try_from(end - position).unwrap_or(usize::MAX);
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the call (the slice holds
+            // its file, the stream its socket); `position` is a valid off_t.
+            let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut position, count) };
+            if sent < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(usize::try_from(sent).unwrap_or(0))
+            }
+        });
+        match sent {
+            Ok(0) => {
+                // The file ended before the slice did: it was cut under us.
+                return Err(failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the segment file ended inside the batches being sent",
+                )));
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error)
+                if position == start
+                    && matches!(
+                        error.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                return Err(SendFileError::Unsupported(error));
+            }
+            Err(error) => return Err(failed(error)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+
+    fn response(records: &[Bytes]) -> FetchResponse {
+        let partitions = records
+            .iter()
+            .zip(0..)
+            .map(|(records, index)| {
+                PartitionData::default()
+                    .with_partition_index(index)
+                    .with_records(Some(records.clone()))
+            })
+            .collect();
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(partitions)])
+    }
+
+    fn wire(chunks: &VecDeque<Chunk>) -> Vec<u8> {
+        chunks
+            .iter()
+            .flat_map(|chunk| match chunk {
+                Chunk::Bytes(bytes) => bytes.to_vec(),
+                Chunk::File { mapped, .. } => mapped.to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registered_records_become_their_own_chunks_and_the_frame_decodes_the_same() {
+        let large = Bytes::from(vec![7u8; 4096]);
+        let small = Bytes::from(vec![9u8; 10]);
+        let body = response(&[large.clone(), small.clone()]);
+        for version in [4, 12] {
+            let shared = vec![
+                Shared {
+                    bytes: large.clone(),
+                    slice: None,
+                },
+                Shared {
+                    bytes: small.clone(),
+                    slice: None,
+                },
+            ];
+            let chunks = encode_response(ApiKey::Fetch, version, 5, &body, shared).unwrap();
+            // The large records are passed on, not copied; the small ones are copied.
+            let passed: Vec<&Bytes> = chunks
+                .iter()
+                .filter_map(|c| match c {
+                    Chunk::Bytes(b) if b.as_ptr() == large.as_ptr() => Some(b),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(passed.len(), 1, "v{version}");
+            assert!(chunks.iter().all(|c| match c {
+                Chunk::Bytes(b) => b.as_ptr() != small.as_ptr(),
+                Chunk::File { .. } => false,
+            }));
+            let mut frame = Bytes::from(wire(&chunks));
+            let size = frame.get_i32();
+            assert_eq!(usize::try_from(size).unwrap(), frame.len());
+            let header =
+                ResponseHeader::decode(&mut frame, FetchResponse::header_version(version)).unwrap();
+            assert_eq!(header.correlation_id, 5);
+            let decoded = FetchResponse::decode(&mut frame, version).unwrap();
+            assert_eq!(decoded, body, "v{version}");
+        }
+    }
+
+    #[test]
+    fn api_versions_responses_use_header_version_0_even_when_flexible() {
+        let body = kafka_protocol::messages::ApiVersionsResponse::default();
+        let chunks = encode_response(ApiKey::ApiVersions, 3, 9, &body, Vec::new()).unwrap();
+        let mut frame = Bytes::from(wire(&chunks));
+        frame.advance(4);
+        // Header v0 is the correlation id alone; v1 would add a tagged-field byte.
+        assert_eq!(frame.get_i32(), 9);
+        let decoded = kafka_protocol::messages::ApiVersionsResponse::decode(&mut frame, 3).unwrap();
+        assert_eq!(decoded, body);
+        assert!(frame.is_empty());
+    }
 }

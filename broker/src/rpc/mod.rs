@@ -139,7 +139,14 @@ impl proto::fetch_server::Fetch for FetchService {
     ) -> Result<Response<proto::FetchResponse>, Status> {
         // Served by `FetchRoute`; kept for the generated server's completeness.
         let memory_wait = grpc_message::memory_wait(&request.metadata().clone().into_headers());
-        let fetched = fetch::handle(&self.broker, request.into_inner(), memory_wait, 0).await;
+        let fetched = fetch::handle(
+            &self.broker,
+            request.into_inner(),
+            memory_wait,
+            0,
+            crate::partition::ReadInto::Copy,
+        )
+        .await;
         reply(fetched.map(|fetched| fetched.response))
     }
 
