@@ -415,3 +415,37 @@ async fn bad_frames_close_only_their_own_connection() {
     broker.shutdown().await;
     assert_eq!(pool.in_use_bytes(), 0, "every frame gave its memory back");
 }
+
+#[tokio::test]
+async fn shutdown_answers_a_long_poll_and_closes_idle_kafka_connections() {
+    let (mut broker, kafka) = start_broker().await;
+    broker.create_topic("closing", 1).await;
+    let mut idle = KafkaWire::connect(kafka).await;
+    let _ = idle.call(3, &ApiVersionsRequest::default()).await;
+    let mut polling = KafkaWire::connect(kafka).await;
+    let correlation_id = polling.send(12, &fetch("closing", 0, 0, 25_000)).await;
+    // Shut down only once the fetch has read the partition and waits.
+    let running = broker.running.take().unwrap();
+    tokio::time::timeout(kafka_support::RESPONSE_WAIT, async {
+        while running.broker().fetch_partition_reads() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the long poll never reached the partition");
+    let stopping = tokio::spawn(running.shutdown());
+    // The long poll answers with what there is, then the connection closes.
+    let answered = polling.response::<FetchRequest>(12, correlation_id).await;
+    assert_eq!(fetched(&answered).high_watermark, 0);
+    assert!(polling.read_frame().await.is_none());
+    assert!(idle.read_frame().await.is_none());
+    tokio::time::timeout(kafka_support::RESPONSE_WAIT, stopping)
+        .await
+        .expect("shutdown finished")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(kafka).await.is_err(),
+        "the listener is closed"
+    );
+}
