@@ -11,6 +11,9 @@ use weir_log::{FsyncPolicy, LogConfig};
 
 /// Default listen address of the broker and default address of clients.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
+/// The address Kafka clients expect a broker on (Kafka's own default port),
+/// for a command line that turns the Kafka listener on by default.
+pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./weir-data";
 /// Largest request the broker decodes by default: room for a few MiB batches.

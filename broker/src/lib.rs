@@ -2,7 +2,8 @@
 //!
 //! [`RunningBroker::start`] opens a [`Broker`] (the topics under one data
 //! directory, configured by [`BrokerConfig`]) and serves the `weir.v1` gRPC
-//! services of `weir-proto`, one file per RPC under `rpc/`.
+//! services of `weir-proto`, one file per RPC under `rpc/`, and, with
+//! `kafka_listen` set, Kafka's wire protocol on plain TCP (`kafka/`).
 //!
 //! Does not own: the storage format (that is `weir-log`), the wire messages
 //! (`weir-proto`), the Rust client (`weir-client`), stream operators
@@ -37,9 +38,10 @@ use weir_proto as proto;
 pub use broker::{Broker, ProducerIdRequest, Topic, PARTITIONS_MAX};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT, LISTEN_DEFAULT,
-    OFFSETS_TOPIC_PARTITIONS_DEFAULT, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
-    REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
+    BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, DATA_DIR_DEFAULT,
+    KAFKA_LISTEN_DEFAULT, LISTEN_DEFAULT, OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+    PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT, VALUE_FORMAT_CONFIG,
+    VALUE_SCHEMA_CONFIG,
 };
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
