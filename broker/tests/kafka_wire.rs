@@ -449,3 +449,56 @@ async fn shutdown_answers_a_long_poll_and_closes_idle_kafka_connections() {
         "the listener is closed"
     );
 }
+
+fn fetch_two(first: &str, second: &str, max_wait_ms: i32) -> FetchRequest {
+    let topic = |topic: &str| {
+        FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])
+    };
+    fetch(first, 0, 0, max_wait_ms).with_topics(vec![topic(first), topic(second)])
+}
+
+#[tokio::test]
+async fn a_fetch_of_two_topics_long_polls_until_either_has_records() {
+    let (broker, kafka) = start_broker().await;
+    broker.create_topic("left", 1).await;
+    broker.create_topic("right", 1).await;
+    let mut waiting = KafkaWire::connect(kafka).await;
+    let correlation_id = waiting.send(12, &fetch_two("left", "right", 25_000)).await;
+    let mut producer = KafkaWire::connect(kafka).await;
+    let batch = keyed_batch(Compression::None, "right", 2);
+    let produced = producer.call(9, &produce("right", 0, 1, batch)).await;
+    assert_eq!(only_partition(&produced).error_code, 0);
+    let response = waiting.response::<FetchRequest>(12, correlation_id).await;
+    let topics: Vec<(String, i64, usize)> = response
+        .responses
+        .iter()
+        .map(|t| {
+            let p = &t.partitions[0];
+            (
+                t.topic.0.to_string(),
+                p.high_watermark,
+                p.records.as_ref().map_or(0, Bytes::len),
+            )
+        })
+        .collect();
+    assert_eq!(topics[0], ("left".to_string(), 0, 0));
+    assert_eq!(topics[1].0, "right");
+    assert_eq!(topics[1].1, 2);
+    assert!(topics[1].2 > 0);
+    assert_eq!(
+        response.responses[1].partitions[0]
+            .records
+            .as_ref()
+            .unwrap(),
+        &grpc_batches(&broker, "right", 0).await
+    );
+    // With records already there, the same fetch answers from them.
+    let again = waiting.call(12, &fetch_two("left", "right", 25_000)).await;
+    assert_eq!(again.responses[1].partitions[0].high_watermark, 2);
+    broker.shutdown().await;
+}
