@@ -58,8 +58,14 @@ async fn main() -> Result<()> {
         bytes as f64 / 1048576.0
     );
     for round in 0..ROUNDS {
+        let from_file = weir_broker::kafka_sent_from_file_bytes();
         let (read, took) = kafka_read_all(kafka, records).await?;
         report("kafka", round, read, records, took);
+        let sent = weir_broker::kafka_sent_from_file_bytes() - from_file;
+        println!(
+            "      {:.0}% of it sent with sendfile",
+            sent as f64 * 100.0 / read as f64
+        );
         let (read, took) = grpc_read_all(&grpc, records).await?;
         report("grpc", round, read, records, took);
     }

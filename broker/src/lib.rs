@@ -47,7 +47,7 @@ pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
 pub use group_service::GroupService;
 pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
-pub use kafka::KafkaListener;
+pub use kafka::{sent_from_file_bytes as kafka_sent_from_file_bytes, KafkaListener};
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
     Appended, Cleaned, Partition, PartitionStatus, ReadInto, ReadResult, SNAPSHOT_INTERVAL_BYTES,

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -30,6 +31,14 @@ const SHARED_BYTES_MIN: usize = 512;
 
 /// Slices per `writev`, below Linux's `IOV_MAX` of 1024.
 const IO_SLICES_MAX: usize = 64;
+
+/// Batch bytes sent with `sendfile` since the process started.
+static SENT_FROM_FILE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Batch bytes Kafka fetches sent with `sendfile` since the process started.
+pub fn sent_from_file_bytes() -> u64 {
+    SENT_FROM_FILE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Bytes the encoder passes on instead of copying: fetched batches, mapped
 /// from their segment file when `slice` is set.
@@ -310,14 +319,16 @@ async fn sendfile_all(
             }
         });
         match sent {
-            Ok(0) => {
+            Ok(0) if count > 0 => {
                 // The file ended before the slice did: it was cut under us.
                 return Err(failed(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the segment file ended inside the batches being sent",
                 )));
             }
-            Ok(_) => {}
+            Ok(sent) => {
+                SENT_FROM_FILE_BYTES.fetch_add(sent as u64, Ordering::Relaxed);
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error)
                 if position == start
@@ -405,6 +416,56 @@ mod tests {
             let decoded = FetchResponse::decode(&mut frame, version).unwrap();
             assert_eq!(decoded, body, "v{version}");
         }
+    }
+
+    #[tokio::test]
+    async fn mapped_batches_are_sent_from_the_file_and_arrive_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = crate::partition::Partition::open(
+            dir.path(),
+            "t",
+            0,
+            weir_log::LogConfig::default(),
+            0,
+        )
+        .unwrap();
+        let mut builder = weir_log::batch::BatchBuilder::new(weir_log::batch::Compression::None);
+        for i in 0..50u8 {
+            builder.push(1_000, None, Some(&[i; 100]), &[]);
+        }
+        let mut batch = BytesMut::from(&builder.build().unwrap()[..]);
+        partition.append(&mut batch).unwrap();
+        let read = partition
+            .read_into(0, 1 << 20, false, crate::partition::ReadInto::Mapped)
+            .unwrap();
+        let slice = read.slice.clone().unwrap();
+        assert_eq!(
+            read.batches[..],
+            batch[..],
+            "the mapping holds the stored bytes"
+        );
+        let body = response(std::slice::from_ref(&read.batches));
+        let shared = vec![Shared {
+            bytes: read.batches.clone(),
+            slice: Some(slice.clone()),
+        }];
+        let chunks = encode_response(ApiKey::Fetch, 12, 1, &body, shared).unwrap();
+        assert!(chunks.iter().any(|c| matches!(c, Chunk::File { .. })));
+        let expected = wire(&chunks);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_, mut writer) = accepted.unwrap().0.into_split();
+        let before = sent_from_file_bytes();
+        write_chunks(&mut writer, chunks).await.unwrap();
+        drop(writer);
+        let mut received = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client.unwrap(), &mut received)
+            .await
+            .unwrap();
+        assert_eq!(received, expected);
+        assert!(sent_from_file_bytes() - before >= slice.len() as u64);
     }
 
     #[test]

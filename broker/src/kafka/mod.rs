@@ -27,4 +27,5 @@ mod metadata;
 mod produce;
 mod topics;
 
+pub use frame::sent_from_file_bytes;
 pub use listener::KafkaListener;
