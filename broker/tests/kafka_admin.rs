@@ -217,13 +217,18 @@ async fn list_offsets_finds_the_earliest_the_latest_and_by_timestamp() {
                         .with_timestamp(timestamp)])])
         };
         let mut found = Vec::new();
-        for timestamp in [-2, -1, now + 2000, now + 60_000] {
+        for timestamp in [-2, -1, now + 1500, now + 60_000] {
             let response = wire.call(version, &query(timestamp)).await;
             let partition = &response.topics[0].partitions[0];
             assert_eq!(partition.error_code, 0, "v{version} {timestamp}");
-            found.push(partition.offset);
+            found.push((partition.offset, partition.timestamp));
         }
-        assert_eq!(found, [0, 4, 2, -1], "v{version}");
+        // By time: the first record at or after it, with its own timestamp.
+        assert_eq!(
+            found,
+            [(0, -1), (4, -1), (2, now + 2000), (-1, -1)],
+            "v{version}"
+        );
     }
     broker.shutdown().await;
 }
