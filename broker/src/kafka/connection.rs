@@ -26,8 +26,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::frame::{encode_response, write_chunks, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
+use super::frame::{encode_response, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
 use super::produce::Produced;
+use super::send::write_chunks;
 use super::{
     api_versions, describe_configs, fetch, init_producer_id, list_offsets, metadata, produce,
     topics,

@@ -4,7 +4,8 @@
 //!
 //! One file per job: `listener` accepts and bounds connections,
 //! `connection` reads frames and dispatches them in order (Kafka answers a
-//! connection's requests in the order they came), `frame` encodes responses,
+//! connection's requests in the order they came), `frame` encodes responses
+//! and `send` writes them (batches with `sendfile`),
 //! and one file per API. Messages are decoded and encoded by the
 //! `kafka-protocol` crate; record batches are never decoded: produce hands
 //! them to the same append path as gRPC, fetch returns stored batches as
@@ -25,7 +26,8 @@ mod list_offsets;
 mod listener;
 mod metadata;
 mod produce;
+mod send;
 mod topics;
 
-pub use frame::sent_from_file_bytes;
 pub use listener::KafkaListener;
+pub use send::sent_from_file_bytes;
