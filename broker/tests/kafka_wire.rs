@@ -502,3 +502,48 @@ async fn a_fetch_of_two_topics_long_polls_until_either_has_records() {
     assert_eq!(again.responses[1].partitions[0].high_watermark, 2);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_kafka_request_waits_for_pool_memory_before_it_is_read() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.request_bytes_max = 64 * 1024;
+    config.fetch_bytes_max = 64 * 1024;
+    config.queued_request_bytes_max = 128 * 1024;
+    let (broker, kafka) = kafka_support::start_broker_with(config, data).await;
+    broker.create_topic("pool", 1).await;
+    let pool = broker
+        .running
+        .as_ref()
+        .unwrap()
+        .broker()
+        .memory_pool()
+        .clone();
+    // Everything but a few bytes is taken: no produce frame fits.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let held = pool
+        .reserve(128 * 1024 - 16, deadline, "the test")
+        .await
+        .unwrap();
+    let mut wire = KafkaWire::connect(kafka).await;
+    let waits_before = pool.waits();
+    let correlation_id = wire
+        .send(
+            9,
+            &produce("pool", 0, 1, keyed_batch(Compression::None, "pool", 10)),
+        )
+        .await;
+    tokio::time::timeout(kafka_support::RESPONSE_WAIT, async {
+        while pool.waits() == waits_before {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the request never waited for memory");
+    drop(held);
+    let produced = wire.response::<ProduceRequest>(9, correlation_id).await;
+    assert_eq!(only_partition(&produced).error_code, 0);
+    assert!(pool.in_use_bytes_max() <= 128 * 1024);
+    broker.shutdown().await;
+}
