@@ -51,20 +51,7 @@ struct Stored {
 pub async fn handle(session: &Session, request: ProduceRequest, version: i16) -> Produced {
     let acks = request.acks;
     let deadline = earlier_batches_deadline(u32::try_from(request.timeout_ms).unwrap_or(0));
-    // Topic names become owned strings and the request (its transactional
-    // id, names) is dropped: only the records keep the frame's buffer.
-    let topics: Vec<(String, Vec<PartitionRecords>)> = request
-        .topic_data
-        .into_iter()
-        .map(|topic| {
-            let partitions = topic
-                .partition_data
-                .into_iter()
-                .map(|data| (data.index, data.records))
-                .collect();
-            (topic.name.0.as_str().to_string(), partitions)
-        })
-        .collect();
+    let topics = records_by_topic(request);
     let mut responses = Vec::with_capacity(topics.len());
     let mut first_failure: Option<String> = None;
     for (name, partitions) in topics {
@@ -92,6 +79,24 @@ pub async fn handle(session: &Session, request: ProduceRequest, version: i16) ->
         };
     }
     Produced::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+/// Each topic's name, owned, and its partitions' records. The rest of the
+/// request (transactional id, names) is dropped: only the records keep the
+/// frame's buffer, so the last of them is appended without a copy.
+fn records_by_topic(request: ProduceRequest) -> Vec<(String, Vec<PartitionRecords>)> {
+    request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .into_iter()
+                .map(|data| (data.index, data.records))
+                .collect();
+            (topic.name.0.as_str().to_string(), partitions)
+        })
+        .collect()
 }
 
 async fn produce_topic(
@@ -191,4 +196,58 @@ fn topic_response(name: String, outcomes: Vec<Outcome>, version: i16) -> TopicPr
     TopicProduceResponse::default()
         .with_name(TopicName(StrBytes::from_string(name)))
         .with_partition_responses(partitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+    #[test]
+    fn a_single_partition_s_records_are_taken_over_from_the_receive_buffer() {
+        let records = Bytes::from(vec![7u8; 4096]);
+        let request = ProduceRequest::default()
+            .with_acks(1)
+            .with_transactional_id(None)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records.clone()))])]);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_client_id(Some(StrBytes::from_static_str("client")));
+        let mut received = BytesMut::new();
+        header
+            .encode(&mut received, ProduceRequest::header_version(9))
+            .unwrap();
+        request.encode(&mut received, 9).unwrap();
+        // As the connection reads and decodes a frame.
+        let mut frame = received.freeze();
+        let start = frame.as_ptr() as usize;
+        let end = start + frame.len();
+        let decoded_header =
+            RequestHeader::decode(&mut frame, ProduceRequest::header_version(9)).unwrap();
+        drop(decoded_header);
+        let decoded = ProduceRequest::decode(&mut frame, 9).unwrap();
+        drop(frame);
+        let mut topics = records_by_topic(decoded);
+        let (_, mut partitions) = topics.pop().unwrap();
+        let (_, taken) = partitions.pop().unwrap();
+        let taken = taken.unwrap();
+        assert_eq!(taken, records);
+        let pointer = taken.as_ptr() as usize;
+        let buf = taken
+            .try_into_mut()
+            .expect("no other reference to the frame is left");
+        assert!(
+            (start..end).contains(&pointer),
+            "the records were not copied out"
+        );
+        assert_eq!(buf.as_ptr() as usize, pointer);
+    }
 }
