@@ -289,3 +289,113 @@ async fn an_idempotent_producer_s_retry_is_stored_once_and_a_gap_is_refused() {
     assert_eq!(fenced.0, 47, "INVALID_PRODUCER_EPOCH");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_served_version_of_every_api_is_answered() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+
+    let (broker, kafka) = start_broker().await;
+    broker.create_topic("versions", 1).await;
+    let mut wire = KafkaWire::connect(kafka).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for version in 3..=9 {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(now, Some(b"k"), Some(b"v"), &[("h", Some(b"x"))]);
+        let (code, offset) = produce_result_at(&mut wire, version, builder.build().unwrap()).await;
+        assert_eq!(
+            (code, offset),
+            (0, i64::from(version) - 3),
+            "Produce v{version}"
+        );
+    }
+    for version in 4..=12 {
+        let request = FetchRequest::default()
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("versions"))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_fetch_offset(2)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let response = wire.call(version, &request).await;
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "Fetch v{version}");
+        assert_eq!(partition.high_watermark, 7, "Fetch v{version}");
+        assert!(
+            !partition.records.as_ref().unwrap().is_empty(),
+            "Fetch v{version}"
+        );
+    }
+    for version in 0..=12 {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("versions"))),
+        ]));
+        let response = wire.call(version, &request).await;
+        assert_eq!(
+            response.topics[0].partitions.len(),
+            1,
+            "Metadata v{version}"
+        );
+    }
+    for version in 1..=6 {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("versions"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default().with_timestamp(-1)
+                ])]);
+        let response = wire.call(version, &request).await;
+        assert_eq!(
+            response.topics[0].partitions[0].offset, 7,
+            "ListOffsets v{version}"
+        );
+    }
+    for version in 0..=4 {
+        let response = wire.call(version, &InitProducerIdRequest::default()).await;
+        assert_eq!(response.error_code, 0, "InitProducerId v{version}");
+    }
+    for version in 2..=7 {
+        let topic = format!("created-v{version}");
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![create(&topic, 1, 1)]);
+        let response = wire.call(version, &request).await;
+        assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{version}");
+        let described = wire
+            .call(
+                (version - 1).min(4),
+                &DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.clone())),
+                ]),
+            )
+            .await;
+        assert_eq!(described.results[0].error_code, 0, "DescribeConfigs");
+    }
+    for version in 1..=6 {
+        let topic = name(&format!("created-v{}", version + 1));
+        let request = if version >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_name(Some(topic))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![topic])
+        };
+        let response = wire.call(version, &request).await;
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "DeleteTopics v{version}"
+        );
+    }
+    broker.shutdown().await;
+}
+
+async fn produce_result_at(wire: &mut KafkaWire, version: i16, batch: Bytes) -> (i16, i64) {
+    let response = wire.call(version, &produce("versions", batch)).await;
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
