@@ -14,6 +14,11 @@
 //!
 //! Memory: the budget is reserved from the broker's memory pool before
 //! anything is read, and what was not read is given back at once.
+//!
+//! The Kafka listener fetches through the same function with
+//! [`ReadInto::Mapped`]: the batches are mapped, not read, and sent with
+//! `sendfile`; the reservation still covers them until the response is
+//! written, so both listeners bound their responses alike.
 
 use std::future::Future;
 use std::pin::Pin;
