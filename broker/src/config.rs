@@ -11,6 +11,9 @@ use weir_log::{FsyncPolicy, LogConfig};
 
 /// Default listen address of the broker and default address of clients.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
+/// The address Kafka clients expect a broker on (Kafka's own default port),
+/// for a command line that turns the Kafka listener on by default.
+pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./weir-data";
 /// Largest request the broker decodes by default: room for a few MiB batches.
@@ -103,6 +106,10 @@ pub struct BrokerConfig {
     pub node_id: i32,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where the Kafka-protocol listener binds (port 0 picks one); `None`
+    /// serves gRPC alone. Its requests are bounded by `request_bytes_max`
+    /// and `queued_request_bytes_max` like gRPC's.
+    pub kafka_listen: Option<SocketAddr>,
     /// Largest request accepted; larger ones fail with RESOURCE_EXHAUSTED before
     /// they are buffered whole.
     pub request_bytes_max: usize,
@@ -189,6 +196,7 @@ struct ConfigFile {
     node_id: Option<i32>,
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    kafka_listen: Option<String>,
     fsync: Option<String>,
     request_bytes_max: Option<usize>,
     fetch_bytes_max: Option<usize>,
@@ -225,6 +233,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            kafka_listen: None,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
@@ -255,7 +264,8 @@ impl Default for BrokerConfig {
 
 impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
-    /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`, `WEIR_FSYNC`,
+    /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`,
+    /// `WEIR_KAFKA_LISTEN` (empty: no Kafka listener), `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
@@ -279,6 +289,7 @@ impl BrokerConfig {
             "WEIR_NODE_ID",
             "WEIR_DATA_DIR",
             "WEIR_LISTEN",
+            "WEIR_KAFKA_LISTEN",
             "WEIR_FSYNC",
             "WEIR_REQUEST_BYTES_MAX",
             "WEIR_FETCH_BYTES_MAX",
@@ -343,6 +354,10 @@ impl BrokerConfig {
         if let Some(v) = file.listen {
             self.set("WEIR_LISTEN", &v)
                 .map_err(|reason| bad("listen", v, reason))?;
+        }
+        if let Some(v) = file.kafka_listen {
+            self.set("WEIR_KAFKA_LISTEN", &v)
+                .map_err(|reason| bad("kafka_listen", v, reason))?;
         }
         if let Some(v) = file.fsync {
             self.set("WEIR_FSYNC", &v)
@@ -450,6 +465,7 @@ impl BrokerConfig {
             "WEIR_NODE_ID" => self.node_id = value.parse().map_err(|_| "expected an integer")?,
             "WEIR_DATA_DIR" => self.data_dir = PathBuf::from(value),
             "WEIR_LISTEN" => self.listen = parse_listen(value)?,
+            "WEIR_KAFKA_LISTEN" => self.kafka_listen = parse_optional_listen(value)?,
             "WEIR_FSYNC" => self.set_fsync(value.parse::<FsyncPolicy>()?),
             "WEIR_REQUEST_BYTES_MAX" => {
                 self.request_bytes_max = value.parse().map_err(|_| "expected a byte count")?
@@ -555,6 +571,18 @@ impl BrokerConfig {
         self.listen = parse_listen(value).map_err(|reason| ConfigError::Value {
             source_name: "flag",
             key: "--listen".to_string(),
+            value: value.to_string(),
+            reason,
+        })?;
+        Ok(())
+    }
+
+    /// Parses and sets the Kafka listener's address (`host:port`); an empty
+    /// value turns the listener off.
+    pub fn set_kafka_listen(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.kafka_listen = parse_optional_listen(value).map_err(|reason| ConfigError::Value {
+            source_name: "flag",
+            key: "--kafka-listen".to_string(),
             value: value.to_string(),
             reason,
         })?;
@@ -777,6 +805,14 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the host name resolves to no address".to_string())
 }
 
+/// `host:port`, or nothing (an empty value) for a listener that is off.
+fn parse_optional_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_listen(value).map(Some)
+}
+
 /// Topic configs under this prefix describe record values to readers; the log ignores them.
 const VALUE_CONFIG_PREFIX: &str = "value.";
 /// The format of record values: `json`, or `binary` for opaque bytes.
@@ -990,6 +1026,32 @@ mod tests {
                 .to_string();
             assert!(err.contains(says), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn kafka_listen_loads_from_file_and_environment_and_an_empty_value_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "kafka_listen = \"127.0.0.1:9092\"\n").unwrap();
+        let from_file = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert_eq!(
+            from_file.kafka_listen,
+            Some("127.0.0.1:9092".parse().unwrap())
+        );
+        let off = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_KAFKA_LISTEN").then(String::new)
+        })
+        .unwrap();
+        assert_eq!(off.kafka_listen, None);
+        assert_eq!(
+            BrokerConfig::load(None, |_| None).unwrap().kafka_listen,
+            None
+        );
+        let mut flag = BrokerConfig::default();
+        flag.set_kafka_listen("127.0.0.1:0").unwrap();
+        assert_eq!(flag.kafka_listen, Some("127.0.0.1:0".parse().unwrap()));
+        let err = flag.set_kafka_listen("nowhere").unwrap_err();
+        assert!(err.to_string().contains("--kafka-listen"), "{err}");
     }
 
     #[test]

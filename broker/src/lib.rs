@@ -2,7 +2,8 @@
 //!
 //! [`RunningBroker::start`] opens a [`Broker`] (the topics under one data
 //! directory, configured by [`BrokerConfig`]) and serves the `weir.v1` gRPC
-//! services of `weir-proto`, one file per RPC under `rpc/`.
+//! services of `weir-proto`, one file per RPC under `rpc/`, and, with
+//! `kafka_listen` set, Kafka's wire protocol on plain TCP (`kafka/`).
 //!
 //! Does not own: the storage format (that is `weir-log`), the wire messages
 //! (`weir-proto`), the Rust client (`weir-client`), stream operators
@@ -18,6 +19,8 @@ mod error;
 pub mod group;
 mod group_service;
 mod internal_topics;
+mod kafka;
+mod mapped_batches;
 mod memory_pool;
 mod partition;
 mod producer_recovery;
@@ -39,18 +42,20 @@ pub use config::{
     BrokerConfig, ConfigError, IoMode, CONNECTIONS_MAX_DEFAULT, CONNECTIONS_MAX_IDLE_MS_DEFAULT,
     CONNECTIONS_MAX_PER_IP_DEFAULT, CONNECTION_FIRST_REQUEST_TIMEOUT_MS_DEFAULT,
     CONNECTION_WINDOW_BYTES_DEFAULT, DATA_DIR_DEFAULT, FRAME_BYTES_MAX_DEFAULT,
-    HEADER_LIST_BYTES_MAX_DEFAULT, LISTEN_DEFAULT, OFFSETS_TOPIC_PARTITIONS_DEFAULT,
-    PRODUCER_ID_EXPIRATION_MS_DEFAULT, REQUESTS_PER_CONNECTION_MAX_DEFAULT,
-    STREAM_WINDOW_BYTES_DEFAULT, VALUE_FORMAT_CONFIG, VALUE_SCHEMA_CONFIG,
+    HEADER_LIST_BYTES_MAX_DEFAULT, KAFKA_LISTEN_DEFAULT, LISTEN_DEFAULT,
+    OFFSETS_TOPIC_PARTITIONS_DEFAULT, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+    REQUESTS_PER_CONNECTION_MAX_DEFAULT, STREAM_WINDOW_BYTES_DEFAULT, VALUE_FORMAT_CONFIG,
+    VALUE_SCHEMA_CONFIG,
 };
 pub use connection_limit::parse_per_ip_overrides;
 pub use error::BrokerError;
 pub use group::{GroupCoordinator, GroupError};
 pub use group_service::GroupService;
 pub use internal_topics::{is_internal, OFFSETS_TOPIC_SEGMENT_BYTES};
+pub use kafka::{sent_from_file_bytes as kafka_sent_from_file_bytes, KafkaListener};
 pub use memory_pool::{MemoryPool, Reservation};
 pub use partition::{
-    Appended, Cleaned, Partition, PartitionStatus, ReadResult, SNAPSHOT_INTERVAL_BYTES,
+    Appended, Cleaned, Partition, PartitionStatus, ReadInto, ReadResult, SNAPSHOT_INTERVAL_BYTES,
 };
 pub use registry::{partition_dir, recorded_topic_configs};
 pub use server::{shutdown_signal, RunningBroker};

@@ -100,6 +100,19 @@ pub struct ReadResult {
     /// it is larger than `max_bytes` (0 otherwise), so a caller can make
     /// room for it and read again.
     pub unfit_batch_bytes: usize,
+    /// With [`ReadInto::Mapped`]: where `batches` lie in the segment file,
+    /// for `sendfile`.
+    pub slice: Option<weir_log::FileSlice>,
+}
+
+/// How a read hands over the stored batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadInto {
+    /// Copied out with `pread` into a recycled buffer (the gRPC path).
+    Copy,
+    /// Memory-mapped, not touched: the bytes stay in the page cache until a
+    /// Kafka connection sends them with `sendfile` (see `kafka::frame`).
+    Mapped,
 }
 
 /// A point-in-time view of a partition for describe.
@@ -436,6 +449,17 @@ impl Partition {
         max_bytes: usize,
         fit: bool,
     ) -> Result<ReadResult, BrokerError> {
+        self.read_into(offset, max_bytes, fit, ReadInto::Copy)
+    }
+
+    /// [`Partition::read`], handing the batches over as `into` says.
+    pub fn read_into(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        fit: bool,
+        into: ReadInto,
+    ) -> Result<ReadResult, BrokerError> {
         let log = self.log()?;
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log_start_offset();
@@ -451,14 +475,29 @@ impl Partition {
         }
         let mut batches = Bytes::new();
         let mut unfit_batch_bytes = 0;
+        let mut mapped = None;
         if offset < high_watermark && max_bytes > 0 {
             let slice = log
                 .read(offset, max_bytes, high_watermark)
                 .map_err(|e| self.read_error(e, offset))?;
-            if !fit || slice.len() <= max_bytes {
-                batches = read_buffers::read(&slice).map_err(|e| self.error(e))?;
-            } else {
+            if fit && slice.len() > max_bytes {
                 unfit_batch_bytes = slice.len();
+            } else {
+                match into {
+                    ReadInto::Copy => {
+                        batches = read_buffers::read(&slice).map_err(|e| self.error(e))?;
+                    }
+                    ReadInto::Mapped => {
+                        batches = crate::mapped_batches::map(&slice).map_err(|source| {
+                            BrokerError::Io {
+                                op: "map the batches of",
+                                path: self.dir.clone(),
+                                source,
+                            }
+                        })?;
+                        mapped = Some(slice);
+                    }
+                }
             }
         }
         Ok(ReadResult {
@@ -467,6 +506,7 @@ impl Partition {
             log_start_offset,
             log_end_offset,
             unfit_batch_bytes,
+            slice: mapped,
         })
     }
 

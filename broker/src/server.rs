@@ -17,6 +17,7 @@ use crate::config::BrokerConfig;
 use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
+use crate::kafka::KafkaListener;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
@@ -32,6 +33,8 @@ pub struct RunningBroker {
     stop: Option<oneshot::Sender<()>>,
     /// Turns true at the shutdown deadline: every connection fails.
     cut: watch::Sender<bool>,
+    /// The Kafka-protocol listener, when `kafka_listen` is set.
+    kafka: Option<KafkaListener>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -48,6 +51,7 @@ impl RunningBroker {
         clock: crate::clock::SharedClock,
     ) -> Result<RunningBroker, BrokerError> {
         let listen = config.listen;
+        let kafka_listen = config.kafka_listen;
         let address_file = config.address_file.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open_with_clock(config, clock))
             .await
@@ -65,6 +69,10 @@ impl RunningBroker {
             addr: listen,
             source,
         })?;
+        let kafka = match kafka_listen {
+            Some(addr) => Some(KafkaListener::start(addr, Arc::clone(&broker)).await?),
+            None => None,
+        };
         if let Some(path) = address_file {
             write_address_file(&path, local_addr)?;
         }
@@ -96,6 +104,7 @@ impl RunningBroker {
             groups,
             stop: Some(stop),
             cut,
+            kafka,
             serving,
         })
     }
@@ -103,6 +112,11 @@ impl RunningBroker {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the Kafka-protocol listener is bound to, if it runs.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().map(KafkaListener::local_addr)
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -144,6 +158,7 @@ impl RunningBroker {
             let _ = stop.send(());
         }
         let timeout_ms = self.broker.config().shutdown_timeout_ms;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         let served = match tokio::time::timeout(
             Duration::from_millis(timeout_ms),
             &mut self.serving,
@@ -160,6 +175,12 @@ impl RunningBroker {
                 (&mut self.serving).await
             }
         };
+        if let Some(kafka) = self.kafka.take() {
+            // The closing signal sent by `begin_shutdown` stopped its accepting.
+            kafka
+                .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
         let closed = self.broker.close().await;
         match served {
             Ok(Ok(())) => {}

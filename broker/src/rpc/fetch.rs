@@ -14,6 +14,11 @@
 //!
 //! Memory: the budget is reserved from the broker's memory pool before
 //! anything is read, and what was not read is given back at once.
+//!
+//! The Kafka listener fetches through the same function with
+//! [`ReadInto::Mapped`]: the batches are mapped, not read, and sent with
+//! `sendfile`; the reservation still covers them until the response is
+//! written, so both listeners bound their responses alike.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,10 +33,11 @@ use tokio::time::Instant;
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
 use crate::memory_pool::Reservation;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReadInto};
 use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, PartitionFetchRequest, PartitionFetchResult,
 };
+use weir_log::FileSlice;
 
 /// The largest offset a Kafka log can hold; a larger one is a negative
 /// offset sent as unsigned.
@@ -43,6 +49,9 @@ const OFFSET_MAX: u64 = i64::MAX as u64;
 pub struct Fetched {
     pub response: FetchResponse,
     pub memory: Reservation,
+    /// With [`ReadInto::Mapped`]: each partition's batches in its segment
+    /// file, by partition.
+    pub slices: Vec<(u32, FileSlice)>,
 }
 
 /// The settings of one fetch, fixed when it starts.
@@ -56,12 +65,14 @@ struct Limits {
     /// The long poll's end (`max_wait_ms`): a read after the first waits for
     /// memory no later than this, and the fetch then answers what it has.
     deadline: Instant,
+    into: ReadInto,
 }
 
 /// One requested partition, in response order.
 struct Slot {
     query: PartitionFetchRequest,
     result: PartitionFetchResult,
+    slice: Option<FileSlice>,
 }
 
 type Changed = Pin<Box<dyn Future<Output = (usize, watch::Receiver<u64>, bool)> + Send>>;
@@ -72,6 +83,7 @@ pub async fn handle(
     request: FetchRequest,
     memory_wait: Duration,
     rotation: usize,
+    into: ReadInto,
 ) -> Result<Fetched, BrokerError> {
     let config = broker.config();
     check(&request)?;
@@ -84,6 +96,7 @@ pub async fn handle(
             .min(config.fetch_bytes_max),
         memory_deadline: Instant::now() + memory_wait,
         deadline,
+        into,
     };
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(usize::MAX);
     let mut shutdown = broker.closing_signal();
@@ -106,6 +119,7 @@ pub async fn handle(
                 partition: request.partitions[i].partition,
                 ..Default::default()
             },
+            slice: None,
         })
         .collect();
     let mut memory = broker.memory_pool().nothing();
@@ -167,11 +181,16 @@ pub async fn handle(
         .await?;
     }
     memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
+    let slices = slots
+        .iter_mut()
+        .filter_map(|s| Some((s.result.partition, s.slice.take()?)))
+        .collect();
     Ok(Fetched {
         response: FetchResponse {
             partitions: slots.into_iter().map(|s| s.result).collect(),
         },
         memory,
+        slices,
     })
 }
 
@@ -272,6 +291,7 @@ async fn read_round(
 ) -> Result<bool, BrokerError> {
     for &slot in to_read {
         slots[slot].result.batches = bytes::Bytes::new();
+        slots[slot].slice = None;
     }
     let held: usize = slots.iter().map(|s| s.result.batches.len()).sum();
     memory.shrink_to(held);
@@ -294,7 +314,16 @@ async fn read_round(
     } else {
         Budget::First
     };
-    let unfit = read_slots(broker, topic_name, slots, to_read, remaining, budget).await?;
+    let unfit = read_slots(
+        broker,
+        topic_name,
+        slots,
+        to_read,
+        remaining,
+        budget,
+        limits.into,
+    )
+    .await?;
     memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
     if let Some((slot, batch_bytes)) = unfit {
         // Nothing was read: the first batch alone is larger than the budget.
@@ -311,6 +340,7 @@ async fn read_round(
             &[slot],
             batch_bytes,
             Budget::FirstBatch,
+            limits.into,
         )
         .await?;
         memory.shrink_to(slots.iter().map(|s| s.result.batches.len()).sum());
@@ -341,6 +371,7 @@ async fn read_slots(
     to_read: &[usize],
     bytes_max: usize,
     budget: Budget,
+    into: ReadInto,
 ) -> Result<Option<(usize, usize)>, BrokerError> {
     let topic = broker.topic(topic_name)?;
     let reads = to_read
@@ -355,13 +386,17 @@ async fn read_slots(
     drop(topic);
     broker.count_fetch_partition_reads(reads.len() as u64);
     let (results, unfit) = broker
-        .run_io(move || Ok(read_in_order(reads, bytes_max, budget)))
+        .run_io(move || Ok(read_in_order(reads, bytes_max, budget, into)))
         .await?;
-    for (slot, result) in results {
+    for (slot, result, slice) in results {
         slots[slot].result = result;
+        slots[slot].slice = slice;
     }
     Ok(unfit)
 }
+
+/// Each read slot's result and, mapped, its file slice.
+type ReadSlots = Vec<(usize, PartitionFetchResult, Option<FileSlice>)>;
 
 /// Reads each partition within the budget left by those before it. The
 /// first batch of the first partition with data may not fit: it is left out
@@ -371,7 +406,8 @@ fn read_in_order(
     reads: Vec<(usize, Arc<Partition>, PartitionFetchRequest)>,
     bytes_max: usize,
     budget: Budget,
-) -> (Vec<(usize, PartitionFetchResult)>, Option<(usize, usize)>) {
+    into: ReadInto,
+) -> (ReadSlots, Option<(usize, usize)>) {
     let mut remaining = bytes_max;
     let mut have_data = budget == Budget::AfterOthers;
     let mut unfit = None;
@@ -390,8 +426,10 @@ fn read_in_order(
             } else {
                 partition_max.max(1)
             };
-            let result = match partition.read(query.offset, partition_max, true) {
+            let mut slice = None;
+            let result = match partition.read_into(query.offset, partition_max, true, into) {
                 Ok(read) => {
+                    slice = read.slice;
                     if !read.batches.is_empty() {
                         have_data = true;
                         remaining = remaining.saturating_sub(read.batches.len());
@@ -422,7 +460,7 @@ fn read_in_order(
                     }
                 }
             };
-            (slot, result)
+            (slot, result, slice)
         })
         .collect();
     (results, unfit)

@@ -23,6 +23,7 @@ use tonic::Status;
 
 use crate::broker::Broker;
 use crate::connection_limit::ConnectionInfo;
+use crate::partition::ReadInto;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::{FetchRequest, FetchResponse};
 use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
@@ -70,7 +71,7 @@ async fn serve(
     let fetch_request = FetchRequest::decode(message)
         .map_err(|e| Status::invalid_argument(format!("cannot decode the fetch request: {e}")))?;
     drop(request_memory);
-    let fetched = fetch::handle(broker, fetch_request, memory_wait, rotation)
+    let fetched = fetch::handle(broker, fetch_request, memory_wait, rotation, ReadInto::Copy)
         .await
         .map_err(Status::from)?;
     Ok(response(encode(fetched.response), Some(fetched.memory)))

@@ -6,14 +6,14 @@ mod alter_configs;
 mod create_topic;
 mod delete_topic;
 mod describe_topic;
-mod fetch;
+pub(crate) mod fetch;
 pub(crate) mod fetch_route;
 mod group;
 mod grpc_message;
 mod init_producer_id;
 mod list_offsets;
 mod list_topics;
-mod produce;
+pub(crate) mod produce;
 pub(crate) mod produce_route;
 mod raw_route;
 
@@ -139,7 +139,14 @@ impl proto::fetch_server::Fetch for FetchService {
     ) -> Result<Response<proto::FetchResponse>, Status> {
         // Served by `FetchRoute`; kept for the generated server's completeness.
         let memory_wait = grpc_message::memory_wait(&request.metadata().clone().into_headers());
-        let fetched = fetch::handle(&self.broker, request.into_inner(), memory_wait, 0).await;
+        let fetched = fetch::handle(
+            &self.broker,
+            request.into_inner(),
+            memory_wait,
+            0,
+            crate::partition::ReadInto::Copy,
+        )
+        .await;
         reply(fetched.map(|fetched| fetched.response))
     }
 

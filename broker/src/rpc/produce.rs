@@ -49,11 +49,7 @@ pub async fn handle(
     check_partitions(&topic, &request)?;
     let mut results = Vec::with_capacity(request.partitions.len());
     // One deadline for the whole request, however many partitions wait.
-    let deadline = Instant::now()
-        + match request.timeout_ms {
-            0 => EARLIER_BATCHES_WAIT_MAX,
-            ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
-        };
+    let deadline = earlier_batches_deadline(request.timeout_ms);
     for data in request.partitions {
         let partition = Arc::clone(topic.partition(data.partition)?);
         let index = data.partition;
@@ -74,10 +70,21 @@ pub async fn handle(
     })
 }
 
+/// Until when a request's batches ahead of their producer's sequence wait
+/// for the earlier ones: half its timeout (0: none given), at most
+/// [`EARLIER_BATCHES_WAIT_MAX`].
+pub(crate) fn earlier_batches_deadline(timeout_ms: u32) -> Instant {
+    Instant::now()
+        + match timeout_ms {
+            0 => EARLIER_BATCHES_WAIT_MAX,
+            ms => Duration::from_millis(u64::from(ms) / 2).min(EARLIER_BATCHES_WAIT_MAX),
+        }
+}
+
 /// The time the log stamped on the appended batches of a LogAppendTime
 /// topic (the log rewrote their headers in `buf`), or -1. A retry that was
 /// already stored reports -1, as Kafka does for a duplicate.
-fn log_append_time_ms(appended: &Appended, buf: &[u8]) -> i64 {
+pub(crate) fn log_append_time_ms(appended: &Appended, buf: &[u8]) -> i64 {
     if appended.duplicate {
         return -1;
     }
@@ -97,7 +104,7 @@ fn log_append_time_ms(appended: &Appended, buf: &[u8]) -> i64 {
 /// `appended` signal. After a first miss the wait is registered and the
 /// append tried again at once: an append that ends after the registration
 /// wakes it, one that ended before is seen by the new attempt.
-async fn append_in_sequence(
+pub(crate) async fn append_in_sequence(
     broker: &Broker,
     partition: Arc<Partition>,
     mut buf: BytesMut,
@@ -170,7 +177,7 @@ fn check_partitions(topic: &Topic, request: &ProduceRequest) -> Result<(), Broke
 
 /// Takes the received bytes over for the in-place offset rewrite, copying
 /// only if they share their allocation with something else.
-fn into_mut(bytes: Bytes) -> BytesMut {
+pub(crate) fn into_mut(bytes: Bytes) -> BytesMut {
     bytes
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]))

@@ -1,0 +1,363 @@
+//! One Kafka connection: reads a frame (its size checked against
+//! `request_bytes_max` and reserved from the broker's memory pool before the
+//! body is read), decodes its header and body, serves it, writes the
+//! response, and only then reads the next: Kafka answers a connection's
+//! requests in order and reads one at a time.
+//!
+//! A frame that cannot be a request (a negative or oversized length, an
+//! unknown API key, a version the broker does not serve, a body that does
+//! not decode) closes the connection, as Kafka does, with a warning naming
+//! the peer and the reason; other connections are not affected.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::frame::{encode_response, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
+use super::produce::Produced;
+use super::send::write_chunks;
+use super::{
+    api_versions, describe_configs, fetch, init_producer_id, list_offsets, metadata, produce,
+    topics,
+};
+use crate::broker::Broker;
+use crate::memory_pool::Reservation;
+
+/// How long a request waits for pool memory before the connection is
+/// closed unread (the client then retries on a new one): half of Kafka's
+/// default `request.timeout.ms`, as on gRPC.
+pub const MEMORY_WAIT: Duration = Duration::from_millis(15_000);
+
+/// What one connection's requests share.
+pub struct Session {
+    pub broker: Arc<Broker>,
+    /// The address the client reached: what Metadata advertises, so a client
+    /// that came through 127.0.0.1 is not sent to another interface.
+    pub advertised: SocketAddr,
+    /// Fetches served so far; rotates the partitions' order (KIP-74).
+    fetches: usize,
+}
+
+impl Session {
+    pub fn next_fetch_rotation(&mut self) -> usize {
+        let rotation = self.fetches;
+        self.fetches = self.fetches.wrapping_add(1);
+        rotation
+    }
+}
+
+/// What to do after a request was served.
+enum Outcome {
+    /// Write these chunks; `memory` holds the fetched batches until then.
+    Respond {
+        chunks: VecDeque<Chunk>,
+        memory: Option<Reservation>,
+    },
+    /// acks=0: Kafka sends nothing back.
+    Silent,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let advertised = match stream.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot read a Kafka connection's local address");
+            return;
+        }
+    };
+    let mut closing = broker.closing_signal();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut session = Session {
+        broker,
+        advertised,
+        fetches: 0,
+    };
+    loop {
+        // Between requests a shutdown closes the connection; a request
+        // already read is served to the end.
+        let read = tokio::select! {
+            read = read_frame(&mut reader, &session.broker) => read,
+            () = super::listener::closed(&mut closing) => return,
+        };
+        let (frame, request_memory) = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => return,
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                return;
+            }
+        };
+        let served = dispatch(&mut session, frame).await;
+        // Produce batches are appended or dropped by now.
+        drop(request_memory);
+        match served {
+            Ok(Outcome::Respond { chunks, memory }) => {
+                if let Err(error) = write_chunks(&mut writer, chunks).await {
+                    tracing::debug!(%peer, %error, "cannot write a Kafka response");
+                    return;
+                }
+                drop(memory);
+            }
+            Ok(Outcome::Silent) => {}
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                return;
+            }
+        }
+    }
+}
+
+/// The next request frame and the pool memory it holds, or `None` when the
+/// client closed the connection between requests. The error is why the
+/// connection must close.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    broker: &Broker,
+) -> Result<Option<(Bytes, Reservation)>, String> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(format!("cannot read the next request: {error}")),
+    }
+    let size = i32::from_be_bytes(size);
+    let Ok(len) = usize::try_from(size) else {
+        return Err(format!("a request announced a negative size ({size})"));
+    };
+    if len < REQUEST_HEADER_BYTES_MIN {
+        return Err(format!(
+            "a request of {len} bytes is shorter than a request header"
+        ));
+    }
+    let limit = broker.config().request_bytes_max;
+    if len > limit {
+        return Err(format!(
+            "a request of {len} bytes is larger than the {limit} allowed (request_bytes_max)"
+        ));
+    }
+    let memory = broker
+        .memory_pool()
+        .reserve(len, Instant::now() + MEMORY_WAIT, "a Kafka request")
+        .await
+        .map_err(|error| error.to_string())?;
+    let body_timeout = Duration::from_millis(broker.config().request_body_timeout_ms);
+    let mut buf = BytesMut::with_capacity(len);
+    let read_body = async {
+        while buf.len() < len {
+            let left = len - buf.len();
+            if reader.read_buf(&mut (&mut buf).limit(left)).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(body_timeout, read_body).await {
+        Ok(Ok(())) => Ok(Some((buf.freeze(), memory))),
+        Ok(Err(error)) => Err(format!(
+            "the connection ended inside a {len}-byte request: {error}"
+        )),
+        Err(_) => Err(format!(
+            "a {len}-byte request did not arrive within request_body_timeout_ms ({} ms)",
+            body_timeout.as_millis()
+        )),
+    }
+}
+
+/// Serves one frame. The error is why the connection must close.
+async fn dispatch(session: &mut Session, frame: Bytes) -> Result<Outcome, String> {
+    debug_assert!(frame.len() >= REQUEST_HEADER_BYTES_MIN);
+    let mut fixed = &frame[..];
+    let api_key_raw = fixed.get_i16();
+    let version = fixed.get_i16();
+    let correlation_id = fixed.get_i32();
+    let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+        return Err(format!("unknown API key {api_key_raw} (version {version})"));
+    };
+    if api_key == ApiKey::ApiVersions && !api_versions::serves(api_key, version) {
+        // Kafka answers an ApiVersions it cannot parse with v0 and
+        // UNSUPPORTED_VERSION, listing its versions, so the client can retry
+        // with one it shares.
+        return respond(
+            api_key,
+            0,
+            correlation_id,
+            &api_versions::unsupported_version(),
+            Vec::new(),
+            None,
+        );
+    }
+    if !api_versions::serves(api_key, version) {
+        return Err(match api_versions::range(api_key) {
+            Some((min, max)) => {
+                format!("{api_key:?} version {version} is not served; versions {min} to {max} are")
+            }
+            None => format!("{api_key:?} (API key {api_key_raw}) is not served by this broker"),
+        });
+    }
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(|e| format!("cannot decode the {api_key:?} v{version} request header: {e}"))?;
+    // Its client id shares the frame's buffer, which produce wants alone.
+    drop(header);
+    let span = tracing::debug_span!("kafka", api = ?api_key, version, correlation_id);
+    serve_request(session, api_key, version, correlation_id, body)
+        .instrument(span)
+        .await
+}
+
+async fn serve_request(
+    session: &mut Session,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: Bytes,
+) -> Result<Outcome, String> {
+    match api_key {
+        ApiKey::ApiVersions => {
+            let _request: ApiVersionsRequest = decode(body, api_key, version)?;
+            let response = api_versions::handle();
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::Metadata => {
+            let request: MetadataRequest = decode(body, api_key, version)?;
+            let response = metadata::handle(session, request, version);
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::Produce => {
+            let request: ProduceRequest = decode(body, api_key, version)?;
+            match produce::handle(session, request, version).await {
+                Produced::Respond(response) => respond(
+                    api_key,
+                    version,
+                    correlation_id,
+                    &response,
+                    Vec::new(),
+                    None,
+                ),
+                Produced::Silent => Ok(Outcome::Silent),
+                Produced::Close(reason) => Err(reason),
+            }
+        }
+        ApiKey::Fetch => {
+            let request: FetchRequest = decode(body, api_key, version)?;
+            let fetched = fetch::handle(session, request, version).await;
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &fetched.response,
+                fetched.records,
+                Some(fetched.memory),
+            )
+        }
+        ApiKey::ListOffsets => {
+            let request: ListOffsetsRequest = decode(body, api_key, version)?;
+            let response = list_offsets::handle(session, request, version).await;
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::InitProducerId => {
+            let request: InitProducerIdRequest = decode(body, api_key, version)?;
+            let response = init_producer_id::handle(session, request).await;
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::CreateTopics => {
+            let request: CreateTopicsRequest = decode(body, api_key, version)?;
+            let response = topics::create(session, request, version).await;
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::DeleteTopics => {
+            let request: DeleteTopicsRequest = decode(body, api_key, version)?;
+            let response = topics::delete(session, request, version).await;
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::DescribeConfigs => {
+            let request: DescribeConfigsRequest = decode(body, api_key, version)?;
+            let response = describe_configs::handle(session, request, version);
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        other => Err(format!("{other:?} is listed as served but has no handler")),
+    }
+}
+
+fn decode<T: Decodable>(mut body: Bytes, api_key: ApiKey, version: i16) -> Result<T, String> {
+    T::decode(&mut body, version)
+        .map_err(|e| format!("cannot decode the {api_key:?} v{version} request: {e}"))
+}
+
+fn respond<R: Encodable + HeaderVersion>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+    shared: Vec<Shared>,
+    memory: Option<Reservation>,
+) -> Result<Outcome, String> {
+    let chunks = encode_response(api_key, version, correlation_id, response, shared)
+        .map_err(|e| format!("cannot encode the {api_key:?} v{version} response: {}", e.0))?;
+    Ok(Outcome::Respond { chunks, memory })
+}

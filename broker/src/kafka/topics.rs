@@ -1,0 +1,176 @@
+//! CreateTopics (v2-v7) and DeleteTopics (v1-v6), through the same broker
+//! functions as gRPC's admin service. One broker: a replication factor
+//! above 1 and manual replica assignments cannot be placed.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::connection::Session;
+use super::error_code;
+use crate::broker::PARTITIONS_MAX;
+use crate::error::BrokerError;
+
+/// Kafka's `num.partitions` and `default.replication.factor` defaults, used
+/// when a request says -1.
+const PARTITIONS_DEFAULT: u32 = 1;
+const REPLICATION_FACTOR_DEFAULT: u32 = 1;
+
+/// A refusal: Kafka's code and Weir's message.
+type Refusal = (i16, String);
+
+pub async fn create(
+    session: &Session,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let created = create_one(session, &topic, request.validate_only).await;
+        let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        results.push(match created {
+            Ok((partitions, replication_factor)) => {
+                if version >= 5 {
+                    result
+                        .with_num_partitions(i32::try_from(partitions).unwrap_or(i32::MAX))
+                        .with_replication_factor(
+                            i16::try_from(replication_factor).unwrap_or(i16::MAX),
+                        )
+                } else {
+                    result
+                }
+            }
+            Err((code, message)) => {
+                tracing::debug!(topic = %name, %message, "Kafka CreateTopics refused");
+                result
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(message)))
+            }
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn create_one(
+    session: &Session,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<(u32, u32), Refusal> {
+    let name = topic.name.0.as_str();
+    let partitions = match topic.num_partitions {
+        -1 => PARTITIONS_DEFAULT,
+        n => u32::try_from(n).ok().filter(|n| (1..=PARTITIONS_MAX).contains(n)).ok_or_else(|| {
+            (
+                ResponseError::InvalidPartitions.code(),
+                format!("topic {name:?}: partition count {n} must be between 1 and {PARTITIONS_MAX}"),
+            )
+        })?,
+    };
+    let replication_factor = match topic.replication_factor {
+        -1 => REPLICATION_FACTOR_DEFAULT,
+        1 => 1,
+        n => {
+            return Err((
+                ResponseError::InvalidReplicationFactor.code(),
+                format!(
+                    "topic {name:?}: replication factor {n} is not 1, the one available broker"
+                ),
+            ))
+        }
+    };
+    if !topic.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("topic {name:?}: manual replica assignments are not supported"),
+        ));
+    }
+    let configs: BTreeMap<String, String> = topic
+        .configs
+        .iter()
+        .filter_map(|config| {
+            let value = config.value.as_ref()?;
+            Some((config.name.as_str().to_string(), value.as_str().to_string()))
+        })
+        .collect();
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    // The group coordinator creates `__consumer_offsets` itself, with its own settings.
+    crate::internal_topics::refuse_internal(name, "create").map_err(refuse)?;
+    if validate_only {
+        // What `create_topic` checks before it writes anything.
+        name.parse::<crate::topic_name::TopicName>()
+            .map_err(|e| refuse(BrokerError::InvalidTopicName(e)))?;
+        session
+            .broker
+            .config()
+            .log_config(&configs)
+            .map_err(|e| {
+                refuse(BrokerError::InvalidRequest {
+                    topic: name.to_string(),
+                    reason: e.to_string(),
+                })
+            })
+            .map_err(|(_, message)| (ResponseError::InvalidConfig.code(), message))?;
+        if session.broker.topic(name).is_ok() {
+            return Err(refuse(BrokerError::TopicExists {
+                topic: name.to_string(),
+            }));
+        }
+        return Ok((partitions, replication_factor));
+    }
+    session
+        .broker
+        .create_topic(name, partitions, replication_factor, configs)
+        .await
+        .map_err(refuse)?;
+    Ok((partitions, replication_factor))
+}
+
+pub async fn delete(
+    session: &Session,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    // v6 names topics in `topics` (by name or id), earlier versions in `topic_names`.
+    let names: Vec<Option<TopicName>> = if version >= 6 {
+        request.topics.into_iter().map(|topic| topic.name).collect()
+    } else {
+        request.topic_names.into_iter().map(Some).collect()
+    };
+    let mut responses = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(name) = name else {
+            responses.push(
+                DeletableTopicResult::default()
+                    .with_error_code(ResponseError::UnknownTopicId.code()),
+            );
+            continue;
+        };
+        let topic = name.0.as_str().to_string();
+        let deleted = match crate::internal_topics::refuse_internal(&topic, "delete") {
+            Ok(()) => session.broker.delete_topic(&topic).await,
+            Err(error) => Err(error),
+        };
+        let result = DeletableTopicResult::default().with_name(Some(name));
+        responses.push(match deleted {
+            Ok(()) => result,
+            Err(error) => {
+                tracing::debug!(%topic, %error, "Kafka DeleteTopics refused");
+                let result = result.with_error_code(error_code::code(&error));
+                if version >= 5 {
+                    result.with_error_message(Some(StrBytes::from_string(error.to_string())))
+                } else {
+                    result
+                }
+            }
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
