@@ -281,7 +281,17 @@ impl BrokerConfig {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<BrokerConfig, ConfigError> {
-        let mut config = BrokerConfig::default();
+        // A loaded broker (`weir broker`) serves Kafka clients on the usual port unless
+        // told otherwise; a config built in code serves gRPC alone unless asked, so
+        // brokers embedded in tests and programs never fight over port 9092.
+        let mut config = BrokerConfig {
+            kafka_listen: Some(
+                KAFKA_LISTEN_DEFAULT
+                    .parse()
+                    .expect("the default Kafka address parses"),
+            ),
+            ..BrokerConfig::default()
+        };
         if let Some(path) = file {
             config.apply_file(path)?;
         }
@@ -1045,8 +1055,10 @@ mod tests {
         assert_eq!(off.kafka_listen, None);
         assert_eq!(
             BrokerConfig::load(None, |_| None).unwrap().kafka_listen,
-            None
+            Some(KAFKA_LISTEN_DEFAULT.parse().unwrap()),
+            "a loaded config listens for Kafka clients by default"
         );
+        assert_eq!(BrokerConfig::default().kafka_listen, None);
         let mut flag = BrokerConfig::default();
         flag.set_kafka_listen("127.0.0.1:0").unwrap();
         assert_eq!(flag.kafka_listen, Some("127.0.0.1:0".parse().unwrap()));

@@ -20,6 +20,10 @@ pub struct Args {
     /// Address to listen on, host:port; port 0 picks a free port [default: 127.0.0.1:9292].
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the Kafka-protocol listener, host:port; port 0 picks a free
+    /// port, an empty value turns it off [default: 127.0.0.1:9092].
+    #[arg(long)]
+    kafka_listen: Option<String>,
     /// A weir.toml file with broker settings.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -67,6 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &args.listen {
         config.set_listen(listen)?;
     }
+    if let Some(listen) = &args.kafka_listen {
+        config.set_kafka_listen(listen)?;
+    }
     if let Some(fsync) = args.fsync {
         config.set_fsync(fsync);
     }
@@ -84,6 +91,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start the broker on {}", data_dir.display()))?;
     // Scripts and tests read the bound address from this line.
     println!("weir broker listening on {}", running.local_addr());
+    if let Some(kafka) = running.kafka_addr() {
+        println!("weir broker listening for Kafka clients on {kafka}");
+    }
     running.run_until(weir_broker::shutdown_signal()).await?;
     Ok(())
 }

@@ -23,7 +23,14 @@ impl BrokerChild {
         let address_file = data.with_extension("addr");
         let mut command = Command::new(WEIR);
         command
-            .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data)
             .arg("--address-file")
             .arg(&address_file)
