@@ -125,6 +125,25 @@ async fn topics_are_created_described_listed_and_deleted_over_kafka() {
         .iter()
         .all(|p| p.leader_id == metadata.brokers[0].node_id));
     assert_eq!(metadata.topics[1].error_code, 3);
+    // The first group change creates the internal topic: a commit from outside a group.
+    weir_client::proto::group_client::GroupClient::new(
+        weir_client::connect(&broker.addr).await.unwrap(),
+    )
+    .offset_commit(weir_client::proto::OffsetCommitRequest {
+        group_id: "g".to_string(),
+        member_id: String::new(),
+        member_epoch: -1,
+        topics: vec![weir_client::proto::OffsetCommitTopic {
+            topic: "orders".to_string(),
+            partitions: vec![weir_client::proto::OffsetCommitPartition {
+                partition: 0,
+                offset: 0,
+                metadata: String::new(),
+            }],
+        }],
+    })
+    .await
+    .unwrap();
     // Every topic, the internal one flagged, in v0 (an empty list) and v1+ (null).
     for (version, topics) in [(0, Some(Vec::new())), (4, None)] {
         let all = wire
