@@ -40,14 +40,14 @@ fn csv_has_a_header_and_one_row_per_job() {
     assert_eq!(header[..3], ["workload", "algorithm", "budget_bytes"]);
     assert!(header.contains(&"r@100") && header.contains(&"updates_per_sec"));
     let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
-    // 2 workloads × 4 budgets × 5 algorithms, less top-k at 4 KiB (too small for 100 keys).
-    assert_eq!(rows.len(), 2 * 4 * 5 - 2);
+    // 2 workloads × 4 budgets × 6 algorithms, less top-k at 4 KiB (too small for 100 keys).
+    assert_eq!(rows.len(), 2 * 4 * 6 - 2);
     for row in &rows {
         assert_eq!(row.len(), header.len());
         let recall = row[header.iter().position(|h| *h == "r@100").unwrap()];
         match row[1] {
             "cms-plain" | "cms-conservative" => assert_eq!(recall, ""),
-            "topk-cms" | "space-saving" | "heavykeeper" => {
+            "topk-cms" | "space-saving" | "heavykeeper" | "frequent-items" => {
                 assert!((0.0..=1.0).contains(&recall.parse::<f64>().unwrap()))
             }
             other => panic!("unexpected algorithm {other}"),
@@ -69,7 +69,7 @@ fn json_reports_measurements_machine_and_skips() {
     let measurements = report["measurements"]
         .as_array()
         .expect("measurements array");
-    assert_eq!(measurements.len(), 38);
+    assert_eq!(measurements.len(), 46);
     let first = &measurements[0];
     for field in [
         "workload",
@@ -151,8 +151,30 @@ fn gen_writes_the_stream_bench_reads() {
         "csv",
     ]));
     let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6, "one row per algorithm");
     assert!(rows.iter().all(|row| row.starts_with("stream.txt,")));
+}
+
+#[test]
+fn the_default_algorithm_is_frequent_items() {
+    let csv = stdout_of(&weir(
+        &[
+            &["sketch", "bench"][..],
+            &SMALL,
+            &["--algorithms", "default", "--output", "csv"],
+        ]
+        .concat(),
+    ));
+    let algorithms: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|row| row.split(',').nth(1).unwrap())
+        .collect();
+    assert!(!algorithms.is_empty());
+    assert!(
+        algorithms.iter().all(|a| *a == "frequent-items"),
+        "{algorithms:?}"
+    );
 }
 
 #[test]

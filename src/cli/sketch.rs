@@ -83,11 +83,11 @@ struct BenchArgs {
     /// Memory budgets: a doubling range `4KiB..4MiB` or a comma-separated list `4096,64KiB,1MiB`.
     #[arg(long, default_value = "4KiB..4MiB")]
     budgets: String,
-    /// Algorithms to run, comma-separated.
+    /// Algorithms to run, comma-separated (`default` is frequent-items).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cms-plain,cms-conservative,topk-cms,space-saving,heavykeeper"
+        default_value = "cms-plain,cms-conservative,topk-cms,space-saving,heavykeeper,frequent-items"
     )]
     algorithms: Vec<String>,
     /// Rows of each count-min sketch.

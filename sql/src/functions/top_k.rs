@@ -1,29 +1,40 @@
 //! `approx_top_k(expr, k)`: the k most frequent values of `expr` with estimated counts,
-//! largest first, as a list of `struct{value, count}`, from the top-k heavy-hitter tracker
-//! of `weir-processors` over a count-min sketch.
+//! largest first, as a list of `struct{value, count}`, from `weir-processors`'
+//! `FrequentItems`, whose memory budget includes the values themselves.
 //!
-//! Partial aggregates ship their sketch and their k candidates; the final aggregate merges
-//! the sketches exactly and re-ranks the union of candidates by the merged estimates (a
-//! value that was a candidate nowhere cannot come back, so the result is approximate).
+//! Each partial aggregate keeps one `FrequentItems` and ships it serialized; the final
+//! aggregate restores and merges them (a merge of summaries, so a value frequent
+//! overall is found even if it was frequent in no single partition). A count is the
+//! summary's estimate: exact while every value fits, never below the truth, and at most
+//! `maximum_error` above it.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, StringArray, StructArray, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, ListArray, StringArray, StructArray, UInt64Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{exec_datafusion_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
-use weir_processors::sketch::{CountMinSketch, HeavyHitters, TopK};
+use weir_processors::sketch::FrequentItems;
 
-use super::sketch_state::{coerce_key, for_each_key, literal_argument, merge_sketches, new_sketch};
+use super::sketch_state::{coerce_key, for_each_key, literal_argument};
 
 const NAME: &str = "approx_top_k";
 /// Largest k accepted: results are a list in one row.
 pub const TOP_K_MAX: usize = 10_000;
+
+/// Memory of one accumulator: 1 KiB per wanted value, at least 64 KiB (where the top
+/// 100 of a million identifiers of real text were found whole) and at most 8 MiB.
+/// DataFusion counts it against the query's memory pool through `size`.
+fn budget_bytes(k: usize) -> usize {
+    k.saturating_mul(1024).clamp(64 * 1024, 8 * 1024 * 1024)
+}
+
+/// A serialized partial summary larger than this is refused before it is restored.
+const STATE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ApproxTopK {
@@ -80,15 +91,12 @@ impl AggregateUDFImpl for ApproxTopK {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![
-            Field::new(format!("{}_sketch", args.name), DataType::Binary, true).into(),
-            Field::new(
-                format!("{}_candidates", args.name),
-                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-                true,
-            )
-            .into(),
-        ])
+        Ok(vec![Field::new(
+            format!("{}_frequent_items", args.name),
+            DataType::Binary,
+            true,
+        )
+        .into()])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -101,52 +109,27 @@ impl AggregateUDFImpl for ApproxTopK {
         let Some(k) = k else {
             return plan_err!("{NAME}: k must be an integer between 1 and {TOP_K_MAX}");
         };
-        let tracker =
-            TopK::new(k, new_sketch()?).map_err(|e| exec_datafusion_err!("{NAME}: {e}"))?;
-        Ok(Box::new(TopKAccumulator {
-            k,
-            tracker,
-            merged_sketch: None,
-            merged_candidates: BTreeSet::new(),
-        }))
+        let items = FrequentItems::with_budget(budget_bytes(k))
+            .map_err(|e| exec_datafusion_err!("{NAME}: {e}"))?;
+        Ok(Box::new(TopKAccumulator { k, items }))
     }
 }
 
 #[derive(Debug)]
 struct TopKAccumulator {
     k: usize,
-    /// Values seen by this accumulator.
-    tracker: TopK,
-    /// Sketches and candidates of partial aggregates merged into this one.
-    merged_sketch: Option<CountMinSketch>,
-    merged_candidates: BTreeSet<Vec<u8>>,
+    /// Values seen by this accumulator and the partial summaries merged into it.
+    items: FrequentItems,
 }
 
-/// Values (as key bytes) with their estimated counts, largest first.
-type RankedValues = Vec<(Vec<u8>, u64)>;
-
 impl TopKAccumulator {
-    /// The k best candidates by the estimate of the merged sketch, largest first, and
-    /// that sketch.
-    fn ranked(&self) -> Result<(RankedValues, CountMinSketch)> {
-        let mut sketch = self.tracker.sketch().clone();
-        if let Some(merged) = &self.merged_sketch {
-            sketch
-                .merge(merged)
-                .map_err(|e| exec_datafusion_err!("{NAME}: merging sketches: {e}"))?;
-        }
-        let mut candidates: BTreeSet<Vec<u8>> = self.merged_candidates.clone();
-        candidates.extend(self.tracker.top(self.k).into_iter().map(|h| h.key));
-        let mut ranked: Vec<(Vec<u8>, u64)> = candidates
+    /// The k values with the largest estimates, largest first (ties by value).
+    fn ranked(&self) -> Vec<(Vec<u8>, u64)> {
+        self.items
+            .top_k(self.k)
             .into_iter()
-            .map(|key| {
-                let estimate = sketch.estimate(&key);
-                (key, estimate)
-            })
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        ranked.truncate(self.k);
-        Ok((ranked, sketch))
+            .map(|item| (item.key, item.estimate))
+            .collect()
     }
 }
 
@@ -160,48 +143,34 @@ impl Accumulator for TopKAccumulator {
         let Some(keys) = values.first() else {
             return Ok(());
         };
-        let tracker = &mut self.tracker;
-        for_each_key(keys, |key| tracker.add(key, 1))
+        let items = &mut self.items;
+        for_each_key(keys, |key| items.update(key, 1))
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let [sketches, candidates] = states else {
+        let [summaries] = states else {
             return Err(exec_datafusion_err!(
-                "{NAME}: expected 2 state columns, got {}",
+                "{NAME}: expected 1 state column, got {}",
                 states.len()
             ));
         };
-        merge_sketches(&mut self.merged_sketch, sketches)?;
-        let lists: &ListArray = candidates
-            .as_list_opt::<i32>()
-            .ok_or_else(|| exec_datafusion_err!("{NAME}: candidates state is not a list"))?;
-        for list in lists.iter().flatten() {
-            let strings = list
-                .as_string_opt::<i32>()
-                .ok_or_else(|| exec_datafusion_err!("{NAME}: candidates are not Utf8"))?;
-            self.merged_candidates
-                .extend(strings.iter().flatten().map(|s| s.as_bytes().to_vec()));
+        let summaries: &BinaryArray = summaries.as_binary_opt::<i32>().ok_or_else(|| {
+            exec_datafusion_err!("{NAME}: state is {}, not Binary", summaries.data_type())
+        })?;
+        for bytes in summaries.iter().flatten() {
+            let partial = FrequentItems::from_bytes(bytes, STATE_BYTES_MAX)
+                .map_err(|e| exec_datafusion_err!("{NAME}: partial summary: {e}"))?;
+            self.items.merge(&partial);
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let (ranked, sketch) = self.ranked()?;
-        let keys: StringArray = ranked.iter().map(|(key, _)| Some(text(key))).collect();
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Utf8, true)),
-            OffsetBuffer::from_lengths([keys.len()]),
-            Arc::new(keys),
-            None,
-        );
-        Ok(vec![
-            ScalarValue::Binary(Some(sketch.to_bytes())),
-            ScalarValue::List(Arc::new(list)),
-        ])
+        Ok(vec![ScalarValue::Binary(Some(self.items.to_bytes()))])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let (ranked, _) = self.ranked()?;
+        let ranked = self.ranked();
         let values: StringArray = ranked.iter().map(|(key, _)| Some(text(key))).collect();
         let counts: UInt64Array = ranked.iter().map(|(_, count)| Some(*count)).collect();
         let items = StructArray::try_new(
@@ -219,16 +188,6 @@ impl Accumulator for TopKAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-            + self.tracker.memory_bytes()
-            + self
-                .merged_sketch
-                .as_ref()
-                .map_or(0, CountMinSketch::memory_bytes)
-            + self
-                .merged_candidates
-                .iter()
-                .map(|k| k.len() + 24)
-                .sum::<usize>()
+        std::mem::size_of_val(self) + self.items.memory_bytes()
     }
 }

@@ -51,6 +51,7 @@ fn color(algorithm: Algorithm) -> RGBColor {
         Algorithm::TopkCms => RGBColor(44, 160, 44),
         Algorithm::SpaceSaving => RGBColor(214, 39, 40),
         Algorithm::Heavykeeper => RGBColor(148, 103, 189),
+        Algorithm::FrequentItems => RGBColor(140, 86, 75),
     }
 }
 

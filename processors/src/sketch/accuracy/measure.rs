@@ -7,7 +7,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::super::{
-    CountMinSketch, HeavyHitters, HeavyKeeper, SketchError, SpaceSaving, TopK, UpdateRule,
+    CountMinSketch, FrequentItems, HeavyHitters, HeavyKeeper, SketchError, SpaceSaving, TopK,
+    UpdateRule,
 };
 use super::{Algorithm, BenchConfig, Workload};
 
@@ -82,6 +83,7 @@ enum Subject {
     TopK(TopK),
     SpaceSaving(SpaceSaving),
     HeavyKeeper(HeavyKeeper),
+    FrequentItems(FrequentItems),
 }
 
 impl Subject {
@@ -125,6 +127,10 @@ impl Subject {
                 key_bytes,
                 seed,
             )?),
+            // Its own key length hint, not the padded one: keys live in a log, not slots.
+            Algorithm::FrequentItems => Subject::FrequentItems(
+                FrequentItems::with_budget_and_key_bytes(budget, workload.mean_key_bytes())?,
+            ),
         })
     }
 
@@ -139,6 +145,7 @@ impl Subject {
             Subject::TopK(topk) => workload.events().for_each(|key| topk.add(key, 1)),
             Subject::SpaceSaving(summary) => workload.events().for_each(|key| summary.add(key, 1)),
             Subject::HeavyKeeper(keeper) => workload.events().for_each(|key| keeper.add(key, 1)),
+            Subject::FrequentItems(items) => workload.events().for_each(|key| items.update(key, 1)),
         }
         workload.total() as f64 / start.elapsed().as_secs_f64().max(1e-9)
     }
@@ -149,6 +156,7 @@ impl Subject {
             Subject::TopK(topk) => topk.estimate(key),
             Subject::SpaceSaving(summary) => summary.estimate(key),
             Subject::HeavyKeeper(keeper) => keeper.estimate_of(key),
+            Subject::FrequentItems(items) => items.estimate(key),
         }
     }
 
@@ -158,6 +166,9 @@ impl Subject {
             Subject::TopK(topk) => topk.top(k),
             Subject::SpaceSaving(summary) => summary.top(k),
             Subject::HeavyKeeper(keeper) => keeper.top(k),
+            Subject::FrequentItems(items) => {
+                return Some(items.top_k(k).into_iter().map(|item| item.key).collect())
+            }
         };
         Some(hitters.into_iter().map(|hitter| hitter.key).collect())
     }
@@ -168,6 +179,7 @@ impl Subject {
             Subject::TopK(topk) => topk.memory_bytes(),
             Subject::SpaceSaving(summary) => summary.memory_bytes(),
             Subject::HeavyKeeper(keeper) => keeper.memory_bytes(),
+            Subject::FrequentItems(items) => items.memory_bytes(),
         }
     }
 
@@ -181,6 +193,11 @@ impl Subject {
             Subject::HeavyKeeper(keeper) => (
                 1.0 / (f64::from(keeper.width()) * f64::from(keeper.depth())),
                 0.0,
+            ),
+            // Every estimate is within maximum_error of the truth, always.
+            Subject::FrequentItems(items) => (
+                items.maximum_error() as f64 / (items.total_weight().max(1)) as f64,
+                1.0,
             ),
         }
     }

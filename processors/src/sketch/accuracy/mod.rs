@@ -33,15 +33,19 @@ pub enum Algorithm {
     SpaceSaving,
     /// HeavyKeeper buckets in front of a heap of the top keys.
     Heavykeeper,
+    /// [`crate::sketch::FrequentItems`]: counters and their keys inside the budget,
+    /// with bounds; the default heavy-hitter structure (also named `default`).
+    FrequentItems,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::CmsPlain,
         Algorithm::CmsConservative,
         Algorithm::TopkCms,
         Algorithm::SpaceSaving,
         Algorithm::Heavykeeper,
+        Algorithm::FrequentItems,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Algorithm {
             Algorithm::TopkCms => "topk-cms",
             Algorithm::SpaceSaving => "space-saving",
             Algorithm::Heavykeeper => "heavykeeper",
+            Algorithm::FrequentItems => "frequent-items",
         }
     }
 
@@ -58,7 +63,10 @@ impl Algorithm {
     pub fn reports_top_k(self) -> bool {
         matches!(
             self,
-            Algorithm::TopkCms | Algorithm::SpaceSaving | Algorithm::Heavykeeper
+            Algorithm::TopkCms
+                | Algorithm::SpaceSaving
+                | Algorithm::Heavykeeper
+                | Algorithm::FrequentItems
         )
     }
 }
@@ -67,13 +75,16 @@ impl FromStr for Algorithm {
     type Err = SketchError;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
+        if name == "default" {
+            return Ok(Algorithm::FrequentItems);
+        }
         Self::ALL
             .into_iter()
             .find(|a| a.name() == name)
             .ok_or_else(|| SketchError::InvalidParameter {
                 name: "algorithm",
                 reason: format!(
-                    "unknown algorithm {name:?}; expected one of {}",
+                    "unknown algorithm {name:?}; expected default or one of {}",
                     Self::ALL.map(Algorithm::name).join(", ")
                 ),
             })
