@@ -18,6 +18,7 @@ use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::kafka::KafkaListener;
+use crate::metrics::MetricsServer;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
@@ -35,6 +36,8 @@ pub struct RunningBroker {
     cut: watch::Sender<bool>,
     /// The Kafka-protocol listener, when `kafka_listen` is set.
     kafka: Option<KafkaListener>,
+    /// `/metrics`, `/healthz` and `/readyz`, when `metrics_listen` is set.
+    metrics: Option<MetricsServer>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -52,6 +55,7 @@ impl RunningBroker {
     ) -> Result<RunningBroker, BrokerError> {
         let listen = config.listen;
         let kafka_listen = config.kafka_listen;
+        let metrics_listen = config.metrics_listen;
         let address_file = config.address_file.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open_with_clock(config, clock))
             .await
@@ -73,6 +77,12 @@ impl RunningBroker {
             Some(addr) => Some(KafkaListener::start(addr, Arc::clone(&broker)).await?),
             None => None,
         };
+        let metrics = match metrics_listen {
+            Some(addr) => {
+                Some(MetricsServer::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await?)
+            }
+            None => None,
+        };
         if let Some(path) = address_file {
             write_address_file(&path, local_addr)?;
         }
@@ -80,8 +90,12 @@ impl RunningBroker {
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
         let (cut, cut_signal) = watch::channel(false);
-        let incoming =
-            connection_limit::limit(incoming, connection_limits(broker.config()), cut_signal);
+        let incoming = connection_limit::limit(
+            incoming,
+            connection_limits(broker.config()),
+            broker.metrics().connections(crate::metrics::Listener::Grpc),
+            cut_signal,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(&broker, &groups);
         let serving = tokio::spawn(async move {
@@ -105,6 +119,7 @@ impl RunningBroker {
             stop: Some(stop),
             cut,
             kafka,
+            metrics,
             serving,
         })
     }
@@ -117,6 +132,11 @@ impl RunningBroker {
     /// The address the Kafka-protocol listener is bound to, if it runs.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka.as_ref().map(KafkaListener::local_addr)
+    }
+
+    /// The address the metrics listener is bound to, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -180,6 +200,10 @@ impl RunningBroker {
             kafka
                 .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
                 .await;
+        }
+        if let Some(metrics) = self.metrics.take() {
+            // `begin_shutdown` ended its accepting too.
+            metrics.stop().await;
         }
         let closed = self.broker.close().await;
         match served {
