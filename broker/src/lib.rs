@@ -3,7 +3,9 @@
 //! [`RunningBroker::start`] opens a [`Broker`] (the topics under one data
 //! directory, configured by [`BrokerConfig`]) and serves the `weir.v1` gRPC
 //! services of `weir-proto`, one file per RPC under `rpc/`, and, with
-//! `kafka_listen` set, Kafka's wire protocol on plain TCP (`kafka/`).
+//! `kafka_listen` set, Kafka's wire protocol on plain TCP (`kafka/`), and,
+//! with `metrics_listen` set, Prometheus metrics, `/healthz` and `/readyz`
+//! (`metrics/`).
 //!
 //! Does not own: the storage format (that is `weir-log`), the wire messages
 //! (`weir-proto`), the Rust client (`weir-client`), stream operators
