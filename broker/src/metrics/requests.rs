@@ -111,7 +111,8 @@ impl RequestMetrics {
         );
         registry.register(
             "weir_request_duration_seconds",
-            "Time from a request's start to its response, per listener and API",
+            "Time from a request's start to its response being ready, a long poll's wait \
+             included, per listener and API",
             self.latency.clone(),
         );
     }
