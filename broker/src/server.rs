@@ -18,7 +18,7 @@ use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::kafka::KafkaListener;
-use crate::metrics::MetricsServer;
+use crate::metrics::{GrpcMetricsLayer, MetricsServer};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
@@ -233,10 +233,13 @@ type RewriteResponse = fn(GrpcResponse) -> GrpcResponse;
 type SeeRequest = fn(GrpcRequest) -> GrpcRequest;
 type BrokerRouter = tonic::transport::server::Router<
     tower::layer::util::Stack<
-        tower::util::MapRequestLayer<SeeRequest>,
+        GrpcMetricsLayer,
         tower::layer::util::Stack<
-            tower::util::MapResponseLayer<RewriteResponse>,
-            tower::layer::util::Identity,
+            tower::util::MapRequestLayer<SeeRequest>,
+            tower::layer::util::Stack<
+                tower::util::MapResponseLayer<RewriteResponse>,
+                tower::layer::util::Identity,
+            >,
         >,
     >,
 >;
@@ -273,6 +276,8 @@ fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
         .layer(tower::util::MapRequestLayer::new(
             mark_request as SeeRequest,
         ))
+        // Added last, so innermost: it sees each request as routed.
+        .layer(GrpcMetricsLayer::new(Arc::clone(broker)))
         .add_service(admin)
         .add_service(group)
         .add_service(crate::rpc::produce_route::route(

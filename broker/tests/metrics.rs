@@ -231,6 +231,7 @@ async fn counters_move_by_exactly_the_records_and_bytes_sent_over_grpc_and_kafka
     assert_eq!(requests("grpc", "Fetch"), 2);
     assert_eq!(requests("kafka", "Produce"), 2);
     assert_eq!(requests("kafka", "Fetch"), 1);
+    assert_eq!(requests("grpc", "CreateTopic"), 1);
     assert_eq!(
         counted(
             "weir_request_duration_seconds_count",

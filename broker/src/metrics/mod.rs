@@ -1,7 +1,7 @@
 //! The broker's Prometheus metrics and the small HTTP server that serves them
 //! with `/healthz` and `/readyz` (`metrics_listen`).
 //!
-//! One file per job: `topic` keeps the per-topic traffic counters (atomics in
+//! One file per job: `grpc` times every gRPC request, `topic` keeps the per-topic traffic counters (atomics in
 //! an `Arc` next to the topic, so produce and fetch count without a lookup or
 //! an allocation), `requests` the request counters and latency histograms,
 //! `scrape` computes at scrape time what the broker already knows (partition
@@ -23,6 +23,7 @@
 //! from the groups its coordinator holds. No record key or client id is ever
 //! a label.
 
+mod grpc;
 mod http;
 mod requests;
 mod scrape;
@@ -34,6 +35,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) use grpc::GrpcMetricsLayer;
 pub use http::MetricsServer;
 pub(crate) use requests::RequestMetrics;
 pub(crate) use requests::{grpc_error_name, grpc_status_name, kafka_error_name};

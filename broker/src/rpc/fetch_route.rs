@@ -23,7 +23,7 @@ use tonic::Status;
 
 use crate::broker::Broker;
 use crate::connection_limit::ConnectionInfo;
-use crate::metrics::{grpc_error_name, grpc_status_name, Listener, RequestMetrics};
+use crate::metrics::{grpc_error_name, grpc_status_name, Listener};
 use crate::partition::ReadInto;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::{FetchRequest, FetchResponse};
@@ -50,14 +50,13 @@ pub fn route(broker: Arc<Broker>, generated: FetchServer<FetchService>) -> Fetch
     })
 }
 
-/// Serves one fetch and counts it: its latency, each failed partition's
-/// error code (or the status of a request refused whole), and the bytes
-/// and records sent.
+/// Serves one fetch and counts each failed partition's error code (or the
+/// status of a request refused whole) and the bytes and records sent;
+/// `metrics::grpc` times it.
 async fn serve(
     broker: &Broker,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
-    let timer = RequestMetrics::start(Listener::Grpc, "Fetch");
     let metrics = &broker.metrics().requests;
     let served = fetch(broker, request).await;
     match &served {
@@ -73,7 +72,6 @@ async fn serve(
         }
         Err(status) => metrics.error(Listener::Grpc, "Fetch", grpc_status_name(status.code())),
     }
-    timer.finish(metrics);
     let fetched = served?;
     Ok(response(encode(fetched.response), Some(fetched.memory)))
 }

@@ -23,7 +23,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use crate::broker::Broker;
-use crate::metrics::{grpc_error_name, grpc_status_name, Listener, RequestMetrics};
+use crate::metrics::{grpc_error_name, grpc_status_name, Listener};
 use crate::proto::produce_server::ProduceServer;
 use crate::proto::{ProduceRequest, ProduceResponse};
 use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
@@ -46,13 +46,12 @@ pub fn route(broker: Arc<Broker>, generated: ProduceServer<ProduceService>) -> P
     })
 }
 
-/// Serves one produce request and counts it: its latency, and each failed
-/// partition's error code (or the status of a request refused whole).
+/// Serves one produce request and counts each failed partition's error code
+/// (or the status of a request refused whole); `metrics::grpc` times it.
 async fn serve(
     broker: &Broker,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
-    let timer = RequestMetrics::start(Listener::Grpc, "Produce");
     let metrics = &broker.metrics().requests;
     let served = produce(broker, request).await;
     match &served {
@@ -67,7 +66,6 @@ async fn serve(
         }
         Err(status) => metrics.error(Listener::Grpc, "Produce", grpc_status_name(status.code())),
     }
-    timer.finish(metrics);
     served.map(|(response, _)| response)
 }
 
