@@ -73,14 +73,23 @@ impl RunningBroker {
             addr: listen,
             source,
         })?;
-        let kafka = match kafka_listen {
-            Some(addr) => Some(KafkaListener::start(addr, Arc::clone(&broker)).await?),
-            None => None,
-        };
+        // Started before the Kafka listener, so a taken metrics port leaves
+        // nothing running that holds the broker (and its data directory).
         let metrics = match metrics_listen {
             Some(addr) => {
                 Some(MetricsServer::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await?)
             }
+            None => None,
+        };
+        let kafka = match kafka_listen {
+            Some(addr) => match KafkaListener::start(addr, Arc::clone(&broker)).await {
+                Ok(kafka) => Some(kafka),
+                Err(error) => {
+                    // Ends the metrics listener's accepting, which holds the broker.
+                    broker.begin_shutdown();
+                    return Err(error);
+                }
+            },
             None => None,
         };
         if let Some(path) = address_file {

@@ -377,6 +377,23 @@ async fn the_exposition_after_traffic_passes_promtool_check_metrics() {
     broker.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_taken_metrics_port_fails_the_start_naming_it_and_leaves_the_data_directory_free() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut refused = config(data.path().to_path_buf());
+    refused.metrics_listen = Some(addr);
+    refused.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    let error = weir_broker::RunningBroker::start(refused)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    // Nothing started holds the broker: the same directory opens at once.
+    let broker = TestBroker::start_with(config(data.path().to_path_buf()), data).await;
+    broker.shutdown().await;
+}
+
 fn segment_logs(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
