@@ -18,6 +18,7 @@ use crate::clock::{system_clock, SharedClock};
 use crate::config::{BrokerConfig, IoMode};
 use crate::error::BrokerError;
 use crate::memory_pool::MemoryPool;
+use crate::metrics::{BrokerMetrics, TopicMetrics};
 use crate::partition::{Cleaned, Partition};
 use crate::registry::{partition_dir, Registry, TopicRecord};
 use crate::topic_deletion;
@@ -36,6 +37,8 @@ pub struct Topic {
     pub replication_factor: u32,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<Arc<Partition>>,
+    /// Bytes and records in and out, counted by produce and fetch without a lookup.
+    pub(crate) metrics: Arc<TopicMetrics>,
 }
 
 impl Topic {
@@ -76,6 +79,8 @@ pub struct Broker {
     memory: Arc<MemoryPool>,
     /// Partition reads done by fetches, for tests and metrics.
     fetch_partition_reads: AtomicU64,
+    /// What produce, fetch and the listeners count as they serve (see `metrics`).
+    metrics: BrokerMetrics,
     /// One broker per data directory: held exclusively for the broker's life.
     _data_dir_lock: DirLock,
 }
@@ -139,6 +144,7 @@ impl Broker {
         Ok(Broker {
             memory: MemoryPool::new(config.queued_request_bytes_max),
             fetch_partition_reads: AtomicU64::new(0),
+            metrics: BrokerMetrics::default(),
             config,
             topics: RwLock::new(topics),
             registry: Mutex::new(registry),
@@ -157,6 +163,16 @@ impl Broker {
     /// The broker-wide bound on request and fetch-response bytes in memory.
     pub fn memory_pool(&self) -> &Arc<MemoryPool> {
         &self.memory
+    }
+
+    /// The metrics updated as requests are served.
+    pub fn metrics(&self) -> &BrokerMetrics {
+        &self.metrics
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// How many partition reads fetches have done since the broker started.
@@ -412,6 +428,7 @@ impl Broker {
                 replication_factor: old.replication_factor,
                 configs: record.configs.clone(),
                 partitions: old.partitions.clone(),
+                metrics: Arc::clone(&old.metrics),
             };
             topics.insert(name.to_string(), Arc::new(altered));
         }
@@ -690,6 +707,7 @@ fn open_topic(
         replication_factor: record.replication_factor,
         configs: record.configs.clone(),
         partitions,
+        metrics: Arc::default(),
     })
 }
 

@@ -14,6 +14,9 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
 /// The address Kafka clients expect a broker on (Kafka's own default port),
 /// for a command line that turns the Kafka listener on by default.
 pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// Where a loaded broker serves `/metrics`, `/healthz` and `/readyz`: next to
+/// the gRPC port (9292), as Kafka exporters sit next to their broker.
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9293";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./weir-data";
 /// Largest request the broker decodes by default: room for a few MiB batches.
@@ -110,6 +113,9 @@ pub struct BrokerConfig {
     /// serves gRPC alone. Its requests are bounded by `request_bytes_max`
     /// and `queued_request_bytes_max` like gRPC's.
     pub kafka_listen: Option<SocketAddr>,
+    /// Where the metrics listener (`/metrics`, `/healthz`, `/readyz`) binds
+    /// (port 0 picks one); `None` serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
     /// Largest request accepted; larger ones fail with RESOURCE_EXHAUSTED before
     /// they are buffered whole.
     pub request_bytes_max: usize,
@@ -197,6 +203,7 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     kafka_listen: Option<String>,
+    metrics_listen: Option<String>,
     fsync: Option<String>,
     request_bytes_max: Option<usize>,
     fetch_bytes_max: Option<usize>,
@@ -234,6 +241,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
             kafka_listen: None,
+            metrics_listen: None,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
@@ -265,7 +273,8 @@ impl Default for BrokerConfig {
 impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`,
-    /// `WEIR_KAFKA_LISTEN` (empty: no Kafka listener), `WEIR_FSYNC`,
+    /// `WEIR_KAFKA_LISTEN` (empty: no Kafka listener), `WEIR_METRICS_LISTEN`
+    /// (empty: no metrics listener), `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
@@ -284,11 +293,17 @@ impl BrokerConfig {
         // A loaded broker (`weir broker`) serves Kafka clients on the usual port unless
         // told otherwise; a config built in code serves gRPC alone unless asked, so
         // brokers embedded in tests and programs never fight over port 9092.
+        // The metrics listener likewise, on 9293.
         let mut config = BrokerConfig {
             kafka_listen: Some(
                 KAFKA_LISTEN_DEFAULT
                     .parse()
                     .expect("the default Kafka address parses"),
+            ),
+            metrics_listen: Some(
+                METRICS_LISTEN_DEFAULT
+                    .parse()
+                    .expect("the default metrics address parses"),
             ),
             ..BrokerConfig::default()
         };
@@ -300,6 +315,7 @@ impl BrokerConfig {
             "WEIR_DATA_DIR",
             "WEIR_LISTEN",
             "WEIR_KAFKA_LISTEN",
+            "WEIR_METRICS_LISTEN",
             "WEIR_FSYNC",
             "WEIR_REQUEST_BYTES_MAX",
             "WEIR_FETCH_BYTES_MAX",
@@ -368,6 +384,10 @@ impl BrokerConfig {
         if let Some(v) = file.kafka_listen {
             self.set("WEIR_KAFKA_LISTEN", &v)
                 .map_err(|reason| bad("kafka_listen", v, reason))?;
+        }
+        if let Some(v) = file.metrics_listen {
+            self.set("WEIR_METRICS_LISTEN", &v)
+                .map_err(|reason| bad("metrics_listen", v, reason))?;
         }
         if let Some(v) = file.fsync {
             self.set("WEIR_FSYNC", &v)
@@ -476,6 +496,7 @@ impl BrokerConfig {
             "WEIR_DATA_DIR" => self.data_dir = PathBuf::from(value),
             "WEIR_LISTEN" => self.listen = parse_listen(value)?,
             "WEIR_KAFKA_LISTEN" => self.kafka_listen = parse_optional_listen(value)?,
+            "WEIR_METRICS_LISTEN" => self.metrics_listen = parse_optional_listen(value)?,
             "WEIR_FSYNC" => self.set_fsync(value.parse::<FsyncPolicy>()?),
             "WEIR_REQUEST_BYTES_MAX" => {
                 self.request_bytes_max = value.parse().map_err(|_| "expected a byte count")?
@@ -596,6 +617,19 @@ impl BrokerConfig {
             value: value.to_string(),
             reason,
         })?;
+        Ok(())
+    }
+
+    /// Parses and sets the metrics listener's address (`host:port`); an empty
+    /// value turns it off.
+    pub fn set_metrics_listen(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.metrics_listen =
+            parse_optional_listen(value).map_err(|reason| ConfigError::Value {
+                source_name: "flag",
+                key: "--metrics-listen".to_string(),
+                value: value.to_string(),
+                reason,
+            })?;
         Ok(())
     }
 
@@ -1064,6 +1098,41 @@ mod tests {
         assert_eq!(flag.kafka_listen, Some("127.0.0.1:0".parse().unwrap()));
         let err = flag.set_kafka_listen("nowhere").unwrap_err();
         assert!(err.to_string().contains("--kafka-listen"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_on_when_loaded_off_in_code_and_an_empty_value_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "metrics_listen = \"127.0.0.1:9999\"\n").unwrap();
+        let from_file = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert_eq!(
+            from_file.metrics_listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        let off = BrokerConfig::load(Some(&path), |key| {
+            (key == "WEIR_METRICS_LISTEN").then(String::new)
+        })
+        .unwrap();
+        assert_eq!(off.metrics_listen, None);
+        assert_eq!(
+            BrokerConfig::load(None, |_| None).unwrap().metrics_listen,
+            Some(METRICS_LISTEN_DEFAULT.parse().unwrap()),
+            "a loaded config serves metrics by default"
+        );
+        assert_eq!(BrokerConfig::default().metrics_listen, None);
+        let mut flag = BrokerConfig::default();
+        flag.set_metrics_listen("127.0.0.1:0").unwrap();
+        assert_eq!(flag.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        flag.set_metrics_listen("").unwrap();
+        assert_eq!(flag.metrics_listen, None);
+        let err = flag.set_metrics_listen("nowhere").unwrap_err();
+        assert!(err.to_string().contains("--metrics-listen"), "{err}");
+        let err = BrokerConfig::load(None, |key| {
+            (key == "WEIR_METRICS_LISTEN").then(|| "nowhere".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("WEIR_METRICS_LISTEN"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::connection::Connection;
+use crate::metrics::{ConnectionCounter, OpenConnection};
 
 /// The limits a listener holds its connections to.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ impl ConnectionLimits {
 #[derive(Debug)]
 struct Slots {
     limits: ConnectionLimits,
+    /// The open-connections gauge of the gRPC listener.
+    open: ConnectionCounter,
     state: Mutex<SlotState>,
 }
 
@@ -86,6 +89,8 @@ pub(crate) struct ConnectionShared {
     /// Wakes the connection's task when it is displaced.
     pub(crate) waker: AtomicWaker,
     fetches: AtomicUsize,
+    /// Counts the connection open until its last holder lets go.
+    _open: OpenConnection,
 }
 
 impl ConnectionShared {
@@ -170,6 +175,7 @@ impl Slots {
             displaced: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             fetches: AtomicUsize::new(0),
+            _open: self.open.open(),
         });
         state.next_id += 1;
         state.waiting.insert(shared.id, Arc::clone(&shared));
@@ -217,6 +223,7 @@ impl SlotState {
 pub fn limit<S>(
     incoming: S,
     limits: ConnectionLimits,
+    open: ConnectionCounter,
     cut: watch::Receiver<bool>,
 ) -> impl Stream<Item = io::Result<Connection>>
 where
@@ -224,6 +231,7 @@ where
 {
     let slots = Arc::new(Slots {
         limits,
+        open,
         state: Mutex::new(SlotState::default()),
     });
     incoming.filter_map(move |accepted| {
@@ -282,6 +290,8 @@ mod tests {
 
     fn slots(connections_max: usize, per_ip: usize) -> Arc<Slots> {
         Arc::new(Slots {
+            open: crate::metrics::BrokerMetrics::default()
+                .connections(crate::metrics::Listener::Grpc),
             limits: ConnectionLimits {
                 connections_max,
                 connections_max_per_ip: per_ip,

@@ -261,6 +261,11 @@ impl Partition {
         }
     }
 
+    /// Segments of the log, the active one included; 0 while offline.
+    pub fn segment_count(&self) -> usize {
+        self.log.as_ref().map_or(0, PartitionLog::segment_count)
+    }
+
     fn error(&self, source: weir_log::LogError) -> BrokerError {
         BrokerError::log(&self.topic, self.index, source)
     }

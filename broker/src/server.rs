@@ -18,6 +18,7 @@ use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::kafka::KafkaListener;
+use crate::metrics::{GrpcMetricsLayer, MetricsServer};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
@@ -35,6 +36,8 @@ pub struct RunningBroker {
     cut: watch::Sender<bool>,
     /// The Kafka-protocol listener, when `kafka_listen` is set.
     kafka: Option<KafkaListener>,
+    /// `/metrics`, `/healthz` and `/readyz`, when `metrics_listen` is set.
+    metrics: Option<MetricsServer>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -52,6 +55,7 @@ impl RunningBroker {
     ) -> Result<RunningBroker, BrokerError> {
         let listen = config.listen;
         let kafka_listen = config.kafka_listen;
+        let metrics_listen = config.metrics_listen;
         let address_file = config.address_file.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open_with_clock(config, clock))
             .await
@@ -69,8 +73,23 @@ impl RunningBroker {
             addr: listen,
             source,
         })?;
+        // Started before the Kafka listener, so a taken metrics port leaves
+        // nothing running that holds the broker (and its data directory).
+        let metrics = match metrics_listen {
+            Some(addr) => {
+                Some(MetricsServer::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await?)
+            }
+            None => None,
+        };
         let kafka = match kafka_listen {
-            Some(addr) => Some(KafkaListener::start(addr, Arc::clone(&broker)).await?),
+            Some(addr) => match KafkaListener::start(addr, Arc::clone(&broker)).await {
+                Ok(kafka) => Some(kafka),
+                Err(error) => {
+                    // Ends the metrics listener's accepting, which holds the broker.
+                    broker.begin_shutdown();
+                    return Err(error);
+                }
+            },
             None => None,
         };
         if let Some(path) = address_file {
@@ -80,8 +99,12 @@ impl RunningBroker {
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
         let (cut, cut_signal) = watch::channel(false);
-        let incoming =
-            connection_limit::limit(incoming, connection_limits(broker.config()), cut_signal);
+        let incoming = connection_limit::limit(
+            incoming,
+            connection_limits(broker.config()),
+            broker.metrics().connections(crate::metrics::Listener::Grpc),
+            cut_signal,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(&broker, &groups);
         let serving = tokio::spawn(async move {
@@ -105,6 +128,7 @@ impl RunningBroker {
             stop: Some(stop),
             cut,
             kafka,
+            metrics,
             serving,
         })
     }
@@ -117,6 +141,11 @@ impl RunningBroker {
     /// The address the Kafka-protocol listener is bound to, if it runs.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka.as_ref().map(KafkaListener::local_addr)
+    }
+
+    /// The address the metrics listener is bound to, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -181,6 +210,10 @@ impl RunningBroker {
                 .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
                 .await;
         }
+        if let Some(metrics) = self.metrics.take() {
+            // `begin_shutdown` ended its accepting too.
+            metrics.stop().await;
+        }
         let closed = self.broker.close().await;
         match served {
             Ok(Ok(())) => {}
@@ -209,10 +242,13 @@ type RewriteResponse = fn(GrpcResponse) -> GrpcResponse;
 type SeeRequest = fn(GrpcRequest) -> GrpcRequest;
 type BrokerRouter = tonic::transport::server::Router<
     tower::layer::util::Stack<
-        tower::util::MapRequestLayer<SeeRequest>,
+        GrpcMetricsLayer,
         tower::layer::util::Stack<
-            tower::util::MapResponseLayer<RewriteResponse>,
-            tower::layer::util::Identity,
+            tower::util::MapRequestLayer<SeeRequest>,
+            tower::layer::util::Stack<
+                tower::util::MapResponseLayer<RewriteResponse>,
+                tower::layer::util::Identity,
+            >,
         >,
     >,
 >;
@@ -249,6 +285,8 @@ fn router(broker: &Arc<Broker>, groups: &Arc<GroupService>) -> BrokerRouter {
         .layer(tower::util::MapRequestLayer::new(
             mark_request as SeeRequest,
         ))
+        // Added last, so innermost: it sees each request as routed.
+        .layer(GrpcMetricsLayer::new(Arc::clone(broker)))
         .add_service(admin)
         .add_service(group)
         .add_service(crate::rpc::produce_route::route(

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::broker::Broker;
 use crate::memory_pool::Reservation;
+use crate::metrics::{Listener, RequestMetrics};
 
 /// How long a request waits for pool memory before the connection is
 /// closed unread (the client then retries on a new one): half of Kafka's
@@ -216,9 +217,29 @@ async fn dispatch(session: &mut Session, frame: Bytes) -> Result<Outcome, String
     // Its client id shares the frame's buffer, which produce wants alone.
     drop(header);
     let span = tracing::debug_span!("kafka", api = ?api_key, version, correlation_id);
-    serve_request(session, api_key, version, correlation_id, body)
+    let timer = RequestMetrics::start(Listener::Kafka, api_name(api_key));
+    let served = serve_request(session, api_key, version, correlation_id, body)
         .instrument(span)
-        .await
+        .await;
+    timer.finish(&session.broker.metrics().requests);
+    served
+}
+
+/// The API's name as Kafka's request metrics spell it, for the APIs served
+/// (`api_versions::serves`); any other never reaches a handler.
+fn api_name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        _ => "Other",
+    }
 }
 
 async fn serve_request(

@@ -31,6 +31,7 @@ use super::error_code;
 use super::frame::Shared;
 use crate::broker::Broker;
 use crate::memory_pool::Reservation;
+use crate::metrics::{kafka_error_name, Listener, TopicMetrics};
 use crate::partition::ReadInto;
 use crate::proto;
 
@@ -95,6 +96,8 @@ pub async fn handle(session: &mut Session, request: FetchRequest, version: i16) 
             || signals.is_empty();
         let shutting_down = *closing.borrow();
         if enough || Instant::now() >= deadline || shutting_down {
+            // Counted once, for the round that is answered.
+            round.count(&broker);
             return round.into_fetched(version);
         }
         drop(round);
@@ -140,12 +143,34 @@ struct RoundLimits {
 struct Round {
     topics: Vec<(FetchTopic, Vec<Slot>)>,
     records: Vec<Shared>,
+    /// Each topic's traffic counters and the batches read for it.
+    sent: Vec<(Arc<TopicMetrics>, bytes::Bytes)>,
     memory: Reservation,
     bytes: usize,
     failed: bool,
 }
 
 impl Round {
+    /// Counts the batches sent per topic and each failed partition's error.
+    fn count(&self, broker: &Broker) {
+        for (topic_metrics, batches) in &self.sent {
+            topic_metrics.fetched(Listener::Kafka, batches);
+        }
+        let metrics = &broker.metrics().requests;
+        for (_, slots) in &self.topics {
+            for slot in slots
+                .iter()
+                .filter(|s| s.data.error_code != error_code::NONE)
+            {
+                metrics.error(
+                    Listener::Kafka,
+                    "Fetch",
+                    kafka_error_name(slot.data.error_code),
+                );
+            }
+        }
+    }
+
     fn into_fetched(self, version: i16) -> Fetched {
         let responses = self
             .topics
@@ -185,6 +210,7 @@ async fn read_round(
     let mut round = Round {
         topics: Vec::with_capacity(topics.len()),
         records: Vec::new(),
+        sent: Vec::new(),
         memory: broker.memory_pool().nothing(),
         bytes: 0,
         failed: false,
@@ -285,6 +311,9 @@ async fn read_topic(
                 round.failed |= result.error_code != i32::from(proto::ErrorCode::None);
                 if !result.batches.is_empty() {
                     round.bytes += result.batches.len();
+                    round
+                        .sent
+                        .push((Arc::clone(&fetched.topic_metrics), result.batches.clone()));
                     let slice = fetched
                         .slices
                         .iter()

@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::metrics::Listener;
 
 /// How long accepting pauses after the kernel refused a connection (out of
 /// file descriptors, say), so the loop does not spin.
@@ -74,14 +75,17 @@ async fn accept(listener: TcpListener, broker: Arc<Broker>) {
     let permits = Arc::new(Semaphore::new(connections_max.min(Semaphore::MAX_PERMITS)));
     let mut closing = broker.closing_signal();
     let mut connections = JoinSet::new();
+    let open = broker.metrics().connections(Listener::Kafka);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match Arc::clone(&permits).try_acquire_owned() {
                     Ok(permit) => {
                         let broker = Arc::clone(&broker);
+                        let counted = open.open();
                         connections.spawn(async move {
                             super::connection::serve(stream, peer, broker).await;
+                            drop(counted);
                             drop(permit);
                         });
                     }

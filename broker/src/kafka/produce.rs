@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::connection::Session;
 use super::error_code;
 use crate::error::BrokerError;
+use crate::metrics::{appended_records, kafka_error_name, Listener};
 use crate::rpc::produce::{
     append_in_sequence, earlier_batches_deadline, into_mut, log_append_time_ms,
 };
@@ -65,6 +66,7 @@ pub async fn handle(session: &Session, request: ProduceRequest, version: i16) ->
                 &reason,
             )
         };
+        count_errors(session, &outcomes);
         if first_failure.is_none() {
             first_failure = outcomes
                 .iter()
@@ -137,8 +139,14 @@ async fn produce_topic(
                 });
             }
             let partition = std::sync::Arc::clone(partition);
+            let bytes = records.len();
             let (appended, buf) =
                 append_in_sequence(broker, partition, into_mut(records), deadline).await?;
+            topic.metrics.produced(
+                Listener::Kafka,
+                bytes,
+                appended_records(appended.base_offset, appended.last_offset),
+            );
             Ok(Stored {
                 base_offset: i64::try_from(appended.base_offset).unwrap_or(i64::MAX),
                 log_append_time_ms: log_append_time_ms(&appended, &buf),
@@ -153,6 +161,16 @@ async fn produce_topic(
         outcomes.push(Outcome { index, result });
     }
     outcomes
+}
+
+/// Counts each failed partition's error code.
+fn count_errors(session: &Session, outcomes: &[Outcome]) {
+    let metrics = &session.broker.metrics().requests;
+    for outcome in outcomes {
+        if let Err((code, _)) = &outcome.result {
+            metrics.error(Listener::Kafka, "Produce", kafka_error_name(*code));
+        }
+    }
 }
 
 fn refuse_all(partitions: Vec<PartitionRecords>, code: i16, message: &str) -> Vec<Outcome> {

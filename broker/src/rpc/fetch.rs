@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
 use crate::memory_pool::Reservation;
+use crate::metrics::TopicMetrics;
 use crate::partition::{Partition, ReadInto};
 use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, PartitionFetchRequest, PartitionFetchResult,
@@ -52,6 +53,8 @@ pub struct Fetched {
     /// With [`ReadInto::Mapped`]: each partition's batches in its segment
     /// file, by partition.
     pub slices: Vec<(u32, FileSlice)>,
+    /// The topic's traffic counters: the caller counts what it sends.
+    pub(crate) topic_metrics: Arc<TopicMetrics>,
 }
 
 /// The settings of one fetch, fixed when it starts.
@@ -103,6 +106,7 @@ pub async fn handle(
 
     let topic = broker.topic(&request.topic)?;
     let partitions = requested_partitions(&topic, &request.partitions)?;
+    let topic_metrics = Arc::clone(&topic.metrics);
     drop(topic);
     let count = partitions.len();
     let first = if count == 0 { 0 } else { rotation % count };
@@ -191,6 +195,7 @@ pub async fn handle(
         },
         memory,
         slices,
+        topic_metrics,
     })
 }
 

@@ -23,6 +23,7 @@ use tonic::Status;
 
 use crate::broker::Broker;
 use crate::connection_limit::ConnectionInfo;
+use crate::metrics::{grpc_error_name, grpc_status_name, Listener};
 use crate::partition::ReadInto;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::{FetchRequest, FetchResponse};
@@ -49,10 +50,33 @@ pub fn route(broker: Arc<Broker>, generated: FetchServer<FetchService>) -> Fetch
     })
 }
 
+/// Serves one fetch and counts each failed partition's error code (or the
+/// status of a request refused whole) and the bytes and records sent;
+/// `metrics::grpc` times it.
 async fn serve(
     broker: &Broker,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    let metrics = &broker.metrics().requests;
+    let served = fetch(broker, request).await;
+    match &served {
+        Ok(fetched) => {
+            for result in &fetched.response.partitions {
+                fetched
+                    .topic_metrics
+                    .fetched(Listener::Grpc, &result.batches);
+                if result.error_code != 0 {
+                    metrics.error(Listener::Grpc, "Fetch", grpc_error_name(result.error_code));
+                }
+            }
+        }
+        Err(status) => metrics.error(Listener::Grpc, "Fetch", grpc_status_name(status.code())),
+    }
+    let fetched = served?;
+    Ok(response(encode(fetched.response), Some(fetched.memory)))
+}
+
+async fn fetch(broker: &Broker, request: http::Request<Body>) -> Result<fetch::Fetched, Status> {
     let memory_wait = memory_wait(request.headers());
     let rotation = request
         .extensions()
@@ -71,10 +95,9 @@ async fn serve(
     let fetch_request = FetchRequest::decode(message)
         .map_err(|e| Status::invalid_argument(format!("cannot decode the fetch request: {e}")))?;
     drop(request_memory);
-    let fetched = fetch::handle(broker, fetch_request, memory_wait, rotation, ReadInto::Copy)
+    fetch::handle(broker, fetch_request, memory_wait, rotation, ReadInto::Copy)
         .await
-        .map_err(Status::from)?;
-    Ok(response(encode(fetched.response), Some(fetched.memory)))
+        .map_err(Status::from)
 }
 
 /// The response as body chunks: gRPC prefix and protobuf framing in small

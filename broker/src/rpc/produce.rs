@@ -26,6 +26,7 @@ use weir_log::batch::TimestampType;
 
 use crate::broker::{Broker, Topic};
 use crate::error::BrokerError;
+use crate::metrics::{appended_records, Listener};
 use crate::partition::{Appended, Partition};
 use crate::producer_state::is_ahead;
 use crate::proto::{Acks, ErrorCode, PartitionProduceResult, ProduceRequest, ProduceResponse};
@@ -59,9 +60,17 @@ pub async fn handle(
                 reason: format!("partition {index}: the produce data holds no batch"),
             })
         } else {
+            let bytes = data.batches.len();
             append_in_sequence(broker, partition, into_mut(data.batches), deadline)
                 .await
-                .map(|(appended, buf)| (appended, log_append_time_ms(&appended, &buf)))
+                .map(|(appended, buf)| {
+                    topic.metrics.produced(
+                        Listener::Grpc,
+                        bytes,
+                        appended_records(appended.base_offset, appended.last_offset),
+                    );
+                    (appended, log_append_time_ms(&appended, &buf))
+                })
         };
         results.push(result(index, appended));
     }

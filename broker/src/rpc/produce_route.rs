@@ -23,8 +23,9 @@ use tonic::server::NamedService;
 use tonic::Status;
 
 use crate::broker::Broker;
+use crate::metrics::{grpc_error_name, grpc_status_name, Listener};
 use crate::proto::produce_server::ProduceServer;
-use crate::proto::ProduceRequest;
+use crate::proto::{ProduceRequest, ProduceResponse};
 use crate::rpc::grpc_message::{memory_wait, read_message, response, GRPC_PREFIX_BYTES};
 use crate::rpc::raw_route::RawRoute;
 use crate::rpc::{produce, ProduceService};
@@ -45,10 +46,33 @@ pub fn route(broker: Arc<Broker>, generated: ProduceServer<ProduceService>) -> P
     })
 }
 
+/// Serves one produce request and counts each failed partition's error code
+/// (or the status of a request refused whole); `metrics::grpc` times it.
 async fn serve(
     broker: &Broker,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
+    let metrics = &broker.metrics().requests;
+    let served = produce(broker, request).await;
+    match &served {
+        Ok((_, produced)) => {
+            for result in produced.partitions.iter().filter(|r| r.error_code != 0) {
+                metrics.error(
+                    Listener::Grpc,
+                    "Produce",
+                    grpc_error_name(result.error_code),
+                );
+            }
+        }
+        Err(status) => metrics.error(Listener::Grpc, "Produce", grpc_status_name(status.code())),
+    }
+    served.map(|(response, _)| response)
+}
+
+async fn produce(
+    broker: &Broker,
+    request: http::Request<Body>,
+) -> Result<(http::Response<Body>, ProduceResponse), Status> {
     let deadline = Instant::now() + memory_wait(request.headers());
     let limit = broker.config().request_bytes_max;
     let (message, memory) = read_message(
@@ -74,5 +98,5 @@ async fn serve(
     produced
         .encode(&mut framed)
         .map_err(|e| Status::internal(format!("cannot encode the produce response: {e}")))?;
-    Ok(response(VecDeque::from([framed.freeze()]), None))
+    Ok((response(VecDeque::from([framed.freeze()]), None), produced))
 }

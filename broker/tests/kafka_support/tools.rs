@@ -1,6 +1,7 @@
 //! Outside Kafka clients, installed by the tests themselves when missing:
 //! kcat from Debian's package, kafka-python from the Python registry into a
-//! virtual environment under the target directory.
+//! virtual environment under the target directory; and promtool, from
+//! Debian's `prometheus` package, to check the metrics exposition.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +46,29 @@ pub fn kcat() -> PathBuf {
         install();
     }
     on_path("kcat").expect("kcat is not installed and `apt-get install -y kcat` failed")
+}
+
+/// `promtool` (the exposition checker), installed with Debian's
+/// `apt-get install -y prometheus` if missing.
+pub fn promtool() -> PathBuf {
+    let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = on_path("promtool") {
+        return found;
+    }
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if !install() {
+        // A fresh machine may have no package lists yet.
+        run(Command::new("apt-get")
+            .args(["update"])
+            .env("DEBIAN_FRONTEND", "noninteractive"));
+        install();
+    }
+    on_path("promtool")
+        .expect("promtool is not installed and `apt-get install -y prometheus` failed")
 }
 
 /// A Python interpreter with kafka-python, in a virtual environment under

@@ -1,0 +1,150 @@
+//! The broker's Prometheus metrics and the small HTTP server that serves them
+//! with `/healthz` and `/readyz` (`metrics_listen`).
+//!
+//! One file per job: `grpc` times every gRPC request, `topic` keeps the per-topic traffic counters (atomics in
+//! an `Arc` next to the topic, so produce and fetch count without a lookup or
+//! an allocation), `requests` the request counters and latency histograms,
+//! `scrape` computes at scrape time what the broker already knows (partition
+//! offsets and sizes, the memory pool, consumer-group lag), and `http` serves
+//! it. Nothing is counted per record: a produce adds its batch bytes and
+//! record count once per partition, a fetch walks its batch headers.
+//!
+//! The crate is `prometheus-client`, the Prometheus project's own: it writes
+//! the OpenMetrics text format, its registries are values passed explicitly
+//! (no process-wide recorder, so brokers started side by side in one test
+//! process never mix their numbers), and its `Collector` lets values be read
+//! from the partitions at scrape time instead of being mirrored on the hot
+//! path. The `metrics` facade with its Prometheus exporter was the other
+//! choice: it needs a global recorder and builds owned label sets per update.
+//!
+//! Labels stay bounded: `topic` and `partition` only for partitions this
+//! broker hosts (a deleted topic's series go with it), `listener` and `api`
+//! from fixed sets, `error` from the error codes the broker answers, `group`
+//! from the groups its coordinator holds. No record key or client id is ever
+//! a label.
+
+mod grpc;
+mod http;
+mod requests;
+mod scrape;
+mod text_format;
+mod topic;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub(crate) use grpc::GrpcMetricsLayer;
+pub use http::MetricsServer;
+pub(crate) use requests::RequestMetrics;
+pub(crate) use requests::{grpc_error_name, grpc_status_name, kafka_error_name};
+pub(crate) use topic::{appended_records, TopicMetrics};
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    Grpc,
+    Kafka,
+}
+
+impl Listener {
+    pub const ALL: [Listener; 2] = [Listener::Grpc, Listener::Kafka];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Grpc => "grpc",
+            Listener::Kafka => "kafka",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Listener::Grpc => 0,
+            Listener::Kafka => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+/// The metrics the broker updates as it serves; the rest are read at scrape
+/// time (see `scrape`). Cloned handles share their values.
+#[derive(Debug)]
+pub struct BrokerMetrics {
+    pub(crate) requests: RequestMetrics,
+    connections: Family<ListenerLabels, Gauge>,
+    connection_gauges: [Gauge; 2],
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        let connection_gauges = Listener::ALL.map(|listener| {
+            connections
+                .get_or_create(&ListenerLabels {
+                    listener: listener.as_str(),
+                })
+                .clone()
+        });
+        BrokerMetrics {
+            requests: RequestMetrics::default(),
+            connections,
+            connection_gauges,
+        }
+    }
+}
+
+impl BrokerMetrics {
+    /// What a listener counts its open connections with.
+    pub(crate) fn connections(&self, listener: Listener) -> ConnectionCounter {
+        ConnectionCounter {
+            gauge: self.connection_gauges[listener.index()].clone(),
+        }
+    }
+
+    /// Open connections on `listener` now.
+    pub fn open_connections(&self, listener: Listener) -> i64 {
+        self.connection_gauges[listener.index()].get()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "weir_open_connections",
+            "Client connections open now, per listener",
+            self.connections.clone(),
+        );
+        self.requests.register(registry);
+    }
+}
+
+/// Counts one listener's open connections.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionCounter {
+    gauge: Gauge,
+}
+
+impl ConnectionCounter {
+    /// Counts a connection open until the guard is dropped.
+    pub(crate) fn open(&self) -> OpenConnection {
+        self.gauge.inc();
+        OpenConnection {
+            gauge: self.gauge.clone(),
+        }
+    }
+}
+
+/// One open connection, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenConnection {
+    gauge: Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
