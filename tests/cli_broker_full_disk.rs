@@ -56,7 +56,7 @@ fn private_tmpfs_allowed(scratch: &Path) -> bool {
 fn start_on_small_disk(mount_point: &Path, address_file: &Path, log: &Path) -> BrokerChild {
     let script = format!(
         "mount -t tmpfs -o size={DISK_BYTES} tmpfs \"$0\" && exec \"$1\" broker \
-         --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --data-dir \"$0/data\" --address-file \"$2\""
+         --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir \"$0/data\" --address-file \"$2\""
     );
     let mut command = Command::new("unshare");
     command

@@ -109,6 +109,8 @@ fn a_damaged_partition_goes_offline_and_weir_log_repair_brings_it_back() {
         "127.0.0.1:0",
         "--kafka-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
     ]);

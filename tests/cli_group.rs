@@ -26,6 +26,8 @@ fn start_broker(data: &Path) -> BrokerChild {
             "127.0.0.1:0",
             "--kafka-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data)

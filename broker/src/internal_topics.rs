@@ -1,4 +1,4 @@
-//! The broker's own topics: `__consumer_offsets`, created at start when absent, and
+//! The broker's own topics: `__consumer_offsets`, created at the first group change, and
 //! the refusal of client writes to it. Clients may read it (as in Kafka, where tools
 //! decode it), but only the group coordinator appends to it, and it cannot be deleted
 //! or reconfigured: its records are the groups' only copy.

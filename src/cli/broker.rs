@@ -24,6 +24,10 @@ pub struct Args {
     /// port, an empty value turns it off [default: 127.0.0.1:9092].
     #[arg(long)]
     kafka_listen: Option<String>,
+    /// Address of the metrics endpoint (/metrics, /healthz, /readyz), host:port;
+    /// port 0 picks a free port, an empty value turns it off [default: 127.0.0.1:9293].
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// A weir.toml file with broker settings.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -74,6 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &args.kafka_listen {
         config.set_kafka_listen(listen)?;
     }
+    if let Some(listen) = &args.metrics_listen {
+        config.set_metrics_listen(listen)?;
+    }
     if let Some(fsync) = args.fsync {
         config.set_fsync(fsync);
     }
@@ -93,6 +100,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     println!("weir broker listening on {}", running.local_addr());
     if let Some(kafka) = running.kafka_addr() {
         println!("weir broker listening for Kafka clients on {kafka}");
+    }
+    if let Some(metrics) = running.metrics_addr() {
+        println!("weir broker serving metrics on http://{metrics}/metrics");
     }
     running.run_until(weir_broker::shutdown_signal()).await?;
     Ok(())

@@ -29,6 +29,8 @@ impl BrokerChild {
                 "127.0.0.1:0",
                 "--kafka-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data)
