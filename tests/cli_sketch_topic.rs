@@ -150,7 +150,7 @@ fn a_topic_is_measured_by_record_key_and_by_json_field() {
             assert_eq!(read["skipped"][reason], 0, "{name} {reason}");
         }
         let recalls = recalls_at_10(&report, 64 * 1024);
-        assert_eq!(recalls.len(), 3, "{name}: {recalls:?}");
+        assert_eq!(recalls.len(), 4, "{name}: {recalls:?}");
         for (algorithm, recall) in recalls {
             assert_eq!(recall, 1.0, "{name}: {algorithm} misses a top-10 key");
         }
