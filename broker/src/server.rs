@@ -70,7 +70,9 @@ impl RunningBroker {
             source,
         })?;
         let kafka = match kafka_listen {
-            Some(addr) => Some(KafkaListener::start(addr, Arc::clone(&broker)).await?),
+            Some(addr) => {
+                Some(KafkaListener::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await?)
+            }
             None => None,
         };
         if let Some(path) = address_file {

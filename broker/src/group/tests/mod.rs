@@ -2,6 +2,7 @@
 
 mod admin;
 mod assignors;
+mod classic;
 mod model;
 mod offsets;
 mod persistence;
