@@ -151,7 +151,9 @@ pub fn group_code(error: &BrokerError, classic: bool) -> i16 {
         GroupError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
         GroupError::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
-        GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
+        // Only a commit from outside the group meets a non-empty group here; Kafka
+        // answers it as from a member the group does not know.
+        GroupError::NonEmptyGroup { .. } => ResponseError::UnknownMemberId,
         // Kafka has no code for it; a member committing what it does not hold is behind
         // the group, and rejoining is what brings it back.
         GroupError::PartitionNotAssigned { .. } if classic => ResponseError::IllegalGeneration,

@@ -4,7 +4,7 @@
 //! no member id commits from outside the group, as a consumer with manually assigned
 //! partitions does, which only an empty group accepts (Kafka's rule). A commit is all
 //! or nothing in the coordinator, so every partition gets the one answer, except
-//! partitions refused before it (a negative partition or offset).
+//! partitions refused before it (an unknown topic or partition, a negative offset).
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -41,6 +41,13 @@ pub async fn commit(
     let mut checked: Vec<(TopicName, Vec<(i32, Checked)>)> = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        // Checked here, partition by partition, as Kafka does; the coordinator would
+        // refuse the whole commit.
+        let partition_count = session
+            .broker
+            .topic(&name)
+            .ok()
+            .map(|t| t.partition_count());
         let partitions = topic
             .partitions
             .into_iter()
@@ -48,6 +55,9 @@ pub async fn commit(
                 let index = p.partition_index;
                 let commit = match (u32::try_from(index), u64::try_from(p.committed_offset)) {
                     (Err(_), _) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    (Ok(partition), _) if partition_count.is_none_or(|n| partition >= n) => {
+                        Err(ResponseError::UnknownTopicOrPartition.code())
+                    }
                     (_, Err(_)) => Err(ResponseError::InvalidCommitOffsetSize.code()),
                     (Ok(partition), Ok(offset)) => Ok(OffsetCommit {
                         partition: TopicPartition::new(name.clone(), partition),
