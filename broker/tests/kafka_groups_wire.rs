@@ -449,3 +449,86 @@ async fn fetch_committed_coop(wire: &mut KafkaWire, partition: i32) -> i64 {
             .with_partition_indexes(vec![partition])]));
     wire.call(5, &request).await.topics[0].partitions[0].committed_offset
 }
+
+/// Every version of every group API is answered and decodes: no field is set on a version
+/// that lacks it (which would fail to encode and close the connection).
+#[tokio::test]
+async fn every_served_version_of_the_group_apis_is_answered() {
+    let (broker, kafka) = start_broker().await;
+    broker.create_topic("coop", 2).await;
+    let mut wire = KafkaWire::connect(kafka).await;
+    let mut members = Vec::new();
+    for version in 0..=9 {
+        let mut request = join_request("", &[]);
+        if version == 0 {
+            // v0 has no rebalance timeout (it uses the session timeout).
+            request.rebalance_timeout_ms = -1;
+        }
+        let joined = wire.call(version, &request).await;
+        assert_eq!(joined.error_code, 0, "JoinGroup v{version}");
+        assert!(!joined.member_id.is_empty(), "JoinGroup v{version}");
+        members.push(Member {
+            id: joined.member_id.to_string(),
+            generation: joined.generation_id,
+            owned: Vec::new(),
+        });
+    }
+    for (version, member) in (0..=5).zip(&members) {
+        let mut request = SyncGroupRequest::default()
+            .with_group_id(group("coop"))
+            .with_generation_id(member.generation)
+            .with_member_id(s(&member.id));
+        if version >= 5 {
+            request = request
+                .with_protocol_type(Some(s("consumer")))
+                .with_protocol_name(Some(s("cooperative-sticky")));
+        }
+        let synced = wire.call(version, &request).await;
+        assert_eq!(synced.error_code, 0, "SyncGroup v{version}");
+        decode_assignment(synced.assignment);
+    }
+    for (version, member) in (0..=4).zip(&members) {
+        let request = HeartbeatRequest::default()
+            .with_group_id(group("coop"))
+            .with_generation_id(member.generation)
+            .with_member_id(s(&member.id));
+        let code = wire.call(version, &request).await.error_code;
+        assert!(
+            [0, REBALANCE_IN_PROGRESS].contains(&code),
+            "Heartbeat v{version}: {code}"
+        );
+    }
+    for version in 0..=5 {
+        let listed = wire.call(version, &ListGroupsRequest::default()).await;
+        assert_eq!(listed.groups.len(), 1, "ListGroups v{version}");
+        let described = wire
+            .call(
+                version,
+                &DescribeGroupsRequest::default().with_groups(vec![group("coop")]),
+            )
+            .await;
+        assert_eq!(
+            described.groups[0].members.len(),
+            10,
+            "DescribeGroups v{version}"
+        );
+    }
+    for (version, member) in (0..=5).zip(&members) {
+        let request = if version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group("coop"))
+                .with_members(vec![MemberIdentity::default().with_member_id(s(&member.id))])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group("coop"))
+                .with_member_id(s(&member.id))
+        };
+        let left = wire.call(version, &request).await;
+        assert_eq!(left.error_code, 0, "LeaveGroup v{version}");
+        assert!(
+            left.members.iter().all(|m| m.error_code == 0),
+            "LeaveGroup v{version}"
+        );
+    }
+    broker.shutdown().await;
+}
