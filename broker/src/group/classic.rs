@@ -15,7 +15,8 @@
 //!   answers "rejoin" (REBALANCE_IN_PROGRESS) when the member has a step to take: a newer
 //!   target exists, it still holds partitions to revoke, or partitions it waits for were
 //!   released. Partitions that stay with a member are never revoked, so a cooperative
-//!   client keeps consuming them across the rebalance.
+//!   client keeps consuming them across the rebalance. A member told to rejoin that does
+//!   not within its rebalance timeout is removed, as Kafka's join timeout does.
 
 use std::collections::BTreeSet;
 
@@ -136,8 +137,9 @@ impl GroupCoordinator {
     ) -> Result<ClassicHeartbeat, GroupError> {
         self.renew_classic(group_id, member_id, generation, now_ms)?;
         let group = group_in(&mut self.groups, group_id)?;
+        let unknown = group.unknown_member(member_id);
         let Some(member) = group.members.get(member_id) else {
-            return Err(group.unknown_member(member_id));
+            return Err(unknown);
         };
         let waits_for_released = member.state == MemberState::UnreleasedPartitions
             && group.target.get(member_id).is_some_and(|target| {
@@ -148,11 +150,17 @@ impl GroupCoordinator {
         let rejoin = member.epoch < group.target_epoch
             || member.state == MemberState::UnrevokedPartitions
             || waits_for_released;
-        Ok(if rejoin {
-            ClassicHeartbeat::Rejoin
-        } else {
-            ClassicHeartbeat::Stable
-        })
+        if !rejoin {
+            return Ok(ClassicHeartbeat::Stable);
+        }
+        // As Kafka's join timeout: a member told to rejoin that does not within its
+        // rebalance timeout is removed (the deadline ends at its JoinGroup, unless that
+        // leaves it revoking, when the same deadline holds until it confirms).
+        if let Some(member) = group.members.get_mut(member_id) {
+            let deadline_ms = now_ms.saturating_add(member.rebalance_timeout_ms);
+            member.revocation_deadline_ms.get_or_insert(deadline_ms);
+        }
+        Ok(ClassicHeartbeat::Rejoin)
     }
 
     /// A classic LeaveGroup names the member by id, or (v3+) by instance id alone.

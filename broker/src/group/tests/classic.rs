@@ -214,3 +214,40 @@ fn a_classic_leave_hands_partitions_to_the_others_at_once() {
         "{again:?}"
     );
 }
+
+#[test]
+fn a_member_told_to_rejoin_that_does_not_is_removed_after_its_rebalance_timeout() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    let mut b = Classic::new(true);
+    b.join(&mut c, 1).unwrap();
+    // A keeps heartbeating but never rejoins: B waits, until A's rebalance timeout.
+    assert_eq!(a.heartbeat(&mut c, 2), ClassicHeartbeat::Rejoin);
+    let mut now_ms = 2;
+    while now_ms < 2 + REBALANCE_TIMEOUT_MS - SESSION_TIMEOUT_MS / 2 {
+        now_ms += SESSION_TIMEOUT_MS / 2;
+        assert_eq!(a.heartbeat(&mut c, now_ms), ClassicHeartbeat::Rejoin);
+        assert_eq!(b.heartbeat(&mut c, now_ms), ClassicHeartbeat::Stable);
+        assert!(c.tick(now_ms).is_empty());
+    }
+    let removed = c.tick(2 + REBALANCE_TIMEOUT_MS);
+    assert_eq!(removed, vec![(GROUP.to_owned(), a.member_id.clone())]);
+    assert_eq!(b.heartbeat(&mut c, now_ms), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, now_ms).unwrap();
+    assert_eq!(b.owned, tps("t", 0..2));
+    // Members that rejoin when told are never removed.
+    let mut d = Classic::new(true);
+    d.join(&mut c, now_ms).unwrap();
+    let until_ms = now_ms + 2 * REBALANCE_TIMEOUT_MS;
+    while now_ms < until_ms {
+        now_ms += SESSION_TIMEOUT_MS / 2;
+        for member in [&mut b, &mut d] {
+            if member.heartbeat(&mut c, now_ms) == ClassicHeartbeat::Rejoin {
+                member.join(&mut c, now_ms).unwrap();
+            }
+        }
+        assert!(c.tick(now_ms).is_empty());
+    }
+    assert_eq!((b.owned.len(), d.owned.len()), (1, 1));
+}
