@@ -257,12 +257,14 @@ fn group_status_code(error: &GroupError) -> tonic::Code {
         GroupError::UnknownMemberId { .. }
         | GroupError::FencedMemberEpoch { .. }
         | GroupError::StaleMemberEpoch { .. }
+        | GroupError::IllegalGeneration { .. }
         | GroupError::UnreleasedInstanceId { .. }
         | GroupError::FencedInstanceId { .. }
         | GroupError::NonEmptyGroup { .. }
         | GroupError::PartitionNotAssigned { .. } => Code::FailedPrecondition,
         GroupError::OffsetMetadataTooLarge { .. }
         | GroupError::InvalidRequest { .. }
+        | GroupError::InvalidSessionTimeout { .. }
         | GroupError::UnsupportedAssignor { .. } => Code::InvalidArgument,
         GroupError::CorruptRecord { .. } => Code::Internal,
     }

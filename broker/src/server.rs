@@ -82,14 +82,16 @@ impl RunningBroker {
             None => None,
         };
         let kafka = match kafka_listen {
-            Some(addr) => match KafkaListener::start(addr, Arc::clone(&broker)).await {
-                Ok(kafka) => Some(kafka),
-                Err(error) => {
-                    // Ends the metrics listener's accepting, which holds the broker.
-                    broker.begin_shutdown();
-                    return Err(error);
+            Some(addr) => {
+                match KafkaListener::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await {
+                    Ok(kafka) => Some(kafka),
+                    Err(error) => {
+                        // Ends the metrics listener's accepting, which holds the broker.
+                        broker.begin_shutdown();
+                        return Err(error);
+                    }
                 }
-            },
+            }
             None => None,
         };
         if let Some(path) = address_file {

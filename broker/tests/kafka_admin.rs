@@ -11,10 +11,14 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, GroupId,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_log::batch::{BatchBuilder, Compression};
@@ -125,25 +129,21 @@ async fn topics_are_created_described_listed_and_deleted_over_kafka() {
         .iter()
         .all(|p| p.leader_id == metadata.brokers[0].node_id));
     assert_eq!(metadata.topics[1].error_code, 3);
-    // The first group change creates the internal topic: a commit from outside a group.
-    weir_client::proto::group_client::GroupClient::new(
-        weir_client::connect(&broker.addr).await.unwrap(),
-    )
-    .offset_commit(weir_client::proto::OffsetCommitRequest {
-        group_id: "g".to_string(),
-        member_id: String::new(),
-        member_epoch: -1,
-        topics: vec![weir_client::proto::OffsetCommitTopic {
-            topic: "orders".to_string(),
-            partitions: vec![weir_client::proto::OffsetCommitPartition {
-                partition: 0,
-                offset: 0,
-                metadata: String::new(),
-            }],
-        }],
-    })
-    .await
-    .unwrap();
+    // The first group change creates `__consumer_offsets`: a commit from outside a group.
+    let committed = wire
+        .call(
+            8,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("admin")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default().with_committed_offset(0)
+                    ])]),
+        )
+        .await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
     // Every topic, the internal one flagged, in v0 (an empty list) and v1+ (null).
     for (version, topics) in [(0, Some(Vec::new())), (4, None)] {
         let all = wire

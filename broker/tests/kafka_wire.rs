@@ -124,8 +124,8 @@ async fn api_versions_lists_the_served_apis_and_answers_an_unknown_version_with_
         assert_eq!(range(0), (3, 9), "Produce");
         assert_eq!(range(1), (4, 12), "Fetch");
         assert_eq!(range(18), (0, 3), "ApiVersions");
-        // Consumer groups are not served by this listener yet.
-        assert!(response.api_keys.iter().all(|k| k.api_key != 10));
+        assert_eq!(range(10), (0, 4), "FindCoordinator");
+        assert_eq!(range(8), (2, 9), "OffsetCommit");
     }
     // ApiVersions v99: header v0 fields, then a body the broker cannot know.
     let mut frame = BytesMut::new();

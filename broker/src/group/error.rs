@@ -27,6 +27,22 @@ pub enum GroupError {
         expected: i32,
     },
 
+    #[error("group {group:?} member {member:?} sent generation {generation}, but its generation is {expected}; rejoin the group")]
+    IllegalGeneration {
+        group: String,
+        member: String,
+        generation: i32,
+        expected: i32,
+    },
+
+    #[error("group {group:?}: a session timeout of {session_timeout_ms} ms is outside {min_ms} to {max_ms} ms")]
+    InvalidSessionTimeout {
+        group: String,
+        session_timeout_ms: i64,
+        min_ms: i64,
+        max_ms: i64,
+    },
+
     #[error("group {group:?}: instance id {instance_id:?} is still held by member {member:?}, which has not left the group")]
     UnreleasedInstanceId {
         group: String,

@@ -31,6 +31,10 @@ pub(super) struct Member {
     pub session_deadline_ms: i64,
     /// Set while the member holds partitions it was told to revoke.
     pub revocation_deadline_ms: Option<i64>,
+    /// A member that joined with Kafka's classic JoinGroup: its own session timeout, which
+    /// its Heartbeat and SyncGroup renew. Not persisted: after a restart the member is
+    /// held to the group's session timeout, and its next JoinGroup sets it again.
+    pub classic_session_timeout_ms: Option<i64>,
 }
 
 impl Member {
@@ -49,6 +53,7 @@ impl Member {
             left: false,
             session_deadline_ms: 0,
             revocation_deadline_ms: None,
+            classic_session_timeout_ms: None,
         }
     }
 

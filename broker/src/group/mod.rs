@@ -19,6 +19,7 @@
 
 mod admin;
 mod assignor;
+mod classic;
 mod consumer_group;
 mod coordinator;
 mod error;
@@ -33,6 +34,9 @@ mod types;
 mod tests;
 
 pub use assignor::{assign, AssignorMember};
+pub use classic::{
+    ClassicHeartbeat, ClassicJoin, CLASSIC_SESSION_TIMEOUT_MAX_MS, CLASSIC_SESSION_TIMEOUT_MIN_MS,
+};
 pub use coordinator::{GroupCoordinator, ID_BYTES_MAX, NO_MEMBER_EPOCH};
 pub use error::GroupError;
 pub use placement::{

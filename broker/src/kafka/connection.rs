@@ -30,10 +30,11 @@ use super::frame::{encode_response, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
 use super::produce::Produced;
 use super::send::write_chunks;
 use super::{
-    api_versions, describe_configs, fetch, init_producer_id, list_offsets, metadata, produce,
-    topics,
+    api_versions, describe_configs, fetch, groups, init_producer_id, list_offsets, metadata,
+    produce, topics,
 };
 use crate::broker::Broker;
+use crate::group_service::GroupService;
 use crate::memory_pool::Reservation;
 use crate::metrics::{Listener, RequestMetrics};
 
@@ -48,6 +49,7 @@ pub struct Session {
     /// The address the client reached: what Metadata advertises, so a client
     /// that came through 127.0.0.1 is not sent to another interface.
     pub advertised: SocketAddr,
+    pub groups: Arc<GroupService>,
     /// Fetches served so far; rotates the partitions' order (KIP-74).
     fetches: usize,
 }
@@ -71,7 +73,12 @@ enum Outcome {
     Silent,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    groups: Arc<GroupService>,
+) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
@@ -87,6 +94,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     let mut session = Session {
         broker,
         advertised,
+        groups,
         fetches: 0,
     };
     loop {
@@ -360,6 +368,13 @@ async fn serve_request(
                 Vec::new(),
                 None,
             )
+        }
+        key if groups::is_group_api(key) => {
+            let chunks = groups::serve(session, key, version, correlation_id, body).await?;
+            Ok(Outcome::Respond {
+                chunks,
+                memory: None,
+            })
         }
         other => Err(format!("{other:?} is listed as served but has no handler")),
     }

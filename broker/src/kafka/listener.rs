@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::group_service::GroupService;
 use crate::metrics::Listener;
 
 /// How long accepting pauses after the kernel refused a connection (out of
@@ -33,6 +34,7 @@ impl KafkaListener {
     pub async fn start(
         addr: SocketAddr,
         broker: Arc<Broker>,
+        groups: Arc<GroupService>,
     ) -> Result<KafkaListener, BrokerError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -40,7 +42,7 @@ impl KafkaListener {
         let local_addr = listener
             .local_addr()
             .map_err(|source| BrokerError::Bind { addr, source })?;
-        let serving = tokio::spawn(accept(listener, broker));
+        let serving = tokio::spawn(accept(listener, broker, groups));
         tracing::info!(%local_addr, "Kafka listener listening");
         Ok(KafkaListener {
             local_addr,
@@ -70,7 +72,7 @@ impl KafkaListener {
     }
 }
 
-async fn accept(listener: TcpListener, broker: Arc<Broker>) {
+async fn accept(listener: TcpListener, broker: Arc<Broker>, groups: Arc<GroupService>) {
     let connections_max = broker.config().connections_max;
     let permits = Arc::new(Semaphore::new(connections_max.min(Semaphore::MAX_PERMITS)));
     let mut closing = broker.closing_signal();
@@ -83,8 +85,9 @@ async fn accept(listener: TcpListener, broker: Arc<Broker>) {
                     Ok(permit) => {
                         let broker = Arc::clone(&broker);
                         let counted = open.open();
+                        let groups = Arc::clone(&groups);
                         connections.spawn(async move {
-                            super::connection::serve(stream, peer, broker).await;
+                            super::connection::serve(stream, peer, broker, groups).await;
                             drop(counted);
                             drop(permit);
                         });

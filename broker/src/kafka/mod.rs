@@ -11,20 +11,24 @@
 //! them to the same append path as gRPC, fetch returns stored batches as
 //! they are on disk.
 //!
-//! Not served yet: consumer-group APIs (FindCoordinator, JoinGroup, ...),
-//! transactions, SASL. A request for an API the broker does not serve closes
+//! Consumer groups (`groups`, `offsets`, `classic`) are the broker's one
+//! coordinator, which also serves gRPC. Not served yet: transactions, SASL. A request for an API the broker does not serve closes
 //! the connection, as Kafka does for an API key it does not know.
 
 mod api_versions;
+mod classic;
 mod connection;
+mod consumer_protocol;
 mod describe_configs;
 mod error_code;
 mod fetch;
 mod frame;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod listener;
 mod metadata;
+mod offsets;
 mod produce;
 mod send;
 mod topics;

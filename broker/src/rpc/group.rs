@@ -43,6 +43,9 @@ pub fn error_code(error: &GroupError) -> ErrorCode {
         GroupError::UnknownMemberId { .. } => ErrorCode::UnknownMemberId,
         GroupError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
         GroupError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
+        // Only the classic protocol (the Kafka listener) uses generations.
+        GroupError::IllegalGeneration { .. } => ErrorCode::FencedMemberEpoch,
+        GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidRequest,
         GroupError::UnreleasedInstanceId { .. } => ErrorCode::UnreleasedInstanceId,
         GroupError::FencedInstanceId { .. } => ErrorCode::FencedInstanceId,
         GroupError::NonEmptyGroup { .. } => ErrorCode::NonEmptyGroup,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod assignors;
+mod classic;
 mod model;
 mod offsets;
 mod persistence;
@@ -13,7 +14,8 @@ mod static_membership;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    Assignment, GroupConfig, GroupCoordinator, GroupError, HeartbeatRequest, TopicPartition,
+    Assignment, ClassicHeartbeat, ClassicJoin, GroupConfig, GroupCoordinator, GroupError,
+    HeartbeatRequest, TopicPartition,
 };
 
 pub(super) const GROUP: &str = "g";
@@ -58,6 +60,10 @@ pub(super) struct Consumer {
     /// A slow consumer keeps (and reports) partitions it is told to revoke until it calls
     /// `release`, as a real one does while it finishes and commits them.
     pub slow: bool,
+    /// A client of Kafka's classic protocol (JoinGroup, SyncGroup, Heartbeat), cooperative
+    /// (`Some(true)`: it reports what it owns when it rejoins) or eager (`Some(false)`: it
+    /// gives everything up first).
+    pub classic: Option<bool>,
 }
 
 impl Consumer {
@@ -70,6 +76,7 @@ impl Consumer {
             owned: Assignment::new(),
             told: Assignment::new(),
             slow: false,
+            classic: None,
         }
     }
 
@@ -101,6 +108,9 @@ impl Consumer {
     /// One heartbeat; on success the consumer takes the answer as a real one would: it
     /// gives up what is missing from the assignment and starts on what is new.
     pub fn beat(&mut self, c: &mut GroupCoordinator, now_ms: i64) -> Result<(), GroupError> {
+        if let Some(cooperative) = self.classic {
+            return self.classic_beat(c, now_ms, cooperative);
+        }
         let response = c.heartbeat(&self.request(), now_ms)?;
         assert!(
             response.member_epoch >= self.epoch,
@@ -123,6 +133,59 @@ impl Consumer {
             self.owned.clone_from(&response.assignment);
         }
         self.told = response.assignment;
+        Ok(())
+    }
+}
+
+impl Consumer {
+    /// A classic client gives up every partition (an eager one before each JoinGroup).
+    pub fn lose_all(&mut self) {
+        self.owned.clear();
+        self.told.clear();
+    }
+
+    /// A classic client's turn: a Heartbeat, and when it is told to rejoin (or has not
+    /// joined yet, or its last JoinGroup failed: epoch -1) a JoinGroup and a SyncGroup,
+    /// taking the synced assignment as its own. After ILLEGAL_GENERATION it rejoins under
+    /// its member id having lost everything, as Kafka's clients do.
+    fn classic_beat(
+        &mut self,
+        c: &mut GroupCoordinator,
+        now_ms: i64,
+        cooperative: bool,
+    ) -> Result<(), GroupError> {
+        if !self.member_id.is_empty() && self.epoch >= 0 {
+            match c.classic_heartbeat(GROUP, &self.member_id, self.epoch, now_ms) {
+                Ok(ClassicHeartbeat::Stable) => return Ok(()),
+                Ok(ClassicHeartbeat::Rejoin) => {}
+                Err(GroupError::IllegalGeneration { .. }) => self.lose_all(),
+                Err(other) => return Err(other),
+            }
+        }
+        if !cooperative {
+            self.lose_all();
+        }
+        let join = ClassicJoin {
+            group_id: GROUP.to_owned(),
+            member_id: self.member_id.clone(),
+            group_instance_id: self.instance_id.clone(),
+            subscribed_topics: self.topics.clone(),
+            owned: self.owned.clone(),
+            session_timeout_ms: c.config().session_timeout_ms,
+            rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+        };
+        let answer = c.classic_join(&join, now_ms)?;
+        assert!(
+            answer.member_epoch >= self.epoch,
+            "classic member {} went from generation {} back to {}",
+            answer.member_id,
+            self.epoch,
+            answer.member_epoch
+        );
+        self.member_id = answer.member_id;
+        self.epoch = answer.member_epoch;
+        self.owned = c.classic_sync(GROUP, &self.member_id, self.epoch, now_ms)?;
+        self.told.clone_from(&self.owned);
         Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! A model-based test: random joins, leaves, crashes, heartbeats (some of whose answers
 //! are lost), commits, time passing and topic growth, checked at every step against the
-//! rules a consumer group must keep.
+//! rules a consumer group must keep. Consumers speak KIP-848 heartbeats or Kafka's
+//! classic protocol (eager or cooperative), mixed in one group.
 
 use proptest::prelude::*;
 
-use super::super::{AssignorKind, GroupRecord, MemberDescription, OffsetCommit};
+use super::super::{AssignorKind, ClassicJoin, GroupRecord, MemberDescription, OffsetCommit};
 use super::*;
 
 const TOPICS: [&str; 2] = ["a", "b"];
@@ -13,11 +14,12 @@ const STEP_MS_MAX: i64 = 20_000;
 #[derive(Debug, Clone)]
 enum Op {
     /// A new consumer subscribes to a non-empty subset of TOPICS (bit mask), maybe static,
-    /// maybe slow to give partitions up.
+    /// maybe slow to give partitions up, maybe a classic client (cooperative or not).
     Join {
         topics: u8,
         instance: Option<u8>,
         slow: bool,
+        classic: Option<bool>,
     },
     /// A slow consumer finishes with the partitions it was told to revoke.
     Release(usize),
@@ -41,8 +43,13 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1u8..4, proptest::option::weighted(0.3, 0u8..3), any::<bool>())
-            .prop_map(|(topics, instance, slow)| Op::Join { topics, instance, slow }),
+        3 => (
+            1u8..4,
+            proptest::option::weighted(0.3, 0u8..3),
+            any::<bool>(),
+            proptest::option::weighted(0.4, any::<bool>()),
+        )
+            .prop_map(|(topics, instance, slow, classic)| Op::Join { topics, instance, slow, classic }),
         2 => any::<usize>().prop_map(Op::Release),
         6 => any::<usize>().prop_map(Op::Heartbeat),
         1 => any::<usize>().prop_map(Op::LostAnswer),
@@ -106,6 +113,7 @@ impl Model {
             fresh.topics.clone_from(&old.topics);
             fresh.instance_id.clone_from(&old.instance_id);
             fresh.slow = old.slow;
+            fresh.classic = old.classic;
             self.live[i] = fresh;
         }
     }
@@ -116,6 +124,7 @@ impl Model {
                 topics,
                 instance,
                 slow,
+                classic,
             } => {
                 let chosen: Vec<&str> = (0..TOPICS.len())
                     .filter(|bit| topics & (1 << bit) != 0)
@@ -125,7 +134,9 @@ impl Model {
                     Some(k) => Consumer::static_member(&chosen, &format!("instance-{k}")),
                     None => Consumer::new(&chosen),
                 };
-                consumer.slow = slow;
+                // A classic client gives up revoked partitions before it rejoins.
+                consumer.slow = slow && classic.is_none();
+                consumer.classic = classic;
                 // Refused while another live process holds the instance id.
                 if consumer.beat(&mut self.c, self.now_ms).is_ok() {
                     self.live.push(consumer);
@@ -143,7 +154,31 @@ impl Model {
             }
             Op::LostAnswer(i) => {
                 if let Some(i) = self.pick(i) {
-                    let _ignored = self.c.heartbeat(&self.live[i].request(), self.now_ms);
+                    match self.live[i].classic {
+                        // A classic client's lost answer is its JoinGroup's; an eager
+                        // one gave everything up before it sent it.
+                        Some(cooperative) => {
+                            let consumer = &mut self.live[i];
+                            if !cooperative {
+                                consumer.lose_all();
+                            }
+                            let join = ClassicJoin {
+                                group_id: GROUP.to_owned(),
+                                member_id: consumer.member_id.clone(),
+                                group_instance_id: consumer.instance_id.clone(),
+                                subscribed_topics: consumer.topics.clone(),
+                                owned: consumer.owned.clone(),
+                                session_timeout_ms: self.c.config().session_timeout_ms,
+                                rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+                            };
+                            let _ignored = self.c.classic_join(&join, self.now_ms);
+                            // It knows its join failed and sends another.
+                            consumer.epoch = -1;
+                        }
+                        None => {
+                            let _ignored = self.c.heartbeat(&self.live[i].request(), self.now_ms);
+                        }
+                    }
                 }
             }
             Op::Leave(i) => {

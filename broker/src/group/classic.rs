@@ -1,0 +1,229 @@
+//! Kafka's classic protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) driving the same
+//! groups as KIP-848 heartbeats, the way Kafka 4.0's coordinator keeps classic members
+//! inside a consumer group (KIP-848, "upgrade from the classic protocol"):
+//!
+//! - A JoinGroup is a heartbeat: a new member joins at epoch 0; a known one heartbeats at
+//!   its current epoch, reporting as owned the partitions its subscription metadata lists
+//!   (a cooperative client lists what it keeps; an eager one has revoked everything and
+//!   lists nothing). The member takes one reconciliation step, and its member epoch is the
+//!   generation the JoinGroup answers.
+//! - The assignment is the coordinator's (the group's server-side assignor): no member is
+//!   the leader, and SyncGroup hands each member what it holds after that step. A member
+//!   that must revoke partitions gets an assignment without them at its old generation; a
+//!   cooperative client then revokes and rejoins, and only that rejoin moves it on.
+//! - Heartbeat and SyncGroup check the generation and renew the session. A Heartbeat
+//!   answers "rejoin" (REBALANCE_IN_PROGRESS) when the member has a step to take: a newer
+//!   target exists, it still holds partitions to revoke, or partitions it waits for were
+//!   released. Partitions that stay with a member are never revoked, so a cooperative
+//!   client keeps consuming them across the rebalance. A member told to rejoin that does
+//!   not within its rebalance timeout is removed, as Kafka's join timeout does.
+
+use std::collections::BTreeSet;
+
+use super::coordinator::{group_in, GroupCoordinator};
+use super::error::GroupError;
+use super::types::{Assignment, HeartbeatRequest, HeartbeatResponse, MemberState};
+
+/// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms` defaults.
+pub const CLASSIC_SESSION_TIMEOUT_MIN_MS: i64 = 6_000;
+pub const CLASSIC_SESSION_TIMEOUT_MAX_MS: i64 = 1_800_000;
+
+/// One classic JoinGroup, its consumer-protocol subscription already decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicJoin {
+    pub group_id: String,
+    /// Empty for a member joining for the first time.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub subscribed_topics: BTreeSet<String>,
+    /// The subscription's owned partitions (consumer protocol v1+; empty before).
+    pub owned: Assignment,
+    pub session_timeout_ms: i64,
+    /// `max.poll.interval.ms`; JoinGroup v0 has none and uses the session timeout.
+    pub rebalance_timeout_ms: i64,
+}
+
+/// What a classic Heartbeat tells the member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassicHeartbeat {
+    /// Nothing to do.
+    Stable,
+    /// Send a JoinGroup: the member has a reconciliation step to take
+    /// (Kafka's REBALANCE_IN_PROGRESS).
+    Rejoin,
+}
+
+impl GroupCoordinator {
+    /// A classic JoinGroup. The answer's epoch is the generation; its assignment is what
+    /// SyncGroup at that generation will hand out.
+    pub fn classic_join(
+        &mut self,
+        join: &ClassicJoin,
+        now_ms: i64,
+    ) -> Result<HeartbeatResponse, GroupError> {
+        if !(CLASSIC_SESSION_TIMEOUT_MIN_MS..=CLASSIC_SESSION_TIMEOUT_MAX_MS)
+            .contains(&join.session_timeout_ms)
+        {
+            return Err(GroupError::InvalidSessionTimeout {
+                group: join.group_id.clone(),
+                session_timeout_ms: join.session_timeout_ms,
+                min_ms: CLASSIC_SESSION_TIMEOUT_MIN_MS,
+                max_ms: CLASSIC_SESSION_TIMEOUT_MAX_MS,
+            });
+        }
+        let member_epoch = if join.member_id.is_empty() {
+            0
+        } else {
+            // As Kafka: a member id the group does not know is refused, and the client
+            // joins again without one.
+            let group = group_in(&mut self.groups, &join.group_id).map_err(|_| {
+                GroupError::UnknownMemberId {
+                    group: join.group_id.clone(),
+                    member: join.member_id.clone(),
+                }
+            })?;
+            match group.members.get(&join.member_id) {
+                Some(member) => member.epoch,
+                None => return Err(group.unknown_member(&join.member_id)),
+            }
+        };
+        let heartbeat = HeartbeatRequest {
+            group_id: join.group_id.clone(),
+            member_id: join.member_id.clone(),
+            group_instance_id: join.group_instance_id.clone(),
+            member_epoch,
+            subscribed_topics: join.subscribed_topics.clone(),
+            owned: join.owned.clone(),
+            rebalance_timeout_ms: join.rebalance_timeout_ms,
+            server_assignor: None,
+        };
+        let answer = self.heartbeat(&heartbeat, now_ms)?;
+        if let Some(member) = self
+            .groups
+            .get_mut(&join.group_id)
+            .and_then(|g| g.members.get_mut(&answer.member_id))
+        {
+            member.classic_session_timeout_ms = Some(join.session_timeout_ms);
+            member.session_deadline_ms = now_ms.saturating_add(join.session_timeout_ms);
+        }
+        Ok(answer)
+    }
+
+    /// A classic SyncGroup: the partitions the member holds at `generation`, the ones it
+    /// is revoking left out.
+    pub fn classic_sync(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<Assignment, GroupError> {
+        self.renew_classic(group_id, member_id, generation, now_ms)?;
+        let group = group_in(&mut self.groups, group_id)?;
+        Ok(group
+            .members
+            .get(member_id)
+            .map(|m| m.assigned.clone())
+            .unwrap_or_default())
+    }
+
+    /// A classic Heartbeat: renews the session and says whether the member must rejoin.
+    pub fn classic_heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<ClassicHeartbeat, GroupError> {
+        self.renew_classic(group_id, member_id, generation, now_ms)?;
+        let group = group_in(&mut self.groups, group_id)?;
+        let unknown = group.unknown_member(member_id);
+        let Some(member) = group.members.get(member_id) else {
+            return Err(unknown);
+        };
+        let waits_for_released = member.state == MemberState::UnreleasedPartitions
+            && group.target.get(member_id).is_some_and(|target| {
+                target
+                    .iter()
+                    .any(|tp| !member.assigned.contains(tp) && !group.owners.contains_key(tp))
+            });
+        let rejoin = member.epoch < group.target_epoch
+            || member.state == MemberState::UnrevokedPartitions
+            || waits_for_released;
+        if !rejoin {
+            return Ok(ClassicHeartbeat::Stable);
+        }
+        // As Kafka's join timeout: a member told to rejoin that does not within its
+        // rebalance timeout is removed (the deadline ends at its JoinGroup, unless that
+        // leaves it revoking, when the same deadline holds until it confirms).
+        if let Some(member) = group.members.get_mut(member_id) {
+            let deadline_ms = now_ms.saturating_add(member.rebalance_timeout_ms);
+            member.revocation_deadline_ms.get_or_insert(deadline_ms);
+        }
+        Ok(ClassicHeartbeat::Rejoin)
+    }
+
+    /// A classic LeaveGroup names the member by id, or (v3+) by instance id alone.
+    pub fn classic_leave(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let group = group_in(&mut self.groups, group_id)?;
+        let member = if member_id.is_empty() {
+            group
+                .members
+                .values()
+                .find(|m| m.instance_id.is_some() && m.instance_id.as_deref() == group_instance_id)
+        } else {
+            group.members.get(member_id)
+        };
+        let Some(member) = member else {
+            return Err(group.unknown_member(member_id));
+        };
+        if group_instance_id.is_some() && member.instance_id.as_deref() != group_instance_id {
+            return Err(GroupError::FencedInstanceId {
+                group: group_id.to_owned(),
+                instance_id: group_instance_id.unwrap_or_default().to_owned(),
+                member: member.id.clone(),
+            });
+        }
+        // A leave is never fenced by epoch (neither protocol's leave carries one).
+        let (member_id, epoch) = (member.id.clone(), member.epoch);
+        self.leave(group_id, &member_id, epoch, now_ms)
+    }
+
+    /// Checks a classic member's generation and renews its session.
+    fn renew_classic(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let session_timeout_ms = self.config.session_timeout_ms;
+        let group = group_in(&mut self.groups, group_id)?;
+        let unknown = group.unknown_member(member_id);
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Err(unknown);
+        };
+        if member.left {
+            return Err(unknown);
+        }
+        if generation != member.epoch {
+            return Err(GroupError::IllegalGeneration {
+                group: group_id.to_owned(),
+                member: member_id.to_owned(),
+                generation,
+                expected: member.epoch,
+            });
+        }
+        let timeout_ms = member
+            .classic_session_timeout_ms
+            .unwrap_or(session_timeout_ms);
+        member.session_deadline_ms = now_ms.saturating_add(timeout_ms);
+        Ok(())
+    }
+}

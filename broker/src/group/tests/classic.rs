@@ -1,0 +1,253 @@
+//! Classic members (JoinGroup, SyncGroup, Heartbeat) in the coordinator's groups: they
+//! rejoin when they have a step to take, move partitions in two steps like KIP-848
+//! members, and share a group with them.
+
+use super::{coordinator, joined, tps, Consumer, GROUP, REBALANCE_TIMEOUT_MS};
+use crate::group::{
+    Assignment, ClassicHeartbeat, ClassicJoin, GroupCoordinator, GroupError,
+    CLASSIC_SESSION_TIMEOUT_MAX_MS,
+};
+
+const SESSION_TIMEOUT_MS: i64 = 10_000;
+
+/// A classic consumer: what it holds after its last SyncGroup, at which generation.
+#[derive(Debug, Clone)]
+struct Classic {
+    member_id: String,
+    generation: i32,
+    owned: Assignment,
+    /// Cooperative clients report what they own when they rejoin; eager ones revoke
+    /// everything first and report nothing.
+    cooperative: bool,
+}
+
+impl Classic {
+    fn new(cooperative: bool) -> Self {
+        Classic {
+            member_id: String::new(),
+            generation: -1,
+            owned: Assignment::new(),
+            cooperative,
+        }
+    }
+
+    /// JoinGroup then SyncGroup, as a client does.
+    fn join(&mut self, c: &mut GroupCoordinator, now_ms: i64) -> Result<(), GroupError> {
+        if !self.cooperative {
+            self.owned.clear();
+        }
+        let join = ClassicJoin {
+            group_id: GROUP.to_owned(),
+            member_id: self.member_id.clone(),
+            group_instance_id: None,
+            subscribed_topics: ["t".to_owned()].into(),
+            owned: self.owned.clone(),
+            session_timeout_ms: SESSION_TIMEOUT_MS,
+            rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+        };
+        let joined = c.classic_join(&join, now_ms)?;
+        self.member_id = joined.member_id;
+        self.generation = joined.member_epoch;
+        self.owned = c.classic_sync(GROUP, &self.member_id, self.generation, now_ms)?;
+        Ok(())
+    }
+
+    fn heartbeat(&self, c: &mut GroupCoordinator, now_ms: i64) -> ClassicHeartbeat {
+        c.classic_heartbeat(GROUP, &self.member_id, self.generation, now_ms)
+            .expect("heartbeat")
+    }
+}
+
+fn assert_disjoint(a: &Assignment, b: &Assignment) {
+    assert!(a.is_disjoint(b), "{a:?} and {b:?} share a partition");
+}
+
+#[test]
+fn cooperative_classic_members_hand_over_partitions_in_two_steps() {
+    let mut c = coordinator(&[("t", 4)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    assert_eq!(a.owned, tps("t", 0..4));
+    assert_eq!(a.heartbeat(&mut c, 1), ClassicHeartbeat::Stable);
+
+    let mut b = Classic::new(true);
+    b.join(&mut c, 2).unwrap();
+    // B waits for what A still holds; A is told to rejoin.
+    assert!(b.owned.is_empty());
+    assert_eq!(b.heartbeat(&mut c, 3), ClassicHeartbeat::Stable);
+    assert_eq!(a.heartbeat(&mut c, 3), ClassicHeartbeat::Rejoin);
+
+    // A's rejoin reports all four: it keeps two, at its old generation.
+    let generation_before = a.generation;
+    a.join(&mut c, 4).unwrap();
+    assert_eq!(a.generation, generation_before);
+    assert_eq!(a.owned.len(), 2);
+    // Nobody has the two A gave up yet: A has not confirmed.
+    assert_eq!(b.heartbeat(&mut c, 5), ClassicHeartbeat::Stable);
+    assert_eq!(a.heartbeat(&mut c, 5), ClassicHeartbeat::Rejoin);
+
+    // A's second rejoin no longer lists them: it moves on, and B may take them.
+    a.join(&mut c, 6).unwrap();
+    assert!(a.generation > generation_before);
+    assert_eq!(a.owned.len(), 2);
+    assert_eq!(a.heartbeat(&mut c, 7), ClassicHeartbeat::Stable);
+    assert_eq!(b.heartbeat(&mut c, 7), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, 8).unwrap();
+    assert_eq!(b.owned.len(), 2);
+    assert_disjoint(&a.owned, &b.owned);
+    assert_eq!(b.heartbeat(&mut c, 9), ClassicHeartbeat::Stable);
+    assert_eq!(a.heartbeat(&mut c, 9), ClassicHeartbeat::Stable);
+}
+
+#[test]
+fn an_eager_member_that_revoked_everything_moves_on_at_its_rejoin() {
+    let mut c = coordinator(&[("t", 4)]);
+    let mut a = Classic::new(false);
+    a.join(&mut c, 0).unwrap();
+    let mut b = Classic::new(false);
+    b.join(&mut c, 1).unwrap();
+    assert_eq!(a.heartbeat(&mut c, 2), ClassicHeartbeat::Rejoin);
+    a.join(&mut c, 3).unwrap();
+    assert_eq!(a.owned.len(), 2);
+    assert_eq!(b.heartbeat(&mut c, 4), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, 5).unwrap();
+    assert_eq!(b.owned.len(), 2);
+    assert_disjoint(&a.owned, &b.owned);
+}
+
+#[test]
+fn classic_and_kip_848_members_share_one_group() {
+    let mut c = coordinator(&[("t", 4)]);
+    let mut modern: Consumer = joined(&mut c, &["t"], 0);
+    assert_eq!(modern.owned, tps("t", 0..4));
+    let mut classic = Classic::new(true);
+    classic.join(&mut c, 1).unwrap();
+    assert!(classic.owned.is_empty());
+    // The KIP-848 member revokes two, then the classic one is told to rejoin for them.
+    modern.beat(&mut c, 2).unwrap();
+    assert_eq!(modern.owned.len(), 2);
+    modern.beat(&mut c, 3).unwrap();
+    assert_eq!(classic.heartbeat(&mut c, 4), ClassicHeartbeat::Rejoin);
+    classic.join(&mut c, 5).unwrap();
+    assert_eq!(classic.owned.len(), 2);
+    assert_disjoint(&modern.owned, &classic.owned);
+}
+
+#[test]
+fn another_generation_is_an_illegal_generation() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    let stale = c.classic_heartbeat(GROUP, &a.member_id, a.generation - 1, 1);
+    assert!(
+        matches!(stale, Err(GroupError::IllegalGeneration { generation, expected, .. })
+            if generation == a.generation - 1 && expected == a.generation),
+        "{stale:?}"
+    );
+    let sync = c.classic_sync(GROUP, &a.member_id, a.generation + 1, 1);
+    assert!(
+        matches!(sync, Err(GroupError::IllegalGeneration { .. })),
+        "{sync:?}"
+    );
+    let unknown = c.classic_heartbeat(GROUP, "nobody", a.generation, 1);
+    assert!(
+        matches!(unknown, Err(GroupError::UnknownMemberId { .. })),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn a_classic_member_is_removed_after_its_own_session_timeout() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    assert!(SESSION_TIMEOUT_MS < c.config().session_timeout_ms);
+    assert!(c.tick(SESSION_TIMEOUT_MS - 1).is_empty());
+    // A heartbeat renews the session from its own time.
+    assert_eq!(a.heartbeat(&mut c, 5_000), ClassicHeartbeat::Stable);
+    assert!(c.tick(SESSION_TIMEOUT_MS + 1).is_empty());
+    let removed = c.tick(5_000 + SESSION_TIMEOUT_MS);
+    assert_eq!(removed, vec![(GROUP.to_owned(), a.member_id.clone())]);
+}
+
+#[test]
+fn joins_outside_kafkas_session_timeout_bounds_or_with_an_unknown_member_id_are_refused() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut join = ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: String::new(),
+        group_instance_id: None,
+        subscribed_topics: ["t".to_owned()].into(),
+        owned: Assignment::new(),
+        session_timeout_ms: CLASSIC_SESSION_TIMEOUT_MAX_MS + 1,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    let refused = c.classic_join(&join, 0);
+    assert!(
+        matches!(refused, Err(GroupError::InvalidSessionTimeout { .. })),
+        "{refused:?}"
+    );
+    assert!(c.list_groups().is_empty(), "a refused join leaves no group");
+    join.session_timeout_ms = SESSION_TIMEOUT_MS;
+    join.member_id = "made-up".to_owned();
+    let refused = c.classic_join(&join, 0);
+    assert!(
+        matches!(refused, Err(GroupError::UnknownMemberId { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_classic_leave_hands_partitions_to_the_others_at_once() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    let mut b = Classic::new(true);
+    b.join(&mut c, 1).unwrap();
+    c.classic_leave(GROUP, &a.member_id, None, 2).unwrap();
+    assert_eq!(b.heartbeat(&mut c, 3), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, 4).unwrap();
+    assert_eq!(b.owned, tps("t", 0..2));
+    let again = c.classic_leave(GROUP, &a.member_id, None, 5);
+    assert!(
+        matches!(again, Err(GroupError::UnknownMemberId { .. })),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_member_told_to_rejoin_that_does_not_is_removed_after_its_rebalance_timeout() {
+    let mut c = coordinator(&[("t", 2)]);
+    let mut a = Classic::new(true);
+    a.join(&mut c, 0).unwrap();
+    let mut b = Classic::new(true);
+    b.join(&mut c, 1).unwrap();
+    // A keeps heartbeating but never rejoins: B waits, until A's rebalance timeout.
+    assert_eq!(a.heartbeat(&mut c, 2), ClassicHeartbeat::Rejoin);
+    let mut now_ms = 2;
+    while now_ms < 2 + REBALANCE_TIMEOUT_MS - SESSION_TIMEOUT_MS / 2 {
+        now_ms += SESSION_TIMEOUT_MS / 2;
+        assert_eq!(a.heartbeat(&mut c, now_ms), ClassicHeartbeat::Rejoin);
+        assert_eq!(b.heartbeat(&mut c, now_ms), ClassicHeartbeat::Stable);
+        assert!(c.tick(now_ms).is_empty());
+    }
+    let removed = c.tick(2 + REBALANCE_TIMEOUT_MS);
+    assert_eq!(removed, vec![(GROUP.to_owned(), a.member_id.clone())]);
+    assert_eq!(b.heartbeat(&mut c, now_ms), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, now_ms).unwrap();
+    assert_eq!(b.owned, tps("t", 0..2));
+    // Members that rejoin when told are never removed.
+    let mut d = Classic::new(true);
+    d.join(&mut c, now_ms).unwrap();
+    let until_ms = now_ms + 2 * REBALANCE_TIMEOUT_MS;
+    while now_ms < until_ms {
+        now_ms += SESSION_TIMEOUT_MS / 2;
+        for member in [&mut b, &mut d] {
+            if member.heartbeat(&mut c, now_ms) == ClassicHeartbeat::Rejoin {
+                member.join(&mut c, now_ms).unwrap();
+            }
+        }
+        assert!(c.tick(now_ms).is_empty());
+    }
+    assert_eq!((b.owned.len(), d.owned.len()), (1, 1));
+}

@@ -1,0 +1,183 @@
+//! Kafka's classic group membership (JoinGroup v0-v9, SyncGroup v0-v5, Heartbeat v0-v4,
+//! LeaveGroup v0-v5) translated onto the coordinator's KIP-848 groups
+//! (`group/classic.rs` says how). The assignment is the coordinator's: no member is
+//! named leader, so every client syncs as a follower, and the assignment a client sends
+//! in SyncGroup is not used. Eager (range, roundrobin) and cooperative-sticky clients
+//! both work: an eager one revokes everything before it rejoins, a cooperative one
+//! reports what it keeps and loses only what moves.
+//!
+//! Not done, as Kafka does it: JoinGroup v4+ answers a new member at once with its id
+//! instead of MEMBER_ID_REQUIRED and a second join; a static member that restarts is
+//! taken back only once its previous incarnation left or timed out.
+
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::connection::Session;
+use super::consumer_protocol::{decode_subscription, encode_assignment};
+use super::groups::{group_code, CONSUMER_PROTOCOL_TYPE};
+use crate::group::{ClassicHeartbeat, ClassicJoin};
+
+pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    let refused = |code: i16, member_id: StrBytes| {
+        let response = JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_member_id(member_id);
+        // A null protocol name exists from v7 only.
+        if version >= 7 {
+            response.with_protocol_name(None)
+        } else {
+            response
+        }
+    };
+    if request.protocol_type.as_str() != CONSUMER_PROTOCOL_TYPE {
+        tracing::debug!(group = %request.group_id.0, protocol_type = %request.protocol_type,
+            "refused a JoinGroup of another protocol type");
+        return refused(
+            ResponseError::InconsistentGroupProtocol.code(),
+            request.member_id,
+        );
+    }
+    // The client lists its assignors by preference; their subscriptions name the same
+    // topics, and the first one's owned partitions are what it holds.
+    let Some(protocol) = request.protocols.first() else {
+        return refused(
+            ResponseError::InconsistentGroupProtocol.code(),
+            request.member_id,
+        );
+    };
+    let subscription = match decode_subscription(protocol.metadata.clone()) {
+        Ok(subscription) => subscription,
+        Err(reason) => {
+            tracing::debug!(group = %request.group_id.0, %reason, "refused a JoinGroup");
+            return refused(
+                ResponseError::InconsistentGroupProtocol.code(),
+                request.member_id,
+            );
+        }
+    };
+    let session_timeout_ms = i64::from(request.session_timeout_ms);
+    let join = ClassicJoin {
+        group_id: request.group_id.0.to_string(),
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        subscribed_topics: subscription.topics,
+        owned: subscription.owned,
+        session_timeout_ms,
+        // JoinGroup v0 has no rebalance timeout; Kafka uses the session timeout.
+        rebalance_timeout_ms: if version >= 1 {
+            i64::from(request.rebalance_timeout_ms)
+        } else {
+            session_timeout_ms
+        },
+    };
+    let joined = session
+        .groups
+        .mutate(|c, now_ms| c.classic_join(&join, now_ms))
+        .await;
+    match joined {
+        Ok(answer) => {
+            let response = JoinGroupResponse::default()
+                .with_generation_id(answer.member_epoch)
+                .with_protocol_name(Some(protocol.name.clone()))
+                .with_member_id(StrBytes::from_string(answer.member_id));
+            if version >= 7 {
+                response.with_protocol_type(Some(StrBytes::from_static_str(CONSUMER_PROTOCOL_TYPE)))
+            } else {
+                response
+            }
+        }
+        Err(error) => refused(group_code(&error, true), request.member_id),
+    }
+}
+
+pub async fn sync(session: &Session, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let with_protocol = |response: SyncGroupResponse| {
+        if version >= 5 {
+            response
+                .with_protocol_type(request.protocol_type.clone())
+                .with_protocol_name(request.protocol_name.clone())
+        } else {
+            response
+        }
+    };
+    if request
+        .protocol_type
+        .as_ref()
+        .is_some_and(|t| t.as_str() != CONSUMER_PROTOCOL_TYPE)
+    {
+        return with_protocol(
+            SyncGroupResponse::default()
+                .with_error_code(ResponseError::InconsistentGroupProtocol.code()),
+        );
+    }
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let generation = request.generation_id;
+    let synced = session
+        .groups
+        .mutate(|c, now_ms| c.classic_sync(&group_id, &member_id, generation, now_ms))
+        .await;
+    with_protocol(match synced {
+        Ok(assignment) => {
+            SyncGroupResponse::default().with_assignment(encode_assignment(&assignment))
+        }
+        Err(error) => SyncGroupResponse::default().with_error_code(group_code(&error, true)),
+    })
+}
+
+pub async fn heartbeat(session: &Session, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let generation = request.generation_id;
+    let answered = session
+        .groups
+        .mutate(|c, now_ms| c.classic_heartbeat(&group_id, &member_id, generation, now_ms))
+        .await;
+    let code = match answered {
+        Ok(ClassicHeartbeat::Stable) => 0,
+        Ok(ClassicHeartbeat::Rejoin) => ResponseError::RebalanceInProgress.code(),
+        Err(error) => group_code(&error, true),
+    };
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub async fn leave(
+    session: &Session,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    if version < 3 {
+        let member_id = request.member_id.to_string();
+        let left = session
+            .groups
+            .mutate(|c, now_ms| c.classic_leave(&group_id, &member_id, None, now_ms))
+            .await;
+        return LeaveGroupResponse::default()
+            .with_error_code(left.err().map_or(0, |e| group_code(&e, true)));
+    }
+    let mut members = Vec::with_capacity(request.members.len());
+    for member in request.members {
+        let member_id = member.member_id.to_string();
+        let instance_id = member.group_instance_id.as_ref().map(ToString::to_string);
+        let left = session
+            .groups
+            .mutate(|c, now_ms| {
+                c.classic_leave(&group_id, &member_id, instance_id.as_deref(), now_ms)
+            })
+            .await;
+        members.push(
+            MemberResponse::default()
+                .with_member_id(member.member_id)
+                .with_group_instance_id(member.group_instance_id)
+                .with_error_code(left.err().map_or(0, |e| group_code(&e, true))),
+        );
+    }
+    LeaveGroupResponse::default().with_members(members)
+}
