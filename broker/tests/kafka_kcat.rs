@@ -5,41 +5,11 @@
 mod common;
 mod kafka_support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use kafka_support::{start_broker, tools};
+use kafka_support::start_broker;
+use kafka_support::tools::kcat;
 
 /// A record's key, value and headers, as text.
 type Seen = (String, String, Vec<(String, String)>);
-
-/// Runs kcat with `args`, feeding `input`, and returns its stdout.
-async fn kcat(args: Vec<String>, input: &'static str) -> String {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(tools::kcat())
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "kcat {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn kcat_produces_keyed_records_with_headers_and_consumes_them_back() {

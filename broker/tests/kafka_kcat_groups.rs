@@ -8,38 +8,10 @@ mod common;
 mod kafka_support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 
-use kafka_support::{start_broker, tools};
-
-/// Runs kcat with `args`, feeding `input`, and returns its stdout.
-async fn kcat(args: Vec<String>, input: String) -> String {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(tools::kcat())
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "kcat {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    })
-    .await
-    .unwrap()
-}
+use kafka_support::start_broker;
+use kafka_support::tools::kcat;
 
 #[tokio::test]
 async fn kcat_cooperative_sticky_group_consumer_reads_every_record_and_commits() {
@@ -123,7 +95,7 @@ struct Member {
 
 impl Member {
     fn start(bootstrap: &str, group: &str, topic: &str) -> Member {
-        let mut child = Command::new(tools::kcat())
+        let mut child = Command::new(kafka_support::tools::kcat_binary())
             .args([
                 "-b",
                 bootstrap,

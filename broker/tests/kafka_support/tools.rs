@@ -28,7 +28,7 @@ fn run(command: &mut Command) -> bool {
 }
 
 /// The `kcat` binary, installed with `apt-get install -y kcat` if missing.
-pub fn kcat() -> PathBuf {
+pub fn kcat_binary() -> PathBuf {
     let _installing = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(found) = on_path("kcat") {
         return found;
@@ -109,4 +109,35 @@ fn target_dir() -> PathBuf {
         .find(|dir| dir.file_name().is_some_and(|name| name == "target"))
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::env::temp_dir().join("weir-test-tools"))
+}
+
+/// Runs kcat with `args`, feeding `input`, and returns its stdout; a failed run
+/// fails the test with kcat's stderr.
+pub async fn kcat(args: Vec<String>, input: impl Into<String>) -> String {
+    let input: String = input.into();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(kcat_binary())
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "kcat {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    })
+    .await
+    .unwrap()
 }
