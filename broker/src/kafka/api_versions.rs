@@ -41,6 +41,11 @@ pub fn range(api_key: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
+/// Every API served.
+pub fn served() -> impl Iterator<Item = ApiKey> {
+    SERVED.iter().map(|&(key, _, _)| key)
+}
+
 pub fn serves(api_key: ApiKey, version: i16) -> bool {
     range(api_key).is_some_and(|(min, max)| (min..=max).contains(&version))
 }

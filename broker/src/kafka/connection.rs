@@ -246,6 +246,15 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
         _ => "Other",
     }
 }
@@ -396,4 +405,16 @@ fn respond<R: Encodable + HeaderVersion>(
     let chunks = encode_response(api_key, version, correlation_id, response, shared)
         .map_err(|e| format!("cannot encode the {api_key:?} v{version} response: {}", e.0))?;
     Ok(Outcome::Respond { chunks, memory })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_api_has_its_own_metrics_label() {
+        for key in api_versions::served() {
+            assert_ne!(api_name(key), "Other", "{key:?} is counted as Other");
+        }
+    }
 }
