@@ -116,6 +116,10 @@ pub struct BrokerConfig {
     /// Where the metrics listener (`/metrics`, `/healthz`, `/readyz`) binds
     /// (port 0 picks one); `None` serves no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// The cluster's voters, `1=HOST:PORT,2=HOST:PORT,...` (this broker's
+    /// `node_id` among them); `None` runs a broker that is not in a cluster.
+    /// Checked by [`BrokerConfig::cluster`].
+    pub peers: Option<String>,
     /// Largest request accepted; larger ones fail with RESOURCE_EXHAUSTED before
     /// they are buffered whole.
     pub request_bytes_max: usize,
@@ -204,6 +208,7 @@ struct ConfigFile {
     listen: Option<String>,
     kafka_listen: Option<String>,
     metrics_listen: Option<String>,
+    peers: Option<String>,
     fsync: Option<String>,
     request_bytes_max: Option<usize>,
     fetch_bytes_max: Option<usize>,
@@ -242,6 +247,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
             kafka_listen: None,
             metrics_listen: None,
+            peers: None,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
@@ -274,7 +280,7 @@ impl BrokerConfig {
     /// Defaults, then `file` if given, then the environment variables that
     /// `env` returns (`WEIR_NODE_ID`, `WEIR_DATA_DIR`, `WEIR_LISTEN`,
     /// `WEIR_KAFKA_LISTEN` (empty: no Kafka listener), `WEIR_METRICS_LISTEN`
-    /// (empty: no metrics listener), `WEIR_FSYNC`,
+    /// (empty: no metrics listener), `WEIR_PEERS`, `WEIR_FSYNC`,
     /// `WEIR_REQUEST_BYTES_MAX`, `WEIR_FETCH_BYTES_MAX`, `WEIR_IO_MODE`,
     /// `WEIR_RETENTION_CHECK_INTERVAL_MS`, `WEIR_COMPACTION_KEY_MAP_BYTES`,
     /// `WEIR_PRODUCER_ID_EXPIRATION_MS`, `WEIR_CONNECTIONS_MAX`,
@@ -316,6 +322,7 @@ impl BrokerConfig {
             "WEIR_LISTEN",
             "WEIR_KAFKA_LISTEN",
             "WEIR_METRICS_LISTEN",
+            "WEIR_PEERS",
             "WEIR_FSYNC",
             "WEIR_REQUEST_BYTES_MAX",
             "WEIR_FETCH_BYTES_MAX",
@@ -388,6 +395,10 @@ impl BrokerConfig {
         if let Some(v) = file.metrics_listen {
             self.set("WEIR_METRICS_LISTEN", &v)
                 .map_err(|reason| bad("metrics_listen", v, reason))?;
+        }
+        if let Some(v) = file.peers {
+            self.set("WEIR_PEERS", &v)
+                .map_err(|reason| bad("peers", v, reason))?;
         }
         if let Some(v) = file.fsync {
             self.set("WEIR_FSYNC", &v)
@@ -497,6 +508,7 @@ impl BrokerConfig {
             "WEIR_LISTEN" => self.listen = parse_listen(value)?,
             "WEIR_KAFKA_LISTEN" => self.kafka_listen = parse_optional_listen(value)?,
             "WEIR_METRICS_LISTEN" => self.metrics_listen = parse_optional_listen(value)?,
+            "WEIR_PEERS" => self.peers = Some(value.to_string()).filter(|v| !v.trim().is_empty()),
             "WEIR_FSYNC" => self.set_fsync(value.parse::<FsyncPolicy>()?),
             "WEIR_REQUEST_BYTES_MAX" => {
                 self.request_bytes_max = value.parse().map_err(|_| "expected a byte count")?
@@ -606,6 +618,26 @@ impl BrokerConfig {
             reason,
         })?;
         Ok(())
+    }
+
+    /// The cluster this broker is a voter of, from `node_id` and `peers`;
+    /// `None` without `peers`.
+    pub fn cluster(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        let Some(peers) = &self.peers else {
+            return Ok(None);
+        };
+        let node_id = u64::try_from(self.node_id).unwrap_or(0);
+        crate::cluster::ClusterConfig::parse(node_id, peers)
+            .map(Some)
+            .map_err(|e| ConfigError::Value {
+                source_name: "setting",
+                key: "peers".to_string(),
+                value: peers.clone(),
+                reason: match e {
+                    crate::cluster::ClusterError::InvalidPeers { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            })
     }
 
     /// Parses and sets the Kafka listener's address (`host:port`); an empty

@@ -41,6 +41,12 @@ pub enum BrokerError {
     #[error("topic {topic:?}: partition {partition} is named twice in one request")]
     DuplicatePartition { topic: String, partition: u32 },
 
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
     #[error("topic {topic:?}: {reason}")]
     InvalidRequest { topic: String, reason: String },
 
@@ -242,6 +248,16 @@ impl BrokerError {
             | BrokerError::CorruptRegistry { .. }
             | BrokerError::ProducerState { .. }
             | BrokerError::TaskFailed(_) => Code::Internal,
+            BrokerError::Config(_) => Code::InvalidArgument,
+            BrokerError::Cluster(error) => match error {
+                crate::cluster::ClusterError::NotController { .. }
+                | crate::cluster::ClusterError::ProposalTimedOut { .. }
+                | crate::cluster::ClusterError::Busy
+                | crate::cluster::ClusterError::Stopped => Code::Unavailable,
+                crate::cluster::ClusterError::Refused(_)
+                | crate::cluster::ClusterError::InvalidPeers { .. } => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
         }
     }
 }

@@ -14,6 +14,7 @@
 mod append_queue;
 mod broker;
 mod clock;
+pub mod cluster;
 mod config;
 mod connection;
 mod connection_limit;

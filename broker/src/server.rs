@@ -13,6 +13,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::broker::Broker;
+use crate::cluster::{
+    BrokerRecord, ClusterConfig, MetadataCommand, MetadataQuorum, QuorumHandle, QuorumService,
+};
 use crate::config::BrokerConfig;
 use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
 use crate::error::BrokerError;
@@ -23,6 +26,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
 use crate::proto::produce_server::ProduceServer;
+use crate::proto::quorum_server::QuorumServer;
 use crate::rpc::{AdminService, FetchService, GroupRpc, ProduceService};
 
 /// A broker serving requests on a bound address.
@@ -38,6 +42,7 @@ pub struct RunningBroker {
     kafka: Option<KafkaListener>,
     /// `/metrics`, `/healthz` and `/readyz`, when `metrics_listen` is set.
     metrics: Option<MetricsServer>,
+    quorum: Option<MetadataQuorum>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -57,6 +62,7 @@ impl RunningBroker {
         let kafka_listen = config.kafka_listen;
         let metrics_listen = config.metrics_listen;
         let address_file = config.address_file.clone();
+        let cluster = config.cluster()?;
         let broker = tokio::task::spawn_blocking(move || Broker::open_with_clock(config, clock))
             .await
             .map_err(|e| BrokerError::TaskFailed(e.to_string()))??;
@@ -107,8 +113,34 @@ impl RunningBroker {
             broker.metrics().connections(crate::metrics::Listener::Grpc),
             cut_signal,
         );
+        let quorum = match &cluster {
+            Some(cluster) => {
+                let dir = crate::cluster::metadata_dir(&broker.config().data_dir);
+                let cluster = cluster.clone();
+                let quorum = match MetadataQuorum::start(&dir, &cluster) {
+                    Ok(quorum) => quorum,
+                    Err(error) => {
+                        // Ends the Kafka and metrics listeners, which hold the broker.
+                        broker.begin_shutdown();
+                        return Err(error.into());
+                    }
+                };
+                tokio::spawn(register_broker(
+                    quorum.handle(),
+                    cluster,
+                    kafka_addr_of(&kafka),
+                    broker.closing_signal(),
+                ));
+                Some(quorum)
+            }
+            None => None,
+        };
+        let quorum_service = quorum
+            .as_ref()
+            .zip(cluster.as_ref())
+            .map(|(quorum, cluster)| QuorumServer::new(QuorumService::new(quorum, cluster)));
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = router(&broker, &groups);
+        let router = router(&broker, &groups).add_optional_service(quorum_service);
         let serving = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -131,8 +163,14 @@ impl RunningBroker {
             cut,
             kafka,
             metrics,
+            quorum,
             serving,
         })
+    }
+
+    /// This broker's member of the metadata quorum, when it is in a cluster.
+    pub fn quorum(&self) -> Option<&MetadataQuorum> {
+        self.quorum.as_ref()
     }
 
     /// The address the broker listens on.
@@ -216,6 +254,12 @@ impl RunningBroker {
             // `begin_shutdown` ended its accepting too.
             metrics.stop().await;
         }
+        if let Some(mut quorum) = self.quorum.take() {
+            // Joins its thread, which finishes at most one Ready round.
+            tokio::task::spawn_blocking(move || quorum.stop())
+                .await
+                .map_err(|e| BrokerError::TaskFailed(e.to_string()))?;
+        }
         let closed = self.broker.close().await;
         match served {
             Ok(Ok(())) => {}
@@ -225,6 +269,46 @@ impl RunningBroker {
         closed?;
         tracing::info!("broker stopped");
         Ok(())
+    }
+}
+
+fn kafka_addr_of(kafka: &Option<KafkaListener>) -> Option<String> {
+    kafka.as_ref().map(|k| k.local_addr().to_string())
+}
+
+/// Announces this broker through the metadata log, retrying until a
+/// controller takes it (a cluster whose majority is not up yet has none) or
+/// the broker closes.
+async fn register_broker(
+    quorum: QuorumHandle,
+    cluster: ClusterConfig,
+    kafka_address: Option<String>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let record = BrokerRecord {
+        node_id: cluster.node_id,
+        address: cluster.peers[&cluster.node_id].clone(),
+        kafka_address,
+    };
+    loop {
+        let attempt = quorum.propose(
+            MetadataCommand::RegisterBroker(record.clone()),
+            Duration::from_secs(5),
+        );
+        tokio::select! {
+            result = attempt => match result {
+                Ok(index) => {
+                    tracing::info!(node_id = record.node_id, index, "registered with the cluster");
+                    return;
+                }
+                Err(error) => tracing::debug!(%error, "registration not taken yet"),
+            },
+            _ = closing.changed() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = closing.changed() => return,
+        }
     }
 }
 
