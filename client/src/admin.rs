@@ -70,6 +70,10 @@ impl Admin {
         GroupClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX)
     }
 
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub(crate) fn fetch_client(&self) -> FetchClient<Channel> {
         FetchClient::new(self.channel.clone())
     }

@@ -16,6 +16,7 @@ pub use weir_proto as proto;
 
 mod accumulator;
 mod admin;
+mod admin_cluster;
 mod admin_groups;
 mod connection;
 mod consumer;
@@ -29,6 +30,7 @@ mod sender;
 mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
+pub use admin_cluster::{ClusterBroker, ClusterStatus};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember, GroupPartition, ResetTo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};

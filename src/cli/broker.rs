@@ -28,6 +28,13 @@ pub struct Args {
     /// port 0 picks a free port, an empty value turns it off [default: 127.0.0.1:9293].
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// This broker's node id in its cluster (1 or more with --peers).
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// The cluster's brokers, ID=HOST:PORT,... (their gRPC addresses, this
+    /// broker's included); without it the broker is in no cluster.
+    #[arg(long)]
+    peers: Option<String>,
     /// A weir.toml file with broker settings.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -81,6 +88,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &args.metrics_listen {
         config.set_metrics_listen(listen)?;
     }
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    if let Some(peers) = args.peers {
+        config.peers = Some(peers).filter(|p| !p.trim().is_empty());
+    }
+    // Refused here with a one-line reason rather than after the data
+    // directory is opened.
+    config.cluster()?;
     if let Some(fsync) = args.fsync {
         config.set_fsync(fsync);
     }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod broker;
+mod cluster;
 mod consume;
 mod consume_group;
 mod group;
@@ -38,6 +39,9 @@ enum Command {
     Consume(consume::Args),
     /// List, describe, reset and delete consumer groups.
     Group(group::Args),
+    /// The cluster's controller and brokers.
+    #[command(subcommand_required = true)]
+    Cluster(cluster::Args),
     /// Measure producer, consumer and end-to-end throughput and latency.
     Bench(bench::Args),
     /// Inspect and check partition directories and segment files.
@@ -68,6 +72,10 @@ impl Cli {
             Command::Group(mut args) => {
                 args.broker = self.broker;
                 group::run(args)
+            }
+            Command::Cluster(mut args) => {
+                args.broker = self.broker;
+                cluster::run(args)
             }
             Command::Bench(mut args) => {
                 args.broker = self.broker;

@@ -1,0 +1,217 @@
+//! Three brokers in one process, each on its own loopback port and data
+//! directory, forming a cluster over their gRPC listeners: they elect a
+//! controller, register, agree on metadata, elect a new controller when the
+//! old one stops, and keep the metadata across a restart of every broker.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use weir_broker::cluster::{
+    ClusterMetadata, MetadataCommand, NodeId, PartitionAssignment, TopicMetadata,
+};
+use weir_broker::{BrokerConfig, RunningBroker};
+use weir_client::proto::quorum_client::QuorumClient;
+use weir_client::proto::ClusterStatusRequest;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    peers: String,
+    ports: BTreeMap<NodeId, u16>,
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    brokers: BTreeMap<NodeId, RunningBroker>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        // Ports are picked first because every broker must know every
+        // other's address before any of them starts.
+        let held: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: BTreeMap<NodeId, u16> = held
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap().port()))
+            .collect();
+        drop(held);
+        let peers = ports
+            .iter()
+            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            peers,
+            ports,
+            dirs: (1..=3)
+                .map(|id| (id, tempfile::tempdir().unwrap()))
+                .collect(),
+            brokers: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            cluster.start_broker(id).await;
+        }
+        cluster
+    }
+
+    async fn start_broker(&mut self, id: NodeId) {
+        let config = BrokerConfig {
+            node_id: id as i32,
+            data_dir: self.dirs[&id].path().to_path_buf(),
+            listen: format!("127.0.0.1:{}", self.ports[&id]).parse().unwrap(),
+            peers: Some(self.peers.clone()),
+            ..BrokerConfig::default()
+        };
+        let running = RunningBroker::start(config).await.unwrap();
+        self.brokers.insert(id, running);
+    }
+
+    async fn stop_broker(&mut self, id: NodeId) {
+        let running = self.brokers.remove(&id).unwrap();
+        running.shutdown().await.unwrap();
+    }
+
+    fn metadata(&self, id: NodeId) -> ClusterMetadata {
+        let quorum = self.brokers[&id].quorum().unwrap();
+        let metadata = quorum.metadata();
+        let current = metadata.borrow().as_ref().clone();
+        current
+    }
+
+    /// Waits until every running broker's metadata satisfies `check`.
+    async fn wait_all(&self, what: &str, check: impl Fn(&ClusterMetadata) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.brokers.keys().all(|id| check(&self.metadata(*id))) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The controller every running broker agrees on.
+    async fn controller(&self) -> NodeId {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen: Vec<Option<NodeId>> = self
+                .brokers
+                .values()
+                .map(|b| b.quorum().unwrap().view().borrow().status.leader_id)
+                .collect();
+            if let Some(Some(leader)) = seen.first() {
+                if seen.iter().all(|s| *s == Some(*leader)) && self.brokers.contains_key(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed controller: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn topic(name: &str) -> MetadataCommand {
+    MetadataCommand::CreateTopic(TopicMetadata {
+        name: name.into(),
+        configs: BTreeMap::new(),
+        partitions: vec![PartitionAssignment {
+            replicas: vec![1, 2, 3],
+            leader: Some(1),
+            leader_epoch: 0,
+            isr: vec![1, 2, 3],
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_elect_register_fail_over_and_keep_metadata_across_a_full_restart() {
+    let mut cluster = Cluster::start().await;
+    cluster
+        .wait_all("every broker registered everywhere", |m| {
+            m.brokers.len() == 3
+        })
+        .await;
+    let controller = cluster.controller().await;
+
+    // A follower's proposal is forwarded to the controller and applies everywhere.
+    let follower = (1..=3).find(|id| *id != controller).unwrap();
+    cluster.brokers[&follower]
+        .quorum()
+        .unwrap()
+        .propose(topic("clicks"), WAIT)
+        .await
+        .unwrap();
+    cluster
+        .wait_all("clicks everywhere", |m| m.topics.contains_key("clicks"))
+        .await;
+
+    // The status RPC names the controller and who is alive.
+    let addr = format!("http://127.0.0.1:{}", cluster.ports[&controller]);
+    let mut client = QuorumClient::connect(addr).await.unwrap();
+    let status = client
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.controller_id, controller);
+    assert_eq!(status.brokers.len(), 3);
+    assert!(status.brokers.iter().all(|b| b.registered));
+
+    // The controller stops: the two left elect another and still commit.
+    cluster.stop_broker(controller).await;
+    let second = cluster.controller().await;
+    assert_ne!(second, controller);
+    let survivor = (1..=3)
+        .find(|id| *id != controller && *id != second)
+        .unwrap();
+    cluster.brokers[&survivor]
+        .quorum()
+        .unwrap()
+        .propose(topic("views"), WAIT)
+        .await
+        .unwrap();
+    // The old controller comes back and catches up.
+    cluster.start_broker(controller).await;
+    cluster
+        .wait_all("views everywhere", |m| m.topics.contains_key("views"))
+        .await;
+
+    // Every broker stops; every broker starts: the metadata is still there.
+    for id in 1..=3 {
+        cluster.stop_broker(id).await;
+    }
+    for id in 1..=3 {
+        cluster.start_broker(id).await;
+    }
+    cluster
+        .wait_all("both topics after a full restart", |m| {
+            m.topics.contains_key("clicks")
+                && m.topics.contains_key("views")
+                && m.brokers.len() == 3
+        })
+        .await;
+    for id in 1..=3 {
+        cluster.stop_broker(id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broker_whose_node_id_is_not_among_its_peers_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        node_id: 4,
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers: Some("1=127.0.0.1:1,2=127.0.0.1:2".into()),
+        ..BrokerConfig::default()
+    };
+    let error = RunningBroker::start(config).await.unwrap_err().to_string();
+    assert!(error.contains("node id 4 is not among them"), "{error}");
+}
