@@ -81,6 +81,8 @@ pub struct Broker {
     fetch_partition_reads: AtomicU64,
     /// What produce, fetch and the listeners count as they serve (see `metrics`).
     metrics: BrokerMetrics,
+    /// Set once the broker is in a cluster (see `replication::manager`).
+    cluster: std::sync::OnceLock<crate::replication::ClusterLink>,
     /// One broker per data directory: held exclusively for the broker's life.
     _data_dir_lock: DirLock,
 }
@@ -152,6 +154,7 @@ impl Broker {
             closing_signal: watch::channel(false).0,
             clock,
             producer_epochs: std::sync::Mutex::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -255,6 +258,14 @@ impl Broker {
                 "partition count {partitions} must be between 1 and {PARTITIONS_MAX}"
             )));
         }
+        self.config
+            .log_config(&configs)
+            .map_err(|e| config_error(name.as_str(), e))?;
+        if let Some(link) = self.cluster.get() {
+            return link
+                .create_topic(self, name.as_str(), partitions, replication_factor, configs)
+                .await;
+        }
         // One broker: a replication factor above 1 cannot be placed.
         let replication_factor = replication_factor.max(1);
         if replication_factor > 1 {
@@ -262,11 +273,8 @@ impl Broker {
                 "replication factor {replication_factor} is larger than the 1 available broker"
             )));
         }
-        self.config
-            .log_config(&configs)
-            .map_err(|e| config_error(name.as_str(), e))?;
 
-        let mut registry = self.registry.lock().await;
+        let registry = self.registry.lock().await;
         if registry.topics.contains_key(name.as_str()) {
             return Err(BrokerError::TopicExists {
                 topic: name.to_string(),
@@ -277,7 +285,20 @@ impl Broker {
             replication_factor,
             configs,
             leader_epochs: vec![0; usize::try_from(partitions).unwrap_or(0)],
+            hosted: None,
         };
+        self.create_from_record(registry, record).await
+    }
+
+    /// Creates the local replicas of a topic whose record is settled (by the
+    /// checks above, or by the cluster's metadata log), under the registry lock.
+    pub(crate) async fn create_from_record(
+        &self,
+        mut registry: tokio::sync::MutexGuard<'_, Registry>,
+        record: TopicRecord,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let name = record.name.clone();
+        let partitions = record.partition_count();
         let config = self.config.clone();
         let clock = Arc::clone(&self.clock);
         let opened = record.clone();
@@ -311,8 +332,39 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Whether `name` was created through the cluster's metadata log.
+    pub(crate) async fn is_cluster_topic(&self, name: &str) -> bool {
+        self.registry
+            .lock()
+            .await
+            .topics
+            .get(name)
+            .is_some_and(|record| record.hosted.is_some())
+    }
+
+    /// The registry, for changes made on the cluster's behalf.
+    pub(crate) async fn lock_registry(&self) -> tokio::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().await
+    }
+
+    /// Joins the broker to its cluster: topic changes go through the
+    /// metadata log from now on. Set once, at start.
+    pub(crate) fn join_cluster(&self, link: crate::replication::ClusterLink) {
+        let _ = self.cluster.set(link);
+    }
+
     /// Deletes a topic and all its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if let Some(link) = self.cluster.get() {
+            if !crate::internal_topics::is_internal(name) {
+                return link.delete_topic(name).await;
+            }
+        }
+        self.delete_local_topic(name).await
+    }
+
+    /// Deletes this broker's replicas of a topic and its registry entry.
+    pub(crate) async fn delete_local_topic(&self, name: &str) -> Result<(), BrokerError> {
         let mut registry = self.registry.lock().await;
         if !registry.topics.contains_key(name) {
             return Err(BrokerError::UnknownTopic {
@@ -461,7 +513,9 @@ impl Broker {
             // The registry lock only for the id check: reading every
             // partition's producer state must not stall topic changes.
             let next_producer_id = self.registry.lock().await.next_producer_id;
-            if producer_id < 0 || producer_id >= next_producer_id || producer_epoch < 0 {
+            // In a cluster another broker may have handed the id out.
+            let unknown_here = self.cluster.get().is_none() && producer_id >= next_producer_id;
+            if producer_id < 0 || unknown_here || producer_epoch < 0 {
                 return Err(BrokerError::UnknownProducerId {
                     producer_id,
                     producer_epoch,
@@ -498,10 +552,19 @@ impl Broker {
         }
         let mut registry = self.registry.lock().await;
         let mut next = registry.clone();
-        let producer_id = next.next_producer_id;
-        next.next_producer_id = producer_id
-            .checked_add(1)
-            .ok_or_else(|| BrokerError::TaskFailed("producer ids are exhausted".to_string()))?;
+        let counter = next.next_producer_id;
+        let exhausted = || BrokerError::TaskFailed("producer ids are exhausted".to_string());
+        next.next_producer_id = counter.checked_add(1).ok_or_else(exhausted)?;
+        // In a cluster each broker hands out its own stripe of ids (the id
+        // modulo NODE_IDS is its node id), so two brokers never give out the
+        // same one, as Kafka's controller hands each broker its own blocks.
+        let producer_id = match self.cluster.get() {
+            Some(link) => counter
+                .checked_mul(crate::cluster::NODE_IDS as i64)
+                .and_then(|id| id.checked_add(link.node_id as i64))
+                .ok_or_else(exhausted)?,
+            None => counter,
+        };
         self.store_registry(next.clone()).await?;
         *registry = next;
         Ok((producer_id, 0))
@@ -673,6 +736,20 @@ fn open_topic(
         .zip(0u32..)
         .map(|(epoch, index)| {
             let dir = partition_dir(&config.data_dir, &record.name, index);
+            let hosted = record
+                .hosted
+                .as_ref()
+                .is_none_or(|hosted| hosted.get(index as usize).copied().unwrap_or(false));
+            if !hosted {
+                // The cluster's metadata names the leader once it applies.
+                return Ok(Arc::new(Partition::not_hosted(
+                    &dir,
+                    &record.name,
+                    index,
+                    *epoch,
+                    None,
+                )));
+            }
             match Partition::open_with_clock(
                 &dir,
                 &record.name,

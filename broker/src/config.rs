@@ -120,6 +120,9 @@ pub struct BrokerConfig {
     /// `node_id` among them); `None` runs a broker that is not in a cluster.
     /// Checked by [`BrokerConfig::cluster`].
     pub peers: Option<String>,
+    /// A follower not caught up with its leader for this long leaves the
+    /// ISR (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: i64,
     /// Largest request accepted; larger ones fail with RESOURCE_EXHAUSTED before
     /// they are buffered whole.
     pub request_bytes_max: usize,
@@ -248,6 +251,7 @@ impl Default for BrokerConfig {
             kafka_listen: None,
             metrics_listen: None,
             peers: None,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX_DEFAULT,
@@ -323,6 +327,7 @@ impl BrokerConfig {
             "WEIR_KAFKA_LISTEN",
             "WEIR_METRICS_LISTEN",
             "WEIR_PEERS",
+            "WEIR_REPLICA_LAG_TIME_MAX_MS",
             "WEIR_FSYNC",
             "WEIR_REQUEST_BYTES_MAX",
             "WEIR_FETCH_BYTES_MAX",
@@ -508,6 +513,13 @@ impl BrokerConfig {
             "WEIR_LISTEN" => self.listen = parse_listen(value)?,
             "WEIR_KAFKA_LISTEN" => self.kafka_listen = parse_optional_listen(value)?,
             "WEIR_METRICS_LISTEN" => self.metrics_listen = parse_optional_listen(value)?,
+            "WEIR_REPLICA_LAG_TIME_MAX_MS" => {
+                self.replica_lag_time_max_ms = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|&v| v > 0)
+                    .ok_or("expected a number of milliseconds above 0")?
+            }
             "WEIR_PEERS" => self.peers = Some(value.to_string()).filter(|v| !v.trim().is_empty()),
             "WEIR_FSYNC" => self.set_fsync(value.parse::<FsyncPolicy>()?),
             "WEIR_REQUEST_BYTES_MAX" => {
@@ -665,6 +677,16 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// A topic's `min.insync.replicas` (broker-wide default, then the
+    /// topic's own), 1 when neither sets it.
+    pub fn min_insync_replicas(&self, overrides: &BTreeMap<String, String>) -> usize {
+        overrides
+            .get(MIN_INSYNC_REPLICAS_CONFIG)
+            .or_else(|| self.topic_defaults.get(MIN_INSYNC_REPLICAS_CONFIG))
+            .and_then(|v| parse_min_insync_replicas(v).ok())
+            .unwrap_or(1)
+    }
+
     /// The log settings of a new partition (`value.*` configs are checked and left out:
     /// they describe the records to readers such as `weir sql`): defaults, broker-wide topic
     /// defaults, then the topic's own `overrides`.
@@ -679,6 +701,9 @@ impl BrokerConfig {
         for (key, value) in self.topic_defaults.iter().chain(overrides) {
             if key.starts_with(VALUE_CONFIG_PREFIX) {
                 check_value_config(key, value)?;
+            } else if key == MIN_INSYNC_REPLICAS_CONFIG {
+                // Replication policy, read by produce (`min_insync_replicas`).
+                parse_min_insync_replicas(value)?;
             } else {
                 config.apply(key, value)?;
             }
@@ -918,6 +943,26 @@ fn check_value_config(key: &str, value: &str) -> Result<(), weir_log::LogError> 
             "unknown value config key; expected {VALUE_FORMAT_CONFIG} or {VALUE_SCHEMA_CONFIG}"
         ))),
     }
+}
+
+/// Kafka's topic config: how many in-sync replicas an `acks=all` produce
+/// needs, else NOT_ENOUGH_REPLICAS.
+pub const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: i64 = 30_000;
+
+fn parse_min_insync_replicas(value: &str) -> Result<usize, weir_log::LogError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&v| (1..=i32::MAX as usize).contains(&v))
+        .ok_or_else(|| weir_log::LogError::Config {
+            key: MIN_INSYNC_REPLICAS_CONFIG.to_string(),
+            value: value.to_string(),
+            reason: "must be a whole number of at least 1".to_string(),
+        })
 }
 
 #[cfg(test)]

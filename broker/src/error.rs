@@ -41,6 +41,31 @@ pub enum BrokerError {
     #[error("topic {topic:?}: partition {partition} is named twice in one request")]
     DuplicatePartition { topic: String, partition: u32 },
 
+    #[error("topic {topic:?} partition {partition}: this broker is not its leader{}", match leader {
+        Some(id) => format!(" (broker {id} is)"),
+        None => " (none is known)".to_owned(),
+    })]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: Option<u64>,
+    },
+
+    #[error("topic {topic:?} partition {partition}: {isr} in-sync replicas, fewer than min.insync.replicas = {min_isr}")]
+    NotEnoughReplicas {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min_isr: usize,
+    },
+
+    #[error("topic {topic:?} partition {partition}: offset {offset} was written by the leader but not copied by every in-sync replica in time; it may still be")]
+    ReplicationTimedOut {
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
 
@@ -190,6 +215,9 @@ impl BrokerError {
             BrokerError::ProducerFenced { .. } | BrokerError::ProducerIdFenced { .. } => {
                 ErrorCode::ProducerFenced
             }
+            BrokerError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            BrokerError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            BrokerError::ReplicationTimedOut { .. } => ErrorCode::Timeout,
             BrokerError::Log { source, .. } => match source {
                 LogError::MessageTooLarge { .. } => ErrorCode::BatchTooLarge,
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
@@ -249,6 +277,9 @@ impl BrokerError {
             | BrokerError::ProducerState { .. }
             | BrokerError::TaskFailed(_) => Code::Internal,
             BrokerError::Config(_) => Code::InvalidArgument,
+            BrokerError::NotLeader { .. }
+            | BrokerError::NotEnoughReplicas { .. }
+            | BrokerError::ReplicationTimedOut { .. } => Code::Unavailable,
             BrokerError::Cluster(error) => match error {
                 crate::cluster::ClusterError::NotController { .. }
                 | crate::cluster::ClusterError::ProposalTimedOut { .. }

@@ -32,6 +32,7 @@ mod producer_snapshot;
 mod producer_state;
 mod read_buffers;
 mod registry;
+mod replication;
 mod rpc;
 mod server;
 mod topic_deletion;

@@ -24,6 +24,7 @@ use crate::producer_state::{
     increment_sequence, ProducerStates, SequenceCheck, SequenceError, SequencedBatch, StoredRange,
 };
 use crate::read_buffers;
+use crate::replication::{ReplicaRole, RoleKind};
 
 /// Bytes appended between two periodic producer-state snapshots: after a
 /// crash, an open replays the headers of at most this much log.
@@ -64,6 +65,8 @@ pub struct Partition {
     append_queue: AppendQueue,
     /// The time of each producer's last append, for producer-id expiry.
     clock: SharedClock,
+    /// Alone, leader, follower or not hosted (see `replication::role`).
+    pub(crate) replica: ReplicaRole,
 }
 
 impl std::fmt::Debug for Partition {
@@ -175,6 +178,7 @@ impl Partition {
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
             clock,
+            replica: ReplicaRole::default(),
         })
     }
 
@@ -203,6 +207,36 @@ impl Partition {
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
             clock: system_clock(),
+            replica: ReplicaRole::default(),
+        }
+    }
+
+    /// A partition of which this broker holds no replica: it answers every
+    /// produce and fetch with NOT_LEADER_OR_FOLLOWER naming `leader`.
+    pub fn not_hosted(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        leader_epoch: i32,
+        leader: Option<u64>,
+    ) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            index,
+            dir: dir.to_path_buf(),
+            log: None,
+            offline_cause: None,
+            _offline_lock: None,
+            leader_epoch: AtomicI32::new(leader_epoch),
+            producers: Mutex::new(Producers {
+                states: ProducerStates::default(),
+                appended_bytes_since_snapshot: 0,
+            }),
+            high_watermark: watch::channel(0).0,
+            appended: Notify::new(),
+            append_queue: AppendQueue::default(),
+            clock: system_clock(),
+            replica: ReplicaRole::not_hosted(leader),
         }
     }
 
@@ -215,15 +249,35 @@ impl Partition {
         self.offline_cause.as_deref()
     }
 
-    /// The open log, or the offline error naming topic, partition and cause.
-    fn log(&self) -> Result<&PartitionLog, BrokerError> {
-        self.log
-            .as_ref()
-            .ok_or_else(|| BrokerError::PartitionOffline {
+    /// The open log, or the offline error naming topic, partition and cause
+    /// (or NOT_LEADER_OR_FOLLOWER when this broker holds no replica).
+    pub(crate) fn log(&self) -> Result<&PartitionLog, BrokerError> {
+        self.log.as_ref().ok_or_else(|| {
+            if self.replica.kind() == RoleKind::NotHosted {
+                return self.not_leader();
+            }
+            BrokerError::PartitionOffline {
                 topic: self.topic.clone(),
                 partition: self.index,
                 cause: self.offline_cause.clone().unwrap_or_default(),
-            })
+            }
+        })
+    }
+
+    pub(crate) fn not_leader(&self) -> BrokerError {
+        BrokerError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader: self.replica.leader(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     pub fn high_watermark(&self) -> u64 {
@@ -236,6 +290,33 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_leader_epoch(&self, leader_epoch: i32) {
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+    }
+
+    /// A follower's append: the leader's batches, offsets and epochs as they
+    /// are, then their idempotent producers' sequences recorded as the
+    /// leader recorded them, all under the producer lock so the state
+    /// matches the log.
+    pub(crate) fn append_replicated(&self, buf: &[u8]) -> Result<(), BrokerError> {
+        let log = self.log()?;
+        let mut producers = self.lock_producers()?;
+        log.append_replicated(buf).map_err(|e| self.error(e))?;
+        let now_ms = self.clock.now_ms();
+        for item in batches(buf) {
+            let (header, _) = item.map_err(|e| self.error(e.into()))?;
+            if let Some(batch) = sequenced(&header) {
+                let base = u64::try_from(header.base_offset).unwrap_or(0);
+                let last = u64::try_from(header.last_offset()).unwrap_or(base);
+                producers.states.record(&batch, base, last, now_ms);
+            }
+        }
+        producers.appended_bytes_since_snapshot += buf.len() as u64;
+        drop(producers);
+        self.appended.notify_waiters();
+        Ok(())
     }
 
     /// Replaces the log settings; they apply from the next append, roll or retention.
@@ -286,6 +367,9 @@ impl Partition {
     /// state is consulted, and outside its lock: a damaged retry is refused as
     /// damaged, never answered as a duplicate, and moves no producer state.
     pub fn append(&self, buf: &mut [u8]) -> Result<Appended, BrokerError> {
+        if !matches!(self.replica.kind(), RoleKind::Solo | RoleKind::Leader) {
+            return Err(self.not_leader());
+        }
         let log = self.log()?;
         let validated = log.validate_append(buf).map_err(|e| self.error(e))?;
         let mut producers = self.lock_producers()?;
@@ -345,13 +429,34 @@ impl Partition {
         &self.append_queue
     }
 
-    /// Replication factor 1: the high watermark is the log end offset.
+    /// Alone, the high watermark is the log end offset; as a leader, the
+    /// smallest log end offset over the ISR (`ReplicaTracker`).
     fn advance_high_watermark(&self) {
         let Some(log) = &self.log else {
             return;
         };
         let log_end = log.log_end_offset();
-        log.set_high_watermark(log_end);
+        let target = match self.replica.kind() {
+            RoleKind::Solo => log_end,
+            RoleKind::Leader => match self.replica.tracker().as_mut() {
+                Some(tracker) => {
+                    tracker.on_leader_append(log_end);
+                    tracker.high_watermark()
+                }
+                None => return,
+            },
+            RoleKind::Follower | RoleKind::NotHosted => return,
+        };
+        self.publish_high_watermark(target);
+    }
+
+    /// Raises the high watermark to `target` (capped at the log end, never
+    /// lowered) and wakes whoever waits on it.
+    pub(crate) fn publish_high_watermark(&self, target: u64) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        log.set_high_watermark(target);
         let high_watermark = log.high_watermark();
         self.high_watermark.send_if_modified(|published| {
             debug_assert!(*published <= high_watermark, "high watermark went back");
@@ -465,6 +570,10 @@ impl Partition {
         fit: bool,
         into: ReadInto,
     ) -> Result<ReadResult, BrokerError> {
+        // Consumers read from the leader (Kafka before KIP-392).
+        if !matches!(self.replica.kind(), RoleKind::Solo | RoleKind::Leader) {
+            return Err(self.not_leader());
+        }
         let log = self.log()?;
         let high_watermark = self.high_watermark();
         let log_start_offset = self.log_start_offset();

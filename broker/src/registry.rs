@@ -28,6 +28,10 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
     /// One entry per partition: the leader epoch.
     pub leader_epochs: Vec<i32>,
+    /// In a cluster: one entry per partition, whether this broker holds a
+    /// replica of it. Absent on a broker in no cluster (it holds them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<Vec<bool>>,
 }
 
 impl TopicRecord {
@@ -146,6 +150,7 @@ mod tests {
                 replication_factor: 1,
                 configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
                 leader_epochs: vec![0, 0, 3],
+                hosted: Some(vec![true, false, true]),
             },
         );
         registry.store(dir.path()).unwrap();

@@ -27,6 +27,8 @@ use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
 use crate::proto::produce_server::ProduceServer;
 use crate::proto::quorum_server::QuorumServer;
+use crate::proto::replica_server::ReplicaServer;
+use crate::replication::ReplicaService;
 use crate::rpc::{AdminService, FetchService, GroupRpc, ProduceService};
 
 /// A broker serving requests on a bound address.
@@ -125,6 +127,12 @@ impl RunningBroker {
                         return Err(error.into());
                     }
                 };
+                crate::replication::join(
+                    &broker,
+                    &cluster,
+                    quorum.handle(),
+                    broker.config().replica_lag_time_max_ms,
+                );
                 tokio::spawn(register_broker(
                     quorum.handle(),
                     cluster,
@@ -140,7 +148,14 @@ impl RunningBroker {
             .zip(cluster.as_ref())
             .map(|(quorum, cluster)| QuorumServer::new(QuorumService::new(quorum, cluster)));
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = router(&broker, &groups).add_optional_service(quorum_service);
+        let replica_service = quorum.as_ref().map(|_| {
+            ReplicaServer::new(ReplicaService::new(Arc::clone(&broker)))
+                .max_decoding_message_size(broker.config().request_bytes_max)
+                .max_encoding_message_size(usize::MAX)
+        });
+        let router = router(&broker, &groups)
+            .add_optional_service(quorum_service)
+            .add_optional_service(replica_service);
         let serving = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {

@@ -3,119 +3,15 @@
 //! controller, register, agree on metadata, elect a new controller when the
 //! old one stops, and keep the metadata across a restart of every broker.
 
-use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::time::Duration;
+mod common;
 
-use weir_broker::cluster::{
-    ClusterMetadata, MetadataCommand, NodeId, PartitionAssignment, TopicMetadata,
-};
+use std::collections::BTreeMap;
+
+use common::cluster::{Cluster, WAIT};
+use weir_broker::cluster::{MetadataCommand, PartitionAssignment, TopicMetadata};
 use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::proto::quorum_client::QuorumClient;
 use weir_client::proto::ClusterStatusRequest;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Cluster {
-    peers: String,
-    ports: BTreeMap<NodeId, u16>,
-    dirs: BTreeMap<NodeId, tempfile::TempDir>,
-    brokers: BTreeMap<NodeId, RunningBroker>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        // Ports are picked first because every broker must know every
-        // other's address before any of them starts.
-        let held: Vec<TcpListener> = (0..3)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: BTreeMap<NodeId, u16> = held
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap().port()))
-            .collect();
-        drop(held);
-        let peers = ports
-            .iter()
-            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            peers,
-            ports,
-            dirs: (1..=3)
-                .map(|id| (id, tempfile::tempdir().unwrap()))
-                .collect(),
-            brokers: BTreeMap::new(),
-        };
-        for id in 1..=3 {
-            cluster.start_broker(id).await;
-        }
-        cluster
-    }
-
-    async fn start_broker(&mut self, id: NodeId) {
-        let config = BrokerConfig {
-            node_id: id as i32,
-            data_dir: self.dirs[&id].path().to_path_buf(),
-            listen: format!("127.0.0.1:{}", self.ports[&id]).parse().unwrap(),
-            peers: Some(self.peers.clone()),
-            ..BrokerConfig::default()
-        };
-        let running = RunningBroker::start(config).await.unwrap();
-        self.brokers.insert(id, running);
-    }
-
-    async fn stop_broker(&mut self, id: NodeId) {
-        let running = self.brokers.remove(&id).unwrap();
-        running.shutdown().await.unwrap();
-    }
-
-    fn metadata(&self, id: NodeId) -> ClusterMetadata {
-        let quorum = self.brokers[&id].quorum().unwrap();
-        let metadata = quorum.metadata();
-        let current = metadata.borrow().as_ref().clone();
-        current
-    }
-
-    /// Waits until every running broker's metadata satisfies `check`.
-    async fn wait_all(&self, what: &str, check: impl Fn(&ClusterMetadata) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if self.brokers.keys().all(|id| check(&self.metadata(*id))) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The controller every running broker agrees on.
-    async fn controller(&self) -> NodeId {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let seen: Vec<Option<NodeId>> = self
-                .brokers
-                .values()
-                .map(|b| b.quorum().unwrap().view().borrow().status.leader_id)
-                .collect();
-            if let Some(Some(leader)) = seen.first() {
-                if seen.iter().all(|s| *s == Some(*leader)) && self.brokers.contains_key(leader) {
-                    return *leader;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no agreed controller: {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 fn topic(name: &str) -> MetadataCommand {
     MetadataCommand::CreateTopic(TopicMetadata {

@@ -20,6 +20,20 @@ pub struct ClusterBroker {
     pub registered: bool,
 }
 
+/// One partition of a replicated topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterPartition {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: Option<u64>,
+    pub leader_epoch: i32,
+    /// Preferred leader first.
+    pub replicas: Vec<u64>,
+    pub isr: Vec<u64>,
+    /// Fewer in-sync replicas than replicas.
+    pub under_replicated: bool,
+}
+
 /// What `cluster_status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterStatus {
@@ -31,6 +45,7 @@ pub struct ClusterStatus {
     pub committed_index: u64,
     pub applied_index: u64,
     pub brokers: Vec<ClusterBroker>,
+    pub partitions: Vec<ClusterPartition>,
 }
 
 impl Admin {
@@ -63,6 +78,19 @@ impl Admin {
                     address: b.address,
                     alive: b.alive,
                     registered: b.registered,
+                })
+                .collect(),
+            partitions: answer
+                .partitions
+                .into_iter()
+                .map(|p| ClusterPartition {
+                    under_replicated: p.isr.len() < p.replicas.len(),
+                    topic: p.topic,
+                    partition: p.partition,
+                    leader: Some(p.leader).filter(|&l| l != 0),
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas,
+                    isr: p.isr,
                 })
                 .collect(),
         })

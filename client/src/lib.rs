@@ -30,7 +30,7 @@ mod sender;
 mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
-pub use admin_cluster::{ClusterBroker, ClusterStatus};
+pub use admin_cluster::{ClusterBroker, ClusterPartition, ClusterStatus};
 pub use admin_groups::{GroupDescription, GroupListing, GroupMember, GroupPartition, ResetTo};
 pub use connection::{connect, RESPONSE_BYTES_MAX};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};

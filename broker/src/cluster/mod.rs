@@ -42,6 +42,9 @@ pub fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(METADATA_DIR)
 }
 
+/// Node ids run from 1 to `NODE_IDS - 1` (producer ids are striped by them).
+pub const NODE_IDS: u64 = 1024;
+
 /// Who this broker is and who the voters are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -66,8 +69,8 @@ impl ClusterConfig {
             peers: peers.to_owned(),
             reason,
         };
-        if node_id == 0 {
-            return Err(invalid("node ids start at 1".into()));
+        if node_id == 0 || node_id >= NODE_IDS {
+            return Err(invalid(format!("node ids run from 1 to {}", NODE_IDS - 1)));
         }
         let mut map = BTreeMap::new();
         for item in peers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -78,8 +81,10 @@ impl ClusterConfig {
                 .trim()
                 .parse()
                 .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| invalid(format!("{id:?} is not a node id (1 or more)")))?;
+                .filter(|&id| id > 0 && id < NODE_IDS)
+                .ok_or_else(|| {
+                    invalid(format!("{id:?} is not a node id (1 to {})", NODE_IDS - 1))
+                })?;
             let address = address.trim();
             if address
                 .rsplit_once(':')

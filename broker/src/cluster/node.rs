@@ -72,6 +72,9 @@ pub struct QuorumNode {
     file: RaftFile,
     metadata: ClusterMetadata,
     voters: Vec<NodeId>,
+    /// The commit index found on disk at open: until the metadata is applied
+    /// that far, it is older than what this broker already knew.
+    recovered_commit: u64,
 }
 
 impl QuorumNode {
@@ -90,6 +93,7 @@ impl QuorumNode {
             );
         }
         let storage = MemStorage::new();
+        let recovered_commit;
         {
             let mut core = storage.wl();
             core.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
@@ -99,6 +103,7 @@ impl QuorumNode {
             // A commit index past the entries that survived cannot be trusted.
             let last = recovered.entries.last().map_or(0, |e| e.index);
             hard_state.commit = hard_state.commit.min(last);
+            recovered_commit = hard_state.commit;
             core.set_hardstate(hard_state);
         }
         let config = Config {
@@ -127,6 +132,7 @@ impl QuorumNode {
             file,
             metadata: ClusterMetadata::default(),
             voters: voters.to_vec(),
+            recovered_commit,
         };
         if node.voters.len() == 1 {
             // A one-broker cluster elects itself at once: no election timeout
@@ -140,6 +146,11 @@ impl QuorumNode {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The commit index the metadata log held at open.
+    pub fn recovered_commit(&self) -> u64 {
+        self.recovered_commit
     }
 
     pub fn voters(&self) -> &[NodeId] {

@@ -53,6 +53,7 @@ pub struct MetadataQuorum {
 #[derive(Clone)]
 pub struct QuorumHandle {
     node_id: NodeId,
+    recovered_commit: u64,
     requests: SyncSender<Request>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     view: watch::Receiver<QuorumView>,
@@ -74,10 +75,11 @@ impl MetadataQuorum {
     pub fn start(dir: &Path, config: &ClusterConfig) -> Result<MetadataQuorum, ClusterError> {
         let voters: Vec<NodeId> = config.voters();
         let node = QuorumNode::open(dir, config.node_id, &voters)?;
+        let recovered_commit = node.recovered_commit();
         let (requests, inbox) = mpsc::sync_channel(REQUEST_QUEUE);
         let peers = PeerSenders::start(config, requests.clone());
         let (metadata_tx, metadata) = watch::channel(Arc::new(node.metadata().clone()));
-        let (view_tx, view) = watch::channel(view_of(&node, None));
+        let (view_tx, view) = watch::channel(view_of(&node, None, &HashMap::new()));
         let thread = std::thread::Builder::new()
             .name(format!("weir-quorum-{}", config.node_id))
             .spawn(move || run(node, inbox, peers, metadata_tx, view_tx))
@@ -85,6 +87,7 @@ impl MetadataQuorum {
         Ok(MetadataQuorum {
             handle: QuorumHandle {
                 node_id: config.node_id,
+                recovered_commit,
                 requests,
                 metadata,
                 view,
@@ -176,12 +179,35 @@ impl QuorumHandle {
     pub fn view(&self) -> watch::Receiver<QuorumView> {
         self.view.clone()
     }
+
+    /// Whether the applied metadata is at least what this broker had
+    /// committed before it started: only then does an absence in it mean a
+    /// deletion rather than an entry not yet replayed.
+    pub fn caught_up(&self) -> bool {
+        self.metadata.borrow().applied_index >= self.recovered_commit
+    }
 }
 
-fn view_of(node: &QuorumNode, failed: Option<String>) -> QuorumView {
+/// A peer the leader heard from within this long is alive. Raft's own flag
+/// is cleared at every check-quorum round and set again by the next answer,
+/// so it is sampled every round of the thread and remembered this long.
+const ALIVE_WITHIN: Duration = Duration::from_secs(2);
+
+fn view_of(
+    node: &QuorumNode,
+    failed: Option<String>,
+    last_active: &HashMap<NodeId, Instant>,
+) -> QuorumView {
     let status = node.status();
     let alive = if node.is_leader() {
-        node.recently_active_peers().into_iter().collect()
+        let now = Instant::now();
+        let mut alive: BTreeSet<NodeId> = last_active
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) < ALIVE_WITHIN)
+            .map(|(id, _)| *id)
+            .collect();
+        alive.insert(node.id());
+        alive
     } else {
         let mut alive = BTreeSet::from([node.id()]);
         alive.extend(status.leader_id);
@@ -206,6 +232,7 @@ fn run(
     let mut next_tick = Instant::now() + tick;
     let mut next_seq = 0u64;
     let mut pending: HashMap<u64, oneshot::Sender<Result<u64, ClusterError>>> = HashMap::new();
+    let mut last_active: HashMap<NodeId, Instant> = HashMap::new();
     let failure = loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match inbox.recv_timeout(wait) {
@@ -274,7 +301,15 @@ fn run(
         }
         // Proposers that gave up waiting leave a closed reply behind.
         pending.retain(|_, reply| !reply.is_closed());
-        let view = view_of(&node, None);
+        if node.is_leader() {
+            let now = Instant::now();
+            for peer in node.recently_active_peers() {
+                last_active.insert(peer, now);
+            }
+        } else {
+            last_active.clear();
+        }
+        let view = view_of(&node, None, &last_active);
         view_tx.send_if_modified(|current| {
             let changed = *current != view;
             *current = view;
@@ -284,7 +319,7 @@ fn run(
     if let Some(reason) = &failure {
         tracing::error!(node_id = node.id(), error = %reason, "metadata quorum stopped");
     }
-    let view = view_of(&node, failure.clone());
+    let view = view_of(&node, failure.clone(), &HashMap::new());
     view_tx.send_replace(view);
     for (_, reply) in pending {
         let _ = reply.send(Err(ClusterError::Stopped));

@@ -193,7 +193,26 @@ impl proto::quorum_server::Quorum for QuorumService {
                 }
             })
             .collect();
+        let partitions = metadata
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, p)| proto::ClusterPartition {
+                        topic: topic.name.clone(),
+                        partition: index as u32,
+                        leader: p.leader.unwrap_or(0),
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    })
+            })
+            .collect();
         Ok(Response::new(proto::ClusterStatusResponse {
+            partitions,
             node_id: self.node_id,
             controller_id: view.status.leader_id.unwrap_or(0),
             term: view.status.term,

@@ -35,6 +35,9 @@ fn kind(error: &BrokerError) -> ResponseError {
         BrokerError::UnknownProducerId { .. } => ResponseError::InvalidProducerIdMapping,
         BrokerError::Log { source, .. } => log_kind(source),
         BrokerError::PartitionOffline { .. } => ResponseError::KafkaStorageError,
+        BrokerError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        BrokerError::ReplicationTimedOut { .. } => ResponseError::RequestTimedOut,
         // Retriable: the client refreshes its metadata and tries again.
         BrokerError::ShuttingDown | BrokerError::TopicUnavailable { .. } => {
             ResponseError::LeaderNotAvailable

@@ -52,12 +52,22 @@ struct Stored {
 pub async fn handle(session: &Session, request: ProduceRequest, version: i16) -> Produced {
     let acks = request.acks;
     let deadline = earlier_batches_deadline(u32::try_from(request.timeout_ms).unwrap_or(0));
+    let replicated_deadline =
+        crate::rpc::produce::replication_deadline(u32::try_from(request.timeout_ms).unwrap_or(0));
     let topics = records_by_topic(request);
     let mut responses = Vec::with_capacity(topics.len());
     let mut first_failure: Option<String> = None;
     for (name, partitions) in topics {
         let outcomes = if (-1..=1).contains(&acks) {
-            produce_topic(session, &name, partitions, deadline).await
+            produce_topic(
+                session,
+                &name,
+                partitions,
+                deadline,
+                acks == -1,
+                replicated_deadline,
+            )
+            .await
         } else {
             let reason = format!("acks must be 0, 1 or -1 (all), not {acks}");
             refuse_all(
@@ -106,6 +116,8 @@ async fn produce_topic(
     name: &str,
     partitions: Vec<PartitionRecords>,
     deadline: Instant,
+    acks_all: bool,
+    replicated_deadline: tokio::time::Instant,
 ) -> Vec<Outcome> {
     let broker = &session.broker;
     let topic = crate::internal_topics::refuse_internal(name, "produce to")
@@ -139,9 +151,22 @@ async fn produce_topic(
                 });
             }
             let partition = std::sync::Arc::clone(partition);
+            if acks_all {
+                partition.check_min_isr(broker.config().min_insync_replicas(&topic.configs))?;
+            }
             let bytes = records.len();
-            let (appended, buf) =
-                append_in_sequence(broker, partition, into_mut(records), deadline).await?;
+            let (appended, buf) = append_in_sequence(
+                broker,
+                std::sync::Arc::clone(&partition),
+                into_mut(records),
+                deadline,
+            )
+            .await?;
+            if acks_all {
+                partition
+                    .wait_replicated(appended.last_offset, replicated_deadline)
+                    .await?;
+            }
             topic.metrics.produced(
                 Listener::Kafka,
                 bytes,

@@ -16,7 +16,7 @@ use super::{Listener, RequestMetrics};
 use crate::broker::Broker;
 
 /// The gRPC methods served, by path, and their `api` label.
-const METHODS: [(&str, &str); 16] = [
+const METHODS: [(&str, &str); 19] = [
     ("/weir.v1.Admin/CreateTopic", "CreateTopic"),
     ("/weir.v1.Admin/ListTopics", "ListTopics"),
     ("/weir.v1.Admin/DescribeTopic", "DescribeTopic"),
@@ -36,6 +36,9 @@ const METHODS: [(&str, &str); 16] = [
     ("/weir.v1.Group/DescribeGroup", "DescribeGroup"),
     ("/weir.v1.Group/DeleteGroup", "DeleteGroup"),
     ("/weir.v1.Group/ResetOffsets", "ResetOffsets"),
+    ("/weir.v1.Quorum/Step", "Step"),
+    ("/weir.v1.Quorum/ClusterStatus", "ClusterStatus"),
+    ("/weir.v1.Replica/ReplicaFetch", "ReplicaFetch"),
 ];
 
 /// The `api` label of a request path.

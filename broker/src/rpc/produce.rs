@@ -51,9 +51,18 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.partitions.len());
     // One deadline for the whole request, however many partitions wait.
     let deadline = earlier_batches_deadline(request.timeout_ms);
+    let acks_all = request.acks == Acks::All as i32;
+    let replicated_deadline = replication_deadline(request.timeout_ms);
     for data in request.partitions {
         let partition = Arc::clone(topic.partition(data.partition)?);
         let index = data.partition;
+        if acks_all {
+            let min_isr = broker.config().min_insync_replicas(&topic.configs);
+            if let Err(error) = partition.check_min_isr(min_isr) {
+                results.push(result(index, Err(error)));
+                continue;
+            }
+        }
         let appended = if data.batches.is_empty() {
             Err(BrokerError::InvalidRequest {
                 topic: topic.name.clone(),
@@ -61,22 +70,44 @@ pub async fn handle(
             })
         } else {
             let bytes = data.batches.len();
-            append_in_sequence(broker, partition, into_mut(data.batches), deadline)
+            append_in_sequence(
+                broker,
+                Arc::clone(&partition),
+                into_mut(data.batches),
+                deadline,
+            )
+            .await
+            .map(|(appended, buf)| {
+                topic.metrics.produced(
+                    Listener::Grpc,
+                    bytes,
+                    appended_records(appended.base_offset, appended.last_offset),
+                );
+                (appended, log_append_time_ms(&appended, &buf))
+            })
+        };
+        let appended = match appended {
+            Ok((appended, time)) if acks_all => partition
+                .wait_replicated(appended.last_offset, replicated_deadline)
                 .await
-                .map(|(appended, buf)| {
-                    topic.metrics.produced(
-                        Listener::Grpc,
-                        bytes,
-                        appended_records(appended.base_offset, appended.last_offset),
-                    );
-                    (appended, log_append_time_ms(&appended, &buf))
-                })
+                .map(|()| (appended, time)),
+            other => other,
         };
         results.push(result(index, appended));
     }
     Ok(ProduceResponse {
         partitions: results,
     })
+}
+
+/// Until when an `acks=all` produce waits for the in-sync replicas: its
+/// timeout (Kafka's `request.timeout.ms` default of 30 s when none is given).
+pub(crate) fn replication_deadline(timeout_ms: u32) -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        + match timeout_ms {
+            0 => Duration::from_secs(30),
+            ms => Duration::from_millis(u64::from(ms)),
+        }
 }
 
 /// Until when a request's batches ahead of their producer's sequence wait

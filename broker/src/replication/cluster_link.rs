@@ -1,0 +1,132 @@
+//! `ClusterLink`: how a broker in a cluster changes topics — through the
+//! metadata log, never on its own. Creating a topic places its replicas on
+//! the registered brokers and proposes it; every broker then creates its own
+//! replicas when the entry applies (`manager.rs`), this one included, and the
+//! call returns once the local topic exists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{Broker, Topic};
+use crate::cluster::{
+    place_replicas, ClusterError, MetadataCommand, MetadataRefusal, NodeId, PartitionAssignment,
+    QuorumHandle, TopicMetadata,
+};
+use crate::error::BrokerError;
+
+/// How long a topic change waits to commit and apply here.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub(crate) node_id: NodeId,
+    pub(crate) quorum: QuorumHandle,
+    /// `replica.lag.time.max.ms`.
+    pub(crate) replica_lag_time_max_ms: i64,
+}
+
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLink")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLink {
+    pub(crate) async fn create_topic(
+        &self,
+        broker: &Broker,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let metadata = self.quorum.metadata().borrow().clone();
+        if metadata.topics.contains_key(name) {
+            return Err(BrokerError::TopicExists {
+                topic: name.to_owned(),
+            });
+        }
+        let brokers: Vec<NodeId> = metadata.brokers.keys().copied().collect();
+        let replication_factor = replication_factor.max(1) as usize;
+        if replication_factor > brokers.len() {
+            return Err(BrokerError::InvalidRequest {
+                topic: name.to_owned(),
+                reason: format!(
+                    "replication factor {replication_factor} is larger than the {} registered brokers",
+                    brokers.len()
+                ),
+            });
+        }
+        // Kafka starts at a random broker; a hash of the name spreads
+        // leaders alike and places a topic the same way on every retry.
+        let start = name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+            % brokers.len();
+        let assignments = place_replicas(&brokers, partitions, replication_factor, start)
+            .into_iter()
+            .map(|replicas| PartitionAssignment {
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            })
+            .collect();
+        let command = MetadataCommand::CreateTopic(TopicMetadata {
+            name: name.to_owned(),
+            configs,
+            partitions: assignments,
+        });
+        match self.quorum.propose(command, CHANGE_TIMEOUT).await {
+            Ok(_) => {}
+            Err(ClusterError::Refused(MetadataRefusal::TopicExists(topic))) => {
+                return Err(BrokerError::TopicExists { topic })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.wait_local(broker, name, true).await?;
+        broker.topic(name)
+    }
+
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match self
+            .quorum
+            .propose(
+                MetadataCommand::DeleteTopic {
+                    name: name.to_owned(),
+                },
+                CHANGE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ClusterError::Refused(MetadataRefusal::UnknownTopic(topic))) => {
+                Err(BrokerError::UnknownTopic { topic })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until the local topic exists (or is gone), as the metadata
+    /// applier makes it.
+    async fn wait_local(
+        &self,
+        broker: &Broker,
+        name: &str,
+        exists: bool,
+    ) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        while broker.topic(name).is_ok() != exists {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
+                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}

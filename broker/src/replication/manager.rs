@@ -1,0 +1,370 @@
+//! The tasks that keep a broker's replicas in line with the cluster's
+//! metadata:
+//! - the applier makes local what the metadata log says: creates and
+//!   deletes topics' local replicas, and makes each replica lead or follow
+//!   at the epoch the log names;
+//! - the ISR reporter asks the controller, for each partition this broker
+//!   leads, to shrink or expand its ISR as the `ReplicaTracker` decides;
+//! - the controller's duty (on the broker that leads the quorum): elect a
+//!   new leader from the ISR when a partition's leader stops being alive,
+//!   drop dead brokers from ISRs, and hand leadership back to the preferred
+//!   replica once it is in sync again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::cluster_link::ClusterLink;
+use super::role::RoleKind;
+use crate::broker::Broker;
+use crate::cluster::{ClusterMetadata, MetadataCommand, NodeId, QuorumView};
+use crate::error::BrokerError;
+use crate::registry::TopicRecord;
+
+/// How often the ISR reporter and the controller look.
+const DUTY_INTERVAL: Duration = Duration::from_millis(250);
+/// A broker the controller has not heard from for this long is dead: its
+/// partitions get new leaders (Kafka's `broker.session.timeout.ms`, shorter
+/// because Raft's heartbeats are the liveness signal here).
+pub const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a change waits to commit.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts the applier, the ISR reporter and the controller duty.
+pub(crate) fn start(broker: Arc<Broker>, link: ClusterLink) {
+    tokio::spawn(apply_metadata(Arc::clone(&broker), link.clone()));
+    tokio::spawn(report_isr_changes(Arc::clone(&broker), link.clone()));
+    tokio::spawn(controller_duty(broker, link));
+}
+
+async fn apply_metadata(broker: Arc<Broker>, link: ClusterLink) {
+    let mut metadata = link.quorum.metadata();
+    let mut closing = broker.closing_signal();
+    loop {
+        let current = metadata.borrow_and_update().clone();
+        if let Err(error) = reconcile(&broker, &link, &current).await {
+            tracing::warn!(%error, "cannot apply the cluster metadata yet; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                _ = closing.changed() => return,
+            }
+        }
+        tokio::select! {
+            changed = metadata.changed() => if changed.is_err() { return },
+            _ = closing.changed() => return,
+        }
+    }
+}
+
+/// Makes the local replicas match `metadata`.
+async fn reconcile(
+    broker: &Arc<Broker>,
+    link: &ClusterLink,
+    metadata: &ClusterMetadata,
+) -> Result<(), BrokerError> {
+    let me = link.node_id;
+    for (name, meta) in &metadata.topics {
+        if broker.topic(name).is_err() {
+            let record = TopicRecord {
+                name: name.clone(),
+                replication_factor: meta
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() as u32),
+                configs: meta.configs.clone(),
+                leader_epochs: meta.partitions.iter().map(|p| p.leader_epoch).collect(),
+                hosted: Some(
+                    meta.partitions
+                        .iter()
+                        .map(|p| p.replicas.contains(&me))
+                        .collect(),
+                ),
+            };
+            let registry = broker.lock_registry().await;
+            match broker.create_from_record(registry, record).await {
+                Ok(_) | Err(BrokerError::TopicExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let topic = broker.topic(name)?;
+        for (partition, assignment) in topic.partitions.iter().zip(&meta.partitions) {
+            if partition.offline_cause().is_some() {
+                // Its log did not open; it neither leads nor follows.
+                continue;
+            }
+            let partition = Arc::clone(partition);
+            let assignment = assignment.clone();
+            match partition.role_kind() {
+                RoleKind::NotHosted => partition.replica.set_known_leader(assignment.leader),
+                kind if assignment.leader == Some(me) => {
+                    if kind != RoleKind::Leader
+                        || partition.leader_epoch() != assignment.leader_epoch
+                    {
+                        broker
+                            .run_io(move || {
+                                partition.become_leader(
+                                    me,
+                                    assignment.leader_epoch,
+                                    &assignment.replicas,
+                                    &assignment.isr,
+                                )
+                            })
+                            .await?;
+                    } else if partition.in_sync_replicas().as_deref()
+                        != Some(&sorted(&assignment.isr))
+                    {
+                        partition.isr_committed(&assignment.isr);
+                    }
+                }
+                kind => {
+                    if kind != RoleKind::Follower
+                        || partition.leader_epoch() != assignment.leader_epoch
+                        || partition.leader_id() != assignment.leader
+                    {
+                        broker
+                            .run_io(move || {
+                                partition
+                                    .become_follower(assignment.leader, assignment.leader_epoch)
+                            })
+                            .await?;
+                    }
+                }
+            }
+        }
+    }
+    // Local topics the metadata no longer has were deleted through it. Only
+    // topics created through the cluster (`hosted` set) are the cluster's:
+    // the internal topics stay each broker's own.
+    if link.quorum.caught_up() {
+        for topic in broker.topics()? {
+            if !metadata.topics.contains_key(&topic.name)
+                && broker.is_cluster_topic(&topic.name).await
+            {
+                broker.delete_local_topic(&topic.name).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
+}
+
+async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
+    let mut closing = broker.closing_signal();
+    let mut interval = tokio::time::interval(DUTY_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = closing.changed() => return,
+        }
+        let Ok(topics) = broker.topics() else {
+            continue;
+        };
+        for topic in topics {
+            for partition in &topic.partitions {
+                let Some(proposal) = partition.isr_change(link.replica_lag_time_max_ms) else {
+                    continue;
+                };
+                tracing::info!(topic = %topic.name, partition = partition.index(), isr = ?proposal.isr, "proposing an ISR change");
+                let command = MetadataCommand::ChangePartition {
+                    topic: topic.name.clone(),
+                    partition: partition.index(),
+                    leader: Some(link.node_id),
+                    leader_epoch: partition.leader_epoch(),
+                    isr: proposal.isr,
+                };
+                if let Err(error) = link.quorum.propose(command, PROPOSE_TIMEOUT).await {
+                    tracing::info!(%error, "ISR change not taken");
+                    partition.isr_proposal_failed();
+                }
+            }
+        }
+    }
+}
+
+/// The controller's view of who is alive, with a grace period so that a
+/// newly elected controller does not declare everyone dead before they
+/// have answered it once.
+struct Liveness {
+    last_seen: BTreeMap<NodeId, Instant>,
+}
+
+impl Liveness {
+    fn observe(&mut self, view: &QuorumView, brokers: impl Iterator<Item = NodeId>, now: Instant) {
+        for id in brokers {
+            let seen = self.last_seen.entry(id).or_insert(now);
+            if view.alive.contains(&id) {
+                *seen = now;
+            }
+        }
+    }
+
+    fn alive(&self, now: Instant) -> BTreeSet<NodeId> {
+        self.last_seen
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) < BROKER_SESSION_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+async fn controller_duty(broker: Arc<Broker>, link: ClusterLink) {
+    let mut closing = broker.closing_signal();
+    let mut interval = tokio::time::interval(DUTY_INTERVAL);
+    let view: watch::Receiver<QuorumView> = link.quorum.view();
+    let metadata = link.quorum.metadata();
+    let mut liveness: Option<Liveness> = None;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = closing.changed() => return,
+        }
+        let current_view = view.borrow().clone();
+        if !current_view.status.is_leader {
+            liveness = None;
+            continue;
+        }
+        let now = Instant::now();
+        let current = metadata.borrow().clone();
+        let tracker = liveness.get_or_insert_with(|| Liveness {
+            last_seen: BTreeMap::new(),
+        });
+        tracker.observe(&current_view, current.brokers.keys().copied(), now);
+        let alive = tracker.alive(now);
+        for command in leadership_changes(&current, &alive) {
+            tracing::info!(?command, "controller: changing a partition's leadership");
+            if let Err(error) = link.quorum.propose(command, PROPOSE_TIMEOUT).await {
+                tracing::info!(%error, "controller: change not taken");
+                break;
+            }
+        }
+    }
+}
+
+/// What the controller changes given who is `alive`: a partition whose
+/// leader is dead gets the first live ISR member (in replica order) at the
+/// next epoch; dead brokers leave ISRs (never the last member: that one
+/// holds the data); a preferred replica back in the ISR leads again.
+pub(crate) fn leadership_changes(
+    metadata: &ClusterMetadata,
+    alive: &BTreeSet<NodeId>,
+) -> Vec<MetadataCommand> {
+    let mut changes = Vec::new();
+    for (name, topic) in &metadata.topics {
+        for (index, assignment) in topic.partitions.iter().enumerate() {
+            let live_isr: Vec<NodeId> = assignment
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| assignment.isr.contains(id) && alive.contains(id))
+                .collect();
+            let leader_alive = assignment.leader.is_some_and(|l| alive.contains(&l));
+            let change = |leader: Option<NodeId>, leader_epoch: i32, isr: Vec<NodeId>| {
+                MetadataCommand::ChangePartition {
+                    topic: name.clone(),
+                    partition: index as u32,
+                    leader,
+                    leader_epoch,
+                    isr,
+                }
+            };
+            if !leader_alive {
+                // Election from the ISR only (unclean election is not offered).
+                if let Some(&next) = live_isr.first() {
+                    changes.push(change(Some(next), assignment.leader_epoch + 1, live_isr));
+                }
+                continue;
+            }
+            if live_isr.len() < assignment.isr.len() && !live_isr.is_empty() {
+                changes.push(change(assignment.leader, assignment.leader_epoch, live_isr));
+                continue;
+            }
+            let preferred = assignment.replicas[0];
+            if assignment.leader != Some(preferred) && live_isr.contains(&preferred) {
+                changes.push(change(
+                    Some(preferred),
+                    assignment.leader_epoch + 1,
+                    live_isr,
+                ));
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{PartitionAssignment, TopicMetadata};
+
+    fn metadata(leader: NodeId, isr: &[NodeId]) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        m.topics.insert(
+            "t".into(),
+            TopicMetadata {
+                name: "t".into(),
+                configs: BTreeMap::new(),
+                partitions: vec![PartitionAssignment {
+                    replicas: vec![1, 2, 3],
+                    leader: Some(leader),
+                    leader_epoch: 4,
+                    isr: isr.to_vec(),
+                }],
+            },
+        );
+        m
+    }
+
+    fn change(c: &MetadataCommand) -> (Option<NodeId>, i32, Vec<NodeId>) {
+        match c {
+            MetadataCommand::ChangePartition {
+                leader,
+                leader_epoch,
+                isr,
+                ..
+            } => (*leader, *leader_epoch, isr.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_by_the_first_live_isr_member_at_the_next_epoch() {
+        let m = metadata(1, &[1, 2, 3]);
+        let changes = leadership_changes(&m, &BTreeSet::from([2, 3]));
+        assert_eq!(
+            changes.iter().map(change).collect::<Vec<_>>(),
+            vec![(Some(2), 5, vec![2, 3])]
+        );
+    }
+
+    #[test]
+    fn no_live_isr_member_means_no_election() {
+        let m = metadata(1, &[1]);
+        assert!(leadership_changes(&m, &BTreeSet::from([2, 3])).is_empty());
+    }
+
+    #[test]
+    fn dead_followers_leave_the_isr_and_the_preferred_replica_leads_again() {
+        let m = metadata(1, &[1, 2, 3]);
+        let changes = leadership_changes(&m, &BTreeSet::from([1, 2]));
+        assert_eq!(
+            changes.iter().map(change).collect::<Vec<_>>(),
+            vec![(Some(1), 4, vec![1, 2])]
+        );
+        let m = metadata(2, &[1, 2]);
+        let changes = leadership_changes(&m, &BTreeSet::from([1, 2, 3]));
+        assert_eq!(
+            changes.iter().map(change).collect::<Vec<_>>(),
+            vec![(Some(1), 5, vec![1, 2])]
+        );
+        assert!(
+            leadership_changes(&metadata(1, &[1, 2, 3]), &BTreeSet::from([1, 2, 3])).is_empty()
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The replica's side of replication, on `Partition`: taking leadership,
+//! stepping down to follow, storing the leader's batches as they came, and
+//! serving a follower's fetch (which is also how the leader learns how far
+//! that follower got).
+
+use bytes::Bytes;
+
+use super::role::RoleKind;
+use super::tracker::{IsrProposal, ReplicaTracker};
+use crate::cluster::NodeId;
+use crate::error::BrokerError;
+use crate::partition::Partition;
+
+/// What a follower's fetch returns: whole batches up to the leader's log
+/// end (not only up to the high watermark: followers must copy what is not
+/// yet committed for it ever to be), and the leader's bounds.
+#[derive(Debug, Clone)]
+pub struct ReplicaRead {
+    pub batches: Bytes,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+impl Partition {
+    pub fn role_kind(&self) -> RoleKind {
+        self.replica.kind()
+    }
+
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.replica.leader()
+    }
+
+    pub fn log_end_offset(&self) -> u64 {
+        self.log().map_or(0, |log| log.log_end_offset())
+    }
+
+    /// Takes leadership at `leader_epoch` with the assignment's `replicas`
+    /// and `isr`. Everything in the log is kept: a leader elected from the
+    /// ISR holds every acknowledged record, and what lies above the high
+    /// watermark becomes committed once the followers copy it.
+    pub(crate) fn become_leader(
+        &self,
+        me: NodeId,
+        leader_epoch: i32,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+    ) -> Result<(), BrokerError> {
+        let log = self.log()?;
+        let now_ms = self.clock().now_ms();
+        self.set_leader_epoch(leader_epoch);
+        let tracker = ReplicaTracker::new(
+            me,
+            replicas,
+            isr,
+            log.log_end_offset(),
+            log.high_watermark(),
+            now_ms,
+        );
+        let high_watermark = tracker.high_watermark();
+        self.replica.set_leader(me, tracker);
+        self.publish_high_watermark(high_watermark);
+        tracing::info!(topic = %self.topic(), partition = self.index(), leader_epoch, "leading");
+        Ok(())
+    }
+
+    /// Follows `leader` at `leader_epoch`. The log is cut to the high
+    /// watermark first: what lies above it may never have been committed,
+    /// and the new leader's copy decides it (refetched from there).
+    pub(crate) fn become_follower(
+        &self,
+        leader: Option<NodeId>,
+        leader_epoch: i32,
+    ) -> Result<(), BrokerError> {
+        let log = self.log()?;
+        self.replica.set_follower(leader);
+        self.set_leader_epoch(leader_epoch);
+        let high_watermark = log.high_watermark();
+        if log.log_end_offset() > high_watermark {
+            log.truncate_to(high_watermark)
+                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+        }
+        tracing::info!(topic = %self.topic(), partition = self.index(), ?leader, leader_epoch, "following");
+        Ok(())
+    }
+
+    /// Stores batches fetched from the leader, offsets and epochs as the
+    /// leader wrote them, and learns the leader's high watermark. Idempotent
+    /// producers' sequences are recorded as on the leader, so that this
+    /// replica, once leader, still refuses their duplicates.
+    pub(crate) fn append_from_leader(
+        &self,
+        buf: &[u8],
+        leader_high_watermark: u64,
+    ) -> Result<(), BrokerError> {
+        if self.replica.kind() != RoleKind::Follower {
+            return Err(self.not_leader());
+        }
+        let log = self.log()?;
+        if !buf.is_empty() {
+            self.append_replicated(buf)?;
+        }
+        // A follower's high watermark is the leader's, as far as its own log goes.
+        self.publish_high_watermark(leader_high_watermark.min(log.log_end_offset()));
+        Ok(())
+    }
+
+    /// A follower holding more than its leader cuts its log to the leader's end.
+    pub(crate) fn truncate_for_leader(&self, leader_log_end: u64) -> Result<(), BrokerError> {
+        if self.replica.kind() != RoleKind::Follower {
+            return Ok(());
+        }
+        let log = self.log()?;
+        tracing::warn!(topic = %self.topic(), partition = self.index(), from = log.log_end_offset(), to = leader_log_end, "cutting a suffix the leader does not have");
+        log.truncate_to(leader_log_end)
+            .map_err(|e| BrokerError::log(self.topic(), self.index(), e))
+    }
+
+    /// Serves follower `follower`'s fetch from `offset`: whole batches up to
+    /// `max_bytes` (at least one) below the log end, after recording that the
+    /// follower's log ends at `offset` (which may move the high watermark).
+    pub(crate) fn read_for_follower(
+        &self,
+        follower: NodeId,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReplicaRead, BrokerError> {
+        if self.replica.kind() != RoleKind::Leader {
+            return Err(self.not_leader());
+        }
+        let log = self.log()?;
+        let now_ms = self.clock().now_ms();
+        let moved = self
+            .replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.on_follower_fetch(follower, offset, now_ms));
+        if let Some(high_watermark) = moved {
+            self.publish_high_watermark(high_watermark);
+        }
+        let log_end_offset = log.log_end_offset();
+        let log_start_offset = log.log_start_offset();
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: self.topic().to_owned(),
+                partition: self.index(),
+                offset,
+                log_start: log_start_offset,
+                high_watermark: log.high_watermark(),
+            });
+        }
+        let batches = if offset < log_end_offset {
+            let slice = log
+                .read(offset, max_bytes, log_end_offset)
+                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+            slice
+                .to_bytes()
+                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?
+        } else {
+            Bytes::new()
+        };
+        Ok(ReplicaRead {
+            batches,
+            high_watermark: log.high_watermark(),
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    /// The ISR change this leader should ask the controller for, if any.
+    pub(crate) fn isr_change(&self, lag_time_max_ms: i64) -> Option<IsrProposal> {
+        if self.replica.kind() != RoleKind::Leader {
+            return None;
+        }
+        let now_ms = self.clock().now_ms();
+        self.replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.isr_change(now_ms, lag_time_max_ms))
+    }
+
+    /// The metadata log committed `isr` for this partition.
+    pub(crate) fn isr_committed(&self, isr: &[NodeId]) {
+        let moved = self
+            .replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.on_isr_committed(isr));
+        if let Some(high_watermark) = moved {
+            self.publish_high_watermark(high_watermark);
+        }
+    }
+
+    pub(crate) fn isr_proposal_failed(&self) {
+        if let Some(tracker) = self.replica.tracker().as_mut() {
+            tracker.on_isr_proposal_failed();
+        }
+    }
+
+    /// An `acks=all` produce needs `min_isr` in-sync replicas (Kafka's
+    /// NOT_ENOUGH_REPLICAS before the append). Alone, there is one.
+    pub(crate) fn check_min_isr(&self, min_isr: usize) -> Result<(), BrokerError> {
+        let isr = match self.replica.kind() {
+            RoleKind::Leader => self.in_sync_replicas().map_or(0, |isr| isr.len()),
+            RoleKind::Solo => 1,
+            RoleKind::Follower | RoleKind::NotHosted => return Err(self.not_leader()),
+        };
+        if isr < min_isr {
+            return Err(BrokerError::NotEnoughReplicas {
+                topic: self.topic().to_owned(),
+                partition: self.index(),
+                isr,
+                min_isr,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the high watermark passes `last_offset`: every in-sync
+    /// replica holds the append (`acks=all`), or `deadline` passes.
+    pub(crate) async fn wait_replicated(
+        &self,
+        last_offset: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BrokerError> {
+        let mut high_watermark = self.subscribe();
+        let replicated = async move {
+            high_watermark
+                .wait_for(|&hw| hw > last_offset)
+                .await
+                .is_ok()
+        };
+        match tokio::time::timeout_at(deadline, replicated).await {
+            Ok(true) => Ok(()),
+            _ if self.high_watermark() > last_offset => Ok(()),
+            _ => Err(BrokerError::ReplicationTimedOut {
+                topic: self.topic().to_owned(),
+                partition: self.index(),
+                offset: last_offset,
+            }),
+        }
+    }
+
+    /// The in-sync replicas as this leader counts them (committed).
+    pub fn in_sync_replicas(&self) -> Option<Vec<NodeId>> {
+        self.replica.tracker().as_ref().map(ReplicaTracker::isr)
+    }
+}
