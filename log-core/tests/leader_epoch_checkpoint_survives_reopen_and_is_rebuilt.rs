@@ -2,7 +2,8 @@
 //! written only when an epoch starts or a cut changes it (never per append), and is
 //! rebuilt from the batch headers when it is missing (a directory from before it existed)
 //! or damaged; open drops entries at or past the recovered log end, so a torn tail cut by
-//! recovery takes its epoch with it.
+//! recovery takes its epoch with it. A failed checkpoint write is a failed fsync: the log
+//! is poisoned before any byte of the new epoch is written.
 
 mod epoch_support;
 mod log_support;
@@ -11,8 +12,8 @@ use std::path::Path;
 
 use epoch_support::*;
 use log_support::*;
-use weir_log::fault::power_loss;
-use weir_log::PartitionLog;
+use weir_log::fault::{inject, power_loss, FaultPlan, IoCall};
+use weir_log::{LogError, PartitionLog};
 
 const FILE: &str = "leader-epoch-checkpoint";
 
@@ -175,4 +176,33 @@ fn is_written_only_when_an_epoch_starts_never_per_append() {
         before_noop_cut,
         "a cut inside epoch 4 changes nothing"
     );
+}
+
+#[test]
+fn a_failed_checkpoint_write_poisons_the_log_before_the_new_epoch_writes_a_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = three_epochs(dir.path());
+    let end = log.log_end_offset();
+    // Under `fsync = never` the only fsync of this append is the checkpoint's.
+    let fault = inject(dir.path(), FaultPlan::new(&[IoCall::Fsync]));
+    let mut b = batch_of(70, 2, 40, 70);
+    let error = log.append(&mut b, 8).unwrap_err();
+    let (failed_call, failed_path) = fault.first_failure().expect("the fsync failed");
+    assert_eq!(failed_call, IoCall::Fsync);
+    assert!(
+        failed_path.to_string_lossy().contains(FILE),
+        "{}",
+        failed_path.display()
+    );
+    drop(fault);
+    assert!(matches!(error, LogError::Poisoned { .. }), "{error}");
+    assert_eq!(log.log_end_offset(), end, "nothing of epoch 8 was written");
+    assert_eq!(epochs(&log), expected());
+    assert_eq!(log.latest_leader_epoch(), Some(7));
+    drop(log);
+    let log = PartitionLog::open(dir.path(), tiny_config()).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(epochs(&log), expected());
+    assert_eq!(append_at(&log, 71, 1, 8), end);
+    assert_eq!(epochs(&log).last(), Some(&(8, end)));
 }
