@@ -8,8 +8,10 @@
 //! Invariants, kept by every method that changes the entries (`debug_assert!`ed there):
 //! epochs are at least 0 and strictly increase; start offsets strictly increase (Kafka's
 //! rule: a new epoch replaces an entry starting at or above its own start, so two epochs
-//! never share a start offset). Entries only ever describe batches at or above the log
-//! start and below the log end once the log has applied its truncations.
+//! never share a start offset). Within a log, every entry starts at or above the log start,
+//! and all but the latest below the log end; the latest may start at the log end, with no
+//! batch yet (a leader's epoch assigned at election, or a log retention emptied), as in
+//! Kafka. Open drops an entry stored at the log end.
 //!
 //! This type is the bookkeeping only; `partition_epochs.rs` keeps it in step with a log and
 //! `leader_epoch_checkpoint.rs` stores it.

@@ -168,6 +168,18 @@ impl PartitionLog {
         }
     }
 
+    /// A new leader's first act (Kafka's `makeLeader` assigns the epoch the same way):
+    /// records that `epoch` starts at the log end offset before any batch of it, so a
+    /// follower asking for an earlier epoch learns at once where that one ended here. An
+    /// entry with no batch yet is dropped by a restart (open cuts entries at the log end,
+    /// as Kafka's loader does); the broker assigns it again when it leads again. A lower
+    /// epoch than the latest is [`LogError::StaleLeaderEpoch`]; the latest is a no-op.
+    pub fn assign_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let _writer = self.lock_writer()?;
+        self.check_writable()?;
+        self.note_leader_append(epoch, self.log_end_offset())
+    }
+
     /// Leader append at `epoch` starting at `start_offset`, under the writer lock, before
     /// the batches are written. A lower epoch than the latest is refused: a leader's epoch
     /// only grows, so the caller is a deposed leader.

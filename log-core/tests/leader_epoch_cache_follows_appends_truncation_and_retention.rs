@@ -218,3 +218,25 @@ fn a_replicated_lower_epoch_replaces_the_later_entries_as_kafkas_follower_does()
     // What a rebuild from the same batches gives, so a reopen without the file agrees.
     assert_eq!(epochs(&log), epochs_of_batches(&log));
 }
+
+#[test]
+fn a_new_leader_assigns_its_epoch_at_the_log_end_before_any_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = epochs_1_1_3_3_7(dir.path());
+    log.assign_leader_epoch(9).unwrap();
+    assert_eq!(epochs(&log), vec![(1, 0), (3, 4), (7, 8), (9, 10)]);
+    // A follower that led epoch 8 (unknown here) learns where 7 ended before any append.
+    assert_eq!(log.leader_epoch_end_offset(8), Some((7, 10)));
+    assert_eq!(log.leader_epoch_end_offset(9), Some((9, 10)));
+    log.assign_leader_epoch(9).unwrap();
+    let err = log.assign_leader_epoch(8).unwrap_err();
+    assert!(matches!(err, LogError::StaleLeaderEpoch { .. }), "{err}");
+    // Its first batch lands where the entry says.
+    assert_eq!(append_at(&log, 30, 1, 9), 10);
+    assert_eq!(epochs(&log), vec![(1, 0), (3, 4), (7, 8), (9, 10)]);
+    // An epoch with no batch does not outlive a restart (Kafka's loader drops it too).
+    log.assign_leader_epoch(11).unwrap();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), tiny_config()).unwrap();
+    assert_eq!(epochs(&log), vec![(1, 0), (3, 4), (7, 8), (9, 10)]);
+}
