@@ -341,8 +341,6 @@ impl PartitionLog {
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
-        // Recorded (and its checkpoint written) before any byte: see `partition_epochs.rs`.
-        self.note_leader_append(leader_epoch, base_offset)?;
         let mut position = 0usize;
         let mut next = base_offset;
         let active_base = writer.active.base_offset;
@@ -368,6 +366,8 @@ impl PartitionLog {
             position += header.size_bytes();
         }
         let last_offset = next - 1;
+        // Recorded (and its checkpoint written) before any byte: see `partition_epochs.rs`.
+        self.note_leader_append(leader_epoch, base_offset)?;
         let (info, rolled) =
             self.write_locked(&mut writer, batches, (base_offset, last_offset), summary)?;
         drop(writer);
