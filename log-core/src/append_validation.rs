@@ -13,8 +13,6 @@ use crate::LogError;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BufferSummary {
     pub(crate) batch_count: usize,
-    /// Sum of (last_offset_delta + 1): the offsets the buffer occupies.
-    pub(crate) offset_count: u64,
     pub(crate) record_count: u32,
     pub(crate) max_timestamp: i64,
 }
@@ -28,7 +26,6 @@ pub(crate) fn summarize(
 ) -> Result<BufferSummary, LogError> {
     let mut summary = BufferSummary {
         batch_count: 0,
-        offset_count: 0,
         record_count: 0,
         max_timestamp: NO_TIMESTAMP,
     };
@@ -54,7 +51,6 @@ pub(crate) fn summarize(
             });
         }
         summary.batch_count += 1;
-        summary.offset_count += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
         summary.record_count = summary
             .record_count
             .saturating_add(u32::try_from(header.record_count).unwrap_or(0));

@@ -45,11 +45,20 @@ pub enum LogError {
         last_offset_delta: i32,
     },
 
-    #[error("replicated batch at byte {position} starts at offset {got}, but the log expects offset {expected}")]
+    #[error("replicated batch at byte {position} starts at offset {got}, but the log expects an offset at or after {expected}")]
     NonContiguous {
         position: usize,
         expected: u64,
         got: i64,
+    },
+
+    /// A leader append at an epoch below the latest this log holds: leader epochs only
+    /// grow, so the caller was deposed. Nothing was written.
+    #[error("append at leader epoch {epoch} to the partition log in {} refused: it already holds batches of leader epoch {latest_epoch}", dir.display())]
+    StaleLeaderEpoch {
+        dir: PathBuf,
+        epoch: i32,
+        latest_epoch: i32,
     },
 
     #[error("append of {size_bytes} bytes does not fit in the segment at base offset {segment_base_offset}, whose positions are 32-bit")]

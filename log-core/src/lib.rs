@@ -2,7 +2,8 @@
 //!
 //! Owns the on-disk format (Kafka RecordBatch v2 batches in segment files with
 //! sparse offset and time indexes), appends, reads by offset and by time,
-//! durability, crash recovery, retention and compaction.
+//! durability, crash recovery, retention, compaction, and the leader-epoch cache
+//! replication truncates by (KIP-101, KIP-279).
 //!
 //! Does not own: networking, async runtimes, topics, replication policy. The
 //! broker drives the partition log and decides when the high watermark moves.
@@ -29,8 +30,11 @@ mod file_io;
 mod file_name;
 mod index_file;
 pub mod inspect;
+mod leader_epoch;
+mod leader_epoch_checkpoint;
 mod load;
 mod offset_index;
+mod partition_epochs;
 mod partition_log;
 #[cfg(feature = "fault-injection")]
 pub mod pause_point;
@@ -48,7 +52,9 @@ pub use compaction::{CompactionReport, SkippedSegment, COMPACTION_KEY_MAP_BYTES_
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TIMESTAMP_BOUND_MS_MAX};
 pub use dir_lock::{DirLock, LockMode, LOCK_FILE};
 pub use error::LogError;
+pub use leader_epoch::{Assigned, EpochEntry, LeaderEpochCache};
 pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;
+pub use partition_epochs::FollowerTruncation;
 pub use partition_log::{AppendInfo, PartitionLog, ValidatedAppend};
 pub use repair::{Repair, RepairCut};
 pub use retention::RetentionReport;

@@ -5,7 +5,9 @@
 //! the whole pass), `maintenance` (retention, truncation, and each step of a compaction
 //! pass that changes files: planning, one segment's swap, the checkpoint),
 //! `durability` (fsync bookkeeping, the recovery-point file), `writer` (appends, rolls),
-//! `segments` (the map, held only to clone an `Arc<Segment>` or to insert/remove one).
+//! `leader_epochs` (the leader-epoch cache, held across its checkpoint write; see
+//! `partition_epochs.rs`), `segments` (the map, held only to clone an `Arc<Segment>` or to
+//! insert/remove one).
 //! Readers take only `segments`, briefly, then `pread` outside any lock; they see a batch
 //! only after its bytes are written and its segment's end and the log end offset are
 //! published (Release/Acquire). An fsync never holds `segments`, so readers never wait
@@ -13,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +26,9 @@ use crate::dir_lock::{DirLock, LockMode};
 use crate::error::IoContext;
 use crate::file_io;
 use crate::file_name::sync_dir;
+use crate::leader_epoch::LeaderEpochCache;
 use crate::load::load;
+use crate::partition_epochs::{latest_or_none, load_cache};
 use crate::segment::{IndexTracker, Segment, SegmentEnd};
 use crate::LogError;
 
@@ -102,6 +106,11 @@ pub struct PartitionLog {
     /// Set once, by the first failure that stops the log taking writes.
     pub(crate) poison_cause: OnceLock<Arc<LogError>>,
     pub(crate) last_flush_ms: AtomicU64,
+    /// Each leader epoch's first offset in this log (see `partition_epochs.rs`).
+    pub(crate) leader_epochs: Mutex<LeaderEpochCache>,
+    /// The latest epoch in `leader_epochs` (-1 for none), changed only with it: an append
+    /// in the current epoch compares against it and takes no lock.
+    pub(crate) latest_leader_epoch: AtomicI32,
     clock: Instant,
     /// One owner per partition directory, for as long as the log is open.
     _lock: DirLock,
@@ -154,6 +163,7 @@ impl PartitionLog {
             .next()
             .copied()
             .unwrap_or(active_base);
+        let leader_epochs = load_cache(dir, &loaded.segments, log_start, loaded.log_end_offset)?;
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
@@ -177,6 +187,8 @@ impl PartitionLog {
             rolled_synced_below: AtomicU64::new(active_base),
             poison_cause: OnceLock::new(),
             last_flush_ms: AtomicU64::new(0),
+            latest_leader_epoch: AtomicI32::new(latest_or_none(&leader_epochs)),
+            leader_epochs: Mutex::new(leader_epochs),
             clock: Instant::now(),
             _lock: lock,
         };
@@ -353,14 +365,22 @@ impl PartitionLog {
             next += u64::try_from(header.last_offset_delta).unwrap_or(0) + 1;
             position += header.size_bytes();
         }
-        let (info, rolled) = self.write_locked(&mut writer, batches, base_offset, summary)?;
+        let last_offset = next - 1;
+        // Recorded (and its checkpoint written) before any byte: see `partition_epochs.rs`.
+        self.note_leader_append(leader_epoch, base_offset)?;
+        let (info, rolled) =
+            self.write_locked(&mut writer, batches, (base_offset, last_offset), summary)?;
         drop(writer);
         self.after_append(rolled)?;
         Ok(info)
     }
 
-    /// Follower path: `batches` already carry the leader's offsets and epochs; the first
-    /// must start at the log end offset and each next one right after the previous.
+    /// Follower path: `batches` already carry the leader's offsets and epochs, stored as
+    /// they came. As Kafka's follower append, offsets may leave gaps (a compacted leader):
+    /// the first batch starts at or after the log end offset and each next one after the
+    /// previous one's last offset. A batch whose epoch differs from the latest records it
+    /// in the leader-epoch cache; a lower one is accepted as Kafka does (see
+    /// [`crate::LeaderEpochCache::assign`]).
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
         // A leader validated these as produced; checked again as stored batches (every
@@ -373,38 +393,59 @@ impl PartitionLog {
         })?;
         let mut writer = self.lock_writer()?;
         self.check_writable()?;
-        let base_offset = self.log_end_offset.load(Ordering::Acquire);
-        let mut expected = base_offset;
+        let log_end = self.log_end_offset.load(Ordering::Acquire);
+        let mut expected = log_end;
+        let mut first_offset = None;
+        let mut latest_epoch = self.latest_leader_epoch.load(Ordering::Acquire);
+        let mut epochs_change = false;
         for (position, item) in positions(batches) {
             let header = item?;
-            if u64::try_from(header.base_offset).ok() != Some(expected) {
+            let base = u64::try_from(header.base_offset)
+                .ok()
+                .filter(|&base| base >= expected);
+            let Some(base) = base else {
                 return Err(LogError::NonContiguous {
                     position,
                     expected,
                     got: header.base_offset,
                 });
-            }
+            };
+            first_offset.get_or_insert(base);
             expected = u64::try_from(header.next_offset()).unwrap_or(u64::MAX);
+            let epoch = header.partition_leader_epoch;
+            if epoch >= 0 && epoch != latest_epoch {
+                epochs_change = true;
+                latest_epoch = epoch;
+            }
         }
-        let (info, rolled) = self.write_locked(&mut writer, batches, base_offset, summary)?;
+        if epochs_change {
+            // Before any byte: see `partition_epochs.rs`.
+            self.note_replicated_epochs(batches)?;
+        }
+        let offsets = (first_offset.unwrap_or(log_end), expected - 1);
+        let (info, rolled) = self.write_locked(&mut writer, batches, offsets, summary)?;
         drop(writer);
         self.after_append(rolled)?;
         Ok(info)
     }
 
-    /// Writes validated batches whose base offsets are final; rolls first if needed.
+    /// Writes validated batches whose offsets are final, `offsets` = (first batch's base,
+    /// last batch's last offset); rolls first if needed, at the log end offset (below the
+    /// first base when a follower's batches start past a gap).
     fn write_locked(
         &self,
         writer: &mut Writer,
         buf: &[u8],
-        base_offset: u64,
+        offsets: (u64, u64),
         summary: BufferSummary,
     ) -> Result<(AppendInfo, bool), LogError> {
         let config = self.config();
-        let last_offset = base_offset + summary.offset_count - 1;
+        let (base_offset, last_offset) = offsets;
+        let log_end = self.log_end_offset.load(Ordering::Acquire);
+        debug_assert!(log_end <= base_offset && base_offset <= last_offset);
         let rolled = self.should_roll(writer, &config, buf.len() as u64, last_offset, summary);
         if rolled {
-            self.roll(writer, base_offset, &config)?;
+            self.roll(writer, log_end, &config)?;
         }
         let segment = Arc::clone(&writer.active);
         let start = segment.size_bytes();
@@ -572,7 +613,9 @@ fn wall_clock_ms() -> i64 {
 }
 
 /// Iterates `(position, header)` over a buffer already validated.
-fn positions(buf: &[u8]) -> impl Iterator<Item = (usize, Result<BatchHeader, LogError>)> + '_ {
+pub(crate) fn positions(
+    buf: &[u8],
+) -> impl Iterator<Item = (usize, Result<BatchHeader, LogError>)> + '_ {
     let mut position = 0usize;
     std::iter::from_fn(move || {
         if position >= buf.len() {

@@ -95,7 +95,10 @@ impl PartitionLog {
         }
         sync_dir(&self.dir)
             .io_ctx("fsync directory", &self.dir)
-            .map_err(|e| self.poison(e))
+            .map_err(|e| self.poison(e))?;
+        // Only once the deletions are durable: a crash before leaves entries below the log
+        // start, which open moves up, never a segment whose epochs the file forgot.
+        self.advance_leader_epochs_start(new_start)
     }
 }
 

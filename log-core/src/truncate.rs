@@ -1,7 +1,7 @@
 //! Truncation of a partition log (`truncate_to`, the follower path): the recovery-point
 //! file is lowered first, then later segments go newest first, then the containing segment
 //! is cut at a batch boundary, so a crash at any step leaves a prefix of the old log that
-//! reaches the recovery point on disk.
+//! reaches the recovery point on disk; the leader-epoch checkpoint is cut last.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -90,8 +90,9 @@ impl PartitionLog {
     ) -> Result<(), LogError> {
         let (cut_position, new_end_offset) = cut;
         let config = self.config();
-        // Readers stop at the new end before anything is removed.
-        self.log_end_offset.store(new_end_offset, Ordering::Release);
+        // Readers stop at the new end before anything is removed; the leader-epoch cache
+        // forgets the epochs past it with it, and its file follows once the log is cut.
+        let epochs_cut = self.cut_log_end_and_epochs(new_end_offset, false);
         self.high_watermark
             .fetch_min(new_end_offset, Ordering::AcqRel);
         self.recovery_point
@@ -165,6 +166,11 @@ impl PartitionLog {
             writer.active = Arc::clone(keep);
             writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
         }
+        // After the cut, never before: a crash in between leaves entries past the log
+        // end, which open drops, rather than batches of an epoch the file lost.
+        if epochs_cut {
+            self.write_leader_epochs()?;
+        }
         Ok(())
     }
 
@@ -176,7 +182,7 @@ impl PartitionLog {
         offset: u64,
         config: &LogConfig,
     ) -> Result<(), LogError> {
-        self.log_end_offset.store(offset, Ordering::Release);
+        let epochs_cut = self.cut_log_end_and_epochs(offset, true);
         self.log_start_offset.store(offset, Ordering::Release);
         self.high_watermark.store(offset, Ordering::Release);
         self.recovery_point.store(offset, Ordering::Release);
@@ -201,6 +207,9 @@ impl PartitionLog {
         writer.active = fresh;
         writer.tracker = IndexTracker::new();
         writer.active_created_ms = crate::partition_log::wall_clock_now_ms();
+        if epochs_cut {
+            self.write_leader_epochs()?;
+        }
         Ok(())
     }
 }

@@ -123,30 +123,50 @@ fn empty_append_is_rejected() {
 }
 
 #[test]
-fn replicated_batches_must_continue_the_log() {
+fn replicated_batches_must_not_go_back_but_may_skip_offsets() {
     let (_dir, log) = open();
-    let b = stored_form(batch_of(1, 1, 10, 0), 5, 0);
+    let b = stored_form(batch_of(1, 1, 10, 0), 1, 0);
     let err = log.append_replicated(&b).unwrap_err();
     assert!(
         matches!(
             err,
             LogError::NonContiguous {
                 expected: 2,
-                got: 5,
+                got: 1,
                 ..
             }
         ),
         "{err}"
     );
     assert_unchanged(&log);
-    let b = stored_form(batch_of(1, 3, 10, 0), 2, 9);
-    let info = log.append_replicated(&b).unwrap();
-    assert_eq!((info.base_offset, info.last_offset), (2, 4));
-    assert_eq!(
-        read_all_batches(&log)[1],
-        b,
-        "leader's offsets and epoch kept"
+    // Within one buffer too: the second batch starts inside the first.
+    let first = stored_form(batch_of(1, 3, 10, 0), 2, 9);
+    let overlapping = stored_form(batch_of(2, 1, 10, 0), 4, 9);
+    let err = log
+        .append_replicated(&[first.clone(), overlapping].concat())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::NonContiguous {
+                position,
+                expected: 5,
+                got: 4,
+            } if position == first.len()
+        ),
+        "{err}"
     );
+    assert_unchanged(&log);
+    let info = log.append_replicated(&first).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (2, 4));
+    // A compacted leader's batches leave gaps, kept as they came (Kafka's follower too).
+    let after_gap = stored_form(batch_of(3, 2, 10, 0), 9, 9);
+    let info = log.append_replicated(&after_gap).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (9, 10));
+    assert_eq!(log.log_end_offset(), 11);
+    let batches = read_all_batches(&log);
+    assert_eq!(batches[1], first, "leader's offsets and epoch kept");
+    assert_eq!(batches[2], after_gap);
 }
 
 #[test]

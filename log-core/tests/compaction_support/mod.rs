@@ -44,7 +44,8 @@ pub fn keyed(
     builder.build().unwrap().to_vec()
 }
 
-/// Appends `count` single-record batches over `keys` keys, numbering values from `from`.
+/// Appends `count` single-record batches over `keys` keys, numbering values from `from`,
+/// in the log's latest leader epoch (0 for none).
 pub fn fill(log: &PartitionLog, model: &mut Model, from: u64, count: u64, keys: u64) {
     for i in from..from + count {
         let record = (
@@ -57,7 +58,9 @@ pub fn fill(log: &PartitionLog, model: &mut Model, from: u64, count: u64, keys: 
             std::slice::from_ref(&record),
             i as i64,
         );
-        let info = log.append(&mut b, 0).unwrap();
+        // In the log's current leader epoch: a leader's epoch never goes back.
+        let epoch = log.latest_leader_epoch().unwrap_or(0);
+        let info = log.append(&mut b, epoch).unwrap();
         model.insert(info.base_offset, record);
     }
 }
