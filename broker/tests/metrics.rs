@@ -1,7 +1,8 @@
 //! The metrics listener: `/metrics` after produce and fetch over gRPC and
 //! over the Kafka listener shows counters moved by exactly the records and
 //! bytes sent, partition gauges and consumer-group lag as they are; the
-//! exposition passes `promtool check metrics`; `/healthz` answers while the
+//! exposition passes `promtool check metrics`; with `fsync = always` every
+//! acknowledged produce shows in the fsync histogram; `/healthz` answers while the
 //! broker runs and `/readyz` answers 503 naming an offline partition.
 
 mod common;
@@ -25,6 +26,7 @@ use weir_client::proto::{
     ErrorCode, FetchRequest as GrpcFetch, PartitionFetchRequest, PartitionProduceData as GrpcData,
     ProduceRequest as GrpcProduce,
 };
+use weir_log::FsyncPolicy;
 
 use common::{batch, config, TestBroker};
 use kafka_support::{start_broker_with, tools, KafkaWire};
@@ -331,6 +333,48 @@ async fn consumer_group_lag_is_the_high_watermark_past_the_committed_offset() {
         0.0
     );
     promtool_check(&exposition);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_fsync_always_each_produce_adds_at_least_one_fsync_to_the_histogram() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.set_fsync(FsyncPolicy::Always);
+    let (broker, kafka) = start_broker_with(config, data).await;
+    let metrics = metrics_addr(&broker);
+    broker.create_topic(TOPIC, 1).await;
+    let fsyncs = |exposition: &str| value(exposition, "weir_log_fsync_duration_seconds_count", "");
+    let before = get(metrics, "/metrics").await.1;
+
+    const PRODUCES: usize = 5;
+    let mut wire = KafkaWire::connect(kafka).await;
+    for round in 0..PRODUCES {
+        let produced = wire
+            .call(9, &kafka_produce(0, batch(&["fsynced"], round as i64)))
+            .await;
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    }
+    let after = get(metrics, "/metrics").await.1;
+    // Other tests in this process fsync too (the observer is process-wide), so
+    // at least: each acknowledged append was fsynced before its answer.
+    assert!(
+        fsyncs(&after) >= fsyncs(&before) + PRODUCES as f64,
+        "{} fsyncs before, {} after {PRODUCES} produces",
+        fsyncs(&before),
+        fsyncs(&after)
+    );
+    let inf = value(
+        &after,
+        "weir_log_fsync_duration_seconds_bucket",
+        "le=\"+Inf\"",
+    );
+    assert_eq!(inf, fsyncs(&after), "+Inf holds every observation");
+    assert!(after.contains("# TYPE weir_log_fsync_duration_seconds histogram\n"));
+    promtool_check(&after);
+    drop(wire);
     broker.shutdown().await;
 }
 

@@ -6,7 +6,8 @@
 //! an allocation), `requests` the request counters and latency histograms,
 //! `scrape` computes at scrape time what the broker already knows (partition
 //! offsets and sizes, the memory pool, consumer-group lag), and `http` serves
-//! it. Nothing is counted per record: a produce adds its batch bytes and
+//! it. `fsync` keeps the logs' fsync latency, which `weir-log` reports to a
+//! process-wide observer. Nothing is counted per record: a produce adds its batch bytes and
 //! record count once per partition, a fetch walks its batch headers.
 //!
 //! The crate is `prometheus-client`, the Prometheus project's own: it writes
@@ -23,6 +24,7 @@
 //! from the groups its coordinator holds. No record key or client id is ever
 //! a label.
 
+mod fsync;
 mod grpc;
 mod http;
 mod requests;
@@ -35,6 +37,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) use fsync::observe_fsyncs;
 pub(crate) use grpc::GrpcMetricsLayer;
 pub use http::MetricsServer;
 pub(crate) use requests::RequestMetrics;
