@@ -1,6 +1,7 @@
 //! The metrics listener: `/metrics` after produce and fetch over gRPC and
 //! over the Kafka listener shows counters moved by exactly the records and
-//! bytes sent, partition gauges and consumer-group lag as they are; the
+//! bytes sent, partition gauges and consumer-group lag, members and
+//! rebalances as they are; the
 //! exposition passes `promtool check metrics`; with `fsync = always` every
 //! acknowledged produce shows in the fsync histogram; `/healthz` answers while the
 //! broker runs and `/readyz` answers 503 naming an offline partition.
@@ -8,7 +9,7 @@
 mod common;
 mod kafka_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weir_broker::group::{OffsetCommit, TopicPartition, NO_MEMBER_EPOCH};
+use weir_broker::group::{HeartbeatRequest, OffsetCommit, TopicPartition, NO_MEMBER_EPOCH};
 use weir_client::proto::{
     ErrorCode, FetchRequest as GrpcFetch, PartitionFetchRequest, PartitionProduceData as GrpcData,
     ProduceRequest as GrpcProduce,
@@ -375,6 +376,50 @@ async fn with_fsync_always_each_produce_adds_at_least_one_fsync_to_the_histogram
     assert!(after.contains("# TYPE weir_log_fsync_duration_seconds histogram\n"));
     promtool_check(&after);
     drop(wire);
+    broker.shutdown().await;
+}
+
+fn join(group: &str, topic: &str) -> HeartbeatRequest {
+    HeartbeatRequest {
+        group_id: group.to_string(),
+        member_id: String::new(),
+        group_instance_id: None,
+        member_epoch: 0,
+        subscribed_topics: BTreeSet::from([topic.to_string()]),
+        owned: BTreeSet::new(),
+        rebalance_timeout_ms: 300_000,
+        server_assignor: None,
+    }
+}
+
+#[tokio::test]
+async fn a_member_joining_counts_one_rebalance_and_shows_in_the_members() {
+    let (broker, _kafka, metrics) = start().await;
+    broker.create_topic(TOPIC, 2).await;
+    let groups = broker.running.as_ref().unwrap().groups();
+    let group = "rebalancing";
+    let labels = format!("group=\"{group}\"");
+    groups
+        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .await
+        .unwrap();
+    let first = get(metrics, "/metrics").await.1;
+    let rebalances =
+        |exposition: &str| value(exposition, "weir_consumer_group_rebalances_total", &labels);
+    assert_eq!(value(&first, "weir_consumer_group_members", &labels), 1.0);
+    assert!(rebalances(&first) >= 1.0, "the first join is a rebalance");
+
+    groups
+        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .await
+        .unwrap();
+    let second = get(metrics, "/metrics").await.1;
+    assert_eq!(value(&second, "weir_consumer_group_members", &labels), 2.0);
+    assert_eq!(rebalances(&second), rebalances(&first) + 1.0);
+    assert_eq!(
+        value(&second, "weir_consumer_group_series_omitted", ""),
+        0.0
+    );
     broker.shutdown().await;
 }
 
