@@ -33,6 +33,7 @@ mod text_format;
 mod topic;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -81,6 +82,7 @@ pub struct BrokerMetrics {
     pub(crate) requests: RequestMetrics,
     connections: Family<ListenerLabels, Gauge>,
     connection_gauges: [Gauge; 2],
+    refused: Family<ListenerLabels, Counter>,
 }
 
 impl Default for BrokerMetrics {
@@ -97,6 +99,7 @@ impl Default for BrokerMetrics {
             requests: RequestMetrics::default(),
             connections,
             connection_gauges,
+            refused: Family::default(),
         }
     }
 }
@@ -104,8 +107,12 @@ impl Default for BrokerMetrics {
 impl BrokerMetrics {
     /// What a listener counts its open connections with.
     pub(crate) fn connections(&self, listener: Listener) -> ConnectionCounter {
+        let labels = ListenerLabels {
+            listener: listener.as_str(),
+        };
         ConnectionCounter {
             gauge: self.connection_gauges[listener.index()].clone(),
+            refused: self.refused.get_or_create(&labels).clone(),
         }
     }
 
@@ -120,14 +127,21 @@ impl BrokerMetrics {
             "Client connections open now, per listener",
             self.connections.clone(),
         );
+        registry.register(
+            "weir_connections_refused",
+            "Client connections closed at once for want of a slot (connections_max, \
+             connections_max_per_ip), per listener; the log warns of them at most every 10 s",
+            self.refused.clone(),
+        );
         self.requests.register(registry);
     }
 }
 
-/// Counts one listener's open connections.
+/// Counts one listener's open and refused connections.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionCounter {
     gauge: Gauge,
+    refused: Counter,
 }
 
 impl ConnectionCounter {
@@ -137,6 +151,11 @@ impl ConnectionCounter {
         OpenConnection {
             gauge: self.gauge.clone(),
         }
+    }
+
+    /// Counts a connection refused for want of a slot.
+    pub(crate) fn refused(&self) {
+        self.refused.inc();
     }
 }
 
