@@ -96,10 +96,13 @@ async fn refused(metrics: std::net::SocketAddr, listener: &str) -> f64 {
         .await
         .unwrap();
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut response))
-        .await
-        .expect("no scrape within the test's bound")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("no scrape within the test's bound")
+    .unwrap();
     let prefix = format!("weir_connections_refused_total{{listener=\"{listener}\"}} ");
     response
         .lines()
@@ -116,12 +119,18 @@ async fn connections_refused_for_want_of_a_slot_are_counted_per_listener() {
     })
     .await;
     let running = broker.running.as_ref().unwrap();
-    let (kafka, metrics) = (running.kafka_addr().unwrap(), running.metrics_addr().unwrap());
+    let (kafka, metrics) = (
+        running.kafka_addr().unwrap(),
+        running.metrics_addr().unwrap(),
+    );
     assert_eq!(refused(metrics, "grpc").await, 0.0);
 
     let held = Admin::connect(&broker.addr).await.unwrap();
     held.list_topics().await.unwrap();
-    assert!(!works(&broker.addr).await, "a second gRPC connection was served");
+    assert!(
+        !works(&broker.addr).await,
+        "a second gRPC connection was served"
+    );
     assert!(refused(metrics, "grpc").await >= 1.0);
 
     // The Kafka listener's one slot is taken; the next connection is closed unread.
