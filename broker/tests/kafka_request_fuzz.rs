@@ -24,16 +24,21 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, ListGroupsRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    ApiVersionsRequest, DeleteGroupsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
     TopicName,
 };
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
@@ -186,6 +191,35 @@ fn seed_frames() -> &'static [Vec<u8>] {
             framed(
                 4,
                 &InitProducerIdRequest::default().with_transaction_timeout_ms(1_000),
+            ),
+            framed(
+                5,
+                &SyncGroupRequest::default()
+                    .with_group_id(group())
+                    .with_member_id(StrBytes::from_static_str("fuzz-member")),
+            ),
+            framed(
+                5,
+                &LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_members(vec![MemberIdentity::default()
+                        .with_member_id(StrBytes::from_static_str("fuzz-member"))]),
+            ),
+            framed(
+                5,
+                &DescribeGroupsRequest::default().with_groups(vec![group()]),
+            ),
+            framed(
+                2,
+                &DeleteGroupsRequest::default().with_groups_names(vec![group()]),
+            ),
+            framed(
+                0,
+                &OffsetDeleteRequest::default()
+                    .with_group_id(group())
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_partitions(vec![OffsetDeleteRequestPartition::default()])]),
             ),
         ]
     })
