@@ -121,6 +121,7 @@ impl Broker {
         config: BrokerConfig,
         clock: SharedClock,
     ) -> Result<Broker, BrokerError> {
+        crate::metrics::observe_fsyncs();
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
             op: "create data directory",
             path: config.data_dir.clone(),

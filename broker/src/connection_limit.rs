@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::connection::Connection;
 use crate::metrics::{ConnectionCounter, OpenConnection};
+use crate::refusal_log::{RefusalLog, REFUSAL_LOG_INTERVAL};
 
 /// The limits a listener holds its connections to.
 #[derive(Debug, Clone)]
@@ -218,7 +219,8 @@ impl SlotState {
 }
 
 /// Yields the connections of `incoming` that get a slot (see the module
-/// docs); closes the others as soon as they are accepted. When `cut` turns
+/// docs); closes the others as soon as they are accepted, with at most one
+/// warning per `REFUSAL_LOG_INTERVAL` (`refusal_log.rs`). When `cut` turns
 /// true, every connection yielded fails its reads and writes.
 pub fn limit<S>(
     incoming: S,
@@ -234,8 +236,10 @@ where
         open,
         state: Mutex::new(SlotState::default()),
     });
+    let refusals = Arc::new(RefusalLog::new(REFUSAL_LOG_INTERVAL));
     incoming.filter_map(move |accepted| {
         let slots = Arc::clone(&slots);
+        let refusals = Arc::clone(&refusals);
         let cut = cut.clone();
         async move {
             let stream = match accepted {
@@ -253,7 +257,8 @@ where
                     cut,
                 ))),
                 Err(reason) => {
-                    tracing::warn!(%peer, "refused a connection: {reason}");
+                    slots.open.refused();
+                    refusals.warn(peer, &reason);
                     drop(stream);
                     None
                 }

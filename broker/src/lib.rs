@@ -31,6 +31,7 @@ mod producer_recovery;
 mod producer_snapshot;
 mod producer_state;
 mod read_buffers;
+mod refusal_log;
 mod registry;
 mod replication;
 mod rpc;

@@ -2,6 +2,7 @@
 //! `connections_max` are closed at once (and admitted again once others
 //! close), and each connection advertises `requests_per_connection_max` as
 //! its HTTP/2 concurrent-stream limit, so a client queues requests past it.
+//! Refusals are counted per listener in `weir_connections_refused_total`.
 
 mod common;
 
@@ -83,5 +84,67 @@ async fn each_connection_advertises_the_request_limit() {
     assert_eq!(advertised, Ok(Ok(())));
     // Graceful shutdown waits for open connections: close this one first.
     drop((send, connection));
+    broker.shutdown().await;
+}
+
+/// `weir_connections_refused_total` of `listener` in a scrape of `metrics`.
+async fn refused(metrics: std::net::SocketAddr, listener: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("no scrape within the test's bound")
+    .unwrap();
+    let prefix = format!("weir_connections_refused_total{{listener=\"{listener}\"}} ");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn connections_refused_for_want_of_a_slot_are_counted_per_listener() {
+    let broker = start(|config| {
+        config.connections_max = 1;
+        config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let running = broker.running.as_ref().unwrap();
+    let (kafka, metrics) = (
+        running.kafka_addr().unwrap(),
+        running.metrics_addr().unwrap(),
+    );
+    assert_eq!(refused(metrics, "grpc").await, 0.0);
+
+    let held = Admin::connect(&broker.addr).await.unwrap();
+    held.list_topics().await.unwrap();
+    assert!(
+        !works(&broker.addr).await,
+        "a second gRPC connection was served"
+    );
+    assert!(refused(metrics, "grpc").await >= 1.0);
+
+    // The Kafka listener's one slot is taken; the next connection is closed unread.
+    let _kafka_held = tokio::net::TcpStream::connect(kafka).await.unwrap();
+    let mut turned_away = tokio::net::TcpStream::connect(kafka).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut turned_away, &mut byte),
+    )
+    .await
+    .expect("the refused Kafka connection was not closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(refused(metrics, "kafka").await, 1.0);
+    drop(held);
     broker.shutdown().await;
 }

@@ -33,6 +33,7 @@ const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+const MEMBER_ID_REQUIRED: i16 = 79;
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_owned())
@@ -270,9 +271,16 @@ struct Member {
     owned: Vec<i32>,
 }
 
-/// JoinGroup (v7) reporting `owned`, then SyncGroup (v5).
+/// JoinGroup (v7) reporting `owned` (a new member twice: the first answer is
+/// MEMBER_ID_REQUIRED with its id), then SyncGroup (v5).
 async fn join_and_sync(wire: &mut KafkaWire, member_id: &str, owned: &[i32]) -> Member {
-    let joined = wire.call(7, &join_request(member_id, owned)).await;
+    let mut joined = wire.call(7, &join_request(member_id, owned)).await;
+    if member_id.is_empty() {
+        assert_eq!(joined.error_code, MEMBER_ID_REQUIRED);
+        joined = wire
+            .call(7, &join_request(joined.member_id.as_str(), owned))
+            .await;
+    }
     assert_eq!(joined.error_code, 0);
     assert_eq!(
         joined.protocol_type.as_ref().map(|t| t.to_string()),
@@ -464,7 +472,16 @@ async fn every_served_version_of_the_group_apis_is_answered() {
             // v0 has no rebalance timeout (it uses the session timeout).
             request.rebalance_timeout_ms = -1;
         }
-        let joined = wire.call(version, &request).await;
+        let mut joined = wire.call(version, &request).await;
+        if version >= 4 {
+            // KIP-394: the first join of a new member only names it.
+            assert_eq!(
+                joined.error_code, MEMBER_ID_REQUIRED,
+                "JoinGroup v{version}"
+            );
+            request.member_id = joined.member_id.clone();
+            joined = wire.call(version, &request).await;
+        }
         assert_eq!(joined.error_code, 0, "JoinGroup v{version}");
         assert!(!joined.member_id.is_empty(), "JoinGroup v{version}");
         members.push(Member {

@@ -2,15 +2,43 @@
 //! msyncs, `set_len`, renames, removals — in one place, so that a build with the
 //! `fault-injection` feature can make any of them fail (see `crate::fault`) and follow them
 //! to simulate a power loss (see `crate::fault::power_loss`). In a normal build each is the
-//! plain call, inlined.
+//! plain call, inlined. Every fsync, fdatasync and msync is also timed for the process's
+//! fsync observer, if one is set ([`set_fsync_observer`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "fault-injection")]
 use crate::fault::{fire, power_loss, IoCall};
+
+/// Told how long each fsync-like call took, succeeded or not. A plain `fn` in a `OnceLock`:
+/// reading it is one atomic load, and calling it allocates and locks nothing of ours, so a
+/// process that sets none pays only that load per fsync.
+static FSYNC_OBSERVER: OnceLock<fn(Duration)> = OnceLock::new();
+
+/// Sets the function told the duration of every fsync, fdatasync and msync (segments,
+/// indexes, checkpoints, directories) of every log in the process, so a server can
+/// measure them without this crate knowing its metrics. It must not block. The first
+/// call wins for the life of the process; returns whether this one did.
+pub fn set_fsync_observer(observer: fn(Duration)) -> bool {
+    FSYNC_OBSERVER.set(observer).is_ok()
+}
+
+/// Runs an fsync-like call, timed for the observer when there is one.
+#[inline]
+fn timed(call: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let Some(observe) = FSYNC_OBSERVER.get() else {
+        return call();
+    };
+    let started = Instant::now();
+    let result = call();
+    observe(started.elapsed());
+    result
+}
 
 /// Fails the call when a fault plan says so.
 macro_rules! injected {
@@ -85,7 +113,7 @@ pub(crate) fn write_all(file: &mut File, buf: &[u8], path: &Path) -> io::Result<
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    file.sync_data()?;
+    timed(|| file.sync_data())?;
     observed!(on_sync(path, "fdatasync"));
     Ok(())
 }
@@ -95,7 +123,7 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    file.sync_all()?;
+    timed(|| file.sync_all())?;
     observed!(on_sync(path, "fsync"));
     Ok(())
 }
@@ -105,7 +133,7 @@ pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
 pub(crate) fn flush_map(map: &memmap2::MmapMut, path: &Path) -> io::Result<()> {
     injected!(Fsync, path);
     let _ = path;
-    map.flush()?;
+    timed(|| map.flush())?;
     observed!(on_sync(path, "msync"));
     Ok(())
 }
@@ -114,7 +142,8 @@ pub(crate) fn flush_map(map: &memmap2::MmapMut, path: &Path) -> io::Result<()> {
 #[inline]
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     injected!(SyncDir, dir);
-    File::open(dir)?.sync_all()?;
+    let dir_file = File::open(dir)?;
+    timed(|| dir_file.sync_all())?;
     observed!(on_sync_dir(dir));
     Ok(())
 }

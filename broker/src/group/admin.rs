@@ -1,9 +1,12 @@
-//! What `weir group list / describe / delete` need of the coordinator.
+//! What `weir group list / describe / delete` and Kafka's DeleteGroups and OffsetDelete
+//! need of the coordinator.
 
 use super::consumer_group::Group;
 use super::coordinator::{group_in, GroupCoordinator};
 use super::error::GroupError;
 use super::records::{GroupRecord, RecordKey};
+use std::collections::BTreeSet;
+
 use super::types::{GroupDescription, GroupListing, GroupState, TopicPartition};
 
 impl GroupCoordinator {
@@ -65,5 +68,42 @@ impl GroupCoordinator {
             self.outbox.push(GroupRecord { key, value: None });
         }
         Ok(())
+    }
+
+    /// Deletes the committed offsets of `partitions` (Kafka's OffsetDelete), tombstones in
+    /// `__consumer_offsets`; a partition without one is not an error. As in Kafka, the
+    /// partitions of a topic a member of the group subscribes to keep theirs and are
+    /// returned, to be answered GROUP_SUBSCRIBED_TO_TOPIC.
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeSet<TopicPartition>, GroupError> {
+        let group = group_in(&mut self.groups, group_id)?;
+        let subscribed: BTreeSet<&str> = group
+            .members
+            .values()
+            .flat_map(|member| member.subscribed.iter().map(String::as_str))
+            .collect();
+        let mut refused = BTreeSet::new();
+        let mut deleted = Vec::new();
+        for partition in partitions {
+            if subscribed.contains(partition.topic.as_str()) {
+                refused.insert(partition.clone());
+            } else if group.offsets.remove(partition).is_some() {
+                deleted.push(partition.clone());
+            }
+        }
+        for partition in deleted {
+            let key = RecordKey::OffsetCommit {
+                group: group_id.to_owned(),
+                partition,
+            };
+            self.outbox.push(GroupRecord {
+                key: key.encode(),
+                value: None,
+            });
+        }
+        Ok(refused)
     }
 }

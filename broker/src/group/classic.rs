@@ -17,16 +17,33 @@
 //!   released. Partitions that stay with a member are never revoked, so a cooperative
 //!   client keeps consuming them across the rebalance. A member told to rejoin that does
 //!   not within its rebalance timeout is removed, as Kafka's join timeout does.
+//! - KIP-394: a dynamic member's first JoinGroup (v4+, no member id) is answered with a new
+//!   member id and MEMBER_ID_REQUIRED, and joins with its second. The id is remembered for
+//!   the session timeout (Kafka 4.0 remembers nothing and takes any id; Kafka's classic
+//!   groups keep the same pending set), so an id the coordinator never issued is still
+//!   refused.
 
 use std::collections::BTreeSet;
 
-use super::coordinator::{group_in, GroupCoordinator};
+use super::coordinator::{group_in, next_member_id, GroupCoordinator};
 use super::error::GroupError;
 use super::types::{Assignment, HeartbeatRequest, HeartbeatResponse, MemberState};
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms` defaults.
 pub const CLASSIC_SESSION_TIMEOUT_MIN_MS: i64 = 6_000;
 pub const CLASSIC_SESSION_TIMEOUT_MAX_MS: i64 = 1_800_000;
+
+/// Member ids issued with MEMBER_ID_REQUIRED and not yet joined, at most this many: a
+/// client that only ever sends first joins displaces the oldest, whose owner's second
+/// join is then refused and starts over (Kafka bounds them by `group.max.size`).
+pub const CLASSIC_PENDING_MEMBERS_MAX: usize = 1_024;
+
+/// A member id issued with MEMBER_ID_REQUIRED: the group it is for, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PendingClassicMember {
+    group_id: String,
+    deadline_ms: i64,
+}
 
 /// One classic JoinGroup, its consumer-protocol subscription already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +78,10 @@ impl GroupCoordinator {
         join: &ClassicJoin,
         now_ms: i64,
     ) -> Result<HeartbeatResponse, GroupError> {
-        if !(CLASSIC_SESSION_TIMEOUT_MIN_MS..=CLASSIC_SESSION_TIMEOUT_MAX_MS)
-            .contains(&join.session_timeout_ms)
+        check_session_timeout(join)?;
+        let member_epoch = if join.member_id.is_empty()
+            || self.take_pending_classic_member(&join.group_id, &join.member_id, now_ms)
         {
-            return Err(GroupError::InvalidSessionTimeout {
-                group: join.group_id.clone(),
-                session_timeout_ms: join.session_timeout_ms,
-                min_ms: CLASSIC_SESSION_TIMEOUT_MIN_MS,
-                max_ms: CLASSIC_SESSION_TIMEOUT_MAX_MS,
-            });
-        }
-        let member_epoch = if join.member_id.is_empty() {
             0
         } else {
             // As Kafka: a member id the group does not know is refused, and the client
@@ -107,6 +117,65 @@ impl GroupCoordinator {
             member.session_deadline_ms = now_ms.saturating_add(join.session_timeout_ms);
         }
         Ok(answer)
+    }
+
+    /// KIP-394: a new member id for a dynamic member's first JoinGroup (v4+), answered with
+    /// MEMBER_ID_REQUIRED; the member joins when it sends its next JoinGroup with it within
+    /// its session timeout. Nothing is stored in `__consumer_offsets`.
+    pub fn classic_member_id_required(
+        &mut self,
+        join: &ClassicJoin,
+        now_ms: i64,
+    ) -> Result<String, GroupError> {
+        check_session_timeout(join)?;
+        if join.group_id.is_empty() {
+            return Err(GroupError::InvalidRequest {
+                group: String::new(),
+                reason: "the group id is empty".to_owned(),
+            });
+        }
+        self.expire_pending_classic_members(now_ms);
+        if self.pending_classic_members.len() >= CLASSIC_PENDING_MEMBERS_MAX {
+            let oldest = self
+                .pending_classic_members
+                .iter()
+                .min_by_key(|(_, pending)| pending.deadline_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.pending_classic_members.remove(&oldest);
+            }
+        }
+        let member_id = next_member_id(&mut self.member_id_state);
+        self.pending_classic_members.insert(
+            member_id.clone(),
+            PendingClassicMember {
+                group_id: join.group_id.clone(),
+                deadline_ms: now_ms.saturating_add(join.session_timeout_ms),
+            },
+        );
+        debug_assert!(self.pending_classic_members.len() <= CLASSIC_PENDING_MEMBERS_MAX);
+        Ok(member_id)
+    }
+
+    /// Whether `member_id` was issued for `group_id` and is still pending; it no longer is.
+    fn take_pending_classic_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        now_ms: i64,
+    ) -> bool {
+        match self.pending_classic_members.get(member_id) {
+            Some(pending) if pending.group_id == group_id && pending.deadline_ms > now_ms => {
+                self.pending_classic_members.remove(member_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn expire_pending_classic_members(&mut self, now_ms: i64) {
+        self.pending_classic_members
+            .retain(|_, pending| pending.deadline_ms > now_ms);
     }
 
     /// A classic SyncGroup: the partitions the member holds at `generation`, the ones it
@@ -226,4 +295,19 @@ impl GroupCoordinator {
         member.session_deadline_ms = now_ms.saturating_add(timeout_ms);
         Ok(())
     }
+}
+
+/// Kafka's bounds on a classic member's session timeout.
+fn check_session_timeout(join: &ClassicJoin) -> Result<(), GroupError> {
+    if (CLASSIC_SESSION_TIMEOUT_MIN_MS..=CLASSIC_SESSION_TIMEOUT_MAX_MS)
+        .contains(&join.session_timeout_ms)
+    {
+        return Ok(());
+    }
+    Err(GroupError::InvalidSessionTimeout {
+        group: join.group_id.clone(),
+        session_timeout_ms: join.session_timeout_ms,
+        min_ms: CLASSIC_SESSION_TIMEOUT_MIN_MS,
+        max_ms: CLASSIC_SESSION_TIMEOUT_MAX_MS,
+    })
 }

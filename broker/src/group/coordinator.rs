@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::classic::PendingClassicMember;
 use super::consumer_group::Group;
 use super::error::GroupError;
 use super::records::{apply, corrupt, group_records, member_records, GroupRecord, RecordKey};
@@ -30,7 +31,9 @@ pub struct GroupCoordinator {
     /// The group records last put in the outbox, to write only what changed.
     pub(super) persisted: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
     pub(super) outbox: Vec<GroupRecord>,
-    member_id_state: u64,
+    pub(super) member_id_state: u64,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (`classic.rs`).
+    pub(super) pending_classic_members: BTreeMap<String, PendingClassicMember>,
 }
 
 impl GroupCoordinator {
@@ -44,6 +47,7 @@ impl GroupCoordinator {
             persisted: BTreeMap::new(),
             outbox: Vec::new(),
             member_id_state: member_id_seed,
+            pending_classic_members: BTreeMap::new(),
         }
     }
 
@@ -209,6 +213,7 @@ impl GroupCoordinator {
     /// Removes members past their session or rebalance timeout, and computes targets whose
     /// initial delay ended. Returns the removed (group, member) pairs.
     pub fn tick(&mut self, now_ms: i64) -> Vec<(String, String)> {
+        self.expire_pending_classic_members(now_ms);
         let mut removed = Vec::new();
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
@@ -318,7 +323,7 @@ pub(super) fn check_topics<'a>(
 
 /// 128 bits from a splitmix64 sequence, as 32 hex digits: unique within one coordinator,
 /// and across coordinator starts as long as each starts from a different random seed.
-fn next_member_id(state: &mut u64) -> String {
+pub(super) fn next_member_id(state: &mut u64) -> String {
     let mut next = || {
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = *state;

@@ -6,9 +6,11 @@
 //! both work: an eager one revokes everything before it rejoins, a cooperative one
 //! reports what it keeps and loses only what moves.
 //!
-//! Not done, as Kafka does it: JoinGroup v4+ answers a new member at once with its id
-//! instead of MEMBER_ID_REQUIRED and a second join; a static member that restarts is
-//! taken back only once its previous incarnation left or timed out.
+//! JoinGroup v4+ without a member id (and without `group.instance.id`) is answered with
+//! MEMBER_ID_REQUIRED and a new id, which the client joins with next (KIP-394).
+//!
+//! Not done, as Kafka does it: a static member that restarts is taken back only once its
+//! previous incarnation left or timed out.
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
@@ -76,6 +78,21 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
             session_timeout_ms
         },
     };
+    if version >= 4 && join.member_id.is_empty() && join.group_instance_id.is_none() {
+        // KIP-394, as Kafka: the id first, the join with it next, so a client that gives
+        // up between the two leaves no member behind to time out.
+        let issued = session
+            .groups
+            .mutate(|c, now_ms| c.classic_member_id_required(&join, now_ms))
+            .await;
+        return match issued {
+            Ok(member_id) => refused(
+                ResponseError::MemberIdRequired.code(),
+                StrBytes::from_string(member_id),
+            ),
+            Err(error) => refused(group_code(&error, true), request.member_id),
+        };
+    }
     let joined = session
         .groups
         .mutate(|c, now_ms| c.classic_join(&join, now_ms))

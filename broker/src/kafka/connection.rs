@@ -255,6 +255,8 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::LeaveGroup => "LeaveGroup",
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }

@@ -1,7 +1,7 @@
 //! The consumer-group APIs on the Kafka listener, all answered by the broker's one group
 //! coordinator (`GroupService`), which also serves `weir.v1.Group`: FindCoordinator,
 //! ListGroups and DescribeGroups here, commits in `offsets.rs`, the classic membership
-//! protocol in `classic.rs`. This broker coordinates every group.
+//! protocol in `classic.rs`, DeleteGroups and OffsetDelete in `group_admin.rs`. This broker coordinates every group.
 
 use std::collections::VecDeque;
 
@@ -10,10 +10,10 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest,
+    ApiKey, BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use super::connection::Session;
 use super::consumer_protocol::{encode_assignment, encode_subscription};
 use super::frame::{encode_response, Chunk};
-use super::{classic, offsets};
+use super::{classic, group_admin, offsets};
 use crate::error::BrokerError;
 use crate::group::{GroupDescription, GroupError, GroupState};
 
@@ -44,6 +44,8 @@ pub fn is_group_api(api_key: ApiKey) -> bool {
             | ApiKey::LeaveGroup
             | ApiKey::ListGroups
             | ApiKey::DescribeGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete
     )
 }
 
@@ -93,6 +95,14 @@ pub async fn serve(
         ApiKey::DescribeGroups => {
             let request: DescribeGroupsRequest = decode(body, api_key, version)?;
             respond(&describe_groups(session, request, version).await)
+        }
+        ApiKey::DeleteGroups => {
+            let request: DeleteGroupsRequest = decode(body, api_key, version)?;
+            respond(&group_admin::delete_groups(session, request).await)
+        }
+        ApiKey::OffsetDelete => {
+            let request: OffsetDeleteRequest = decode(body, api_key, version)?;
+            respond(&group_admin::delete_offsets(session, request).await)
         }
         other => Err(format!("{other:?} is not a group API")),
     }

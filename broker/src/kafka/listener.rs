@@ -16,6 +16,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::metrics::Listener;
+use crate::refusal_log::{RefusalLog, REFUSAL_LOG_INTERVAL};
 
 /// How long accepting pauses after the kernel refused a connection (out of
 /// file descriptors, say), so the loop does not spin.
@@ -78,6 +79,7 @@ async fn accept(listener: TcpListener, broker: Arc<Broker>, groups: Arc<GroupSer
     let mut closing = broker.closing_signal();
     let mut connections = JoinSet::new();
     let open = broker.metrics().connections(Listener::Kafka);
+    let refusals = RefusalLog::new(REFUSAL_LOG_INTERVAL);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,11 +94,13 @@ async fn accept(listener: TcpListener, broker: Arc<Broker>, groups: Arc<GroupSer
                             drop(permit);
                         });
                     }
-                    Err(_) => tracing::warn!(
-                        %peer,
-                        connections_max,
-                        "refused a Kafka connection: connections_max are open"
-                    ),
+                    Err(_) => {
+                        open.refused();
+                        refusals.warn(
+                        peer,
+                        format_args!("{connections_max} Kafka connections are open (connections_max)"),
+                        );
+                    }
                 },
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a Kafka connection");

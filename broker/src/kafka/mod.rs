@@ -23,6 +23,7 @@ mod describe_configs;
 mod error_code;
 mod fetch;
 mod frame;
+mod group_admin;
 mod groups;
 mod init_producer_id;
 mod list_offsets;

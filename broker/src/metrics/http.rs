@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::fsync::FsyncCollector;
 use super::scrape::{BrokerCollector, GroupsCollector};
 use super::text_format::{
     to_prometheus_text, wants_openmetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE,
@@ -74,6 +75,7 @@ impl MetricsServer {
         registry.register_collector(Box::new(BrokerCollector {
             broker: Arc::clone(&broker),
         }));
+        registry.register_collector(Box::new(FsyncCollector));
         let exposition = Arc::new(Exposition {
             broker,
             groups,

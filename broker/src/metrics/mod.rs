@@ -6,7 +6,8 @@
 //! an allocation), `requests` the request counters and latency histograms,
 //! `scrape` computes at scrape time what the broker already knows (partition
 //! offsets and sizes, the memory pool, consumer-group lag), and `http` serves
-//! it. Nothing is counted per record: a produce adds its batch bytes and
+//! it. `fsync` keeps the logs' fsync latency, which `weir-log` reports to a
+//! process-wide observer. Nothing is counted per record: a produce adds its batch bytes and
 //! record count once per partition, a fetch walks its batch headers.
 //!
 //! The crate is `prometheus-client`, the Prometheus project's own: it writes
@@ -23,6 +24,7 @@
 //! from the groups its coordinator holds. No record key or client id is ever
 //! a label.
 
+mod fsync;
 mod grpc;
 mod http;
 mod requests;
@@ -31,10 +33,12 @@ mod text_format;
 mod topic;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) use fsync::observe_fsyncs;
 pub(crate) use grpc::GrpcMetricsLayer;
 pub use http::MetricsServer;
 pub(crate) use requests::RequestMetrics;
@@ -78,6 +82,7 @@ pub struct BrokerMetrics {
     pub(crate) requests: RequestMetrics,
     connections: Family<ListenerLabels, Gauge>,
     connection_gauges: [Gauge; 2],
+    refused: Family<ListenerLabels, Counter>,
 }
 
 impl Default for BrokerMetrics {
@@ -94,6 +99,7 @@ impl Default for BrokerMetrics {
             requests: RequestMetrics::default(),
             connections,
             connection_gauges,
+            refused: Family::default(),
         }
     }
 }
@@ -101,8 +107,12 @@ impl Default for BrokerMetrics {
 impl BrokerMetrics {
     /// What a listener counts its open connections with.
     pub(crate) fn connections(&self, listener: Listener) -> ConnectionCounter {
+        let labels = ListenerLabels {
+            listener: listener.as_str(),
+        };
         ConnectionCounter {
             gauge: self.connection_gauges[listener.index()].clone(),
+            refused: self.refused.get_or_create(&labels).clone(),
         }
     }
 
@@ -117,14 +127,21 @@ impl BrokerMetrics {
             "Client connections open now, per listener",
             self.connections.clone(),
         );
+        registry.register(
+            "weir_connections_refused",
+            "Client connections closed at once for want of a slot (connections_max, \
+             connections_max_per_ip), per listener; the log warns of them at most every 10 s",
+            self.refused.clone(),
+        );
         self.requests.register(registry);
     }
 }
 
-/// Counts one listener's open connections.
+/// Counts one listener's open and refused connections.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionCounter {
     gauge: Gauge,
+    refused: Counter,
 }
 
 impl ConnectionCounter {
@@ -134,6 +151,11 @@ impl ConnectionCounter {
         OpenConnection {
             gauge: self.gauge.clone(),
         }
+    }
+
+    /// Counts a connection refused for want of a slot.
+    pub(crate) fn refused(&self) {
+        self.refused.inc();
     }
 }
 

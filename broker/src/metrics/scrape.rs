@@ -1,7 +1,8 @@
 //! What a scrape reads from the broker itself rather than from counters kept
 //! on the hot path: each hosted partition's offsets, size and segment count,
 //! each topic's traffic counters, the memory pool, and consumer-group lag
-//! (the committed offset against the partition's high watermark).
+//! (the committed offset against the partition's high watermark), members
+//! and rebalances, bounded in series by [`GROUP_SERIES_MAX`].
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -266,6 +267,14 @@ fn encode_memory_pool(
     Ok(())
 }
 
+/// The most consumer-group series one scrape writes (lag series, plus members
+/// and rebalances per group). Group ids are chosen by clients, and any client
+/// can create a group with one offset commit, so the groups, unlike the
+/// partitions, have no bound of their own. Groups with members come first,
+/// then by id; a group that does not fit whole is left out and counted in
+/// `weir_consumer_group_series_omitted`.
+pub(super) const GROUP_SERIES_MAX: usize = 10_000;
+
 /// One consumer group as a scrape saw it.
 #[derive(Debug)]
 struct GroupSample {
@@ -276,10 +285,19 @@ struct GroupSample {
     lags: Vec<(Arc<Topic>, u32, u64)>,
 }
 
-/// The consumer groups, read under the coordinator's lock once per scrape.
+impl GroupSample {
+    fn series(&self) -> usize {
+        2 + self.lags.len()
+    }
+}
+
+/// The consumer groups this broker coordinates (those its `GroupService`
+/// holds), read under the coordinator's lock once per scrape.
 #[derive(Debug)]
 pub(super) struct GroupsCollector {
     groups: Vec<GroupSample>,
+    /// Groups left out to keep within [`GROUP_SERIES_MAX`].
+    omitted: u64,
 }
 
 impl GroupsCollector {
@@ -303,9 +321,12 @@ impl GroupsCollector {
             })
             .await;
         let Ok(read) = read else {
-            return GroupsCollector { groups: Vec::new() };
+            return GroupsCollector {
+                groups: Vec::new(),
+                omitted: 0,
+            };
         };
-        let groups = read
+        let mut groups: Vec<GroupSample> = read
             .into_iter()
             .map(|(listing, epoch, offsets)| {
                 let lags = offsets
@@ -313,7 +334,9 @@ impl GroupsCollector {
                     .filter_map(|(tp, committed)| {
                         let topic = broker.topic(&tp.topic).ok()?;
                         let high_watermark = topic.partition(tp.partition).ok()?.high_watermark();
-                        // Kafka's lag: records below the high watermark not yet committed.
+                        // Kafka's lag (kafka-consumer-groups.sh, ListOffsets LATEST):
+                        // records below the high watermark not yet committed. On
+                        // one node the high watermark is the log end.
                         let lag = high_watermark.saturating_sub(committed.offset);
                         Some((topic, tp.partition, lag))
                     })
@@ -326,8 +349,30 @@ impl GroupsCollector {
                 }
             })
             .collect();
-        GroupsCollector { groups }
+        let omitted = keep_within_series_max(&mut groups, GROUP_SERIES_MAX);
+        GroupsCollector { groups, omitted }
     }
+}
+
+/// Keeps the groups whose series fit in `series_max`, those with members
+/// first, then by id; returns how many were left out.
+fn keep_within_series_max(groups: &mut Vec<GroupSample>, series_max: usize) -> u64 {
+    groups.sort_by(|a, b| {
+        (a.members == 0)
+            .cmp(&(b.members == 0))
+            .then_with(|| a.group.cmp(&b.group))
+    });
+    let mut series = 0usize;
+    let before = groups.len();
+    groups.retain(|group| {
+        let fits = series + group.series() <= series_max;
+        if fits {
+            series += group.series();
+        }
+        fits
+    });
+    debug_assert!(series <= series_max);
+    (before - groups.len()) as u64
 }
 
 struct GroupLabels<'a> {
@@ -398,6 +443,52 @@ impl Collector for GroupsCollector {
             };
             ConstCounter::new(group.epoch).encode(rebalances.encode_family(&labels)?)?;
         }
-        Ok(())
+        let omitted = encoder.encode_descriptor(
+            "weir_consumer_group_series_omitted",
+            "Consumer groups given no series by this scrape, to keep the group series under \
+             their bound",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.omitted).encode(omitted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, members: u64, lags: usize, topic: &Arc<Topic>) -> GroupSample {
+        GroupSample {
+            group: id.to_owned(),
+            members,
+            epoch: 1,
+            lags: (0..lags as u32)
+                .map(|p| (Arc::clone(topic), p, 0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn groups_with_members_keep_their_series_first_and_what_does_not_fit_is_counted() {
+        let topic = Arc::new(Topic {
+            name: "t".to_owned(),
+            replication_factor: 1,
+            configs: Default::default(),
+            partitions: Vec::new(),
+            metrics: Arc::default(),
+        });
+        let mut groups = vec![
+            group("a-empty", 0, 1, &topic),
+            group("z-active", 2, 3, &topic),
+            group("b-active", 1, 1, &topic),
+        ];
+        // b-active (3 series) and z-active (5) fit in 9; a-empty (3) does not.
+        let omitted = keep_within_series_max(&mut groups, 9);
+        let kept: Vec<&str> = groups.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(kept, ["b-active", "z-active"]);
+        assert_eq!(omitted, 1);
+        assert_eq!(keep_within_series_max(&mut groups, 2), 2);
+        assert!(groups.is_empty());
     }
 }

@@ -5,7 +5,7 @@
 use super::{coordinator, joined, tps, Consumer, GROUP, REBALANCE_TIMEOUT_MS};
 use crate::group::{
     Assignment, ClassicHeartbeat, ClassicJoin, GroupCoordinator, GroupError,
-    CLASSIC_SESSION_TIMEOUT_MAX_MS,
+    CLASSIC_PENDING_MEMBERS_MAX, CLASSIC_SESSION_TIMEOUT_MAX_MS,
 };
 
 const SESSION_TIMEOUT_MS: i64 = 10_000;
@@ -250,4 +250,48 @@ fn a_member_told_to_rejoin_that_does_not_is_removed_after_its_rebalance_timeout(
         assert!(c.tick(now_ms).is_empty());
     }
     assert_eq!((b.owned.len(), d.owned.len()), (1, 1));
+}
+
+fn first_join(member_id: &str) -> ClassicJoin {
+    ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: member_id.to_owned(),
+        group_instance_id: None,
+        subscribed_topics: ["t".to_owned()].into(),
+        owned: Assignment::new(),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    }
+}
+
+#[test]
+fn an_issued_member_id_joins_within_its_session_timeout_and_not_after() {
+    let mut c = coordinator(&[("t", 2)]);
+    let issued = c.classic_member_id_required(&first_join(""), 0).unwrap();
+    assert!(c.list_groups().is_empty(), "naming a member joins nothing");
+    let joined = c.classic_join(&first_join(&issued), 1).unwrap();
+    assert_eq!(joined.member_id, issued);
+
+    let late = c.classic_member_id_required(&first_join(""), 2).unwrap();
+    c.tick(2 + SESSION_TIMEOUT_MS);
+    let refused = c.classic_join(&first_join(&late), 2 + SESSION_TIMEOUT_MS);
+    assert!(
+        matches!(refused, Err(GroupError::UnknownMemberId { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn issued_member_ids_past_the_bound_displace_the_oldest() {
+    let mut c = coordinator(&[("t", 2)]);
+    let oldest = c.classic_member_id_required(&first_join(""), 0).unwrap();
+    for now_ms in 1..=CLASSIC_PENDING_MEMBERS_MAX as i64 {
+        c.classic_member_id_required(&first_join(""), now_ms)
+            .unwrap();
+    }
+    let refused = c.classic_join(&first_join(&oldest), 2_000);
+    assert!(
+        matches!(refused, Err(GroupError::UnknownMemberId { .. })),
+        "{refused:?}"
+    );
 }
