@@ -69,6 +69,9 @@ pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
     aggregator: G,
     /// Pane start → key → accumulator.
     panes: BTreeMap<i64, HashMap<K, G::Acc>>,
+    /// Pane start → the smallest input offset counted in it, for panes given one
+    /// ([`WindowedAggregate::add_from`]); pruned with the panes.
+    pane_offsets: BTreeMap<i64, u64>,
     watermark_ms: i64,
     late_records: u64,
     values: PhantomData<fn(V)>,
@@ -109,6 +112,7 @@ where
             emit,
             aggregator,
             panes: BTreeMap::new(),
+            pane_offsets: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_records: 0,
             values: PhantomData,
@@ -134,9 +138,38 @@ where
         window_end_ms.saturating_add(self.lateness_ms) <= self.watermark_ms
     }
 
+    /// The smallest input offset counted in a pane still held (given through
+    /// [`WindowedAggregate::add_from`]): replaying the input from there rebuilds every
+    /// open window. `None` when no pane is held.
+    pub fn oldest_offset(&self) -> Option<u64> {
+        self.pane_offsets.values().min().copied()
+    }
+
+    /// As [`WindowedAggregate::add`], for the record at input `offset`, which the pane
+    /// then needs until its last window closes ([`WindowedAggregate::oldest_offset`]).
+    pub fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, G::Acc> {
+        let outcome = self.add(key, timestamp_ms, value);
+        if let AddOutcome::Accepted { .. } = outcome {
+            let pane = self.pane_of(timestamp_ms);
+            let first = self.pane_offsets.entry(pane).or_insert(offset);
+            *first = (*first).min(offset);
+        }
+        outcome
+    }
+
+    fn pane_of(&self, timestamp_ms: i64) -> i64 {
+        timestamp_ms.div_euclid(self.step_ms) * self.step_ms
+    }
+
     /// Counts `value` under `key` at `timestamp_ms`.
     pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
-        let pane = timestamp_ms.div_euclid(self.step_ms) * self.step_ms;
+        let pane = self.pane_of(timestamp_ms);
         // The pane's windows end at pane + step, ..., pane + size; the last closes last.
         if self.is_closed(pane.saturating_add(self.size_ms)) {
             self.late_records += 1;
@@ -176,6 +209,18 @@ where
         }
         let before = self.watermark_ms;
         self.watermark_ms = watermark_ms;
+        // Every window ends on a multiple of the step, so nothing closes before the
+        // next multiple past `before - lateness`: most advances (one per record in a
+        // pipeline) stop here.
+        let next_close = before
+            .checked_sub(self.lateness_ms)
+            .map(|t| t.div_euclid(self.step_ms))
+            .and_then(|n| n.checked_add(1))
+            .and_then(|n| n.checked_mul(self.step_ms))
+            .and_then(|end| end.checked_add(self.lateness_ms));
+        if next_close.is_some_and(|close_at| watermark_ms < close_at) {
+            return Vec::new();
+        }
         // Windows closing now: end + lateness in (before, watermark], with a pane.
         let mut ends = BTreeSet::new();
         for pane in self.panes.keys() {
@@ -201,8 +246,15 @@ where
         }
         // A pane whose last window closed is needed no more.
         let (size, lateness) = (self.size_ms, self.lateness_ms);
-        self.panes
-            .retain(|pane, _| pane.saturating_add(size).saturating_add(lateness) > watermark_ms);
+        let held = |pane: &i64| pane.saturating_add(size).saturating_add(lateness) > watermark_ms;
+        self.panes.retain(|pane, _| held(pane));
+        self.pane_offsets.retain(|pane, _| held(pane));
+        debug_assert!(
+            self.pane_offsets
+                .keys()
+                .all(|pane| self.panes.contains_key(pane)),
+            "an offset is kept only for a pane still held"
+        );
         results
     }
 
@@ -244,6 +296,20 @@ impl<K, V, G: Aggregator<V>> std::fmt::Debug for WindowedAggregate<K, V, G> {
             .field("watermark_ms", &self.watermark_ms)
             .field("panes", &self.panes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// One aggregator shared by the states of several partitions.
+impl<V, G: Aggregator<V>> Aggregator<V> for std::sync::Arc<G> {
+    type Acc = G::Acc;
+    fn init(&self) -> G::Acc {
+        (**self).init()
+    }
+    fn add(&self, acc: &mut G::Acc, value: V) {
+        (**self).add(acc, value)
+    }
+    fn merge(&self, into: &mut G::Acc, other: &G::Acc) {
+        (**self).merge(into, other)
     }
 }
 
