@@ -624,3 +624,71 @@ async fn a_killed_worker_loses_no_window_its_partition_is_rebuilt_from_its_commi
     }
     broker.shutdown().await.unwrap();
 }
+
+/// Waits until every partition of `group` is committed past its start but short of
+/// its end: the open windows hold the commits back.
+async fn wait_until_held_back(admin: &Admin, group: &str) {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let description = admin.describe_group(group).await.unwrap();
+            let held_back = description.partitions.len() == PARTITIONS as usize
+                && description.partitions.iter().all(|p| {
+                    matches!((p.committed_offset, p.end_offset), (Some(c), Some(end)) if c > 0 && c < end)
+                });
+            if held_back {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every partition is committed up to its open windows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = start(data.path()).await;
+    let addr = broker.local_addr().to_string();
+    let admin = Admin::connect(&addr).await.unwrap();
+    create_topics(&admin, &["events", "joined-late"]).await;
+    let sliding = WindowSpec::sliding(Duration::from_secs(10), Duration::from_secs(2));
+    let events = events(200, 31);
+    let (expected, _) = brute_force_time_windows(&events, sliding);
+    let (first_half, second_half): (Vec<Event>, Vec<Event>) = {
+        let mut seen_per_partition = [0usize; PARTITIONS as usize];
+        events.iter().partition(|e| {
+            seen_per_partition[e.partition as usize] += 1;
+            seen_per_partition[e.partition as usize] <= 100
+        })
+    };
+    let idle = Duration::from_secs(8);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut workers = vec![spawn(
+        windowed("joined", sliding, true, idle, tx.clone()),
+        &addr,
+    )];
+    wait_until_shared(&admin, "joined", 1).await;
+    produce(&addr, &first_half).await;
+    wait_until_held_back(&admin, "joined").await;
+    // Two more workers join: the first gives up two partitions with windows open,
+    // and the group consumer commits them at their consumed positions.
+    for _ in 0..2 {
+        workers.push(spawn(
+            windowed("joined", sliding, true, idle, tx.clone()),
+            &addr,
+        ));
+    }
+    wait_until_shared(&admin, "joined", 3).await;
+    produce(&addr, &second_half).await;
+    let seen = collect(&mut rx, &expected).await;
+    assert_eq!(
+        seen, expected,
+        "every window, with every record, across the rebalance"
+    );
+    for (stop, task) in workers {
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+    broker.shutdown().await.unwrap();
+}

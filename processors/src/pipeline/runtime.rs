@@ -34,6 +34,12 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// `commit.interval.ms` for at-least-once).
 pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The state group of group `g` is `g` with this suffix.
+pub(crate) const STATE_GROUP_SUFFIX: &str = ".window-state";
+
+/// The member epoch of a commit from outside a group.
+const NO_MEMBER_EPOCH: i32 = -1;
+
 /// A serialized output: key and value.
 pub(crate) type Serialized = (Option<Vec<u8>>, Vec<u8>);
 
@@ -111,6 +117,7 @@ impl Runnable {
             producer,
             coordinator: GroupClient::new(consumer.channel()),
             group: group.clone(),
+            state_group: format!("{group}{STATE_GROUP_SUFFIX}"),
             stats: RunStats::default(),
             outputs: Vec::new(),
             ticked: Vec::new(),
@@ -123,7 +130,16 @@ impl Runnable {
                 _ = &mut shutdown => break,
             };
             let events = std::mem::take(&mut *rebalances.lock().expect("not poisoned"));
-            worker.rebalanced(events).await.map_err(&failed)?;
+            let rewound = worker
+                .rebalanced(events, &mut consumer)
+                .await
+                .map_err(&failed)?;
+            // Records of a partition moved back to its state's oldest offset are read
+            // again from there.
+            let mut records = records;
+            if !rewound.is_empty() {
+                records.retain(|r| !rewound.contains(&(r.topic.to_string(), r.partition)));
+            }
             // Every output of this round is acknowledged before the next poll, in
             // which a revoked partition's position is committed.
             worker.process(records).await.map_err(&failed)?;
@@ -182,6 +198,8 @@ struct Worker {
     producer: Producer,
     coordinator: GroupClient<Channel>,
     group: String,
+    /// Where each commit of a windowed pipeline is copied (see `Worker::commit`).
+    state_group: String,
     stats: RunStats,
     outputs: Vec<Serialized>,
     ticked: Vec<(Context, Serialized)>,
@@ -189,8 +207,14 @@ struct Worker {
 
 impl Worker {
     /// Drops the state of partitions given up and rebuilds that of partitions
-    /// assigned from their commits.
-    async fn rebalanced(&mut self, events: Vec<Rebalance>) -> Result<(), ClientError> {
+    /// assigned from their commits. Returns the partitions moved back to an older
+    /// offset than the group consumer started them at.
+    async fn rebalanced(
+        &mut self,
+        events: Vec<Rebalance>,
+        consumer: &mut GroupConsumer,
+    ) -> Result<Vec<(String, u32)>, ClientError> {
+        let mut rewound = Vec::new();
         for event in events {
             match event {
                 Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
@@ -201,20 +225,72 @@ impl Worker {
                 Rebalance::Assigned(partitions) => {
                     let restored = self.fetch_restored(&partitions).await?;
                     let now = std::time::Instant::now();
-                    for ((topic, partition), restored) in partitions.iter().zip(&restored) {
+                    for ((topic, partition), (restored, rewind_to)) in
+                        partitions.iter().zip(&restored)
+                    {
+                        if let Some(offset) = rewind_to {
+                            consumer.seek(topic, *partition, *offset)?;
+                            rewound.push((topic.clone(), *partition));
+                        }
                         self.chain.assign(topic, *partition, restored, now);
                     }
                 }
             }
         }
-        Ok(())
+        Ok(rewound)
     }
 
-    /// The metadata of each partition's last commit.
+    /// How to rebuild each partition's state: from its last commit's metadata; or,
+    /// when that commit is the group consumer's own (made when the partition was
+    /// revoked from its last owner, at its consumed position), from the state
+    /// group's copy of the last commit made here, moving the partition back to the
+    /// oldest offset that commit held.
     async fn fetch_restored(
         &mut self,
         partitions: &[(String, u32)],
-    ) -> Result<Vec<Restored>, ClientError> {
+    ) -> Result<Vec<(Restored, Option<u64>)>, ClientError> {
+        let committed = self
+            .fetch_committed(&self.group.clone(), partitions)
+            .await?;
+        let saved = self
+            .fetch_committed(&self.state_group.clone(), partitions)
+            .await?;
+        Ok(committed
+            .into_iter()
+            .zip(saved)
+            .map(|(committed, saved)| {
+                let ours = committed.as_ref().map(|(_, m)| decode_metadata(m));
+                if let Some(restored) = ours.filter(|r| r.position.is_some()) {
+                    return (restored, None);
+                }
+                let Some((saved_offset, metadata)) = saved else {
+                    return (Restored::default(), None);
+                };
+                let mut restored = decode_metadata(&metadata);
+                let committed_offset = committed.map(|(offset, _)| offset);
+                // A revoke commit is at or past the copy's consumed position; one
+                // before it was moved there on purpose (offsets reset), and the copy
+                // is of another history.
+                if restored.position.is_none() || committed_offset < restored.position {
+                    return (Restored::default(), None);
+                }
+                // Records before the revoke commit were processed by the last owner.
+                restored.position = restored.position.max(committed_offset);
+                let rewind_to = match committed_offset {
+                    Some(offset) if saved_offset >= offset => None,
+                    _ => Some(saved_offset),
+                };
+                (restored, rewind_to)
+            })
+            .collect())
+    }
+
+    /// The committed offset and metadata of each partition in `group`.
+    async fn fetch_committed(
+        &mut self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Option<(u64, String)>>, ClientError> {
         let mut topics: Vec<TopicPartitions> = Vec::new();
         for (topic, partition) in partitions {
             match topics.iter_mut().find(|t| &t.topic == topic) {
@@ -228,7 +304,7 @@ impl Worker {
         let answer = self
             .coordinator
             .offset_fetch(OffsetFetchRequest {
-                group_id: self.group.clone(),
+                group_id: group.to_string(),
                 topics,
             })
             .await?
@@ -239,9 +315,8 @@ impl Worker {
                 answer
                     .offsets
                     .iter()
-                    .find(|o| &o.topic == topic && o.partition == *partition && o.offset >= 0)
-                    .map(|o| decode_metadata(&o.metadata))
-                    .unwrap_or_default()
+                    .find(|o| &o.topic == topic && o.partition == *partition)
+                    .and_then(|o| Some((u64::try_from(o.offset).ok()?, o.metadata.clone())))
             })
             .collect())
     }
@@ -350,10 +425,33 @@ impl Worker {
                 }),
             }
         }
+        let copy = stateful.then(|| topics.clone());
+        self.send_commit(self.group.clone(), member_id, member_epoch, topics)
+            .await?;
+        if let Some(topics) = copy {
+            // The group consumer commits a partition it gives up in a rebalance at its
+            // consumed position, without this metadata: its next owner then rebuilds
+            // from this copy, in a group no member joins (a commit from outside the
+            // group). Written after the group's own commit, which fences a worker no
+            // longer in the group.
+            let state_group = self.state_group.clone();
+            self.send_commit(state_group, String::new(), NO_MEMBER_EPOCH, topics)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_commit(
+        &mut self,
+        group: String,
+        member_id: String,
+        member_epoch: i32,
+        topics: Vec<OffsetCommitTopic>,
+    ) -> Result<(), ClientError> {
         let answer = self
             .coordinator
             .offset_commit(OffsetCommitRequest {
-                group_id: self.group.clone(),
+                group_id: group.clone(),
                 member_id,
                 member_epoch,
                 topics,
@@ -368,7 +466,7 @@ impl Worker {
         match refused {
             None => Ok(()),
             Some(partition) => Err(ClientError::Group {
-                group: self.group.clone(),
+                group,
                 code: partition.error_code(),
                 message: partition.error_message.clone(),
             }),

@@ -24,6 +24,9 @@
 //! replays whose windows had all closed were counted before and are skipped, the
 //! others rebuild the open windows exactly. A window that closed after the last
 //! commit is emitted again, with the same value: read results by (key, window start).
+//! A partition revoked in a rebalance is committed by the group consumer at its
+//! consumed position instead; its next owner rebuilds from the copy of the last
+//! commit made here (see `runtime::Worker::fetch_restored`).
 
 use std::collections::HashMap;
 use std::hash::Hash;
