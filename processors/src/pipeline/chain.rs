@@ -33,24 +33,35 @@ pub(crate) struct Checkpoint {
     pub oldest_offset: Option<u64>,
     /// Each windowed stage's watermark, by stage name.
     pub watermarks: Vec<(String, i64)>,
+    /// Records before this offset were processed before the state was rebuilt
+    /// (a replay not yet past them still counts them as processed).
+    pub processed_below: Option<u64>,
 }
 
 /// What the last commit of a partition recorded, for the state rebuilt from it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Restored {
-    /// The position consumed when the commit was made: records before it were
-    /// processed already, and replaying them emits nothing of windows that had closed.
+    /// Records before this offset had been processed when the commit was made:
+    /// replaying them emits nothing of windows that had closed.
     pub position: Option<u64>,
+    /// The partition's consumed position when the commit was made (before
+    /// `position` if the state was itself being rebuilt then).
+    pub consumed: Option<u64>,
     pub watermarks: BTreeMap<String, i64>,
 }
 
 const METADATA_TAG: &str = "weir-windows/1";
 
-/// The commit metadata of a partition: its consumed position and each stage's
-/// watermark. (Kafka Streams keeps a partition's stream time in its commit metadata
-/// alike.) Stage names hold no spaces or `=`.
-pub(crate) fn encode_metadata(position: u64, watermarks: &[(String, i64)]) -> String {
-    let mut out = format!("{METADATA_TAG} position={position}");
+/// The commit metadata of a partition: the offset below which records were
+/// processed, its consumed position, and each stage's watermark. (Kafka Streams keeps
+/// a partition's stream time in its commit metadata alike.) Stage names hold no
+/// spaces or `=`, and are not `position` or `consumed`.
+pub(crate) fn encode_metadata(
+    position: u64,
+    consumed: u64,
+    watermarks: &[(String, i64)],
+) -> String {
+    let mut out = format!("{METADATA_TAG} position={position} consumed={consumed}");
     for (name, watermark_ms) in watermarks {
         out.push_str(&format!(" {name}={watermark_ms}"));
     }
@@ -71,6 +82,8 @@ pub(crate) fn decode_metadata(metadata: &str) -> Restored {
         };
         if name == "position" {
             restored.position = value.parse().ok();
+        } else if name == "consumed" {
+            restored.consumed = value.parse().ok();
         } else if let Ok(watermark_ms) = value.parse() {
             restored.watermarks.insert(name.to_string(), watermark_ms);
         }
@@ -180,9 +193,14 @@ mod tests {
 
     #[test]
     fn commit_metadata_round_trips_and_foreign_text_restores_nothing() {
-        let text = encode_metadata(42, &[("window-3".to_string(), -5), ("top".to_string(), 9)]);
+        let text = encode_metadata(
+            42,
+            40,
+            &[("window-3".to_string(), -5), ("top".to_string(), 9)],
+        );
         let restored = decode_metadata(&text);
         assert_eq!(restored.position, Some(42));
+        assert_eq!(restored.consumed, Some(40));
         assert_eq!(restored.watermarks.get("window-3"), Some(&-5));
         assert_eq!(restored.watermarks.get("top"), Some(&9));
         assert_eq!(decode_metadata(""), Restored::default());

@@ -271,7 +271,7 @@ impl Worker {
                 // A revoke commit is at or past the copy's consumed position; one
                 // before it was moved there on purpose (offsets reset), and the copy
                 // is of another history.
-                if restored.position.is_none() || committed_offset < restored.position {
+                if restored.consumed.is_none() || committed_offset < restored.consumed {
                     return (Restored::default(), None);
                 }
                 // Records before the revoke commit were processed by the last owner.
@@ -408,7 +408,10 @@ impl Worker {
                 .oldest_offset
                 .map_or(position, |o| o.min(position));
             let metadata = if stateful {
-                encode_metadata(position, &checkpoint.watermarks)
+                let processed_below = checkpoint
+                    .processed_below
+                    .map_or(position, |p| p.max(position));
+                encode_metadata(processed_below, position, &checkpoint.watermarks)
             } else {
                 String::new()
             };

@@ -311,9 +311,10 @@ where
 /// Stage names become parts of state and topic names.
 fn check_name(name: &str) -> Result<(), String> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name.len() > 200 || !name.chars().all(legal) || name == "position" {
+    let reserved = ["position", "consumed"];
+    if name.is_empty() || name.len() > 200 || !name.chars().all(legal) || reserved.contains(&name) {
         return Err(format!(
-            "window stage name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' (and not \"position\")"
+            "window stage name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' (and not \"position\" or \"consumed\")"
         ));
     }
     Ok(())
@@ -679,9 +680,67 @@ where
         }
         into.watermarks
             .push((self.name.clone(), state.clock.watermark_ms));
+        into.processed_below = into.processed_below.max(state.replayed_below);
     }
 
     fn is_stateful(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::PipelineError;
+
+    async fn refusal(runnable: crate::pipeline::Runnable) -> String {
+        // Refused before connecting: nothing listens at this address.
+        match runnable.run("127.0.0.1:1", async {}).await {
+            Err(PipelineError::Invalid { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_with_a_window_that_cannot_work_is_refused_with_a_sentence() {
+        let bad_hop = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::hopping(
+                Duration::from_secs(10),
+                Duration::from_secs(3),
+            ))
+            .count()
+            .for_each(|_, _| {});
+        assert!(refusal(bad_hop).await.contains("must divide the size"));
+        let bad_name = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .name("per minute")
+            .count()
+            .for_each(|_, _| {});
+        assert!(refusal(bad_name).await.contains("\"per minute\""));
+        let tiny_budget = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .top_k_within(10, 16)
+            .for_each(|_, _| {});
+        assert!(refusal(tiny_budget).await.contains("top_k(10)"));
+    }
+
+    #[test]
+    fn a_default_stage_name_says_where_the_stage_is() {
+        let pipeline = Pipeline::from_topic("t")
+            .map(|r| r)
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .count();
+        let mut checkpoint = Checkpoint::default();
+        let mut chain = pipeline.chain;
+        chain.assign("t", 0, &Restored::default(), Instant::now());
+        chain.checkpoint("t", 0, &mut checkpoint);
+        assert_eq!(
+            checkpoint.watermarks,
+            vec![("window-3".to_string(), i64::MIN)]
+        );
     }
 }
