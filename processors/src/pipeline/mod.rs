@@ -20,6 +20,7 @@
 
 mod chain;
 mod runtime;
+mod window_stage;
 mod windowed;
 
 use std::sync::Arc;
