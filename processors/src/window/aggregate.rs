@@ -61,6 +61,22 @@ pub enum AddOutcome<K, A> {
     Late,
 }
 
+/// One pane's accumulators, and the smallest input offset counted in it if the
+/// records came with theirs ([`WindowedAggregate::add_from`]).
+struct Pane<K, A> {
+    accs: HashMap<K, A>,
+    first_offset: Option<u64>,
+}
+
+impl<K, A> Default for Pane<K, A> {
+    fn default() -> Self {
+        Pane {
+            accs: HashMap::new(),
+            first_offset: None,
+        }
+    }
+}
+
 /// Aggregates of a time-windowed, keyed stream of values `V`.
 pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
     size_ms: i64,
@@ -69,10 +85,7 @@ pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
     emit: EmitMode,
     aggregator: G,
     /// Pane start → key → accumulator.
-    panes: BTreeMap<i64, HashMap<K, G::Acc>>,
-    /// Pane start → the smallest input offset counted in it, for panes given one
-    /// ([`WindowedAggregate::add_from`]); pruned with the panes.
-    pane_offsets: BTreeMap<i64, u64>,
+    panes: BTreeMap<i64, Pane<K, G::Acc>>,
     watermark_ms: i64,
     late_records: u64,
     values: PhantomData<fn(V)>,
@@ -113,7 +126,6 @@ where
             emit,
             aggregator,
             panes: BTreeMap::new(),
-            pane_offsets: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_records: 0,
             values: PhantomData,
@@ -132,7 +144,7 @@ where
 
     /// Accumulators held (one per key and pane): the state's size.
     pub fn state_entries(&self) -> usize {
-        self.panes.values().map(HashMap::len).sum()
+        self.panes.values().map(|pane| pane.accs.len()).sum()
     }
 
     fn is_closed(&self, window_end_ms: i64) -> bool {
@@ -143,7 +155,10 @@ where
     /// [`WindowedAggregate::add_from`]): replaying the input from there rebuilds every
     /// open window. `None` when no pane is held.
     pub fn oldest_offset(&self) -> Option<u64> {
-        self.pane_offsets.values().min().copied()
+        self.panes
+            .values()
+            .filter_map(|pane| pane.first_offset)
+            .min()
     }
 
     /// As [`WindowedAggregate::add`], for the record at input `offset`, which the pane
@@ -155,13 +170,7 @@ where
         value: V,
         offset: u64,
     ) -> AddOutcome<K, G::Acc> {
-        let outcome = self.add(key, timestamp_ms, value);
-        if let AddOutcome::Accepted { .. } = outcome {
-            let pane = self.pane_of(timestamp_ms);
-            let first = self.pane_offsets.entry(pane).or_insert(offset);
-            *first = (*first).min(offset);
-        }
-        outcome
+        self.add_at(key, timestamp_ms, value, Some(offset))
     }
 
     fn pane_of(&self, timestamp_ms: i64) -> i64 {
@@ -170,6 +179,16 @@ where
 
     /// Counts `value` under `key` at `timestamp_ms`.
     pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
+        self.add_at(key, timestamp_ms, value, None)
+    }
+
+    fn add_at(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: Option<u64>,
+    ) -> AddOutcome<K, G::Acc> {
         let pane = self.pane_of(timestamp_ms);
         // The pane's windows end at pane + step, ..., pane + size; the last closes last.
         if self.is_closed(pane.saturating_add(self.size_ms)) {
@@ -181,16 +200,24 @@ where
             .filter(|end| self.is_closed(*end))
             .count();
         let aggregator = &self.aggregator;
-        let acc = self
-            .panes
-            .entry(pane)
-            .or_default()
-            .entry(key.clone())
-            .or_insert_with(|| aggregator.init());
-        aggregator.add(acc, value);
-        let updates = match self.emit {
-            EmitMode::OnClose => Vec::new(),
-            EmitMode::OnUpdate => self
+        let held = self.panes.entry(pane).or_default();
+        if let Some(offset) = offset {
+            held.first_offset = Some(held.first_offset.map_or(offset, |o| o.min(offset)));
+        }
+        let updated = (self.emit == EmitMode::OnUpdate).then(|| key.clone());
+        // A lookup before an insert: the key is cloned only for a new one (no
+        // allocation per record for a key already held).
+        match held.accs.get_mut(&key) {
+            Some(acc) => aggregator.add(acc, value),
+            None => {
+                let mut acc = aggregator.init();
+                aggregator.add(&mut acc, value);
+                held.accs.insert(key, acc);
+            }
+        }
+        let updates = match updated {
+            None => Vec::new(),
+            Some(key) => self
                 .window_ends_of(pane)
                 .filter(|end| !self.is_closed(*end))
                 .filter_map(|end| self.result(&key, end, false))
@@ -240,7 +267,7 @@ where
             // `examples/keyed_count_throughput.rs`).
             let mut merged: HashMap<&K, G::Acc> = HashMap::new();
             for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
-                for (key, acc) in pane {
+                for (key, acc) in &pane.accs {
                     match merged.entry(key) {
                         Entry::Occupied(mut into) => self.aggregator.merge(into.get_mut(), acc),
                         Entry::Vacant(slot) => {
@@ -267,12 +294,9 @@ where
         let (size, lateness) = (self.size_ms, self.lateness_ms);
         let held = |pane: &i64| pane.saturating_add(size).saturating_add(lateness) > watermark_ms;
         self.panes.retain(|pane, _| held(pane));
-        self.pane_offsets.retain(|pane, _| held(pane));
         debug_assert!(
-            self.pane_offsets
-                .keys()
-                .all(|pane| self.panes.contains_key(pane)),
-            "an offset is kept only for a pane still held"
+            self.panes.values().all(|pane| !pane.accs.is_empty()),
+            "a pane is made by the record it holds"
         );
         results
     }
@@ -287,7 +311,7 @@ where
     fn result(&self, key: &K, end: i64, is_final: bool) -> Option<WindowResult<K, G::Acc>> {
         let mut merged: Option<G::Acc> = None;
         for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
-            if let Some(acc) = pane.get(key) {
+            if let Some(acc) = pane.accs.get(key) {
                 match merged.as_mut() {
                     Some(into) => self.aggregator.merge(into, acc),
                     None => merged = Some(acc.clone()),
