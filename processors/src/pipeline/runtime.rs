@@ -34,6 +34,9 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// `commit.interval.ms` for at-least-once).
 pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often a worker stopping tries its last commit.
+const FINAL_COMMIT_ATTEMPTS: u32 = 3;
+
 /// The state group of group `g` is `g` with this suffix.
 pub(crate) const STATE_GROUP_SUFFIX: &str = ".window-state";
 
@@ -156,10 +159,20 @@ impl Runnable {
                 }
             }
         }
-        worker
-            .commit(Member::of(&consumer))
-            .await
-            .map_err(&failed)?;
+        // The last commit may meet a rebalance that other workers stopping started
+        // (a stale epoch): it is tried again with the member's newer epoch, and if
+        // still refused the previous commit stands, which replays more but loses
+        // nothing (as a Kafka Streams task whose commit fails on close).
+        for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
+            match worker.commit(Member::of(&consumer)).await {
+                Ok(()) => break,
+                Err(error @ ClientError::Group { .. }) => {
+                    tracing::warn!(%group, %error, attempt, "last commit refused");
+                    tokio::time::sleep(POLL_TIMEOUT).await;
+                }
+                Err(error) => return Err(failed(error)),
+            }
+        }
         worker.producer.close().await.map_err(&failed)?;
         if stateful {
             // `close` would commit the consumed positions, past records open windows
