@@ -13,7 +13,7 @@
 //!
 //! Windowed stages (`.window(spec).count()`, `.top_k(k)`, ...) keep their state per
 //! input partition and commit a partition only up to the oldest record an open window
-//! still holds, so a replay after a crash rebuilds the windows (see [`windowed`]).
+//! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]).
 //!
 //! Does not own: the window arithmetic and aggregates (`window`), which the windowed
 //! stages build on.
@@ -179,7 +179,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Ends the pipeline in a topic: `serialize` gives each item's key (which picks
     /// the partition, as the producer does) and value. For window results, a key
     /// made of the result's key and window start makes a repeated result (after a
-    /// crash, see [`windowed`]) overwrite the first under compaction.
+    /// crash, see [`WindowedPipeline`]) overwrite the first under compaction.
     pub fn to_topic(
         self,
         topic: &str,

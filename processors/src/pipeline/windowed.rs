@@ -44,6 +44,15 @@ use crate::window::{
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A keyed pipeline with a window chosen, waiting for its aggregate.
+///
+/// State and event time are kept per input partition, so a key's records must share
+/// one (produce the input keyed by the window key). A partition's windows close when
+/// its watermark (the largest event time it has shown; after `idle_timeout` without a
+/// record, that plus the wall time since) passes their end plus the allowed lateness.
+/// A partition is committed no further than the oldest record an open window holds,
+/// so after a crash or a rebalance its windows are rebuilt by replay; a window that
+/// closed after the last commit is emitted again with the same value, so read
+/// results by key and window start.
 pub struct WindowedPipeline<K, V> {
     pipeline: Pipeline<(K, V)>,
     spec: WindowSpec,
