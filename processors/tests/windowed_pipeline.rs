@@ -692,3 +692,46 @@ async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
     }
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_stream_hands_its_open_windows_over() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = start(data.path()).await;
+    let addr = broker.local_addr().to_string();
+    let admin = Admin::connect(&addr).await.unwrap();
+    create_topics(&admin, &["events", "handover-late"]).await;
+    let hopping = WindowSpec::hopping(Duration::from_secs(10), Duration::from_secs(5));
+    let events = events(200, 43);
+    let (expected, _) = brute_force_time_windows(&events, hopping);
+    let (first_half, second_half): (Vec<Event>, Vec<Event>) = {
+        let mut seen_per_partition = [0usize; PARTITIONS as usize];
+        events.iter().partition(|e| {
+            seen_per_partition[e.partition as usize] += 1;
+            seen_per_partition[e.partition as usize] <= 100
+        })
+    };
+    let idle = Duration::from_secs(8);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| spawn(windowed("handover", hopping, true, idle, tx.clone()), &addr))
+        .collect();
+    wait_until_shared(&admin, "handover", 2).await;
+    produce(&addr, &first_half).await;
+    wait_until_held_back(&admin, "handover").await;
+    // The first worker stops: it commits up to its open windows and leaves.
+    let (stop, stopped) = workers.remove(0);
+    stop.send(()).unwrap();
+    stopped.await.unwrap();
+    wait_until_shared(&admin, "handover", 1).await;
+    produce(&addr, &second_half).await;
+    let seen = collect(&mut rx, &expected).await;
+    assert_eq!(
+        seen, expected,
+        "every window, with every record, after the handover"
+    );
+    for (stop, task) in workers {
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+    broker.shutdown().await.unwrap();
+}
