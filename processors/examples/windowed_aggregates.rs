@@ -178,8 +178,8 @@ async fn main() -> anyhow::Result<()> {
     stop.send(()).ok();
     let stats = worker.await??;
     println!(
-        "{} readings in, {} results out, {} late readings to readings-late",
-        stats.records_in, stats.records_out, stats.records_late_out
+        "{} readings in, {} results out, {} late readings ({} to readings-late)",
+        stats.records_in, stats.records_out, stats.records_late, stats.records_late_out
     );
     broker.shutdown().await?;
     Ok(())

@@ -415,6 +415,11 @@ async fn every_window_type_through_a_pipeline_matches_brute_force() {
         let stats = task.await.unwrap();
         assert_eq!(stats.records_in, events.len() as u64);
         assert_eq!(
+            stats.records_late,
+            late.len() as u64,
+            "{name}: late records counted"
+        );
+        assert_eq!(
             stats.records_late_out,
             late.len() as u64,
             "{name}: each late record once"

@@ -15,6 +15,8 @@ use super::Context;
 pub(crate) struct Env {
     pub now: Instant,
     pub side: Vec<SideRecord>,
+    /// Items found late (all their windows closed) this round.
+    pub late: u64,
 }
 
 /// A record for a topic other than the pipeline's output.

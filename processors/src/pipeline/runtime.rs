@@ -70,6 +70,9 @@ pub struct RunStats {
     pub records_in: u64,
     /// Outputs stored in the output topic (0 for a `for_each` sink).
     pub records_out: u64,
+    /// Items that came after all their windows had closed, so were counted in
+    /// none (replays of records counted before excluded).
+    pub records_late: u64,
     /// Late records written to side topics.
     pub records_late_out: u64,
 }
@@ -343,6 +346,7 @@ impl Worker {
         let mut env = Env {
             now: std::time::Instant::now(),
             side: Vec::new(),
+            late: 0,
         };
         let mut deliveries = Vec::new();
         for record in records {
@@ -362,6 +366,7 @@ impl Worker {
         self.outputs
             .extend(self.ticked.drain(..).map(|(_, out)| out));
         self.send_outputs(&mut deliveries).await?;
+        self.stats.records_late += env.late;
         let mut late_deliveries = Vec::new();
         for side in env.side.drain(..) {
             let value = side.value.as_deref().unwrap_or_default();

@@ -234,6 +234,7 @@ where
             // commit; only a record new to this partition's state is late.
             AddOutcome::Late if replayed => {}
             AddOutcome::Late => {
+                env.late += 1;
                 if let (Some(topic), Some((key, value))) = (&late_topic, &context.raw) {
                     if state.last_late_offset != Some(context.offset) {
                         state.last_late_offset = Some(context.offset);

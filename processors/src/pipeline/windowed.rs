@@ -412,6 +412,7 @@ mod tests {
         let mut env = Env {
             now: Instant::now(),
             side: Vec::new(),
+            late: 0,
         };
         chain.assign("t", 0, &Restored::default(), env.now);
         let mut seen = Vec::new();
