@@ -11,34 +11,49 @@
 //! outputs of what it handed out). A worker that dies makes its partitions' next owner
 //! start at the last commit, so outputs may repeat, never go missing.
 //!
-//! Does not own: windows and their state (`window`), which the stateful stages build
-//! on; this module holds the stateless stages.
+//! Windowed stages (`.window(spec).count()`, `.top_k(k)`, ...) keep their state per
+//! input partition and commit a partition only up to the oldest record an open window
+//! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]).
+//!
+//! Does not own: the window arithmetic and aggregates (`window`), which the windowed
+//! stages build on.
 
+mod chain;
 mod runtime;
+mod window_stage;
+mod windowed;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use weir_client::ConsumerRecord;
 
+use chain::{Chain, Source, Then};
 pub use runtime::{PipelineError, RunStats};
+pub use windowed::WindowedPipeline;
 
-/// Where an item came from: its input record.
+/// Where an item came from: its input record, or for a window's result the input
+/// partition whose state held the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub topic: Arc<str>,
     pub partition: u32,
     pub offset: u64,
     pub timestamp_ms: i64,
+    /// The input record's key and value as read, for a side topic of late records.
+    pub(crate) raw: Option<(Option<Bytes>, Option<Bytes>)>,
 }
-
-/// A stage: turns one item into zero or more.
-pub(crate) type Stage<I, O> = Box<dyn FnMut(I, &Context, &mut Vec<O>) + Send>;
 
 /// A pipeline whose items are `T` so far.
 pub struct Pipeline<T> {
     topics: Vec<String>,
     group: Option<String>,
-    stage: Stage<ConsumerRecord, T>,
+    chain: Box<dyn Chain<T>>,
+    /// Stages so far, for default stage names.
+    stages: usize,
+    /// The first mistake in building the pipeline, reported by `run`.
+    invalid: Option<String>,
 }
 
 impl<T> std::fmt::Debug for Pipeline<T> {
@@ -46,6 +61,7 @@ impl<T> std::fmt::Debug for Pipeline<T> {
         f.debug_struct("Pipeline")
             .field("topics", &self.topics)
             .field("group", &self.group)
+            .field("stages", &self.stages)
             .finish_non_exhaustive()
     }
 }
@@ -61,7 +77,9 @@ impl Pipeline<ConsumerRecord> {
         Pipeline {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             group: None,
-            stage: Box::new(|record, _, out| out.push(record)),
+            chain: Box::new(Source),
+            stages: 0,
+            invalid: None,
         }
     }
 }
@@ -76,19 +94,27 @@ impl<T: Send + 'static> Pipeline<T> {
 
     fn then<U: Send + 'static>(
         self,
-        mut next: impl FnMut(T, &Context, &mut Vec<U>) + Send + 'static,
+        stage: impl FnMut(T, &Context, &mut Vec<U>) + Send + 'static,
     ) -> Pipeline<U> {
-        let mut stage = self.stage;
-        let mut scratch: Vec<T> = Vec::new();
+        self.wrap(|upstream| {
+            Box::new(Then {
+                upstream,
+                stage: Box::new(stage),
+                scratch: Vec::new(),
+                ticked: Vec::new(),
+                produced: Vec::new(),
+            })
+        })
+    }
+
+    /// This pipeline with a new last stage built around its chain.
+    fn wrap<U>(self, stage: impl FnOnce(Box<dyn Chain<T>>) -> Box<dyn Chain<U>>) -> Pipeline<U> {
         Pipeline {
             topics: self.topics,
             group: self.group,
-            stage: Box::new(move |record, context, out| {
-                stage(record, context, &mut scratch);
-                for item in scratch.drain(..) {
-                    next(item, context, out);
-                }
-            }),
+            chain: stage(self.chain),
+            stages: self.stages + 1,
+            invalid: self.invalid,
         }
     }
 
@@ -135,7 +161,7 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Pairs each item with a key: the output record's key at `to_topic`, and so
-    /// its partition.
+    /// its partition; a window stage after it aggregates per key.
     pub fn key_by<K: Send + 'static>(
         self,
         mut key: impl FnMut(&T) -> K + Send + 'static,
@@ -145,42 +171,22 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Ends the pipeline in a closure called for every item.
     pub fn for_each(self, mut f: impl FnMut(T, &Context) + Send + 'static) -> Runnable {
-        let mut stage = self.stage;
-        let mut scratch = Vec::new();
-        Runnable {
-            topics: self.topics,
-            group: self.group,
-            sink: runtime::Sink::ForEach(Box::new(move |record, context| {
-                stage(record, context, &mut scratch);
-                for item in scratch.drain(..) {
-                    f(item, context);
-                }
-            })),
-        }
+        let ended =
+            self.then(move |item, context, _: &mut Vec<runtime::Serialized>| f(item, context));
+        Runnable::new(ended, None)
     }
 
     /// Ends the pipeline in a topic: `serialize` gives each item's key (which picks
-    /// the partition, as the producer does) and value.
+    /// the partition, as the producer does) and value. For window results, a key
+    /// made of the result's key and window start makes a repeated result (after a
+    /// crash, see [`WindowedPipeline`]) overwrite the first under compaction.
     pub fn to_topic(
         self,
         topic: &str,
         mut serialize: impl FnMut(&T) -> (Option<Vec<u8>>, Vec<u8>) + Send + 'static,
     ) -> Runnable {
-        let mut stage = self.stage;
-        let mut scratch = Vec::new();
-        Runnable {
-            topics: self.topics,
-            group: self.group,
-            sink: runtime::Sink::Topic {
-                topic: topic.to_string(),
-                serialize: Box::new(move |record, context, out| {
-                    stage(record, context, &mut scratch);
-                    for item in scratch.drain(..) {
-                        out.push(serialize(&item));
-                    }
-                }),
-            },
-        }
+        let ended = self.then(move |item, _, out| out.push(serialize(&item)));
+        Runnable::new(ended, Some(topic.to_string()))
     }
 }
 
@@ -188,7 +194,31 @@ impl<T: Send + 'static> Pipeline<T> {
 pub struct Runnable {
     topics: Vec<String>,
     group: Option<String>,
-    sink: runtime::Sink,
+    chain: Box<dyn Chain<runtime::Serialized>>,
+    output_topic: Option<String>,
+    commit_interval: Duration,
+    invalid: Option<String>,
+}
+
+impl Runnable {
+    fn new(pipeline: Pipeline<runtime::Serialized>, output_topic: Option<String>) -> Runnable {
+        Runnable {
+            topics: pipeline.topics,
+            group: pipeline.group,
+            chain: pipeline.chain,
+            output_topic,
+            commit_interval: runtime::COMMIT_INTERVAL,
+            invalid: pipeline.invalid,
+        }
+    }
+
+    /// How often the worker commits what its outputs cover (default 5 s, Kafka
+    /// Streams' `commit.interval.ms` for at-least-once). Shorter means less replay
+    /// after a crash, for more commits.
+    pub fn commit_interval(mut self, interval: Duration) -> Runnable {
+        self.commit_interval = interval;
+        self
+    }
 }
 
 impl std::fmt::Debug for Runnable {
@@ -196,6 +226,7 @@ impl std::fmt::Debug for Runnable {
         f.debug_struct("Runnable")
             .field("topics", &self.topics)
             .field("group", &self.group)
+            .field("output_topic", &self.output_topic)
             .finish_non_exhaustive()
     }
 }

@@ -1,38 +1,50 @@
 //! Runs a pipeline as one worker: a group member that polls, runs every record
 //! through the stages, sends the outputs, and commits only what they cover.
+//!
+//! Order of a round, which the at-least-once rule rests on: poll (partitions that
+//! move are handed over inside it); rebuild the state of partitions assigned (from
+//! their commit's metadata, then by replaying from the committed offset); run the
+//! records and the tick of time through the stages; wait until every output and late
+//! record is acknowledged; then, when due, commit each partition at the oldest
+//! offset an open window still holds (its consumed position when none is open).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use weir_client::proto::group_client::GroupClient;
+use weir_client::proto::{
+    ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+    TopicPartitions,
+};
 use weir_client::{
-    ClientError, ConsumerRecord, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord,
+    Channel, ClientError, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, Rebalance,
 };
 
+use super::chain::{decode_metadata, encode_metadata, Chain, Checkpoint, Env, Restored};
 use super::{Context, Runnable};
 
-/// How long one poll waits for records before the worker checks for shutdown.
+/// How long one poll waits for records before the worker checks for shutdown and
+/// moves idle partitions' time on.
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// How often a worker commits the positions its outputs cover (Kafka Streams'
 /// `commit.interval.ms` for at-least-once).
-const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Serialized outputs: key and value of each.
-type Outputs = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+/// How often a worker stopping tries its last commit.
+const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 
-/// The stages and a closure that takes their outputs.
-pub(crate) type ForEachSink = Box<dyn FnMut(ConsumerRecord, &Context) + Send>;
+/// The state group of group `g` is `g` with this suffix.
+pub(crate) const STATE_GROUP_SUFFIX: &str = ".window-state";
 
-/// The stages and their serializer: one input record's outputs, serialized.
-pub(crate) type TopicSink = Box<dyn FnMut(ConsumerRecord, &Context, &mut Outputs) + Send>;
+/// The member epoch of a commit from outside a group.
+const NO_MEMBER_EPOCH: i32 = -1;
 
-pub(crate) enum Sink {
-    ForEach(ForEachSink),
-    Topic { topic: String, serialize: TopicSink },
-}
+/// A serialized output: key and value.
+pub(crate) type Serialized = (Option<Vec<u8>>, Vec<u8>);
 
 /// Why a worker stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +58,10 @@ pub enum PipelineError {
         #[source]
         source: ClientError,
     },
+    /// The pipeline was built with a setting that cannot work (a window spec, a
+    /// stage name, a top-K budget); nothing was read.
+    #[error("pipeline on {topics:?}: {reason}")]
+    Invalid { topics: Vec<String>, reason: String },
 }
 
 /// What a worker did, when it stopped.
@@ -54,6 +70,11 @@ pub struct RunStats {
     pub records_in: u64,
     /// Outputs stored in the output topic (0 for a `for_each` sink).
     pub records_out: u64,
+    /// Items that came after all their windows had closed, so were counted in
+    /// none (replays of records counted before excluded).
+    pub records_late: u64,
+    /// Late records written to side topics.
+    pub records_late_out: u64,
 }
 
 impl Runnable {
@@ -65,6 +86,12 @@ impl Runnable {
         addr: &str,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunStats, PipelineError> {
+        if let Some(reason) = self.invalid {
+            return Err(PipelineError::Invalid {
+                topics: self.topics,
+                reason,
+            });
+        }
         let group = self.group.clone().unwrap_or_else(|| self.topics.join(","));
         let topics = self.topics.clone();
         let failed = |source: ClientError| PipelineError::Client {
@@ -81,53 +108,246 @@ impl Runnable {
         let mut consumer = GroupConsumer::subscribe(addr, &topic_refs, config)
             .await
             .map_err(&failed)?;
-        let producer = match &self.sink {
-            Sink::Topic { .. } => Some(
-                Producer::connect(addr, ProducerConfig::default())
-                    .await
-                    .map_err(&failed)?,
-            ),
-            Sink::ForEach(_) => None,
-        };
+        let rebalances: Arc<Mutex<Vec<Rebalance>>> = Arc::default();
+        consumer.on_rebalance({
+            let rebalances = Arc::clone(&rebalances);
+            move |event| rebalances.lock().expect("not poisoned").push(event.clone())
+        });
+        let producer = Producer::connect(addr, ProducerConfig::default())
+            .await
+            .map_err(&failed)?;
+        let stateful = self.chain.is_stateful();
         let mut worker = Worker {
-            sink: self.sink,
+            chain: self.chain,
+            output_topic: self.output_topic,
             producer,
+            coordinator: GroupClient::new(consumer.channel()),
+            group: group.clone(),
+            state_group: format!("{group}{STATE_GROUP_SUFFIX}"),
             stats: RunStats::default(),
             outputs: Vec::new(),
+            ticked: Vec::new(),
         };
         tokio::pin!(shutdown);
-        let mut next_commit = Instant::now() + COMMIT_INTERVAL;
+        let mut next_commit = Instant::now() + self.commit_interval;
         loop {
             let records = tokio::select! {
                 records = consumer.poll(POLL_TIMEOUT) => records.map_err(&failed)?,
                 _ = &mut shutdown => break,
             };
+            let events = std::mem::take(&mut *rebalances.lock().expect("not poisoned"));
+            let rewound = worker
+                .rebalanced(events, &mut consumer)
+                .await
+                .map_err(&failed)?;
+            // Records of a partition moved back to its state's oldest offset are read
+            // again from there.
+            let mut records = records;
+            if !rewound.is_empty() {
+                records.retain(|r| !rewound.contains(&(r.topic.to_string(), r.partition)));
+            }
             // Every output of this round is acknowledged before the next poll, in
             // which a revoked partition's position is committed.
             worker.process(records).await.map_err(&failed)?;
             if Instant::now() >= next_commit {
-                next_commit = Instant::now() + COMMIT_INTERVAL;
-                consumer.commit().await.map_err(&failed)?;
+                next_commit = Instant::now() + self.commit_interval;
+                match worker.commit(Member::of(&consumer)).await {
+                    Ok(()) => {}
+                    // Refused during a rebalance (a stale epoch, a partition just
+                    // given up): Kafka retries at the next interval too.
+                    Err(error @ ClientError::Group { .. }) => {
+                        tracing::warn!(%group, %error, "commit refused; retried at the next interval")
+                    }
+                    Err(error) => return Err(failed(error)),
+                }
             }
         }
-        if let Some(producer) = &worker.producer {
-            producer.close().await.map_err(&failed)?;
+        // The last commit may meet a rebalance that other workers stopping started
+        // (a stale epoch): it is tried again with the member's newer epoch, and if
+        // still refused the previous commit stands, which replays more but loses
+        // nothing (as a Kafka Streams task whose commit fails on close).
+        for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
+            match worker.commit(Member::of(&consumer)).await {
+                Ok(()) => break,
+                Err(error @ ClientError::Group { .. }) => {
+                    tracing::warn!(%group, %error, attempt, "last commit refused");
+                    tokio::time::sleep(POLL_TIMEOUT).await;
+                }
+                Err(error) => return Err(failed(error)),
+            }
         }
-        consumer.close().await.map_err(&failed)?;
+        worker.producer.close().await.map_err(&failed)?;
+        if stateful {
+            // `close` would commit the consumed positions, past records open windows
+            // still hold; dropping leaves the group without a commit, and the commit
+            // above stands.
+            drop(consumer);
+        } else {
+            consumer.close().await.map_err(&failed)?;
+        }
         Ok(worker.stats)
     }
 }
 
+/// What a commit needs of the group consumer, taken before the commit is sent (the
+/// consumer is not shared across the await).
+struct Member {
+    id: String,
+    epoch: i32,
+    /// (topic, partition, consumed position) of each owned partition.
+    positions: Vec<(String, u32, u64)>,
+}
+
+impl Member {
+    fn of(consumer: &GroupConsumer) -> Member {
+        Member {
+            id: consumer.member_id(),
+            epoch: consumer.member_epoch(),
+            positions: consumer.positions(),
+        }
+    }
+}
+
 struct Worker {
-    sink: Sink,
-    producer: Option<Producer>,
+    chain: Box<dyn Chain<Serialized>>,
+    output_topic: Option<String>,
+    producer: Producer,
+    coordinator: GroupClient<Channel>,
+    group: String,
+    /// Where each commit of a windowed pipeline is copied (see `Worker::commit`).
+    state_group: String,
     stats: RunStats,
-    outputs: Outputs,
+    outputs: Vec<Serialized>,
+    ticked: Vec<(Context, Serialized)>,
 }
 
 impl Worker {
-    /// Runs `records` through the stages and waits until every output is stored.
-    async fn process(&mut self, records: Vec<ConsumerRecord>) -> Result<(), ClientError> {
+    /// Drops the state of partitions given up and rebuilds that of partitions
+    /// assigned from their commits. Returns the partitions moved back to an older
+    /// offset than the group consumer started them at.
+    async fn rebalanced(
+        &mut self,
+        events: Vec<Rebalance>,
+        consumer: &mut GroupConsumer,
+    ) -> Result<Vec<(String, u32)>, ClientError> {
+        let mut rewound = Vec::new();
+        for event in events {
+            match event {
+                Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
+                    for (topic, partition) in partitions {
+                        self.chain.revoke(&topic, partition);
+                    }
+                }
+                Rebalance::Assigned(partitions) => {
+                    let restored = self.fetch_restored(&partitions).await?;
+                    let now = std::time::Instant::now();
+                    for ((topic, partition), (restored, rewind_to)) in
+                        partitions.iter().zip(&restored)
+                    {
+                        if let Some(offset) = rewind_to {
+                            consumer.seek(topic, *partition, *offset)?;
+                            rewound.push((topic.clone(), *partition));
+                        }
+                        self.chain.assign(topic, *partition, restored, now);
+                    }
+                }
+            }
+        }
+        Ok(rewound)
+    }
+
+    /// How to rebuild each partition's state: from its last commit's metadata; or,
+    /// when that commit is the group consumer's own (made when the partition was
+    /// revoked from its last owner, at its consumed position), from the state
+    /// group's copy of the last commit made here, moving the partition back to the
+    /// oldest offset that commit held.
+    async fn fetch_restored(
+        &mut self,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<(Restored, Option<u64>)>, ClientError> {
+        let committed = self
+            .fetch_committed(&self.group.clone(), partitions)
+            .await?;
+        let saved = self
+            .fetch_committed(&self.state_group.clone(), partitions)
+            .await?;
+        Ok(committed
+            .into_iter()
+            .zip(saved)
+            .map(|(committed, saved)| {
+                let ours = committed.as_ref().map(|(_, m)| decode_metadata(m));
+                if let Some(restored) = ours.filter(|r| r.position.is_some()) {
+                    return (restored, None);
+                }
+                let Some((saved_offset, metadata)) = saved else {
+                    return (Restored::default(), None);
+                };
+                let mut restored = decode_metadata(&metadata);
+                let committed_offset = committed.map(|(offset, _)| offset);
+                // A revoke commit is at or past the copy's consumed position; one
+                // before it was moved there on purpose (offsets reset), and the copy
+                // is of another history.
+                if restored.consumed.is_none() || committed_offset < restored.consumed {
+                    return (Restored::default(), None);
+                }
+                // Records before the revoke commit were processed by the last owner.
+                restored.position = restored.position.max(committed_offset);
+                let rewind_to = match committed_offset {
+                    Some(offset) if saved_offset >= offset => None,
+                    _ => Some(saved_offset),
+                };
+                (restored, rewind_to)
+            })
+            .collect())
+    }
+
+    /// The committed offset and metadata of each partition in `group`.
+    async fn fetch_committed(
+        &mut self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Option<(u64, String)>>, ClientError> {
+        let mut topics: Vec<TopicPartitions> = Vec::new();
+        for (topic, partition) in partitions {
+            match topics.iter_mut().find(|t| &t.topic == topic) {
+                Some(entry) => entry.partitions.push(*partition),
+                None => topics.push(TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: vec![*partition],
+                }),
+            }
+        }
+        let answer = self
+            .coordinator
+            .offset_fetch(OffsetFetchRequest {
+                group_id: group.to_string(),
+                topics,
+            })
+            .await?
+            .into_inner();
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                answer
+                    .offsets
+                    .iter()
+                    .find(|o| &o.topic == topic && o.partition == *partition)
+                    .and_then(|o| Some((u64::try_from(o.offset).ok()?, o.metadata.clone())))
+            })
+            .collect())
+    }
+
+    /// Runs `records` and a tick of time through the stages and waits until every
+    /// output is stored.
+    async fn process(
+        &mut self,
+        records: Vec<weir_client::ConsumerRecord>,
+    ) -> Result<(), ClientError> {
+        let mut env = Env {
+            now: std::time::Instant::now(),
+            side: Vec::new(),
+            late: 0,
+        };
         let mut deliveries = Vec::new();
         for record in records {
             self.stats.records_in += 1;
@@ -136,26 +356,141 @@ impl Worker {
                 partition: record.partition,
                 offset: record.offset,
                 timestamp_ms: record.timestamp_ms,
+                raw: Some((record.key.clone(), record.value.clone())),
             };
-            match &mut self.sink {
-                Sink::ForEach(f) => f(record, &context),
-                Sink::Topic { topic, serialize } => {
-                    serialize(record, &context, &mut self.outputs);
-                    let producer = self.producer.as_ref().expect("a topic sink has a producer");
-                    for (key, value) in self.outputs.drain(..) {
-                        let mut out = ProducerRecord::new(topic, &value);
-                        if let Some(key) = key.as_deref() {
-                            out = out.with_key(key);
-                        }
-                        deliveries.push(producer.send(out).await?);
-                    }
-                }
+            self.chain
+                .record(record, &context, &mut env, &mut self.outputs);
+            self.send_outputs(&mut deliveries).await?;
+        }
+        self.chain.tick(&mut env, &mut self.ticked);
+        self.outputs
+            .extend(self.ticked.drain(..).map(|(_, out)| out));
+        self.send_outputs(&mut deliveries).await?;
+        self.stats.records_late += env.late;
+        let mut late_deliveries = Vec::new();
+        for side in env.side.drain(..) {
+            let value = side.value.as_deref().unwrap_or_default();
+            let mut out = ProducerRecord::new(&side.topic, value).with_timestamp(side.timestamp_ms);
+            if let Some(key) = side.key.as_deref() {
+                out = out.with_key(key);
             }
+            late_deliveries.push(self.producer.send(out).await?);
         }
         for delivery in deliveries {
             delivery.await?;
             self.stats.records_out += 1;
         }
+        for delivery in late_deliveries {
+            delivery.await?;
+            self.stats.records_late_out += 1;
+        }
         Ok(())
+    }
+
+    async fn send_outputs(
+        &mut self,
+        deliveries: &mut Vec<weir_client::DeliveryFuture>,
+    ) -> Result<(), ClientError> {
+        let Some(topic) = &self.output_topic else {
+            self.outputs.clear();
+            return Ok(());
+        };
+        for (key, value) in self.outputs.drain(..) {
+            let mut out = ProducerRecord::new(topic, &value);
+            if let Some(key) = key.as_deref() {
+                out = out.with_key(key);
+            }
+            deliveries.push(self.producer.send(out).await?);
+        }
+        Ok(())
+    }
+
+    /// Commits every owned partition at the oldest offset its open windows hold (its
+    /// consumed position when none is open), with the consumed position and the
+    /// watermarks as metadata. Called only when every output so far is acknowledged.
+    async fn commit(&mut self, member: Member) -> Result<(), ClientError> {
+        let Member {
+            id: member_id,
+            epoch: member_epoch,
+            positions,
+        } = member;
+        if member_epoch <= 0 || positions.is_empty() {
+            return Ok(());
+        }
+        let stateful = self.chain.is_stateful();
+        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
+        for (topic, partition, position) in positions {
+            let mut checkpoint = Checkpoint::default();
+            self.chain.checkpoint(&topic, partition, &mut checkpoint);
+            let offset = checkpoint
+                .oldest_offset
+                .map_or(position, |o| o.min(position));
+            let metadata = if stateful {
+                let processed_below = checkpoint
+                    .processed_below
+                    .map_or(position, |p| p.max(position));
+                encode_metadata(processed_below, position, &checkpoint.watermarks)
+            } else {
+                String::new()
+            };
+            let entry = OffsetCommitPartition {
+                partition,
+                offset,
+                metadata,
+            };
+            match topics.iter_mut().find(|t| t.topic == topic) {
+                Some(t) => t.partitions.push(entry),
+                None => topics.push(OffsetCommitTopic {
+                    topic,
+                    partitions: vec![entry],
+                }),
+            }
+        }
+        let copy = stateful.then(|| topics.clone());
+        self.send_commit(self.group.clone(), member_id, member_epoch, topics)
+            .await?;
+        if let Some(topics) = copy {
+            // The group consumer commits a partition it gives up in a rebalance at its
+            // consumed position, without this metadata: its next owner then rebuilds
+            // from this copy, in a group no member joins (a commit from outside the
+            // group). Written after the group's own commit, which fences a worker no
+            // longer in the group.
+            let state_group = self.state_group.clone();
+            self.send_commit(state_group, String::new(), NO_MEMBER_EPOCH, topics)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_commit(
+        &mut self,
+        group: String,
+        member_id: String,
+        member_epoch: i32,
+        topics: Vec<OffsetCommitTopic>,
+    ) -> Result<(), ClientError> {
+        let answer = self
+            .coordinator
+            .offset_commit(OffsetCommitRequest {
+                group_id: group.clone(),
+                member_id,
+                member_epoch,
+                topics,
+            })
+            .await?
+            .into_inner();
+        let refused = answer
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.error_code() != ErrorCode::None);
+        match refused {
+            None => Ok(()),
+            Some(partition) => Err(ClientError::Group {
+                group,
+                code: partition.error_code(),
+                message: partition.error_message.clone(),
+            }),
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! closed ones were emitted and are final); one arriving after all of them closed is
 //! late and is handed back.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -60,6 +61,22 @@ pub enum AddOutcome<K, A> {
     Late,
 }
 
+/// One pane's accumulators, and the smallest input offset counted in it if the
+/// records came with theirs ([`WindowedAggregate::add_from`]).
+struct Pane<K, A> {
+    accs: HashMap<K, A>,
+    first_offset: Option<u64>,
+}
+
+impl<K, A> Default for Pane<K, A> {
+    fn default() -> Self {
+        Pane {
+            accs: HashMap::new(),
+            first_offset: None,
+        }
+    }
+}
+
 /// Aggregates of a time-windowed, keyed stream of values `V`.
 pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
     size_ms: i64,
@@ -68,7 +85,7 @@ pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
     emit: EmitMode,
     aggregator: G,
     /// Pane start → key → accumulator.
-    panes: BTreeMap<i64, HashMap<K, G::Acc>>,
+    panes: BTreeMap<i64, Pane<K, G::Acc>>,
     watermark_ms: i64,
     late_records: u64,
     values: PhantomData<fn(V)>,
@@ -127,16 +144,52 @@ where
 
     /// Accumulators held (one per key and pane): the state's size.
     pub fn state_entries(&self) -> usize {
-        self.panes.values().map(HashMap::len).sum()
+        self.panes.values().map(|pane| pane.accs.len()).sum()
     }
 
     fn is_closed(&self, window_end_ms: i64) -> bool {
         window_end_ms.saturating_add(self.lateness_ms) <= self.watermark_ms
     }
 
+    /// The smallest input offset counted in a pane still held (given through
+    /// [`WindowedAggregate::add_from`]): replaying the input from there rebuilds every
+    /// open window. `None` when no pane is held.
+    pub fn oldest_offset(&self) -> Option<u64> {
+        self.panes
+            .values()
+            .filter_map(|pane| pane.first_offset)
+            .min()
+    }
+
+    /// As [`WindowedAggregate::add`], for the record at input `offset`, which the pane
+    /// then needs until its last window closes ([`WindowedAggregate::oldest_offset`]).
+    pub fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, G::Acc> {
+        self.add_at(key, timestamp_ms, value, Some(offset))
+    }
+
+    fn pane_of(&self, timestamp_ms: i64) -> i64 {
+        timestamp_ms.div_euclid(self.step_ms) * self.step_ms
+    }
+
     /// Counts `value` under `key` at `timestamp_ms`.
     pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
-        let pane = timestamp_ms.div_euclid(self.step_ms) * self.step_ms;
+        self.add_at(key, timestamp_ms, value, None)
+    }
+
+    fn add_at(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: Option<u64>,
+    ) -> AddOutcome<K, G::Acc> {
+        let pane = self.pane_of(timestamp_ms);
         // The pane's windows end at pane + step, ..., pane + size; the last closes last.
         if self.is_closed(pane.saturating_add(self.size_ms)) {
             self.late_records += 1;
@@ -147,16 +200,24 @@ where
             .filter(|end| self.is_closed(*end))
             .count();
         let aggregator = &self.aggregator;
-        let acc = self
-            .panes
-            .entry(pane)
-            .or_default()
-            .entry(key.clone())
-            .or_insert_with(|| aggregator.init());
-        aggregator.add(acc, value);
-        let updates = match self.emit {
-            EmitMode::OnClose => Vec::new(),
-            EmitMode::OnUpdate => self
+        let held = self.panes.entry(pane).or_default();
+        if let Some(offset) = offset {
+            held.first_offset = Some(held.first_offset.map_or(offset, |o| o.min(offset)));
+        }
+        let updated = (self.emit == EmitMode::OnUpdate).then(|| key.clone());
+        // A lookup before an insert: the key is cloned only for a new one (no
+        // allocation per record for a key already held).
+        match held.accs.get_mut(&key) {
+            Some(acc) => aggregator.add(acc, value),
+            None => {
+                let mut acc = aggregator.init();
+                aggregator.add(&mut acc, value);
+                held.accs.insert(key, acc);
+            }
+        }
+        let updates = match updated {
+            None => Vec::new(),
+            Some(key) => self
                 .window_ends_of(pane)
                 .filter(|end| !self.is_closed(*end))
                 .filter_map(|end| self.result(&key, end, false))
@@ -176,6 +237,18 @@ where
         }
         let before = self.watermark_ms;
         self.watermark_ms = watermark_ms;
+        // Every window ends on a multiple of the step, so nothing closes before the
+        // next multiple past `before - lateness`: most advances (one per record in a
+        // pipeline) stop here.
+        let next_close = before
+            .checked_sub(self.lateness_ms)
+            .map(|t| t.div_euclid(self.step_ms))
+            .and_then(|n| n.checked_add(1))
+            .and_then(|n| n.checked_mul(self.step_ms))
+            .and_then(|end| end.checked_add(self.lateness_ms));
+        if next_close.is_some_and(|close_at| watermark_ms < close_at) {
+            return Vec::new();
+        }
         // Windows closing now: end + lateness in (before, watermark], with a pane.
         let mut ends = BTreeSet::new();
         for pane in self.panes.keys() {
@@ -188,21 +261,43 @@ where
         }
         let mut results = Vec::new();
         for end in ends {
+            // One pass over the window's panes, merging into one map: a lookup of
+            // every key in every pane instead would cost a pane lookup per key and
+            // pane (measured: 1.0 -> 3.4 M events/s for 10 000 keys over 30 panes,
+            // `examples/keyed_count_throughput.rs`).
+            let mut merged: HashMap<&K, G::Acc> = HashMap::new();
+            for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
+                for (key, acc) in &pane.accs {
+                    match merged.entry(key) {
+                        Entry::Occupied(mut into) => self.aggregator.merge(into.get_mut(), acc),
+                        Entry::Vacant(slot) => {
+                            slot.insert(acc.clone());
+                        }
+                    }
+                }
+            }
             // Keys in order, so results do not depend on hashing.
-            let keys: BTreeSet<&K> = self
-                .panes
-                .range(end - self.size_ms..end)
-                .flat_map(|(_, pane)| pane.keys())
-                .collect();
-            results.extend(
-                keys.into_iter()
-                    .filter_map(|key| self.result(key, end, true)),
-            );
+            let mut merged: Vec<(&K, G::Acc)> = merged.into_iter().collect();
+            merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let window = Window {
+                start_ms: end - self.size_ms,
+                end_ms: end,
+            };
+            results.extend(merged.into_iter().map(|(key, value)| WindowResult {
+                key: key.clone(),
+                window,
+                value,
+                is_final: true,
+            }));
         }
         // A pane whose last window closed is needed no more.
         let (size, lateness) = (self.size_ms, self.lateness_ms);
-        self.panes
-            .retain(|pane, _| pane.saturating_add(size).saturating_add(lateness) > watermark_ms);
+        let held = |pane: &i64| pane.saturating_add(size).saturating_add(lateness) > watermark_ms;
+        self.panes.retain(|pane, _| held(pane));
+        debug_assert!(
+            self.panes.values().all(|pane| !pane.accs.is_empty()),
+            "a pane is made by the record it holds"
+        );
         results
     }
 
@@ -216,7 +311,7 @@ where
     fn result(&self, key: &K, end: i64, is_final: bool) -> Option<WindowResult<K, G::Acc>> {
         let mut merged: Option<G::Acc> = None;
         for pane in self.panes.range(end - self.size_ms..end).map(|(_, p)| p) {
-            if let Some(acc) = pane.get(key) {
+            if let Some(acc) = pane.accs.get(key) {
                 match merged.as_mut() {
                     Some(into) => self.aggregator.merge(into, acc),
                     None => merged = Some(acc.clone()),
@@ -244,6 +339,20 @@ impl<K, V, G: Aggregator<V>> std::fmt::Debug for WindowedAggregate<K, V, G> {
             .field("watermark_ms", &self.watermark_ms)
             .field("panes", &self.panes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// One aggregator shared by the states of several partitions.
+impl<V, G: Aggregator<V>> Aggregator<V> for std::sync::Arc<G> {
+    type Acc = G::Acc;
+    fn init(&self) -> G::Acc {
+        (**self).init()
+    }
+    fn add(&self, acc: &mut G::Acc, value: V) {
+        (**self).add(acc, value)
+    }
+    fn merge(&self, into: &mut G::Acc, other: &G::Acc) {
+        (**self).merge(into, other)
     }
 }
 

@@ -19,12 +19,14 @@
 
 mod aggregate;
 mod session;
+mod top_k;
 mod watermark;
 
 pub use aggregate::{
     AddOutcome, Aggregator, Count, EmitMode, Fold, WindowResult, WindowedAggregate,
 };
 pub use session::SessionAggregate;
+pub use top_k::{default_budget_bytes, RankedKey, TopKAcc, TopKAggregator, TopKKey};
 pub use watermark::WatermarkTracker;
 
 use std::time::Duration;

@@ -14,6 +14,8 @@ use super::{InvalidWindow, Window, WindowSpec};
 struct Session<A> {
     last_ms: i64,
     acc: A,
+    /// The smallest input offset counted in it, if given ([`SessionAggregate::add_from`]).
+    first_offset: Option<u64>,
 }
 
 /// Session aggregates of a keyed stream of values `V`.
@@ -25,6 +27,9 @@ pub struct SessionAggregate<K, V, G: Aggregator<V>> {
     /// Key → first timestamp → session. Sessions of a key never overlap.
     sessions: HashMap<K, BTreeMap<i64, Session<G::Acc>>>,
     watermark_ms: i64,
+    /// No session closes before the watermark reaches this (a lower bound: merged
+    /// sessions may close later), so most advances need not look at every key.
+    next_close_ms: i64,
     late_records: u64,
     values: PhantomData<fn(V)>,
 }
@@ -53,6 +58,7 @@ where
             aggregator,
             sessions: HashMap::new(),
             watermark_ms: i64::MIN,
+            next_close_ms: i64::MAX,
             late_records: 0,
             values: PhantomData,
         })
@@ -79,7 +85,39 @@ where
             < self.watermark_ms
     }
 
+    /// The smallest input offset counted in an open session (given through
+    /// [`SessionAggregate::add_from`]): replaying the input from there rebuilds every
+    /// open session.
+    pub fn oldest_offset(&self) -> Option<u64> {
+        self.sessions
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|s| s.first_offset)
+            .min()
+    }
+
+    /// As [`SessionAggregate::add`], for the record at input `offset`.
+    pub fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, G::Acc> {
+        self.add_at(key, timestamp_ms, value, Some(offset))
+    }
+
     pub fn add(&mut self, key: K, timestamp_ms: i64, value: V) -> AddOutcome<K, G::Acc> {
+        self.add_at(key, timestamp_ms, value, None)
+    }
+
+    fn add_at(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: Option<u64>,
+    ) -> AddOutcome<K, G::Acc> {
         let gap = self.gap_ms;
         let sessions = self.sessions.entry(key.clone()).or_default();
         // Open sessions within the gap: first - gap <= t <= last + gap.
@@ -102,8 +140,13 @@ where
         let mut last = timestamp_ms;
         let mut acc = self.aggregator.init();
         self.aggregator.add(&mut acc, value);
+        let mut first_offset = offset;
         for start in touching {
             let session = sessions.remove(&start).expect("just found");
+            first_offset = match (first_offset, session.first_offset) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             first = first.min(start);
             last = last.max(session.last_ms);
             let mut merged = session.acc;
@@ -122,7 +165,20 @@ where
                 is_final: false,
             }],
         };
-        sessions.insert(first, Session { last_ms: last, acc });
+        // Closes once the watermark is past last + gap + lateness.
+        let close_ms = last
+            .saturating_add(self.gap_ms)
+            .saturating_add(self.lateness_ms)
+            .saturating_add(1);
+        self.next_close_ms = self.next_close_ms.min(close_ms);
+        sessions.insert(
+            first,
+            Session {
+                last_ms: last,
+                acc,
+                first_offset,
+            },
+        );
         AddOutcome::Accepted {
             closed_windows: 0,
             updates,
@@ -136,6 +192,9 @@ where
             return Vec::new();
         }
         self.watermark_ms = watermark_ms;
+        if watermark_ms < self.next_close_ms {
+            return Vec::new();
+        }
         let mut results = Vec::new();
         let (gap, lateness) = (self.gap_ms, self.lateness_ms);
         for (key, sessions) in self.sessions.iter_mut() {
@@ -160,6 +219,18 @@ where
             }
         }
         self.sessions.retain(|_, sessions| !sessions.is_empty());
+        self.next_close_ms = self
+            .sessions
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|s| {
+                s.last_ms
+                    .saturating_add(gap)
+                    .saturating_add(lateness)
+                    .saturating_add(1)
+            })
+            .min()
+            .unwrap_or(i64::MAX);
         results.sort_by(|a, b| (a.window.end_ms, &a.key).cmp(&(b.window.end_ms, &b.key)));
         debug_assert!(self
             .sessions

@@ -1,0 +1,211 @@
+//! The stages of a pipeline as one chain: each stage wraps the one before it, so a
+//! record, a tick of time or a partition moving passes through all of them in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use weir_client::ConsumerRecord;
+
+use super::Context;
+
+/// What a stage may do besides returning items: the time of this round, and records
+/// for side topics (late records).
+pub(crate) struct Env {
+    pub now: Instant,
+    pub side: Vec<SideRecord>,
+    /// Items found late (all their windows closed) this round.
+    pub late: u64,
+}
+
+/// A record for a topic other than the pipeline's output.
+pub(crate) struct SideRecord {
+    pub topic: Arc<str>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp_ms: i64,
+}
+
+/// What the stateful stages need recorded when a partition's position is committed.
+#[derive(Debug, Default)]
+pub(crate) struct Checkpoint {
+    /// The smallest input offset an open window still holds: the commit goes no
+    /// further, so a replay from the commit rebuilds every open window.
+    pub oldest_offset: Option<u64>,
+    /// Each windowed stage's watermark, by stage name.
+    pub watermarks: Vec<(String, i64)>,
+    /// Records before this offset were processed before the state was rebuilt
+    /// (a replay not yet past them still counts them as processed).
+    pub processed_below: Option<u64>,
+}
+
+/// What the last commit of a partition recorded, for the state rebuilt from it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// Records before this offset had been processed when the commit was made:
+    /// replaying them emits nothing of windows that had closed.
+    pub position: Option<u64>,
+    /// The partition's consumed position when the commit was made (before
+    /// `position` if the state was itself being rebuilt then).
+    pub consumed: Option<u64>,
+    pub watermarks: BTreeMap<String, i64>,
+}
+
+const METADATA_TAG: &str = "weir-windows/1";
+
+/// The commit metadata of a partition: the offset below which records were
+/// processed, its consumed position, and each stage's watermark. (Kafka Streams keeps
+/// a partition's stream time in its commit metadata alike.) Stage names hold no
+/// spaces or `=`, and are not `position` or `consumed`.
+pub(crate) fn encode_metadata(
+    position: u64,
+    consumed: u64,
+    watermarks: &[(String, i64)],
+) -> String {
+    let mut out = format!("{METADATA_TAG} position={position} consumed={consumed}");
+    for (name, watermark_ms) in watermarks {
+        out.push_str(&format!(" {name}={watermark_ms}"));
+    }
+    out
+}
+
+/// Reads [`encode_metadata`]'s text; anything else (no commit, a commit by another
+/// program) restores nothing.
+pub(crate) fn decode_metadata(metadata: &str) -> Restored {
+    let mut words = metadata.split(' ');
+    if words.next() != Some(METADATA_TAG) {
+        return Restored::default();
+    }
+    let mut restored = Restored::default();
+    for word in words {
+        let Some((name, value)) = word.split_once('=') else {
+            continue;
+        };
+        if name == "position" {
+            restored.position = value.parse().ok();
+        } else if name == "consumed" {
+            restored.consumed = value.parse().ok();
+        } else if let Ok(watermark_ms) = value.parse() {
+            restored.watermarks.insert(name.to_string(), watermark_ms);
+        }
+    }
+    restored
+}
+
+/// A pipeline's stages up to items of type `T`.
+pub(crate) trait Chain<T>: Send {
+    /// One input record's items.
+    fn record(
+        &mut self,
+        record: ConsumerRecord,
+        context: &Context,
+        env: &mut Env,
+        out: &mut Vec<T>,
+    );
+    /// Time passed: items of windows that closed, each with the context of the
+    /// partition whose state held it.
+    fn tick(&mut self, env: &mut Env, out: &mut Vec<(Context, T)>);
+    /// The worker now owns `partition`; its state is rebuilt from `restored` and
+    /// the records replayed from the commit.
+    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant);
+    /// The worker no longer owns `partition`: its state goes.
+    fn revoke(&mut self, topic: &str, partition: u32);
+    fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint);
+    /// Whether any stage keeps state across records.
+    fn is_stateful(&self) -> bool;
+}
+
+/// The input records themselves.
+pub(crate) struct Source;
+
+impl Chain<ConsumerRecord> for Source {
+    fn record(
+        &mut self,
+        record: ConsumerRecord,
+        _: &Context,
+        _: &mut Env,
+        out: &mut Vec<ConsumerRecord>,
+    ) {
+        out.push(record);
+    }
+    fn tick(&mut self, _: &mut Env, _: &mut Vec<(Context, ConsumerRecord)>) {}
+    fn assign(&mut self, _: &str, _: u32, _: &Restored, _: Instant) {}
+    fn revoke(&mut self, _: &str, _: u32) {}
+    fn checkpoint(&self, _: &str, _: u32, _: &mut Checkpoint) {}
+    fn is_stateful(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) type StageFn<T, U> = Box<dyn FnMut(T, &Context, &mut Vec<U>) + Send>;
+
+/// A stateless stage after `upstream`.
+pub(crate) struct Then<T, U> {
+    pub upstream: Box<dyn Chain<T>>,
+    pub stage: StageFn<T, U>,
+    pub scratch: Vec<T>,
+    pub ticked: Vec<(Context, T)>,
+    pub produced: Vec<U>,
+}
+
+impl<T: Send, U: Send> Chain<U> for Then<T, U> {
+    fn record(
+        &mut self,
+        record: ConsumerRecord,
+        context: &Context,
+        env: &mut Env,
+        out: &mut Vec<U>,
+    ) {
+        self.upstream
+            .record(record, context, env, &mut self.scratch);
+        for item in self.scratch.drain(..) {
+            (self.stage)(item, context, out);
+        }
+    }
+
+    fn tick(&mut self, env: &mut Env, out: &mut Vec<(Context, U)>) {
+        self.upstream.tick(env, &mut self.ticked);
+        for (context, item) in self.ticked.drain(..) {
+            (self.stage)(item, &context, &mut self.produced);
+            out.extend(self.produced.drain(..).map(|u| (context.clone(), u)));
+        }
+    }
+
+    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {
+        self.upstream.assign(topic, partition, restored, now)
+    }
+
+    fn revoke(&mut self, topic: &str, partition: u32) {
+        self.upstream.revoke(topic, partition)
+    }
+
+    fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint) {
+        self.upstream.checkpoint(topic, partition, into)
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.upstream.is_stateful()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_metadata_round_trips_and_foreign_text_restores_nothing() {
+        let text = encode_metadata(
+            42,
+            40,
+            &[("window-3".to_string(), -5), ("top".to_string(), 9)],
+        );
+        let restored = decode_metadata(&text);
+        assert_eq!(restored.position, Some(42));
+        assert_eq!(restored.consumed, Some(40));
+        assert_eq!(restored.watermarks.get("window-3"), Some(&-5));
+        assert_eq!(restored.watermarks.get("top"), Some(&9));
+        assert_eq!(decode_metadata(""), Restored::default());
+        assert_eq!(decode_metadata("position=4"), Restored::default());
+    }
+}

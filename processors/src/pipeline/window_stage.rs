@@ -1,0 +1,393 @@
+//! A window stage at work: per input partition, the window state and the clock of
+//! event time; records, ticks and partitions moving go through it (see [`super::windowed`]
+//! for the rules it keeps).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_client::ConsumerRecord;
+
+use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
+use super::Context;
+use crate::window::{AddOutcome, Aggregator, SessionAggregate, WindowResult, WindowedAggregate};
+
+pub(super) type EventTime<V> = Box<dyn FnMut(&V, &Context) -> i64 + Send>;
+
+/// Time windows and sessions, as the stage uses them.
+pub(super) trait Store<K, V>: Send {
+    type Acc;
+    fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, Self::Acc>;
+    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, Self::Acc>>;
+    fn oldest_offset(&self) -> Option<u64>;
+}
+
+impl<K, V, G> Store<K, V> for WindowedAggregate<K, V, G>
+where
+    K: Hash + Ord + Clone + Send,
+    G: Aggregator<V> + Send,
+    G::Acc: Send,
+{
+    type Acc = G::Acc;
+    fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, G::Acc> {
+        WindowedAggregate::add_from(self, key, timestamp_ms, value, offset)
+    }
+    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
+        WindowedAggregate::advance(self, watermark_ms)
+    }
+    fn oldest_offset(&self) -> Option<u64> {
+        WindowedAggregate::oldest_offset(self)
+    }
+}
+
+impl<K, V, G> Store<K, V> for SessionAggregate<K, V, G>
+where
+    K: Hash + Ord + Clone + Send,
+    G: Aggregator<V> + Send,
+    G::Acc: Send,
+{
+    type Acc = G::Acc;
+    fn add_from(
+        &mut self,
+        key: K,
+        timestamp_ms: i64,
+        value: V,
+        offset: u64,
+    ) -> AddOutcome<K, G::Acc> {
+        SessionAggregate::add_from(self, key, timestamp_ms, value, offset)
+    }
+    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
+        SessionAggregate::advance(self, watermark_ms)
+    }
+    fn oldest_offset(&self) -> Option<u64> {
+        SessionAggregate::oldest_offset(self)
+    }
+}
+
+/// Makes a partition's empty state; `None` for a spec `run` refuses anyway.
+pub(super) type NewStore<K, V, A> = Box<dyn Fn() -> Option<Box<dyn Store<K, V, Acc = A>>> + Send>;
+
+/// The event time of one partition.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    max_event_ms: Option<i64>,
+    /// When the last record arrived (or the partition was assigned).
+    last_seen: Instant,
+    watermark_ms: i64,
+}
+
+impl Clock {
+    fn new(restored_ms: Option<i64>, now: Instant) -> Clock {
+        Clock {
+            // A restored partition's time goes on from where its last commit saw it.
+            max_event_ms: restored_ms,
+            last_seen: now,
+            watermark_ms: restored_ms.unwrap_or(i64::MIN),
+        }
+    }
+
+    fn observe(&mut self, event_ms: i64, now: Instant) {
+        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
+        self.last_seen = now;
+    }
+
+    /// The largest event time seen; once idle, that plus the wall time since it
+    /// arrived. Never goes back.
+    fn watermark_ms(&mut self, now: Instant, idle_timeout: Duration) -> i64 {
+        let waited = now.saturating_duration_since(self.last_seen);
+        let candidate = match self.max_event_ms {
+            None => i64::MIN,
+            Some(max) if waited >= idle_timeout => {
+                max.saturating_add(i64::try_from(waited.as_millis()).unwrap_or(i64::MAX))
+            }
+            Some(max) => max,
+        };
+        self.watermark_ms = self.watermark_ms.max(candidate);
+        self.watermark_ms
+    }
+}
+
+struct PartitionState<K, V, A> {
+    store: Box<dyn Store<K, V, Acc = A>>,
+    clock: Clock,
+    /// Records before this offset were processed before the commit the state was
+    /// rebuilt from.
+    replayed_below: Option<u64>,
+    last_offset: u64,
+    /// The input offset of the last record sent to the late topic, so a record
+    /// that became several items is written once.
+    last_late_offset: Option<u64>,
+}
+
+/// Turns a window's result into the stage's items.
+pub(super) type EmitFn<K, A, T> = Box<dyn FnMut(WindowResult<K, A>, &mut Vec<T>) + Send>;
+
+type PartitionStates<K, V, A> = HashMap<u32, PartitionState<K, V, A>>;
+
+/// Results of windows that closed at a tick: topic, partition, last offset, results.
+type Closed<K, A> = (Arc<str>, u32, u64, Vec<WindowResult<K, A>>);
+
+/// A window stage after `upstream`.
+pub(super) struct WindowStage<K, V, A, T> {
+    name: String,
+    upstream: Box<dyn Chain<(K, V)>>,
+    new_store: NewStore<K, V, A>,
+    emit: EmitFn<K, A, T>,
+    event_time: Option<EventTime<V>>,
+    idle_timeout: Duration,
+    late_topic: Option<Arc<str>>,
+    partitions: HashMap<Arc<str>, PartitionStates<K, V, A>>,
+    scratch: Vec<(K, V)>,
+    ticked: Vec<(Context, (K, V))>,
+    results: Vec<WindowResult<K, A>>,
+}
+
+impl<K, V, A, T> WindowStage<K, V, A, T>
+where
+    K: Send,
+    V: Send,
+    A: Send,
+    T: Send,
+{
+    pub(super) fn new(
+        name: String,
+        upstream: Box<dyn Chain<(K, V)>>,
+        new_store: NewStore<K, V, A>,
+        emit: EmitFn<K, A, T>,
+        event_time: Option<EventTime<V>>,
+        idle_timeout: Duration,
+        late_topic: Option<Arc<str>>,
+    ) -> Self {
+        WindowStage {
+            name,
+            upstream,
+            new_store,
+            emit,
+            event_time,
+            idle_timeout,
+            late_topic,
+            partitions: HashMap::new(),
+            scratch: Vec::new(),
+            ticked: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    fn state(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        now: Instant,
+    ) -> Option<&mut PartitionState<K, V, A>> {
+        let partitions = self.partitions.entry(Arc::clone(topic)).or_default();
+        match partitions.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                // Records of a partition before its assignment was seen: start empty.
+                let store = (self.new_store)()?;
+                Some(entry.insert(new_state(store, &Restored::default(), &self.name, now)))
+            }
+        }
+    }
+
+    /// One item of the partition of `context`; its results (closed windows,
+    /// updates) go to `out`.
+    fn item(
+        &mut self,
+        key: K,
+        value: V,
+        context: &Context,
+        env: &mut Env,
+        out: &mut Vec<(Context, T)>,
+    ) {
+        let event_ms = match self.event_time.as_mut() {
+            Some(f) => f(&value, context),
+            None => context.timestamp_ms,
+        };
+        let idle_timeout = self.idle_timeout;
+        let late_topic = self.late_topic.clone();
+        let mut results = std::mem::take(&mut self.results);
+        let Some(state) = self.state(&context.topic, context.partition, env.now) else {
+            return;
+        };
+        state.clock.observe(event_ms, env.now);
+        state.last_offset = context.offset;
+        let replayed = state
+            .replayed_below
+            .is_some_and(|below| context.offset < below);
+        match state.store.add_from(key, event_ms, value, context.offset) {
+            AddOutcome::Accepted { updates, .. } => results.extend(updates),
+            // A replayed record whose windows had closed was counted before the
+            // commit; only a record new to this partition's state is late.
+            AddOutcome::Late if replayed => {}
+            AddOutcome::Late => {
+                env.late += 1;
+                if let (Some(topic), Some((key, value))) = (&late_topic, &context.raw) {
+                    if state.last_late_offset != Some(context.offset) {
+                        state.last_late_offset = Some(context.offset);
+                        env.side.push(SideRecord {
+                            topic: Arc::clone(topic),
+                            key: key.clone(),
+                            value: value.clone(),
+                            timestamp_ms: context.timestamp_ms,
+                        });
+                    }
+                }
+                tracing::debug!(topic = %context.topic, partition = context.partition, offset = context.offset, event_ms, "late record");
+            }
+        }
+        let watermark_ms = state.clock.watermark_ms(env.now, idle_timeout);
+        results.extend(state.store.advance(watermark_ms));
+        self.emit_all(
+            &mut results,
+            &context.topic,
+            context.partition,
+            context.offset,
+            out,
+        );
+        self.results = results;
+    }
+
+    fn emit_all(
+        &mut self,
+        results: &mut Vec<WindowResult<K, A>>,
+        topic: &Arc<str>,
+        partition: u32,
+        offset: u64,
+        out: &mut Vec<(Context, T)>,
+    ) {
+        let mut produced = Vec::new();
+        for result in results.drain(..) {
+            let context = Context {
+                topic: Arc::clone(topic),
+                partition,
+                offset,
+                timestamp_ms: result.window.end_ms.saturating_sub(1),
+                raw: None,
+            };
+            (self.emit)(result, &mut produced);
+            out.extend(produced.drain(..).map(|item| (context.clone(), item)));
+        }
+    }
+}
+
+fn new_state<K, V, A>(
+    mut store: Box<dyn Store<K, V, Acc = A>>,
+    restored: &Restored,
+    name: &str,
+    now: Instant,
+) -> PartitionState<K, V, A> {
+    let watermark_ms = restored.watermarks.get(name).copied();
+    if let Some(watermark_ms) = watermark_ms {
+        let closed = store.advance(watermark_ms);
+        debug_assert!(closed.is_empty(), "an empty state has no window to close");
+    }
+    PartitionState {
+        store,
+        clock: Clock::new(watermark_ms, now),
+        replayed_below: restored.position,
+        last_offset: 0,
+        last_late_offset: None,
+    }
+}
+
+impl<K, V, A, T> Chain<T> for WindowStage<K, V, A, T>
+where
+    K: Send,
+    V: Send,
+    A: Send,
+    T: Send,
+{
+    fn record(
+        &mut self,
+        record: ConsumerRecord,
+        context: &Context,
+        env: &mut Env,
+        out: &mut Vec<T>,
+    ) {
+        let mut items = std::mem::take(&mut self.scratch);
+        self.upstream.record(record, context, env, &mut items);
+        let mut produced = Vec::new();
+        for (key, value) in items.drain(..) {
+            self.item(key, value, context, env, &mut produced);
+        }
+        out.extend(produced.into_iter().map(|(_, item)| item));
+        self.scratch = items;
+    }
+
+    fn tick(&mut self, env: &mut Env, out: &mut Vec<(Context, T)>) {
+        let mut ticked = std::mem::take(&mut self.ticked);
+        self.upstream.tick(env, &mut ticked);
+        for (context, (key, value)) in ticked.drain(..) {
+            self.item(key, value, &context, env, out);
+        }
+        self.ticked = ticked;
+        let mut results = std::mem::take(&mut self.results);
+        let mut closed: Vec<Closed<K, A>> = Vec::new();
+        for (topic, partitions) in &mut self.partitions {
+            for (partition, state) in partitions.iter_mut() {
+                let watermark_ms = state.clock.watermark_ms(env.now, self.idle_timeout);
+                let now_closed = state.store.advance(watermark_ms);
+                if !now_closed.is_empty() {
+                    closed.push((Arc::clone(topic), *partition, state.last_offset, now_closed));
+                }
+            }
+        }
+        // Partitions in order, so output order does not depend on hashing.
+        closed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (topic, partition, offset, now_closed) in closed {
+            results.extend(now_closed);
+            self.emit_all(&mut results, &topic, partition, offset, out);
+        }
+        self.results = results;
+    }
+
+    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {
+        self.upstream.assign(topic, partition, restored, now);
+        let Some(store) = (self.new_store)() else {
+            return;
+        };
+        let state = new_state(store, restored, &self.name, now);
+        self.partitions
+            .entry(Arc::from(topic))
+            .or_default()
+            .insert(partition, state);
+    }
+
+    fn revoke(&mut self, topic: &str, partition: u32) {
+        self.upstream.revoke(topic, partition);
+        if let Some(partitions) = self.partitions.get_mut(topic) {
+            partitions.remove(&partition);
+        }
+    }
+
+    fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint) {
+        self.upstream.checkpoint(topic, partition, into);
+        let Some(state) = self.partitions.get(topic).and_then(|p| p.get(&partition)) else {
+            return;
+        };
+        if let Some(oldest) = state.store.oldest_offset() {
+            into.oldest_offset = Some(into.oldest_offset.map_or(oldest, |o| o.min(oldest)));
+        }
+        into.watermarks
+            .push((self.name.clone(), state.clock.watermark_ms));
+        into.processed_below = into.processed_below.max(state.replayed_below);
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,454 @@
+//! Keyed window stages: `.key_by(..).window(spec)` then `.count()`, `.fold(..)`,
+//! `.reduce(..)`, `.aggregate(..)` or `.top_k(k)`.
+//!
+//! State is kept per input partition and moves with it: a partition given up drops
+//! its windows, one assigned rebuilds them by replaying from its commit. So a key's
+//! records must share an input partition (produce the input keyed by the key the
+//! windows use, as Kafka Streams requires of input it does not repartition); with a
+//! key spread over partitions, each partition reports its own share.
+//!
+//! Time is per partition too: its watermark is the largest event time it has shown,
+//! moved on with the wall clock once it has had no record for `idle_timeout`, so the
+//! windows of a quiet partition still close. (Each partition's windows hold only its
+//! own records, so the minimum over the partitions a worker owns would only make the
+//! results depend on which partitions share a worker: with one clock per partition, 1
+//! worker and 3 give the same results, and a partition that moves keeps its time.)
+//! A window closes when the watermark reaches its end plus the allowed lateness. A
+//! record all of whose windows have closed is late: counted, and written as read to
+//! the side topic of `.late_to_topic(..)` if there is one.
+//!
+//! The commit rule: a partition is committed at the oldest input offset an open
+//! window still holds (its consumed position when none is open), after every output
+//! before it is acknowledged, with the consumed position and the watermark in the
+//! commit's metadata. Its next owner starts there, with that watermark: records it
+//! replays whose windows had all closed were counted before and are skipped, the
+//! others rebuild the open windows exactly. A window that closed after the last
+//! commit is emitted again, with the same value: read results by (key, window start).
+//! A partition revoked in a rebalance is committed by the group consumer at its
+//! consumed position instead; its next owner rebuilds from the copy of the last
+//! commit made here (see `runtime::Worker::fetch_restored`).
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::window_stage::{EventTime, NewStore, Store, WindowStage};
+use super::{Context, Pipeline};
+use crate::window::{
+    default_budget_bytes, Aggregator, Count, EmitMode, Fold, RankedKey, SessionAggregate,
+    TopKAggregator, TopKKey, WindowResult, WindowSpec, WindowedAggregate,
+};
+
+/// How long a partition may go without a record before its time moves on with the
+/// wall clock, by default.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A keyed pipeline with a window chosen, waiting for its aggregate.
+///
+/// State and event time are kept per input partition, so a key's records must share
+/// one (produce the input keyed by the window key). A partition's windows close when
+/// its watermark (the largest event time it has shown; after `idle_timeout` without a
+/// record, that plus the wall time since) passes their end plus the allowed lateness.
+/// A partition is committed no further than the oldest record an open window holds,
+/// so after a crash or a rebalance its windows are rebuilt by replay; a window that
+/// closed after the last commit is emitted again with the same value, so read
+/// results by key and window start.
+pub struct WindowedPipeline<K, V> {
+    pipeline: Pipeline<(K, V)>,
+    spec: WindowSpec,
+    name: Option<String>,
+    lateness_ms: i64,
+    idle_timeout: Duration,
+    emit: EmitMode,
+    event_time: Option<EventTime<V>>,
+    late_topic: Option<String>,
+}
+
+impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedPipeline")
+            .field("spec", &self.spec)
+            .field("name", &self.name)
+            .field("lateness_ms", &self.lateness_ms)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("emit", &self.emit)
+            .field("late_topic", &self.late_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
+    /// Groups the keyed items in windows of event time (the record's timestamp
+    /// unless [`WindowedPipeline::event_time`] says otherwise).
+    pub fn window(self, spec: WindowSpec) -> WindowedPipeline<K, V> {
+        WindowedPipeline {
+            pipeline: self,
+            spec,
+            name: None,
+            lateness_ms: 0,
+            idle_timeout: IDLE_TIMEOUT,
+            emit: EmitMode::OnClose,
+            event_time: None,
+            late_topic: None,
+        }
+    }
+}
+
+impl<K, V> WindowedPipeline<K, V>
+where
+    K: Hash + Ord + Clone + Send + 'static,
+    V: Send + 'static,
+{
+    /// The stage's name, which its state (and commit metadata) is known by: letters,
+    /// digits, `.`, `_` and `-`, as Kafka topic names. Default: `window-<n>` for the
+    /// stage's position in the pipeline; name it so a changed pipeline keeps its state.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// How far behind the watermark a record may be and still be counted (default 0).
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness_ms = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How long a partition may go without a record before its time moves on with
+    /// the wall clock (default 30 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Emit on close (the default: one final result per window and key) or on
+    /// every update as well.
+    pub fn emit(mut self, emit: EmitMode) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Event time from the item (and its input record), in ms since the epoch.
+    pub fn event_time(mut self, f: impl FnMut(&V, &Context) -> i64 + Send + 'static) -> Self {
+        self.event_time = Some(Box::new(f));
+        self
+    }
+
+    /// Writes every late record, as read (key, value, timestamp), to `topic`.
+    pub fn late_to_topic(mut self, topic: &str) -> Self {
+        self.late_topic = Some(topic.to_string());
+        self
+    }
+
+    /// Counts each key's items per window.
+    pub fn count(self) -> Pipeline<WindowResult<K, u64>> {
+        self.aggregate(Count)
+    }
+
+    /// Folds each key's items per window: `init` an accumulator, `add` an item to it,
+    /// and `merge` two (a window is kept as panes, merged when it is emitted).
+    pub fn fold<A>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&mut A, V) + Send + Sync + 'static,
+        merge: impl Fn(&mut A, &A) + Send + Sync + 'static,
+    ) -> Pipeline<WindowResult<K, A>>
+    where
+        A: Clone + Send + 'static,
+    {
+        self.aggregate(Fold { init, add, merge })
+    }
+
+    /// Combines each key's items per window with `f`.
+    pub fn reduce(
+        self,
+        f: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> Pipeline<WindowResult<K, V>>
+    where
+        V: Clone,
+    {
+        let f = Arc::new(f);
+        let merge_f = Arc::clone(&f);
+        self.fold(
+            || None,
+            move |acc: &mut Option<V>, value| {
+                *acc = Some(match acc.take() {
+                    Some(held) => f(held, value),
+                    None => value,
+                })
+            },
+            move |into: &mut Option<V>, other: &Option<V>| {
+                if let Some(other) = other {
+                    *into = Some(match into.take() {
+                        Some(held) => merge_f(held, other.clone()),
+                        None => other.clone(),
+                    })
+                }
+            },
+        )
+        .filter_map(|result| {
+            let value = result.value?;
+            Some(WindowResult {
+                key: result.key,
+                window: result.window,
+                value,
+                is_final: result.is_final,
+            })
+        })
+    }
+
+    /// Aggregates each key's items per window with `aggregator`.
+    pub fn aggregate<G>(self, aggregator: G) -> Pipeline<WindowResult<K, G::Acc>>
+    where
+        G: Aggregator<V> + Send + Sync + 'static,
+        G::Acc: Send + 'static,
+    {
+        let aggregator = Arc::new(aggregator);
+        self.build(aggregator, |result, out| out.push(result))
+    }
+
+    /// The `k` keys with the most items per window, as rows of rank, key, count
+    /// and error bound; each pane's sketch gets the default budget (1 KiB per key
+    /// wanted, from 64 KiB to 8 MiB).
+    pub fn top_k(self, k: usize) -> Pipeline<RankedKey<K>>
+    where
+        K: TopKKey,
+    {
+        self.top_k_within(k, default_budget_bytes(k))
+    }
+
+    /// As [`WindowedPipeline::top_k`], each pane's sketch in `budget_bytes`.
+    pub fn top_k_within(mut self, k: usize, budget_bytes: usize) -> Pipeline<RankedKey<K>>
+    where
+        K: TopKKey,
+    {
+        let aggregator = match TopKAggregator::new(k, budget_bytes) {
+            Ok(aggregator) => aggregator,
+            Err(error) => {
+                self.pipeline
+                    .invalid
+                    .get_or_insert(format!("top_k({k}): {error}"));
+                // Never run: `run` reports the mistake first.
+                TopKAggregator::new(k, default_budget_bytes(k)).expect("the default fits")
+            }
+        };
+        let ranker = aggregator.clone();
+        // The sketch counts the keys; the state has one entry per partition.
+        let keys_only =
+            self.pipeline
+                .then(|(key, value): (K, V), _, out: &mut Vec<((), (K, V))>| {
+                    out.push(((), (key, value)))
+                });
+        let windowed = WindowedPipeline {
+            pipeline: keys_only,
+            spec: self.spec,
+            name: self.name,
+            lateness_ms: self.lateness_ms,
+            idle_timeout: self.idle_timeout,
+            emit: self.emit,
+            event_time: self.event_time.map(|mut f| {
+                Box::new(move |(_, value): &(K, V), context: &Context| f(value, context))
+                    as EventTime<(K, V)>
+            }),
+            late_topic: self.late_topic,
+        };
+        windowed.build(
+            Arc::new(KeysOf(aggregator, std::marker::PhantomData)),
+            move |result: WindowResult<(), _>, out| {
+                out.extend(ranker.rank(&result.value, result.window, result.is_final))
+            },
+        )
+    }
+
+    fn build<G, T>(
+        mut self,
+        aggregator: Arc<G>,
+        emit: impl FnMut(WindowResult<K, G::Acc>, &mut Vec<T>) + Send + 'static,
+    ) -> Pipeline<T>
+    where
+        G: Aggregator<V> + Send + Sync + 'static,
+        G::Acc: Send + 'static,
+        T: Send + 'static,
+    {
+        let position = self.pipeline.stages + 1;
+        let name = self.name.unwrap_or_else(|| format!("window-{position}"));
+        if let Err(reason) = check_name(&name) {
+            self.pipeline.invalid.get_or_insert(reason);
+        }
+        if let Err(error) = self.spec.validate() {
+            self.pipeline
+                .invalid
+                .get_or_insert(format!("window stage {name:?}: {error}"));
+        }
+        let (spec, lateness_ms, mode) = (self.spec, self.lateness_ms, self.emit);
+        let new_store: NewStore<K, V, G::Acc> = match spec {
+            WindowSpec::Session { .. } => Box::new(move || {
+                SessionAggregate::new(spec, lateness_ms, mode, Arc::clone(&aggregator))
+                    .map(|s| Box::new(s) as Box<dyn Store<K, V, Acc = G::Acc>>)
+                    .ok()
+            }),
+            _ => Box::new(move || {
+                WindowedAggregate::new(spec, lateness_ms, mode, Arc::clone(&aggregator))
+                    .map(|s| Box::new(s) as Box<dyn Store<K, V, Acc = G::Acc>>)
+                    .ok()
+            }),
+        };
+        let (event_time, idle_timeout) = (self.event_time, self.idle_timeout);
+        let late_topic = self.late_topic.map(Arc::from);
+        self.pipeline.wrap(move |upstream| {
+            Box::new(WindowStage::new(
+                name,
+                upstream,
+                new_store,
+                Box::new(emit),
+                event_time,
+                idle_timeout,
+                late_topic,
+            ))
+        })
+    }
+}
+
+/// Stage names become parts of state and topic names.
+fn check_name(name: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let reserved = ["position", "consumed"];
+    if name.is_empty() || name.len() > 200 || !name.chars().all(legal) || reserved.contains(&name) {
+        return Err(format!(
+            "window stage name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' (and not \"position\" or \"consumed\")"
+        ));
+    }
+    Ok(())
+}
+
+/// Counts the keys of `(key, value)` items in a top-K sketch.
+struct KeysOf<K>(TopKAggregator, std::marker::PhantomData<fn(K)>);
+
+impl<K: TopKKey, V> Aggregator<(K, V)> for KeysOf<K> {
+    type Acc = crate::window::TopKAcc;
+    fn init(&self) -> Self::Acc {
+        <TopKAggregator as Aggregator<K>>::init(&self.0)
+    }
+    fn add(&self, acc: &mut Self::Acc, (key, _): (K, V)) {
+        self.0.add(acc, key)
+    }
+    fn merge(&self, into: &mut Self::Acc, other: &Self::Acc) {
+        <TopKAggregator as Aggregator<K>>::merge(&self.0, into, other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use weir_client::ConsumerRecord;
+
+    use super::*;
+    use crate::pipeline::chain::{Checkpoint, Env, Restored};
+    use crate::pipeline::PipelineError;
+
+    async fn refusal(runnable: crate::pipeline::Runnable) -> String {
+        // Refused before connecting: nothing listens at this address.
+        match runnable.run("127.0.0.1:1", async {}).await {
+            Err(PipelineError::Invalid { reason, .. }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_with_a_window_that_cannot_work_is_refused_with_a_sentence() {
+        let bad_hop = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::hopping(
+                Duration::from_secs(10),
+                Duration::from_secs(3),
+            ))
+            .count()
+            .for_each(|_, _| {});
+        assert!(refusal(bad_hop).await.contains("must divide the size"));
+        let bad_name = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .name("per minute")
+            .count()
+            .for_each(|_, _| {});
+        assert!(refusal(bad_name).await.contains("\"per minute\""));
+        let tiny_budget = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .top_k_within(10, 16)
+            .for_each(|_, _| {});
+        assert!(refusal(tiny_budget).await.contains("top_k(10)"));
+    }
+
+    fn record(offset: u64, timestamp_ms: i64) -> (ConsumerRecord, Context) {
+        let topic: Arc<str> = Arc::from("t");
+        let record = ConsumerRecord {
+            topic: Arc::clone(&topic),
+            partition: 0,
+            offset,
+            timestamp_ms,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        };
+        let context = Context {
+            topic,
+            partition: 0,
+            offset,
+            timestamp_ms,
+            raw: Some((None, None)),
+        };
+        (record, context)
+    }
+
+    #[test]
+    fn emit_on_update_gives_every_update_then_the_final_result_at_close() {
+        let pipeline = Pipeline::from_topic("t")
+            .key_by(|_| "k")
+            .window(WindowSpec::tumbling(Duration::from_millis(10)))
+            .emit(EmitMode::OnUpdate)
+            .count();
+        let mut chain = pipeline.chain;
+        let mut env = Env {
+            now: Instant::now(),
+            side: Vec::new(),
+            late: 0,
+        };
+        chain.assign("t", 0, &Restored::default(), env.now);
+        let mut seen = Vec::new();
+        for (offset, timestamp_ms) in [(0, 1), (1, 2), (2, 15)] {
+            let (record, context) = record(offset, timestamp_ms);
+            let mut out = Vec::new();
+            chain.record(record, &context, &mut env, &mut out);
+            seen.extend(
+                out.into_iter()
+                    .map(|r| (r.window.start_ms, r.value, r.is_final)),
+            );
+        }
+        assert_eq!(
+            seen,
+            vec![(0, 1, false), (0, 2, false), (10, 1, false), (0, 2, true)]
+        );
+        // [10, 20) holds offset 2 open: the commit stops there.
+        let mut checkpoint = Checkpoint::default();
+        chain.checkpoint("t", 0, &mut checkpoint);
+        assert_eq!(checkpoint.oldest_offset, Some(2));
+    }
+
+    #[test]
+    fn a_default_stage_name_says_where_the_stage_is() {
+        let pipeline = Pipeline::from_topic("t")
+            .map(|r| r)
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .count();
+        let mut checkpoint = Checkpoint::default();
+        let mut chain = pipeline.chain;
+        chain.assign("t", 0, &Restored::default(), Instant::now());
+        chain.checkpoint("t", 0, &mut checkpoint);
+        assert_eq!(
+            checkpoint.watermarks,
+            vec![("window-3".to_string(), i64::MIN)]
+        );
+    }
+}
