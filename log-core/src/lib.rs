@@ -52,8 +52,8 @@ pub use compaction::{CompactionReport, SkippedSegment, COMPACTION_KEY_MAP_BYTES_
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TIMESTAMP_BOUND_MS_MAX};
 pub use dir_lock::{DirLock, LockMode, LOCK_FILE};
 pub use error::LogError;
-pub use leader_epoch::{Assigned, EpochEntry, LeaderEpochCache};
 pub use file_io::set_fsync_observer;
+pub use leader_epoch::{Assigned, EpochEntry, LeaderEpochCache};
 pub use offset_index::OFFSET_INDEX_ENTRY_BYTES;
 pub use partition_epochs::FollowerTruncation;
 pub use partition_log::{AppendInfo, PartitionLog, ValidatedAppend};
