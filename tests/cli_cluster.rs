@@ -128,6 +128,12 @@ fn three_broker_processes_elect_fail_over_on_sigkill_and_rejoin() {
         broker(s, controller)["alive"] == false
     });
     assert_eq!(broker(&seen, controller)["registered"], true);
+    // Its partitions get new leaders from the ISR; all stand out as under-replicated.
+    wait_for(&addr(second), "new leaders, under-replicated", |s| {
+        s["partitions"].as_array().unwrap().iter().all(|p| {
+            p["leader"].as_u64().is_some_and(|l| l != controller) && p["under_replicated"] == true
+        })
+    });
 
     children[controller as usize - 1] = Some(start(
         root.path(),
@@ -135,9 +141,18 @@ fn three_broker_processes_elect_fail_over_on_sigkill_and_rejoin() {
         ports[controller as usize - 1],
         &peers,
     ));
-    wait_for(&addr(second), "the restarted broker alive again", |s| {
-        broker(s, controller)["alive"] == true
-    });
+    wait_for(
+        &addr(second),
+        "the restarted broker alive and back in every ISR",
+        |s| {
+            broker(s, controller)["alive"] == true
+                && s["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["under_replicated"] == false)
+        },
+    );
 
     // A broker in no cluster says so, with a failing exit code.
     let data = root.path().join("alone");

@@ -73,4 +73,32 @@ fn print_status(status: &ClusterStatus) {
             if broker.alive { "yes" } else { "NO" },
         );
     }
+    if status.partitions.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<24}  {:>9}  {:>6}  {:>5}  {:<12}  {:<12}",
+        "TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR"
+    );
+    let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    for p in &status.partitions {
+        let leader = p
+            .leader
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
+        println!(
+            "{:<24}  {:>9}  {:>6}  {:>5}  {:<12}  {:<12}{}",
+            p.topic,
+            p.partition,
+            leader,
+            p.leader_epoch,
+            ids(&p.replicas),
+            ids(&p.isr),
+            if p.under_replicated {
+                "  UNDER-REPLICATED"
+            } else {
+                ""
+            },
+        );
+    }
 }

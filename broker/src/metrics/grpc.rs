@@ -16,7 +16,7 @@ use super::{Listener, RequestMetrics};
 use crate::broker::Broker;
 
 /// The gRPC methods served, by path, and their `api` label.
-const METHODS: [(&str, &str); 19] = [
+const METHODS: [(&str, &str); 20] = [
     ("/weir.v1.Admin/CreateTopic", "CreateTopic"),
     ("/weir.v1.Admin/ListTopics", "ListTopics"),
     ("/weir.v1.Admin/DescribeTopic", "DescribeTopic"),
@@ -39,6 +39,10 @@ const METHODS: [(&str, &str); 19] = [
     ("/weir.v1.Quorum/Step", "Step"),
     ("/weir.v1.Quorum/ClusterStatus", "ClusterStatus"),
     ("/weir.v1.Replica/ReplicaFetch", "ReplicaFetch"),
+    (
+        "/weir.v1.Replica/OffsetsForLeaderEpoch",
+        "OffsetsForLeaderEpoch",
+    ),
 ];
 
 /// The `api` label of a request path.

@@ -71,7 +71,20 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
         if *closing.borrow() {
             return;
         }
-        let partitions = followed(&broker, leader);
+        let mut partitions = followed(&broker, leader);
+        let pending: Vec<_> = partitions
+            .iter()
+            .filter(|(_, p)| p.truncation_pending())
+            .cloned()
+            .collect();
+        if !pending.is_empty() {
+            let mut call = client.clone();
+            tokio::select! {
+                () = truncate(&broker, me, &mut call, pending) => {}
+                _ = closing.changed() => return,
+            }
+            partitions.retain(|(_, p)| !p.truncation_pending());
+        }
         if partitions.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE) => continue,
@@ -118,6 +131,74 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
             if let Err(error) = store(&broker, partition, result).await {
                 tracing::warn!(leader, %error, "cannot store what the leader sent");
             }
+        }
+    }
+}
+
+/// One KIP-279 round for the partitions that just started following: ask the
+/// leader where each one's latest epoch ended, and cut there.
+async fn truncate(
+    broker: &Arc<Broker>,
+    me: NodeId,
+    client: &mut ReplicaClient<Channel>,
+    pending: Vec<(Arc<Topic>, Arc<Partition>)>,
+) {
+    let mut queries = Vec::new();
+    for (topic, partition) in &pending {
+        match partition.latest_log_epoch() {
+            Some(epoch) => queries.push(proto::EpochQuery {
+                topic: topic.name.clone(),
+                partition: partition.index(),
+                current_leader_epoch: partition.leader_epoch(),
+                requested_epoch: epoch,
+            }),
+            None => {
+                // No epoch in this log: nothing to compare; the high watermark decides.
+                let partition = Arc::clone(partition);
+                if let Err(error) = broker
+                    .run_io(move || partition.truncate_by_leader_epoch(None))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot truncate a new follower");
+                }
+            }
+        }
+    }
+    if queries.is_empty() {
+        return;
+    }
+    let answer = client
+        .offsets_for_leader_epoch(proto::OffsetsForLeaderEpochRequest {
+            replica_id: me,
+            partitions: queries,
+        })
+        .await;
+    let ends = match answer {
+        Ok(response) => response.into_inner().partitions,
+        Err(status) => {
+            tracing::debug!(%status, "OffsetsForLeaderEpoch failed");
+            tokio::time::sleep(IDLE).await;
+            return;
+        }
+    };
+    for end in ends {
+        if end.error_code != proto::ErrorCode::None as i32 {
+            // A leader change in flight: the applier sets the new role.
+            continue;
+        }
+        let Some((_, partition)) = pending
+            .iter()
+            .find(|(t, p)| t.name == end.topic && p.index() == end.partition)
+        else {
+            continue;
+        };
+        let answer = (end.leader_epoch >= 0).then_some((end.leader_epoch, end.end_offset));
+        let partition = Arc::clone(partition);
+        if let Err(error) = broker
+            .run_io(move || partition.truncate_by_leader_epoch(answer).map(|_| ()))
+            .await
+        {
+            tracing::warn!(%error, "cannot truncate a follower to its leader's history");
         }
     }
 }
@@ -228,6 +309,44 @@ impl ReplicaService {
 
 #[tonic::async_trait]
 impl proto::replica_server::Replica for ReplicaService {
+    async fn offsets_for_leader_epoch(
+        &self,
+        request: Request<proto::OffsetsForLeaderEpochRequest>,
+    ) -> Result<Response<proto::OffsetsForLeaderEpochResponse>, Status> {
+        let request = request.into_inner();
+        let mut ends = Vec::with_capacity(request.partitions.len());
+        for query in request.partitions {
+            let answer = self
+                .broker
+                .topic(&query.topic)
+                .and_then(|t| t.partition(query.partition).cloned())
+                .and_then(|p| {
+                    p.epoch_end_for_follower(query.current_leader_epoch, query.requested_epoch)
+                });
+            ends.push(match answer {
+                Ok(end) => proto::EpochEnd {
+                    topic: query.topic,
+                    partition: query.partition,
+                    error_code: proto::ErrorCode::None as i32,
+                    error_message: String::new(),
+                    leader_epoch: end.map_or(-1, |(epoch, _)| epoch),
+                    end_offset: end.map_or(0, |(_, offset)| offset),
+                },
+                Err(error) => proto::EpochEnd {
+                    topic: query.topic,
+                    partition: query.partition,
+                    error_code: error.error_code() as i32,
+                    error_message: error.to_string(),
+                    leader_epoch: -1,
+                    end_offset: 0,
+                },
+            });
+        }
+        Ok(Response::new(proto::OffsetsForLeaderEpochResponse {
+            partitions: ends,
+        }))
+    }
+
     async fn replica_fetch(
         &self,
         request: Request<proto::ReplicaFetchRequest>,

@@ -49,6 +49,11 @@ impl Partition {
         let log = self.log()?;
         let now_ms = self.clock().now_ms();
         self.set_leader_epoch(leader_epoch);
+        // The new epoch starts at this log's end, before anything is written
+        // in it, so a follower asking where the previous epoch ended learns
+        // it here (Kafka's step at election).
+        log.assign_leader_epoch(leader_epoch)
+            .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
         let tracker = ReplicaTracker::new(
             me,
             replicas,
@@ -64,24 +69,74 @@ impl Partition {
         Ok(())
     }
 
-    /// Follows `leader` at `leader_epoch`. The log is cut to the high
-    /// watermark first: what lies above it may never have been committed,
-    /// and the new leader's copy decides it (refetched from there).
+    /// Follows `leader` at `leader_epoch`. Before it fetches, the fetcher
+    /// asks the leader where this log's latest epoch ended and cuts the log
+    /// there (KIP-279, [`Partition::truncate_by_leader_epoch`]): what lies
+    /// above may never have been committed, and the leader's copy decides.
     pub(crate) fn become_follower(
         &self,
         leader: Option<NodeId>,
         leader_epoch: i32,
     ) -> Result<(), BrokerError> {
-        let log = self.log()?;
+        self.log()?;
         self.replica.set_follower(leader);
         self.set_leader_epoch(leader_epoch);
-        let high_watermark = log.high_watermark();
-        if log.log_end_offset() > high_watermark {
-            log.truncate_to(high_watermark)
-                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
-        }
         tracing::info!(topic = %self.topic(), partition = self.index(), ?leader, leader_epoch, "following");
         Ok(())
+    }
+
+    /// Whether this follower still has to find where its log diverges from
+    /// its leader's before it fetches.
+    pub(crate) fn truncation_pending(&self) -> bool {
+        self.replica.kind() == RoleKind::Follower && self.replica.truncation_pending()
+    }
+
+    /// The epoch to ask the leader about: this log's latest.
+    pub(crate) fn latest_log_epoch(&self) -> Option<i32> {
+        self.log().ok().and_then(|log| log.latest_leader_epoch())
+    }
+
+    /// One round of KIP-279 with the leader's `answer` for this log's latest
+    /// epoch (`None`: the leader knows no such epoch, or this log has none:
+    /// fall back to the high watermark, as Kafka does). Returns whether the
+    /// log now agrees with the leader's history.
+    pub(crate) fn truncate_by_leader_epoch(
+        &self,
+        answer: Option<(i32, u64)>,
+    ) -> Result<bool, BrokerError> {
+        if self.replica.kind() != RoleKind::Follower {
+            return Ok(true);
+        }
+        let log = self.log()?;
+        let cut = log.follower_truncation(answer);
+        let (offset, complete) = (cut.offset, cut.complete);
+        if offset < log.log_end_offset() {
+            tracing::info!(
+                topic = %self.topic(),
+                partition = self.index(),
+                from = log.log_end_offset(),
+                to = offset,
+                "cutting the log where it diverges from the leader's"
+            );
+            log.truncate_to(offset)
+                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+        }
+        if complete {
+            self.replica.truncation_done();
+        }
+        Ok(complete)
+    }
+
+    /// The leader's answer to a follower's OffsetsForLeaderEpoch.
+    pub(crate) fn epoch_end_for_follower(
+        &self,
+        current_leader_epoch: i32,
+        requested_epoch: i32,
+    ) -> Result<Option<(i32, u64)>, BrokerError> {
+        if self.replica.kind() != RoleKind::Leader || current_leader_epoch != self.leader_epoch() {
+            return Err(self.not_leader());
+        }
+        Ok(self.log()?.leader_epoch_end_offset(requested_epoch))
     }
 
     /// Stores batches fetched from the leader, offsets and epochs as the
@@ -244,5 +299,111 @@ impl Partition {
     /// The in-sync replicas as this leader counts them (committed).
     pub fn in_sync_replicas(&self) -> Option<Vec<NodeId>> {
         self.replica.tracker().as_ref().map(ReplicaTracker::isr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use weir_log::batch::{BatchBuilder, Compression};
+    use weir_log::LogConfig;
+
+    use super::*;
+
+    fn batch(value: &str) -> BytesMut {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(0, None, Some(value.as_bytes()), &[]);
+        BytesMut::from(&builder.build().unwrap()[..])
+    }
+
+    fn append(partition: &Partition, values: &[&str]) {
+        for value in values {
+            partition.append(&mut batch(value)).unwrap();
+        }
+    }
+
+    /// Copies everything `leader` has beyond `follower`'s end.
+    fn catch_up(leader: &Partition, follower_id: NodeId, follower: &Partition) {
+        loop {
+            let read = leader
+                .read_for_follower(follower_id, follower.log_end_offset(), 1 << 20)
+                .unwrap();
+            if read.batches.is_empty() {
+                return;
+            }
+            follower
+                .append_from_leader(&read.batches, read.high_watermark)
+                .unwrap();
+        }
+    }
+
+    fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_deposed_leader_cuts_what_it_wrote_alone_and_ends_byte_identical_to_the_new_leader() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Partition::open(dir_a.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        let b = Partition::open(dir_b.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        // Epoch 1: A leads, B follows and copies three records.
+        a.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        b.become_follower(Some(1), 1).unwrap();
+        assert!(
+            b.truncate_by_leader_epoch(None).unwrap(),
+            "an empty log has nothing to cut"
+        );
+        append(&a, &["a0", "a1", "a2"]);
+        catch_up(&a, 2, &b);
+        assert_eq!(b.log_end_offset(), 3);
+        // A takes two more that B never copies (acks=1), then loses leadership.
+        append(&a, &["lost0", "lost1"]);
+        assert_eq!(a.log_end_offset(), 5);
+        // Epoch 2: B leads and writes its own record at offset 3.
+        b.become_leader(2, 2, &[1, 2], &[2]).unwrap();
+        append(&b, &["b3"]);
+        a.become_follower(Some(2), 2).unwrap();
+        assert!(a.truncation_pending());
+        // KIP-279: A asks where its latest epoch (1) ended on B: at 3.
+        let answer = b
+            .epoch_end_for_follower(2, a.latest_log_epoch().unwrap())
+            .unwrap();
+        assert_eq!(answer, Some((1, 3)));
+        assert!(a.truncate_by_leader_epoch(answer).unwrap());
+        assert!(!a.truncation_pending());
+        assert_eq!(a.log_end_offset(), 3, "the two records only A had are gone");
+        catch_up(&b, 1, &a);
+        assert_eq!(log_bytes(dir_a.path()), log_bytes(dir_b.path()));
+        // A stale epoch in the question is refused, not answered.
+        assert!(matches!(
+            b.epoch_end_for_follower(1, 1),
+            Err(BrokerError::NotLeader { .. })
+        ));
+    }
+
+    #[test]
+    fn a_follower_refuses_produce_and_consume_and_names_its_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open(dir.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        p.become_follower(Some(7), 3).unwrap();
+        let error = p.append(&mut batch("x")).unwrap_err();
+        assert!(error.to_string().contains("broker 7 is"), "{error}");
+        assert!(matches!(
+            p.read(0, 1024, false),
+            Err(BrokerError::NotLeader { .. })
+        ));
+        assert!(matches!(
+            p.check_min_isr(1),
+            Err(BrokerError::NotLeader { .. })
+        ));
     }
 }

@@ -8,7 +8,7 @@
 //! leader's `ReplicaTracker` sits behind a mutex taken only by replicated
 //! partitions, once per append and once per follower fetch.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::tracker::ReplicaTracker;
@@ -36,6 +36,9 @@ pub struct ReplicaRole {
     /// The leader this replica follows, or 0 (as a leader: itself).
     leader: AtomicU64,
     tracker: Mutex<Option<ReplicaTracker>>,
+    /// A follower that has not yet cut its log where the leader's history
+    /// diverges from it (KIP-279); it fetches only once this is false.
+    truncation_pending: AtomicBool,
 }
 
 impl ReplicaRole {
@@ -44,6 +47,7 @@ impl ReplicaRole {
             kind: AtomicU8::new(NOT_HOSTED),
             leader: AtomicU64::new(leader.unwrap_or(0)),
             tracker: Mutex::new(None),
+            truncation_pending: AtomicBool::new(false),
         }
     }
 
@@ -78,7 +82,16 @@ impl ReplicaRole {
         self.leader.store(leader.unwrap_or(0), Ordering::Release);
     }
 
+    pub(crate) fn truncation_pending(&self) -> bool {
+        self.truncation_pending.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn truncation_done(&self) {
+        self.truncation_pending.store(false, Ordering::Release);
+    }
+
     pub(crate) fn set_follower(&self, leader: Option<NodeId>) {
+        self.truncation_pending.store(true, Ordering::Release);
         self.kind.store(FOLLOWER, Ordering::Release);
         self.leader.store(leader.unwrap_or(0), Ordering::Release);
         *self.tracker() = None;
