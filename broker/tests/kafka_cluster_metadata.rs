@@ -31,7 +31,9 @@ use weir_broker::cluster::{ClusterMetadata, NodeId};
 
 const TOPIC: &str = "spread";
 const PARTITIONS: u32 = 3;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
@@ -217,7 +219,29 @@ async fn every_broker_answers_metadata_with_the_whole_cluster() {
         ]));
         let response = wire.call(12, &by_name).await;
         assert_eq!(listed_partitions(&response), expected_partitions);
+        // A topic the cluster does not have is unknown, as on one broker.
+        let unknown = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("nowhere"))),
+        ]));
+        let response = wire.call(12, &unknown).await;
+        assert_eq!(response.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
     }
+    // Three registered brokers place three replicas, not four.
+    let mut wire = KafkaWire::connect(kafka[&2]).await;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("crowded"))
+            .with_num_partitions(1)
+            .with_replication_factor(4)]);
+    let refused = wire.call(7, &request).await;
+    assert_eq!(refused.topics[0].error_code, INVALID_REPLICATION_FACTOR);
+    let message = refused.topics[0]
+        .error_message
+        .as_ref()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("3 registered brokers"), "{message}");
     for id in 1..=3 {
         cluster.stop_broker(id).await;
     }
