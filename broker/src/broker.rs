@@ -348,6 +348,11 @@ impl Broker {
         self.registry.lock().await
     }
 
+    /// The cluster this broker is in; `None` for a broker on its own.
+    pub(crate) fn cluster(&self) -> Option<&crate::replication::ClusterLink> {
+        self.cluster.get()
+    }
+
     /// Joins the broker to its cluster: topic changes go through the
     /// metadata log from now on. Set once, at start.
     pub(crate) fn join_cluster(&self, link: crate::replication::ClusterLink) {

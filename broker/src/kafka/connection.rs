@@ -283,7 +283,7 @@ async fn serve_request(
         }
         ApiKey::Metadata => {
             let request: MetadataRequest = decode(body, api_key, version)?;
-            let response = metadata::handle(session, request, version);
+            let response = metadata::handle(session, request, version).await;
             respond(
                 api_key,
                 version,

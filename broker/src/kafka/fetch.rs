@@ -13,6 +13,10 @@
 //!
 //! Fetch sessions (KIP-227) are not kept: the response's session id is 0,
 //! which tells a client to send full fetch requests.
+//!
+//! Consumers read from leaders only (Kafka before KIP-392): a partition this
+//! broker does not lead answers NOT_LEADER_OR_FOLLOWER, from v12 with the
+//! leader and epoch the cluster's metadata names (`current_leader`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +31,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::connection::{Session, MEMORY_WAIT};
-use super::error_code;
 use super::frame::Shared;
+use super::{error_code, leaders};
 use crate::broker::Broker;
+use crate::error::BrokerError;
 use crate::memory_pool::Reservation;
 use crate::metrics::{kafka_error_name, Listener, TopicMetrics};
 use crate::partition::ReadInto;
@@ -219,7 +224,7 @@ async fn read_round(
         let budget = limits
             .max_bytes
             .saturating_sub(u32::try_from(round.bytes).unwrap_or(u32::MAX));
-        let slots = if budget == 0 && round.bytes > 0 {
+        let mut slots = if budget == 0 && round.bytes > 0 {
             // The response is full: the rest answer with no records.
             requested
                 .partitions
@@ -229,6 +234,15 @@ async fn read_round(
         } else {
             read_topic(broker, requested, limits, budget, version, &mut round).await
         };
+        if version >= 12 {
+            for slot in slots
+                .iter_mut()
+                .filter(|s| s.data.error_code == ResponseError::NotLeaderOrFollower.code())
+            {
+                slot.data.current_leader =
+                    leaders::current_leader(broker, requested.topic.0.as_str(), slot.partition);
+            }
+        }
         round.topics.push((requested.clone(), slots));
     }
     round
@@ -331,11 +345,19 @@ async fn read_topic(
             tracing::debug!(topic = name, %error, "Kafka fetch failed");
             round.failed = true;
             let code = error_code::code(&error);
+            let unknown_here = matches!(error, BrokerError::UnknownTopic { .. });
             for slot in slots
                 .iter_mut()
                 .filter(|s| s.data.error_code == error_code::NONE)
             {
-                slot.data.error_code = code;
+                // A topic the cluster has and this broker has not created yet.
+                slot.data.error_code = if unknown_here
+                    && leaders::not_created_here(broker, name, slot.partition).is_some()
+                {
+                    ResponseError::NotLeaderOrFollower.code()
+                } else {
+                    code
+                };
             }
         }
     }
@@ -359,17 +381,22 @@ fn partition_data(index: i32, result: &proto::PartitionFetchResult, version: i16
     }
 }
 
-/// A partition left out of a full response: no records, its current bounds.
+/// A partition left out of a full response: no records, its current bounds
+/// (or NOT_LEADER_OR_FOLLOWER, which a read would have answered).
 fn empty_slot(broker: &Broker, requested: &FetchTopic, partition: i32, version: i16) -> Slot {
-    let status = broker
-        .topic(requested.topic.0.as_str())
-        .ok()
-        .and_then(|topic| {
-            let index = u32::try_from(partition).ok()?;
-            topic.partition(index).ok().map(|p| p.status())
-        });
-    let data = match status {
-        Some(status) => {
+    let name = requested.topic.0.as_str();
+    let local = broker.topic(name).ok().and_then(|topic| {
+        let index = u32::try_from(partition).ok()?;
+        topic.partition(index).ok().map(Arc::clone)
+    });
+    let not_leader = || {
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(ResponseError::NotLeaderOrFollower.code())
+    };
+    let data = match local {
+        Some(local) if leaders::leads(&local) => {
+            let status = local.status();
             let result = proto::PartitionFetchResult {
                 partition: u32::try_from(partition).unwrap_or(0),
                 high_watermark: status.high_watermark,
@@ -379,6 +406,8 @@ fn empty_slot(broker: &Broker, requested: &FetchTopic, partition: i32, version: 
             };
             partition_data(partition, &result, version)
         }
+        Some(_) => not_leader(),
+        None if leaders::not_created_here(broker, name, partition).is_some() => not_leader(),
         None => PartitionData::default()
             .with_partition_index(partition)
             .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
@@ -397,6 +426,7 @@ fn grpc_error_code(code: i32) -> i16 {
         }
         Ok(ErrorCode::Storage) => ResponseError::KafkaStorageError,
         Ok(ErrorCode::CorruptBatch) => ResponseError::CorruptMessage,
+        Ok(ErrorCode::NotLeaderOrFollower) => ResponseError::NotLeaderOrFollower,
         _ => ResponseError::UnknownServerError,
     };
     kind.code()

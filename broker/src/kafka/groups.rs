@@ -188,6 +188,10 @@ fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    // In a cluster too, the broker asked coordinates the group: consumer
+    // groups and their offsets (`__consumer_offsets`) are not replicated
+    // yet and live on each broker separately. A client may ask any broker
+    // it knows, so one group's members can meet on different brokers.
     let node_id = session.broker.config().node_id;
     let host = str_bytes(session.advertised.ip().to_string());
     let port = i32::from(session.advertised.port());

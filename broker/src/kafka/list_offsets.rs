@@ -1,7 +1,9 @@
 //! ListOffsets (v1-v6): per partition, the earliest offset (timestamp -2),
 //! the latest (-1: the high watermark), or the first offset whose record
 //! timestamp is at or after a time, found through the time index, with that
-//! record's timestamp (read from its batch, as Kafka does).
+//! record's timestamp (read from its batch, as Kafka does). Only the leader
+//! answers (NOT_LEADER_OR_FOLLOWER elsewhere), except to Kafka's debugging
+//! replica id -2, which any replica answers from its own log.
 
 use std::sync::Arc;
 
@@ -12,12 +14,14 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::connection::Session;
-use super::error_code;
+use super::{error_code, leaders};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// Kafka's `ListOffsetsRequest.DEBUGGING_REPLICA_ID`: may read a follower.
+const DEBUGGING_REPLICA_ID: i32 = -2;
 
 pub async fn handle(
     session: &Session,
@@ -25,18 +29,28 @@ pub async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let broker = &session.broker;
+    let leader_only = request.replica_id.0 != DEBUGGING_REPLICA_ID;
     let mut topics = Vec::with_capacity(request.topics.len());
     for requested in request.topics {
-        let topic = broker.topic(requested.name.0.as_str());
+        let name = requested.name.0.as_str();
+        let topic = broker.topic(name);
         let mut partitions = Vec::with_capacity(requested.partitions.len());
         for query in requested.partitions {
             let answer = match &topic {
+                Err(BrokerError::UnknownTopic { .. })
+                    if leaders::not_created_here(broker, name, query.partition_index).is_some() =>
+                {
+                    Err(ResponseError::NotLeaderOrFollower.code())
+                }
                 Err(error) => Err(error_code::code(error)),
                 Ok(topic) => match u32::try_from(query.partition_index)
                     .ok()
                     .and_then(|p| topic.partition(p).ok())
                 {
                     None => Err(ResponseError::UnknownTopicOrPartition.code()),
+                    Some(partition) if !answers(partition, leader_only) => {
+                        Err(ResponseError::NotLeaderOrFollower.code())
+                    }
                     Some(partition) => {
                         let partition = Arc::clone(partition);
                         let timestamp = query.timestamp;
@@ -73,6 +87,16 @@ pub async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Whether this broker's replica answers: the leader's, or any replica's
+/// to the debugging replica id.
+fn answers(partition: &Partition, leader_only: bool) -> bool {
+    if leader_only {
+        leaders::leads(partition)
+    } else {
+        leaders::hosts(partition)
+    }
 }
 
 struct Found {

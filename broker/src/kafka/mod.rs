@@ -26,6 +26,7 @@ mod frame;
 mod group_admin;
 mod groups;
 mod init_producer_id;
+mod leaders;
 mod list_offsets;
 mod listener;
 mod metadata;

@@ -2,8 +2,10 @@
 //! came, through the same path as gRPC's produce (`rpc::produce`): the log
 //! validates them (CRC, every record), the partition checks the idempotent
 //! producer's sequence, and a batch ahead of its sequence waits for the
-//! earlier ones. The broker has one replica, so acks=1 and acks=-1 (all)
-//! both answer once the batches are written.
+//! earlier ones. acks=1 answers once the leader wrote the batches, acks=-1
+//! (all) once the high watermark covers them (on a broker in no cluster,
+//! the same). A partition this broker does not lead answers
+//! NOT_LEADER_OR_FOLLOWER, and the client moves to the leader Metadata names.
 //!
 //! The frame's buffer is shared by everything decoded from it: the records
 //! are moved out and the rest dropped before the appends, so a request with
@@ -17,7 +19,7 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::connection::Session;
-use super::error_code;
+use super::{error_code, leaders};
 use crate::error::BrokerError;
 use crate::metrics::{appended_records, kafka_error_name, Listener};
 use crate::rpc::produce::{
@@ -124,7 +126,7 @@ async fn produce_topic(
         .and_then(|()| broker.topic(name));
     let topic = match topic {
         Ok(topic) => topic,
-        Err(error) => return refuse_all(partitions, error_code::code(&error), &error.to_string()),
+        Err(error) => return refuse_missing(session, name, partitions, &error),
     };
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(partitions.len());
     for (index, records) in partitions {
@@ -204,6 +206,30 @@ fn refuse_all(partitions: Vec<PartitionRecords>, code: i16, message: &str) -> Ve
         .map(|(index, _)| Outcome {
             index,
             result: Err((code, message.to_string())),
+        })
+        .collect()
+}
+
+/// Refuses every partition of a topic this broker does not have: those the
+/// cluster's metadata places elsewhere (or here, not created yet) are
+/// NOT_LEADER_OR_FOLLOWER, as Kafka answers, the rest `error`.
+fn refuse_missing(
+    session: &Session,
+    name: &str,
+    partitions: Vec<PartitionRecords>,
+    error: &BrokerError,
+) -> Vec<Outcome> {
+    partitions
+        .into_iter()
+        .map(|(index, _)| {
+            let elsewhere = matches!(error, BrokerError::UnknownTopic { .. })
+                .then(|| leaders::not_created_here(&session.broker, name, index))
+                .flatten();
+            let error = elsewhere.as_ref().unwrap_or(error);
+            Outcome {
+                index,
+                result: Err((error_code::code(error), error.to_string())),
+            }
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! CreateTopics (v2-v7) and DeleteTopics (v1-v6), through the same broker
-//! functions as gRPC's admin service. One broker: a replication factor
-//! above 1 and manual replica assignments cannot be placed.
+//! functions as gRPC's admin service. A broker in no cluster places no
+//! replication factor above 1; in a cluster, up to the registered brokers
+//! (through the metadata log). Manual replica assignments are not taken.
 
 use std::collections::BTreeMap;
 
@@ -76,15 +77,7 @@ async fn create_one(
     };
     let replication_factor = match topic.replication_factor {
         -1 => REPLICATION_FACTOR_DEFAULT,
-        1 => 1,
-        n => {
-            return Err((
-                ResponseError::InvalidReplicationFactor.code(),
-                format!(
-                    "topic {name:?}: replication factor {n} is not 1, the one available broker"
-                ),
-            ))
-        }
+        n => placeable_replication_factor(session, name, n)?,
     };
     if !topic.assignments.is_empty() {
         return Err((
@@ -131,6 +124,31 @@ async fn create_one(
         .await
         .map_err(refuse)?;
     Ok((partitions, replication_factor))
+}
+
+/// `n` if there are brokers enough for it; INVALID_REPLICATION_FACTOR, as
+/// Kafka answers, otherwise. The cluster's count is checked again when the
+/// topic is placed.
+fn placeable_replication_factor(session: &Session, name: &str, n: i16) -> Result<u32, Refusal> {
+    let refuse = |reason: String| {
+        (
+            ResponseError::InvalidReplicationFactor.code(),
+            format!("topic {name:?}: replication factor {n} {reason}"),
+        )
+    };
+    let Some(link) = session.broker.cluster() else {
+        return match n {
+            1 => Ok(1),
+            _ => Err(refuse("is not 1, the one available broker".to_owned())),
+        };
+    };
+    let registered = link.quorum.metadata().borrow().brokers.len();
+    match u32::try_from(n) {
+        Ok(n) if n >= 1 && n as usize <= registered => Ok(n),
+        _ => Err(refuse(format!(
+            "must be between 1 and the {registered} registered brokers"
+        ))),
+    }
 }
 
 pub async fn delete(
