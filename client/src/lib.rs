@@ -18,6 +18,7 @@ mod accumulator;
 mod admin;
 mod admin_cluster;
 mod admin_groups;
+mod cluster_metadata;
 mod connection;
 mod consumer;
 mod delivery;
