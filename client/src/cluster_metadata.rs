@@ -4,7 +4,7 @@
 //! Until a broker says otherwise everything goes to the bootstrap broker (the
 //! first of the list that answered). A broker in no cluster never answers
 //! NOT_LEADER_OR_FOLLOWER, so a client of one broker never asks for metadata
-//! on its hot path; when it is asked (an admin lookup), the broker answers
+//! on its hot path; when it is asked (once, before an offset lookup), the broker answers
 //! UNIMPLEMENTED and the client remembers it is alone. In a cluster, the
 //! first NOT_LEADER_OR_FOLLOWER (or a failed connection to a known leader)
 //! refreshes the view, as Kafka's clients refresh metadata on that error,
@@ -137,7 +137,7 @@ impl ClusterMetadata {
     }
 
     /// Asks for the cluster's state once, unless it is already known (the
-    /// admin's partition lookups: not a hot path).
+    /// offset lookups of the consumer and the admin: not a hot path).
     pub(crate) async fn ensure_known(&self) {
         let seen = {
             let view = self.view();
