@@ -24,7 +24,15 @@ const PARTITIONS: u32 = 3;
 /// Starts the cluster and creates a three-partition topic with three
 /// replicas; returns the leader of each partition.
 async fn cluster_with_topic() -> (Cluster, Vec<NodeId>) {
-    let cluster = Cluster::start_with(|config| config.replica_lag_time_max_ms = 2_000).await;
+    let cluster = Cluster::start_with(|config| {
+        config.replica_lag_time_max_ms = 2_000;
+        // A stopped broker cuts the connections of requests still in flight
+        // after a second (an acks=all produce would otherwise hold its
+        // shutdown for the request's timeout): their answers are lost, as
+        // when a broker dies, and the producer retries them elsewhere.
+        config.shutdown_timeout_ms = 1_000;
+    })
+    .await;
     cluster
         .wait_all("every broker registered", |m| m.brokers.len() == 3)
         .await;
