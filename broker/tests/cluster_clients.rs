@@ -287,3 +287,45 @@ async fn a_producer_follows_a_new_leader_and_every_acknowledged_record_is_stored
         cluster.stop_broker(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_whose_bootstrap_broker_stopped_learns_a_new_topic_from_another() {
+    let (mut cluster, _) = cluster_with_topic().await;
+    const LATER: &str = "later";
+    let admin = Admin::connect(&cluster.addr(2)).await.unwrap();
+    admin
+        .create_topic(LATER, PARTITIONS, 3, &BTreeMap::new())
+        .await
+        .unwrap();
+    let producer = Producer::connect(&bootstrap_list(&cluster), ProducerConfig::default())
+        .await
+        .unwrap();
+    // One record per partition: broker 1 leads only one of them, so the
+    // producer learns the cluster from a NOT_LEADER answer.
+    for partition in 0..PARTITIONS {
+        let record = ProducerRecord::new(TOPIC, b"before").with_partition(partition);
+        producer.send(record).await.unwrap().await.unwrap();
+    }
+
+    cluster.stop_broker(1).await;
+    cluster
+        .wait_for("leaders of the new topic other than broker 1", || {
+            cluster.metadata(2).topics.get(LATER).is_some_and(|t| {
+                t.partitions
+                    .iter()
+                    .all(|p| p.leader.is_some_and(|l| l != 1))
+            })
+        })
+        .await;
+    // The first record of a topic has its partitions described first: by
+    // broker 2 or 3, since broker 1 is gone.
+    for partition in 0..PARTITIONS {
+        let record = ProducerRecord::new(LATER, b"after").with_partition(partition);
+        let stored = producer.send(record).await.unwrap().await.unwrap();
+        assert_eq!(stored.offset, Some(0));
+    }
+    producer.close().await.unwrap();
+    for id in [2, 3] {
+        cluster.stop_broker(id).await;
+    }
+}

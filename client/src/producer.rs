@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use weir_log::batch::Compression;
 
 use super::accumulator::{Accumulator, Appended, TopicState};
-use super::cluster_metadata::ClusterMetadata;
+use super::cluster_metadata::{is_unreachable, ClusterMetadata};
 use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::delivery::DeliveryFuture;
 use super::error::ClientError;
@@ -371,15 +371,33 @@ impl Producer {
 
     /// Learns the partition count of `topic` the first time it is used.
     async fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
-        let description = self
+        let request = DescribeTopicRequest {
+            topic: topic.to_string(),
+        };
+        let mut described = self
             .shared
             .admin
             .clone()
-            .describe_topic(DescribeTopicRequest {
-                topic: topic.to_string(),
-            })
-            .await?
-            .into_inner();
+            .describe_topic(request.clone())
+            .await;
+        // In a cluster any broker describes a topic: when the bootstrap
+        // broker cannot be reached (it may have stopped), ask the others.
+        if let Err(status) = &described {
+            if self.shared.metadata.in_cluster()
+                && is_unreachable(&ClientError::from(status.clone()))
+            {
+                for channel in self.shared.metadata.any_brokers().into_iter().skip(1) {
+                    described = AdminClient::new(channel)
+                        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+                        .describe_topic(request.clone())
+                        .await;
+                    if described.is_ok() {
+                        break;
+                    }
+                }
+            }
+        }
+        let description = described?.into_inner();
         let partitions = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
         if partitions == 0 {
             return Err(ClientError::InvalidArgument(format!(
