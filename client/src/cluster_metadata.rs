@@ -168,14 +168,19 @@ impl ClusterMetadata {
             }
         }
         *last = Some(Instant::now());
-        let mut candidates = self.any_brokers();
-        for addr in &self.bootstrap_addrs {
-            if let Ok(channel) = connect_lazy(addr) {
-                candidates.push(channel);
-            }
-        }
+        // The known brokers first; the bootstrap list's channels are opened
+        // only if none of them answers.
+        let known = self.any_brokers().into_iter().map(Ok);
+        let listed = self.bootstrap_addrs.iter().map(|addr| connect_lazy(addr));
         let mut last_error = None;
-        for channel in candidates {
+        for channel in known.chain(listed) {
+            let channel = match channel {
+                Ok(channel) => channel,
+                Err(error) => {
+                    last_error = Some(error);
+                    continue;
+                }
+            };
             let asked = tokio::time::timeout(
                 STATUS_TIMEOUT,
                 QuorumClient::new(channel).cluster_status(ClusterStatusRequest {}),
@@ -285,5 +290,57 @@ pub(crate) fn is_unreachable(error: &ClientError) -> bool {
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
         ),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ClusterBroker, ClusterPartition};
+
+    fn status(leader_of_partition_1: u64) -> ClusterStatusResponse {
+        ClusterStatusResponse {
+            brokers: (1..=3)
+                .map(|id| ClusterBroker {
+                    node_id: id,
+                    address: format!("127.0.0.1:{}", 9300 + id),
+                    alive: true,
+                    registered: true,
+                })
+                .collect(),
+            partitions: [(0, 1), (1, leader_of_partition_1)]
+                .into_iter()
+                .map(|(partition, leader)| ClusterPartition {
+                    topic: "orders".to_string(),
+                    partition,
+                    leader,
+                    ..ClusterPartition::default()
+                })
+                .collect(),
+            ..ClusterStatusResponse::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_to_the_leader_once_a_cluster_is_seen_and_to_the_bootstrap_broker_otherwise() {
+        let metadata = ClusterMetadata::new(connect_lazy("127.0.0.1:9300").unwrap(), Vec::new());
+        assert_eq!(metadata.leader("orders", 1).1, 0, "nothing learnt yet");
+        metadata.apply(status(2));
+        assert!(metadata.in_cluster());
+        assert_eq!(metadata.generation(), 1);
+        assert_eq!(metadata.leader("orders", 0).1, 1);
+        assert_eq!(metadata.leader("orders", 1).1, 2);
+        assert_eq!(metadata.leader("orders", 7).1, 0, "an unknown partition");
+        assert_eq!(metadata.leader("other", 0).1, 0, "an unknown topic");
+        // The leader moves; no leader (0) goes to the bootstrap broker.
+        metadata.apply(status(3));
+        assert_eq!(metadata.leader("orders", 1).1, 3);
+        metadata.apply(status(0));
+        assert_eq!(metadata.leader("orders", 1).1, 0);
+        assert_eq!(
+            metadata.any_brokers().len(),
+            4,
+            "the bootstrap broker and three"
+        );
     }
 }

@@ -76,3 +76,38 @@ fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bootstrap_list_is_split_on_commas_and_an_empty_entry_is_refused() {
+        assert_eq!(
+            bootstrap_list("a:1, b:2,c:3").unwrap(),
+            vec!["a:1", "b:2", "c:3"]
+        );
+        assert_eq!(bootstrap_list("a:1").unwrap(), vec!["a:1"]);
+        for bad in ["", "a:1,", "a:1,,b:2"] {
+            let error = bootstrap_list(bad).unwrap_err();
+            assert!(
+                matches!(error, ClientError::InvalidAddress { .. }),
+                "{bad:?}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_fails_naming_the_last_broker_tried_when_none_of_the_list_answers() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let error = connect(&format!("{closed_addr},{closed_addr}"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Connect { addr, .. } if *addr == closed_addr),
+            "{error:?}"
+        );
+    }
+}
