@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::admin::Admin;
-use super::consumer::{by_leader, fetch_client};
 use super::error::ClientError;
+use super::leader_fetch::{by_leader, fetch_client};
 use crate::proto::{
     DeleteGroupRequest, DescribeGroupRequest, ListGroupsRequest, ListOffsetsRequest,
     OffsetCommitPartition, OffsetCommitTopic, OffsetSpec, PartitionOffsetQuery,

@@ -24,6 +24,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod group;
+mod leader_fetch;
 mod partitioner;
 mod producer;
 mod raw_produce;
