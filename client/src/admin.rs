@@ -2,14 +2,15 @@
 //! administration is in `admin_groups`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::cluster_metadata::ClusterMetadata;
+use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::error::ClientError;
 use crate::proto::admin_client::AdminClient;
-use crate::proto::fetch_client::FetchClient;
 use crate::proto::group_client::GroupClient;
 use crate::proto::{
     AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
@@ -47,21 +48,36 @@ pub struct PartitionInfo {
     pub offline_cause: Option<String>,
 }
 
-/// The admin client.
+/// The admin client. Topic and group requests go to the broker it connected
+/// to (any broker of a cluster answers them); offset lookups of partitions
+/// go to each partition's leader.
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: AdminClient<Channel>,
     channel: Channel,
+    metadata: Arc<ClusterMetadata>,
 }
 
 impl Admin {
+    /// Connects to `addr`: one broker, or a bootstrap list `h1:p1,h2:p2`
+    /// (the first that answers).
     pub async fn connect(addr: &str) -> Result<Admin, ClientError> {
-        Ok(Admin::from_channel(connect(addr).await?))
+        let channel = connect(addr).await?;
+        let bootstrap = bootstrap_list(addr)?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        Ok(Admin::start(channel, bootstrap))
     }
 
     pub fn from_channel(channel: Channel) -> Admin {
+        Admin::start(channel, Vec::new())
+    }
+
+    fn start(channel: Channel, bootstrap: Vec<String>) -> Admin {
         Admin {
             client: AdminClient::new(channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX),
+            metadata: Arc::new(ClusterMetadata::new(channel.clone(), bootstrap)),
             channel,
         }
     }
@@ -74,8 +90,8 @@ impl Admin {
         self.channel.clone()
     }
 
-    pub(crate) fn fetch_client(&self) -> FetchClient<Channel> {
-        FetchClient::new(self.channel.clone())
+    pub(crate) fn metadata(&self) -> &ClusterMetadata {
+        &self.metadata
     }
 
     /// Creates `topic` with `partitions` partitions and the given config overrides.

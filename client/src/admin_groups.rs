@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::admin::Admin;
 use super::error::ClientError;
+use super::leader_fetch::{by_leader, fetch_client};
 use crate::proto::{
     DeleteGroupRequest, DescribeGroupRequest, ListGroupsRequest, ListOffsetsRequest,
     OffsetCommitPartition, OffsetCommitTopic, OffsetSpec, PartitionOffsetQuery,
@@ -251,26 +252,32 @@ impl Admin {
         spec: OffsetSpec,
         timestamp_ms: i64,
     ) -> Result<Vec<(u32, u64)>, ClientError> {
-        let answer = self
-            .fetch_client()
-            .list_offsets(ListOffsetsRequest {
-                topic: topic.to_string(),
-                partitions: partitions
-                    .iter()
-                    .map(|p| PartitionOffsetQuery {
-                        partition: *p,
-                        spec: spec.into(),
-                        timestamp_ms,
-                    })
-                    .collect(),
-            })
-            .await?
-            .into_inner();
-        Ok(answer
-            .partitions
-            .into_iter()
-            .map(|r| (r.partition, r.offset))
-            .collect())
+        // The high watermark is the leader's: ask it (a follower's lags).
+        self.metadata().ensure_known().await;
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for (channel, partitions) in by_leader(self.metadata(), topic, partitions) {
+            let answer = fetch_client(channel)
+                .list_offsets(ListOffsetsRequest {
+                    topic: topic.to_string(),
+                    partitions: partitions
+                        .iter()
+                        .map(|p| PartitionOffsetQuery {
+                            partition: *p,
+                            spec: spec.into(),
+                            timestamp_ms,
+                        })
+                        .collect(),
+                })
+                .await?
+                .into_inner();
+            offsets.extend(
+                answer
+                    .partitions
+                    .into_iter()
+                    .map(|r| (r.partition, r.offset)),
+            );
+        }
+        Ok(offsets)
     }
 }
 

@@ -13,6 +13,12 @@
 //! unknown) does not stop the others: its error is kept per partition
 //! ([`Consumer::partition_errors`]), its position stays, and it is fetched
 //! again after a backoff, as Kafka's fetcher does.
+//!
+//! In a cluster each partition is fetched from its leader: one request per
+//! leader, sent together. A partition whose broker answers
+//! NOT_LEADER_OR_FOLLOWER (or cannot be reached) keeps its position, the
+//! client learns the leaders again (see `cluster_metadata`), and the next
+//! fetch of it goes to the new leader.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,9 +30,10 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use weir_log::batch::{batches, Compression, RecordDecoder};
 
-use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::cluster_metadata::ClusterMetadata;
+use super::connection::{bootstrap_list, connect};
 use super::error::ClientError;
-use crate::proto::fetch_client::FetchClient;
+use super::leader_fetch::{by_leader, fetch_client, fetch_from_leaders, Fetched};
 use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
     PartitionOffsetQuery,
@@ -111,7 +118,9 @@ enum Position {
 struct Prefetch {
     /// The positions the fetch was sent for; stale after a seek.
     positions: Vec<(u32, u64)>,
-    response: JoinHandle<Result<FetchResponse, ClientError>>,
+    /// The metadata generation the fetch was routed with.
+    generation: u64,
+    response: JoinHandle<Result<Fetched, ClientError>>,
 }
 
 /// A partition whose last fetch failed.
@@ -126,7 +135,12 @@ struct PartitionFailure {
 /// A consumer of assigned partitions of one topic.
 #[derive(Debug)]
 pub struct Consumer {
-    client: FetchClient<Channel>,
+    /// Each partition's leader; the bootstrap broker when in no cluster.
+    metadata: ClusterMetadata,
+    /// A fetch was answered NOT_LEADER_OR_FOLLOWER (or a leader was
+    /// unreachable) under this metadata generation: learn the leaders again
+    /// before the next fetch.
+    stale_metadata: Option<u64>,
     config: ConsumerConfig,
     topic: Arc<str>,
     positions: Vec<(u32, Position)>,
@@ -142,13 +156,25 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// Connects to `addr`: one broker, or a bootstrap list `h1:p1,h2:p2`
+    /// (the first that answers).
     pub async fn connect(addr: &str, config: ConsumerConfig) -> Result<Consumer, ClientError> {
-        Ok(Consumer::from_channel(connect(addr).await?, config))
+        let channel = connect(addr).await?;
+        let bootstrap = bootstrap_list(addr)?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        Ok(Consumer::start(channel, bootstrap, config))
     }
 
     pub fn from_channel(channel: Channel, config: ConsumerConfig) -> Consumer {
+        Consumer::start(channel, Vec::new(), config)
+    }
+
+    fn start(channel: Channel, bootstrap: Vec<String>, config: ConsumerConfig) -> Consumer {
         Consumer {
-            client: FetchClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
+            metadata: ClusterMetadata::new(channel, bootstrap),
+            stale_metadata: None,
             config,
             topic: Arc::from(""),
             positions: Vec::new(),
@@ -330,28 +356,35 @@ impl Consumer {
                 ))
             }
         };
-        let request = ListOffsetsRequest {
-            topic: self.topic.to_string(),
-            partitions: partitions
-                .iter()
-                .map(|p| PartitionOffsetQuery {
-                    partition: *p,
-                    spec: spec.into(),
-                    timestamp_ms,
-                })
-                .collect(),
-        };
-        let response = self
-            .client
-            .clone()
-            .list_offsets(request)
-            .await?
-            .into_inner();
-        Ok(response
-            .partitions
-            .into_iter()
-            .map(|r| (r.partition, r.offset))
-            .collect())
+        // The high watermark is the leader's (a follower's lags behind it):
+        // learn the leaders before the first lookup. A broker in no cluster
+        // answers that once, and is not asked again.
+        self.metadata.ensure_known().await;
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for (channel, partitions) in by_leader(&self.metadata, &self.topic, partitions) {
+            let request = ListOffsetsRequest {
+                topic: self.topic.to_string(),
+                partitions: partitions
+                    .iter()
+                    .map(|p| PartitionOffsetQuery {
+                        partition: *p,
+                        spec: spec.into(),
+                        timestamp_ms,
+                    })
+                    .collect(),
+            };
+            let response = fetch_client(channel)
+                .list_offsets(request)
+                .await?
+                .into_inner();
+            offsets.extend(
+                response
+                    .partitions
+                    .into_iter()
+                    .map(|r| (r.partition, r.offset)),
+            );
+        }
+        Ok(offsets)
     }
 
     async fn resolve_positions(&mut self) -> Result<(), ClientError> {
@@ -408,25 +441,39 @@ impl Consumer {
         }
     }
 
+    /// Sends one fetch per leader of `positions`' partitions.
     fn start_fetch(&self, positions: Vec<(u32, u64)>, max_wait: Duration) -> Prefetch {
-        let request = FetchRequest {
-            topic: self.topic.to_string(),
-            max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
-            min_bytes: self.config.fetch_min_bytes,
-            max_bytes: self.config.fetch_max_bytes,
-            partitions: positions
-                .iter()
-                .map(|(partition, offset)| PartitionFetchRequest {
-                    partition: *partition,
-                    offset: *offset,
-                    max_bytes: self.config.partition_max_bytes,
+        let generation = self.metadata.generation();
+        let partitions: Vec<u32> = positions.iter().map(|(p, _)| *p).collect();
+        let requests: Vec<(Channel, FetchRequest)> =
+            by_leader(&self.metadata, &self.topic, &partitions)
+                .into_iter()
+                .map(|(channel, partitions)| {
+                    let request = FetchRequest {
+                        topic: self.topic.to_string(),
+                        max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
+                        min_bytes: self.config.fetch_min_bytes,
+                        max_bytes: self.config.fetch_max_bytes,
+                        partitions: partitions
+                            .iter()
+                            .filter_map(|partition| {
+                                let (_, offset) = positions.iter().find(|(p, _)| p == partition)?;
+                                Some(PartitionFetchRequest {
+                                    partition: *partition,
+                                    offset: *offset,
+                                    max_bytes: self.config.partition_max_bytes,
+                                })
+                            })
+                            .collect(),
+                    };
+                    (channel, request)
                 })
-                .collect(),
-        };
-        let mut client = self.client.clone();
-        let response = tokio::spawn(async move { Ok(client.fetch(request).await?.into_inner()) });
+                .collect();
+        let in_cluster = self.metadata.in_cluster();
+        let response = tokio::spawn(fetch_from_leaders(requests, in_cluster));
         Prefetch {
             positions,
+            generation,
             response,
         }
     }
@@ -454,6 +501,9 @@ impl Consumer {
         }
         if let Some(error) = self.failed.take() {
             return Err(error);
+        }
+        if let Some(seen) = self.stale_metadata.take() {
+            self.metadata.refresh(seen, PARTITION_RETRY_BACKOFF).await;
         }
         self.resolve_positions().await?;
         let positions = self.fetchable_positions();
@@ -484,9 +534,29 @@ impl Consumer {
         // response is lost and no position moves.
         let in_flight = self.prefetch.as_mut().expect("a fetch was just started");
         let response = (&mut in_flight.response).await;
-        let fetched = self.prefetch.take().expect("still in flight").positions;
-        let response = response
+        let Prefetch {
+            positions: fetched,
+            generation,
+            ..
+        } = self.prefetch.take().expect("still in flight");
+        let Fetched {
+            response,
+            unreachable,
+        } = response
             .map_err(|e| ClientError::InvalidArgument(format!("fetch task failed: {e}")))??;
+        for (partition, error) in unreachable {
+            // Its leader may have stopped: kept like a failed partition
+            // until the metadata names another.
+            self.stale_metadata = Some(generation);
+            self.keep_partition_error(partition, error);
+        }
+        if response
+            .partitions
+            .iter()
+            .any(|r| r.error_code() == ErrorCode::NotLeaderOrFollower)
+        {
+            self.stale_metadata = Some(generation);
+        }
         self.buffered = self.take_response(&fetched, response)?.into();
         let count = self.buffered.len().min(self.config.max_poll_records.max(1));
         Ok(self.buffered.drain(..count).collect())
@@ -575,6 +645,10 @@ impl Consumer {
             code,
             message: message.to_string(),
         };
+        self.keep_partition_error(partition, error);
+    }
+
+    fn keep_partition_error(&mut self, partition: u32, error: ClientError) {
         let retry_at = Instant::now() + PARTITION_RETRY_BACKOFF;
         match self
             .partition_failures

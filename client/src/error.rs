@@ -91,9 +91,12 @@ impl ClientError {
                 code,
                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
             ),
-            ClientError::Partition { code, .. } => {
-                matches!(code, ErrorCode::Timeout | ErrorCode::NotEnoughReplicas)
-            }
+            // NOT_LEADER_OR_FOLLOWER: retriable once the leader is learnt
+            // again, as Kafka's clients treat it.
+            ClientError::Partition { code, .. } => matches!(
+                code,
+                ErrorCode::Timeout | ErrorCode::NotEnoughReplicas | ErrorCode::NotLeaderOrFollower
+            ),
             ClientError::Connect { .. } | ClientError::MemoryExhausted { .. } => true,
             _ => false,
         }

@@ -20,7 +20,8 @@ use tonic::transport::Channel;
 use weir_log::batch::Compression;
 
 use super::accumulator::{Accumulator, Appended, TopicState};
-use super::connection::{connect, RESPONSE_BYTES_MAX};
+use super::cluster_metadata::{is_unreachable, ClusterMetadata};
+use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::delivery::DeliveryFuture;
 use super::error::ClientError;
 use super::sender;
@@ -183,9 +184,9 @@ pub struct RecordMetadata {
 #[derive(Debug)]
 pub(crate) struct ProducerShared {
     pub(crate) config: ProducerConfig,
-    pub(crate) client: ProduceClient<SignallingChannel>,
-    /// Produce requests go straight on the channel (see `raw_produce`).
-    pub(crate) channel: SignallingChannel,
+    /// Each partition's leader and a channel to it. Produce requests go
+    /// straight on the leader's channel (see `raw_produce`).
+    pub(crate) metadata: ClusterMetadata,
     admin: AdminClient<Channel>,
     pub(crate) accumulator: Mutex<Accumulator>,
     /// Wakes the sender: a batch filled, a new batch started, a request ended.
@@ -204,20 +205,33 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Connects to `addr` and, if idempotent, obtains a producer id.
+    /// Connects to `addr` (one broker, or a bootstrap list `h1:p1,h2:p2`: the
+    /// first that answers) and, if idempotent, obtains a producer id. In a
+    /// cluster, each partition's batches go to its leader (see
+    /// `cluster_metadata`).
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
         let channel = connect(addr).await?;
-        Producer::from_channel(channel, config).await
+        let bootstrap = bootstrap_list(addr)?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        Producer::start(channel, bootstrap, config).await
     }
 
     pub async fn from_channel(
         channel: Channel,
         config: ProducerConfig,
     ) -> Result<Producer, ClientError> {
+        Producer::start(channel, Vec::new(), config).await
+    }
+
+    async fn start(
+        channel: Channel,
+        bootstrap: Vec<String>,
+        config: ProducerConfig,
+    ) -> Result<Producer, ClientError> {
         check_config(&config)?;
-        let mut client = ProduceClient::new(SignallingChannel::new(channel.clone()))
-            .max_decoding_message_size(RESPONSE_BYTES_MAX)
-            .max_encoding_message_size(config.request_bytes_max.saturating_add(64 * 1024));
+        let mut client = produce_client(channel.clone());
         let producer_id = if config.idempotent {
             let response = client
                 .init_producer_id(InitProducerIdRequest::default())
@@ -236,9 +250,8 @@ impl Producer {
         let memory_permits = config.buffer_memory_bytes.min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(ProducerShared {
             accumulator: Mutex::new(Accumulator::new(producer_id)),
-            channel: SignallingChannel::new(channel.clone()),
+            metadata: ClusterMetadata::new(channel.clone(), bootstrap),
             admin: AdminClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX),
-            client,
             wake: Notify::new(),
             idle: Notify::new(),
             memory: Semaphore::new(memory_permits),
@@ -358,15 +371,33 @@ impl Producer {
 
     /// Learns the partition count of `topic` the first time it is used.
     async fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
-        let description = self
+        let request = DescribeTopicRequest {
+            topic: topic.to_string(),
+        };
+        let mut described = self
             .shared
             .admin
             .clone()
-            .describe_topic(DescribeTopicRequest {
-                topic: topic.to_string(),
-            })
-            .await?
-            .into_inner();
+            .describe_topic(request.clone())
+            .await;
+        // In a cluster any broker describes a topic: when the bootstrap
+        // broker cannot be reached (it may have stopped), ask the others.
+        if let Err(status) = &described {
+            if self.shared.metadata.in_cluster()
+                && is_unreachable(&ClientError::from(status.clone()))
+            {
+                for channel in self.shared.metadata.any_brokers().into_iter().skip(1) {
+                    described = AdminClient::new(channel)
+                        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+                        .describe_topic(request.clone())
+                        .await;
+                    if described.is_ok() {
+                        break;
+                    }
+                }
+            }
+        }
+        let description = described?.into_inner();
         let partitions = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
         if partitions == 0 {
             return Err(ClientError::InvalidArgument(format!(
@@ -396,6 +427,12 @@ impl Drop for Producer {
         }
         self.shared.wake.notify_one();
     }
+}
+
+/// A client for producer-id requests (produce requests are sent raw).
+pub(crate) fn produce_client(channel: Channel) -> ProduceClient<SignallingChannel> {
+    ProduceClient::new(SignallingChannel::new(channel))
+        .max_decoding_message_size(RESPONSE_BYTES_MAX)
 }
 
 fn check_config(config: &ProducerConfig) -> Result<(), ClientError> {

@@ -13,11 +13,13 @@ use bytes::Bytes;
 use weir_log::batch::{BatchBuilder, Compression};
 
 use super::accumulator::{Job, JobEnd, PendingBatch, RequestSlot};
+use super::cluster_metadata::{is_not_leader, is_unreachable};
 use super::delivery::Stored;
 use super::error::ClientError;
-use super::producer::{Acks, ProducerShared};
+use super::producer::{produce_client, Acks, ProducerShared};
 use super::raw_produce::{self, RawProduce};
-use super::written::WrittenSignal;
+use super::written::{SignallingChannel, WrittenSignal};
+use crate::proto::produce_client::ProduceClient;
 use crate::proto::{self, ErrorCode};
 
 /// Runs until the producer is closed and every batch is done.
@@ -79,27 +81,23 @@ async fn bump_epoch_if_needed(shared: &ProducerShared) -> Result<(), ClientError
         }
         accumulator.producer
     };
-    let mut client = shared.client.clone();
     let bump = proto::InitProducerIdRequest {
         producer_id: producer.map(|(id, _)| id),
         producer_epoch: producer.map(|(_, epoch)| i32::from(epoch)),
         ..Default::default()
     };
-    let response = match client.init_producer_id(bump).await {
-        Ok(response) => response.into_inner(),
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
-            ) =>
-        {
-            tracing::warn!(error = %status.message(), "epoch bump refused; taking a new producer id");
-            client
-                .init_producer_id(proto::InitProducerIdRequest::default())
-                .await?
-                .into_inner()
+    // Any broker hands out producer ids and epochs: in a cluster, the next
+    // one is asked when the first cannot be reached (it may have stopped).
+    let mut brokers = shared.metadata.any_brokers().into_iter();
+    let response = loop {
+        let channel = brokers.next().ok_or(ClientError::Closed)?;
+        let last = brokers.len() == 0;
+        match init_producer_id(produce_client(channel), bump.clone()).await {
+            Err(error) if !last && is_unreachable(&error) => {
+                tracing::debug!(%error, "cannot reach a broker for the epoch bump; asking the next");
+            }
+            outcome => break outcome?,
         }
-        Err(status) => return Err(status.into()),
     };
     let epoch = i16::try_from(response.producer_epoch).map_err(|_| {
         ClientError::InvalidArgument(format!(
@@ -118,6 +116,29 @@ async fn bump_epoch_if_needed(shared: &ProducerShared) -> Result<(), ClientError
         "bumped the producer epoch"
     );
     Ok(())
+}
+
+/// Asks `client` for the next epoch; a fenced or unknown id takes a new one.
+async fn init_producer_id(
+    mut client: ProduceClient<SignallingChannel>,
+    bump: proto::InitProducerIdRequest,
+) -> Result<proto::InitProducerIdResponse, ClientError> {
+    match client.init_producer_id(bump).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+            ) =>
+        {
+            tracing::warn!(error = %status.message(), "epoch bump refused; taking a new producer id");
+            Ok(client
+                .init_producer_id(proto::InitProducerIdRequest::default())
+                .await?
+                .into_inner())
+        }
+        Err(status) => Err(status.into()),
+    }
 }
 
 /// Fails the batches that have waited for the epoch bump past their delivery
@@ -412,9 +433,13 @@ async fn send_with_retries(
     let mut maybe_stored = false;
     loop {
         attempts += 1;
+        // The partition's leader as last learnt (the bootstrap broker until
+        // a broker says it does not lead it).
+        let generation = shared.metadata.generation();
+        let (leader, _) = shared.metadata.leader(topic, partition);
         let attempt = tokio::time::timeout(
             config.request_timeout,
-            raw_produce::produce(&shared.channel, &request, written.take()),
+            raw_produce::produce(&SignallingChannel::new(leader), &request, written.take()),
         )
         .await;
         let error = match attempt {
@@ -439,18 +464,34 @@ async fn send_with_retries(
                 delivery => delivery,
             });
         }
-        // A broker out of memory did not read the request: this attempt
+        // A broker out of memory did not read the request, and one that does
+        // not lead the partition refused it before any append: this attempt
         // stored nothing, so the retry carries the same sequence numbers and,
         // if every attempt ended so, the batches can be given up as unsent.
-        let not_read = matches!(error, ClientError::MemoryExhausted { .. });
+        let not_leader = is_not_leader(&error);
+        let not_read = matches!(error, ClientError::MemoryExhausted { .. }) || not_leader;
         maybe_stored |= !not_read;
+        // The leader moved, or cannot be reached: learn where it is now
+        // (coalesced with the other partitions' refreshes) before the retry,
+        // which carries the same producer id, epoch and sequences; the new
+        // leader has the producer's state from the replicated log.
+        if not_leader || (is_unreachable(&error) && shared.metadata.in_cluster()) {
+            shared
+                .metadata
+                .refresh(generation, config.retry_backoff)
+                .await;
+        }
         if attempts > config.retries || started.elapsed() >= config.delivery_timeout {
             if !maybe_stored {
+                let why = if not_leader {
+                    "no broker it was sent to led the partition"
+                } else {
+                    "the broker's memory stayed full"
+                };
                 return Err(Delivery::Refused(ClientError::NotSent {
                     reason: format!(
-                        "topic {topic:?} partition {partition}: not sent: the broker's memory \
-                         stayed full through {attempts} attempts in {} ms (nothing was stored): \
-                         {error}",
+                        "topic {topic:?} partition {partition}: not sent: {why} through \
+                         {attempts} attempts in {} ms (nothing was stored): {error}",
                         started.elapsed().as_millis()
                     ),
                 }));
