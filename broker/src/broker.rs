@@ -764,7 +764,15 @@ fn open_topic(
                 *epoch,
                 Arc::clone(clock),
             ) {
-                Ok(partition) => Ok(Arc::new(partition)),
+                Ok(partition) => {
+                    if record.hosted.is_some() {
+                        // A replica of a cluster topic takes no produce and
+                        // serves no consumer until the cluster's metadata
+                        // makes it leader (`replication::manager`).
+                        partition.replica.set_follower(None);
+                    }
+                    Ok(Arc::new(partition))
+                }
                 Err(error) if on_error == OnOpenError::Offline => {
                     let cause = offline_cause(error);
                     tracing::error!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::cluster::Cluster;
+use common::cluster::{sample, Cluster};
 use weir_broker::cluster::NodeId;
 use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 
@@ -41,7 +41,11 @@ fn leader_of(cluster: &Cluster, at: NodeId) -> Option<(NodeId, i32, Vec<NodeId>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acks_all_reaches_every_replica_and_a_new_leader_from_the_isr_loses_nothing() {
-    let mut cluster = Cluster::start_with(|config| config.replica_lag_time_max_ms = 2_000).await;
+    let mut cluster = Cluster::start_with(|config| {
+        config.replica_lag_time_max_ms = 2_000;
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     cluster
         .wait_all("every broker registered", |m| m.brokers.len() == 3)
         .await;
@@ -107,6 +111,26 @@ async fn acks_all_reaches_every_replica_and_a_new_leader_from_the_isr_loses_noth
         !isr.contains(&leader),
         "the stopped broker left the ISR: {isr:?}"
     );
+    // The metrics say so: one election by the controller, and the new
+    // leader's partition under-replicated (two in sync of three).
+    let partition = r#"topic="orders",partition="0""#;
+    cluster
+        .wait_for_async("the new leader's metrics", || async {
+            let mut elections = 0.0;
+            for id in cluster.brokers.keys() {
+                elections += sample(
+                    &cluster.scrape(*id).await,
+                    "weir_leader_elections_total",
+                    "",
+                );
+            }
+            let on_leader = cluster.scrape(second).await;
+            elections >= 1.0
+                && sample(&on_leader, "weir_partition_leader", partition) == 1.0
+                && sample(&on_leader, "weir_partition_in_sync_replicas", partition) == 2.0
+                && sample(&on_leader, "weir_partition_under_replicated", partition) == 1.0
+        })
+        .await;
     produce(&cluster.addr(second), 500, 300).await;
     let records = common::consume_all(&cluster.addr(second), TOPIC, &[0], 800).await;
     let values: Vec<String> = records
@@ -129,6 +153,17 @@ async fn acks_all_reaches_every_replica_and_a_new_leader_from_the_isr_loses_noth
         })
         .await;
     let (now_leader, _, _) = leader_of(&cluster, survivor).unwrap();
+    cluster
+        .wait_for_async("an ISR expansion counted", || async {
+            let mut expands = 0.0;
+            for id in cluster.brokers.keys() {
+                expands += sample(&cluster.scrape(*id).await, "weir_isr_expands_total", "");
+            }
+            let on_leader = cluster.scrape(now_leader).await;
+            expands >= 1.0
+                && sample(&on_leader, "weir_partition_under_replicated", partition) == 0.0
+        })
+        .await;
     let leader_bytes = cluster.log_bytes(now_leader, TOPIC, 0);
     for id in 1..=3 {
         assert_eq!(

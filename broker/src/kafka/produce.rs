@@ -166,7 +166,11 @@ async fn produce_topic(
             .await?;
             if acks_all {
                 partition
-                    .wait_replicated(appended.last_offset, replicated_deadline)
+                    .wait_replicated(
+                        appended.last_offset,
+                        replicated_deadline,
+                        broker.closing_signal(),
+                    )
                     .await?;
             }
             topic.metrics.produced(

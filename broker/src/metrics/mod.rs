@@ -80,6 +80,11 @@ struct ListenerLabels {
 #[derive(Debug)]
 pub struct BrokerMetrics {
     pub(crate) requests: RequestMetrics,
+    /// ISR changes this broker's leaders had committed, and leader changes
+    /// this broker made as the controller.
+    pub(crate) isr_shrinks: Counter,
+    pub(crate) isr_expands: Counter,
+    pub(crate) leader_elections: Counter,
     connections: Family<ListenerLabels, Gauge>,
     connection_gauges: [Gauge; 2],
     refused: Family<ListenerLabels, Counter>,
@@ -97,6 +102,9 @@ impl Default for BrokerMetrics {
         });
         BrokerMetrics {
             requests: RequestMetrics::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            leader_elections: Counter::default(),
             connections,
             connection_gauges,
             refused: Family::default(),
@@ -132,6 +140,23 @@ impl BrokerMetrics {
             "Client connections closed at once for want of a slot (connections_max, \
              connections_max_per_ip), per listener; the log warns of them at most every 10 s",
             self.refused.clone(),
+        );
+        registry.register(
+            "weir_isr_shrinks",
+            "ISR shrinks committed for partitions this broker leads (a follower fell behind for \
+             replica.lag.time.max.ms)",
+            self.isr_shrinks.clone(),
+        );
+        registry.register(
+            "weir_isr_expands",
+            "ISR expansions committed for partitions this broker leads (a follower caught up)",
+            self.isr_expands.clone(),
+        );
+        registry.register(
+            "weir_leader_elections",
+            "Partition leader changes this broker made as the controller (a dead leader replaced, \
+             the preferred replica restored, a partition left without a live in-sync replica)",
+            self.leader_elections.clone(),
         );
         self.requests.register(registry);
     }

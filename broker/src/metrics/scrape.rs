@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::replication::RoleKind;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
@@ -31,6 +33,9 @@ struct PartitionRow {
     topic: Arc<Topic>,
     partition: u32,
     online: Option<OnlineRow>,
+    /// In a cluster: (leads it here, replicas, in-sync replicas as this
+    /// leader counts them).
+    replication: Option<(bool, usize, Option<usize>)>,
 }
 
 struct OnlineRow {
@@ -142,6 +147,18 @@ fn partition_rows(topics: &[Arc<Topic>]) -> Vec<PartitionRow> {
     let mut rows = Vec::new();
     for topic in topics {
         for partition in &topic.partitions {
+            let role = partition.role_kind();
+            if role == RoleKind::NotHosted {
+                // Series only for partitions this broker holds a replica of.
+                continue;
+            }
+            let replication = (role != RoleKind::Solo).then(|| {
+                (
+                    role == RoleKind::Leader,
+                    topic.replication_factor as usize,
+                    partition.in_sync_replicas().map(|isr| isr.len()),
+                )
+            });
             let online = partition.offline_cause().is_none().then(|| {
                 let status = partition.status();
                 OnlineRow {
@@ -156,6 +173,7 @@ fn partition_rows(topics: &[Arc<Topic>]) -> Vec<PartitionRow> {
                 topic: Arc::clone(topic),
                 partition: partition.index(),
                 online,
+                replication,
             });
         }
     }
@@ -217,6 +235,61 @@ fn encode_partitions(
             partition: row.partition,
         };
         ConstGauge::new(i64::from(row.online.is_some())).encode(metric.encode_family(&labels)?)?;
+    }
+    encode_replication(encoder, rows)
+}
+
+/// Replicated partitions only (a broker in no cluster has none): whether
+/// this broker leads each, and, where it leads, how many replicas are in
+/// sync and whether that is fewer than all (Kafka's UnderReplicatedPartitions).
+fn encode_replication(
+    encoder: &mut DescriptorEncoder,
+    rows: &[PartitionRow],
+) -> Result<(), std::fmt::Error> {
+    let replicated: Vec<_> = rows
+        .iter()
+        .filter_map(|row| row.replication.map(|r| (row, r)))
+        .collect();
+    if replicated.is_empty() {
+        return Ok(());
+    }
+    fn labels(row: &PartitionRow) -> PartitionLabels<'_> {
+        PartitionLabels {
+            topic: &row.topic.name,
+            partition: row.partition,
+        }
+    }
+    let mut metric = encoder.encode_descriptor(
+        "weir_partition_leader",
+        "1 while this broker leads the partition, 0 while it follows",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (row, (leads, _, _)) in &replicated {
+        ConstGauge::new(i64::from(*leads)).encode(metric.encode_family(&labels(row))?)?;
+    }
+    let mut metric = encoder.encode_descriptor(
+        "weir_partition_in_sync_replicas",
+        "In-sync replicas of a partition this broker leads, itself included",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (row, (_, _, isr)) in &replicated {
+        if let Some(isr) = isr {
+            ConstGauge::new(*isr as i64).encode(metric.encode_family(&labels(row))?)?;
+        }
+    }
+    let mut metric = encoder.encode_descriptor(
+        "weir_partition_under_replicated",
+        "1 when a partition this broker leads has fewer in-sync replicas than replicas",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (row, (_, replicas, isr)) in &replicated {
+        if let Some(isr) = isr {
+            ConstGauge::new(i64::from(isr < replicas))
+                .encode(metric.encode_family(&labels(row))?)?;
+        }
     }
     Ok(())
 }

@@ -172,6 +172,9 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
                     continue;
                 };
                 tracing::info!(topic = %topic.name, partition = partition.index(), isr = ?proposal.isr, "proposing an ISR change");
+                let shrinks = partition
+                    .in_sync_replicas()
+                    .is_some_and(|isr| proposal.isr.len() < isr.len());
                 let command = MetadataCommand::ChangePartition {
                     topic: topic.name.clone(),
                     partition: partition.index(),
@@ -179,10 +182,19 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
                     leader_epoch: partition.leader_epoch(),
                     isr: proposal.isr,
                 };
-                if let Err(error) = link.quorum.propose(command, PROPOSE_TIMEOUT).await {
-                    tracing::info!(%error, "ISR change not taken");
-                    partition.isr_proposal_failed();
-                }
+                match link.quorum.propose(command, PROPOSE_TIMEOUT).await {
+                    Ok(_) if shrinks => {
+                        broker.metrics().isr_shrinks.inc();
+                    }
+                    Ok(_) => {
+                        broker.metrics().isr_expands.inc();
+                    }
+                    Err(error) => {
+                        tracing::info!(%error, "ISR change not taken");
+                        partition.isr_proposal_failed();
+                        continue;
+                    }
+                };
             }
         }
     }
@@ -239,9 +251,18 @@ async fn controller_duty(broker: Arc<Broker>, link: ClusterLink) {
         let alive = tracker.alive(now);
         for command in leadership_changes(&current, &alive) {
             tracing::info!(?command, "controller: changing a partition's leadership");
-            if let Err(error) = link.quorum.propose(command, PROPOSE_TIMEOUT).await {
-                tracing::info!(%error, "controller: change not taken");
-                break;
+            let elects = matches!(&command, MetadataCommand::ChangePartition { topic, partition, leader, .. }
+                if current.topics.get(topic).and_then(|t| t.partitions.get(*partition as usize)).is_some_and(|p| p.leader != *leader));
+            match link.quorum.propose(command, PROPOSE_TIMEOUT).await {
+                Ok(_) => {
+                    if elects {
+                        broker.metrics().leader_elections.inc();
+                    }
+                }
+                Err(error) => {
+                    tracing::info!(%error, "controller: change not taken");
+                    break;
+                }
             }
         }
     }
@@ -278,6 +299,14 @@ pub(crate) fn leadership_changes(
                 // Election from the ISR only (unclean election is not offered).
                 if let Some(&next) = live_isr.first() {
                     changes.push(change(Some(next), assignment.leader_epoch + 1, live_isr));
+                } else if assignment.leader.is_some() {
+                    // No live ISR member: the partition has no leader (Kafka's
+                    // -1) until the last one returns; the ISR keeps naming it.
+                    changes.push(change(
+                        None,
+                        assignment.leader_epoch + 1,
+                        assignment.isr.clone(),
+                    ));
                 }
                 continue;
             }
@@ -344,9 +373,23 @@ mod tests {
     }
 
     #[test]
-    fn no_live_isr_member_means_no_election() {
+    fn no_live_isr_member_leaves_the_partition_without_a_leader_until_it_returns() {
         let m = metadata(1, &[1]);
+        let changes = leadership_changes(&m, &BTreeSet::from([2, 3]));
+        assert_eq!(
+            changes.iter().map(change).collect::<Vec<_>>(),
+            vec![(None, 5, vec![1])]
+        );
+        let mut m = metadata(1, &[1]);
+        let p = &mut m.topics.get_mut("t").unwrap().partitions[0];
+        p.leader = None;
+        p.leader_epoch = 5;
         assert!(leadership_changes(&m, &BTreeSet::from([2, 3])).is_empty());
+        let changes = leadership_changes(&m, &BTreeSet::from([1, 2, 3]));
+        assert_eq!(
+            changes.iter().map(change).collect::<Vec<_>>(),
+            vec![(Some(1), 6, vec![1])]
+        );
     }
 
     #[test]

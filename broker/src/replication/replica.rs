@@ -272,18 +272,21 @@ impl Partition {
     }
 
     /// Waits until the high watermark passes `last_offset`: every in-sync
-    /// replica holds the append (`acks=all`), or `deadline` passes.
+    /// replica holds the append (`acks=all`), or `deadline` passes. A
+    /// broker shutting down answers at once (`closing`), as Kafka does,
+    /// rather than holding its shutdown for the replicas.
     pub(crate) async fn wait_replicated(
         &self,
         last_offset: u64,
         deadline: tokio::time::Instant,
+        mut closing: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), BrokerError> {
         let mut high_watermark = self.subscribe();
         let replicated = async move {
-            high_watermark
-                .wait_for(|&hw| hw > last_offset)
-                .await
-                .is_ok()
+            tokio::select! {
+                replicated = high_watermark.wait_for(|&hw| hw > last_offset) => replicated.is_ok(),
+                _ = closing.wait_for(|&closing| closing) => false,
+            }
         };
         match tokio::time::timeout_at(deadline, replicated).await {
             Ok(true) => Ok(()),

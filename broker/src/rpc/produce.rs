@@ -88,7 +88,11 @@ pub async fn handle(
         };
         let appended = match appended {
             Ok((appended, time)) if acks_all => partition
-                .wait_replicated(appended.last_offset, replicated_deadline)
+                .wait_replicated(
+                    appended.last_offset,
+                    replicated_deadline,
+                    broker.closing_signal(),
+                )
                 .await
                 .map(|()| (appended, time)),
             other => other,

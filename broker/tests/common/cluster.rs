@@ -106,6 +106,22 @@ impl Cluster {
         }
     }
 
+    /// Polls the async `check` until it holds, for up to [`WAIT`].
+    pub async fn wait_for_async<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The controller every running broker agrees on.
     pub async fn controller(&self) -> NodeId {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -161,4 +177,38 @@ impl Cluster {
             .flat_map(|f| std::fs::read(f).unwrap())
             .collect()
     }
+}
+
+impl Cluster {
+    /// The `/metrics` exposition of broker `id` (started with a metrics listener).
+    pub async fn scrape(&self, id: NodeId) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.brokers[&id]
+            .metrics_addr()
+            .expect("a metrics listener");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+            .await
+            .expect("a scrape within the test's bound")
+            .unwrap();
+        response.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+}
+
+/// The value of the sample `name{labels}` in an exposition, 0 when absent.
+pub fn sample(exposition: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
 }
