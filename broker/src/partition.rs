@@ -90,6 +90,9 @@ pub struct Appended {
     /// True when every batch was a retry of stored batches; the offsets are the originals.
     pub duplicate: bool,
     pub log_start_offset: u64,
+    /// The leader epoch the append happened at: an `acks=all` produce is
+    /// answered only while this broker still leads at that epoch.
+    pub leader_epoch: i32,
 }
 
 /// What a read returned: whole stored batches, plus the partition's bounds.
@@ -379,11 +382,11 @@ impl Partition {
                 last_offset: stored.last_offset,
                 duplicate: true,
                 log_start_offset: log.log_start_offset(),
+                leader_epoch: self.leader_epoch(),
             });
         }
-        let info = validated
-            .append(self.leader_epoch())
-            .map_err(|e| self.error(e))?;
+        let leader_epoch = self.leader_epoch();
+        let info = validated.append(leader_epoch).map_err(|e| self.error(e))?;
         // The log rewrote each batch's base offset in place: remember where
         // every idempotent batch went, and when.
         let now_ms = self.clock.now_ms();
@@ -416,6 +419,7 @@ impl Partition {
             last_offset: info.last_offset,
             duplicate: false,
             log_start_offset: log.log_start_offset(),
+            leader_epoch,
         })
     }
 
@@ -448,6 +452,12 @@ impl Partition {
             RoleKind::Follower | RoleKind::NotHosted => return,
         };
         self.publish_high_watermark(target);
+    }
+
+    /// Wakes whoever waits on the high watermark without moving it: the
+    /// replica's role changed, and `acks=all` waiters must look again.
+    pub(crate) fn wake_high_watermark_waiters(&self) {
+        self.high_watermark.send_modify(|_| {});
     }
 
     /// Raises the high watermark to `target` (capped at the log end, never

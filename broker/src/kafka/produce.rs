@@ -168,6 +168,7 @@ async fn produce_topic(
                 partition
                     .wait_replicated(
                         appended.last_offset,
+                        appended.leader_epoch,
                         replicated_deadline,
                         broker.closing_signal(),
                     )

@@ -65,6 +65,7 @@ impl Partition {
         let high_watermark = tracker.high_watermark();
         self.replica.set_leader(me, tracker);
         self.publish_high_watermark(high_watermark);
+        self.wake_high_watermark_waiters();
         tracing::info!(topic = %self.topic(), partition = self.index(), leader_epoch, "leading");
         Ok(())
     }
@@ -81,6 +82,8 @@ impl Partition {
         self.log()?;
         self.replica.set_follower(leader);
         self.set_leader_epoch(leader_epoch);
+        // Pending acks=all produces of the old epoch must not succeed now.
+        self.wake_high_watermark_waiters();
         tracing::info!(topic = %self.topic(), partition = self.index(), ?leader, leader_epoch, "following");
         Ok(())
     }
@@ -272,31 +275,42 @@ impl Partition {
     }
 
     /// Waits until the high watermark passes `last_offset`: every in-sync
-    /// replica holds the append (`acks=all`), or `deadline` passes. A
-    /// broker shutting down answers at once (`closing`), as Kafka does,
-    /// rather than holding its shutdown for the replicas.
+    /// replica holds the append (`acks=all`), or `deadline` passes. The
+    /// append happened at `leader_epoch`; if this broker stops leading at
+    /// that epoch first, the answer is NOT_LEADER_OR_FOLLOWER (retriable: an
+    /// idempotent retry at the new leader is stored once), never a success —
+    /// as a follower this log may be cut below `last_offset` and refilled by
+    /// the new leader with other records, so its high watermark says nothing
+    /// about this append. A broker shutting down answers at once (`closing`),
+    /// as Kafka does, rather than holding its shutdown for the replicas.
     pub(crate) async fn wait_replicated(
         &self,
         last_offset: u64,
+        leader_epoch: i32,
         deadline: tokio::time::Instant,
         mut closing: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), BrokerError> {
+        let still_leading =
+            || self.replica.kind() != RoleKind::Follower && self.leader_epoch() == leader_epoch;
         let mut high_watermark = self.subscribe();
-        let replicated = async move {
+        let replicated = async {
             tokio::select! {
-                replicated = high_watermark.wait_for(|&hw| hw > last_offset) => replicated.is_ok(),
-                _ = closing.wait_for(|&closing| closing) => false,
+                _ = high_watermark.wait_for(|&hw| hw > last_offset || !still_leading()) => {}
+                _ = closing.wait_for(|&closing| closing) => {}
             }
         };
-        match tokio::time::timeout_at(deadline, replicated).await {
-            Ok(true) => Ok(()),
-            _ if self.high_watermark() > last_offset => Ok(()),
-            _ => Err(BrokerError::ReplicationTimedOut {
-                topic: self.topic().to_owned(),
-                partition: self.index(),
-                offset: last_offset,
-            }),
+        let _ = tokio::time::timeout_at(deadline, replicated).await;
+        if !still_leading() {
+            return Err(self.not_leader());
         }
+        if self.high_watermark() > last_offset {
+            return Ok(());
+        }
+        Err(BrokerError::ReplicationTimedOut {
+            topic: self.topic().to_owned(),
+            partition: self.index(),
+            offset: last_offset,
+        })
     }
 
     /// The in-sync replicas as this leader counts them (committed).
@@ -391,6 +405,48 @@ mod tests {
             b.epoch_end_for_follower(1, 1),
             Err(BrokerError::NotLeader { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_acks_all_wait_ends_not_leader_when_the_leader_steps_down_even_if_the_high_watermark_passes(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = std::sync::Arc::new(
+            Partition::open(dir.path(), "t", 0, LogConfig::default(), 0).unwrap(),
+        );
+        p.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        let appended = p.append(&mut batch("only-here")).unwrap();
+        let (_closing_tx, closing) = tokio::sync::watch::channel(false);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waiting = {
+            let p = std::sync::Arc::clone(&p);
+            tokio::spawn(async move {
+                p.wait_replicated(
+                    appended.last_offset,
+                    appended.leader_epoch,
+                    deadline,
+                    closing,
+                )
+                .await
+            })
+        };
+        tokio::task::yield_now().await;
+        // A new leader at epoch 2 wrote other records at the same offsets;
+        // this replica follows, is cut, and copies them: its high watermark
+        // passes the offset the old append had.
+        p.become_follower(Some(2), 2).unwrap();
+        assert!(p.truncate_by_leader_epoch(Some((1, 0))).unwrap());
+        let other = p.clone();
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.push(0, None, Some(b"from-the-new-leader"), &[]);
+        let mut replicated = BytesMut::from(&builder.build().unwrap()[..]);
+        weir_log::batch::set_partition_leader_epoch(&mut replicated, 2);
+        other.append_from_leader(&replicated, 1).unwrap();
+        let answer = waiting.await.unwrap();
+        assert!(
+            matches!(answer, Err(BrokerError::NotLeader { .. })),
+            "{answer:?}"
+        );
     }
 
     #[test]

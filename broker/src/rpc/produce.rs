@@ -90,6 +90,7 @@ pub async fn handle(
             Ok((appended, time)) if acks_all => partition
                 .wait_replicated(
                     appended.last_offset,
+                    appended.leader_epoch,
                     replicated_deadline,
                     broker.closing_signal(),
                 )
