@@ -91,17 +91,20 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
                 _ = closing.changed() => return,
             }
         }
+        // Each partition's epoch as asked: an answer is stored only if it still holds.
+        let epochs: Vec<i32> = partitions.iter().map(|(_, p)| p.leader_epoch()).collect();
         let request = proto::ReplicaFetchRequest {
             replica_id: me,
             max_wait_ms: FETCH_WAIT_MS,
             partition_max_bytes: PARTITION_MAX_BYTES,
             partitions: partitions
                 .iter()
-                .map(|(topic, p)| proto::ReplicaFetchPartition {
+                .zip(&epochs)
+                .map(|((topic, p), &leader_epoch)| proto::ReplicaFetchPartition {
                     topic: topic.name.clone(),
                     partition: p.index(),
                     fetch_offset: p.log_end_offset(),
-                    leader_epoch: p.leader_epoch(),
+                    leader_epoch,
                 })
                 .collect(),
         };
@@ -121,14 +124,14 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
             }
         };
         for result in results {
-            let Some((_, partition)) = partitions
+            let Some(at) = partitions
                 .iter()
-                .find(|(t, p)| t.name == result.topic && p.index() == result.partition)
+                .position(|(t, p)| t.name == result.topic && p.index() == result.partition)
             else {
                 continue;
             };
-            let partition = Arc::clone(partition);
-            if let Err(error) = store(&broker, partition, result).await {
+            let partition = Arc::clone(&partitions[at].1);
+            if let Err(error) = store(&broker, partition, epochs[at], result).await {
                 tracing::warn!(leader, %error, "cannot store what the leader sent");
             }
         }
@@ -207,8 +210,14 @@ async fn truncate(
 async fn store(
     broker: &Broker,
     partition: Arc<Partition>,
+    asked_at_epoch: i32,
     result: proto::ReplicaFetchResult,
 ) -> Result<(), BrokerError> {
+    if partition.leader_epoch() != asked_at_epoch || partition.truncation_pending() {
+        // The leadership changed while the fetch was out: what it brought
+        // belongs to the old epoch, and the new one starts with a truncation.
+        return Ok(());
+    }
     let code = proto::ErrorCode::try_from(result.error_code).unwrap_or(proto::ErrorCode::Storage);
     match code {
         proto::ErrorCode::None => {
