@@ -106,6 +106,21 @@ fn signal(node: &Node, sig: &str) {
         .success());
 }
 
+/// A consumer of the topic's partition 0 from its first offset.
+async fn consumer_from_start(addr: &str) -> Consumer {
+    let mut consumer = Consumer::connect(
+        addr,
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    consumer.assign(TOPIC, &[0]);
+    consumer
+}
+
 fn log_bytes(data: &Path) -> Vec<u8> {
     let dir = weir_broker::partition_dir(data, TOPIC, 0);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -242,16 +257,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
     let consuming = runtime.spawn({
         let (stop, read, bootstrap) = (stop.clone(), read.clone(), bootstrap.clone());
         async move {
-            let mut consumer = Consumer::connect(
-                &bootstrap,
-                ConsumerConfig {
-                    offset_reset: OffsetReset::Earliest,
-                    ..ConsumerConfig::default()
-                },
-            )
-            .await
-            .unwrap();
-            consumer.assign(TOPIC, &[0]);
+            let mut consumer = consumer_from_start(&bootstrap).await;
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
                     let mut read = read.lock().unwrap();
@@ -349,16 +355,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
     );
     // Read the whole partition from the leader.
     let stored: Vec<(u64, String)> = runtime.block_on(async {
-        let mut consumer = Consumer::connect(
-            &leader_addr,
-            ConsumerConfig {
-                offset_reset: OffsetReset::Earliest,
-                ..ConsumerConfig::default()
-            },
-        )
-        .await
-        .unwrap();
-        consumer.assign(TOPIC, &[0]);
+        let mut consumer = consumer_from_start(&leader_addr).await;
         let mut stored = Vec::new();
         let mut empty = 0;
         while empty < 10 {
