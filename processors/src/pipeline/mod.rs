@@ -230,6 +230,8 @@ impl<T: Send + 'static> Pipeline<T> {
         topic: &str,
         mut serialize: impl FnMut(&T) -> (Option<Vec<u8>>, Vec<u8>) + Send + 'static,
     ) -> Runnable {
+        // Its records out are those handed to the producer, as a Kafka Streams sink
+        // node counts what it forwards; `run` fails if one is not stored.
         let ended = self.then("to_topic", move |item, _, out| out.push(serialize(&item)));
         Runnable::new(ended, Some(topic.to_string()))
     }
