@@ -153,6 +153,9 @@ pub struct Consumer {
     failed: Option<ClientError>,
     /// Partitions whose last fetch answered an error, one entry each.
     partition_failures: Vec<PartitionFailure>,
+    /// Each partition's high watermark as its last successful fetch answered
+    /// it, for [`Consumer::current_lags`].
+    high_watermarks: Vec<(u32, u64)>,
 }
 
 impl Consumer {
@@ -183,6 +186,7 @@ impl Consumer {
             decoder: RecordDecoder::new(),
             failed: None,
             partition_failures: Vec::new(),
+            high_watermarks: Vec::new(),
         }
     }
 
@@ -201,6 +205,7 @@ impl Consumer {
         self.buffered.clear();
         self.failed = None;
         self.partition_failures.clear();
+        self.high_watermarks.clear();
         self.cancel_prefetch();
     }
 
@@ -271,6 +276,8 @@ impl Consumer {
     /// buffered records.
     pub fn remove_partitions(&mut self, partitions: &[u32]) {
         self.positions.retain(|(p, _)| !partitions.contains(p));
+        self.high_watermarks
+            .retain(|(p, _)| !partitions.contains(p));
         for partition in partitions {
             self.forget_partition_state(*partition);
         }
@@ -302,6 +309,22 @@ impl Consumer {
                     partition,
                     next_buffered.map_or(position, |o| o.min(position)),
                 )
+            })
+            .collect()
+    }
+
+    /// Each partition's lag: records below the high watermark its last fetch
+    /// answered, past its consumed position (Kafka's `currentLag`, KIP-695).
+    /// Left out while either is unknown (no fetch of it answered yet). Asks
+    /// the broker nothing: a partition whose fetches wait for records is at
+    /// the high watermark its last answer gave.
+    pub fn current_lags(&self) -> Vec<(u32, u64)> {
+        self.consumed_positions()
+            .into_iter()
+            .filter_map(|(partition, consumed)| {
+                let (_, high_watermark) =
+                    self.high_watermarks.iter().find(|(p, _)| *p == partition)?;
+                Some((partition, high_watermark.saturating_sub(consumed)))
             })
             .collect()
     }
@@ -588,6 +611,16 @@ impl Consumer {
             }
             self.partition_failures
                 .retain(|f| f.partition != result.partition);
+            match self
+                .high_watermarks
+                .iter_mut()
+                .find(|(p, _)| *p == result.partition)
+            {
+                Some(slot) => slot.1 = result.high_watermark,
+                None => self
+                    .high_watermarks
+                    .push((result.partition, result.high_watermark)),
+            }
             // A garbled batch stops the walk; decoding reports it below.
             for (header, _) in batches(&result.batches).map_while(Result::ok) {
                 let after = u64::try_from(header.last_offset()).unwrap_or(0) + 1;

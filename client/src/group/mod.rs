@@ -227,6 +227,24 @@ impl GroupConsumer {
         self.owned_positions(None)
     }
 
+    /// Each owned partition's lag, as (topic, partition, records): see
+    /// [`Consumer::current_lags`].
+    pub fn current_lags(&self) -> Vec<(String, u32, u64)> {
+        let mut out = Vec::new();
+        for (topic, consumer) in &self.consumers {
+            for (partition, lag) in consumer.current_lags() {
+                if self
+                    .owned
+                    .get(topic)
+                    .is_some_and(|set| set.contains(&partition))
+                {
+                    out.push((topic.clone(), partition, lag));
+                }
+            }
+        }
+        out
+    }
+
     /// Moves an owned partition's position (Kafka's `seek` on an assigned
     /// partition): the next poll reads it from `offset`, and a commit records it.
     pub fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), ClientError> {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use weir_client::ConsumerRecord;
 
+use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
 
 /// What a stage may do besides returning items: the time of this round, and records
@@ -114,10 +115,22 @@ pub(crate) trait Chain<T>: Send {
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint);
     /// Whether any stage keeps state across records.
     fn is_stateful(&self) -> bool;
+    /// Each operator's name, upstream first, and whether it keeps window state.
+    fn operators(&self, out: &mut Vec<(String, bool)>);
+    /// Names the last operator ([`super::Pipeline::name`]); a stage the pipeline
+    /// added for its own ends (`reduce`'s) passes the name on to the one before.
+    fn rename(&mut self, name: &str);
+    /// Every operator counts into `metrics` from now on.
+    fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>);
+    /// Adds what each operator counted to its counters, measuring window state
+    /// too if `measure_state`.
+    fn publish_metrics(&mut self, measure_state: bool);
 }
 
 /// The input records themselves.
-pub(crate) struct Source;
+pub(crate) struct Source {
+    pub meter: OperatorMeter,
+}
 
 impl Chain<ConsumerRecord> for Source {
     fn record(
@@ -127,6 +140,8 @@ impl Chain<ConsumerRecord> for Source {
         _: &mut Env,
         out: &mut Vec<ConsumerRecord>,
     ) {
+        self.meter.records_in += 1;
+        self.meter.records_out += 1;
         out.push(record);
     }
     fn tick(&mut self, _: &mut Env, _: &mut Vec<(Context, ConsumerRecord)>) {}
@@ -136,6 +151,18 @@ impl Chain<ConsumerRecord> for Source {
     fn is_stateful(&self) -> bool {
         false
     }
+    fn operators(&self, out: &mut Vec<(String, bool)>) {
+        out.push((self.meter.name.clone(), false));
+    }
+    fn rename(&mut self, name: &str) {
+        self.meter.name = name.to_string();
+    }
+    fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>) {
+        self.meter.bind(metrics, group, false);
+    }
+    fn publish_metrics(&mut self, _: bool) {
+        self.meter.publish(None);
+    }
 }
 
 pub(crate) type StageFn<T, U> = Box<dyn FnMut(T, &Context, &mut Vec<U>) + Send>;
@@ -143,6 +170,9 @@ pub(crate) type StageFn<T, U> = Box<dyn FnMut(T, &Context, &mut Vec<U>) + Send>;
 /// A stateless stage after `upstream`.
 pub(crate) struct Then<T, U> {
     pub upstream: Box<dyn Chain<T>>,
+    /// `None` for a stage the pipeline added for its own ends, which is part of
+    /// the operator before it.
+    pub meter: Option<OperatorMeter>,
     pub stage: StageFn<T, U>,
     pub scratch: Vec<T>,
     pub ticked: Vec<(Context, T)>,
@@ -159,16 +189,26 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
     ) {
         self.upstream
             .record(record, context, env, &mut self.scratch);
+        let (taken, before) = (self.scratch.len(), out.len());
         for item in self.scratch.drain(..) {
             (self.stage)(item, context, out);
+        }
+        if let Some(meter) = &mut self.meter {
+            meter.records_in += taken as u64;
+            meter.records_out += (out.len() - before) as u64;
         }
     }
 
     fn tick(&mut self, env: &mut Env, out: &mut Vec<(Context, U)>) {
         self.upstream.tick(env, &mut self.ticked);
+        let (taken, before) = (self.ticked.len(), out.len());
         for (context, item) in self.ticked.drain(..) {
             (self.stage)(item, &context, &mut self.produced);
             out.extend(self.produced.drain(..).map(|u| (context.clone(), u)));
+        }
+        if let Some(meter) = &mut self.meter {
+            meter.records_in += taken as u64;
+            meter.records_out += (out.len() - before) as u64;
         }
     }
 
@@ -186,6 +226,34 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
 
     fn is_stateful(&self) -> bool {
         self.upstream.is_stateful()
+    }
+
+    fn operators(&self, out: &mut Vec<(String, bool)>) {
+        self.upstream.operators(out);
+        if let Some(meter) = &self.meter {
+            out.push((meter.name.clone(), false));
+        }
+    }
+
+    fn rename(&mut self, name: &str) {
+        match &mut self.meter {
+            Some(meter) => meter.name = name.to_string(),
+            None => self.upstream.rename(name),
+        }
+    }
+
+    fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>) {
+        self.upstream.bind_metrics(metrics, group);
+        if let Some(meter) = &mut self.meter {
+            meter.bind(metrics, group, false);
+        }
+    }
+
+    fn publish_metrics(&mut self, measure_state: bool) {
+        self.upstream.publish_metrics(measure_state);
+        if let Some(meter) = &mut self.meter {
+            meter.publish(None);
+        }
     }
 }
 

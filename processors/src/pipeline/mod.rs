@@ -15,10 +15,15 @@
 //! input partition and commit a partition only up to the oldest record an open window
 //! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]).
 //!
+//! Every stage is an operator with a name (`.name(..)` after it, else `<kind>-<n>` for
+//! its position: `from_topic-0`, `map-1`, `window-3`, `to_topic-4`), which its
+//! metrics are labelled with (see [`PipelineMetrics`]).
+//!
 //! Does not own: the window arithmetic and aggregates (`window`), which the windowed
 //! stages build on.
 
 mod chain;
+mod metrics;
 mod runtime;
 mod window_stage;
 mod windowed;
@@ -30,6 +35,8 @@ use bytes::Bytes;
 use weir_client::ConsumerRecord;
 
 use chain::{Chain, Source, Then};
+use metrics::OperatorMeter;
+pub use metrics::{MetricsServer, PipelineMetrics};
 pub use runtime::{PipelineError, RunStats};
 pub use windowed::WindowedPipeline;
 
@@ -77,7 +84,9 @@ impl Pipeline<ConsumerRecord> {
         Pipeline {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             group: None,
-            chain: Box::new(Source),
+            chain: Box::new(Source {
+                meter: OperatorMeter::new("from_topic-0".to_string()),
+            }),
             stages: 0,
             invalid: None,
         }
@@ -92,13 +101,47 @@ impl<T: Send + 'static> Pipeline<T> {
         self
     }
 
+    /// Names the stage added last (default: `<kind>-<position>`, as `map-1`): the
+    /// `operator` label of its metrics, and for a window stage the name its state
+    /// is kept under (as [`WindowedPipeline::name`]). Letters, digits, `.`, `_`
+    /// and `-`; each name once in a pipeline.
+    pub fn name(mut self, name: &str) -> Pipeline<T> {
+        match check_name(name) {
+            Ok(()) => self.chain.rename(name),
+            Err(reason) => {
+                self.invalid.get_or_insert(reason);
+            }
+        }
+        self
+    }
+
+    /// A stage of `kind`, an operator of its own.
     fn then<U: Send + 'static>(
         self,
+        kind: &str,
+        stage: impl FnMut(T, &Context, &mut Vec<U>) + Send + 'static,
+    ) -> Pipeline<U> {
+        let name = format!("{kind}-{}", self.stages + 1);
+        self.then_metered(Some(OperatorMeter::new(name)), stage)
+    }
+
+    /// A stage the pipeline adds for its own ends: part of the operator before it.
+    fn then_internal<U: Send + 'static>(
+        self,
+        stage: impl FnMut(T, &Context, &mut Vec<U>) + Send + 'static,
+    ) -> Pipeline<U> {
+        self.then_metered(None, stage)
+    }
+
+    fn then_metered<U: Send + 'static>(
+        self,
+        meter: Option<OperatorMeter>,
         stage: impl FnMut(T, &Context, &mut Vec<U>) + Send + 'static,
     ) -> Pipeline<U> {
         self.wrap(|upstream| {
             Box::new(Then {
                 upstream,
+                meter,
                 stage: Box::new(stage),
                 scratch: Vec::new(),
                 ticked: Vec::new(),
@@ -119,7 +162,7 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     pub fn map<U: Send + 'static>(self, mut f: impl FnMut(T) -> U + Send + 'static) -> Pipeline<U> {
-        self.then(move |item, _, out| out.push(f(item)))
+        self.then("map", move |item, _, out| out.push(f(item)))
     }
 
     /// As `map`, with the item's input record at hand.
@@ -127,11 +170,11 @@ impl<T: Send + 'static> Pipeline<T> {
         self,
         mut f: impl FnMut(T, &Context) -> U + Send + 'static,
     ) -> Pipeline<U> {
-        self.then(move |item, context, out| out.push(f(item, context)))
+        self.then("map", move |item, context, out| out.push(f(item, context)))
     }
 
     pub fn filter(self, mut keep: impl FnMut(&T) -> bool + Send + 'static) -> Pipeline<T> {
-        self.then(move |item, _, out| {
+        self.then("filter", move |item, _, out| {
             if keep(&item) {
                 out.push(item)
             }
@@ -143,18 +186,18 @@ impl<T: Send + 'static> Pipeline<T> {
         self,
         mut f: impl FnMut(T) -> Option<U> + Send + 'static,
     ) -> Pipeline<U> {
-        self.then(move |item, _, out| out.extend(f(item)))
+        self.then("filter_map", move |item, _, out| out.extend(f(item)))
     }
 
     pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
         self,
         mut f: impl FnMut(T) -> I + Send + 'static,
     ) -> Pipeline<U> {
-        self.then(move |item, _, out| out.extend(f(item)))
+        self.then("flat_map", move |item, _, out| out.extend(f(item)))
     }
 
     pub fn inspect(self, mut f: impl FnMut(&T) + Send + 'static) -> Pipeline<T> {
-        self.then(move |item, _, out| {
+        self.then("inspect", move |item, _, out| {
             f(&item);
             out.push(item)
         })
@@ -166,13 +209,15 @@ impl<T: Send + 'static> Pipeline<T> {
         self,
         mut key: impl FnMut(&T) -> K + Send + 'static,
     ) -> Pipeline<(K, T)> {
-        self.then(move |item, _, out| out.push((key(&item), item)))
+        self.then("key_by", move |item, _, out| out.push((key(&item), item)))
     }
 
     /// Ends the pipeline in a closure called for every item.
     pub fn for_each(self, mut f: impl FnMut(T, &Context) + Send + 'static) -> Runnable {
-        let ended =
-            self.then(move |item, context, _: &mut Vec<runtime::Serialized>| f(item, context));
+        let ended = self.then(
+            "for_each",
+            move |item, context, _: &mut Vec<runtime::Serialized>| f(item, context),
+        );
         Runnable::new(ended, None)
     }
 
@@ -185,7 +230,9 @@ impl<T: Send + 'static> Pipeline<T> {
         topic: &str,
         mut serialize: impl FnMut(&T) -> (Option<Vec<u8>>, Vec<u8>) + Send + 'static,
     ) -> Runnable {
-        let ended = self.then(move |item, _, out| out.push(serialize(&item)));
+        // Its records out are those handed to the producer, as a Kafka Streams sink
+        // node counts what it forwards; `run` fails if one is not stored.
+        let ended = self.then("to_topic", move |item, _, out| out.push(serialize(&item)));
         Runnable::new(ended, Some(topic.to_string()))
     }
 }
@@ -197,18 +244,36 @@ pub struct Runnable {
     chain: Box<dyn Chain<runtime::Serialized>>,
     output_topic: Option<String>,
     commit_interval: Duration,
+    metrics: PipelineMetrics,
+    /// Bound by `metrics_listen`, served while the pipeline runs.
+    metrics_listener: Option<std::net::TcpListener>,
     invalid: Option<String>,
 }
 
 impl Runnable {
     fn new(pipeline: Pipeline<runtime::Serialized>, output_topic: Option<String>) -> Runnable {
+        let mut invalid = pipeline.invalid;
+        let mut operators = Vec::new();
+        pipeline.chain.operators(&mut operators);
+        let mut names: Vec<&str> = operators.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            // Kafka Streams refuses a topology with two processors of one name alike:
+            // their metrics, and two windows' state, would mix.
+            invalid.get_or_insert(format!(
+                "stage name {:?} is given twice: name each stage of a pipeline once",
+                twice[0]
+            ));
+        }
         Runnable {
             topics: pipeline.topics,
             group: pipeline.group,
             chain: pipeline.chain,
             output_topic,
             commit_interval: runtime::COMMIT_INTERVAL,
-            invalid: pipeline.invalid,
+            metrics: PipelineMetrics::new(),
+            metrics_listener: None,
+            invalid,
         }
     }
 
@@ -219,6 +284,54 @@ impl Runnable {
         self.commit_interval = interval;
         self
     }
+
+    /// Counts into `metrics` instead of this pipeline's own, so that several
+    /// pipelines' metrics are encoded and served together.
+    pub fn with_metrics(mut self, metrics: &PipelineMetrics) -> Runnable {
+        self.metrics = metrics.clone();
+        self
+    }
+
+    /// The metrics this pipeline counts into: encode them, or serve them with
+    /// [`PipelineMetrics::serve`], during the run and after it.
+    pub fn metrics(&self) -> PipelineMetrics {
+        self.metrics.clone()
+    }
+
+    /// Serves the metrics on `/metrics` at `addr` while the pipeline runs. The
+    /// address is bound now (port 0 picks a free port: see
+    /// [`Runnable::metrics_addr`]); if it cannot be, `run` says so.
+    pub fn metrics_listen(mut self, addr: &str) -> Runnable {
+        let bound = std::net::TcpListener::bind(addr)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener));
+        match bound {
+            Ok(listener) => self.metrics_listener = Some(listener),
+            Err(error) => {
+                self.invalid
+                    .get_or_insert(format!("metrics_listen({addr:?}): {error}"));
+            }
+        }
+        self
+    }
+
+    /// The address `metrics_listen` bound.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+}
+
+/// Stage names become label values, parts of commit metadata and of state names.
+fn check_name(name: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let reserved = ["position", "consumed"];
+    if name.is_empty() || name.len() > 200 || !name.chars().all(legal) || reserved.contains(&name) {
+        return Err(format!(
+            "stage name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' (and not \"position\" or \"consumed\")"
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Runnable {
@@ -227,6 +340,7 @@ impl std::fmt::Debug for Runnable {
             .field("topics", &self.topics)
             .field("group", &self.group)
             .field("output_topic", &self.output_topic)
+            .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
     }
 }

@@ -24,6 +24,7 @@ use weir_client::{
 };
 
 use super::chain::{decode_metadata, encode_metadata, Chain, Checkpoint, Env, Restored};
+use super::metrics::{LagGauges, MetricsServer, PipelineMetrics, STATE_REFRESH};
 use super::{Context, Runnable};
 
 /// How long one poll waits for records before the worker checks for shutdown and
@@ -62,6 +63,13 @@ pub enum PipelineError {
     /// stage name, a top-K budget); nothing was read.
     #[error("pipeline on {topics:?}: {reason}")]
     Invalid { topics: Vec<String>, reason: String },
+    /// The metrics listener could not be bound or started.
+    #[error("cannot serve pipeline metrics on {addr}: {source}")]
+    MetricsListen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a worker did, when it stopped.
@@ -81,17 +89,47 @@ impl Runnable {
     /// Joins the group at the broker at `addr` and processes the partitions it gives
     /// this worker until `shutdown` completes; then sends what is pending, commits,
     /// and leaves the group so the others take its partitions at once.
+    ///
+    /// The metrics listener of [`Runnable::metrics_listen`] serves from the start
+    /// of the run to its end.
     pub async fn run(
-        self,
+        mut self,
         addr: &str,
         shutdown: impl Future<Output = ()>,
     ) -> Result<RunStats, PipelineError> {
-        if let Some(reason) = self.invalid {
+        if let Some(reason) = self.invalid.take() {
             return Err(PipelineError::Invalid {
                 topics: self.topics,
                 reason,
             });
         }
+        let server = match self.metrics_listener.take() {
+            Some(listener) => {
+                let bound = listener.local_addr().map_or_else(
+                    |_| "the metrics_listen address".to_string(),
+                    |a| a.to_string(),
+                );
+                let listen = |source| PipelineError::MetricsListen {
+                    addr: bound.clone(),
+                    source,
+                };
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(listen)?;
+                Some(MetricsServer::start(listener, self.metrics.clone()).map_err(listen)?)
+            }
+            None => None,
+        };
+        let outcome = self.work(addr, shutdown).await;
+        if let Some(server) = server {
+            server.stop().await;
+        }
+        outcome
+    }
+
+    async fn work(
+        self,
+        addr: &str,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunStats, PipelineError> {
         let group = self.group.clone().unwrap_or_else(|| self.topics.join(","));
         let topics = self.topics.clone();
         let failed = |source: ClientError| PipelineError::Client {
@@ -117,8 +155,13 @@ impl Runnable {
             .await
             .map_err(&failed)?;
         let stateful = self.chain.is_stateful();
+        let group_label: Arc<str> = Arc::from(group.as_str());
+        let mut chain = self.chain;
+        chain.bind_metrics(&self.metrics, &group_label);
+        let mut operators = Vec::new();
+        chain.operators(&mut operators);
         let mut worker = Worker {
-            chain: self.chain,
+            chain,
             output_topic: self.output_topic,
             producer,
             coordinator: GroupClient::new(consumer.channel()),
@@ -127,6 +170,15 @@ impl Runnable {
             stats: RunStats::default(),
             outputs: Vec::new(),
             ticked: Vec::new(),
+            lags: LagGauges::new(self.metrics.clone(), Arc::clone(&group_label)),
+            window_operators: operators
+                .into_iter()
+                .filter_map(|(name, stateful)| stateful.then_some(name))
+                .collect(),
+            restoring: Vec::new(),
+            metrics: self.metrics,
+            group_label,
+            next_state_measure: Instant::now(),
         };
         tokio::pin!(shutdown);
         let mut next_commit = Instant::now() + self.commit_interval;
@@ -149,6 +201,7 @@ impl Runnable {
             // Every output of this round is acknowledged before the next poll, in
             // which a revoked partition's position is committed.
             worker.process(records).await.map_err(&failed)?;
+            worker.publish_metrics(&consumer);
             if Instant::now() >= next_commit {
                 next_commit = Instant::now() + self.commit_interval;
                 match worker.commit(Member::of(&consumer)).await {
@@ -208,6 +261,15 @@ impl Member {
     }
 }
 
+/// A partition whose window state is being rebuilt.
+struct Restoring {
+    topic: String,
+    partition: u32,
+    /// Records before this offset had been processed when the commit was made.
+    processed_below: u64,
+    assigned_at: std::time::Instant,
+}
+
 struct Worker {
     chain: Box<dyn Chain<Serialized>>,
     output_topic: Option<String>,
@@ -219,6 +281,13 @@ struct Worker {
     stats: RunStats,
     outputs: Vec<Serialized>,
     ticked: Vec<(Context, Serialized)>,
+    metrics: PipelineMetrics,
+    group_label: Arc<str>,
+    lags: LagGauges,
+    /// The names of the window operators, whose state a restore rebuilds.
+    window_operators: Vec<String>,
+    restoring: Vec<Restoring>,
+    next_state_measure: Instant,
 }
 
 impl Worker {
@@ -236,14 +305,25 @@ impl Worker {
                 Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
                     for (topic, partition) in partitions {
                         self.chain.revoke(&topic, partition);
+                        self.restoring
+                            .retain(|r| (&r.topic, r.partition) != (&topic, partition));
                     }
                 }
                 Rebalance::Assigned(partitions) => {
+                    let assigned_at = std::time::Instant::now();
                     let restored = self.fetch_restored(&partitions).await?;
                     let now = std::time::Instant::now();
                     for ((topic, partition), (restored, rewind_to)) in
                         partitions.iter().zip(&restored)
                     {
+                        if let Some(processed_below) = restored.position {
+                            self.restoring.push(Restoring {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                processed_below,
+                                assigned_at,
+                            });
+                        }
                         if let Some(offset) = rewind_to {
                             consumer.seek(topic, *partition, *offset)?;
                             rewound.push((topic.clone(), *partition));
@@ -403,6 +483,35 @@ impl Worker {
             deliveries.push(self.producer.send(out).await?);
         }
         Ok(())
+    }
+
+    /// Moves the round's counts into the metrics, the lag of every owned
+    /// partition, and the restore time of partitions whose replay is done.
+    fn publish_metrics(&mut self, consumer: &GroupConsumer) {
+        let measure_state = Instant::now() >= self.next_state_measure;
+        if measure_state {
+            self.next_state_measure = Instant::now() + STATE_REFRESH;
+        }
+        self.chain.publish_metrics(measure_state);
+        self.lags.update(&consumer.current_lags());
+        if self.restoring.is_empty() {
+            return;
+        }
+        let positions = consumer.positions();
+        let (metrics, group, operators) =
+            (&self.metrics, &self.group_label, &self.window_operators);
+        self.restoring.retain(|restoring| {
+            let done = positions.iter().any(|(topic, partition, position)| {
+                (topic, *partition) == (&restoring.topic, restoring.partition)
+                    && *position >= restoring.processed_below
+            });
+            if done {
+                for operator in operators {
+                    metrics.restored(group, operator, restoring.assigned_at.elapsed());
+                }
+            }
+            !done
+        });
     }
 
     /// Commits every owned partition at the oldest offset its open windows hold (its

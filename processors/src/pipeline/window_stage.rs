@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use weir_client::ConsumerRecord;
 
 use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
+use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
 use crate::window::{AddOutcome, Aggregator, SessionAggregate, WindowResult, WindowedAggregate};
 
@@ -27,6 +28,7 @@ pub(super) trait Store<K, V>: Send {
     ) -> AddOutcome<K, Self::Acc>;
     fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, Self::Acc>>;
     fn oldest_offset(&self) -> Option<u64>;
+    fn state_bytes(&self) -> usize;
 }
 
 impl<K, V, G> Store<K, V> for WindowedAggregate<K, V, G>
@@ -51,6 +53,9 @@ where
     fn oldest_offset(&self) -> Option<u64> {
         WindowedAggregate::oldest_offset(self)
     }
+    fn state_bytes(&self) -> usize {
+        WindowedAggregate::state_bytes(self)
+    }
 }
 
 impl<K, V, G> Store<K, V> for SessionAggregate<K, V, G>
@@ -74,6 +79,9 @@ where
     }
     fn oldest_offset(&self) -> Option<u64> {
         SessionAggregate::oldest_offset(self)
+    }
+    fn state_bytes(&self) -> usize {
+        SessionAggregate::state_bytes(self)
     }
 }
 
@@ -142,7 +150,8 @@ type Closed<K, A> = (Arc<str>, u32, u64, Vec<WindowResult<K, A>>);
 
 /// A window stage after `upstream`.
 pub(super) struct WindowStage<K, V, A, T> {
-    name: String,
+    /// The operator's name is also the name its state is known by.
+    meter: OperatorMeter,
     upstream: Box<dyn Chain<(K, V)>>,
     new_store: NewStore<K, V, A>,
     emit: EmitFn<K, A, T>,
@@ -172,7 +181,7 @@ where
         late_topic: Option<Arc<str>>,
     ) -> Self {
         WindowStage {
-            name,
+            meter: OperatorMeter::new(name),
             upstream,
             new_store,
             emit,
@@ -198,7 +207,8 @@ where
             std::collections::hash_map::Entry::Vacant(entry) => {
                 // Records of a partition before its assignment was seen: start empty.
                 let store = (self.new_store)()?;
-                Some(entry.insert(new_state(store, &Restored::default(), &self.name, now)))
+                let name = &self.meter.name;
+                Some(entry.insert(new_state(store, &Restored::default(), name, now)))
             }
         }
     }
@@ -217,6 +227,7 @@ where
             Some(f) => f(&value, context),
             None => context.timestamp_ms,
         };
+        self.meter.records_in += 1;
         let idle_timeout = self.idle_timeout;
         let late_topic = self.late_topic.clone();
         let mut results = std::mem::take(&mut self.results);
@@ -228,6 +239,7 @@ where
         let replayed = state
             .replayed_below
             .is_some_and(|below| context.offset < below);
+        let mut late = false;
         match state.store.add_from(key, event_ms, value, context.offset) {
             AddOutcome::Accepted { updates, .. } => results.extend(updates),
             // A replayed record whose windows had closed was counted before the
@@ -235,6 +247,7 @@ where
             AddOutcome::Late if replayed => {}
             AddOutcome::Late => {
                 env.late += 1;
+                late = true;
                 if let (Some(topic), Some((key, value))) = (&late_topic, &context.raw) {
                     if state.last_late_offset != Some(context.offset) {
                         state.last_late_offset = Some(context.offset);
@@ -251,6 +264,9 @@ where
         }
         let watermark_ms = state.clock.watermark_ms(env.now, idle_timeout);
         results.extend(state.store.advance(watermark_ms));
+        if late {
+            self.meter.records_late += 1;
+        }
         self.emit_all(
             &mut results,
             &context.topic,
@@ -279,6 +295,7 @@ where
                 raw: None,
             };
             (self.emit)(result, &mut produced);
+            self.meter.records_out += produced.len() as u64;
             out.extend(produced.drain(..).map(|item| (context.clone(), item)));
         }
     }
@@ -360,7 +377,7 @@ where
         let Some(store) = (self.new_store)() else {
             return;
         };
-        let state = new_state(store, restored, &self.name, now);
+        let state = new_state(store, restored, &self.meter.name, now);
         self.partitions
             .entry(Arc::from(topic))
             .or_default()
@@ -383,11 +400,38 @@ where
             into.oldest_offset = Some(into.oldest_offset.map_or(oldest, |o| o.min(oldest)));
         }
         into.watermarks
-            .push((self.name.clone(), state.clock.watermark_ms));
+            .push((self.meter.name.clone(), state.clock.watermark_ms));
         into.processed_below = into.processed_below.max(state.replayed_below);
     }
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn operators(&self, out: &mut Vec<(String, bool)>) {
+        self.upstream.operators(out);
+        out.push((self.meter.name.clone(), true));
+    }
+
+    fn rename(&mut self, name: &str) {
+        debug_assert!(self.partitions.is_empty(), "named before it holds state");
+        self.meter.name = name.to_string();
+    }
+
+    fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>) {
+        self.upstream.bind_metrics(metrics, group);
+        self.meter.bind(metrics, group, true);
+    }
+
+    fn publish_metrics(&mut self, measure_state: bool) {
+        self.upstream.publish_metrics(measure_state);
+        let state_bytes = measure_state.then(|| {
+            self.partitions
+                .values()
+                .flat_map(HashMap::values)
+                .map(|state| state.store.state_bytes())
+                .sum()
+        });
+        self.meter.publish(state_bytes);
     }
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::window_stage::{EventTime, NewStore, Store, WindowStage};
-use super::{Context, Pipeline};
+use super::{check_name, Context, Pipeline};
 use crate::window::{
     default_budget_bytes, Aggregator, Count, EmitMode, Fold, RankedKey, SessionAggregate,
     TopKAggregator, TopKKey, WindowResult, WindowSpec, WindowedAggregate,
@@ -185,14 +185,15 @@ where
                 }
             },
         )
-        .filter_map(|result| {
-            let value = result.value?;
-            Some(WindowResult {
-                key: result.key,
-                window: result.window,
-                value,
-                is_final: result.is_final,
-            })
+        .then_internal(|result, _, out| {
+            if let Some(value) = result.value {
+                out.push(WindowResult {
+                    key: result.key,
+                    window: result.window,
+                    value,
+                    is_final: result.is_final,
+                })
+            }
         })
     }
 
@@ -235,7 +236,7 @@ where
         // The sketch counts the keys; the state has one entry per partition.
         let keys_only =
             self.pipeline
-                .then(|(key, value): (K, V), _, out: &mut Vec<((), (K, V))>| {
+                .then_internal(|(key, value): (K, V), _, out: &mut Vec<((), (K, V))>| {
                     out.push(((), (key, value)))
                 });
         let windowed = WindowedPipeline {
@@ -308,18 +309,6 @@ where
     }
 }
 
-/// Stage names become parts of state and topic names.
-fn check_name(name: &str) -> Result<(), String> {
-    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    let reserved = ["position", "consumed"];
-    if name.is_empty() || name.len() > 200 || !name.chars().all(legal) || reserved.contains(&name) {
-        return Err(format!(
-            "window stage name {name:?}: use 1 to 200 letters, digits, '.', '_' or '-' (and not \"position\" or \"consumed\")"
-        ));
-    }
-    Ok(())
-}
-
 /// Counts the keys of `(key, value)` items in a top-K sketch.
 struct KeysOf<K>(TopKAggregator, std::marker::PhantomData<fn(K)>);
 
@@ -333,6 +322,9 @@ impl<K: TopKKey, V> Aggregator<(K, V)> for KeysOf<K> {
     }
     fn merge(&self, into: &mut Self::Acc, other: &Self::Acc) {
         <TopKAggregator as Aggregator<K>>::merge(&self.0, into, other)
+    }
+    fn heap_bytes(&self, acc: &Self::Acc) -> usize {
+        <TopKAggregator as Aggregator<K>>::heap_bytes(&self.0, acc)
     }
 }
 
@@ -378,6 +370,50 @@ mod tests {
             .top_k_within(10, 16)
             .for_each(|_, _| {});
         assert!(refusal(tiny_budget).await.contains("top_k(10)"));
+    }
+
+    #[tokio::test]
+    async fn a_stage_name_given_twice_or_malformed_is_refused() {
+        let twice = Pipeline::from_topic("t")
+            .map(|r| r)
+            .name("step")
+            .filter(|_| true)
+            .name("step")
+            .for_each(|_, _| {});
+        assert!(refusal(twice).await.contains("\"step\" is given twice"));
+        let malformed = Pipeline::from_topic("t")
+            .map(|r| r)
+            .name("a b")
+            .for_each(|_, _| {});
+        assert!(refusal(malformed).await.contains("\"a b\""));
+    }
+
+    #[test]
+    fn a_name_after_an_aggregate_names_its_window_stage() {
+        let pipeline = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .reduce(|a, _| a)
+            .name("latest");
+        let mut operators = Vec::new();
+        pipeline.chain.operators(&mut operators);
+        assert_eq!(
+            operators,
+            vec![
+                ("from_topic-0".to_string(), false),
+                ("key_by-1".to_string(), false),
+                ("latest".to_string(), true),
+            ],
+            "reduce's own stage is part of the window operator"
+        );
+        let mut chain = pipeline.chain;
+        chain.assign("t", 0, &Restored::default(), Instant::now());
+        let mut checkpoint = Checkpoint::default();
+        chain.checkpoint("t", 0, &mut checkpoint);
+        assert_eq!(
+            checkpoint.watermarks,
+            vec![("latest".to_string(), i64::MIN)]
+        );
     }
 
     fn record(offset: u64, timestamp_ms: i64) -> (ConsumerRecord, Context) {

@@ -25,6 +25,13 @@ pub trait Aggregator<V> {
     fn init(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, value: V);
     fn merge(&self, into: &mut Self::Acc, other: &Self::Acc);
+    /// Bytes `acc` holds on the heap, for the state-size metric; the default, 0,
+    /// counts only its inline size. An accumulator that owns buffers (a sketch,
+    /// a collection) says how large they are.
+    fn heap_bytes(&self, acc: &Self::Acc) -> usize {
+        let _ = acc;
+        0
+    }
 }
 
 /// When window results are emitted.
@@ -145,6 +152,25 @@ where
     /// Accumulators held (one per key and pane): the state's size.
     pub fn state_entries(&self) -> usize {
         self.panes.values().map(|pane| pane.accs.len()).sum()
+    }
+
+    /// An estimate of the state's bytes: each held accumulator's key and value
+    /// inline, and what the aggregator says the accumulator holds on the heap (a
+    /// key's own heap data, a `String`'s bytes say, is not counted).
+    pub fn state_bytes(&self) -> usize {
+        let entry_bytes = size_of::<K>() + size_of::<G::Acc>();
+        self.panes
+            .values()
+            .map(|pane| {
+                size_of::<Pane<K, G::Acc>>()
+                    + pane.accs.len() * entry_bytes
+                    + pane
+                        .accs
+                        .values()
+                        .map(|acc| self.aggregator.heap_bytes(acc))
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     fn is_closed(&self, window_end_ms: i64) -> bool {
@@ -353,6 +379,9 @@ impl<V, G: Aggregator<V>> Aggregator<V> for std::sync::Arc<G> {
     }
     fn merge(&self, into: &mut G::Acc, other: &G::Acc) {
         (**self).merge(into, other)
+    }
+    fn heap_bytes(&self, acc: &G::Acc) -> usize {
+        (**self).heap_bytes(acc)
     }
 }
 

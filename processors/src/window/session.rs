@@ -77,6 +77,23 @@ where
         self.sessions.values().map(BTreeMap::len).sum()
     }
 
+    /// An estimate of the state's bytes: each key inline, each open session's
+    /// bounds and accumulator inline, and what the aggregator says the
+    /// accumulator holds on the heap (a key's own heap data is not counted).
+    pub fn state_bytes(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|sessions| {
+                size_of::<K>()
+                    + sessions.len() * (size_of::<i64>() + size_of::<Session<G::Acc>>())
+                    + sessions
+                        .values()
+                        .map(|session| self.aggregator.heap_bytes(&session.acc))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Strictly past: a record exactly `gap` after the last could still join it.
     fn closes_by(&self, last_ms: i64) -> bool {
         last_ms

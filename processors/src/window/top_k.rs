@@ -155,12 +155,42 @@ impl<K: TopKKey> Aggregator<K> for TopKAggregator {
         into.candidates.extend(other.candidates.iter().cloned());
         into.sketch.merge(&other.sketch);
     }
+
+    fn heap_bytes(&self, acc: &TopKAcc) -> usize {
+        let candidates: usize = acc
+            .candidates
+            .iter()
+            .map(|key| size_of::<Vec<u8>>() + key.len())
+            .sum();
+        acc.sketch.memory_bytes() - size_of::<FrequentItems>() + candidates
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::window::{EmitMode, WindowSpec, WindowedAggregate};
+
+    #[test]
+    fn the_state_of_a_top_k_window_counts_its_sketch() {
+        let budget_bytes = 64 * 1024;
+        let aggregator = TopKAggregator::new(3, budget_bytes).unwrap();
+        let spec = WindowSpec::tumbling(std::time::Duration::from_millis(10));
+        let mut windows = WindowedAggregate::new(spec, 0, EmitMode::OnClose, aggregator).unwrap();
+        assert_eq!(windows.state_bytes(), 0);
+        windows.add((), 1, "a".to_string());
+        let sketch_heap_bytes = FrequentItems::with_budget(budget_bytes)
+            .unwrap()
+            .memory_bytes()
+            - size_of::<FrequentItems>();
+        assert!(
+            windows.state_bytes() >= sketch_heap_bytes,
+            "{} < {sketch_heap_bytes}",
+            windows.state_bytes()
+        );
+        windows.advance(10);
+        assert_eq!(windows.state_bytes(), 0, "a closed window holds nothing");
+    }
 
     #[test]
     fn a_key_heavy_over_the_window_but_never_first_in_a_pane_ranks_first() {
