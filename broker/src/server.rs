@@ -127,7 +127,7 @@ impl RunningBroker {
                         return Err(error.into());
                     }
                 };
-                crate::replication::join(
+                let registered = crate::replication::join(
                     &broker,
                     &cluster,
                     quorum.handle(),
@@ -137,6 +137,7 @@ impl RunningBroker {
                     quorum.handle(),
                     cluster,
                     kafka_addr_of(&kafka),
+                    registered,
                     broker.closing_signal(),
                 ));
                 Some(quorum)
@@ -293,11 +294,12 @@ fn kafka_addr_of(kafka: &Option<KafkaListener>) -> Option<String> {
 
 /// Announces this broker through the metadata log, retrying until a
 /// controller takes it (a cluster whose majority is not up yet has none) or
-/// the broker closes.
+/// the broker closes, then raises `registered`.
 async fn register_broker(
     quorum: QuorumHandle,
     cluster: ClusterConfig,
     kafka_address: Option<String>,
+    registered: watch::Sender<bool>,
     mut closing: watch::Receiver<bool>,
 ) {
     let record = BrokerRecord {
@@ -314,6 +316,7 @@ async fn register_broker(
             result = attempt => match result {
                 Ok(index) => {
                     tracing::info!(node_id = record.node_id, index, "registered with the cluster");
+                    registered.send_replace(true);
                     return;
                 }
                 Err(error) => tracing::debug!(%error, "registration not taken yet"),

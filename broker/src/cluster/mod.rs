@@ -29,6 +29,7 @@ pub use metadata::{
     PartitionAssignment, TopicMetadata,
 };
 pub use node::{Applied, ProposalId, QuorumNode, QuorumStatus, ReadyOutput, TICK_MS};
+pub(crate) use quorum::ALIVE_WITHIN;
 pub use quorum::{MetadataQuorum, QuorumHandle, QuorumView};
 /// A Raft message between quorum members (raft-rs `eraftpb.Message`).
 pub use raft::eraftpb::Message as RaftMessage;

@@ -191,7 +191,7 @@ impl QuorumHandle {
 /// A peer the leader heard from within this long is alive. Raft's own flag
 /// is cleared at every check-quorum round and set again by the next answer,
 /// so it is sampled every round of the thread and remembered this long.
-const ALIVE_WITHIN: Duration = Duration::from_secs(2);
+pub(crate) const ALIVE_WITHIN: Duration = Duration::from_secs(2);
 
 fn view_of(
     node: &QuorumNode,

@@ -24,6 +24,8 @@ pub struct ClusterLink {
     pub(crate) quorum: QuorumHandle,
     /// `replica.lag.time.max.ms`.
     pub(crate) replica_lag_time_max_ms: i64,
+    /// Whether this broker's registration of this run has applied here.
+    pub(crate) registered: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ClusterLink {

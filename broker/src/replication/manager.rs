@@ -19,16 +19,20 @@ use tokio::sync::watch;
 use super::cluster_link::ClusterLink;
 use super::role::RoleKind;
 use crate::broker::Broker;
-use crate::cluster::{ClusterMetadata, MetadataCommand, NodeId, QuorumView};
+use crate::cluster::{ClusterMetadata, MetadataCommand, NodeId, QuorumView, ALIVE_WITHIN};
 use crate::error::BrokerError;
 use crate::registry::TopicRecord;
 
 /// How often the ISR reporter and the controller look.
 const DUTY_INTERVAL: Duration = Duration::from_millis(250);
 /// A broker the controller has not heard from for this long is dead: its
-/// partitions get new leaders (Kafka's `broker.session.timeout.ms`, shorter
-/// because Raft's heartbeats are the liveness signal here).
-pub const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// partitions get new leaders (Kafka's `broker.session.timeout.ms`, 9 s
+/// there; shorter here because Raft's heartbeats, every 100 ms from a thread
+/// of their own, are the liveness signal, so 3 s is 30 missed heartbeats).
+pub const BROKER_SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// The quorum already calls a broker alive for `ALIVE_WITHIN` after its last
+/// answer; the controller waits only the rest of the session.
+const DEAD_AFTER_NOT_ALIVE: Duration = BROKER_SESSION_TIMEOUT.saturating_sub(ALIVE_WITHIN);
 /// How long a change waits to commit.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,8 +45,10 @@ pub(crate) fn start(broker: Arc<Broker>, link: ClusterLink) {
 
 async fn apply_metadata(broker: Arc<Broker>, link: ClusterLink) {
     let mut metadata = link.quorum.metadata();
+    let mut registered = link.registered.clone();
     let mut closing = broker.closing_signal();
     loop {
+        registered.borrow_and_update();
         let current = metadata.borrow_and_update().clone();
         if let Err(error) = reconcile(&broker, &link, &current).await {
             tracing::warn!(%error, "cannot apply the cluster metadata yet; retrying");
@@ -53,6 +59,9 @@ async fn apply_metadata(broker: Arc<Broker>, link: ClusterLink) {
         }
         tokio::select! {
             changed = metadata.changed() => if changed.is_err() { return },
+            // The flag is raised once and its sender then dropped: after
+            // that only the metadata wakes the applier.
+            Ok(()) = registered.changed() => {}
             _ = closing.changed() => return,
         }
     }
@@ -65,6 +74,14 @@ async fn reconcile(
     metadata: &ClusterMetadata,
 ) -> Result<(), BrokerError> {
     let me = link.node_id;
+    // A broker back from a stop replays the metadata log it kept, which may
+    // name it leader of partitions that moved on while it was away. It leads
+    // nothing until its registration of this run has applied here: entries
+    // apply in order, so every change committed before it rejoined has
+    // applied by then (Kafka's broker catches up with the metadata log
+    // before it is unfenced). Until then such a replica follows no one and
+    // refuses produce requests with NOT_LEADER_OR_FOLLOWER.
+    let registered = *link.registered.borrow();
     for (name, meta) in &metadata.topics {
         if broker.topic(name).is_err() {
             let record = TopicRecord {
@@ -98,6 +115,15 @@ async fn reconcile(
             let assignment = assignment.clone();
             match partition.role_kind() {
                 RoleKind::NotHosted => partition.replica.set_known_leader(assignment.leader),
+                kind if assignment.leader == Some(me) && !registered => {
+                    if kind != RoleKind::Follower || partition.leader_id().is_some() {
+                        broker
+                            .run_io(move || {
+                                partition.become_follower(None, assignment.leader_epoch)
+                            })
+                            .await?;
+                    }
+                }
                 kind if assignment.leader == Some(me) => {
                     if kind != RoleKind::Leader
                         || partition.leader_epoch() != assignment.leader_epoch
@@ -200,14 +226,22 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
     }
 }
 
-/// The controller's view of who is alive, with a grace period so that a
-/// newly elected controller does not declare everyone dead before they
-/// have answered it once.
+/// The controller's view of who is alive, with a grace period of a whole
+/// session so that a newly elected controller does not declare everyone dead
+/// before they have answered it once.
 struct Liveness {
+    since: Instant,
     last_seen: BTreeMap<NodeId, Instant>,
 }
 
 impl Liveness {
+    fn new(now: Instant) -> Liveness {
+        Liveness {
+            since: now,
+            last_seen: BTreeMap::new(),
+        }
+    }
+
     fn observe(&mut self, view: &QuorumView, brokers: impl Iterator<Item = NodeId>, now: Instant) {
         for id in brokers {
             let seen = self.last_seen.entry(id).or_insert(now);
@@ -218,9 +252,10 @@ impl Liveness {
     }
 
     fn alive(&self, now: Instant) -> BTreeSet<NodeId> {
+        let in_grace = now.duration_since(self.since) < BROKER_SESSION_TIMEOUT;
         self.last_seen
             .iter()
-            .filter(|(_, seen)| now.duration_since(**seen) < BROKER_SESSION_TIMEOUT)
+            .filter(|(_, seen)| in_grace || now.duration_since(**seen) < DEAD_AFTER_NOT_ALIVE)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -244,9 +279,7 @@ async fn controller_duty(broker: Arc<Broker>, link: ClusterLink) {
         }
         let now = Instant::now();
         let current = metadata.borrow().clone();
-        let tracker = liveness.get_or_insert_with(|| Liveness {
-            last_seen: BTreeMap::new(),
-        });
+        let tracker = liveness.get_or_insert_with(|| Liveness::new(now));
         tracker.observe(&current_view, current.brokers.keys().copied(), now);
         let alive = tracker.alive(now);
         for command in leadership_changes(&current, &alive) {

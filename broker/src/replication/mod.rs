@@ -19,23 +19,30 @@ pub use role::{ReplicaRole, RoleKind};
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::broker::Broker;
 use crate::cluster::{ClusterConfig, QuorumHandle};
 
 /// Puts `broker` in its cluster: topic changes go through the metadata log,
 /// and the applier, ISR reporter, controller duty and fetchers start.
+/// Returns the flag to raise once this broker's registration has applied
+/// here: until then it leads nothing (see `manager::reconcile`).
 pub(crate) fn join(
     broker: &Arc<Broker>,
     cluster: &ClusterConfig,
     quorum: QuorumHandle,
     replica_lag_time_max_ms: i64,
-) {
+) -> watch::Sender<bool> {
+    let (registered_tx, registered) = watch::channel(false);
     let link = ClusterLink {
         node_id: cluster.node_id,
         quorum,
         replica_lag_time_max_ms,
+        registered,
     };
     broker.join_cluster(link.clone());
     manager::start(Arc::clone(broker), link);
     fetch::start(Arc::clone(broker), cluster);
+    registered_tx
 }
