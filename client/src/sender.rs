@@ -436,7 +436,7 @@ async fn send_with_retries(
         // The partition's leader as last learnt (the bootstrap broker until
         // a broker says it does not lead it).
         let generation = shared.metadata.generation();
-        let (leader, _) = shared.metadata.leader(topic, partition);
+        let (leader, tried) = shared.metadata.leader(topic, partition);
         let attempt = tokio::time::timeout(
             config.request_timeout,
             raw_produce::produce(&SignallingChannel::new(leader), &request, written.take()),
@@ -471,15 +471,19 @@ async fn send_with_retries(
         let not_leader = is_not_leader(&error);
         let not_read = matches!(error, ClientError::MemoryExhausted { .. }) || not_leader;
         maybe_stored |= !not_read;
-        // The leader moved, or cannot be reached: learn where it is now
+        // The leader moved, cannot be reached, or did not answer in time (a
+        // broker stopped mid-request answers nothing): learn where it is now
         // (coalesced with the other partitions' refreshes) before the retry,
         // which carries the same producer id, epoch and sequences; the new
         // leader has the producer's state from the replicated log.
-        if not_leader || (is_unreachable(&error) && shared.metadata.in_cluster()) {
+        let mut new_leader = false;
+        if not_leader || ((is_unreachable(&error) || timed_out) && shared.metadata.in_cluster()) {
             shared
                 .metadata
                 .refresh(generation, config.retry_backoff)
                 .await;
+            let (_, now) = shared.metadata.leader(topic, partition);
+            new_leader = now != 0 && now != tried;
         }
         if attempts > config.retries || started.elapsed() >= config.delivery_timeout {
             if !maybe_stored {
@@ -504,9 +508,16 @@ async fn send_with_retries(
                 last_error: error.to_string(),
             }));
         }
-        tracing::debug!(%topic, partition, attempts, %error, "retrying produce");
-        let backoff = config.retry_backoff.saturating_mul(attempts.min(10));
-        tokio::time::sleep(backoff).await;
+        tracing::debug!(%topic, partition, attempts, %error, new_leader, "retrying produce");
+        // A leader just learnt is tried at once (Kafka's KIP-951); while the
+        // metadata still names a leader that cannot be reached, the wait
+        // grows to 4 backoffs, not 10, as each retry also asks for the
+        // metadata that names the new leader once the controller elects it.
+        if !new_leader {
+            let steps = if shared.metadata.in_cluster() { 4 } else { 10 };
+            let backoff = config.retry_backoff.saturating_mul(attempts.min(steps));
+            tokio::time::sleep(backoff).await;
+        }
     }
 }
 
