@@ -39,6 +39,9 @@ struct Node {
     port: u16,
     data: PathBuf,
     child: Option<BrokerChild>,
+    /// SIGSTOPped: asked nothing until resumed (a CLI call to it would hang
+    /// until the call times out, stretching every wait of the harness).
+    stopped: bool,
 }
 
 fn start(root: &Path, node: &mut Node, peers: &str) {
@@ -63,17 +66,20 @@ fn start(root: &Path, node: &mut Node, peers: &str) {
 
 /// The cluster status as any live broker answers it.
 fn status(nodes: &[Node]) -> Option<serde_json::Value> {
-    nodes.iter().filter(|n| n.child.is_some()).find_map(|n| {
-        let output = run_weir(
-            &format!("127.0.0.1:{}", n.port),
-            &["cluster", "status", "--output", "json"],
-            b"",
-        );
-        output
-            .status
-            .success()
-            .then(|| serde_json::from_str(&stdout(&output)).unwrap())
-    })
+    nodes
+        .iter()
+        .filter(|n| n.child.is_some() && !n.stopped)
+        .find_map(|n| {
+            let output = run_weir(
+                &format!("127.0.0.1:{}", n.port),
+                &["cluster", "status", "--output", "json"],
+                b"",
+            );
+            output
+                .status
+                .success()
+                .then(|| serde_json::from_str(&stdout(&output)).unwrap())
+        })
 }
 
 fn partition0(status: &serde_json::Value) -> Option<(u64, Vec<u64>)> {
@@ -145,6 +151,13 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    // RUST_LOG traces the test's own clients here (the brokers inherit it).
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let root = tempfile::tempdir().unwrap();
     let held: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -157,6 +170,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             port: l.local_addr().unwrap().port(),
             data: root.path().join(format!("data-{}", i + 1)),
             child: None,
+            stopped: false,
         })
         .collect();
     drop(held);
@@ -218,15 +232,23 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let last_ack = Arc::new(Mutex::new(Instant::now()));
     let read = Arc::new(Mutex::new(BTreeMap::<u64, String>::new()));
     let producing = runtime.spawn({
-        let (stop, acknowledged, bootstrap) =
-            (stop.clone(), acknowledged.clone(), bootstrap.clone());
+        let (stop, acknowledged, last_ack, bootstrap) = (
+            stop.clone(),
+            acknowledged.clone(),
+            last_ack.clone(),
+            bootstrap.clone(),
+        );
         async move {
             let producer = Producer::connect(
                 &bootstrap,
                 ProducerConfig {
                     delivery_timeout: Duration::from_secs(300),
+                    // A request to a broker SIGSTOPped before it answered
+                    // is retried after 5 s, not Kafka's default 30 s.
+                    request_timeout: Duration::from_secs(5),
                     retries: u32::MAX,
                     ..ProducerConfig::default()
                 },
@@ -248,6 +270,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
                 for (n, delivery) in deliveries {
                     if delivery.await.is_ok() {
                         acknowledged.lock().unwrap().push(n);
+                        *last_ack.lock().unwrap() = Instant::now();
                     }
                 }
             }
@@ -270,6 +293,22 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         }
     });
 
+    // Progress every two seconds, so a stall shows when and for how long.
+    let progress = std::thread::spawn({
+        let (stop, acknowledged, read) = (stop.clone(), acknowledged.clone(), read.clone());
+        move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(2));
+                eprintln!(
+                    "{:>5.1} s: {} acknowledged, {} read",
+                    started.elapsed().as_secs_f64(),
+                    acknowledged.lock().unwrap().len(),
+                    read.lock().unwrap().len()
+                );
+            }
+        }
+    });
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     let mut next_random = move || {
         rng ^= rng << 13;
@@ -277,6 +316,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         rng ^= rng << 17;
         rng
     };
+    let mut failovers = Vec::new();
     for round in 0..kills {
         let acked_before = acknowledged.lock().unwrap().len();
         wait_for(
@@ -289,11 +329,25 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         let victim = nodes.iter_mut().find(|n| n.id == leader).unwrap();
         eprintln!("round {round}: SIGKILL leader {leader}");
         victim.child.take().unwrap().kill();
+        let killed_at = Instant::now();
         wait_for("a new leader", Duration::from_secs(60), || {
             status(&nodes)
                 .and_then(|s| partition0(&s))
                 .is_some_and(|(l, _)| l != leader && l != 0)
         });
+        // Failover as a producer sees it: from the kill to its first
+        // acknowledgement (by the new leader) after it.
+        wait_for(
+            "an acknowledgement after the kill",
+            Duration::from_secs(120),
+            || *last_ack.lock().unwrap() > killed_at,
+        );
+        let failover = *last_ack.lock().unwrap() - killed_at;
+        eprintln!(
+            "round {round}: first acknowledgement {} ms after the kill",
+            failover.as_millis()
+        );
+        failovers.push(failover);
         let victim = nodes.iter_mut().find(|n| n.id == leader).unwrap();
         start(root.path(), victim, &peers);
         wait_for(
@@ -310,9 +364,14 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             // acks=all goes on with two, and it comes back once resumed.
             let (leader, _) = status(&nodes).and_then(|s| partition0(&s)).unwrap();
             let follower = nodes.iter().find(|n| n.id != leader).unwrap();
-            eprintln!("round {round}: SIGSTOP follower {}", follower.id);
-            signal(follower, "-STOP");
             let follower_id = follower.id;
+            eprintln!("round {round}: SIGSTOP follower {follower_id}");
+            signal(follower, "-STOP");
+            nodes
+                .iter_mut()
+                .find(|n| n.id == follower_id)
+                .unwrap()
+                .stopped = true;
             wait_for(
                 "the stalled follower out of the ISR",
                 Duration::from_secs(60),
@@ -322,7 +381,9 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
                         .is_some_and(|(_, isr)| !isr.contains(&follower_id))
                 },
             );
-            signal(nodes.iter().find(|n| n.id == follower_id).unwrap(), "-CONT");
+            let resumed = nodes.iter_mut().find(|n| n.id == follower_id).unwrap();
+            signal(resumed, "-CONT");
+            resumed.stopped = false;
             wait_for(
                 "the resumed follower back in the ISR",
                 Duration::from_secs(120),
@@ -335,6 +396,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    progress.join().unwrap();
     runtime.block_on(async {
         producing.await.unwrap();
         consuming.await.unwrap();
@@ -431,11 +493,15 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             node.id
         );
     }
+    failovers.sort();
     eprintln!(
-        "{} kills: {} records acknowledged, {} stored, {} read while running",
+        "{} kills: {} records acknowledged, {} stored, {} read while running; \
+         kill to first acknowledgement: median {} ms, max {} ms",
         kills,
         acknowledged.len(),
         by_offset.len(),
-        read.lock().unwrap().len()
+        read.lock().unwrap().len(),
+        failovers[failovers.len() / 2].as_millis(),
+        failovers.last().unwrap().as_millis()
     );
 }

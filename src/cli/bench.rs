@@ -52,6 +52,11 @@ struct BenchArgs {
     /// Partitions of the topic if the bench creates it.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// Replicas of each partition if the bench creates the topic (a cluster
+    /// of at least that many brokers; with `--acks all`, every in-sync
+    /// replica holds a record before it is acknowledged).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    replication_factor: u32,
     #[arg(long, default_value = "1")]
     acks: String,
     /// Batch size in bytes [default: 1048576; 65536 with --throughput].
@@ -159,7 +164,12 @@ async fn ensure_topic(addr: &str, bench: &BenchArgs) -> anyhow::Result<u32> {
         Ok(topic) => Ok(topic.partition_count),
         Err(error) if error.is_not_found() => {
             admin
-                .create_topic(&bench.topic, bench.partitions, 1, &Default::default())
+                .create_topic(
+                    &bench.topic,
+                    bench.partitions,
+                    bench.replication_factor,
+                    &Default::default(),
+                )
                 .await?;
             Ok(bench.partitions)
         }
