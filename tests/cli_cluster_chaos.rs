@@ -11,106 +11,25 @@
 //! from (nothing read was later lost); and the three replicas' `.log` files
 //! are byte-identical.
 //!
-//! It runs only with `WEIR_CHAOS=1`: one run of it on a loaded machine saw the
-//! producer get no acknowledgement for 120 s after the first leader kill, and
-//! until that stall is understood it stays out of the default test run.
-//! `WEIR_CHAOS_KILLS=N` sets the number of leader kills (4 by default, 20 or
-//! more for the long form).
+//! The short form (4 leader kills, two follower stalls) runs with the other
+//! tests; `WEIR_CHAOS_KILLS=N` sets the number of kills (20 or more for the
+//! long form), `WEIR_CHAOS_KEEP=1` keeps the data and broker logs, and
+//! `RUST_LOG` traces the brokers and the test's own clients.
 
 mod cli_broker_common;
+mod cli_cluster_common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cli_broker_common::{run_weir, stdout, BrokerChild, WEIR};
+use cli_cluster_common::{log_bytes, wait_for, ProcessCluster};
 use weir_client::{
     Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
 
 const TOPIC: &str = "chaos";
-
-struct Node {
-    id: u64,
-    port: u16,
-    data: PathBuf,
-    child: Option<BrokerChild>,
-    /// SIGSTOPped: asked nothing until resumed (a CLI call to it would hang
-    /// until the call times out, stretching every wait of the harness).
-    stopped: bool,
-}
-
-fn start(root: &Path, node: &mut Node, peers: &str) {
-    let address_file = root.join(format!("node-{}.addr", node.id));
-    let mut command = Command::new(WEIR);
-    command
-        .args(["broker", "--listen"])
-        .arg(format!("127.0.0.1:{}", node.port))
-        .args(["--kafka-listen", "", "--metrics-listen", "", "--node-id"])
-        .arg(node.id.to_string())
-        .args(["--peers", peers, "--data-dir"])
-        .arg(&node.data)
-        .arg("--address-file")
-        .arg(&address_file)
-        .env("WEIR_REPLICA_LAG_TIME_MAX_MS", "2000");
-    node.child = Some(BrokerChild::spawn(
-        command,
-        &address_file,
-        &root.join(format!("node-{}.log", node.id)),
-    ));
-}
-
-/// The cluster status as any live broker answers it.
-fn status(nodes: &[Node]) -> Option<serde_json::Value> {
-    nodes
-        .iter()
-        .filter(|n| n.child.is_some() && !n.stopped)
-        .find_map(|n| {
-            let output = run_weir(
-                &format!("127.0.0.1:{}", n.port),
-                &["cluster", "status", "--output", "json"],
-                b"",
-            );
-            output
-                .status
-                .success()
-                .then(|| serde_json::from_str(&stdout(&output)).unwrap())
-        })
-}
-
-fn partition0(status: &serde_json::Value) -> Option<(u64, Vec<u64>)> {
-    let p = status["partitions"]
-        .as_array()?
-        .iter()
-        .find(|p| p["topic"] == TOPIC && p["partition"] == 0)?;
-    let isr = p["isr"]
-        .as_array()?
-        .iter()
-        .filter_map(|v| v.as_u64())
-        .collect();
-    Some((p["leader"].as_u64()?, isr))
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn signal(node: &Node, sig: &str) {
-    let pid = node.child.as_ref().unwrap().child.id().to_string();
-    assert!(Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
 
 /// A consumer of the topic's partition 0 from its first offset.
 async fn consumer_from_start(addr: &str) -> Consumer {
@@ -127,26 +46,8 @@ async fn consumer_from_start(addr: &str) -> Consumer {
     consumer
 }
 
-fn log_bytes(data: &Path) -> Vec<u8> {
-    let dir = weir_broker::partition_dir(data, TOPIC, 0);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap())
-        .collect()
-}
-
 #[test]
 fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
-    if std::env::var("WEIR_CHAOS").is_err() {
-        eprintln!("skipped: WEIR_CHAOS=1 runs the chaos test");
-        return;
-    }
     let kills: usize = std::env::var("WEIR_CHAOS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -158,73 +59,9 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let root = tempfile::tempdir().unwrap();
-    let held: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let mut nodes: Vec<Node> = held
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Node {
-            id: i as u64 + 1,
-            port: l.local_addr().unwrap().port(),
-            data: root.path().join(format!("data-{}", i + 1)),
-            child: None,
-            stopped: false,
-        })
-        .collect();
-    drop(held);
-    let peers = nodes
-        .iter()
-        .map(|n| format!("{}=127.0.0.1:{}", n.id, n.port))
-        .collect::<Vec<_>>()
-        .join(",");
-    let bootstrap = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect::<Vec<_>>()
-        .join(",");
-    for node in &mut nodes {
-        start(root.path(), node, &peers);
-    }
-    wait_for("every broker registered", Duration::from_secs(60), || {
-        status(&nodes).is_some_and(|s| {
-            s["brokers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["registered"] == true)
-        })
-    });
-    let created = run_weir(
-        &bootstrap,
-        &[
-            "topic",
-            "create",
-            TOPIC,
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-        b"",
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        cli_broker_common::stderr(&created)
-    );
-    wait_for(
-        "the partition fully in sync",
-        Duration::from_secs(60),
-        || {
-            status(&nodes)
-                .and_then(|s| partition0(&s))
-                .is_some_and(|(_, isr)| isr.len() == 3)
-        },
-    );
+    let mut cluster = ProcessCluster::start(&[]);
+    let bootstrap = cluster.bootstrap();
+    cluster.create_topic(TOPIC, 1);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -325,14 +162,13 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             || acknowledged.lock().unwrap().len() > acked_before,
         );
         std::thread::sleep(Duration::from_millis(next_random() % 500));
-        let (leader, _) = status(&nodes).and_then(|s| partition0(&s)).unwrap();
-        let victim = nodes.iter_mut().find(|n| n.id == leader).unwrap();
+        let (leader, _) = cluster.partition(TOPIC, 0).unwrap();
         eprintln!("round {round}: SIGKILL leader {leader}");
-        victim.child.take().unwrap().kill();
+        cluster.kill(leader);
         let killed_at = Instant::now();
         wait_for("a new leader", Duration::from_secs(60), || {
-            status(&nodes)
-                .and_then(|s| partition0(&s))
+            cluster
+                .partition(TOPIC, 0)
                 .is_some_and(|(l, _)| l != leader && l != 0)
         });
         // Failover as a producer sees it: from the kill to its first
@@ -348,48 +184,39 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
             failover.as_millis()
         );
         failovers.push(failover);
-        let victim = nodes.iter_mut().find(|n| n.id == leader).unwrap();
-        start(root.path(), victim, &peers);
+        cluster.start_node(leader);
         wait_for(
             "the killed broker back in the ISR",
             Duration::from_secs(120),
             || {
-                status(&nodes)
-                    .and_then(|s| partition0(&s))
+                cluster
+                    .partition(TOPIC, 0)
                     .is_some_and(|(_, isr)| isr.len() == 3)
             },
         );
         if round % 2 == 1 {
             // Stall a follower past replica.lag.time.max.ms: the ISR shrinks,
             // acks=all goes on with two, and it comes back once resumed.
-            let (leader, _) = status(&nodes).and_then(|s| partition0(&s)).unwrap();
-            let follower = nodes.iter().find(|n| n.id != leader).unwrap();
-            let follower_id = follower.id;
+            let (leader, _) = cluster.partition(TOPIC, 0).unwrap();
+            let follower_id = (1..=3).find(|&id| id != leader).unwrap();
             eprintln!("round {round}: SIGSTOP follower {follower_id}");
-            signal(follower, "-STOP");
-            nodes
-                .iter_mut()
-                .find(|n| n.id == follower_id)
-                .unwrap()
-                .stopped = true;
+            cluster.pause(follower_id, true);
             wait_for(
                 "the stalled follower out of the ISR",
                 Duration::from_secs(60),
                 || {
-                    status(&nodes)
-                        .and_then(|s| partition0(&s))
+                    cluster
+                        .partition(TOPIC, 0)
                         .is_some_and(|(_, isr)| !isr.contains(&follower_id))
                 },
             );
-            let resumed = nodes.iter_mut().find(|n| n.id == follower_id).unwrap();
-            signal(resumed, "-CONT");
-            resumed.stopped = false;
+            cluster.pause(follower_id, false);
             wait_for(
                 "the resumed follower back in the ISR",
                 Duration::from_secs(120),
                 || {
-                    status(&nodes)
-                        .and_then(|s| partition0(&s))
+                    cluster
+                        .partition(TOPIC, 0)
                         .is_some_and(|(_, isr)| isr.len() == 3)
                 },
             );
@@ -405,16 +232,13 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         "every replica caught up and in sync",
         Duration::from_secs(120),
         || {
-            status(&nodes)
-                .and_then(|s| partition0(&s))
+            cluster
+                .partition(TOPIC, 0)
                 .is_some_and(|(_, isr)| isr.len() == 3)
         },
     );
-    let (leader, _) = status(&nodes).and_then(|s| partition0(&s)).unwrap();
-    let leader_addr = format!(
-        "127.0.0.1:{}",
-        nodes.iter().find(|n| n.id == leader).unwrap().port
-    );
+    let (leader, _) = cluster.partition(TOPIC, 0).unwrap();
+    let leader_addr = cluster.node(leader).addr();
     // Read the whole partition from the leader.
     let stored: Vec<(u64, String)> = runtime.block_on(async {
         let mut consumer = consumer_from_start(&leader_addr).await;
@@ -456,8 +280,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         .filter(|n| !stored_set.contains(n))
         .collect();
     if !lost.is_empty() || std::env::var("WEIR_CHAOS_KEEP").is_ok() {
-        let kept = root.path().to_path_buf();
-        std::mem::forget(root);
+        let kept = cluster.keep();
         eprintln!(
             "acknowledged {}, stored {}; data and broker logs kept in {}",
             acknowledged.len(),
@@ -476,18 +299,11 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
         );
     }
     // Every broker stops cleanly; the replicas are byte-identical.
-    for node in &mut nodes {
-        let (status, log) = node.child.take().unwrap().terminate();
-        assert!(
-            status.success(),
-            "broker {} did not stop cleanly: {log}",
-            node.id
-        );
-    }
-    let first = log_bytes(&nodes[0].data);
-    for node in &nodes[1..] {
+    cluster.terminate_all();
+    let first = log_bytes(&cluster.nodes[0].data, TOPIC, 0);
+    for node in &cluster.nodes[1..] {
         assert_eq!(
-            log_bytes(&node.data),
+            log_bytes(&node.data, TOPIC, 0),
             first,
             "replica on broker {}",
             node.id
