@@ -139,10 +139,12 @@ pub struct BrokerConfig {
     /// retention); a retry arriving later may then be stored twice.
     pub producer_id_expiration_ms: u64,
     pub io_mode: IoMode,
-    /// Open connections at most; past it, a new connection displaces the
-    /// oldest that has made no request, or is closed at once.
+    /// Open connections at most, gRPC and Kafka together; past it, a new
+    /// connection displaces the oldest that has made no request, or is
+    /// closed at once.
     pub connections_max: usize,
-    /// Open connections from one address at most, the same way.
+    /// Open connections from one address at most, the same way (both
+    /// listeners together too).
     pub connections_max_per_ip: usize,
     /// Per-address limits replacing `connections_max_per_ip`.
     pub connections_max_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,

@@ -1,7 +1,8 @@
-//! One accepted connection as hyper sees it: the socket, its slot (see
-//! [`crate::connection_limit`]) and the reasons it is closed from the broker's
-//! side. Each makes its reads and writes fail, so hyper drops the connection
-//! and the requests on it:
+//! One accepted connection, as hyper and the Kafka listener see it: the
+//! socket, its slot (see [`crate::connection_limit`]) and the reasons it is
+//! closed from the broker's side. Each makes its reads and writes fail, so
+//! hyper, or the Kafka connection's task, drops the connection and the
+//! requests on it:
 //!
 //! - it made no request within the first-request deadline of being accepted;
 //! - nothing was read from or written to it for the idle timeout (Kafka's
@@ -131,7 +132,67 @@ impl Connection {
 
 fn closed(kind: io::ErrorKind, why: &'static str) -> io::Error {
     tracing::debug!(reason = why, "closing a connection");
-    io::Error::new(kind, why)
+    io::Error::new(kind, ClosedByBroker(why))
+}
+
+/// Why the broker closed a connection: the error inside the `io::Error`
+/// its reads and writes fail with from then on.
+#[derive(Debug)]
+struct ClosedByBroker(&'static str);
+
+impl std::fmt::Display for ClosedByBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for ClosedByBroker {}
+
+/// Whether `error` is the broker closing the connection (a deadline, a
+/// displacement, the shutdown cut), not the socket or the client failing.
+pub(crate) fn closed_by_broker(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ClosedByBroker>())
+}
+
+/// What the Kafka listener, which reads and writes a connection itself,
+/// needs beyond `AsyncRead` and `AsyncWrite`.
+impl Connection {
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// A request began on the connection: its slot is its own from now on.
+    pub(crate) fn mark_request(&self) {
+        self.shared.mark_request();
+    }
+
+    /// The broker worked for the connection (served one of its requests):
+    /// the idle clock starts again, as it would have if bytes had moved.
+    pub(crate) fn touch(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    /// Ready once the socket can take bytes, or an error once the
+    /// connection must close, for writes made with [`Self::try_write_with`].
+    pub(crate) fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_open(cx)?;
+        self.stream.poll_write_ready(cx)
+    }
+
+    /// Runs `write`, a non-blocking write to the socket by hand (`sendfile`),
+    /// and counts its bytes as activity. `WouldBlock` clears readiness.
+    pub(crate) fn try_write_with(
+        &mut self,
+        write: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let written = self.stream.try_io(tokio::io::Interest::WRITABLE, write);
+        if matches!(written, Ok(n) if n > 0) {
+            self.last_active = Instant::now();
+        }
+        written
+    }
 }
 
 impl Drop for Connection {

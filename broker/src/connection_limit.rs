@@ -4,6 +4,17 @@
 //! for as long as it is open, so a flood of connections cannot exhaust the
 //! broker's memory or file descriptors, and one host cannot take every slot.
 //!
+//! The gRPC and Kafka listeners draw on one pool ([`ConnectionSlots`]), each
+//! through its own [`ListenerSlots`] (its gauge, refusal count and refusal
+//! warnings). One pool, because what the limits protect is the process's:
+//! its descriptors, and the buffers `request_memory_bytes_max` counts per
+//! connection; and because Kafka counts the same way, `max.connections` and
+//! `max.connections.per.ip` broker-wide across its listeners
+//! (`ConnectionQuotas`). Two pools would let the broker hold twice
+//! `connections_max`, and a host twice its per-address limit. (Kafka exempts
+//! its inter-broker listener from `max.connections`; here followers fetch
+//! over the gRPC listener that clients use, so there is none to exempt.)
+//!
 //! A connection that has not yet made a request holds its slot loosely: when
 //! no slot is free (broker-wide, or for the new connection's address), the
 //! oldest such connection is closed to make room, and only when there is none
@@ -34,8 +45,9 @@ use futures_util::{Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::accept_error::AcceptErrors;
 use crate::connection::Connection;
-use crate::metrics::{ConnectionCounter, OpenConnection};
+use crate::metrics::{BrokerMetrics, ConnectionCounter, Listener, OpenConnection};
 use crate::refusal_log::{RefusalLog, REFUSAL_LOG_INTERVAL};
 
 /// The limits a listener holds its connections to.
@@ -58,12 +70,10 @@ impl ConnectionLimits {
     }
 }
 
-/// The slot bookkeeping shared by every connection of a listener.
+/// The slot bookkeeping shared by every connection of both listeners.
 #[derive(Debug)]
 struct Slots {
     limits: ConnectionLimits,
-    /// The open-connections gauge of the gRPC listener.
-    open: ConnectionCounter,
     state: Mutex<SlotState>,
 }
 
@@ -103,6 +113,14 @@ impl ConnectionShared {
         self.displaced.load(Ordering::Acquire)
     }
 
+    /// Called for every request: the first one makes the connection's slot
+    /// its own (no newer connection displaces it from then on).
+    pub(crate) fn mark_request(&self) {
+        if !self.requested.swap(true, Ordering::AcqRel) {
+            self.slots.lock().waiting.remove(&self.id);
+        }
+    }
+
     /// Counts the connection out when it closes, unless it was displaced.
     pub(crate) fn release(&self) {
         let mut state = self.slots.lock();
@@ -134,9 +152,7 @@ impl ConnectionInfo {
     /// Called for every request: the first one makes the connection's slot
     /// its own (no newer connection displaces it from then on).
     pub fn mark_request(&self) {
-        if !self.shared.requested.swap(true, Ordering::AcqRel) {
-            self.shared.slots.lock().waiting.remove(&self.shared.id);
-        }
+        self.shared.mark_request();
     }
 }
 
@@ -148,8 +164,13 @@ impl Slots {
     }
 
     /// A slot for a connection from `ip`, displacing a connection that has
-    /// made no request if none is free; `Err` says why there is none.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<ConnectionShared>, String> {
+    /// made no request if none is free; `Err` says why there is none. `open`
+    /// counts it on its listener while it is open.
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        open: &ConnectionCounter,
+    ) -> Result<Arc<ConnectionShared>, String> {
         let per_ip_max = self.limits.per_ip_max(ip);
         let mut state = self.lock();
         if state.open_per_ip.get(&ip).copied().unwrap_or(0) >= per_ip_max
@@ -161,7 +182,8 @@ impl Slots {
         }
         if state.open >= self.limits.connections_max && !state.displace_oldest(|_| true) {
             return Err(format!(
-                "{} connections are open (connections_max) and all have made requests",
+                "{} connections are open on the gRPC and Kafka listeners (connections_max) and \
+                 all have made requests",
                 self.limits.connections_max
             ));
         }
@@ -176,7 +198,7 @@ impl Slots {
             displaced: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             fetches: AtomicUsize::new(0),
-            _open: self.open.open(),
+            _open: open.open(),
         });
         state.next_id += 1;
         state.waiting.insert(shared.id, Arc::clone(&shared));
@@ -218,48 +240,101 @@ impl SlotState {
     }
 }
 
-/// Yields the connections of `incoming` that get a slot (see the module
-/// docs); closes the others as soon as they are accepted, with at most one
-/// warning per `REFUSAL_LOG_INTERVAL` (`refusal_log.rs`). When `cut` turns
-/// true, every connection yielded fails its reads and writes.
-pub fn limit<S>(
-    incoming: S,
-    limits: ConnectionLimits,
+/// The broker's connection slots, one pool for both listeners (see the
+/// module docs).
+#[derive(Debug, Clone)]
+pub struct ConnectionSlots {
+    slots: Arc<Slots>,
+}
+
+impl ConnectionSlots {
+    pub fn new(limits: ConnectionLimits) -> Self {
+        ConnectionSlots {
+            slots: Arc::new(Slots {
+                limits,
+                state: Mutex::new(SlotState::default()),
+            }),
+        }
+    }
+
+    /// What `listener` admits its connections with, counting them in its
+    /// `metrics`; when `cut` turns true, every connection it admitted fails
+    /// its reads and writes.
+    pub fn listener(
+        &self,
+        listener: Listener,
+        metrics: &BrokerMetrics,
+        cut: watch::Receiver<bool>,
+    ) -> ListenerSlots {
+        ListenerSlots {
+            slots: Arc::clone(&self.slots),
+            listener,
+            open: metrics.connections(listener),
+            refusals: RefusalLog::new(REFUSAL_LOG_INTERVAL),
+            cut,
+        }
+    }
+}
+
+/// One listener's door to the broker's connection slots.
+#[derive(Debug)]
+pub struct ListenerSlots {
+    slots: Arc<Slots>,
+    listener: Listener,
     open: ConnectionCounter,
+    refusals: RefusalLog,
     cut: watch::Receiver<bool>,
-) -> impl Stream<Item = io::Result<Connection>>
+}
+
+impl ListenerSlots {
+    /// The accepted `stream` as a connection holding a slot, or `None` when
+    /// it gets none: then it is closed at once, counted in
+    /// `weir_connections_refused_total`, and warned of at most once per
+    /// `REFUSAL_LOG_INTERVAL` (`refusal_log.rs`).
+    pub(crate) fn admit(&self, stream: TcpStream) -> Option<Connection> {
+        // A socket without a peer address is already gone.
+        let peer = stream.peer_addr().ok()?;
+        match self.slots.admit(peer.ip(), &self.open) {
+            Ok(shared) => Some(Connection::new(
+                stream,
+                shared,
+                self.slots.limits.first_request_timeout,
+                self.slots.limits.idle_timeout,
+                self.cut.clone(),
+            )),
+            Err(reason) => {
+                self.open.refused();
+                self.refusals.warn(self.listener.as_str(), peer, &reason);
+                drop(stream);
+                None
+            }
+        }
+    }
+}
+
+/// Yields the connections of `incoming` that get a slot of `listener` (see
+/// [`ListenerSlots::admit`]). A failed accept is logged and paused after as
+/// `accept_error.rs` says, and not passed on: tonic would try again at once.
+pub fn limit<S>(incoming: S, listener: ListenerSlots) -> impl Stream<Item = io::Result<Connection>>
 where
     S: Stream<Item = io::Result<TcpStream>>,
 {
-    let slots = Arc::new(Slots {
-        limits,
-        open,
-        state: Mutex::new(SlotState::default()),
-    });
-    let refusals = Arc::new(RefusalLog::new(REFUSAL_LOG_INTERVAL));
+    let listener = Arc::new(listener);
+    let accept_errors = Arc::new(AcceptErrors::new(listener.listener));
     incoming.filter_map(move |accepted| {
-        let slots = Arc::clone(&slots);
-        let refusals = Arc::clone(&refusals);
-        let cut = cut.clone();
+        let listener = Arc::clone(&listener);
+        let accept_errors = Arc::clone(&accept_errors);
         async move {
-            let stream = match accepted {
-                Err(error) => return Some(Err(error)),
-                Ok(stream) => stream,
-            };
-            // A socket without a peer address is already gone.
-            let peer = stream.peer_addr().ok()?;
-            match slots.admit(peer.ip()) {
-                Ok(shared) => Some(Ok(Connection::new(
-                    stream,
-                    shared,
-                    slots.limits.first_request_timeout,
-                    slots.limits.idle_timeout,
-                    cut,
-                ))),
-                Err(reason) => {
-                    slots.open.refused();
-                    refusals.warn(peer, &reason);
-                    drop(stream);
+            match accepted {
+                Ok(stream) => {
+                    accept_errors.accepted();
+                    listener.admit(stream).map(Ok)
+                }
+                Err(error) => {
+                    let pause = accept_errors.failed(&error);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                     None
                 }
             }
@@ -295,8 +370,6 @@ mod tests {
 
     fn slots(connections_max: usize, per_ip: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            open: crate::metrics::BrokerMetrics::default()
-                .connections(crate::metrics::Listener::Grpc),
             limits: ConnectionLimits {
                 connections_max,
                 connections_max_per_ip: per_ip,
@@ -311,42 +384,74 @@ mod tests {
         })
     }
 
+    fn grpc() -> ConnectionCounter {
+        BrokerMetrics::default().connections(Listener::Grpc)
+    }
+
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     #[test]
     fn a_new_connection_displaces_the_oldest_that_made_no_request() {
         let slots = slots(2, 2);
-        let first = slots.admit(A).unwrap();
-        let second = slots.admit(B).unwrap();
+        let first = slots.admit(A, &grpc()).unwrap();
+        let second = slots.admit(B, &grpc()).unwrap();
         ConnectionInfo::new(Arc::clone(&second)).mark_request();
-        let third = slots.admit(B).unwrap();
+        let third = slots.admit(B, &grpc()).unwrap();
         assert!(first.displaced() && !second.displaced() && !third.displaced());
         ConnectionInfo::new(Arc::clone(&third)).mark_request();
         // Both slots hold connections that made requests: refused.
-        let refused = slots.admit(A).unwrap_err();
+        let refused = slots.admit(A, &grpc()).unwrap_err();
         assert!(refused.contains("connections_max"), "{refused}");
         // A displaced connection closing later is not counted out again.
         first.release();
         assert_eq!(slots.lock().open, 2);
         third.release();
-        assert!(slots.admit(A).is_ok());
+        assert!(slots.admit(A, &grpc()).is_ok());
     }
 
     #[test]
     fn the_per_address_limit_and_its_overrides_hold() {
         let slots = slots(100, 1);
-        let a = slots.admit(A).unwrap();
+        let a = slots.admit(A, &grpc()).unwrap();
         ConnectionInfo::new(Arc::clone(&a)).mark_request();
-        let refused = slots.admit(A).unwrap_err();
+        let refused = slots.admit(A, &grpc()).unwrap_err();
         assert!(refused.contains("from 10.0.0.1"), "{refused}");
-        assert!(slots.admit(B).is_ok(), "another address has its own slots");
+        assert!(
+            slots.admit(B, &grpc()).is_ok(),
+            "another address has its own slots"
+        );
         let overridden = IpAddr::from([10, 0, 0, 9]);
         for _ in 0..3 {
-            let c = slots.admit(overridden).unwrap();
+            let c = slots.admit(overridden, &grpc()).unwrap();
             ConnectionInfo::new(c).mark_request();
         }
-        assert!(slots.admit(overridden).is_err());
+        assert!(slots.admit(overridden, &grpc()).is_err());
+    }
+
+    #[test]
+    fn both_listeners_draw_on_one_pool_of_slots_and_one_count_per_address() {
+        let metrics = BrokerMetrics::default();
+        let (grpc, kafka) = (
+            metrics.connections(Listener::Grpc),
+            metrics.connections(Listener::Kafka),
+        );
+        let slots = slots(2, 2);
+        let silent_grpc = slots.admit(A, &grpc).unwrap();
+        let working_kafka = slots.admit(A, &kafka).unwrap();
+        working_kafka.mark_request();
+        // Kafka's third connection from A makes room by displacing gRPC's silent one.
+        let third = slots.admit(A, &kafka).unwrap();
+        assert!(silent_grpc.displaced());
+        third.mark_request();
+        let refused = slots.admit(B, &grpc).unwrap_err();
+        assert!(refused.contains("gRPC and Kafka listeners"), "{refused}");
+        // Each listener's gauge counts its own connections until they are dropped.
+        drop(silent_grpc);
+        assert_eq!(metrics.open_connections(Listener::Grpc), 0);
+        assert_eq!(metrics.open_connections(Listener::Kafka), 2);
+        drop((working_kafka, third));
+        assert_eq!(metrics.open_connections(Listener::Kafka), 0);
     }
 
     #[test]

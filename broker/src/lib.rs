@@ -11,6 +11,7 @@
 //! (`weir-proto`), the Rust client (`weir-client`), stream operators
 //! (`weir-processors`) or SQL (`weir-sql`).
 
+mod accept_error;
 mod append_queue;
 mod broker;
 mod clock;

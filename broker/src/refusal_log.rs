@@ -54,12 +54,19 @@ impl RefusalLog {
         }
     }
 
-    /// Logs the refusal of `peer` for `reason`, unless the rate limit only counts it.
-    pub(crate) fn warn(&self, peer: SocketAddr, reason: impl std::fmt::Display) {
+    /// Logs the refusal of `peer` on `listener` for `reason`, unless the
+    /// rate limit only counts it.
+    pub(crate) fn warn(
+        &self,
+        listener: &'static str,
+        peer: SocketAddr,
+        reason: impl std::fmt::Display,
+    ) {
         match self.refusal(Instant::now()) {
             None => {}
-            Some(0) => tracing::warn!(%peer, "refused a connection: {reason}"),
+            Some(0) => tracing::warn!(listener, %peer, "refused a connection: {reason}"),
             Some(suppressed) => tracing::warn!(
+                listener,
                 %peer,
                 suppressed,
                 "refused a connection: {reason} ({suppressed} more refused since the last of \

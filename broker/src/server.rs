@@ -17,11 +17,11 @@ use crate::cluster::{
     BrokerRecord, ClusterConfig, MetadataCommand, MetadataQuorum, QuorumHandle, QuorumService,
 };
 use crate::config::BrokerConfig;
-use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits};
+use crate::connection_limit::{self, ConnectionInfo, ConnectionLimits, ConnectionSlots};
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::kafka::KafkaListener;
-use crate::metrics::{GrpcMetricsLayer, MetricsServer};
+use crate::metrics::{GrpcMetricsLayer, Listener, MetricsServer};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::fetch_server::FetchServer;
 use crate::proto::group_server::GroupServer;
@@ -38,7 +38,8 @@ pub struct RunningBroker {
     broker: Arc<Broker>,
     groups: Arc<GroupService>,
     stop: Option<oneshot::Sender<()>>,
-    /// Turns true at the shutdown deadline: every connection fails.
+    /// Turns true at the shutdown deadline: every connection, gRPC and
+    /// Kafka, fails.
     cut: watch::Sender<bool>,
     /// The Kafka-protocol listener, when `kafka_listen` is set.
     kafka: Option<KafkaListener>,
@@ -89,9 +90,21 @@ impl RunningBroker {
             }
             None => None,
         };
+        // One pool of connection slots for both listeners (see `connection_limit`).
+        let slots = ConnectionSlots::new(connection_limits(broker.config()));
+        let (cut, cut_signal) = watch::channel(false);
         let kafka = match kafka_listen {
             Some(addr) => {
-                match KafkaListener::start(addr, Arc::clone(&broker), Arc::clone(&groups)).await {
+                let kafka_slots =
+                    slots.listener(Listener::Kafka, broker.metrics(), cut_signal.clone());
+                match KafkaListener::start(
+                    addr,
+                    Arc::clone(&broker),
+                    Arc::clone(&groups),
+                    kafka_slots,
+                )
+                .await
+                {
                     Ok(kafka) => Some(kafka),
                     Err(error) => {
                         // Ends the metrics listener's accepting, which holds the broker.
@@ -108,12 +121,9 @@ impl RunningBroker {
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        let (cut, cut_signal) = watch::channel(false);
         let incoming = connection_limit::limit(
             incoming,
-            connection_limits(broker.config()),
-            broker.metrics().connections(crate::metrics::Listener::Grpc),
-            cut_signal,
+            slots.listener(Listener::Grpc, broker.metrics(), cut_signal),
         );
         let quorum = match &cluster {
             Some(cluster) => {

@@ -133,8 +133,8 @@ async fn connections_refused_for_want_of_a_slot_are_counted_per_listener() {
     );
     assert!(refused(metrics, "grpc").await >= 1.0);
 
-    // The Kafka listener's one slot is taken; the next connection is closed unread.
-    let _kafka_held = tokio::net::TcpStream::connect(kafka).await.unwrap();
+    // The Kafka listener draws on the same pool, whose one slot is held by a
+    // connection that made requests: a Kafka connection is closed unread.
     let mut turned_away = tokio::net::TcpStream::connect(kafka).await.unwrap();
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(

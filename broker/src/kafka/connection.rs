@@ -8,6 +8,13 @@
 //! unknown API key, a version the broker does not serve, a body that does
 //! not decode) closes the connection, as Kafka does, with a warning naming
 //! the peer and the reason; other connections are not affected.
+//!
+//! The connection holds a slot and its deadlines as a gRPC one does
+//! (`connection_limit.rs`, `connection.rs`): a request begins, and makes the
+//! slot the connection's own, once a valid frame size has arrived, as a gRPC
+//! request does once its headers have; a request being served is activity
+//! for the idle clock, so only a connection silent between requests is
+//! closed as idle.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,8 +28,7 @@ use kafka_protocol::messages::{
     RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -34,6 +40,7 @@ use super::{
     produce, topics,
 };
 use crate::broker::Broker;
+use crate::connection::{closed_by_broker, Connection};
 use crate::group_service::GroupService;
 use crate::memory_pool::Reservation;
 use crate::metrics::{Listener, RequestMetrics};
@@ -73,24 +80,20 @@ enum Outcome {
     Silent,
 }
 
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    groups: Arc<GroupService>,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
-    }
-    let advertised = match stream.local_addr() {
-        Ok(addr) => addr,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "cannot read a Kafka connection's local address");
+pub async fn serve(mut connection: Connection, broker: Arc<Broker>, groups: Arc<GroupService>) {
+    let stream = connection.stream();
+    let (peer, advertised) = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => (peer, local),
+        (Err(error), _) | (_, Err(error)) => {
+            // A socket without its addresses is already gone.
+            tracing::debug!(%error, "cannot read a Kafka connection's addresses");
             return;
         }
     };
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
     let mut closing = broker.closing_signal();
-    let (mut reader, mut writer) = stream.into_split();
     let mut session = Session {
         broker,
         advertised,
@@ -101,7 +104,7 @@ pub async fn serve(
         // Between requests a shutdown closes the connection; a request
         // already read is served to the end.
         let read = tokio::select! {
-            read = read_frame(&mut reader, &session.broker) => read,
+            read = read_frame(&mut connection, &session.broker) => read,
             () = super::listener::closed(&mut closing) => return,
         };
         let (frame, request_memory) = match read {
@@ -115,9 +118,10 @@ pub async fn serve(
         let served = dispatch(&mut session, frame).await;
         // Produce batches are appended or dropped by now.
         drop(request_memory);
+        connection.touch();
         match served {
             Ok(Outcome::Respond { chunks, memory }) => {
-                if let Err(error) = write_chunks(&mut writer, chunks).await {
+                if let Err(error) = write_chunks(&mut connection, chunks).await {
                     tracing::debug!(%peer, %error, "cannot write a Kafka response");
                     return;
                 }
@@ -133,16 +137,18 @@ pub async fn serve(
 }
 
 /// The next request frame and the pool memory it holds, or `None` when the
-/// client closed the connection between requests. The error is why the
-/// connection must close.
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
+/// client closed the connection between requests, or the broker did (a
+/// deadline or a displacement, `connection.rs`, which logs why). The error is
+/// why the connection must close.
+async fn read_frame(
+    connection: &mut Connection,
     broker: &Broker,
 ) -> Result<Option<(Bytes, Reservation)>, String> {
     let mut size = [0u8; 4];
-    match reader.read_exact(&mut size).await {
+    match connection.read_exact(&mut size).await {
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) if closed_by_broker(&error) => return Ok(None),
         Err(error) => return Err(format!("cannot read the next request: {error}")),
     }
     let size = i32::from_be_bytes(size);
@@ -160,6 +166,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
             "a request of {len} bytes is larger than the {limit} allowed (request_bytes_max)"
         ));
     }
+    connection.mark_request();
     let memory = broker
         .memory_pool()
         .reserve(len, Instant::now() + MEMORY_WAIT, "a Kafka request")
@@ -170,7 +177,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     let read_body = async {
         while buf.len() < len {
             let left = len - buf.len();
-            if reader.read_buf(&mut (&mut buf).limit(left)).await? == 0 {
+            if connection.read_buf(&mut (&mut buf).limit(left)).await? == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
             }
         }

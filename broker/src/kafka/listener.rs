@@ -1,26 +1,24 @@
-//! Accepts Kafka connections: each holds one of `connections_max` permits
-//! (counted apart from gRPC's) for its lifetime; one accepted past the limit
-//! is closed at once, with a warning. Shutdown stops accepting, lets every
-//! connection finish the request it is serving (an idle one closes at once),
-//! and cuts what is left at the deadline.
+//! Accepts Kafka connections: each holds a slot of the broker's one pool,
+//! shared with the gRPC listener, for its lifetime, under the same limits and
+//! deadlines (`connection_limit.rs`); a failed accept pauses accepting as
+//! `accept_error.rs` says. Shutdown stops accepting, lets every connection
+//! finish the request it is serving (an idle one closes at once), and cuts
+//! what is left at the deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::accept_error::AcceptErrors;
 use crate::broker::Broker;
+use crate::connection_limit::ListenerSlots;
 use crate::error::BrokerError;
 use crate::group_service::GroupService;
 use crate::metrics::Listener;
-use crate::refusal_log::{RefusalLog, REFUSAL_LOG_INTERVAL};
-
-/// How long accepting pauses after the kernel refused a connection (out of
-/// file descriptors, say), so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A bound Kafka listener serving connections until the broker shuts down.
 #[derive(Debug)]
@@ -30,12 +28,13 @@ pub struct KafkaListener {
 }
 
 impl KafkaListener {
-    /// Binds `addr` (port 0 picks a free port) and serves until the broker's
-    /// closing signal.
+    /// Binds `addr` (port 0 picks a free port) and serves, admitting
+    /// connections through `slots`, until the broker's closing signal.
     pub async fn start(
         addr: SocketAddr,
         broker: Arc<Broker>,
         groups: Arc<GroupService>,
+        slots: ListenerSlots,
     ) -> Result<KafkaListener, BrokerError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -43,7 +42,7 @@ impl KafkaListener {
         let local_addr = listener
             .local_addr()
             .map_err(|source| BrokerError::Bind { addr, source })?;
-        let serving = tokio::spawn(accept(listener, broker, groups));
+        let serving = tokio::spawn(accept(listener, broker, groups, slots));
         tracing::info!(%local_addr, "Kafka listener listening");
         Ok(KafkaListener {
             local_addr,
@@ -73,38 +72,34 @@ impl KafkaListener {
     }
 }
 
-async fn accept(listener: TcpListener, broker: Arc<Broker>, groups: Arc<GroupService>) {
-    let connections_max = broker.config().connections_max;
-    let permits = Arc::new(Semaphore::new(connections_max.min(Semaphore::MAX_PERMITS)));
+async fn accept(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    groups: Arc<GroupService>,
+    slots: ListenerSlots,
+) {
     let mut closing = broker.closing_signal();
     let mut connections = JoinSet::new();
-    let open = broker.metrics().connections(Listener::Kafka);
-    let refusals = RefusalLog::new(REFUSAL_LOG_INTERVAL);
+    let accept_errors = AcceptErrors::new(Listener::Kafka);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match Arc::clone(&permits).try_acquire_owned() {
-                    Ok(permit) => {
+                Ok((stream, _peer)) => {
+                    accept_errors.accepted();
+                    if let Some(connection) = slots.admit(stream) {
                         let broker = Arc::clone(&broker);
-                        let counted = open.open();
                         let groups = Arc::clone(&groups);
-                        connections.spawn(async move {
-                            super::connection::serve(stream, peer, broker, groups).await;
-                            drop(counted);
-                            drop(permit);
-                        });
+                        connections.spawn(super::connection::serve(connection, broker, groups));
                     }
-                    Err(_) => {
-                        open.refused();
-                        refusals.warn(
-                        peer,
-                        format_args!("{connections_max} Kafka connections are open (connections_max)"),
-                        );
-                    }
-                },
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot accept a Kafka connection");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    let pause = accept_errors.failed(&error);
+                    if !pause.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = closed(&mut closing) => break,
+                        }
+                    }
                 }
             },
             Some(joined) = connections.join_next(), if !connections.is_empty() => {

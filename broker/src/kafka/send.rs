@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use weir_log::FileSlice;
 
 use super::frame::Chunk;
+use crate::connection::Connection;
 
 /// Slices per `writev`, below Linux's `IOV_MAX` of 1024.
 const IO_SLICES_MAX: usize = 64;
@@ -28,8 +28,8 @@ pub fn sent_from_file_bytes() -> u64 {
 }
 
 /// Writes every chunk: runs of bytes with `writev`, file ranges with
-/// `sendfile`.
-pub async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: VecDeque<Chunk>) -> io::Result<()> {
+/// `sendfile`. Either way the connection's deadlines hold (`connection.rs`).
+pub async fn write_chunks(writer: &mut Connection, chunks: VecDeque<Chunk>) -> io::Result<()> {
     let mut run: VecDeque<Bytes> = VecDeque::new();
     for chunk in chunks {
         match chunk {
@@ -45,7 +45,7 @@ pub async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: VecDeque<Chunk>) 
 }
 
 async fn write_vectored_all(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Connection,
     chunks: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
     while !chunks.is_empty() {
@@ -79,15 +79,11 @@ async fn write_vectored_all(
 
 /// Sends the slice from its file. Falls back to a `pread` copy when the
 /// kernel refuses `sendfile` before any byte went out.
-async fn send_file(
-    writer: &mut OwnedWriteHalf,
-    slice: &FileSlice,
-    mapped: &Bytes,
-) -> io::Result<()> {
+async fn send_file(writer: &mut Connection, slice: &FileSlice, mapped: &Bytes) -> io::Result<()> {
     debug_assert_eq!(mapped.len(), slice.len());
     #[cfg(target_os = "linux")]
     {
-        match sendfile_all(writer.as_ref(), slice).await {
+        match sendfile_all(writer, slice).await {
             Ok(()) => return Ok(()),
             Err(SendFileError::Unsupported(error)) => {
                 tracing::debug!(%error, "sendfile refused; copying the batches instead");
@@ -109,10 +105,7 @@ enum SendFileError {
 }
 
 #[cfg(target_os = "linux")]
-async fn sendfile_all(
-    stream: &tokio::net::TcpStream,
-    slice: &FileSlice,
-) -> Result<(), SendFileError> {
+async fn sendfile_all(connection: &mut Connection, slice: &FileSlice) -> Result<(), SendFileError> {
     use std::os::fd::AsRawFd;
     let failed = SendFileError::Failed;
     let start = libc::off_t::try_from(slice.position())
@@ -122,11 +115,13 @@ async fn sendfile_all(
             .map_err(|_| SendFileError::Unsupported(io::Error::other("a length above off_t")))?;
     let mut position = start;
     let file_fd = slice.file().as_raw_fd();
-    let socket_fd = stream.as_raw_fd();
+    let socket_fd = connection.stream().as_raw_fd();
     while position < end {
-        stream.writable().await.map_err(failed)?;
+        std::future::poll_fn(|cx| connection.poll_write_ready(cx))
+            .await
+            .map_err(failed)?;
         let count = usize::try_from(end - position).unwrap_or(usize::MAX);
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+        let sent = connection.try_write_with(|| {
             // SAFETY: both descriptors are open for the call (the slice holds
             // its file, the stream its socket); `position` is a valid off_t.
             let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut position, count) };
@@ -212,7 +207,22 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let (_, mut writer) = accepted.unwrap().0.into_split();
+        let slots = crate::connection_limit::ConnectionSlots::new(
+            crate::connection_limit::ConnectionLimits {
+                connections_max: 1,
+                connections_max_per_ip: 1,
+                connections_max_per_ip_overrides: Default::default(),
+                first_request_timeout: std::time::Duration::from_secs(600),
+                idle_timeout: std::time::Duration::from_secs(600),
+            },
+        );
+        let (_cut, cut_signal) = tokio::sync::watch::channel(false);
+        let kafka = slots.listener(
+            crate::metrics::Listener::Kafka,
+            &crate::metrics::BrokerMetrics::default(),
+            cut_signal,
+        );
+        let mut writer = kafka.admit(accepted.unwrap().0).unwrap();
         let before = sent_from_file_bytes();
         write_chunks(&mut writer, chunks).await.unwrap();
         drop(writer);

@@ -37,6 +37,17 @@ pub async fn start_broker_with(
     (broker, kafka)
 }
 
+/// A TCP connection to `addr` from `source`, port chosen by the kernel.
+pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// One Kafka connection.
 pub struct KafkaWire {
     stream: TcpStream,
@@ -45,7 +56,16 @@ pub struct KafkaWire {
 
 impl KafkaWire {
     pub async fn connect(addr: SocketAddr) -> KafkaWire {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        KafkaWire::over(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// A connection from `source` (another loopback address, say), so the
+    /// broker counts it against that address's connection limit.
+    pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> KafkaWire {
+        KafkaWire::over(connect_from(source, addr).await)
+    }
+
+    fn over(stream: TcpStream) -> KafkaWire {
         stream.set_nodelay(true).unwrap();
         KafkaWire {
             stream,
