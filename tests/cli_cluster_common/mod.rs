@@ -33,6 +33,19 @@ pub struct ProcessCluster {
     peers: String,
     /// Extra `weir broker` arguments every node starts with.
     args: Vec<String>,
+    /// Whether the data outlives the test (see `keep`).
+    kept: bool,
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        // Brokers first (their handles kill them), then the directory.
+        self.nodes.clear();
+        if self.kept {
+            let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
+            let _ = root.keep();
+        }
+    }
 }
 
 impl ProcessCluster {
@@ -65,6 +78,7 @@ impl ProcessCluster {
             nodes,
             peers,
             args: args.iter().map(|a| a.to_string()).collect(),
+            kept: false,
         };
         for id in 1..=3 {
             cluster.start_node(id);
@@ -168,9 +182,8 @@ impl ProcessCluster {
     /// Keeps the data directories and broker logs after the test (for a
     /// failure to be looked at); returns where they are.
     pub fn keep(&mut self) -> PathBuf {
-        let kept = tempfile::tempdir().unwrap();
-        let kept = std::mem::replace(&mut self.root, kept);
-        kept.keep()
+        self.kept = true;
+        self.root.path().to_path_buf()
     }
 
     /// SIGSTOP (`stop`) or SIGCONT.
@@ -298,4 +311,41 @@ pub fn log_bytes(data: &Path, topic: &str, partition: u32) -> Vec<u8> {
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
         .collect()
+}
+
+/// The first `below` offsets of a partition's log as stored: the bytes of
+/// its whole batches whose base offset is below `below` (RecordBatch v2:
+/// base offset in bytes 0..8, the length of the rest in 8..12).
+pub fn log_bytes_below(data: &Path, topic: &str, partition: u32, below: u64) -> Vec<u8> {
+    let bytes = log_bytes(data, topic, partition);
+    let mut end = 0;
+    while end + 12 <= bytes.len() {
+        let base = u64::from_be_bytes(bytes[end..end + 8].try_into().unwrap());
+        let length = u32::from_be_bytes(bytes[end + 8..end + 12].try_into().unwrap()) as usize;
+        if base >= below || end + 12 + length > bytes.len() {
+            break;
+        }
+        end += 12 + length;
+    }
+    bytes[..end].to_vec()
+}
+
+/// Where `replica` differs from `leader`, naming the first byte that differs
+/// (whole byte arrays are too long for a message); `None` if they are equal.
+pub fn byte_difference(leader: &[u8], replica: &[u8]) -> Option<String> {
+    if leader == replica {
+        return None;
+    }
+    let first = leader
+        .iter()
+        .zip(replica)
+        .position(|(a, b)| a != b)
+        .unwrap_or(leader.len().min(replica.len()));
+    Some(format!(
+        "{} bytes against the leader's {}, first difference at byte {first}: {:?} against {:?}",
+        replica.len(),
+        leader.len(),
+        &replica[first..(first + 64).min(replica.len())],
+        &leader[first..(first + 64).min(leader.len())],
+    ))
 }

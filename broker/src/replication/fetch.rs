@@ -74,7 +74,7 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
         let mut partitions = followed(&broker, leader);
         let pending: Vec<_> = partitions
             .iter()
-            .filter(|(_, p)| p.truncation_pending())
+            .filter(|(_, p)| p.truncation_pending() && p.leader_id() == Some(leader))
             .cloned()
             .collect();
         if !pending.is_empty() {
@@ -83,29 +83,41 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
                 () = truncate(&broker, me, &mut call, pending) => {}
                 _ = closing.changed() => return,
             }
-            partitions.retain(|(_, p)| !p.truncation_pending());
         }
+        // Each partition as asked, taken after any truncation: one that moved to
+        // another leader, or still has to truncate, is left to that round. An
+        // answer is stored only if its epoch still holds and the log still ends
+        // where it was asked from (see `store`).
+        let mut asked = Vec::with_capacity(partitions.len());
+        partitions.retain(|(_, p)| {
+            let (epoch, fetch_offset) = (p.leader_epoch(), p.log_end_offset());
+            let follows = p.leader_id() == Some(leader) && !p.truncation_pending();
+            if follows {
+                asked.push((epoch, fetch_offset));
+            }
+            follows
+        });
         if partitions.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(IDLE) => continue,
                 _ = closing.changed() => return,
             }
         }
-        // Each partition's epoch as asked: an answer is stored only if it still holds.
-        let epochs: Vec<i32> = partitions.iter().map(|(_, p)| p.leader_epoch()).collect();
         let request = proto::ReplicaFetchRequest {
             replica_id: me,
             max_wait_ms: FETCH_WAIT_MS,
             partition_max_bytes: PARTITION_MAX_BYTES,
             partitions: partitions
                 .iter()
-                .zip(&epochs)
-                .map(|((topic, p), &leader_epoch)| proto::ReplicaFetchPartition {
-                    topic: topic.name.clone(),
-                    partition: p.index(),
-                    fetch_offset: p.log_end_offset(),
-                    leader_epoch,
-                })
+                .zip(&asked)
+                .map(
+                    |((topic, p), &(leader_epoch, fetch_offset))| proto::ReplicaFetchPartition {
+                        topic: topic.name.clone(),
+                        partition: p.index(),
+                        fetch_offset,
+                        leader_epoch,
+                    },
+                )
                 .collect(),
         };
         let mut call = client.clone();
@@ -131,7 +143,7 @@ async fn follow(broker: Arc<Broker>, me: NodeId, leader: NodeId, client: Replica
                 continue;
             };
             let partition = Arc::clone(&partitions[at].1);
-            if let Err(error) = store(&broker, partition, epochs[at], result).await {
+            if let Err(error) = store(&broker, partition, leader, asked[at], result).await {
                 tracing::warn!(leader, %error, "cannot store what the leader sent");
             }
         }
@@ -210,10 +222,14 @@ async fn truncate(
 async fn store(
     broker: &Broker,
     partition: Arc<Partition>,
-    asked_at_epoch: i32,
+    leader: NodeId,
+    (asked_at_epoch, fetch_offset): (i32, u64),
     result: proto::ReplicaFetchResult,
 ) -> Result<(), BrokerError> {
-    if partition.leader_epoch() != asked_at_epoch || partition.truncation_pending() {
+    if partition.leader_epoch() != asked_at_epoch
+        || partition.leader_id() != Some(leader)
+        || partition.truncation_pending()
+    {
         // The leadership changed while the fetch was out: what it brought
         // belongs to the old epoch, and the new one starts with a truncation.
         return Ok(());
@@ -223,7 +239,11 @@ async fn store(
         proto::ErrorCode::None => {
             broker
                 .run_io(move || {
-                    partition.append_from_leader(&result.batches, result.high_watermark)
+                    partition.append_from_leader(
+                        fetch_offset,
+                        &result.batches,
+                        result.high_watermark,
+                    )
                 })
                 .await
         }

@@ -142,12 +142,16 @@ impl Partition {
         Ok(self.log()?.leader_epoch_end_offset(requested_epoch))
     }
 
-    /// Stores batches fetched from the leader, offsets and epochs as the
-    /// leader wrote them, and learns the leader's high watermark. Idempotent
-    /// producers' sequences are recorded as on the leader, so that this
-    /// replica, once leader, still refuses their duplicates.
+    /// Stores batches fetched from the leader from `fetch_offset`, offsets
+    /// and epochs as the leader wrote them, and learns the leader's high
+    /// watermark. Idempotent producers' sequences are recorded as on the
+    /// leader, so that this replica, once leader, still refuses their
+    /// duplicates. An answer to a fetch from anywhere but this log's end
+    /// (it was cut, or grew, while the fetch was out) is dropped: stored, it
+    /// would leave a hole or a second copy of some offsets.
     pub(crate) fn append_from_leader(
         &self,
+        fetch_offset: u64,
         buf: &[u8],
         leader_high_watermark: u64,
     ) -> Result<(), BrokerError> {
@@ -155,6 +159,10 @@ impl Partition {
             return Err(self.not_leader());
         }
         let log = self.log()?;
+        if log.log_end_offset() != fetch_offset {
+            tracing::debug!(topic = %self.topic(), partition = self.index(), fetch_offset, log_end_offset = log.log_end_offset(), "dropping a fetch answer for another log end");
+            return Ok(());
+        }
         if !buf.is_empty() {
             self.append_replicated(buf)?;
         }
@@ -349,7 +357,11 @@ mod tests {
                 return;
             }
             follower
-                .append_from_leader(&read.batches, read.high_watermark)
+                .append_from_leader(
+                    follower.log_end_offset(),
+                    &read.batches,
+                    read.high_watermark,
+                )
                 .unwrap();
         }
     }
@@ -365,6 +377,30 @@ mod tests {
             .iter()
             .flat_map(|f| std::fs::read(f).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn an_answer_to_a_fetch_from_another_log_end_is_dropped_not_stored_with_a_hole() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = Partition::open(dir_a.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        let follower = Partition::open(dir_b.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        leader.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        follower.become_follower(Some(1), 1).unwrap();
+        assert!(follower.truncate_by_leader_epoch(None).unwrap());
+        append(&leader, &["a", "b"]);
+        catch_up(&leader, 2, &follower);
+        append(&leader, &["c", "d"]);
+        // Asked from offset 2; before the answer comes back the log is cut
+        // to 0 (as a truncation after a leader change would).
+        let answer = leader.read_for_follower(2, 2, 1 << 20).unwrap();
+        follower.log().unwrap().truncate_to(0).unwrap();
+        follower
+            .append_from_leader(2, &answer.batches, answer.high_watermark)
+            .unwrap();
+        assert_eq!(follower.log_end_offset(), 0, "nothing stored past a hole");
+        catch_up(&leader, 2, &follower);
+        assert_eq!(follower.log_end_offset(), 4);
+        assert_eq!(log_bytes(dir_a.path()), log_bytes(dir_b.path()));
     }
 
     #[test]
@@ -441,7 +477,9 @@ mod tests {
         builder.push(0, None, Some(b"from-the-new-leader"), &[]);
         let mut replicated = BytesMut::from(&builder.build().unwrap()[..]);
         weir_log::batch::set_partition_leader_epoch(&mut replicated, 2);
-        other.append_from_leader(&replicated, 1).unwrap();
+        other
+            .append_from_leader(other.log_end_offset(), &replicated, 1)
+            .unwrap();
         let answer = waiting.await.unwrap();
         assert!(
             matches!(answer, Err(BrokerError::NotLeader { .. })),
