@@ -78,8 +78,12 @@ impl ProcessCluster {
             nodes,
             peers,
             args: args.iter().map(|a| a.to_string()).collect(),
-            kept: false,
+            // Kept whatever the outcome, a timed-out wait included.
+            kept: std::env::var_os("WEIR_CHAOS_KEEP").is_some(),
         };
+        if cluster.kept {
+            eprintln!("data and broker logs in {}", cluster.root.path().display());
+        }
         for id in 1..=3 {
             cluster.start_node(id);
         }
