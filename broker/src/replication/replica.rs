@@ -450,6 +450,44 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_replica_counts_only_its_checkpointed_high_watermark_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open_replica(
+            dir.path(),
+            "t",
+            0,
+            LogConfig::default(),
+            0,
+            crate::clock::system_clock(),
+        )
+        .unwrap();
+        assert_eq!(p.role_kind(), RoleKind::Follower);
+        // A leader's records no follower copied: above its high watermark.
+        p.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        append(&p, &["a0", "a1", "a2"]);
+        assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 0));
+        // A crash (no close), and the same broker leads again.
+        drop(p);
+        let p = Partition::open_replica(
+            dir.path(),
+            "t",
+            0,
+            LogConfig::default(),
+            1,
+            crate::clock::system_clock(),
+        )
+        .unwrap();
+        assert_eq!(p.log_end_offset(), 3);
+        p.become_leader(1, 2, &[1, 2], &[1, 2]).unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "records no other replica holds are not committed by a restart"
+        );
+        assert!(p.read(0, 1024, false).unwrap().batches.is_empty());
+    }
+
+    #[test]
     fn a_follower_refuses_produce_and_consume_and_names_its_leader() {
         let dir = tempfile::tempdir().unwrap();
         let p = Partition::open(dir.path(), "t", 0, LogConfig::default(), 0).unwrap();
