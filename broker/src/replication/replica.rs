@@ -237,13 +237,26 @@ impl Partition {
             .and_then(|tracker| tracker.isr_change(now_ms, lag_time_max_ms))
     }
 
-    /// The metadata log committed `isr` for this partition.
-    pub(crate) fn isr_committed(&self, isr: &[NodeId]) {
+    /// The metadata log, as of entry `index`, has `isr` for this partition.
+    pub(crate) fn isr_committed(&self, isr: &[NodeId], index: u64) {
         let moved = self
             .replica
             .tracker()
             .as_mut()
-            .and_then(|tracker| tracker.on_isr_committed(isr));
+            .and_then(|tracker| tracker.on_isr_committed(isr, index));
+        if let Some(high_watermark) = moved {
+            self.publish_high_watermark(high_watermark);
+        }
+    }
+
+    /// This leader's ISR proposal committed; the metadata log, as of entry
+    /// `index` (at or after it), has `isr` for this partition.
+    pub(crate) fn isr_proposal_committed(&self, isr: &[NodeId], index: u64) {
+        let moved = self
+            .replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.on_isr_proposal_committed(isr, index));
         if let Some(high_watermark) = moved {
             self.publish_high_watermark(high_watermark);
         }
@@ -252,6 +265,13 @@ impl Partition {
     pub(crate) fn isr_proposal_failed(&self) {
         if let Some(tracker) = self.replica.tracker().as_mut() {
             tracker.on_isr_proposal_failed();
+        }
+    }
+
+    /// The ISR proposal was not seen committed in time: it may still commit.
+    pub(crate) fn isr_proposal_timed_out(&self) {
+        if let Some(tracker) = self.replica.tracker().as_mut() {
+            tracker.on_isr_proposal_timed_out();
         }
     }
 
