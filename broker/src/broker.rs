@@ -756,7 +756,13 @@ fn open_topic(
                     None,
                 )));
             }
-            match Partition::open_with_clock(
+            let open = match record.hosted {
+                // A replica of a cluster topic takes no produce and serves
+                // no consumer until the cluster's metadata makes it leader.
+                Some(_) => Partition::open_replica,
+                None => Partition::open_with_clock,
+            };
+            match open(
                 &dir,
                 &record.name,
                 index,
@@ -764,15 +770,7 @@ fn open_topic(
                 *epoch,
                 Arc::clone(clock),
             ) {
-                Ok(partition) => {
-                    if record.hosted.is_some() {
-                        // A replica of a cluster topic takes no produce and
-                        // serves no consumer until the cluster's metadata
-                        // makes it leader (`replication::manager`).
-                        partition.replica.set_follower(None);
-                    }
-                    Ok(Arc::new(partition))
-                }
+                Ok(partition) => Ok(Arc::new(partition)),
                 Err(error) if on_error == OnOpenError::Offline => {
                     let cause = offline_cause(error);
                     tracing::error!(

@@ -152,6 +152,38 @@ impl Partition {
         leader_epoch: i32,
         clock: SharedClock,
     ) -> Result<Partition, BrokerError> {
+        Partition::open_log(dir, topic, index, config, leader_epoch, clock, true)
+    }
+
+    /// Opens a replica of a replicated topic: it follows no one, takes no
+    /// produce and serves no consumer until the cluster's metadata gives it
+    /// a role (`replication::manager`). Its high watermark is the one its log
+    /// checkpointed, not its log end: the records past it may be on no other
+    /// replica, and a leader counting them committed would serve them and
+    /// let them be lost with it (Kafka reads the high watermark back from its
+    /// replication-offset checkpoint for the same reason).
+    pub fn open_replica(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        config: LogConfig,
+        leader_epoch: i32,
+        clock: SharedClock,
+    ) -> Result<Partition, BrokerError> {
+        let partition = Partition::open_log(dir, topic, index, config, leader_epoch, clock, false)?;
+        partition.replica.set_follower(None);
+        Ok(partition)
+    }
+
+    fn open_log(
+        dir: &Path,
+        topic: &str,
+        index: u32,
+        config: LogConfig,
+        leader_epoch: i32,
+        clock: SharedClock,
+        alone: bool,
+    ) -> Result<Partition, BrokerError> {
         let log = PartitionLog::open(dir, config).map_err(|e| BrokerError::log(topic, index, e))?;
         let (states, rebuilt) = producer_recovery::rebuild(&log, clock.now_ms()).map_err(|e| {
             BrokerError::ProducerState {
@@ -161,9 +193,10 @@ impl Partition {
             }
         })?;
         log_rebuilt(topic, index, states.len(), &rebuilt);
-        // Replication factor 1: everything in the log is replicated to the whole ISR.
-        let log_end = log.log_end_offset();
-        log.set_high_watermark(log_end);
+        if alone {
+            // Replication factor 1: everything in the log is replicated to the whole ISR.
+            log.set_high_watermark(log.log_end_offset());
+        }
         let (high_watermark, _) = watch::channel(log.high_watermark());
         Ok(Partition {
             topic: topic.to_string(),

@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use super::cluster_link::ClusterLink;
 use super::role::RoleKind;
 use crate::broker::Broker;
-use crate::cluster::{ClusterMetadata, MetadataCommand, NodeId, QuorumView, ALIVE_WITHIN};
+use crate::cluster::{
+    ClusterError, ClusterMetadata, MetadataCommand, NodeId, QuorumView, ALIVE_WITHIN,
+};
 use crate::error::BrokerError;
 use crate::registry::TopicRecord;
 
@@ -141,7 +143,7 @@ async fn reconcile(
                     } else if partition.in_sync_replicas().as_deref()
                         != Some(&sorted(&assignment.isr))
                     {
-                        partition.isr_committed(&assignment.isr);
+                        partition.isr_committed(&assignment.isr, metadata.applied_index);
                     }
                 }
                 kind => {
@@ -209,11 +211,31 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
                     isr: proposal.isr,
                 };
                 match link.quorum.propose(command, PROPOSE_TIMEOUT).await {
-                    Ok(_) if shrinks => {
-                        broker.metrics().isr_shrinks.inc();
-                    }
                     Ok(_) => {
-                        broker.metrics().isr_expands.inc();
+                        // The entry applied here: the metadata now is as of
+                        // it or later, which settles the proposal even if the
+                        // applier skips over it to a later ISR.
+                        let metadata = link.quorum.metadata().borrow().clone();
+                        let assignment = metadata
+                            .topics
+                            .get(&topic.name)
+                            .and_then(|t| t.partitions.get(partition.index() as usize));
+                        if let Some(assignment) = assignment.filter(|a| {
+                            a.leader == Some(link.node_id)
+                                && a.leader_epoch == partition.leader_epoch()
+                        }) {
+                            partition
+                                .isr_proposal_committed(&assignment.isr, metadata.applied_index);
+                        }
+                        match shrinks {
+                            true => broker.metrics().isr_shrinks.inc(),
+                            false => broker.metrics().isr_expands.inc(),
+                        }
+                    }
+                    Err(error @ ClusterError::ProposalTimedOut { .. }) => {
+                        tracing::info!(%error, "ISR change not seen committed; sending it again");
+                        partition.isr_proposal_timed_out();
+                        continue;
                     }
                     Err(error) => {
                         tracing::info!(%error, "ISR change not taken");

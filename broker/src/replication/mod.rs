@@ -10,6 +10,8 @@ mod fetch;
 mod manager;
 mod replica;
 mod role;
+#[cfg(test)]
+mod simulation;
 mod tracker;
 
 pub(crate) use cluster_link::ClusterLink;

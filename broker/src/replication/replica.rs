@@ -245,13 +245,26 @@ impl Partition {
             .and_then(|tracker| tracker.isr_change(now_ms, lag_time_max_ms))
     }
 
-    /// The metadata log committed `isr` for this partition.
-    pub(crate) fn isr_committed(&self, isr: &[NodeId]) {
+    /// The metadata log, as of entry `index`, has `isr` for this partition.
+    pub(crate) fn isr_committed(&self, isr: &[NodeId], index: u64) {
         let moved = self
             .replica
             .tracker()
             .as_mut()
-            .and_then(|tracker| tracker.on_isr_committed(isr));
+            .and_then(|tracker| tracker.on_isr_committed(isr, index));
+        if let Some(high_watermark) = moved {
+            self.publish_high_watermark(high_watermark);
+        }
+    }
+
+    /// This leader's ISR proposal committed; the metadata log, as of entry
+    /// `index` (at or after it), has `isr` for this partition.
+    pub(crate) fn isr_proposal_committed(&self, isr: &[NodeId], index: u64) {
+        let moved = self
+            .replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.on_isr_proposal_committed(isr, index));
         if let Some(high_watermark) = moved {
             self.publish_high_watermark(high_watermark);
         }
@@ -260,6 +273,13 @@ impl Partition {
     pub(crate) fn isr_proposal_failed(&self) {
         if let Some(tracker) = self.replica.tracker().as_mut() {
             tracker.on_isr_proposal_failed();
+        }
+    }
+
+    /// The ISR proposal was not seen committed in time: it may still commit.
+    pub(crate) fn isr_proposal_timed_out(&self) {
+        if let Some(tracker) = self.replica.tracker().as_mut() {
+            tracker.on_isr_proposal_timed_out();
         }
     }
 
@@ -485,6 +505,44 @@ mod tests {
             matches!(answer, Err(BrokerError::NotLeader { .. })),
             "{answer:?}"
         );
+    }
+
+    #[test]
+    fn a_restarted_replica_counts_only_its_checkpointed_high_watermark_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open_replica(
+            dir.path(),
+            "t",
+            0,
+            LogConfig::default(),
+            0,
+            crate::clock::system_clock(),
+        )
+        .unwrap();
+        assert_eq!(p.role_kind(), RoleKind::Follower);
+        // A leader's records no follower copied: above its high watermark.
+        p.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        append(&p, &["a0", "a1", "a2"]);
+        assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 0));
+        // A crash (no close), and the same broker leads again.
+        drop(p);
+        let p = Partition::open_replica(
+            dir.path(),
+            "t",
+            0,
+            LogConfig::default(),
+            1,
+            crate::clock::system_clock(),
+        )
+        .unwrap();
+        assert_eq!(p.log_end_offset(), 3);
+        p.become_leader(1, 2, &[1, 2], &[1, 2]).unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "records no other replica holds are not committed by a restart"
+        );
+        assert!(p.read(0, 1024, false).unwrap().batches.is_empty());
     }
 
     #[test]

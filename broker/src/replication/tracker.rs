@@ -11,7 +11,11 @@
 //! - while an ISR change is waiting to commit through the metadata log, the
 //!   high watermark uses the larger of the two sets (the committed ISR plus a
 //!   pending addition, or the committed ISR during a pending removal), so no
-//!   record is acknowledged on the strength of a set not yet agreed;
+//!   record is acknowledged on the strength of a set not yet agreed. A change
+//!   stays pending until it is seen committed or refused: one whose proposal
+//!   timed out may still commit, after other changes, so it is sent again
+//!   rather than forgotten (Kafka's leader, too, keeps its pending ISR until
+//!   the controller answers);
 //! - a follower is caught up when its fetch reaches the leader's log end
 //!   offset as it was at the follower's previous fetch (it read everything
 //!   there was one round ago); one not caught up for `replica.lag.time.max.ms`
@@ -42,8 +46,12 @@ pub struct ReplicaTracker {
     followers: BTreeMap<NodeId, FollowerProgress>,
     /// The ISR as the metadata log last committed it (always holds the leader).
     isr: BTreeSet<NodeId>,
+    /// The metadata log index `isr` is as of: an older state never replaces it.
+    isr_index: u64,
     /// An ISR this leader proposed that has not come back committed yet.
     pending: Option<BTreeSet<NodeId>>,
+    /// The proposal of `pending` timed out: send it again.
+    resend: bool,
     high_watermark: u64,
     leader_end_offset: u64,
     /// The first offset the leader wrote in its current epoch.
@@ -82,7 +90,9 @@ impl ReplicaTracker {
             leader,
             followers,
             isr,
+            isr_index: 0,
             pending: None,
+            resend: false,
             high_watermark: high_watermark.min(leader_end_offset),
             leader_end_offset,
             epoch_start_offset: leader_end_offset,
@@ -158,8 +168,13 @@ impl ReplicaTracker {
     /// not caught up for `lag_time_max_ms` leave, followers that reached the
     /// high watermark and this epoch's start join.
     pub fn isr_change(&mut self, now_ms: i64, lag_time_max_ms: i64) -> Option<IsrProposal> {
-        if self.pending.is_some() {
-            return None;
+        if let Some(pending) = &self.pending {
+            if !std::mem::take(&mut self.resend) {
+                return None;
+            }
+            return Some(IsrProposal {
+                isr: pending.iter().copied().collect(),
+            });
         }
         let mut next = self.isr.clone();
         for (&id, progress) in &self.followers {
@@ -187,21 +202,45 @@ impl ReplicaTracker {
         })
     }
 
-    /// The metadata log committed `isr` for this leader (this leader's
-    /// proposal or not). Returns the new high watermark if it moved.
-    pub fn on_isr_committed(&mut self, isr: &[NodeId]) -> Option<u64> {
+    /// The metadata log, as of entry `index`, has `isr` for this leader
+    /// (this leader's proposal or not). Returns the new high watermark if it
+    /// moved.
+    pub fn on_isr_committed(&mut self, isr: &[NodeId], index: u64) -> Option<u64> {
+        if index < self.isr_index {
+            return None;
+        }
+        self.isr_index = index;
         let mut committed: BTreeSet<NodeId> = isr.iter().copied().collect();
         committed.insert(self.leader);
-        // Whatever was pending is settled: committed as proposed, or
-        // overtaken by a change the controller made (a new leader epoch).
-        self.pending = None;
+        // A change the controller made (dropping a dead broker) does not
+        // settle this leader's own: that may still commit after it, and the
+        // high watermark keeps counting its members until it does.
+        if self.pending.as_ref() == Some(&committed) {
+            self.pending = None;
+            self.resend = false;
+        }
         self.isr = committed;
         self.recompute()
     }
 
-    /// The proposal was refused or lost: allow another.
+    /// This leader's proposal committed; `isr` is the ISR as of entry
+    /// `index`, at or after it, which settles the proposal whatever it is.
+    pub fn on_isr_proposal_committed(&mut self, isr: &[NodeId], index: u64) -> Option<u64> {
+        self.pending = None;
+        self.resend = false;
+        self.on_isr_committed(isr, index)
+            .or_else(|| self.recompute())
+    }
+
+    /// The proposal was refused, or never reached the metadata log: allow another.
     pub fn on_isr_proposal_failed(&mut self) {
         self.pending = None;
+        self.resend = false;
+    }
+
+    /// The proposal was not seen committed in time; it may still commit.
+    pub fn on_isr_proposal_timed_out(&mut self) {
+        self.resend = self.pending.is_some();
     }
 }
 
@@ -247,7 +286,7 @@ mod tests {
         // While the shrink is pending the high watermark still waits for 3.
         assert_eq!(t.high_watermark(), 60);
         assert_eq!(t.isr_change(11_002, LAG_MS), None, "one change at a time");
-        assert_eq!(t.on_isr_committed(&[1, 2]), Some(200));
+        assert_eq!(t.on_isr_committed(&[1, 2], 1), Some(200));
         // 3 catches up: fetches at the leader's end.
         t.on_follower_fetch(3, 200, 12_000);
         let expand = t.isr_change(12_001, LAG_MS).expect("3 caught up");
@@ -256,8 +295,58 @@ mod tests {
         t.on_leader_append(300);
         t.on_follower_fetch(2, 300, 12_100);
         assert_eq!(t.high_watermark(), 200, "3 has not fetched 300 yet");
-        t.on_isr_committed(&[1, 2, 3]);
+        t.on_isr_committed(&[1, 2, 3], 2);
         assert_eq!(t.on_follower_fetch(3, 300, 12_200), Some(300));
+    }
+
+    #[test]
+    fn an_isr_change_that_timed_out_stays_pending_and_is_sent_again_until_it_commits() {
+        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 0, 0, 0);
+        t.on_leader_append(10);
+        t.on_follower_fetch(2, 10, 1);
+        let expand = t.isr_change(2, LAG_MS).expect("2 caught up");
+        assert_eq!(expand.isr, vec![1, 2]);
+        // The proposal timed out; it may still commit, so 2 keeps holding
+        // the high watermark until it is seen committed.
+        t.on_isr_proposal_timed_out();
+        t.on_leader_append(20);
+        assert_eq!(t.high_watermark(), 10, "2 is still counted");
+        assert_eq!(t.isr_change(3, LAG_MS), Some(expand), "sent again");
+        assert_eq!(t.isr_change(4, LAG_MS), None, "once per time-out");
+        // A change of the controller's is not this one: still pending.
+        t.on_isr_committed(&[1], 7);
+        assert_eq!(t.high_watermark(), 10);
+        t.on_follower_fetch(2, 20, 5);
+        assert_eq!(t.high_watermark(), 20);
+        t.on_isr_committed(&[1, 2], 8);
+        t.on_leader_append(30);
+        assert_eq!(t.high_watermark(), 20, "2 is in the ISR now");
+        // An older state never replaces a newer one.
+        assert_eq!(t.on_isr_committed(&[1], 7), None);
+        assert_eq!(t.isr(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_committed_proposal_settles_even_when_a_later_change_hides_it() {
+        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0);
+        t.on_leader_append(10);
+        t.on_follower_fetch(2, 10, 1);
+        t.on_follower_fetch(3, 10, 1);
+        t.on_follower_fetch(2, 10, 20_000);
+        let shrink = t.isr_change(20_000, LAG_MS).expect("3 lags");
+        assert_eq!(shrink.isr, vec![1, 2]);
+        // The metadata applied here had both this shrink and then the
+        // controller's change after it: the shrink itself is never seen.
+        t.on_isr_committed(&[1], 5);
+        assert_eq!(t.isr_change(20_001, LAG_MS), None, "still pending");
+        t.on_isr_proposal_committed(&[1], 5);
+        assert_eq!(t.isr(), vec![1]);
+        t.on_follower_fetch(3, 10, 20_002);
+        assert_eq!(
+            t.isr_change(20_003, LAG_MS).map(|p| p.isr),
+            Some(vec![1, 2, 3]),
+            "no longer pending: the next change goes out"
+        );
     }
 
     #[test]
