@@ -39,6 +39,7 @@ pub(super) enum Message {
         leader: NodeId,
         request: u64,
         asked_epoch: i32,
+        asked_offset: u64,
         result: Result<ReplicaRead, Refused>,
     },
     EpochQuery {
@@ -166,6 +167,7 @@ impl Sim {
                     leader,
                     request,
                     asked_epoch: leader_epoch,
+                    asked_offset: offset,
                     result,
                 });
             }
@@ -175,6 +177,7 @@ impl Sim {
                 leader,
                 request,
                 asked_epoch,
+                asked_offset,
                 result,
             } => {
                 let node = self.nodes.get_mut(&follower).unwrap();
@@ -188,7 +191,7 @@ impl Sim {
                 {
                     node.fetchers.remove(&leader);
                 }
-                self.store(follower, asked_epoch, result);
+                self.store(follower, leader, (asked_epoch, asked_offset), result);
             }
             Message::EpochQuery {
                 follower,
@@ -245,10 +248,21 @@ impl Sim {
     }
 
     /// `fetch::store`: one partition's answer, stored only if the follower
-    /// still follows at the epoch it asked at and has nothing to cut first.
-    fn store(&mut self, id: NodeId, asked_epoch: i32, result: Result<ReplicaRead, Refused>) {
+    /// still follows that leader at the epoch it asked at and has nothing to
+    /// cut first (and, in `append_from_leader`, only if its log still ends
+    /// where it asked from).
+    fn store(
+        &mut self,
+        id: NodeId,
+        leader: NodeId,
+        (asked_epoch, asked_offset): (i32, u64),
+        result: Result<ReplicaRead, Refused>,
+    ) {
         let partition = self.nodes[&id].partition.as_ref().unwrap();
-        if partition.leader_epoch() != asked_epoch || partition.truncation_pending() {
+        if partition.leader_epoch() != asked_epoch
+            || partition.leader_id() != Some(leader)
+            || partition.truncation_pending()
+        {
             return;
         }
         trace!(
@@ -257,19 +271,22 @@ impl Sim {
             partition.log_end_offset()
         );
         match result {
-            Ok(read) => match partition.append_from_leader(&read.batches, read.high_watermark) {
-                Ok(()) => {}
-                // A duplicated or late answer from below this log's end:
-                // refused whole, as the real fetcher's warning says, and the
-                // next fetch asks from the log end again.
-                Err(BrokerError::Log {
-                    source: LogError::NonContiguous { .. },
-                    ..
-                }) => {}
-                Err(error) => self.fail(format_args!(
-                    "follower {id} cannot store the leader's batches: {error}"
-                )),
-            },
+            Ok(read) => {
+                match partition.append_from_leader(asked_offset, &read.batches, read.high_watermark)
+                {
+                    Ok(()) => {}
+                    // A duplicated or late answer from below this log's end:
+                    // refused whole, as the real fetcher's warning says, and the
+                    // next fetch asks from the log end again.
+                    Err(BrokerError::Log {
+                        source: LogError::NonContiguous { .. },
+                        ..
+                    }) => {}
+                    Err(error) => self.fail(format_args!(
+                        "follower {id} cannot store the leader's batches: {error}"
+                    )),
+                }
+            }
             Err(refused)
                 if refused.out_of_range && partition.log_end_offset() > refused.log_end_offset =>
             {
