@@ -83,6 +83,8 @@ pub struct QuorumStatus {
     pub applied_index: u64,
     /// The index of the last snapshot; the log holds only the entries after it.
     pub snapshot_index: u64,
+    /// Snapshots installed from a leader since this member started.
+    pub snapshots_installed: u64,
 }
 
 pub struct QuorumNode {
@@ -97,6 +99,7 @@ pub struct QuorumNode {
     snapshot_entries: u64,
     /// Ticks each follower has waited, as leader, for the answer to a snapshot.
     snapshot_wait_ticks: HashMap<NodeId, usize>,
+    snapshots_installed: u64,
 }
 
 impl QuorumNode {
@@ -195,6 +198,7 @@ impl QuorumNode {
             recovered_commit,
             snapshot_entries,
             snapshot_wait_ticks: HashMap::new(),
+            snapshots_installed: 0,
         };
         if node.voters.len() == 1 {
             // A one-broker cluster elects itself at once: no election timeout
@@ -391,6 +395,7 @@ impl QuorumNode {
         store.apply_snapshot(snapshot);
         store.set_hard_state(hard_state);
         self.metadata = metadata;
+        self.snapshots_installed += 1;
         tracing::info!(
             node_id = self.id,
             snapshot_index = index,
@@ -491,6 +496,7 @@ impl QuorumNode {
             committed_index: self.raw.raft.raft_log.committed,
             applied_index: self.metadata.applied_index,
             snapshot_index: self.raw.store().snapshot_index(),
+            snapshots_installed: self.snapshots_installed,
         }
     }
 }
