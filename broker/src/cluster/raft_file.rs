@@ -6,13 +6,29 @@
 //! Frame: `u32 length` (little-endian, of what follows the CRC), `u32 CRC-32C`
 //! of the payload, then the payload: kind `1` and the entries (`u32 count`,
 //! then `u32 length` + protobuf `eraftpb.Entry` each), or kind `2` and a
-//! protobuf `eraftpb.HardState`. An entries frame whose first index is at or
-//! below entries already read replaces them from there on, as Raft overwrites
-//! a follower's conflicting suffix; the last hard state wins.
+//! protobuf `eraftpb.HardState`, or kind `3` and the `u64 index` and `u64
+//! term` of the snapshot the file was compacted to (only as its first frame).
+//! An entries frame whose first index is at or below entries already read
+//! replaces them from there on, as Raft overwrites a follower's conflicting
+//! suffix; the last hard state wins.
 //!
 //! A crash can tear only the last frame (written after the last fsync): the
 //! reader stops at the first frame that is short or fails its CRC and cuts
 //! the file there. Everything before it was fsynced, or was never promised.
+//!
+//! Compaction ([`RaftFile::compact`]) drops the entries up to a snapshot's
+//! index in four steps, each fsynced before the next begins: the snapshot is
+//! written to `snapshot.tmp`; renamed to `snapshot` (and the directory
+//! fsynced); the hard state and the entries after the snapshot are written to
+//! `raft.log.tmp` behind a kind-`3` frame; that is renamed to `raft.log` (and
+//! the directory fsynced). A crash after any step opens to the same metadata:
+//! before the first rename the old snapshot and the whole log are there;
+//! after it, the new snapshot and a log whose entries up to its index are
+//! skipped at open (all of them after it too if the log's entry at that index
+//! is of another term: a follower's suffix that the leader's snapshot
+//! replaced). A log whose kind-`3` frame names an index past the snapshot
+//! that is there (the snapshot deleted, or replaced by an older one) is
+//! refused, never read as a shorter history.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
