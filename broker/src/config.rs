@@ -120,6 +120,10 @@ pub struct BrokerConfig {
     /// `node_id` among them); `None` runs a broker that is not in a cluster.
     /// Checked by [`BrokerConfig::cluster`].
     pub peers: Option<String>,
+    /// In a cluster, entries of the metadata log applied between two
+    /// snapshots of the metadata (after which the log drops them). Not read
+    /// from `weir.toml` or the environment; tests lower it.
+    pub metadata_snapshot_entries: u64,
     /// A follower not caught up with its leader for this long leaves the
     /// ISR (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: i64,
@@ -253,6 +257,7 @@ impl Default for BrokerConfig {
             kafka_listen: None,
             metrics_listen: None,
             peers: None,
+            metadata_snapshot_entries: crate::cluster::SNAPSHOT_ENTRIES_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             fetch_bytes_max: FETCH_BYTES_MAX_DEFAULT,
@@ -642,6 +647,10 @@ impl BrokerConfig {
         };
         let node_id = u64::try_from(self.node_id).unwrap_or(0);
         crate::cluster::ClusterConfig::parse(node_id, peers)
+            .map(|cluster| crate::cluster::ClusterConfig {
+                snapshot_entries: self.metadata_snapshot_entries.max(1),
+                ..cluster
+            })
             .map(Some)
             .map_err(|e| ConfigError::Value {
                 source_name: "setting",

@@ -26,6 +26,21 @@ fn topic(name: &str) -> MetadataCommand {
     })
 }
 
+/// A topic placed on a broker that is not in the cluster: it fills the
+/// metadata log without giving the brokers replicas to open and follow.
+fn unhosted_topic(name: &str) -> MetadataCommand {
+    MetadataCommand::CreateTopic(TopicMetadata {
+        name: name.into(),
+        configs: BTreeMap::new(),
+        partitions: vec![PartitionAssignment {
+            replicas: vec![7],
+            leader: None,
+            leader_epoch: 0,
+            isr: vec![],
+        }],
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_elect_register_fail_over_and_keep_metadata_across_a_full_restart() {
     let mut cluster = Cluster::start().await;
@@ -94,6 +109,83 @@ async fn three_brokers_elect_register_fail_over_and_keep_metadata_across_a_full_
         })
         .await;
     for id in 1..=3 {
+        cluster.stop_broker(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_behind_the_compacted_metadata_log_catches_up_through_a_snapshot_and_a_full_restart_keeps_it(
+) {
+    let mut cluster = Cluster::start_with(|config| config.metadata_snapshot_entries = 10).await;
+    cluster
+        .wait_all("every broker registered everywhere", |m| {
+            m.brokers.len() == 3
+        })
+        .await;
+    let controller = cluster.controller().await;
+    let stopped = (1..=3).find(|id| *id != controller).unwrap();
+    let status = |cluster: &Cluster, id| {
+        cluster.brokers[&id]
+            .quorum()
+            .unwrap()
+            .view()
+            .borrow()
+            .status
+    };
+    let stopped_committed = status(&cluster, stopped).committed_index;
+    cluster.stop_broker(stopped).await;
+    let names: Vec<String> = (0..30).map(|i| format!("topic-{i}")).collect();
+    for name in &names {
+        cluster.brokers[&controller]
+            .quorum()
+            .unwrap()
+            .propose(unhosted_topic(name), WAIT)
+            .await
+            .unwrap();
+    }
+    // Both brokers left dropped the entries the stopped one lacks (and more
+    // than it could have held uncommitted): only a snapshot can bring it back.
+    cluster
+        .wait_for("the running brokers compacted their metadata logs", || {
+            cluster
+                .brokers
+                .keys()
+                .all(|id| status(&cluster, *id).snapshot_index > stopped_committed + 10)
+        })
+        .await;
+    cluster.start_broker(stopped).await;
+    cluster
+        .wait_all("every topic on every broker", |m| {
+            names.iter().all(|name| m.topics.contains_key(name))
+        })
+        .await;
+    let caught_up = status(&cluster, stopped);
+    assert!(caught_up.snapshots_installed >= 1, "{caught_up:?}");
+    let expected = cluster.metadata(controller);
+    cluster
+        .wait_for("the same metadata everywhere", || {
+            cluster.metadata(stopped).topics == expected.topics
+        })
+        .await;
+
+    // Every broker stops; every broker starts from its snapshot and log.
+    for id in 1..=3 {
+        cluster.stop_broker(id).await;
+    }
+    for id in 1..=3 {
+        cluster.start_broker(id).await;
+        assert!(
+            status(&cluster, id).snapshot_index > 0,
+            "broker {id} loaded a snapshot"
+        );
+    }
+    cluster
+        .wait_all("every topic and broker after a full restart", |m| {
+            m.brokers.len() == 3 && names.iter().all(|name| m.topics.contains_key(name))
+        })
+        .await;
+    for id in 1..=3 {
+        assert_eq!(cluster.metadata(id).topics, expected.topics, "broker {id}");
         cluster.stop_broker(id).await;
     }
 }

@@ -2,7 +2,9 @@
 //! (real Raft core, real metadata log files) on a simulated network that
 //! delays, drops, duplicates and reorders messages, cuts brokers off, and
 //! crashes and restarts them. Every step checks Raft's safety properties; the
-//! end checks that nothing a proposer saw applied was lost.
+//! end checks that nothing a proposer saw applied was lost. Members snapshot
+//! every [`SNAPSHOT_ENTRIES`] entries, so a member that comes back from a crash
+//! is sometimes caught up by a snapshot rather than by entries.
 //!
 //! `WEIR_QUORUM_SIM_SEEDS=N` runs N seeds (the short default runs a few);
 //! `WEIR_QUORUM_SIM_SEED=S` replays one. A failure names its seed.
@@ -10,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use raft::eraftpb::MessageType;
 use weir_broker::cluster::{
     MetadataCommand, NodeId, PartitionAssignment, ProposalId, QuorumNode, RaftMessage as Message,
     TopicMetadata,
@@ -18,6 +21,8 @@ use weir_broker::cluster::{
 const VOTERS: [NodeId; 3] = [1, 2, 3];
 const FAULT_STEPS: u64 = 2_500;
 const QUIET_STEPS: u64 = 1_500;
+/// Low, so that compaction and snapshot catch-up happen within a run.
+const SNAPSHOT_ENTRIES: u64 = 20;
 
 struct Rng(u64);
 
@@ -59,10 +64,19 @@ struct Sim {
     next_topic: u64,
     /// Whether `step` proposes now and then.
     proposing: bool,
+    snapshot_entries: u64,
+    /// Snapshots from a leader installed, per member.
+    restores: BTreeMap<NodeId, u64>,
+    /// Snapshot messages still to be lost on their way.
+    snapshots_to_lose: u32,
 }
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        Sim::with_snapshot_entries(seed, SNAPSHOT_ENTRIES)
+    }
+
+    fn with_snapshot_entries(seed: u64, snapshot_entries: u64) -> Sim {
         // tmpfs when there is one: the simulation fsyncs thousands of times.
         let root = match std::path::Path::new("/dev/shm").is_dir() {
             true => tempfile::tempdir_in("/dev/shm").unwrap(),
@@ -88,6 +102,9 @@ impl Sim {
             acknowledged: Vec::new(),
             next_topic: 0,
             proposing: true,
+            snapshot_entries,
+            restores: BTreeMap::new(),
+            snapshots_to_lose: 0,
         };
         for id in VOTERS {
             sim.start(id);
@@ -97,7 +114,7 @@ impl Sim {
 
     fn start(&mut self, id: NodeId) {
         let dir = &self.dirs[(id - 1) as usize];
-        let node = QuorumNode::open(dir, id, &VOTERS)
+        let node = QuorumNode::open(dir, id, &VOTERS, self.snapshot_entries)
             .unwrap_or_else(|e| panic!("seed {}: node {id} does not reopen: {e}", self.seed));
         self.nodes.insert(id, Some(node));
     }
@@ -133,6 +150,10 @@ impl Sim {
             if cut || (faults && self.rng.chance(30)) {
                 continue;
             }
+            if self.snapshots_to_lose > 0 && message.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_to_lose -= 1;
+                continue;
+            }
             if faults && self.rng.chance(20) {
                 let again = self.now + 1 + self.rng.below(3);
                 self.in_flight.push((again, message.clone()));
@@ -158,6 +179,9 @@ impl Sim {
             for message in output.messages {
                 let at = self.now + 1 + self.rng.below(3);
                 self.in_flight.push((at, message));
+            }
+            if output.restored {
+                *self.restores.entry(id).or_insert(0) += 1;
             }
             for applied in output.applied {
                 // State machine safety: one entry per index, everywhere.
@@ -195,6 +219,26 @@ impl Sim {
                 self.seed
             );
         }
+    }
+
+    /// The live member that leads, if one does.
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(_, node)| node.as_ref().is_some_and(|n| n.is_leader()))
+            .map(|(id, _)| *id)
+    }
+
+    /// Steps without faults until `done` holds (checked before each step), at
+    /// most `steps_max` steps; says whether it held.
+    fn run_until(&mut self, steps_max: u64, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        for _ in 0..steps_max {
+            if done(self) {
+                return true;
+            }
+            self.step(false);
+        }
+        done(self)
     }
 
     fn propose(&mut self, id: NodeId) {
@@ -263,7 +307,8 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64) {
+/// Runs one seed; returns how many snapshots members installed.
+fn run_seed(seed: u64) -> u64 {
     let mut sim = Sim::new(seed);
     for _ in 0..FAULT_STEPS {
         sim.step(true);
@@ -298,6 +343,7 @@ fn run_seed(seed: u64) {
         !sim.acknowledged.is_empty(),
         "seed {seed}: the simulation acknowledged nothing, so it tested nothing"
     );
+    sim.restores.values().sum()
 }
 
 #[test]
@@ -313,10 +359,16 @@ fn quorum_keeps_one_leader_per_term_one_entry_per_index_and_every_acknowledged_c
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
+    let mut restores = 0;
     for seed in 0..seeds {
-        eprintln!("quorum simulation seed {seed}");
-        run_seed(seed);
+        let installed = run_seed(seed);
+        eprintln!("quorum simulation seed {seed}: {installed} snapshots installed");
+        restores += installed;
     }
+    assert!(
+        restores > 0,
+        "no member was caught up by a snapshot in {seeds} seeds, so that path went untested"
+    );
 }
 
 #[test]
@@ -351,4 +403,120 @@ fn whole_cluster_restart_keeps_the_metadata() {
             "node {id} after restart"
         );
     }
+}
+
+/// Three members snapshotting every 10 entries; a follower stops, the
+/// other two commit 40 topics, and both compact past everything it holds.
+/// Returns the simulation and the stopped member.
+fn cluster_compacted_past_a_stopped_member() -> (Sim, NodeId) {
+    let mut sim = Sim::with_snapshot_entries(7, 10);
+    sim.proposing = false;
+    let leader = sim.run_until(1_000, |sim| sim.leader().is_some());
+    assert!(leader, "a leader is elected");
+    let stopped = VOTERS
+        .into_iter()
+        .find(|id| Some(*id) != sim.leader())
+        .unwrap();
+    let stopped_applied = sim.nodes[&stopped].as_ref().unwrap().status().applied_index;
+    sim.crash(stopped);
+    // One at a time through whoever leads, so none is lost to an election.
+    for n in 1..=40 {
+        let proposed = sim.run_until(1_000, |sim| {
+            if sim.acknowledged.len() == n {
+                return true;
+            }
+            if sim.pending.is_empty() {
+                if let Some(leader) = sim.leader() {
+                    sim.propose(leader);
+                }
+            }
+            false
+        });
+        assert!(proposed, "proposal {n} applied");
+    }
+    for id in VOTERS.into_iter().filter(|id| *id != stopped) {
+        let status = sim.nodes[&id].as_ref().unwrap().status();
+        assert!(
+            status.snapshot_index > stopped_applied + 10,
+            "member {id} compacted past member {stopped}: {status:?}"
+        );
+    }
+    (sim, stopped)
+}
+
+#[test]
+fn a_member_that_missed_compacted_entries_catches_up_through_a_snapshot() {
+    let (mut sim, stopped) = cluster_compacted_past_a_stopped_member();
+    let leader = sim.leader().unwrap();
+    let expected = sim.nodes[&leader].as_ref().unwrap().metadata().clone();
+    // The first snapshot sent is lost: the leader must notice and send again.
+    sim.snapshots_to_lose = 1;
+    sim.start(stopped);
+    let caught_up = sim.run_until(2_000, |sim| {
+        sim.nodes[&stopped].as_ref().unwrap().metadata().topics == expected.topics
+    });
+    assert!(caught_up, "member {stopped} caught up");
+    assert_eq!(sim.snapshots_to_lose, 0, "a snapshot was sent and lost");
+    assert!(
+        sim.restores.get(&stopped).copied().unwrap_or(0) >= 1,
+        "member {stopped} installed a snapshot: {:?}",
+        sim.restores
+    );
+    // It goes on taking entries after the snapshot, and all agree.
+    sim.propose(stopped);
+    let applied = sim.run_until(1_000, |sim| {
+        let metadata: Vec<_> = VOTERS
+            .iter()
+            .map(|id| sim.nodes[id].as_ref().unwrap().metadata().clone())
+            .collect();
+        metadata[0].topics.len() == expected.topics.len() + 1
+            && metadata.windows(2).all(|w| w[0] == w[1])
+    });
+    assert!(
+        applied,
+        "a proposal after the snapshot applied everywhere alike"
+    );
+}
+
+#[test]
+fn whole_cluster_restart_after_compaction_keeps_the_metadata() {
+    let (mut sim, stopped) = cluster_compacted_past_a_stopped_member();
+    sim.start(stopped);
+    let leader = sim.leader().unwrap();
+    let before = sim.nodes[&leader].as_ref().unwrap().metadata().clone();
+    assert_eq!(before.topics.len(), 40);
+    let caught_up = sim.run_until(2_000, |sim| {
+        sim.nodes[&stopped].as_ref().unwrap().metadata().topics == before.topics
+    });
+    assert!(caught_up, "member {stopped} caught up");
+    for id in VOTERS {
+        sim.crash(id);
+    }
+    for id in VOTERS {
+        sim.start(id);
+        let node = sim.nodes.get_mut(&id).unwrap().as_mut().unwrap();
+        assert!(
+            node.status().snapshot_index > 0,
+            "member {id} has a snapshot"
+        );
+        node.process_ready().unwrap();
+        assert_eq!(
+            node.metadata().topics,
+            before.topics,
+            "member {id} after restart"
+        );
+    }
+    // And the restarted cluster still commits.
+    let committed = sim.run_until(2_000, |sim| {
+        if sim.acknowledged.len() == 41 {
+            return true;
+        }
+        if sim.pending.is_empty() {
+            if let Some(leader) = sim.leader() {
+                sim.propose(leader);
+            }
+        }
+        false
+    });
+    assert!(committed, "a proposal after the restart applied");
 }

@@ -19,6 +19,10 @@ mod metadata;
 mod node;
 mod quorum;
 mod raft_file;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
+mod storage;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -28,7 +32,9 @@ pub use metadata::{
     place_replicas, BrokerRecord, ClusterMetadata, MetadataCommand, MetadataRefusal, NodeId,
     PartitionAssignment, TopicMetadata,
 };
-pub use node::{Applied, ProposalId, QuorumNode, QuorumStatus, ReadyOutput, TICK_MS};
+pub use node::{
+    Applied, ProposalId, QuorumNode, QuorumStatus, ReadyOutput, SNAPSHOT_ENTRIES_DEFAULT, TICK_MS,
+};
 pub(crate) use quorum::ALIVE_WITHIN;
 pub use quorum::{MetadataQuorum, QuorumHandle, QuorumView};
 /// A Raft message between quorum members (raft-rs `eraftpb.Message`).
@@ -52,6 +58,8 @@ pub struct ClusterConfig {
     pub node_id: NodeId,
     /// Every voter's gRPC address by node id, this broker's included.
     pub peers: BTreeMap<NodeId, String>,
+    /// Entries applied between two snapshots of the metadata.
+    pub snapshot_entries: u64,
 }
 
 impl ClusterConfig {
@@ -60,6 +68,7 @@ impl ClusterConfig {
         ClusterConfig {
             node_id,
             peers: BTreeMap::from([(node_id, address)]),
+            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
         }
     }
 
@@ -105,6 +114,7 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             node_id,
             peers: map,
+            snapshot_entries: SNAPSHOT_ENTRIES_DEFAULT,
         })
     }
 
@@ -130,6 +140,28 @@ pub enum ClusterError {
     Corrupt { path: PathBuf, position: u64 },
     #[error("a metadata entry of {bytes} bytes is larger than the log takes")]
     EntryTooLarge { bytes: usize },
+    #[error("a metadata snapshot of {bytes} bytes is larger than this broker writes")]
+    SnapshotTooLarge { bytes: usize },
+    /// The log before the snapshot may be gone, so the broker does not start
+    /// from an empty or older state instead.
+    #[error(
+        "the metadata snapshot {} cannot be used: {reason}; the metadata log was compacted up to it, so this broker does not start without it",
+        path.display()
+    )]
+    CorruptSnapshot { path: PathBuf, reason: String },
+    #[error(
+        "the metadata log was compacted through entry {compacted}, but the snapshot {} {}; this broker does not start without it",
+        path.display(),
+        match found {
+            0 => "is missing".to_owned(),
+            found => format!("only reaches entry {found}"),
+        }
+    )]
+    SnapshotMissing {
+        path: PathBuf,
+        compacted: u64,
+        found: u64,
+    },
     #[error("cannot encode a Raft message: {0}")]
     Encode(String),
     #[error("Raft: {0}")]

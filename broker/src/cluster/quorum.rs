@@ -74,7 +74,7 @@ impl MetadataQuorum {
     /// peer senders are tasks on it).
     pub fn start(dir: &Path, config: &ClusterConfig) -> Result<MetadataQuorum, ClusterError> {
         let voters: Vec<NodeId> = config.voters();
-        let node = QuorumNode::open(dir, config.node_id, &voters)?;
+        let node = QuorumNode::open(dir, config.node_id, &voters, config.snapshot_entries)?;
         let recovered_commit = node.recovered_commit();
         let (requests, inbox) = mpsc::sync_channel(REQUEST_QUEUE);
         let peers = PeerSenders::start(config, requests.clone());
@@ -282,7 +282,7 @@ fn run(
             Err(e) => break Some(e.to_string()),
         };
         peers.send(output.messages);
-        if !output.applied.is_empty() {
+        if !output.applied.is_empty() || output.restored {
             for applied in &output.applied {
                 if applied.proposal.node != node.id() {
                     continue;
