@@ -715,6 +715,10 @@ impl BrokerConfig {
             } else if key == MIN_INSYNC_REPLICAS_CONFIG {
                 // Replication policy, read by produce (`min_insync_replicas`).
                 parse_min_insync_replicas(value)?;
+            } else if key == UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG {
+                // Replication policy, read by the controller from the topic's
+                // metadata (`replication::manager::leadership_changes`).
+                parse_bool_config(key, value)?;
             } else {
                 config.apply(key, value)?;
             }
@@ -959,6 +963,23 @@ fn check_value_config(key: &str, value: &str) -> Result<(), weir_log::LogError> 
 /// Kafka's topic config: how many in-sync replicas an `acks=all` produce
 /// needs, else NOT_ENOUGH_REPLICAS.
 pub const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
+
+/// Kafka's topic config: whether a partition with no live in-sync replica
+/// may elect a replica outside the ISR (losing what only the ISR held),
+/// `false` by default.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG: &str = "unclean.leader.election.enable";
+
+fn parse_bool_config(key: &str, value: &str) -> Result<bool, weir_log::LogError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(weir_log::LogError::Config {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "must be true or false".to_string(),
+        }),
+    }
+}
 
 /// Kafka's default `replica.lag.time.max.ms`.
 pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: i64 = 30_000;

@@ -85,6 +85,7 @@ pub struct BrokerMetrics {
     pub(crate) isr_shrinks: Counter,
     pub(crate) isr_expands: Counter,
     pub(crate) leader_elections: Counter,
+    pub(crate) unclean_leader_elections: Counter,
     connections: Family<ListenerLabels, Gauge>,
     connection_gauges: [Gauge; 2],
     refused: Family<ListenerLabels, Counter>,
@@ -105,6 +106,7 @@ impl Default for BrokerMetrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             leader_elections: Counter::default(),
+            unclean_leader_elections: Counter::default(),
             connections,
             connection_gauges,
             refused: Family::default(),
@@ -157,6 +159,12 @@ impl BrokerMetrics {
             "Partition leader changes this broker made as the controller (a dead leader replaced, \
              the preferred replica restored, a partition left without a live in-sync replica)",
             self.leader_elections.clone(),
+        );
+        registry.register(
+            "weir_unclean_leader_elections",
+            "Leaders this broker elected as the controller from outside the ISR, for topics with \
+             unclean.leader.election.enable (records only the old ISR held are lost)",
+            self.unclean_leader_elections.clone(),
         );
         self.requests.register(registry);
     }

@@ -22,6 +22,7 @@ use crate::broker::Broker;
 use crate::cluster::{
     ClusterError, ClusterMetadata, MetadataCommand, NodeId, QuorumView, ALIVE_WITHIN,
 };
+use crate::config::UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG;
 use crate::error::BrokerError;
 use crate::registry::TopicRecord;
 
@@ -306,12 +307,32 @@ async fn controller_duty(broker: Arc<Broker>, link: ClusterLink) {
         let alive = tracker.alive(now);
         for command in leadership_changes(&current, &alive) {
             tracing::info!(?command, "controller: changing a partition's leadership");
-            let elects = matches!(&command, MetadataCommand::ChangePartition { topic, partition, leader, .. }
-                if current.topics.get(topic).and_then(|t| t.partitions.get(*partition as usize)).is_some_and(|p| p.leader != *leader));
+            let before = match &command {
+                MetadataCommand::ChangePartition {
+                    topic, partition, ..
+                } => current
+                    .topics
+                    .get(topic)
+                    .and_then(|t| t.partitions.get(*partition as usize)),
+                _ => None,
+            };
+            let (elects, unclean) = match (&command, before) {
+                (MetadataCommand::ChangePartition { leader, .. }, Some(before)) => (
+                    before.leader != *leader,
+                    leader.is_some_and(|l| !before.isr.contains(&l)),
+                ),
+                _ => (false, false),
+            };
+            if unclean {
+                tracing::warn!(?command, "controller: unclean leader election: records the old in-sync replicas held beyond this replica's log are lost");
+            }
             match link.quorum.propose(command, PROPOSE_TIMEOUT).await {
                 Ok(_) => {
                     if elects {
                         broker.metrics().leader_elections.inc();
+                    }
+                    if unclean {
+                        broker.metrics().unclean_leader_elections.inc();
                     }
                 }
                 Err(error) => {
@@ -325,8 +346,11 @@ async fn controller_duty(broker: Arc<Broker>, link: ClusterLink) {
 
 /// What the controller changes given who is `alive`: a partition whose
 /// leader is dead gets the first live ISR member (in replica order) at the
-/// next epoch; dead brokers leave ISRs (never the last member: that one
-/// holds the data); a preferred replica back in the ISR leads again.
+/// next epoch; with none, and the topic's `unclean.leader.election.enable`
+/// set, the first live replica outside the ISR, which then is the ISR alone
+/// (Kafka's unclean election: what only the old ISR held is lost); dead
+/// brokers leave ISRs (never the last member: that one holds the data); a
+/// preferred replica back in the ISR leads again.
 pub(crate) fn leadership_changes(
     metadata: &ClusterMetadata,
     alive: &BTreeSet<NodeId>,
@@ -351,9 +375,18 @@ pub(crate) fn leadership_changes(
                 }
             };
             if !leader_alive {
-                // Election from the ISR only (unclean election is not offered).
+                let unclean = || {
+                    topic
+                        .configs
+                        .get(UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG)
+                        .is_some_and(|v| v.trim() == "true")
+                        .then(|| assignment.replicas.iter().find(|id| alive.contains(id)))
+                        .flatten()
+                };
                 if let Some(&next) = live_isr.first() {
                     changes.push(change(Some(next), assignment.leader_epoch + 1, live_isr));
+                } else if let Some(&next) = unclean() {
+                    changes.push(change(Some(next), assignment.leader_epoch + 1, vec![next]));
                 } else if assignment.leader.is_some() {
                     // No live ISR member: the partition has no leader (Kafka's
                     // -1) until the last one returns; the ISR keeps naming it.
@@ -424,6 +457,41 @@ mod tests {
         assert_eq!(
             changes.iter().map(change).collect::<Vec<_>>(),
             vec![(Some(2), 5, vec![2, 3])]
+        );
+    }
+
+    #[test]
+    fn unclean_election_takes_a_live_replica_outside_the_isr_only_when_the_topic_allows_it() {
+        let mut m = metadata(1, &[1]);
+        // Off by default: broker 1, the only in-sync replica, is dead.
+        assert_eq!(
+            leadership_changes(&m, &BTreeSet::from([2, 3]))
+                .iter()
+                .map(change)
+                .collect::<Vec<_>>(),
+            vec![(None, 5, vec![1])]
+        );
+        m.topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert(UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG.into(), "true".into());
+        assert_eq!(
+            leadership_changes(&m, &BTreeSet::from([3]))
+                .iter()
+                .map(change)
+                .collect::<Vec<_>>(),
+            vec![(Some(3), 5, vec![3])]
+        );
+        // A live in-sync replica is still preferred to an unclean one.
+        let mut clean = metadata(1, &[1, 3]);
+        clean.topics.get_mut("t").unwrap().configs = m.topics["t"].configs.clone();
+        assert_eq!(
+            leadership_changes(&clean, &BTreeSet::from([2, 3]))
+                .iter()
+                .map(change)
+                .collect::<Vec<_>>(),
+            vec![(Some(3), 5, vec![3])]
         );
     }
 
