@@ -92,7 +92,23 @@ async fn bump_epoch_if_needed(shared: &ProducerShared) -> Result<(), ClientError
     let response = loop {
         let channel = brokers.next().ok_or(ClientError::Closed)?;
         let last = brokers.len() == 0;
-        match init_producer_id(produce_client(channel), bump.clone()).await {
+        // Bounded like a produce request: a broker that took the call and
+        // never answers (stopped, hung) must not hold every send behind it.
+        let asked = tokio::time::timeout(
+            shared.config.request_timeout,
+            init_producer_id(produce_client(channel), bump.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Status {
+                code: tonic::Code::Unavailable,
+                message: format!(
+                    "no answer to InitProducerId within {} ms",
+                    shared.config.request_timeout.as_millis()
+                ),
+            })
+        });
+        match asked {
             Err(error) if !last && is_unreachable(&error) => {
                 tracing::debug!(%error, "cannot reach a broker for the epoch bump; asking the next");
             }
