@@ -18,6 +18,9 @@ pub(crate) struct Env {
     pub side: Vec<SideRecord>,
     /// Items found late (all their windows closed) this round.
     pub late: u64,
+    /// The last round before the pipeline stops: a stage that emits open windows
+    /// periodically emits them once more.
+    pub stopping: bool,
 }
 
 /// A record for a topic other than the pipeline's output.

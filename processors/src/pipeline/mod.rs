@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_client::ConsumerRecord;
+use weir_client::{ConsumerRecord, OffsetReset};
 
 use chain::{Chain, Source, Then};
 use metrics::OperatorMeter;
@@ -244,6 +244,7 @@ pub struct Runnable {
     chain: Box<dyn Chain<runtime::Serialized>>,
     output_topic: Option<String>,
     commit_interval: Duration,
+    offset_reset: OffsetReset,
     metrics: PipelineMetrics,
     /// Bound by `metrics_listen`, served while the pipeline runs.
     metrics_listener: Option<std::net::TcpListener>,
@@ -271,6 +272,7 @@ impl Runnable {
             chain: pipeline.chain,
             output_topic,
             commit_interval: runtime::COMMIT_INTERVAL,
+            offset_reset: OffsetReset::Earliest,
             metrics: PipelineMetrics::new(),
             metrics_listener: None,
             invalid,
@@ -282,6 +284,14 @@ impl Runnable {
     /// after a crash, for more commits.
     pub fn commit_interval(mut self, interval: Duration) -> Runnable {
         self.commit_interval = interval;
+        self
+    }
+
+    /// Where a partition the group has no commit for starts (`auto.offset.reset`):
+    /// its earliest offset by default, as Kafka Streams; `Latest` reads only what is
+    /// produced from now on.
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Runnable {
+        self.offset_reset = reset;
         self
     }
 

@@ -138,11 +138,12 @@ impl Runnable {
             source,
         };
         let topic_refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let config = GroupConsumerConfig {
+        let mut config = GroupConsumerConfig {
             // Commits are made here, after the outputs they cover.
             enable_auto_commit: false,
             ..GroupConsumerConfig::new(&group)
         };
+        config.consumer.offset_reset = self.offset_reset;
         let mut consumer = GroupConsumer::subscribe(addr, &topic_refs, config)
             .await
             .map_err(&failed)?;
@@ -200,7 +201,7 @@ impl Runnable {
             }
             // Every output of this round is acknowledged before the next poll, in
             // which a revoked partition's position is committed.
-            worker.process(records).await.map_err(&failed)?;
+            worker.process(records, false).await.map_err(&failed)?;
             worker.publish_metrics(&consumer);
             if Instant::now() >= next_commit {
                 next_commit = Instant::now() + self.commit_interval;
@@ -215,6 +216,11 @@ impl Runnable {
                 }
             }
         }
+        // A last round with no records, in which stages that emit open windows
+        // periodically emit them once more; its outputs are stored before the
+        // commit below.
+        worker.process(Vec::new(), true).await.map_err(&failed)?;
+        worker.publish_metrics(&consumer);
         // The last commit may meet a rebalance that other workers stopping started
         // (a stale epoch): it is tried again with the member's newer epoch, and if
         // still refused the previous commit stands, which replays more but loses
@@ -422,11 +428,13 @@ impl Worker {
     async fn process(
         &mut self,
         records: Vec<weir_client::ConsumerRecord>,
+        stopping: bool,
     ) -> Result<(), ClientError> {
         let mut env = Env {
             now: std::time::Instant::now(),
             side: Vec::new(),
             late: 0,
+            stopping,
         };
         let mut deliveries = Vec::new();
         for record in records {

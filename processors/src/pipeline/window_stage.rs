@@ -29,6 +29,7 @@ pub(super) trait Store<K, V>: Send {
     fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, Self::Acc>>;
     fn oldest_offset(&self) -> Option<u64>;
     fn state_bytes(&self) -> usize;
+    fn open_results(&self) -> Vec<WindowResult<K, Self::Acc>>;
 }
 
 impl<K, V, G> Store<K, V> for WindowedAggregate<K, V, G>
@@ -56,6 +57,9 @@ where
     fn state_bytes(&self) -> usize {
         WindowedAggregate::state_bytes(self)
     }
+    fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
+        WindowedAggregate::open_results(self)
+    }
 }
 
 impl<K, V, G> Store<K, V> for SessionAggregate<K, V, G>
@@ -82,6 +86,9 @@ where
     }
     fn state_bytes(&self) -> usize {
         SessionAggregate::state_bytes(self)
+    }
+    fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
+        SessionAggregate::open_results(self)
     }
 }
 
@@ -158,6 +165,8 @@ pub(super) struct WindowStage<K, V, A, T> {
     event_time: Option<EventTime<V>>,
     idle_timeout: Duration,
     late_topic: Option<Arc<str>>,
+    /// `EmitMode::Periodic`'s interval, and when open windows are next emitted.
+    periodic: Option<(Duration, Instant)>,
     partitions: HashMap<Arc<str>, PartitionStates<K, V, A>>,
     scratch: Vec<(K, V)>,
     ticked: Vec<(Context, (K, V))>,
@@ -179,8 +188,10 @@ where
         event_time: Option<EventTime<V>>,
         idle_timeout: Duration,
         late_topic: Option<Arc<str>>,
+        periodic: Option<Duration>,
     ) -> Self {
         WindowStage {
+            periodic: periodic.map(|interval| (interval, Instant::now() + interval)),
             meter: OperatorMeter::new(name),
             upstream,
             new_store,
@@ -301,6 +312,42 @@ where
     }
 }
 
+impl<K, V, A, T> WindowStage<K, V, A, T>
+where
+    K: Send,
+    V: Send,
+    A: Send,
+    T: Send,
+{
+    /// Under `EmitMode::Periodic`, every open window's result so far, when the
+    /// interval has passed or the pipeline is stopping.
+    fn emit_open(&mut self, env: &Env, out: &mut Vec<(Context, T)>) {
+        let Some((interval, due)) = self.periodic else {
+            return;
+        };
+        if env.now < due && !env.stopping {
+            return;
+        }
+        self.periodic = Some((interval, env.now + interval));
+        let mut open: Vec<Closed<K, A>> = Vec::new();
+        for (topic, partitions) in &self.partitions {
+            for (partition, state) in partitions {
+                let results = state.store.open_results();
+                if !results.is_empty() {
+                    open.push((Arc::clone(topic), *partition, state.last_offset, results));
+                }
+            }
+        }
+        open.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut results = std::mem::take(&mut self.results);
+        for (topic, partition, offset, now_open) in open {
+            results.extend(now_open);
+            self.emit_all(&mut results, &topic, partition, offset, out);
+        }
+        self.results = results;
+    }
+}
+
 fn new_state<K, V, A>(
     mut store: Box<dyn Store<K, V, Acc = A>>,
     restored: &Restored,
@@ -370,6 +417,7 @@ where
             self.emit_all(&mut results, &topic, partition, offset, out);
         }
         self.results = results;
+        self.emit_open(env, out);
     }
 
     fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {

@@ -120,8 +120,9 @@ where
         self
     }
 
-    /// Emit on close (the default: one final result per window and key) or on
-    /// every update as well.
+    /// Emit on close (the default: one final result per window and key), on
+    /// every update as well, or periodically: open windows' results so far every
+    /// interval and when the pipeline stops, as well as the final ones on close.
     pub fn emit(mut self, emit: EmitMode) -> Self {
         self.emit = emit;
         self
@@ -304,6 +305,10 @@ where
                 event_time,
                 idle_timeout,
                 late_topic,
+                match mode {
+                    EmitMode::Periodic(interval) => Some(interval),
+                    EmitMode::OnClose | EmitMode::OnUpdate => None,
+                },
             ))
         })
     }
@@ -449,6 +454,7 @@ mod tests {
             now: Instant::now(),
             side: Vec::new(),
             late: 0,
+            stopping: false,
         };
         chain.assign("t", 0, &Restored::default(), env.now);
         let mut seen = Vec::new();
@@ -469,6 +475,56 @@ mod tests {
         let mut checkpoint = Checkpoint::default();
         chain.checkpoint("t", 0, &mut checkpoint);
         assert_eq!(checkpoint.oldest_offset, Some(2));
+    }
+
+    #[test]
+    fn periodic_emit_gives_open_windows_each_interval_and_when_stopping() {
+        let pipeline = Pipeline::from_topic("t")
+            .key_by(|_| "k")
+            .window(WindowSpec::tumbling(Duration::from_millis(10)))
+            .idle_timeout(Duration::from_secs(3600))
+            .emit(EmitMode::Periodic(Duration::from_secs(60)))
+            .count();
+        let mut chain = pipeline.chain;
+        let start = Instant::now();
+        let mut env = Env {
+            now: start,
+            side: Vec::new(),
+            late: 0,
+            stopping: false,
+        };
+        chain.assign("t", 0, &Restored::default(), env.now);
+        let mut closed = Vec::new();
+        for (offset, timestamp_ms) in [(0, 1), (1, 2), (2, 15)] {
+            let (record, context) = record(offset, timestamp_ms);
+            chain.record(record, &context, &mut env, &mut closed);
+        }
+        let seen = |items: Vec<WindowResult<&str, u64>>| -> Vec<(i64, u64, bool)> {
+            items
+                .into_iter()
+                .map(|r| (r.window.start_ms, r.value, r.is_final))
+                .collect()
+        };
+        assert_eq!(seen(closed), vec![(0, 2, true)], "a window closes as ever");
+        let mut tick = |env: &mut Env| {
+            let mut ticked = Vec::new();
+            chain.tick(env, &mut ticked);
+            seen(ticked.into_iter().map(|(_, item)| item).collect())
+        };
+        assert_eq!(tick(&mut env), vec![], "the interval has not passed");
+        env.now = start + Duration::from_secs(61);
+        assert_eq!(
+            tick(&mut env),
+            vec![(10, 1, false)],
+            "the open window so far"
+        );
+        assert_eq!(tick(&mut env), vec![], "the next interval starts");
+        env.stopping = true;
+        assert_eq!(
+            tick(&mut env),
+            vec![(10, 1, false)],
+            "once more when stopping"
+        );
     }
 
     #[test]

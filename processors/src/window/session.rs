@@ -171,7 +171,7 @@ where
             acc = merged;
         }
         let updates = match self.emit {
-            EmitMode::OnClose => Vec::new(),
+            EmitMode::OnClose | EmitMode::Periodic(_) => Vec::new(),
             EmitMode::OnUpdate => vec![WindowResult {
                 key: key.clone(),
                 window: Window {
@@ -200,6 +200,28 @@ where
             closed_windows: 0,
             updates,
         }
+    }
+
+    /// Every open session's aggregate so far, by end and then key, none final
+    /// ([`EmitMode::Periodic`]); the state is unchanged.
+    pub fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
+        let mut results: Vec<WindowResult<K, G::Acc>> = self
+            .sessions
+            .iter()
+            .flat_map(|(key, sessions)| {
+                sessions.iter().map(move |(first, session)| WindowResult {
+                    key: key.clone(),
+                    window: Window {
+                        start_ms: *first,
+                        end_ms: session.last_ms.saturating_add(1),
+                    },
+                    value: session.acc.clone(),
+                    is_final: false,
+                })
+            })
+            .collect();
+        results.sort_by(|a, b| (a.window.end_ms, &a.key).cmp(&(b.window.end_ms, &b.key)));
+        results
     }
 
     /// Moves the watermark (never back) and returns the sessions that closed, by end
