@@ -147,6 +147,15 @@ struct PartitionState<K, V, A> {
     last_late_offset: Option<u64>,
 }
 
+/// How a window stage keeps time and where it sends what.
+pub(super) struct StageOptions<V> {
+    pub event_time: Option<EventTime<V>>,
+    pub idle_timeout: Duration,
+    pub late_topic: Option<Arc<str>>,
+    /// `EmitMode::Periodic`'s interval.
+    pub periodic: Option<Duration>,
+}
+
 /// Turns a window's result into the stage's items.
 pub(super) type EmitFn<K, A, T> = Box<dyn FnMut(WindowResult<K, A>, &mut Vec<T>) + Send>;
 
@@ -185,20 +194,19 @@ where
         upstream: Box<dyn Chain<(K, V)>>,
         new_store: NewStore<K, V, A>,
         emit: EmitFn<K, A, T>,
-        event_time: Option<EventTime<V>>,
-        idle_timeout: Duration,
-        late_topic: Option<Arc<str>>,
-        periodic: Option<Duration>,
+        options: StageOptions<V>,
     ) -> Self {
         WindowStage {
-            periodic: periodic.map(|interval| (interval, Instant::now() + interval)),
+            periodic: options
+                .periodic
+                .map(|interval| (interval, Instant::now() + interval)),
             meter: OperatorMeter::new(name),
             upstream,
             new_store,
             emit,
-            event_time,
-            idle_timeout,
-            late_topic,
+            event_time: options.event_time,
+            idle_timeout: options.idle_timeout,
+            late_topic: options.late_topic,
             partitions: HashMap::new(),
             scratch: Vec::new(),
             ticked: Vec::new(),

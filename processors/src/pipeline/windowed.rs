@@ -32,7 +32,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::window_stage::{EventTime, NewStore, Store, WindowStage};
+use super::window_stage::{EventTime, NewStore, StageOptions, Store, WindowStage};
 use super::{check_name, Context, Pipeline};
 use crate::window::{
     default_budget_bytes, Aggregator, Count, EmitMode, Fold, RankedKey, SessionAggregate,
@@ -302,12 +302,14 @@ where
                 upstream,
                 new_store,
                 Box::new(emit),
-                event_time,
-                idle_timeout,
-                late_topic,
-                match mode {
-                    EmitMode::Periodic(interval) => Some(interval),
-                    EmitMode::OnClose | EmitMode::OnUpdate => None,
+                StageOptions {
+                    event_time,
+                    idle_timeout,
+                    late_topic,
+                    periodic: match mode {
+                        EmitMode::Periodic(interval) => Some(interval),
+                        EmitMode::OnClose | EmitMode::OnUpdate => None,
+                    },
                 },
             ))
         })
