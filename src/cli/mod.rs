@@ -12,6 +12,7 @@ mod produce;
 mod sketch;
 mod sql;
 mod topic;
+mod topk;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,8 @@ enum Command {
     Sketch(sketch::Args),
     /// Query topics with SQL (DataFusion), from a data directory or a broker.
     Sql(sql::Args),
+    /// The K heaviest keys of a topic, live over a sliding window or once to its end.
+    Topk(topk::Args),
 }
 
 impl Cli {
@@ -86,6 +89,10 @@ impl Cli {
             Command::Sql(mut args) => {
                 args.broker = self.broker;
                 sql::run(args)
+            }
+            Command::Topk(mut args) => {
+                args.broker = self.broker;
+                topk::run(args)
             }
         }
     }

@@ -2,8 +2,8 @@
 //! keys or a topic, and the generator of its Zipf streams as files (`gen`), so other tools can be
 //! run on the very same events.
 
-mod bytes;
-mod key_field;
+pub(super) mod bytes;
+pub(super) mod key_field;
 mod plot;
 mod topic;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::aggregate::Aggregator;
 use super::Window;
-use crate::sketch::{FrequentItems, SketchError};
+use crate::sketch::{DecodeError, FrequentItems, SketchError};
 
 /// A key a top-K sketch can hold: it is counted by its bytes and given back from them.
 pub trait TopKKey: Sized {
@@ -73,6 +73,72 @@ pub struct TopKAcc {
     sketch: FrequentItems,
     /// Keys held by panes merged in, which the merged sketch may have purged.
     candidates: BTreeSet<Vec<u8>>,
+}
+
+impl TopKAcc {
+    /// The sketch in [`FrequentItems::to_bytes`]'s format, after its length (u32 LE),
+    /// then the candidates: their number (u32 LE), and each as its length (u32 LE)
+    /// and bytes. A window's partial result travels between processes this way.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let sketch = self.sketch.to_bytes();
+        let candidates: usize = self.candidates.iter().map(|key| 4 + key.len()).sum();
+        let mut out = Vec::with_capacity(8 + sketch.len() + candidates);
+        out.extend_from_slice(&(sketch.len() as u32).to_le_bytes());
+        out.extend_from_slice(&sketch);
+        out.extend_from_slice(&(self.candidates.len() as u32).to_le_bytes());
+        for key in &self.candidates {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+        }
+        out
+    }
+
+    /// Reads [`TopKAcc::to_bytes`]'s bytes, refusing a sketch whose memory would pass
+    /// `memory_bytes_max`.
+    pub fn from_bytes(bytes: &[u8], memory_bytes_max: usize) -> Result<TopKAcc, SketchError> {
+        let mut at = 0;
+        let u32_at = |at: &mut usize, field: &'static str| -> Result<usize, SketchError> {
+            let word = bytes.get(*at..*at + 4).ok_or(DecodeError::BadField {
+                field,
+                offset: *at,
+                value: bytes.len() as u64,
+                reason: "the input ends before it",
+            })?;
+            *at += 4;
+            Ok(u32::from_le_bytes(word.try_into().expect("four bytes")) as usize)
+        };
+        let sketch_len = u32_at(&mut at, "sketch length")?;
+        let sketch_bytes =
+            bytes
+                .get(at..at.saturating_add(sketch_len))
+                .ok_or(DecodeError::LengthMismatch {
+                    expected: (at + sketch_len) as u64,
+                    actual: bytes.len(),
+                })?;
+        let sketch = FrequentItems::from_bytes(sketch_bytes, memory_bytes_max)?;
+        at += sketch_len;
+        let count = u32_at(&mut at, "candidate count")?;
+        let mut candidates = BTreeSet::new();
+        for _ in 0..count {
+            let len = u32_at(&mut at, "candidate length")?;
+            let key = bytes
+                .get(at..at.saturating_add(len))
+                .ok_or(DecodeError::LengthMismatch {
+                    expected: (at + len) as u64,
+                    actual: bytes.len(),
+                })?;
+            candidates.insert(key.to_vec());
+            at += len;
+        }
+        if at != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                expected: at as u64,
+                actual: bytes.len(),
+            }
+            .into());
+        }
+        Ok(TopKAcc { sketch, candidates })
+    }
 }
 
 /// Counts keys per pane in a [`FrequentItems`] of `budget_bytes`.
@@ -170,6 +236,40 @@ impl<K: TopKKey> Aggregator<K> for TopKAggregator {
 mod tests {
     use super::*;
     use crate::window::{EmitMode, WindowSpec, WindowedAggregate};
+
+    #[test]
+    fn a_top_k_accumulator_round_trips_through_bytes_and_truncation_is_an_error() {
+        let aggregator = TopKAggregator::new(2, 8 * 1024).unwrap();
+        let mut acc = <TopKAggregator as Aggregator<String>>::init(&aggregator);
+        let mut other = acc.clone();
+        for i in 0..2000u32 {
+            aggregator.add(&mut acc, format!("key-{}", i % 700));
+            aggregator.add(&mut other, format!("other-{}", i % 300));
+        }
+        <TopKAggregator as Aggregator<String>>::merge(&aggregator, &mut acc, &other);
+        assert!(!acc.candidates.is_empty(), "a merge keeps candidates");
+        let bytes = acc.to_bytes();
+        let back = TopKAcc::from_bytes(&bytes, 1 << 20).unwrap();
+        assert_eq!(back.candidates, acc.candidates);
+        let window = Window {
+            start_ms: 0,
+            end_ms: 1,
+        };
+        assert_eq!(
+            aggregator.rank::<String>(&back, window, true),
+            aggregator.rank::<String>(&acc, window, true)
+        );
+        for cut in [0, 3, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                TopKAcc::from_bytes(&bytes[..cut], 1 << 20).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(
+            TopKAcc::from_bytes(&bytes, 1024).is_err(),
+            "over the memory bound"
+        );
+    }
 
     #[test]
     fn the_state_of_a_top_k_window_counts_its_sketch() {
