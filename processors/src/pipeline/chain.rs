@@ -23,9 +23,12 @@ pub(crate) struct Env {
     pub stopping: bool,
 }
 
-/// A record for a topic other than the pipeline's output.
+/// A record for a topic other than the pipeline's output: a late record, or an item
+/// on its way through a repartition topic.
 pub(crate) struct SideRecord {
     pub topic: Arc<str>,
+    /// A late record (counted as such), not a repartitioned item.
+    pub late: bool,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub timestamp_ms: i64,
@@ -125,6 +128,9 @@ pub(crate) trait Chain<T>: Send {
     fn rename(&mut self, name: &str);
     /// Every operator counts into `metrics` from now on.
     fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>);
+    /// Names the internal topics of the stages for `group` and lists them, upstream
+    /// first: the worker creates them and reads them with the input.
+    fn internal_topics(&mut self, group: &str, out: &mut Vec<String>);
     /// Adds what each operator counted to its counters, measuring window state
     /// too if `measure_state`.
     fn publish_metrics(&mut self, measure_state: bool);
@@ -163,6 +169,7 @@ impl Chain<ConsumerRecord> for Source {
     fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>) {
         self.meter.bind(metrics, group, false);
     }
+    fn internal_topics(&mut self, _: &str, _: &mut Vec<String>) {}
     fn publish_metrics(&mut self, _: bool) {
         self.meter.publish(None);
     }
@@ -250,6 +257,10 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
         if let Some(meter) = &mut self.meter {
             meter.bind(metrics, group, false);
         }
+    }
+
+    fn internal_topics(&mut self, group: &str, out: &mut Vec<String>) {
+        self.upstream.internal_topics(group, out)
     }
 
     fn publish_metrics(&mut self, measure_state: bool) {

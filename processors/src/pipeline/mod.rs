@@ -24,6 +24,7 @@
 
 mod chain;
 mod metrics;
+mod repartition;
 mod runtime;
 mod window_stage;
 mod windowed;

@@ -19,7 +19,7 @@ use weir_client::proto::{
     TopicPartitions,
 };
 use weir_client::{
-    Channel, ClientError, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig,
+    Admin, Channel, ClientError, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig,
     ProducerRecord, Rebalance,
 };
 
@@ -83,6 +83,9 @@ pub struct RunStats {
     pub records_late: u64,
     /// Late records written to side topics.
     pub records_late_out: u64,
+    /// Items written to repartition topics (and read back from them as input:
+    /// `records_in` counts those too).
+    pub records_repartitioned: u64,
 }
 
 impl Runnable {
@@ -137,7 +140,20 @@ impl Runnable {
             group: group.clone(),
             source,
         };
-        let topic_refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let mut chain = self.chain;
+        let mut internal = Vec::new();
+        chain.internal_topics(&group, &mut internal);
+        if !internal.is_empty() {
+            create_internal_topics(addr, &self.topics, &internal)
+                .await
+                .map_err(&failed)?;
+        }
+        let topic_refs: Vec<&str> = self
+            .topics
+            .iter()
+            .chain(&internal)
+            .map(String::as_str)
+            .collect();
         let mut config = GroupConsumerConfig {
             // Commits are made here, after the outputs they cover.
             enable_auto_commit: false,
@@ -155,9 +171,8 @@ impl Runnable {
         let producer = Producer::connect(addr, ProducerConfig::default())
             .await
             .map_err(&failed)?;
-        let stateful = self.chain.is_stateful();
+        let stateful = chain.is_stateful();
         let group_label: Arc<str> = Arc::from(group.as_str());
-        let mut chain = self.chain;
         chain.bind_metrics(&self.metrics, &group_label);
         let mut operators = Vec::new();
         chain.operators(&mut operators);
@@ -456,13 +471,19 @@ impl Worker {
         self.send_outputs(&mut deliveries).await?;
         self.stats.records_late += env.late;
         let mut late_deliveries = Vec::new();
+        let mut repartition_deliveries = Vec::new();
         for side in env.side.drain(..) {
             let value = side.value.as_deref().unwrap_or_default();
             let mut out = ProducerRecord::new(&side.topic, value).with_timestamp(side.timestamp_ms);
             if let Some(key) = side.key.as_deref() {
                 out = out.with_key(key);
             }
-            late_deliveries.push(self.producer.send(out).await?);
+            let delivery = self.producer.send(out).await?;
+            if side.late {
+                late_deliveries.push(delivery);
+            } else {
+                repartition_deliveries.push(delivery);
+            }
         }
         for delivery in deliveries {
             delivery.await?;
@@ -471,6 +492,10 @@ impl Worker {
         for delivery in late_deliveries {
             delivery.await?;
             self.stats.records_late_out += 1;
+        }
+        for delivery in repartition_deliveries {
+            delivery.await?;
+            self.stats.records_repartitioned += 1;
         }
         Ok(())
     }
@@ -610,4 +635,42 @@ impl Worker {
             }),
         }
     }
+}
+
+/// Creates each repartition topic that does not exist, with as many partitions as the
+/// input topic with the most (Kafka Streams' rule), so its keys spread as widely.
+async fn create_internal_topics(
+    addr: &str,
+    inputs: &[String],
+    internal: &[String],
+) -> Result<(), ClientError> {
+    let admin = Admin::connect(addr).await?;
+    let mut partitions = 1;
+    for topic in inputs {
+        partitions = partitions.max(admin.describe_topic(topic).await?.partition_count);
+    }
+    for topic in internal {
+        match admin.describe_topic(topic).await {
+            Ok(info) if info.partition_count != partitions => tracing::warn!(
+                %topic,
+                partitions = info.partition_count,
+                wanted = partitions,
+                "the repartition topic exists with another partition count; it is used as it is"
+            ),
+            Ok(_) => {}
+            Err(error) if error.is_not_found() => {
+                if let Err(error) = admin
+                    .create_topic(topic, partitions, 1, &Default::default())
+                    .await
+                {
+                    // Another worker of the group made it first.
+                    if admin.describe_topic(topic).await.is_err() {
+                        return Err(error);
+                    }
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }

@@ -272,6 +272,7 @@ where
                         state.last_late_offset = Some(context.offset);
                         env.side.push(SideRecord {
                             topic: Arc::clone(topic),
+                            late: true,
                             key: key.clone(),
                             value: value.clone(),
                             timestamp_ms: context.timestamp_ms,
@@ -477,6 +478,10 @@ where
     fn bind_metrics(&mut self, metrics: &PipelineMetrics, group: &Arc<str>) {
         self.upstream.bind_metrics(metrics, group);
         self.meter.bind(metrics, group, true);
+    }
+
+    fn internal_topics(&mut self, group: &str, out: &mut Vec<String>) {
+        self.upstream.internal_topics(group, out)
     }
 
     fn publish_metrics(&mut self, measure_state: bool) {

@@ -1,0 +1,213 @@
+//! A keyed window over input that is not partitioned by its key: `repartition()` sends the
+//! items through `<group>-<stage>-repartition`, so each key is counted in one place, with one
+//! worker or two; without it every partition counts its share of a key apart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir_broker::group::GroupConfig;
+use weir_broker::{BrokerConfig, RunningBroker};
+use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use weir_processors::pipeline::{Pipeline, RunStats};
+use weir_processors::window::WindowSpec;
+
+/// A hang guard only: every wait ends on a condition.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+const PAGES: u64 = 10;
+const VIEWS: u64 = 600;
+
+async fn start(data: &std::path::Path) -> RunningBroker {
+    RunningBroker::start(BrokerConfig {
+        data_dir: data.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        offsets_topic_partitions: 2,
+        groups: GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 100,
+            ..GroupConfig::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// View `i` is of page `i % PAGES`, in partition `i % 3` whatever its page, at a time in
+/// the one-second window [1000, 2000).
+async fn produce_views(addr: &str) {
+    let admin = Admin::connect(addr).await.unwrap();
+    admin
+        .create_topic("views", 3, 1, &Default::default())
+        .await
+        .unwrap();
+    let producer = Producer::connect(addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..VIEWS {
+        let page = format!("p{}", i % PAGES);
+        let record = ProducerRecord::new("views", page.as_bytes())
+            .with_partition((i % 3) as u32)
+            .with_timestamp(1000 + (i % 1000) as i64);
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+}
+
+type Counts = Arc<Mutex<Vec<(String, i64, u64)>>>;
+
+/// Views per page per one-second window, through a repartition topic or not.
+fn counting(
+    results: &Counts,
+    group: &str,
+    repartition: bool,
+) -> weir_processors::pipeline::Runnable {
+    let keyed = Pipeline::from_topic("views")
+        .group(group)
+        .filter_map(|record| String::from_utf8(record.value?.to_vec()).ok())
+        .key_by(|page| page.clone());
+    let keyed = if repartition {
+        keyed.repartition().name("by-page")
+    } else {
+        keyed
+    };
+    let results = Arc::clone(results);
+    keyed
+        .window(WindowSpec::tumbling(Duration::from_secs(1)))
+        // Nothing comes after the views: the partitions' time moves on with the wall
+        // clock and the window closes.
+        .idle_timeout(Duration::from_millis(200))
+        .count()
+        .for_each(move |result, _| {
+            results
+                .lock()
+                .unwrap()
+                .push((result.key, result.window.start_ms, result.value))
+        })
+}
+
+/// Runs `workers` copies until every page's window has been emitted, then stops them.
+async fn run(
+    addr: &str,
+    group: &str,
+    workers: usize,
+    results: &Counts,
+    repartition: bool,
+) -> Vec<RunStats> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let runnable = counting(results, group, repartition);
+        let addr = addr.to_string();
+        let mut stopped = stopped.clone();
+        handles.push(tokio::spawn(async move {
+            runnable
+                .run(&addr, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    // Every page has a result, and the results hold every view (without
+    // repartitioning, a page has one from each partition).
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let pages: std::collections::BTreeSet<String> = results
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.0.clone())
+                .collect();
+            let total: u64 = results.lock().unwrap().iter().map(|r| r.2).sum();
+            if pages.len() as u64 == PAGES && total >= VIEWS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every page's window is emitted");
+    stop.send(true).unwrap();
+    let mut stats = Vec::new();
+    for handle in handles {
+        stats.push(handle.await.unwrap().unwrap());
+    }
+    stats
+}
+
+/// Each (page, window) once, with its count; a repeat (a window emitted again after a
+/// rebalance) must carry the same count.
+fn per_window(results: &Counts) -> BTreeMap<(String, i64), u64> {
+    let mut out = BTreeMap::new();
+    for (page, start, count) in results.lock().unwrap().iter() {
+        if let Some(before) = out.insert((page.clone(), *start), *count) {
+            assert_eq!(
+                before, *count,
+                "{page} at {start} emitted twice with other counts"
+            );
+        }
+    }
+    out
+}
+
+fn expected() -> BTreeMap<(String, i64), u64> {
+    (0..PAGES)
+        .map(|p| ((format!("p{p}"), 1000), VIEWS / PAGES))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let addr = broker.local_addr().to_string();
+    produce_views(&addr).await;
+
+    let one: Counts = Arc::default();
+    let stats = run(&addr, "pages", 1, &one, true).await;
+    assert_eq!(per_window(&one), expected());
+    assert_eq!(stats[0].records_repartitioned, VIEWS);
+    assert_eq!(
+        stats[0].records_in,
+        2 * VIEWS,
+        "the input, then the repartition topic"
+    );
+    let admin = Admin::connect(&addr).await.unwrap();
+    let internal = admin
+        .describe_topic("pages-by-page-repartition")
+        .await
+        .unwrap();
+    assert_eq!(internal.partition_count, 3, "as many as the input");
+
+    // A second group reads the views again, with two workers sharing them.
+    let two: Counts = Arc::default();
+    let stats = run(&addr, "pages-two", 2, &two, true).await;
+    assert_eq!(per_window(&two), expected());
+    assert_eq!(
+        stats.iter().map(|s| s.records_repartitioned).sum::<u64>(),
+        VIEWS
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let addr = broker.local_addr().to_string();
+    produce_views(&addr).await;
+    let apart: Counts = Arc::default();
+    run(&addr, "pages-apart", 1, &apart, false).await;
+    // Each page's views are in all three partitions: three results of a third each,
+    // which is why a keyed window over such input needs `repartition()`.
+    let results = apart.lock().unwrap().clone();
+    assert_eq!(results.len() as u64, 3 * PAGES, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|(_, _, count)| *count == VIEWS / PAGES / 3));
+    broker.shutdown().await.unwrap();
+}
