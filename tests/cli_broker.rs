@@ -323,3 +323,95 @@ fn broker_flag_is_accepted_before_or_after_the_subcommand() {
     let out = run_weir(addr, &["--broker", wrong, "topic", "list"], b"");
     assert!(!out.status.success(), "the flag must win over WEIR_BROKER");
 }
+
+/// The Kafka listener's address, from the broker's log line.
+fn kafka_addr(broker: &BrokerChild) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter(|line| line.contains("Kafka listener listening"))
+            .find_map(|line| line.split("local_addr=").nth(1))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Kafka listener in {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `--protocol kafka` produces and consumes over the Kafka listener; what it sent is
+/// read back over gRPC too.
+#[test]
+fn bench_drives_the_kafka_listener_too() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = BrokerChild::start(&data_dir(root.path()), &[]);
+    let kafka = kafka_addr(&broker);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = broker.weir(args, b"");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let sent = json(&[
+        "bench",
+        "produce",
+        "--protocol",
+        "kafka",
+        "--kafka",
+        &kafka,
+        "--records",
+        "3000",
+        "--record-size",
+        "50",
+        "--partitions",
+        "3",
+        "--batch-size",
+        "4096",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(sent["records"], 3000);
+    assert_eq!(sent["errors"], 0);
+    assert!(sent["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let read = json(&[
+        "bench",
+        "consume",
+        "--protocol",
+        "kafka",
+        "--kafka",
+        &kafka,
+        "--records",
+        "3000",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(read["records"], 3000);
+    assert!(read["mb_per_sec"].as_f64().unwrap() > 0.0);
+    let over_grpc = json(&["bench", "consume", "--records", "3000", "--output", "json"]);
+    assert_eq!(over_grpc["records"], 3000);
+    let out = broker.weir(
+        &[
+            "bench",
+            "e2e",
+            "--protocol",
+            "kafka",
+            "--kafka",
+            &kafka,
+            "--records",
+            "10",
+        ],
+        b"",
+    );
+    assert_clean_failure(&out, "drives gRPC only");
+    broker.terminate();
+}

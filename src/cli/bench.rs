@@ -23,6 +23,8 @@ use weir_log::batch::Compression;
 
 use super::broker::{block_on, BrokerAddress};
 
+mod kafka;
+
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Set from the global `--broker` flag.
@@ -77,6 +79,20 @@ struct BenchArgs {
     topic: String,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
+    /// The listener to drive: gRPC (`--broker`) or the Kafka wire protocol (`--kafka`).
+    #[arg(long, value_enum, default_value_t)]
+    protocol: Protocol,
+    /// The Kafka listener's address, with `--protocol kafka` (topics are still
+    /// created through `--broker`).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    kafka: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    #[default]
+    Grpc,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -116,14 +132,23 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let addr = args.broker.addr;
     let (bench, report) = match args.mode {
         Mode::Produce(bench) => {
-            let report = produce(&addr, &bench).await?;
+            let report = match bench.protocol {
+                Protocol::Grpc => produce(&addr, &bench).await?,
+                Protocol::Kafka => kafka::produce(&addr, &bench.kafka, &bench).await?,
+            };
             (bench, report)
         }
         Mode::Consume(bench) => {
-            let report = consume(&addr, &bench).await?;
+            let report = match bench.protocol {
+                Protocol::Grpc => consume(&addr, &bench).await?,
+                Protocol::Kafka => kafka::consume(&addr, &bench.kafka, &bench).await?,
+            };
             (bench, report)
         }
         Mode::E2e(bench) => {
+            if bench.protocol == Protocol::Kafka {
+                bail!("weir bench e2e drives gRPC only; --protocol kafka measures produce and consume");
+            }
             let report = end_to_end(&addr, &bench).await?;
             (bench, report)
         }

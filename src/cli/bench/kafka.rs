@@ -1,0 +1,330 @@
+//! `weir bench --protocol kafka`: the same produce and consume runs over the Kafka listener,
+//! speaking the wire protocol as a Kafka client does (encoded with the `kafka-protocol`
+//! crate), so the two listeners are measured with one tool.
+//!
+//! Produce: RecordBatch v2 batches of `--batch-size` bytes of records, round-robin over the
+//! partitions (Kafka's partitioner for records without a key), on one connection with up to
+//! `--max-in-flight` Produce requests outstanding (`max.in.flight.requests.per.connection`);
+//! the broker answers a connection's requests in order. Latency is per batch, from the
+//! request's write to its answer, counted once per record. Consume: Fetch requests for every
+//! partition from its log start, one in flight, as a Kafka consumer keeps one per broker;
+//! each returned batch is checked (CRC) and its records' keys and values counted. Both talk
+//! to the one broker at `--kafka`: a one-node broker, or the leader of every partition.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use weir_client::Admin;
+use weir_log::batch::{batches, BatchBuilder, Compression, RecordDecoder};
+
+use super::{elapsed_us, ensure_topic, histogram, payload, progress, report, BenchArgs, Report};
+
+/// Produce v8 and Fetch v11: the newest non-flexible versions, which every client
+/// library in use speaks and Weir serves.
+const PRODUCE_VERSION: i16 = 8;
+const FETCH_VERSION: i16 = 11;
+/// A response frame larger than this is refused (the fetch asks for less).
+const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Bytes a record adds to its value in a batch (varints of its length, offset and
+/// timestamp deltas, attributes, key and header counts), to size batches.
+const RECORD_OVERHEAD_BYTES: usize = 12;
+
+fn frame<R: Request>(correlation_id: i32, version: i16, request: &R) -> anyhow::Result<Bytes> {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("weir-bench")));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, R::header_version(version))?;
+    request.encode(&mut body, version)?;
+    let mut out = BytesMut::with_capacity(4 + body.len());
+    out.put_i32(i32::try_from(body.len()).context("a request over 2 GiB")?);
+    out.extend_from_slice(&body);
+    Ok(out.freeze())
+}
+
+async fn read_frame(reader: &mut BufReader<OwnedReadHalf>) -> anyhow::Result<Bytes> {
+    let len = reader
+        .read_i32()
+        .await
+        .context("the broker closed the Kafka connection")?;
+    let len = usize::try_from(len).ok().filter(|l| *l <= FRAME_BYTES_MAX);
+    let Some(len) = len else {
+        bail!("a response frame of a size out of bounds");
+    };
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).await?;
+    Ok(Bytes::from(buf))
+}
+
+/// The response to `R` in `frame`, checked to answer `correlation_id`.
+fn decode<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<R::Response> {
+    let header_version = <R::Response as HeaderVersion>::header_version(version);
+    let header = ResponseHeader::decode(&mut frame, header_version)?;
+    if header.correlation_id != correlation_id {
+        bail!(
+            "answer to request {} where {correlation_id} was next",
+            header.correlation_id
+        );
+    }
+    let response = R::Response::decode(&mut frame, version)?;
+    if frame.has_remaining() {
+        bail!("{} bytes left after the response", frame.remaining());
+    }
+    Ok(response)
+}
+
+async fn connect(kafka: &str) -> anyhow::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let stream = TcpStream::connect(kafka)
+        .await
+        .with_context(|| format!("cannot connect to the Kafka listener at {kafka}"))?;
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    Ok((BufReader::with_capacity(1 << 20, reader), writer))
+}
+
+fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
+    let partitions = ensure_topic(grpc, bench).await?;
+    let acks: i16 = match bench.acks.as_str() {
+        "0" => 0,
+        "1" => 1,
+        "all" | "-1" => -1,
+        other => bail!("--acks {other:?}: use 0, 1 or all"),
+    };
+    let compression: Compression = bench
+        .compression
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--compression {:?}: {e}", bench.compression))?;
+    if bench.throughput > 0 {
+        bail!("--throughput is not supported with --protocol kafka: it measures full speed");
+    }
+    let batch_size = bench.batch_size.unwrap_or(super::BATCH_SIZE_DEFAULT);
+    let per_batch = (batch_size / (bench.record_size + RECORD_OVERHEAD_BYTES)).max(1) as u64;
+    let (mut reader, mut writer) = connect(kafka).await?;
+    let value = payload(bench.record_size);
+    let bar = progress(bench.records, bench.output);
+    let in_flight = Arc::new(Semaphore::new(usize::from(bench.max_in_flight)));
+    // (correlation id, written at, records) of each request awaiting its answer.
+    let (sent, mut awaiting) = mpsc::unbounded_channel::<(i32, Instant, u64)>();
+    let answers = {
+        let in_flight = Arc::clone(&in_flight);
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut latencies = histogram();
+            let (mut errors, mut first_error, mut done) = (0u64, None, 0u64);
+            while let Some((correlation_id, written_at, records)) = awaiting.recv().await {
+                let frame = read_frame(&mut reader).await?;
+                let latency = elapsed_us(written_at);
+                let response = decode::<ProduceRequest>(frame, PRODUCE_VERSION, correlation_id)?;
+                let refused = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .find(|p| p.error_code != 0);
+                match refused {
+                    Some(partition) => {
+                        errors += records;
+                        first_error.get_or_insert(format!(
+                            "partition {}: Kafka error code {} {}",
+                            partition.index,
+                            partition.error_code,
+                            partition.error_message.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    None => {
+                        let _ = latencies.record_n(latency, records);
+                    }
+                }
+                done += records;
+                bar.set_position(done);
+                in_flight.add_permits(1);
+            }
+            Ok::<_, anyhow::Error>((latencies, errors, first_error))
+        })
+    };
+    let started = Instant::now();
+    let mut builder = BatchBuilder::new(compression);
+    let (mut produced, mut correlation_id) = (0u64, 0i32);
+    while produced < bench.records {
+        let records = per_batch.min(bench.records - produced);
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for _ in 0..records {
+            builder.push(timestamp, None, Some(&value), &[]);
+        }
+        let batch = builder.build()?;
+        let partition = (correlation_id as u32 % partitions) as i32;
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(&bench.topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])]);
+        correlation_id += 1;
+        let bytes = frame(correlation_id, PRODUCE_VERSION, &request)?;
+        if acks != 0 {
+            in_flight
+                .acquire()
+                .await
+                .context("the answer task ended")?
+                .forget();
+        }
+        let written_at = Instant::now();
+        writer.write_all(&bytes).await?;
+        if acks != 0 {
+            sent.send((correlation_id, written_at, records))
+                .context("the answer task ended early")?;
+        }
+        produced += records;
+    }
+    drop(sent);
+    let (latencies, errors, first_error) = answers.await.context("the answer task failed")??;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    if let Some(error) = first_error {
+        eprintln!("weir: first refused batch: {error}");
+    }
+    Ok(report(
+        "produce",
+        bench,
+        bench.records,
+        bench.records * bench.record_size as u64,
+        errors,
+        elapsed,
+        &latencies,
+    ))
+}
+
+pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
+    let admin = Admin::connect(grpc).await?;
+    let topic = admin
+        .describe_topic(&bench.topic)
+        .await
+        .with_context(|| format!("run `weir bench produce --topic {}` first", bench.topic))?;
+    let mut positions: VecDeque<(i32, i64, i64)> = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition as i32,
+                p.log_start_offset as i64,
+                p.high_watermark as i64,
+            )
+        })
+        .collect();
+    let available: u64 = topic
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark - p.log_start_offset)
+        .sum();
+    let target = bench.records.min(available);
+    let (mut reader, mut writer) = connect(kafka).await?;
+    let config = weir_client::ConsumerConfig::default();
+    let bar = progress(target, bench.output);
+    let mut latencies = histogram();
+    let mut decoder = RecordDecoder::new();
+    let (mut records, mut bytes, mut correlation_id) = (0u64, 0u64, 0i32);
+    let started = Instant::now();
+    while records < target {
+        let request = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(config.fetch_max_bytes as i32)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(&bench.topic))
+                .with_partitions(
+                    positions
+                        .iter()
+                        .filter(|(_, next, end)| next < end)
+                        .map(|(partition, next, _)| {
+                            FetchPartition::default()
+                                .with_partition(*partition)
+                                .with_fetch_offset(*next)
+                                .with_partition_max_bytes(config.partition_max_bytes as i32)
+                        })
+                        .collect(),
+                )]);
+        correlation_id += 1;
+        let polled_at = Instant::now();
+        writer
+            .write_all(&frame(correlation_id, FETCH_VERSION, &request)?)
+            .await?;
+        let response: FetchResponse = decode::<FetchRequest>(
+            read_frame(&mut reader).await?,
+            FETCH_VERSION,
+            correlation_id,
+        )?;
+        let _ = latencies.record(elapsed_us(polled_at));
+        for data in response.responses.iter().flat_map(|t| &t.partitions) {
+            if data.error_code != 0 {
+                bail!(
+                    "partition {}: Kafka error code {}",
+                    data.partition_index,
+                    data.error_code
+                );
+            }
+            let Some(position) = positions
+                .iter_mut()
+                .find(|(partition, _, _)| *partition == data.partition_index)
+            else {
+                continue;
+            };
+            let Some(buf) = data.records.as_ref() else {
+                continue;
+            };
+            for batch in batches(buf) {
+                let (header, batch) = match batch {
+                    Ok(found) => found,
+                    // A fetch may end inside a batch: the rest comes next time.
+                    Err(_) => break,
+                };
+                if header.next_offset() <= position.1 {
+                    continue;
+                }
+                for record in decoder.records(batch)? {
+                    let record = record?;
+                    if record.offset < position.1 {
+                        continue;
+                    }
+                    records += 1;
+                    bytes += record.value.map_or(0, |v| v.len() as u64)
+                        + record.key.map_or(0, |k| k.len() as u64);
+                }
+                position.1 = header.next_offset();
+            }
+        }
+        bar.set_position(records);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(report(
+        "consume", bench, records, bytes, 0, elapsed, &latencies,
+    ))
+}
