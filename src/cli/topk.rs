@@ -3,7 +3,7 @@
 //! user's: records are keyed, counted per partition in a window stage whose panes are
 //! `FrequentItems` sketches, and each partition's windows come out (closed, and periodically
 //! while open) to this command, which merges the partitions' sketches per window and ranks
-//! the union of their candidates against the merged counts ([`view`]). With `--group`, the
+//! the merged sketch's keys ([`view`]). With `--group`, the
 //! processes of a group share the partitions and each publishes its partitions' windows to a
 //! topic of the group's ([`shared`]), so that every one of them merges all of them.
 

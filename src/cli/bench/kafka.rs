@@ -40,7 +40,7 @@ const FETCH_VERSION: i16 = 11;
 const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Bytes a record adds to its value in a batch (varints of its length, offset and
 /// timestamp deltas, attributes, key and header counts), to size batches.
-const RECORD_OVERHEAD_BYTES: usize = 12;
+const RECORD_OVERHEAD_BYTES: usize = 10;
 
 fn frame<R: Request>(correlation_id: i32, version: i16, request: &R) -> anyhow::Result<Bytes> {
     let header = RequestHeader::default()

@@ -1,7 +1,7 @@
 //! What `weir topk` shows: each input partition's latest sketch of each window, merged per
-//! window by adding counters, and the union of the partitions' candidates ranked against the
-//! merged counts (ranking each partition's top K and merging those lists would miss a key
-//! that is heavy overall but never first in one partition, and undercount the rest).
+//! window by adding counters, and the merged sketch's keys ranked (ranking each partition's
+//! top K and merging those lists would miss a key that is heavy overall but never first in
+//! one partition, and undercount the rest).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
