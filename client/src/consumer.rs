@@ -34,6 +34,7 @@ use super::cluster_metadata::ClusterMetadata;
 use super::connection::{bootstrap_list, connect};
 use super::error::ClientError;
 use super::leader_fetch::{by_leader, fetch_client, fetch_from_leaders, Fetched};
+use super::undelivered::Undelivered;
 use crate::proto::{
     ErrorCode, FetchRequest, FetchResponse, ListOffsetsRequest, OffsetSpec, PartitionFetchRequest,
     PartitionOffsetQuery,
@@ -144,7 +145,7 @@ pub struct Consumer {
     config: ConsumerConfig,
     topic: Arc<str>,
     positions: Vec<(u32, Position)>,
-    buffered: VecDeque<ConsumerRecord>,
+    buffered: Undelivered,
     prefetch: Option<Prefetch>,
     decoder: RecordDecoder,
     /// A batch that could not be decoded: returned by the next `poll` once
@@ -181,7 +182,7 @@ impl Consumer {
             config,
             topic: Arc::from(""),
             positions: Vec::new(),
-            buffered: VecDeque::new(),
+            buffered: Undelivered::default(),
             prefetch: None,
             decoder: RecordDecoder::new(),
             failed: None,
@@ -285,7 +286,7 @@ impl Consumer {
     }
 
     fn forget_partition_state(&mut self, partition: u32) {
-        self.buffered.retain(|r| r.partition != partition);
+        self.buffered.remove_partition(partition);
         self.partition_failures.retain(|f| f.partition != partition);
         if matches!(&self.failed, Some(ClientError::BadBatch { partition: p, .. }) if *p == partition)
         {
@@ -300,11 +301,7 @@ impl Consumer {
         self.known_positions()
             .into_iter()
             .map(|(partition, position)| {
-                let next_buffered = self
-                    .buffered
-                    .iter()
-                    .find(|r| r.partition == partition)
-                    .map(|r| r.offset);
+                let next_buffered = self.buffered.first_offset(partition);
                 (
                     partition,
                     next_buffered.map_or(position, |o| o.min(position)),
@@ -333,8 +330,8 @@ impl Consumer {
     /// a pending seek.
     pub async fn position(&mut self, partition: u32) -> Result<u64, ClientError> {
         self.resolve_positions().await?;
-        if let Some(record) = self.buffered.iter().find(|r| r.partition == partition) {
-            return Ok(record.offset);
+        if let Some(offset) = self.buffered.first_offset(partition) {
+            return Ok(offset);
         }
         match self.positions.iter().find(|(p, _)| *p == partition) {
             Some((_, Position::At(offset))) => Ok(*offset),
@@ -519,8 +516,7 @@ impl Consumer {
     /// position stays until a fetch of it succeeds.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         if !self.buffered.is_empty() {
-            let count = self.buffered.len().min(self.config.max_poll_records.max(1));
-            return Ok(self.buffered.drain(..count).collect());
+            return Ok(self.buffered.take(self.config.max_poll_records.max(1)));
         }
         if let Some(error) = self.failed.take() {
             return Err(error);
@@ -580,9 +576,9 @@ impl Consumer {
         {
             self.stale_metadata = Some(generation);
         }
-        self.buffered = self.take_response(&fetched, response)?.into();
-        let count = self.buffered.len().min(self.config.max_poll_records.max(1));
-        Ok(self.buffered.drain(..count).collect())
+        let records = self.take_response(&fetched, response)?;
+        self.buffered.replace(records);
+        Ok(self.buffered.take(self.config.max_poll_records.max(1)))
     }
 
     /// Advances positions past the response, sends the next fetch, then decodes.

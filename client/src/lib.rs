@@ -29,6 +29,7 @@ mod partitioner;
 mod producer;
 mod raw_produce;
 mod sender;
+mod undelivered;
 mod written;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo};
