@@ -12,6 +12,7 @@ use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use weir_log::batch::{self, RecordDecoder};
 
@@ -43,6 +44,11 @@ pub struct SqlOptions {
     pub read_bytes_max: usize,
     /// Rows per output batch.
     pub batch_rows: usize,
+    /// Bytes the session's queries may hold at once (DataFusion's memory pool: sorts and
+    /// aggregates spill or fail past it, `approx_top_k` fails before allocating a summary
+    /// that does not fit); `None` leaves memory unlimited, as DataFusion does. A statement
+    /// can change it: `SET datafusion.runtime.memory_limit = '2G'`.
+    pub memory_limit_bytes: Option<usize>,
 }
 
 impl Default for SqlOptions {
@@ -53,6 +59,7 @@ impl Default for SqlOptions {
             infer_sample_records: INFER_SAMPLE_RECORDS_DEFAULT,
             read_bytes_max: READ_BYTES_MAX_DEFAULT,
             batch_rows: 8192,
+            memory_limit_bytes: None,
         }
     }
 }
@@ -86,7 +93,13 @@ pub async fn new_session(
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_batch_size(options.batch_rows.max(1));
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = options.memory_limit_bytes {
+        // What `SET datafusion.runtime.memory_limit` builds: a greedy pool that names its
+        // largest consumers when it refuses.
+        runtime = runtime.with_memory_limit(limit, 1.0);
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     let topics = TopicSchema::new(source, options).await?;
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(topics))?;

@@ -14,6 +14,7 @@ mod error;
 pub mod functions;
 pub mod json;
 mod output;
+mod report;
 pub mod scan;
 pub mod source;
 mod statements;
@@ -26,11 +27,12 @@ pub use catalog::{
 pub use error::SqlError;
 pub use json::ValueSchema;
 pub use output::{write_batches, OutputFormat};
+pub use report::{json_problems, JsonProblems, MismatchAt, RecordAt};
 pub use source::{
     BatchChunk, ByteCounter, LocalOptions, LocalSource, PartitionSnapshot, ReadBound, RemoteSource,
     TopicReader, TopicSource,
 };
-pub use statements::run_statements;
+pub use statements::{run_statements, run_statements_reporting, StatementOutput};
 pub use table::{TopicTable, READ_BYTES_MAX_DEFAULT};
 
 /// DataFusion, as this crate uses it, for applications that build on the session.

@@ -1,12 +1,16 @@
 //! Running a text of one or more `;`-separated SQL statements, as the CLI and the shell do.
 
+use std::sync::Arc;
+
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
+use datafusion::physical_plan::collect;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::parser::ParserError;
 
+use crate::report::{json_problems, JsonProblems};
 use crate::SqlError;
 
 /// Parses `text` (in the session's SQL dialect) into statements and runs them in order,
@@ -15,6 +19,28 @@ pub async fn run_statements(
     ctx: &SessionContext,
     text: &str,
 ) -> Result<Vec<Vec<RecordBatch>>, SqlError> {
+    Ok(run_statements_reporting(ctx, text)
+        .await?
+        .into_iter()
+        .map(|output| output.batches)
+        .collect())
+}
+
+/// What one statement returned.
+#[derive(Debug, Clone)]
+pub struct StatementOutput {
+    pub batches: Vec<RecordBatch>,
+    /// The JSON problems its topic scans met, per topic (empty when there were none); a
+    /// caller prints [`JsonProblems::warning`] for each. A statement that runs a query
+    /// of its own (`CREATE TABLE ... AS`) reports none.
+    pub json_problems: Vec<JsonProblems>,
+}
+
+/// Like [`run_statements`], with the JSON problems each statement met.
+pub async fn run_statements_reporting(
+    ctx: &SessionContext,
+    text: &str,
+) -> Result<Vec<StatementOutput>, SqlError> {
     let dialect_name = ctx.state().config().options().sql_parser.dialect;
     let dialect = dialect_from_str(dialect_name)
         .ok_or_else(|| DataFusionError::Plan(format!("unsupported SQL dialect {dialect_name}")))?;
@@ -32,7 +58,13 @@ pub async fn run_statements(
         let state = ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         let frame = ctx.execute_logical_plan(plan).await?;
-        results.push(frame.collect().await?);
+        let task_ctx = Arc::new(frame.task_ctx());
+        let physical = frame.create_physical_plan().await?;
+        let batches = collect(Arc::clone(&physical), task_ctx).await?;
+        results.push(StatementOutput {
+            batches,
+            json_problems: json_problems(&physical),
+        });
     }
     Ok(results)
 }

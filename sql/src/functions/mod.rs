@@ -14,11 +14,12 @@ use datafusion::logical_expr::AggregateUDF;
 
 pub use approx_count::ApproxCount;
 pub use sketch_state::{SKETCH_DEPTH, SKETCH_SEED, SKETCH_WIDTH};
-pub use top_k::{ApproxTopK, TOP_K_MAX};
+pub use top_k::{sketch_budget_bytes, ApproxTopK, TOP_K_MAX};
 
-/// Registers the sketch functions in `ctx`.
+/// Registers the sketch functions in `ctx`; `approx_top_k` reserves its summaries in the
+/// session's memory pool.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udaf(AggregateUDF::from(ApproxTopK::new()));
+    ctx.register_udaf(AggregateUDF::from(ApproxTopK::for_session(ctx)));
     ctx.register_udaf(AggregateUDF::from(ApproxCount::new()));
     let distinct = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
     ctx.register_udaf(

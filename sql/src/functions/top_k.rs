@@ -7,7 +7,19 @@
 //! overall is found even if it was frequent in no single partition). A count is the
 //! summary's estimate: exact while every value fits, never below the truth, and at most
 //! `maximum_error` above it.
+//!
+//! Memory: a summary allocates its whole budget when created, and a `GROUP BY` creates
+//! one per group (per partition, then again in the final aggregate). Each is reserved in
+//! the session's memory pool *before* it is allocated, so too many groups under a memory
+//! limit fail with a ResourcesExhausted error naming `approx_top_k` and the bytes asked,
+//! instead of allocating first and being counted after (as `Accumulator::size` would).
+//! DataFusion gives an accumulator no handle on the pool (`AccumulatorArgs` has none), so
+//! the function holds a weak reference to its session's state and reads the pool from the
+//! runtime when each accumulator is created: `SET datafusion.runtime.memory_limit`
+//! replaces the runtime, and the pool with it.
 
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -15,7 +27,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
-use datafusion::common::{exec_datafusion_err, plan_err, Result, ScalarValue};
+use datafusion::common::{exec_datafusion_err, plan_err, DataFusionError, Result, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, UnboundedMemoryPool,
+};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use weir_processors::sketch::FrequentItems;
@@ -26,27 +42,91 @@ const NAME: &str = "approx_top_k";
 /// Largest k accepted: results are a list in one row.
 pub const TOP_K_MAX: usize = 10_000;
 
-/// Memory of one accumulator: 1 KiB per wanted value, at least 64 KiB (where the top
-/// 100 of a million identifiers of real text were found whole) and at most 8 MiB.
-/// DataFusion counts it against the query's memory pool through `size`.
-fn budget_bytes(k: usize) -> usize {
+/// Memory of one accumulator's summary: 1 KiB per wanted value, at least 64 KiB (where
+/// the top 100 of a million identifiers of real text were found whole) and at most 8 MiB.
+pub fn sketch_budget_bytes(k: usize) -> usize {
     k.saturating_mul(1024).clamp(64 * 1024, 8 * 1024 * 1024)
 }
 
 /// A serialized partial summary larger than this is refused before it is restored.
 const STATE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// The memory pool summaries are reserved in, looked up when each one is created.
+type PoolLookup = Arc<dyn Fn() -> Option<Arc<dyn MemoryPool>> + Send + Sync>;
+
 pub struct ApproxTopK {
     signature: Signature,
+    pool: PoolLookup,
 }
 
 impl ApproxTopK {
+    /// Summaries reserved in no limited pool: for use outside a session.
     pub fn new() -> ApproxTopK {
+        let unbounded: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
+        ApproxTopK::with_pool_lookup(Arc::new(move || Some(Arc::clone(&unbounded))))
+    }
+
+    /// Summaries reserved in the memory pool of `ctx`'s runtime at the time each is
+    /// created (so after `SET datafusion.runtime.memory_limit` too).
+    pub fn for_session(ctx: &SessionContext) -> ApproxTopK {
+        let state = ctx.state_weak_ref();
+        ApproxTopK::with_pool_lookup(Arc::new(move || {
+            let state = state.upgrade()?;
+            let pool = Arc::clone(&state.read().runtime_env().memory_pool);
+            Some(pool)
+        }))
+    }
+
+    fn with_pool_lookup(pool: PoolLookup) -> ApproxTopK {
         ApproxTopK {
             signature: Signature::user_defined(Volatility::Immutable),
+            pool,
         }
     }
+}
+
+impl fmt::Debug for ApproxTopK {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApproxTopK")
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every instance is the same function; where its memory is reserved does not change
+/// what it computes.
+impl PartialEq for ApproxTopK {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for ApproxTopK {}
+
+impl Hash for ApproxTopK {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+/// The error for a summary that does not fit: what was asked, what the pool has left,
+/// and what to change.
+fn sketch_does_not_fit(k: usize, budget_bytes: usize, pool: &dyn MemoryPool) -> DataFusionError {
+    let reserved = pool.reserved();
+    let limit = match pool.memory_limit() {
+        MemoryLimit::Finite(limit) => format!(
+            "the session memory limit of {limit} bytes has {} left",
+            limit.saturating_sub(reserved)
+        ),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => {
+            format!("the session memory pool refused it ({reserved} bytes in use)")
+        }
+    };
+    DataFusionError::ResourcesExhausted(format!(
+        "{NAME}: a summary for k = {k} needs {budget_bytes} bytes and {limit}; \
+         each GROUP BY group holds its own summary, so group by fewer values (or filter \
+         first), or raise the limit (SET datafusion.runtime.memory_limit = '4G')"
+    ))
 }
 
 impl Default for ApproxTopK {
@@ -109,9 +189,25 @@ impl AggregateUDFImpl for ApproxTopK {
         let Some(k) = k else {
             return plan_err!("{NAME}: k must be an integer between 1 and {TOP_K_MAX}");
         };
-        let items = FrequentItems::with_budget(budget_bytes(k))
+        let budget_bytes = sketch_budget_bytes(k);
+        let Some(pool) = (self.pool)() else {
+            return Err(exec_datafusion_err!(
+                "{NAME}: the session this function belongs to is gone"
+            ));
+        };
+        let reservation = MemoryConsumer::new(NAME).register(&pool);
+        reservation
+            .try_grow(budget_bytes)
+            .map_err(|_| sketch_does_not_fit(k, budget_bytes, pool.as_ref()))?;
+        let items = FrequentItems::with_budget(budget_bytes)
             .map_err(|e| exec_datafusion_err!("{NAME}: {e}"))?;
-        Ok(Box::new(TopKAccumulator { k, items }))
+        debug_assert!(items.memory_bytes() <= budget_bytes);
+        reservation.shrink(budget_bytes - items.memory_bytes().min(budget_bytes));
+        Ok(Box::new(TopKAccumulator {
+            k,
+            items,
+            _reservation: reservation,
+        }))
     }
 }
 
@@ -120,6 +216,9 @@ struct TopKAccumulator {
     k: usize,
     /// Values seen by this accumulator and the partial summaries merged into it.
     items: FrequentItems,
+    /// `items.memory_bytes()`, held in the session's pool until the accumulator is dropped
+    /// (never read: dropping it gives the bytes back).
+    _reservation: MemoryReservation,
 }
 
 impl TopKAccumulator {
@@ -187,7 +286,9 @@ impl Accumulator for TopKAccumulator {
         Ok(ScalarValue::List(Arc::new(list)))
     }
 
+    /// Without the summary: it is in `reservation` already, and the aggregate adds
+    /// `size` to a reservation of its own, which would count it twice.
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.items.memory_bytes()
+        std::mem::size_of_val(self)
     }
 }

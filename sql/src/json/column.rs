@@ -146,11 +146,22 @@ impl StringColumn {
     }
 }
 
+/// Where a field's value was in the row being parsed, so that a duplicate key can take
+/// it back: its bytes, and the type mismatches it counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ValueSpan {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) mismatches: u64,
+}
+
 /// An object's fields, decoded in any key order; keys not declared are skipped.
 #[derive(Debug)]
 pub(crate) struct StructColumn {
     pub(crate) names: Vec<Box<[u8]>>,
     pub(crate) children: Vec<Column>,
+    /// The value of each child in the current row (valid where `set_in_row` is the row).
+    pub(crate) spans: Vec<ValueSpan>,
     /// Row number (plus one) in which each child was last set: detects duplicate keys
     /// and the children a row left unset, with no per-row reset.
     pub(crate) set_in_row: Vec<u64>,
@@ -167,6 +178,7 @@ impl StructColumn {
                 .map(|f| f.name.as_bytes().to_vec().into_boxed_slice())
                 .collect(),
             children: fields.iter().map(|f| Column::new(&f.kind)).collect(),
+            spans: vec![ValueSpan::default(); fields.len()],
             set_in_row: vec![0; fields.len()],
             rows_started: 0,
             fields: struct_fields(fields),
@@ -313,6 +325,18 @@ impl Column {
                 child: Box::new(Column::new(item)),
                 item: Arc::new(list_item_field(item)),
             }),
+        }
+    }
+
+    /// The column's SQL type as DataFusion names it, for reports.
+    pub(crate) fn sql_type(&self) -> &'static str {
+        match self {
+            Column::Boolean(..) => "BOOLEAN",
+            Column::Int64(..) => "BIGINT",
+            Column::Float64(..) => "DOUBLE",
+            Column::Utf8 { .. } => "VARCHAR",
+            Column::Struct(_) => "STRUCT",
+            Column::List(_) => "LIST",
         }
     }
 

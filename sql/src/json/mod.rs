@@ -8,7 +8,7 @@ mod ordered;
 mod parser;
 mod schema;
 
-pub use decode::{JsonDecodeStats, JsonDecoder};
+pub use decode::{JsonDecodeStats, JsonDecoder, TypeMismatch};
 pub use infer::infer_value_schema;
 pub use parser::JSON_DEPTH_MAX;
 pub use schema::{JsonField, JsonKind, ValueSchema, SCHEMA_DEPTH_MAX};

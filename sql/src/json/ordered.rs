@@ -17,7 +17,8 @@ pub enum OrderedValue {
     Float(f64),
     String(String),
     Array(Vec<OrderedValue>),
-    /// Keys in document order; a repeated key keeps its first value.
+    /// Keys in document order; a repeated key keeps its first position and its last value,
+    /// as serde_json's maps (and browsers) do.
     Object(Vec<(String, OrderedValue)>),
 }
 
@@ -96,8 +97,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedValue, A::Error> {
         let mut entries: Vec<(String, OrderedValue)> = Vec::new();
         while let Some((key, value)) = map.next_entry::<String, OrderedValue>()? {
-            if !entries.iter().any(|(k, _)| *k == key) {
-                entries.push((key, value));
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, earlier)) => *earlier = value,
+                None => entries.push((key, value)),
             }
         }
         Ok(OrderedValue::Object(entries))
@@ -138,5 +140,17 @@ mod tests {
             v.get("m").and_then(|m| m.get("y")),
             Some(OrderedValue::Float(_))
         ));
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_place_and_its_last_value() {
+        let v = OrderedValue::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(
+            v,
+            OrderedValue::Object(vec![
+                ("a".to_string(), OrderedValue::Int(3)),
+                ("b".to_string(), OrderedValue::Int(2)),
+            ])
+        );
     }
 }

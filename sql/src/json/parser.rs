@@ -1,11 +1,19 @@
 //! The JSON parser behind [`super::JsonDecoder`]: one pass over a value's bytes that writes
 //! each field into its column builder as it is read (unknown fields are skipped without
-//! being materialised), checking JSON's grammar as strictly as `serde_json`.
+//! being materialised), checking JSON's grammar as strictly as `serde_json` (UTF-8 and
+//! surrogate pairs in every string, numbers that overflow f64), which a property test
+//! holds it to.
 
-use super::column::{Column, ListColumn, StringColumn, StructColumn};
+use super::column::{Column, ListColumn, StringColumn, StructColumn, ValueSpan};
+
+/// Digits below which a number without exponent cannot exceed f64's range (1.8e308).
+const F64_DIGITS_SAFE: usize = 300;
 
 /// Deepest object/array nesting accepted in a value.
 pub const JSON_DEPTH_MAX: u32 = 64;
+
+/// Longest JSON text of a mismatching value kept for the report.
+const FOUND_BYTES_MAX: usize = 40;
 
 /// Marks a value that is not well-formed JSON; the record is rolled back.
 #[derive(Debug)]
@@ -13,28 +21,116 @@ pub(super) struct Malformed;
 
 type Parse<T> = Result<T, Malformed>;
 
+/// One step of the path to a value: a field of an object or an item of an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PathStep {
+    Field(String),
+    Item,
+}
+
+/// The first value of a row whose JSON type did not fit its column.
+#[derive(Debug, Clone)]
+pub(super) struct MismatchFound {
+    /// Where the value starts in the record's bytes.
+    pub(super) pos: usize,
+    /// From the row down to the value; filled in on the way out of the nesting.
+    pub(super) path: Vec<PathStep>,
+    pub(super) expected: &'static str,
+    /// The value's JSON text, cut to [`FOUND_BYTES_MAX`] bytes.
+    pub(super) found: String,
+}
+
 pub(super) struct Parser<'a, 's> {
     buf: &'a [u8],
     pos: usize,
     depth: u32,
     key_scratch: &'s mut Vec<u8>,
     mismatches: u64,
+    /// Whether the first mismatch is still wanted (the decoder has none yet).
+    want_mismatch: bool,
+    mismatch: Option<MismatchFound>,
+    /// The depth whose field name is next prepended to `mismatch.path`, while it is built.
+    path_depth: Option<u32>,
 }
 
 impl<'a, 's> Parser<'a, 's> {
-    pub(super) fn new(buf: &'a [u8], key_scratch: &'s mut Vec<u8>) -> Parser<'a, 's> {
+    pub(super) fn new(
+        buf: &'a [u8],
+        key_scratch: &'s mut Vec<u8>,
+        want_mismatch: bool,
+    ) -> Parser<'a, 's> {
         Parser {
             buf,
             pos: 0,
             depth: 0,
             key_scratch,
             mismatches: 0,
+            want_mismatch,
+            mismatch: None,
+            path_depth: None,
         }
     }
 
     /// Fields whose JSON type did not fit their column so far.
     pub(super) fn mismatches(&self) -> u64 {
         self.mismatches
+    }
+
+    /// The row's first mismatch, path from the row down, if one was wanted and found.
+    pub(super) fn take_mismatch(&mut self) -> Option<MismatchFound> {
+        let mut found = self.mismatch.take()?;
+        found.path.reverse();
+        Some(found)
+    }
+
+    /// Notes a mismatch of the value at `start..pos` in a column of type `expected`.
+    fn note_mismatch(&mut self, start: usize, expected: &'static str) {
+        self.mismatches += 1;
+        if !self.want_mismatch || self.mismatch.is_some() {
+            return;
+        }
+        // A skipped value is UTF-8 (its strings were checked, the rest is ASCII).
+        let raw = String::from_utf8_lossy(self.buf.get(start..self.pos).unwrap_or_default());
+        let mut cut = raw.len().min(FOUND_BYTES_MAX);
+        while !raw.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut found = raw.get(..cut).unwrap_or_default().to_string();
+        if cut < raw.len() {
+            found.push('…');
+        }
+        self.mismatch = Some(MismatchFound {
+            pos: start,
+            path: Vec::new(),
+            expected,
+            found,
+        });
+        self.path_depth = Some(self.depth);
+    }
+
+    /// After a value at the current depth was parsed: prepends `step` to the path of a
+    /// mismatch found inside it.
+    fn name_mismatch(&mut self, step: impl FnOnce() -> PathStep) {
+        if self.path_depth != Some(self.depth) {
+            return;
+        }
+        if let Some(found) = &mut self.mismatch {
+            found.path.push(step());
+        }
+        self.path_depth = self.depth.checked_sub(1);
+    }
+
+    /// A value at `start..end` was replaced (a duplicate key): its mismatches no longer count.
+    fn forget_value(&mut self, start: usize, end: usize, mismatches: u64) {
+        self.mismatches -= mismatches;
+        if self
+            .mismatch
+            .as_ref()
+            .is_some_and(|m| (start..end).contains(&m.pos))
+        {
+            self.mismatch = None;
+            self.path_depth = None;
+        }
     }
 
     /// Parses the whole buffer as one object into `root` (one row).
@@ -118,16 +214,31 @@ impl<'a, 's> Parser<'a, 's> {
             };
             parser.expect(b':')?;
             parser.skip_ws();
-            match found {
-                Some(index) if target.set_in_row[index] != row => {
-                    target.set_in_row[index] = row;
-                    hint = index + 1;
-                    let child = target.children.get_mut(index).ok_or(Malformed)?;
-                    parser.value_into(child)
-                }
-                // Undeclared key, or a duplicate (the first occurrence wins).
-                _ => parser.skip_value(),
+            let Some(index) = found else {
+                return parser.skip_value();
+            };
+            let child = target.children.get_mut(index).ok_or(Malformed)?;
+            let span = target.spans.get_mut(index).ok_or(Malformed)?;
+            if target.set_in_row[index] == row {
+                // A duplicate key: the last value wins, as in serde_json and browsers
+                // (and `--key-field`), so the earlier one is taken back out.
+                child.truncate(child.len() - 1);
+                parser.forget_value(span.start, span.end, span.mismatches);
             }
+            target.set_in_row[index] = row;
+            hint = index + 1;
+            let (start, mismatches_before) = (parser.pos, parser.mismatches);
+            parser.value_into(child)?;
+            *span = ValueSpan {
+                start,
+                end: parser.pos,
+                mismatches: parser.mismatches - mismatches_before,
+            };
+            let names = &target.names;
+            parser.name_mismatch(|| {
+                PathStep::Field(String::from_utf8_lossy(&names[index]).into_owned())
+            });
+            Ok(())
         })?;
         target.end_row(row);
         Ok(())
@@ -135,6 +246,7 @@ impl<'a, 's> Parser<'a, 's> {
 
     /// Parses one value at `pos` into one row of `column`.
     fn value_into(&mut self, column: &mut Column) -> Parse<()> {
+        let start = self.pos;
         if self.peek() == Some(b'n') {
             self.literal(b"null")?;
             column.push_null();
@@ -161,7 +273,7 @@ impl<'a, 's> Parser<'a, 's> {
                             validity.push(true);
                         }
                         None => {
-                            self.mismatches += 1;
+                            self.note_mismatch(start, column.sql_type());
                             column.push_null();
                         }
                     }
@@ -187,7 +299,7 @@ impl<'a, 's> Parser<'a, 's> {
                     let start = self.pos;
                     self.skip_value()?;
                     let raw = self.buf.get(start..self.pos).ok_or(Malformed)?;
-                    // Skipped values are not checked for UTF-8; this one is kept.
+                    // skip_value checked its strings; the rest of JSON's grammar is ASCII.
                     std::str::from_utf8(raw).map_err(|_| Malformed)?;
                     strings.data.extend_from_slice(raw);
                     strings.commit().map_err(|()| Malformed)?;
@@ -208,14 +320,20 @@ impl<'a, 's> Parser<'a, 's> {
 
     /// A well-formed value of the wrong type: skipped, the field is null, counted.
     fn mismatch(&mut self, column: &mut Column) -> Parse<()> {
+        let start = self.pos;
         self.skip_value()?;
-        self.mismatches += 1;
+        self.note_mismatch(start, column.sql_type());
         column.push_null();
         Ok(())
     }
 
     fn array_into(&mut self, list: &mut ListColumn) -> Parse<()> {
-        if let Err(error) = self.each_item(b']', |parser| parser.value_into(&mut list.child)) {
+        let items = self.each_item(b']', |parser| {
+            parser.value_into(&mut list.child)?;
+            parser.name_mismatch(|| PathStep::Item);
+            Ok(())
+        });
+        if let Err(error) = items {
             list.abandon();
             return Err(error);
         }
@@ -244,6 +362,7 @@ impl<'a, 's> Parser<'a, 's> {
             match self.peek() {
                 Some(b'"') => {
                     let key = self.buf.get(start..self.pos).ok_or(Malformed)?;
+                    std::str::from_utf8(key).map_err(|_| Malformed)?;
                     self.pos += 1;
                     return Ok(key);
                 }
@@ -255,7 +374,11 @@ impl<'a, 's> Parser<'a, 's> {
         let mut scratch = std::mem::take(self.key_scratch);
         scratch.clear();
         scratch.extend_from_slice(self.buf.get(start..self.pos).ok_or(Malformed)?);
-        let result = self.unescape_rest(&mut scratch);
+        let result = self.unescape_rest(&mut scratch).and_then(|()| {
+            std::str::from_utf8(&scratch)
+                .map(|_| ())
+                .map_err(|_| Malformed)
+        });
         *self.key_scratch = scratch;
         result?;
         Ok(self.key_scratch.as_slice())
@@ -335,6 +458,14 @@ impl<'a, 's> Parser<'a, 's> {
 
     /// `\uXXXX` (after the `u`), with a following `\uXXXX` when it is a surrogate pair.
     fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Parse<()> {
+        let ch = self.unicode_char()?;
+        let mut encoded = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut encoded).as_bytes());
+        Ok(())
+    }
+
+    /// The character of `\uXXXX` (after the `u`), with the second half of a surrogate pair.
+    fn unicode_char(&mut self) -> Parse<char> {
         let first = self.hex4()?;
         let code = if (0xD800..0xDC00).contains(&first) {
             self.literal(b"\\u")?;
@@ -346,10 +477,7 @@ impl<'a, 's> Parser<'a, 's> {
         } else {
             first
         };
-        let ch = char::from_u32(code).ok_or(Malformed)?;
-        let mut encoded = [0u8; 4];
-        out.extend_from_slice(ch.encode_utf8(&mut encoded).as_bytes());
-        Ok(())
+        char::from_u32(code).ok_or(Malformed)
     }
 
     fn hex4(&mut self) -> Parse<u32> {
@@ -383,6 +511,7 @@ impl<'a, 's> Parser<'a, 's> {
             self.require_digits()?;
             integral = false;
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
@@ -390,13 +519,22 @@ impl<'a, 's> Parser<'a, 's> {
             }
             self.require_digits()?;
             integral = false;
+            exponent = true;
         }
-        Ok(Number {
+        let number = Number {
             text: self.buf.get(start..self.pos).ok_or(Malformed)?,
             digits: self.buf.get(int_start..int_end).ok_or(Malformed)?,
             negative,
             integral,
-        })
+        };
+        // serde_json refuses a number beyond f64's range (`1e400`, 400 digits); only an
+        // exponent or a long text can be one, so others are not parsed here.
+        if (exponent || number.text.len() > F64_DIGITS_SAFE)
+            && !number.as_f64().is_some_and(f64::is_finite)
+        {
+            return Err(Malformed);
+        }
+        Ok(number)
     }
 
     fn digits(&mut self) {
@@ -438,21 +576,30 @@ impl<'a, 's> Parser<'a, 's> {
 
     fn skip_string(&mut self) -> Parse<()> {
         self.pos += 1;
+        let mut run_start = self.pos;
         loop {
             match self.peek() {
                 Some(b'"') => {
+                    // A skipped string is not copied, but its bytes must be UTF-8 as
+                    // serde_json requires of every string.
+                    let run = self.buf.get(run_start..self.pos).ok_or(Malformed)?;
+                    std::str::from_utf8(run).map_err(|_| Malformed)?;
                     self.pos += 1;
                     return Ok(());
                 }
                 Some(b'\\') => {
+                    let run = self.buf.get(run_start..self.pos).ok_or(Malformed)?;
+                    std::str::from_utf8(run).map_err(|_| Malformed)?;
                     self.pos += 1;
                     match self.peek() {
                         Some(b'u') => {
                             self.pos += 1;
-                            self.hex4()?;
+                            self.unicode_char()?;
+                            run_start = self.pos;
                         }
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
                             self.pos += 1;
+                            run_start = self.pos;
                         }
                         _ => return Err(Malformed),
                     }

@@ -19,6 +19,7 @@ use datafusion::physical_plan::{
 
 use super::columns::Projection;
 use super::stream::{PartitionRange, PartitionScan, ScanMetrics, ScanSettings};
+use crate::report::{JsonProblems, SharedProblems};
 use crate::source::TopicReader;
 
 /// Reads the offset ranges of some partitions of one topic.
@@ -32,6 +33,8 @@ pub struct TopicScanExec {
     settings: ScanSettings,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Malformed values and type mismatches met by the partitions executed so far.
+    problems: Arc<SharedProblems>,
 }
 
 impl TopicScanExec {
@@ -51,6 +54,7 @@ impl TopicScanExec {
             Boundedness::Bounded,
         );
         TopicScanExec {
+            problems: SharedProblems::new(reader.topic()),
             reader,
             projection: Arc::new(projection),
             ranges,
@@ -63,6 +67,11 @@ impl TopicScanExec {
 
     pub fn ranges(&self) -> &[PartitionRange] {
         &self.ranges
+    }
+
+    /// The JSON problems its partitions met so far (see [`crate::json_problems`]).
+    pub fn json_problems(&self) -> JsonProblems {
+        self.problems.lock().clone()
     }
 }
 
@@ -167,6 +176,7 @@ impl ExecutionPlan for TopicScanExec {
             Arc::clone(&self.projection),
             settings,
             ScanMetrics::new(&self.metrics, partition),
+            Arc::clone(&self.problems),
         );
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -194,6 +204,7 @@ impl ExecutionPlan for TopicScanExec {
             },
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            problems: SharedProblems::new(self.reader.topic()),
         }))
     }
 

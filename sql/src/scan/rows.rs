@@ -66,6 +66,11 @@ impl RowBuilder {
             .unwrap_or_default()
     }
 
+    /// The decoder, when the projection has typed columns.
+    pub fn json(&self) -> Option<&JsonDecoder> {
+        self.json.as_ref()
+    }
+
     /// Rows known only by count (no projected column needs more than the partition).
     pub fn push_counted(&mut self, count: usize) {
         debug_assert!(self.offsets.is_none());
@@ -108,7 +113,7 @@ impl RowBuilder {
             headers.append(true)?;
         }
         if let Some(json) = &mut self.json {
-            json.push(record.value);
+            json.push(record.value, record.offset);
         }
         self.rows += 1;
         Ok(())

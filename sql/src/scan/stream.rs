@@ -12,6 +12,7 @@ use weir_log::batch::{self, BatchHeader, RecordDecoder};
 
 use super::columns::{DecodeLevel, Projection};
 use super::rows::RowBuilder;
+use crate::report::SharedProblems;
 use crate::source::{BatchChunk, TopicReader};
 use crate::SqlError;
 
@@ -90,6 +91,8 @@ pub struct PartitionScan {
     rows: RowBuilder,
     metrics: ScanMetrics,
     json_counted: crate::json::JsonDecodeStats,
+    /// Where the JSON problems of the whole scan are reported.
+    problems: Arc<SharedProblems>,
     read_ahead: Option<ReadAhead>,
 }
 
@@ -100,6 +103,7 @@ impl PartitionScan {
         projection: Arc<Projection>,
         settings: ScanSettings,
         metrics: ScanMetrics,
+        problems: Arc<SharedProblems>,
     ) -> PartitionScan {
         PartitionScan {
             reader,
@@ -112,6 +116,7 @@ impl PartitionScan {
             decoder: RecordDecoder::new(),
             metrics,
             json_counted: Default::default(),
+            problems,
             read_ahead: None,
         }
     }
@@ -207,13 +212,23 @@ impl PartitionScan {
 
     fn count_json(&mut self) {
         let stats = self.rows.json_stats();
-        self.metrics
-            .json_malformed
-            .add((stats.malformed - self.json_counted.malformed) as usize);
-        self.metrics
-            .json_type_mismatches
-            .add((stats.type_mismatches - self.json_counted.type_mismatches) as usize);
+        let malformed = stats.malformed - self.json_counted.malformed;
+        let mismatches = stats.type_mismatches - self.json_counted.type_mismatches;
         self.json_counted = stats;
+        if malformed == 0 && mismatches == 0 {
+            return;
+        }
+        self.metrics.json_malformed.add(malformed as usize);
+        self.metrics.json_type_mismatches.add(mismatches as usize);
+        if let Some(json) = self.rows.json() {
+            self.problems.lock().add(
+                self.range.partition,
+                malformed,
+                json.first_malformed_offset(),
+                mismatches,
+                json.first_mismatch(),
+            );
+        }
     }
 
     fn corrupt(&self, offset: u64, source: batch::BatchError) -> DataFusionError {
