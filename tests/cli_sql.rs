@@ -154,3 +154,87 @@ fn shell_runs_multi_line_statements_and_commands() {
         text(&out.stderr)
     );
 }
+
+/// Topic `events`: 40 JSON rows over 40 users, two not JSON and three whose `n` is text.
+fn write_untidy_topic(dir: &Path) {
+    let log = PartitionLog::open(&dir.join("events-0"), LogConfig::default()).unwrap();
+    let mut builder = BatchBuilder::new(Compression::None);
+    for i in 0..45 {
+        let value = match i {
+            40 | 41 => "not json".to_string(),
+            42..=44 => format!(r#"{{"user":"u{i}","n":"many"}}"#),
+            _ => format!(r#"{{"user":"u{i}","n":{i}}}"#),
+        };
+        builder.push(
+            1_700_000_000_000 + i as i64,
+            None,
+            Some(value.as_bytes()),
+            &[],
+        );
+    }
+    let mut bytes = builder.build().unwrap().to_vec();
+    log.append(&mut bytes, 0).unwrap();
+    log.close().unwrap();
+}
+
+#[test]
+fn json_problems_are_one_warning_line_on_stderr_and_a_memory_limit_fails_a_query_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    write_untidy_topic(dir.path());
+    let schema = dir.path().join("events.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"user":{"type":"string"},"n":{"type":"integer"}}}"#,
+    )
+    .unwrap();
+    let declared = format!("events={}", schema.display());
+    let out = weir_sql(
+        dir.path(),
+        &[
+            "--schema",
+            &declared,
+            "--format",
+            "csv",
+            "SELECT sum(n) AS total FROM events",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains(&(0..40).sum::<i64>().to_string()),
+        "{out:?}"
+    );
+    let warnings: Vec<String> = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out:?}");
+    assert!(
+        warnings[0].starts_with(
+            "warning: topic events: 2 rows did not parse as JSON (first: partition 0 offset 40), \
+             3 values did not match their column type (first: partition 0 offset 42 column \"n\""
+        ),
+        "{}",
+        warnings[0]
+    );
+
+    // Every user's own summary cannot fit in 1 MiB.
+    let out = weir_sql(
+        dir.path(),
+        &[
+            "--memory-limit",
+            "1M",
+            "SELECT user, approx_top_k(user, 10) FROM events GROUP BY user",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("approx_top_k") && err.contains("memory"),
+        "{err}"
+    );
+    let out = weir_sql(dir.path(), &["--memory-limit", "lots", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--memory-limit"), "{out:?}");
+}

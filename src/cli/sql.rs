@@ -48,6 +48,10 @@ pub struct Args {
     /// recovery on them. Never use it while a broker runs on the directory.
     #[arg(long)]
     allow_recovery: bool,
+    /// Memory a query may hold (e.g. 2G, 512M); a query that would need more fails
+    /// with a message instead of exhausting the machine [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    memory_limit: Option<String>,
 }
 
 fn parse_format(s: &str) -> Result<OutputFormat, String> {
@@ -92,10 +96,19 @@ fn sql_options(args: &Args) -> anyhow::Result<SqlOptions> {
         .schema_dir
         .clone()
         .or_else(|| args.data_dir.as_ref().map(|d| d.join("schemas")));
+    let memory_limit_bytes = args
+        .memory_limit
+        .as_deref()
+        .map(|text| {
+            SessionContext::parse_capacity_limit("--memory-limit", text)
+                .map_err(|e| anyhow!("--memory-limit {text:?}: {}", one_line(e)))
+        })
+        .transpose()?;
     Ok(SqlOptions {
         value_schemas,
         schema_dir,
         infer_sample_records: args.infer_sample,
+        memory_limit_bytes,
         ..SqlOptions::default()
     })
 }
@@ -129,15 +142,20 @@ async fn run_text(
     summary: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let results = weir_sql::run_statements(ctx, text)
+    let results = weir_sql::run_statements_reporting(ctx, text)
         .await
         .map_err(one_line)?;
     let mut out = std::io::stdout().lock();
-    for batches in &results {
-        print_batches(&mut out, format, batches)?;
+    for result in &results {
+        print_batches(&mut out, format, &result.batches)?;
         if summary {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let rows: usize = result.batches.iter().map(RecordBatch::num_rows).sum();
             writeln!(out, "({rows} rows, {} ms)", started.elapsed().as_millis())?;
+        }
+        out.flush()?;
+        // On stderr, after the rows they concern, so piped results stay clean.
+        for problems in &result.json_problems {
+            eprintln!("{}", problems.warning());
         }
     }
     out.flush()?;
