@@ -22,6 +22,7 @@ fn topic(name: &str) -> MetadataCommand {
             leader: Some(1),
             leader_epoch: 0,
             isr: vec![1, 2, 3],
+            partition_epoch: 0,
         }],
     })
 }
@@ -37,6 +38,7 @@ fn unhosted_topic(name: &str) -> MetadataCommand {
             leader: None,
             leader_epoch: 0,
             isr: vec![],
+            partition_epoch: 0,
         }],
     })
 }

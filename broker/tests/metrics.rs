@@ -1,7 +1,7 @@
 //! The metrics listener: `/metrics` after produce and fetch over gRPC and
 //! over the Kafka listener shows counters moved by exactly the records and
-//! bytes sent, partition gauges and consumer-group lag, members and
-//! rebalances as they are; with `fsync = always` every acknowledged produce
+//! bytes sent, partition gauges and consumer-group lag, members,
+//! rebalances and how long they paused the group as they are; with `fsync = always` every acknowledged produce
 //! shows in the fsync histogram; `/healthz` answers while the broker runs and
 //! `/readyz` answers 503 naming an offline partition. (`metrics_dashboard.rs`
 //! holds the exposition to `promtool` and to the Grafana dashboard.)
@@ -10,7 +10,7 @@ mod common;
 mod kafka_support;
 mod metrics_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
@@ -273,6 +273,134 @@ async fn a_member_joining_counts_one_rebalance_and_shows_in_the_members() {
         value(&second, "weir_consumer_group_series_omitted", ""),
         0.0
     );
+    broker.shutdown().await;
+}
+
+/// The wall clock in milliseconds, the group coordinator's clock.
+fn wall_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_millis()).unwrap()
+}
+
+#[tokio::test]
+async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time_around_them() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    // No initial delay: the first member's rebalance ends in the answer to its join.
+    config.groups.initial_rebalance_delay_ms = 0;
+    let (broker, _kafka) = start_broker_with(config, data).await;
+    let metrics = metrics_addr(&broker);
+    broker.create_topic(TOPIC, 2).await;
+    let groups = broker.running.as_ref().unwrap().groups();
+    let group = "pausing";
+    let labels = format!("group=\"{group}\"");
+    let durations = |exposition: &str, part: &str| {
+        value(
+            exposition,
+            &format!("weir_consumer_group_rebalance_duration_seconds_{part}"),
+            &labels,
+        )
+    };
+    let heartbeat = |member_id: &str, member_epoch: i32, owned: &BTreeSet<TopicPartition>| {
+        let mut request = join(group, TOPIC);
+        request.member_id = member_id.to_owned();
+        request.member_epoch = member_epoch;
+        request.owned = owned.clone();
+        request
+    };
+
+    let started_ms = wall_ms();
+    let a = groups
+        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .await
+        .unwrap();
+    assert_eq!(a.assignment.len(), 2, "alone, a holds both partitions");
+    let first = get(metrics, "/metrics").await.1;
+    assert_eq!(durations(&first, "count"), 1.0);
+
+    let b = groups
+        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .await
+        .unwrap();
+    assert!(b.assignment.is_empty(), "b waits for a partition a holds");
+    let during = get(metrics, "/metrics").await.1;
+    assert_eq!(
+        durations(&during, "count"),
+        1.0,
+        "b's rebalance is under way"
+    );
+    // The coordinator's clock counts milliseconds: let one pass, so the pause is not 0.
+    let joined_ms = wall_ms();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while wall_ms() <= joined_ms {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wall clock stands still"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // a gives up one partition, confirms it, and b takes it.
+    let revoking = groups
+        .mutate(|c, now_ms| {
+            c.heartbeat(
+                &heartbeat(&a.member_id, a.member_epoch, &a.assignment),
+                now_ms,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoking.assignment.len(), 1);
+    let kept = revoking.assignment.clone();
+    groups
+        .mutate(|c, now_ms| {
+            c.heartbeat(
+                &heartbeat(&a.member_id, revoking.member_epoch, &kept),
+                now_ms,
+            )
+        })
+        .await
+        .unwrap();
+    let settled = groups
+        .mutate(|c, now_ms| {
+            c.heartbeat(
+                &heartbeat(&b.member_id, b.member_epoch, &BTreeSet::new()),
+                now_ms,
+            )
+        })
+        .await
+        .unwrap();
+    let ended_ms = wall_ms();
+    assert_eq!(settled.assignment.len(), 1);
+    let state = groups.read(|c| c.group_state(group)).await.unwrap();
+    assert_eq!(state.to_string(), "Stable");
+
+    let after = get(metrics, "/metrics").await.1;
+    assert_eq!(durations(&after, "count"), 2.0);
+    assert_eq!(
+        value(&after, "weir_consumer_group_rebalances_total", &labels),
+        2.0
+    );
+    let sum = durations(&after, "sum");
+    let wall_seconds = (ended_ms - started_ms) as f64 / 1e3;
+    assert!(
+        sum > 0.0 && sum <= wall_seconds,
+        "rebalances took {sum} s in all, within {wall_seconds} s of wall time"
+    );
+    let inf = format!("le=\"+Inf\",{labels}");
+    assert_eq!(
+        value(
+            &after,
+            "weir_consumer_group_rebalance_duration_seconds_bucket",
+            &inf
+        ),
+        2.0
+    );
+    assert!(after.contains("# TYPE weir_consumer_group_rebalance_duration_seconds histogram\n"));
+    promtool_check(&after);
     broker.shutdown().await;
 }
 

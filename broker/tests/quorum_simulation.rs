@@ -258,6 +258,7 @@ impl Sim {
                 leader: Some(1),
                 leader_epoch: 0,
                 isr: vec![1, 2, 3],
+                partition_epoch: 0,
             }],
         });
         let node = self.nodes.get_mut(&id).unwrap().as_mut().unwrap();

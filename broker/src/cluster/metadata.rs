@@ -32,6 +32,11 @@ pub struct PartitionAssignment {
     pub leader_epoch: i32,
     /// In-sync replicas; always a subset of `replicas` holding the leader.
     pub isr: Vec<NodeId>,
+    /// Bumped by every change to this partition (Kafka's `partitionEpoch`,
+    /// KIP-497), so a change computed from an older state is refused.
+    /// Snapshots written before it existed read as 0.
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// One topic as the cluster knows it.
@@ -61,6 +66,11 @@ pub enum MetadataCommand {
         leader: Option<NodeId>,
         leader_epoch: i32,
         isr: Vec<NodeId>,
+        /// The partition epoch the change was computed from (Kafka's
+        /// AlterPartition `PartitionEpoch`): it applies only if the partition
+        /// is still there. `None` in entries written before partition epochs.
+        #[serde(default)]
+        partition_epoch: Option<i32>,
     },
 }
 
@@ -83,6 +93,17 @@ pub enum MetadataRefusal {
         "topic {topic:?} partition {partition}: leader epoch {proposed} is older than the current {current}"
     )]
     StaleLeaderEpoch {
+        topic: String,
+        partition: u32,
+        proposed: i32,
+        current: i32,
+    },
+    /// Kafka's INVALID_UPDATE_VERSION: another change applied since the
+    /// proposer read the partition.
+    #[error(
+        "topic {topic:?} partition {partition}: the change was computed from partition epoch {proposed}, but the partition is at {current}"
+    )]
+    StalePartitionEpoch {
         topic: String,
         partition: u32,
         proposed: i32,
@@ -134,6 +155,7 @@ impl ClusterMetadata {
                 leader,
                 leader_epoch,
                 isr,
+                partition_epoch,
             } => {
                 let Some(meta) = self.topics.get_mut(topic) else {
                     return Err(MetadataRefusal::UnknownTopic(topic.clone()));
@@ -157,11 +179,33 @@ impl ClusterMetadata {
                         current: current.leader_epoch,
                     });
                 }
+                // A change computed from an older state would undo what
+                // applied since: the controller dropping a dead broker from
+                // an ISR the leader has just shrunk would put back the
+                // replica the leader dropped, behind the high watermark.
+                if let Some(proposed) = *partition_epoch {
+                    if proposed != current.partition_epoch {
+                        return Err(MetadataRefusal::StalePartitionEpoch {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            proposed,
+                            current: current.partition_epoch,
+                        });
+                    }
+                }
+                // An entry from before partition epochs neither checks nor
+                // bumps: brokers whose snapshots (read as epoch 0) were taken
+                // at different indexes then agree on every epoch all the same.
+                let next_epoch = match partition_epoch {
+                    Some(_) => current.partition_epoch + 1,
+                    None => current.partition_epoch,
+                };
                 let next = PartitionAssignment {
                     replicas: current.replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     isr: isr.clone(),
+                    partition_epoch: next_epoch,
                 };
                 check_assignment(topic, *partition, &next)?;
                 *current = next;
@@ -256,6 +300,7 @@ mod tests {
                     leader: Some(r[0]),
                     leader_epoch: 0,
                     isr: r.clone(),
+                    partition_epoch: 0,
                 })
                 .collect(),
         }
@@ -288,6 +333,17 @@ mod tests {
         );
     }
 
+    fn change(leader: NodeId, leader_epoch: i32, isr: &[NodeId], from: i32) -> MetadataCommand {
+        MetadataCommand::ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: Some(leader),
+            leader_epoch,
+            isr: isr.to_vec(),
+            partition_epoch: Some(from),
+        }
+    }
+
     #[test]
     fn a_change_of_leader_must_raise_the_epoch() {
         let mut meta = ClusterMetadata::default();
@@ -296,26 +352,79 @@ mod tests {
             &MetadataCommand::CreateTopic(topic("t", &[vec![1, 2, 3]])),
         )
         .unwrap();
-        let change = |leader, epoch, isr: &[NodeId]| MetadataCommand::ChangePartition {
-            topic: "t".into(),
-            partition: 0,
-            leader: Some(leader),
-            leader_epoch: epoch,
-            isr: isr.to_vec(),
-        };
         assert!(matches!(
-            meta.apply(2, &change(2, 0, &[1, 2, 3])),
+            meta.apply(2, &change(2, 0, &[1, 2, 3], 0)),
             Err(MetadataRefusal::StaleLeaderEpoch { .. })
         ));
-        meta.apply(3, &change(2, 1, &[2, 3])).unwrap();
+        meta.apply(3, &change(2, 1, &[2, 3], 0)).unwrap();
         // The same leader may shrink its ISR at its own epoch.
-        meta.apply(4, &change(2, 1, &[2])).unwrap();
+        meta.apply(4, &change(2, 1, &[2], 1)).unwrap();
         assert!(matches!(
-            meta.apply(5, &change(3, 2, &[2])),
+            meta.apply(5, &change(3, 2, &[2], 2)),
             Err(MetadataRefusal::InvalidAssignment { .. })
         ));
         assert_eq!(meta.topics["t"].partitions[0].isr, vec![2]);
+        assert_eq!(meta.topics["t"].partitions[0].partition_epoch, 2);
         assert_eq!(meta.applied_index, 5);
+    }
+
+    #[test]
+    fn a_change_computed_from_an_older_partition_epoch_is_refused_and_one_from_the_current_applies()
+    {
+        let mut meta = ClusterMetadata::default();
+        meta.apply(
+            1,
+            &MetadataCommand::CreateTopic(topic("t", &[vec![1, 2, 3]])),
+        )
+        .unwrap();
+        // The leader drops lagging 2 and the controller, from the same
+        // state, drops dead 3; the leader's lands first.
+        meta.apply(2, &change(1, 0, &[1, 3], 0)).unwrap();
+        assert_eq!(
+            meta.apply(3, &change(1, 0, &[1, 2], 0)),
+            Err(MetadataRefusal::StalePartitionEpoch {
+                topic: "t".into(),
+                partition: 0,
+                proposed: 0,
+                current: 1,
+            })
+        );
+        let p = &meta.topics["t"].partitions[0];
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1, 3], 1));
+        // Computed again from what applied, the controller's change applies.
+        meta.apply(4, &change(1, 0, &[1], 1)).unwrap();
+        let p = &meta.topics["t"].partitions[0];
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 2));
+        // A change sent again after its first copy applied is refused too.
+        assert!(matches!(
+            meta.apply(5, &change(1, 0, &[1], 1)),
+            Err(MetadataRefusal::StalePartitionEpoch { current: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn entries_and_snapshots_from_before_partition_epochs_still_read_and_apply() {
+        let snapshot = r#"{"applied_index":7,"brokers":{},"topics":{"t":{"name":"t","configs":{},
+            "partitions":[{"replicas":[1,2],"leader":1,"leader_epoch":3,"isr":[1,2]}]}}}"#;
+        let mut meta: ClusterMetadata = serde_json::from_str(snapshot).unwrap();
+        assert_eq!(meta.topics["t"].partitions[0].partition_epoch, 0);
+        let entry = r#"{"type":"change_partition","topic":"t","partition":0,"leader":1,
+            "leader_epoch":3,"isr":[1]}"#;
+        let command: MetadataCommand = serde_json::from_str(entry).unwrap();
+        assert!(matches!(
+            command,
+            MetadataCommand::ChangePartition {
+                partition_epoch: None,
+                ..
+            }
+        ));
+        // Applied unchecked, and the epoch stays where a snapshot taken
+        // before or after it, read back as 0, has it.
+        meta.apply(8, &command).unwrap();
+        let p = &meta.topics["t"].partitions[0];
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 0));
+        meta.apply(9, &change(1, 3, &[1, 2], 0)).unwrap();
+        assert_eq!(meta.topics["t"].partitions[0].partition_epoch, 1);
     }
 
     #[test]

@@ -283,6 +283,10 @@ fn run(
         };
         peers.send(output.messages);
         if !output.applied.is_empty() || output.restored {
+            // Published before the proposers hear back: one that reads the
+            // metadata on its answer sees its entry applied (the ISR
+            // reporter settles its proposal from it).
+            metadata_tx.send_replace(Arc::new(node.metadata().clone()));
             for applied in &output.applied {
                 if applied.proposal.node != node.id() {
                     continue;
@@ -297,7 +301,6 @@ fn run(
                     );
                 }
             }
-            metadata_tx.send_replace(Arc::new(node.metadata().clone()));
         }
         // Proposers that gave up waiting leave a closed reply behind.
         pending.retain(|_, reply| !reply.is_closed());

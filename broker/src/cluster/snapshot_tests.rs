@@ -31,6 +31,7 @@ fn create_topic(name: &str) -> MetadataCommand {
             leader: Some(1),
             leader_epoch: 0,
             isr: vec![1, 2, 3],
+            partition_epoch: 0,
         }],
     })
 }

@@ -4,6 +4,7 @@
 use super::consumer_group::Group;
 use super::coordinator::{group_in, GroupCoordinator};
 use super::error::GroupError;
+use super::rebalance_durations::RebalanceDurations;
 use super::records::{GroupRecord, RecordKey};
 use std::collections::BTreeSet;
 
@@ -28,6 +29,11 @@ impl GroupCoordinator {
             .ok_or_else(|| GroupError::GroupIdNotFound {
                 group: group_id.to_owned(),
             })
+    }
+
+    /// How long `group_id`'s rebalances took since this coordinator started.
+    pub fn rebalance_durations(&self, group_id: &str) -> Option<&RebalanceDurations> {
+        self.groups.get(group_id).map(|g| &g.rebalances)
     }
 
     /// A group's state; `Dead` for one that does not exist.

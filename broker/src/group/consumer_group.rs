@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::assignor::{assign, AssignorMember};
 use super::error::GroupError;
 use super::member::{reconcile, Member};
+use super::rebalance_durations::RebalanceDurations;
 use super::types::{
     Assignment, AssignorKind, CommittedOffset, GroupConfig, GroupDescription, GroupState,
     HeartbeatRequest, MemberDescription, MemberState, TopicMetadata, TopicPartition,
@@ -31,6 +32,8 @@ pub(super) struct Group {
     /// Counts members added, removed or renamed; not persisted. With the two epochs it
     /// tells whether a change reached beyond one member's records.
     pub membership_changes: u64,
+    /// The rebalance under way and how long past ones took; not persisted.
+    pub rebalances: RebalanceDurations,
 }
 
 impl Group {
@@ -46,6 +49,7 @@ impl Group {
             owners: BTreeMap::new(),
             offsets: BTreeMap::new(),
             membership_changes: 0,
+            rebalances: RebalanceDurations::default(),
         }
     }
 
@@ -95,9 +99,20 @@ impl Group {
             .collect()
     }
 
-    fn bump_epoch(&mut self, topics: &TopicMetadata) {
+    fn bump_epoch(&mut self, topics: &TopicMetadata, now_ms: i64) {
         self.epoch += 1;
         self.topic_view = self.subscribed_view(topics);
+        self.rebalances.started(now_ms);
+    }
+
+    /// Ends the rebalance under way once every member holds its target, or no member is
+    /// left. Called after every change to the group.
+    pub fn settle_rebalance(&mut self, now_ms: i64) {
+        match self.state() {
+            GroupState::Stable => self.rebalances.settled(now_ms, true),
+            GroupState::Empty => self.rebalances.settled(now_ms, false),
+            _ => {}
+        }
     }
 
     /// Computes the target assignment if the group epoch moved past it and no initial
@@ -109,8 +124,9 @@ impl Group {
             }
             self.assignment_delayed_until_ms = None;
             // The empty target handed out during the delay had this epoch: the real one
-            // needs a newer one.
+            // needs a newer one. The join that started the delay started the rebalance.
             self.epoch += 1;
+            self.rebalances.started(now_ms);
         }
         if self.epoch <= self.target_epoch {
             return;
@@ -200,7 +216,7 @@ impl Group {
         if changed {
             member.subscribed.clone_from(&req.subscribed_topics);
             member.server_assignor = req.server_assignor;
-            self.bump_epoch(topics);
+            self.bump_epoch(topics, now_ms);
         }
         self.maybe_compute_target(now_ms, config);
         self.reconcile_member(&member_id, &req.owned, now_ms);
@@ -255,7 +271,7 @@ impl Group {
         member.server_assignor = req.server_assignor;
         self.members.insert(id.clone(), member);
         self.membership_changes += 1;
-        self.bump_epoch(topics);
+        self.bump_epoch(topics, now_ms);
         if was_empty && config.initial_rebalance_delay_ms > 0 {
             // Hand out nothing until the delay ends, at an epoch of its own, so members
             // that start together are assigned once (`group.initial.rebalance.delay.ms`).
@@ -399,7 +415,7 @@ impl Group {
             return Ok(());
         }
         self.remove_member(member_id);
-        self.bump_epoch(topics);
+        self.bump_epoch(topics, now_ms);
         self.maybe_compute_target(now_ms, config);
         Ok(())
     }
@@ -425,7 +441,7 @@ impl Group {
             self.remove_member(member_id);
         }
         if !expired.is_empty() {
-            self.bump_epoch(topics);
+            self.bump_epoch(topics, now_ms);
         }
         self.maybe_compute_target(now_ms, config);
         expired
@@ -434,7 +450,7 @@ impl Group {
     /// The broker's topics changed: a new epoch if a subscribed topic appeared, grew or went.
     pub fn topics_changed(&mut self, now_ms: i64, topics: &TopicMetadata, config: &GroupConfig) {
         if self.subscribed_view(topics) != self.topic_view {
-            self.bump_epoch(topics);
+            self.bump_epoch(topics, now_ms);
             self.maybe_compute_target(now_ms, config);
         }
     }

@@ -124,6 +124,7 @@ impl GroupCoordinator {
             };
             let shape = group.shape();
             group.topics_changed(now_ms, &self.topics, &self.config);
+            group.settle_rebalance(now_ms);
             if group.shape() != shape {
                 self.persist(&id);
             }
@@ -171,6 +172,7 @@ impl GroupCoordinator {
             .or_insert_with(|| Group::new(req.group_id.clone()));
         let shape = group.shape();
         let result = group.heartbeat(req, now_ms, &self.topics, &self.config, &mut new_member_id);
+        group.settle_rebalance(now_ms);
         let reached_others = group.shape() != shape;
         if result.is_err() && created {
             // A join refused before it did anything leaves no empty group behind.
@@ -202,6 +204,7 @@ impl GroupCoordinator {
         let group = group_in(&mut self.groups, group_id)?;
         let shape = group.shape();
         group.leave(member_id, member_epoch, now_ms, &self.topics, &self.config)?;
+        group.settle_rebalance(now_ms);
         if group.shape() == shape {
             self.persist_member(group_id, member_id);
         } else {
@@ -222,6 +225,7 @@ impl GroupCoordinator {
             };
             let shape = group.shape();
             let expired = group.expire(now_ms, &self.topics, &self.config);
+            group.settle_rebalance(now_ms);
             removed.extend(expired.into_iter().map(|member| (id.clone(), member)));
             if group.shape() != shape {
                 self.persist(&id);

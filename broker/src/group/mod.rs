@@ -26,6 +26,7 @@ mod error;
 mod member;
 mod offsets;
 mod placement;
+mod rebalance_durations;
 mod records;
 mod sticky;
 mod types;
@@ -44,6 +45,7 @@ pub use placement::{
     java_string_hash, offsets_partition_for, CONSUMER_OFFSETS_PARTITIONS_DEFAULT,
     CONSUMER_OFFSETS_TOPIC,
 };
+pub use rebalance_durations::{RebalanceDurations, REBALANCE_BUCKET_BOUNDS_MS};
 pub use records::GroupRecord;
 pub use types::{
     Assignment, AssignorKind, CommittedOffset, GroupConfig, GroupDescription, GroupListing,

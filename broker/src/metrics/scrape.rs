@@ -1,8 +1,8 @@
 //! What a scrape reads from the broker itself rather than from counters kept
 //! on the hot path: each hosted partition's offsets, size and segment count,
 //! each topic's traffic counters, the memory pool, and consumer-group lag
-//! (the committed offset against the partition's high watermark), members
-//! and rebalances, bounded in series by [`GROUP_SERIES_MAX`].
+//! (the committed offset against the partition's high watermark), members,
+//! rebalances and how long they took, bounded in series by [`GROUP_SERIES_MAX`].
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use crate::replication::RoleKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
-    LabelSetEncoder, LabelValueEncoder,
+    LabelSetEncoder, LabelValueEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -20,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::Listener;
 use crate::broker::{Broker, Topic};
+use crate::group::{RebalanceDurations, REBALANCE_BUCKET_BOUNDS_MS};
 use crate::group_service::GroupService;
 
 /// The broker's topics, partitions and memory pool, read at each scrape.
@@ -341,7 +342,8 @@ fn encode_memory_pool(
 }
 
 /// The most consumer-group series one scrape writes (lag series, plus members
-/// and rebalances per group). Group ids are chosen by clients, and any client
+/// and rebalances per group, and the rebalance-duration histogram's series for
+/// a group that has completed a rebalance). Group ids are chosen by clients, and any client
 /// can create a group with one offset commit, so the groups, unlike the
 /// partitions, have no bound of their own. Groups with members come first,
 /// then by id; a group that does not fit whole is left out and counted in
@@ -356,11 +358,17 @@ struct GroupSample {
     epoch: u64,
     /// (topic, partition, lag) of each committed partition this broker hosts.
     lags: Vec<(Arc<Topic>, u32, u64)>,
+    rebalances: RebalanceDurations,
 }
 
 impl GroupSample {
     fn series(&self) -> usize {
-        2 + self.lags.len()
+        // The histogram, once it has an observation: its buckets, +Inf, sum and count.
+        let durations = match self.rebalances.count() {
+            0 => 0,
+            _ => REBALANCE_BUCKET_BOUNDS_MS.len() + 3,
+        };
+        2 + durations + self.lags.len()
     }
 }
 
@@ -388,7 +396,11 @@ impl GroupsCollector {
                             .describe_group(&listing.group_id)
                             .map_or(0, |d| d.group_epoch);
                         let offsets = coordinator.fetch_offsets(&listing.group_id, None);
-                        (listing, epoch, offsets)
+                        let rebalances = coordinator
+                            .rebalance_durations(&listing.group_id)
+                            .cloned()
+                            .unwrap_or_default();
+                        (listing, epoch, offsets, rebalances)
                     })
                     .collect::<Vec<_>>()
             })
@@ -401,7 +413,7 @@ impl GroupsCollector {
         };
         let mut groups: Vec<GroupSample> = read
             .into_iter()
-            .map(|(listing, epoch, offsets)| {
+            .map(|(listing, epoch, offsets, rebalances)| {
                 let lags = offsets
                     .into_iter()
                     .filter_map(|(tp, committed)| {
@@ -419,6 +431,7 @@ impl GroupsCollector {
                     members: listing.members as u64,
                     epoch: u64::try_from(epoch).unwrap_or(0),
                     lags,
+                    rebalances,
                 }
             })
             .collect();
@@ -516,6 +529,41 @@ impl Collector for GroupsCollector {
             };
             ConstCounter::new(group.epoch).encode(rebalances.encode_family(&labels)?)?;
         }
+        // A group gets the histogram once a rebalance has completed here, so groups that
+        // only hold offsets (committed from outside, never joined) spend no series on it.
+        let mut durations = encoder.encode_descriptor(
+            "weir_consumer_group_rebalance_duration_seconds",
+            "Time from a bump of the group epoch (a rebalance starting) until every member \
+             holds its target assignment, per completed rebalance since the coordinator started",
+            None,
+            MetricType::Histogram,
+        )?;
+        for group in &self.groups {
+            let timed = &group.rebalances;
+            if timed.count() == 0 {
+                continue;
+            }
+            let mut buckets = [(f64::MAX, 0u64); REBALANCE_BUCKET_BOUNDS_MS.len() + 1];
+            for (index, (bucket, &count)) in
+                buckets.iter_mut().zip(timed.bucket_counts()).enumerate()
+            {
+                if let Some(&bound_ms) = REBALANCE_BUCKET_BOUNDS_MS.get(index) {
+                    bucket.0 = bound_ms as f64 / 1e3;
+                }
+                bucket.1 = count;
+            }
+            let labels = GroupLabels {
+                group: &group.group,
+            };
+            durations
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    timed.sum_ms() as f64 / 1e3,
+                    timed.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
         let omitted = encoder.encode_descriptor(
             "weir_consumer_group_series_omitted",
             "Consumer groups given no series by this scrape, to keep the group series under \
@@ -539,18 +587,34 @@ mod tests {
             lags: (0..lags as u32)
                 .map(|p| (Arc::clone(topic), p, 0))
                 .collect(),
+            rebalances: RebalanceDurations::default(),
         }
     }
 
-    #[test]
-    fn groups_with_members_keep_their_series_first_and_what_does_not_fit_is_counted() {
-        let topic = Arc::new(Topic {
+    fn topic() -> Arc<Topic> {
+        Arc::new(Topic {
             name: "t".to_owned(),
             replication_factor: 1,
             configs: Default::default(),
             partitions: Vec::new(),
             metrics: Arc::default(),
-        });
+        })
+    }
+
+    #[test]
+    fn a_group_counts_its_duration_histogram_once_a_rebalance_completed() {
+        let mut sample = group("g", 1, 1, &topic());
+        assert_eq!(sample.series(), 3);
+        sample.rebalances.started(0);
+        assert_eq!(sample.series(), 3, "none completed yet");
+        sample.rebalances.settled(40, true);
+        // 8 finite buckets, +Inf, sum and count.
+        assert_eq!(sample.series(), 3 + 11);
+    }
+
+    #[test]
+    fn groups_with_members_keep_their_series_first_and_what_does_not_fit_is_counted() {
+        let topic = topic();
         let mut groups = vec![
             group("a-empty", 0, 1, &topic),
             group("z-active", 2, 3, &topic),

@@ -75,6 +75,8 @@ impl ClusterLink {
                 leader_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
+                // Kafka's PartitionRecord starts every partition at epoch 0.
+                partition_epoch: 0,
             })
             .collect();
         let command = MetadataCommand::CreateTopic(TopicMetadata {

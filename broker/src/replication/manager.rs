@@ -138,13 +138,19 @@ async fn reconcile(
                                     assignment.leader_epoch,
                                     &assignment.replicas,
                                     &assignment.isr,
+                                    assignment.partition_epoch,
                                 )
                             })
                             .await?;
                     } else if partition.in_sync_replicas().as_deref()
                         != Some(&sorted(&assignment.isr))
+                        || partition.isr_partition_epoch() != Some(assignment.partition_epoch)
                     {
-                        partition.isr_committed(&assignment.isr, metadata.applied_index);
+                        partition.isr_committed(
+                            &assignment.isr,
+                            assignment.partition_epoch,
+                            metadata.applied_index,
+                        );
                     }
                 }
                 kind => {
@@ -210,23 +216,27 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
                     leader: Some(link.node_id),
                     leader_epoch: partition.leader_epoch(),
                     isr: proposal.isr,
+                    partition_epoch: Some(proposal.partition_epoch),
+                };
+                // The entry applied here, whatever its outcome: the metadata
+                // now is as of it or later, which settles the proposal even
+                // if the applier skips over it to a later ISR.
+                let settled = || {
+                    let metadata = link.quorum.metadata().borrow().clone();
+                    metadata
+                        .topics
+                        .get(&topic.name)
+                        .and_then(|t| t.partitions.get(partition.index() as usize))
+                        .filter(|a| {
+                            a.leader == Some(link.node_id)
+                                && a.leader_epoch == partition.leader_epoch()
+                        })
+                        .map(|a| (a.isr.clone(), a.partition_epoch, metadata.applied_index))
                 };
                 match link.quorum.propose(command, PROPOSE_TIMEOUT).await {
                     Ok(_) => {
-                        // The entry applied here: the metadata now is as of
-                        // it or later, which settles the proposal even if the
-                        // applier skips over it to a later ISR.
-                        let metadata = link.quorum.metadata().borrow().clone();
-                        let assignment = metadata
-                            .topics
-                            .get(&topic.name)
-                            .and_then(|t| t.partitions.get(partition.index() as usize));
-                        if let Some(assignment) = assignment.filter(|a| {
-                            a.leader == Some(link.node_id)
-                                && a.leader_epoch == partition.leader_epoch()
-                        }) {
-                            partition
-                                .isr_proposal_committed(&assignment.isr, metadata.applied_index);
+                        if let Some((isr, partition_epoch, index)) = settled() {
+                            partition.isr_proposal_committed(&isr, partition_epoch, index);
                         }
                         match shrinks {
                             true => broker.metrics().isr_shrinks.inc(),
@@ -236,6 +246,17 @@ async fn report_isr_changes(broker: Arc<Broker>, link: ClusterLink) {
                     Err(error @ ClusterError::ProposalTimedOut { .. }) => {
                         tracing::info!(%error, "ISR change not seen committed; sending it again");
                         partition.isr_proposal_timed_out();
+                        continue;
+                    }
+                    Err(error @ ClusterError::Refused(_)) => {
+                        // Kafka's INVALID_UPDATE_VERSION (or FENCED_LEADER_EPOCH):
+                        // the partition moved on; the next change is computed
+                        // from the state that refused this one.
+                        tracing::info!(%error, "ISR change refused; computing it again from the newer metadata");
+                        if let Some((isr, partition_epoch, index)) = settled() {
+                            partition.isr_committed(&isr, partition_epoch, index);
+                        }
+                        partition.isr_proposal_failed();
                         continue;
                     }
                     Err(error) => {
@@ -365,6 +386,9 @@ pub(crate) fn leadership_changes(
                 .filter(|id| assignment.isr.contains(id) && alive.contains(id))
                 .collect();
             let leader_alive = assignment.leader.is_some_and(|l| alive.contains(&l));
+            // Computed from the metadata applied here, which may be behind
+            // a change still committing (a leader's own ISR change): the
+            // partition epoch makes such a change refused, not applied over it.
             let change = |leader: Option<NodeId>, leader_epoch: i32, isr: Vec<NodeId>| {
                 MetadataCommand::ChangePartition {
                     topic: name.clone(),
@@ -372,6 +396,7 @@ pub(crate) fn leadership_changes(
                     leader,
                     leader_epoch,
                     isr,
+                    partition_epoch: Some(assignment.partition_epoch),
                 }
             };
             if !leader_alive {
@@ -432,6 +457,7 @@ mod tests {
                     leader: Some(leader),
                     leader_epoch: 4,
                     isr: isr.to_vec(),
+                    partition_epoch: 9,
                 }],
             },
         );
@@ -444,8 +470,12 @@ mod tests {
                 leader,
                 leader_epoch,
                 isr,
+                partition_epoch,
                 ..
-            } => (*leader, *leader_epoch, isr.clone()),
+            } => {
+                assert_eq!(*partition_epoch, Some(9), "computed from the state given");
+                (*leader, *leader_epoch, isr.clone())
+            }
             other => panic!("{other:?}"),
         }
     }

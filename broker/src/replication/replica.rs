@@ -45,6 +45,7 @@ impl Partition {
         leader_epoch: i32,
         replicas: &[NodeId],
         isr: &[NodeId],
+        partition_epoch: i32,
     ) -> Result<(), BrokerError> {
         let log = self.log()?;
         let now_ms = self.clock().now_ms();
@@ -58,6 +59,7 @@ impl Partition {
             me,
             replicas,
             isr,
+            partition_epoch,
             log.log_end_offset(),
             log.high_watermark(),
             now_ms,
@@ -245,34 +247,52 @@ impl Partition {
             .and_then(|tracker| tracker.isr_change(now_ms, lag_time_max_ms))
     }
 
-    /// The metadata log, as of entry `index`, has `isr` for this partition.
-    pub(crate) fn isr_committed(&self, isr: &[NodeId], index: u64) {
+    /// The partition epoch of the committed ISR this leader knows.
+    pub(crate) fn isr_partition_epoch(&self) -> Option<i32> {
+        self.replica
+            .tracker()
+            .as_ref()
+            .map(|tracker| tracker.partition_epoch())
+    }
+
+    /// The metadata log, as of entry `index`, has `isr` at `partition_epoch`
+    /// for this partition.
+    pub(crate) fn isr_committed(&self, isr: &[NodeId], partition_epoch: i32, index: u64) {
         let moved = self
             .replica
             .tracker()
             .as_mut()
-            .and_then(|tracker| tracker.on_isr_committed(isr, index));
+            .and_then(|tracker| tracker.on_isr_committed(isr, partition_epoch, index));
         if let Some(high_watermark) = moved {
             self.publish_high_watermark(high_watermark);
         }
     }
 
     /// This leader's ISR proposal committed; the metadata log, as of entry
-    /// `index` (at or after it), has `isr` for this partition.
-    pub(crate) fn isr_proposal_committed(&self, isr: &[NodeId], index: u64) {
+    /// `index` (at or after it), has `isr` at `partition_epoch` for this
+    /// partition.
+    pub(crate) fn isr_proposal_committed(&self, isr: &[NodeId], partition_epoch: i32, index: u64) {
         let moved = self
             .replica
             .tracker()
             .as_mut()
-            .and_then(|tracker| tracker.on_isr_proposal_committed(isr, index));
+            .and_then(|tracker| tracker.on_isr_proposal_committed(isr, partition_epoch, index));
         if let Some(high_watermark) = moved {
             self.publish_high_watermark(high_watermark);
         }
     }
 
+    /// The ISR proposal was refused or never reached the metadata log. On a
+    /// refusal, give the state that refused it to `isr_committed` first, so
+    /// the next proposal is computed from it.
     pub(crate) fn isr_proposal_failed(&self) {
-        if let Some(tracker) = self.replica.tracker().as_mut() {
-            tracker.on_isr_proposal_failed();
+        let moved = self
+            .replica
+            .tracker()
+            .as_mut()
+            .and_then(|tracker| tracker.on_isr_proposal_failed());
+        if let Some(high_watermark) = moved {
+            self.publish_high_watermark(high_watermark);
         }
     }
 
@@ -404,7 +424,7 @@ mod tests {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let leader = Partition::open(dir_a.path(), "t", 0, LogConfig::default(), 0).unwrap();
         let follower = Partition::open(dir_b.path(), "t", 0, LogConfig::default(), 0).unwrap();
-        leader.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        leader.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
         follower.become_follower(Some(1), 1).unwrap();
         assert!(follower.truncate_by_leader_epoch(None).unwrap());
         append(&leader, &["a", "b"]);
@@ -429,7 +449,7 @@ mod tests {
         let a = Partition::open(dir_a.path(), "t", 0, LogConfig::default(), 0).unwrap();
         let b = Partition::open(dir_b.path(), "t", 0, LogConfig::default(), 0).unwrap();
         // Epoch 1: A leads, B follows and copies three records.
-        a.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        a.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
         b.become_follower(Some(1), 1).unwrap();
         assert!(
             b.truncate_by_leader_epoch(None).unwrap(),
@@ -442,7 +462,7 @@ mod tests {
         append(&a, &["lost0", "lost1"]);
         assert_eq!(a.log_end_offset(), 5);
         // Epoch 2: B leads and writes its own record at offset 3.
-        b.become_leader(2, 2, &[1, 2], &[2]).unwrap();
+        b.become_leader(2, 2, &[1, 2], &[2], 0).unwrap();
         append(&b, &["b3"]);
         a.become_follower(Some(2), 2).unwrap();
         assert!(a.truncation_pending());
@@ -470,7 +490,7 @@ mod tests {
         let p = std::sync::Arc::new(
             Partition::open(dir.path(), "t", 0, LogConfig::default(), 0).unwrap(),
         );
-        p.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        p.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
         let appended = p.append(&mut batch("only-here")).unwrap();
         let (_closing_tx, closing) = tokio::sync::watch::channel(false);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -521,7 +541,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.role_kind(), RoleKind::Follower);
         // A leader's records no follower copied: above its high watermark.
-        p.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        p.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
         append(&p, &["a0", "a1", "a2"]);
         assert_eq!((p.log_end_offset(), p.high_watermark()), (3, 0));
         // A crash (no close), and the same broker leads again.
@@ -536,7 +556,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.log_end_offset(), 3);
-        p.become_leader(1, 2, &[1, 2], &[1, 2]).unwrap();
+        p.become_leader(1, 2, &[1, 2], &[1, 2], 0).unwrap();
         assert_eq!(
             p.high_watermark(),
             0,

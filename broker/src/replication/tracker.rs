@@ -12,8 +12,11 @@
 //!   high watermark uses the larger of the two sets (the committed ISR plus a
 //!   pending addition, or the committed ISR during a pending removal), so no
 //!   record is acknowledged on the strength of a set not yet agreed. A change
-//!   stays pending until it is seen committed or refused: one whose proposal
-//!   timed out may still commit, after other changes, so it is sent again
+//!   names the partition epoch of the ISR it was computed from and commits
+//!   only while the partition is still at that epoch, so it stays pending
+//!   until it is seen committed or refused, or the committed partition epoch
+//!   moves past it (then it committed or never will): one whose proposal
+//!   timed out may still commit, so it is sent again, at the same epoch,
 //!   rather than forgotten (Kafka's leader, too, keeps its pending ISR until
 //!   the controller answers);
 //! - a follower is caught up when its fetch reaches the leader's log end
@@ -38,6 +41,8 @@ struct FollowerProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrProposal {
     pub isr: Vec<NodeId>,
+    /// The partition epoch of the ISR it was computed from.
+    pub partition_epoch: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -46,10 +51,13 @@ pub struct ReplicaTracker {
     followers: BTreeMap<NodeId, FollowerProgress>,
     /// The ISR as the metadata log last committed it (always holds the leader).
     isr: BTreeSet<NodeId>,
+    /// The partition epoch of `isr`.
+    partition_epoch: i32,
     /// The metadata log index `isr` is as of: an older state never replaces it.
     isr_index: u64,
-    /// An ISR this leader proposed that has not come back committed yet.
-    pending: Option<BTreeSet<NodeId>>,
+    /// An ISR this leader proposed that has not come back committed yet, and
+    /// the partition epoch it was computed from.
+    pending: Option<(BTreeSet<NodeId>, i32)>,
     /// The proposal of `pending` timed out: send it again.
     resend: bool,
     high_watermark: u64,
@@ -59,13 +67,15 @@ pub struct ReplicaTracker {
 }
 
 impl ReplicaTracker {
-    /// A tracker for a leader that just took over: followers are assumed
-    /// caught up as of `now_ms` (as Kafka does), so none is dropped before it
-    /// has had `replica.lag.time.max.ms` to fetch.
+    /// A tracker for a leader that just took over, with the ISR the metadata
+    /// has at `partition_epoch`: followers are assumed caught up as of
+    /// `now_ms` (as Kafka does), so none is dropped before it has had
+    /// `replica.lag.time.max.ms` to fetch.
     pub fn new(
         leader: NodeId,
         replicas: &[NodeId],
         isr: &[NodeId],
+        partition_epoch: i32,
         leader_end_offset: u64,
         high_watermark: u64,
         now_ms: i64,
@@ -90,6 +100,7 @@ impl ReplicaTracker {
             leader,
             followers,
             isr,
+            partition_epoch,
             isr_index: 0,
             pending: None,
             resend: false,
@@ -107,10 +118,15 @@ impl ReplicaTracker {
         self.isr.iter().copied().collect()
     }
 
+    /// The partition epoch of the committed ISR this leader knows.
+    pub fn partition_epoch(&self) -> i32 {
+        self.partition_epoch
+    }
+
     /// The ISR the high watermark is computed over (see the module doc).
     fn maximal_isr(&self) -> BTreeSet<NodeId> {
         match &self.pending {
-            Some(pending) => self.isr.union(pending).copied().collect(),
+            Some((pending, _)) => self.isr.union(pending).copied().collect(),
             None => self.isr.clone(),
         }
     }
@@ -168,12 +184,15 @@ impl ReplicaTracker {
     /// not caught up for `lag_time_max_ms` leave, followers that reached the
     /// high watermark and this epoch's start join.
     pub fn isr_change(&mut self, now_ms: i64, lag_time_max_ms: i64) -> Option<IsrProposal> {
-        if let Some(pending) = &self.pending {
+        if let Some((pending, partition_epoch)) = &self.pending {
             if !std::mem::take(&mut self.resend) {
                 return None;
             }
+            // At the epoch it was first sent at: if that copy committed, this
+            // one is refused rather than applied a second time.
             return Some(IsrProposal {
                 isr: pending.iter().copied().collect(),
+                partition_epoch: *partition_epoch,
             });
         }
         let mut next = self.isr.clone();
@@ -196,46 +215,68 @@ impl ReplicaTracker {
         if next == self.isr {
             return None;
         }
-        self.pending = Some(next.clone());
+        self.pending = Some((next.clone(), self.partition_epoch));
         Some(IsrProposal {
             isr: next.into_iter().collect(),
+            partition_epoch: self.partition_epoch,
         })
     }
 
-    /// The metadata log, as of entry `index`, has `isr` for this leader
-    /// (this leader's proposal or not). Returns the new high watermark if it
-    /// moved.
-    pub fn on_isr_committed(&mut self, isr: &[NodeId], index: u64) -> Option<u64> {
+    /// The metadata log, as of entry `index`, has `isr` at `partition_epoch`
+    /// for this leader (this leader's proposal or not). Returns the new high
+    /// watermark if it moved.
+    pub fn on_isr_committed(
+        &mut self,
+        isr: &[NodeId],
+        partition_epoch: i32,
+        index: u64,
+    ) -> Option<u64> {
         if index < self.isr_index {
             return None;
         }
         self.isr_index = index;
         let mut committed: BTreeSet<NodeId> = isr.iter().copied().collect();
         committed.insert(self.leader);
-        // A change the controller made (dropping a dead broker) does not
-        // settle this leader's own: that may still commit after it, and the
-        // high watermark keeps counting its members until it does.
-        if self.pending.as_ref() == Some(&committed) {
+        // The pending change commits only at the epoch it was computed from:
+        // once the partition is past it, either it was that change, or a
+        // change of the controller's (dropping a dead broker) took its place
+        // and it will be refused. Until then the high watermark keeps
+        // counting its members.
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(_, from)| partition_epoch > *from)
+        {
             self.pending = None;
             self.resend = false;
         }
         self.isr = committed;
+        self.partition_epoch = partition_epoch;
         self.recompute()
     }
 
-    /// This leader's proposal committed; `isr` is the ISR as of entry
-    /// `index`, at or after it, which settles the proposal whatever it is.
-    pub fn on_isr_proposal_committed(&mut self, isr: &[NodeId], index: u64) -> Option<u64> {
+    /// This leader's proposal committed; `isr` is the ISR at
+    /// `partition_epoch` as of entry `index`, at or after it, which settles
+    /// the proposal whatever it is.
+    pub fn on_isr_proposal_committed(
+        &mut self,
+        isr: &[NodeId],
+        partition_epoch: i32,
+        index: u64,
+    ) -> Option<u64> {
         self.pending = None;
         self.resend = false;
-        self.on_isr_committed(isr, index)
+        self.on_isr_committed(isr, partition_epoch, index)
             .or_else(|| self.recompute())
     }
 
-    /// The proposal was refused, or never reached the metadata log: allow another.
-    pub fn on_isr_proposal_failed(&mut self) {
+    /// The proposal was refused, or never reached the metadata log: allow
+    /// another, computed from the committed ISR this leader knows (given
+    /// first, on a refusal, through `on_isr_committed`).
+    pub fn on_isr_proposal_failed(&mut self) -> Option<u64> {
         self.pending = None;
         self.resend = false;
+        self.recompute()
     }
 
     /// The proposal was not seen committed in time; it may still commit.
@@ -252,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_high_watermark_is_the_smallest_isr_end_and_never_goes_back() {
-        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0, 0);
         assert_eq!(t.on_leader_append(10), None, "followers have not fetched");
         assert_eq!(t.on_follower_fetch(2, 10, 1), None, "3 still at 0");
         assert_eq!(t.on_follower_fetch(3, 7, 1), Some(7));
@@ -264,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_leader_alone_in_its_isr_moves_the_high_watermark_on_append() {
-        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 5, 5, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 0, 5, 5, 0);
         assert_eq!(t.on_leader_append(9), Some(9));
         // A follower outside the ISR does not hold it back.
         assert_eq!(t.on_follower_fetch(2, 0, 1), None);
@@ -273,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_follower_that_stops_fetching_leaves_the_isr_and_comes_back_when_caught_up() {
-        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0, 0);
         t.on_leader_append(100);
         t.on_follower_fetch(2, 100, 1_000);
         t.on_follower_fetch(3, 50, 1_000);
@@ -283,25 +324,27 @@ mod tests {
         t.on_follower_fetch(2, 200, 11_000);
         let shrink = t.isr_change(11_001, LAG_MS).expect("3 lags");
         assert_eq!(shrink.isr, vec![1, 2]);
+        assert_eq!(shrink.partition_epoch, 0);
         // While the shrink is pending the high watermark still waits for 3.
         assert_eq!(t.high_watermark(), 60);
         assert_eq!(t.isr_change(11_002, LAG_MS), None, "one change at a time");
-        assert_eq!(t.on_isr_committed(&[1, 2], 1), Some(200));
+        assert_eq!(t.on_isr_committed(&[1, 2], 1, 1), Some(200));
         // 3 catches up: fetches at the leader's end.
         t.on_follower_fetch(3, 200, 12_000);
         let expand = t.isr_change(12_001, LAG_MS).expect("3 caught up");
         assert_eq!(expand.isr, vec![1, 2, 3]);
+        assert_eq!(expand.partition_epoch, 1);
         // While the addition is pending, 3 already counts.
         t.on_leader_append(300);
         t.on_follower_fetch(2, 300, 12_100);
         assert_eq!(t.high_watermark(), 200, "3 has not fetched 300 yet");
-        t.on_isr_committed(&[1, 2, 3], 2);
+        t.on_isr_committed(&[1, 2, 3], 2, 2);
         assert_eq!(t.on_follower_fetch(3, 300, 12_200), Some(300));
     }
 
     #[test]
     fn an_isr_change_that_timed_out_stays_pending_and_is_sent_again_until_it_commits() {
-        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 0, 0, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 0, 0, 0, 0);
         t.on_leader_append(10);
         t.on_follower_fetch(2, 10, 1);
         let expand = t.isr_change(2, LAG_MS).expect("2 caught up");
@@ -313,22 +356,23 @@ mod tests {
         assert_eq!(t.high_watermark(), 10, "2 is still counted");
         assert_eq!(t.isr_change(3, LAG_MS), Some(expand), "sent again");
         assert_eq!(t.isr_change(4, LAG_MS), None, "once per time-out");
-        // A change of the controller's is not this one: still pending.
-        t.on_isr_committed(&[1], 7);
+        // The state it was computed from, seen again: still pending.
+        t.on_isr_committed(&[1], 0, 7);
         assert_eq!(t.high_watermark(), 10);
         t.on_follower_fetch(2, 20, 5);
         assert_eq!(t.high_watermark(), 20);
-        t.on_isr_committed(&[1, 2], 8);
+        t.on_isr_committed(&[1, 2], 1, 8);
         t.on_leader_append(30);
         assert_eq!(t.high_watermark(), 20, "2 is in the ISR now");
         // An older state never replaces a newer one.
-        assert_eq!(t.on_isr_committed(&[1], 7), None);
+        assert_eq!(t.on_isr_committed(&[1], 0, 7), None);
         assert_eq!(t.isr(), vec![1, 2]);
+        assert_eq!(t.partition_epoch(), 1);
     }
 
     #[test]
     fn a_committed_proposal_settles_even_when_a_later_change_hides_it() {
-        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, 0, 0);
         t.on_leader_append(10);
         t.on_follower_fetch(2, 10, 1);
         t.on_follower_fetch(3, 10, 1);
@@ -337,21 +381,52 @@ mod tests {
         assert_eq!(shrink.isr, vec![1, 2]);
         // The metadata applied here had both this shrink and then the
         // controller's change after it: the shrink itself is never seen.
-        t.on_isr_committed(&[1], 5);
-        assert_eq!(t.isr_change(20_001, LAG_MS), None, "still pending");
-        t.on_isr_proposal_committed(&[1], 5);
+        t.on_isr_proposal_committed(&[1], 2, 5);
         assert_eq!(t.isr(), vec![1]);
         t.on_follower_fetch(3, 10, 20_002);
         assert_eq!(
-            t.isr_change(20_003, LAG_MS).map(|p| p.isr),
-            Some(vec![1, 2, 3]),
-            "no longer pending: the next change goes out"
+            t.isr_change(20_003, LAG_MS),
+            Some(IsrProposal {
+                isr: vec![1, 2, 3],
+                partition_epoch: 2
+            }),
+            "no longer pending: the next change goes out, from the newer state"
+        );
+    }
+
+    #[test]
+    fn a_pending_change_is_settled_once_the_partition_epoch_moves_past_it() {
+        let mut t = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], 5, 0, 0, 0);
+        t.on_leader_append(10);
+        t.on_follower_fetch(2, 10, 1);
+        t.on_follower_fetch(3, 10, 1);
+        t.on_follower_fetch(3, 10, 20_000);
+        let shrink = t.isr_change(20_000, LAG_MS).expect("2 lags");
+        assert_eq!(
+            shrink,
+            IsrProposal {
+                isr: vec![1, 3],
+                partition_epoch: 5
+            }
+        );
+        // The controller, from the same state, dropped 3 (dead to it) and
+        // committed first: this leader's shrink will be refused, so it is
+        // computed again from the newer state (2 still lags, 3 fetches and
+        // comes back) rather than sent again.
+        t.on_isr_committed(&[1, 2], 6, 9);
+        t.on_isr_proposal_timed_out();
+        assert_eq!(
+            t.isr_change(20_001, LAG_MS),
+            Some(IsrProposal {
+                isr: vec![1, 3],
+                partition_epoch: 6
+            })
         );
     }
 
     #[test]
     fn a_new_leader_gives_followers_the_full_lag_time_before_dropping_them() {
-        let mut t = ReplicaTracker::new(1, &[1, 2], &[1, 2], 10, 8, 50_000);
+        let mut t = ReplicaTracker::new(1, &[1, 2], &[1, 2], 0, 10, 8, 50_000);
         assert_eq!(t.isr_change(50_000 + LAG_MS, LAG_MS), None);
         assert_eq!(
             t.isr_change(50_001 + LAG_MS, LAG_MS).map(|p| p.isr),
@@ -363,7 +438,7 @@ mod tests {
     fn a_follower_must_reach_the_start_of_the_leaders_epoch_to_join() {
         // The new leader's log ends at 10 but the high watermark is 8: a
         // follower at 9 has reached the high watermark, not this epoch.
-        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 10, 8, 0);
+        let mut t = ReplicaTracker::new(1, &[1, 2], &[1], 0, 10, 8, 0);
         t.on_follower_fetch(2, 9, 1);
         assert_eq!(t.isr_change(2, LAG_MS), None);
         t.on_follower_fetch(2, 10, 3);

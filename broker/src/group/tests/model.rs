@@ -5,7 +5,9 @@
 
 use proptest::prelude::*;
 
-use super::super::{AssignorKind, ClassicJoin, GroupRecord, MemberDescription, OffsetCommit};
+use super::super::{
+    AssignorKind, ClassicJoin, GroupRecord, GroupState, MemberDescription, OffsetCommit,
+};
 use super::*;
 
 const TOPICS: [&str; 2] = ["a", "b"];
@@ -311,6 +313,16 @@ impl Model {
         }
         let present: BTreeSet<&String> = description.members.iter().map(|m| &m.member_id).collect();
         self.epochs.retain(|id, _| present.contains(id));
+        // Whatever call settled the group (either protocol's) ended the rebalance, and
+        // rebalances never overlap.
+        let rebalances = self.c.rebalance_durations(GROUP).expect("the group exists");
+        assert!(
+            !(rebalances.in_progress()
+                && matches!(description.state, GroupState::Stable | GroupState::Empty)),
+            "a rebalance is still timed in a {} group",
+            description.state
+        );
+        assert!(rebalances.sum_ms() <= u64::try_from(self.now_ms).unwrap_or(0));
     }
 
     /// Membership is quiet: crashed members expire, the initial delay ends, everyone keeps

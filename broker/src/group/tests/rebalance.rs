@@ -48,6 +48,30 @@ fn a_partition_moves_only_after_its_old_owner_reports_it_revoked() {
 }
 
 #[test]
+fn a_rebalance_is_timed_from_the_epoch_bump_until_every_member_holds_its_target() {
+    let mut c = coordinator(&[("t", 4)]);
+    let mut a = joined(&mut c, &["t"], 10);
+    // Alone, a holds its target in the answer to its join.
+    let timed = |c: &GroupCoordinator| {
+        let d = c.rebalance_durations(GROUP).expect("group");
+        (d.count(), d.sum_ms(), d.in_progress())
+    };
+    assert_eq!(timed(&c), (1, 0, false));
+
+    let mut b = joined(&mut c, &["t"], 100);
+    a.beat(&mut c, 120).expect("heartbeat");
+    a.beat(&mut c, 130).expect("heartbeat");
+    assert_eq!(c.group_state(GROUP), GroupState::Reconciling);
+    assert_eq!(timed(&c), (1, 0, true), "b still waits for its partitions");
+    b.beat(&mut c, 150).expect("heartbeat");
+    assert_eq!(c.group_state(GROUP), GroupState::Stable);
+    assert_eq!(timed(&c), (2, 50, false));
+    // Heartbeats of a stable group time nothing.
+    a.beat(&mut c, 400).expect("heartbeat");
+    assert_eq!(timed(&c), (2, 50, false));
+}
+
+#[test]
 fn partitions_that_stay_with_their_owner_are_never_revoked() {
     let mut c = coordinator(&[("t", 12)]);
     let mut consumers = vec![joined(&mut c, &["t"], 0)];

@@ -161,17 +161,27 @@ impl Sim {
         };
         trace!(self, "node {id} hears of its isr proposal: {outcome:?}");
         let partition = node.partition.as_ref().unwrap();
+        // `report_isr_changes`: the metadata as of the entry or later settles it.
+        let assignment = self.state_of(node);
+        let settled = (assignment.leader == Some(id)
+            && assignment.leader_epoch == partition.leader_epoch())
+        .then_some((
+            &assignment.isr,
+            assignment.partition_epoch,
+            self.metadata_index(node),
+        ));
         match outcome {
             Some(true) => {
-                // `report_isr_changes`: the metadata as of the entry or later settles it.
-                let assignment = self.state_of(node);
-                if assignment.leader == Some(id)
-                    && assignment.leader_epoch == partition.leader_epoch()
-                {
-                    partition.isr_proposal_committed(&assignment.isr, self.metadata_index(node));
+                if let Some((isr, partition_epoch, index)) = settled {
+                    partition.isr_proposal_committed(isr, partition_epoch, index);
                 }
             }
-            Some(false) => partition.isr_proposal_failed(),
+            Some(false) => {
+                if let Some((isr, partition_epoch, index)) = settled {
+                    partition.isr_committed(isr, partition_epoch, index);
+                }
+                partition.isr_proposal_failed();
+            }
             None => partition.isr_proposal_timed_out(),
         }
         self.nodes.get_mut(&id).unwrap().isr_wait = None;
@@ -208,6 +218,7 @@ impl Sim {
                         assignment.leader_epoch,
                         &assignment.replicas,
                         &assignment.isr,
+                        assignment.partition_epoch,
                     );
                     if led.is_ok() {
                         self.checker.became_leader(self.step, id, partition);
@@ -216,8 +227,14 @@ impl Sim {
                 } else {
                     let mut isr = assignment.isr.clone();
                     isr.sort_unstable();
-                    if partition.in_sync_replicas().as_deref() != Some(&isr) {
-                        partition.isr_committed(&assignment.isr, self.metadata_index(node));
+                    if partition.in_sync_replicas().as_deref() != Some(&isr)
+                        || partition.isr_partition_epoch() != Some(assignment.partition_epoch)
+                    {
+                        partition.isr_committed(
+                            &assignment.isr,
+                            assignment.partition_epoch,
+                            self.metadata_index(node),
+                        );
                     }
                     Ok(())
                 }
@@ -283,9 +300,10 @@ impl Sim {
         };
         trace!(
             self,
-            "node {id} proposes isr {:?} at {} (hw {})",
+            "node {id} proposes isr {:?} at {} from partition epoch {} (hw {})",
             proposal.isr,
             partition.leader_epoch(),
+            proposal.partition_epoch,
             partition.high_watermark()
         );
         let command = MetadataCommand::ChangePartition {
@@ -294,6 +312,7 @@ impl Sim {
             leader: Some(id),
             leader_epoch: partition.leader_epoch(),
             isr: proposal.isr,
+            partition_epoch: Some(proposal.partition_epoch),
         };
         self.next_id += 1;
         let (wait_id, life) = (self.next_id, node.life);

@@ -15,9 +15,13 @@
 //! seed. `WEIR_REPLICATION_SIM_SEEDS=N` runs N seeds (8 by default),
 //! `WEIR_REPLICATION_SIM_SEED=S` replays one, `WEIR_REPLICATION_SIM_TRACE=1`
 //! prints what each step did. Regression seeds: 0 (a restarted replica took
-//! its log end as its high watermark) and 17 (a leader forgot an ISR change
+//! its log end as its high watermark), 17 (a leader forgot an ISR change
 //! whose commit timed out, and it committed later, behind the high
-//! watermark).
+//! watermark), and 108 and 122 (the controller's change dropping a dead
+//! broker, computed from the metadata it had applied, committed just after
+//! the leader's own shrink and put back the replica the leader dropped,
+//! behind the high watermark; changes now name the partition epoch they were
+//! computed from).
 //!
 //! It lives inside the crate because the replica's side of replication is
 //! crate-private; the fetcher's glue (`fetch.rs`) and the applier's role
@@ -220,6 +224,7 @@ impl Sim {
                 leader: Some(NODES[0]),
                 leader_epoch: 0,
                 isr: NODES.to_vec(),
+                partition_epoch: 0,
             }],
         }));
         for (index, command) in commands.iter().enumerate() {
