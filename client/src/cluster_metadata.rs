@@ -119,6 +119,13 @@ impl ClusterMetadata {
         }
     }
 
+    /// Whether the cluster's metadata, as last learnt, has `topic`: a broker
+    /// that says it does not exist has not applied it yet.
+    pub(crate) fn knows_topic(&self, topic: &str) -> bool {
+        let view = self.view();
+        view.mode == Mode::Cluster && view.leaders.contains_key(topic)
+    }
+
     /// Every broker to ask something any broker can answer, the bootstrap
     /// broker first.
     pub(crate) fn any_brokers(&self) -> Vec<Channel> {

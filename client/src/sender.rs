@@ -473,7 +473,12 @@ async fn send_with_retries(
             },
         };
         let timed_out = matches!(error.code(), Some(tonic::Code::DeadlineExceeded));
-        let retriable = error.is_retriable() || timed_out;
+        // A broker that has not yet applied the topic (a new leader behind on the
+        // metadata log) answers that it does not exist, though the cluster's
+        // metadata has it: a leader still catching up, retried as a leader change
+        // (Kafka's producer retries UNKNOWN_TOPIC_OR_PARTITION alike).
+        let not_yet_applied = error.is_not_found() && shared.metadata.knows_topic(topic);
+        let retriable = error.is_retriable() || timed_out || not_yet_applied;
         if !retriable {
             return Err(match Delivery::classify(error) {
                 Delivery::Refused(error) if maybe_stored => Delivery::Unknown(error),
@@ -484,7 +489,7 @@ async fn send_with_retries(
         // not lead the partition refused it before any append: this attempt
         // stored nothing, so the retry carries the same sequence numbers and,
         // if every attempt ended so, the batches can be given up as unsent.
-        let not_leader = is_not_leader(&error);
+        let not_leader = is_not_leader(&error) || not_yet_applied;
         let not_read = matches!(error, ClientError::MemoryExhausted { .. }) || not_leader;
         maybe_stored |= !not_read;
         // The leader moved, cannot be reached, or did not answer in time (a
