@@ -327,8 +327,7 @@ async fn live(
                 outcome.context("the pipeline task failed")??;
                 return Ok(());
             }
-            partial = results_rx.recv() => {
-                let Some(partial) = partial else { continue };
+            Some(partial) = results_rx.recv() => {
                 match &shared_out {
                     // Every process of the group merges what all of them publish,
                     // its own included.
@@ -365,7 +364,9 @@ impl Until {
     }
 
     /// Whether the record at `offset` is below its partition's end; the last one
-    /// below every end stops the pipeline.
+    /// below every end stops the pipeline. The offset just below a high watermark
+    /// always holds a record: compaction keeps a log's last batch, and retention
+    /// removes from the start.
     fn take(&mut self, partition: u32, offset: u64) -> bool {
         let Some(end) = self.ends.get(&partition).copied() else {
             return false;

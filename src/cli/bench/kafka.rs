@@ -251,6 +251,11 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
     let (mut records, mut bytes, mut correlation_id) = (0u64, 0u64, 0i32);
     let started = Instant::now();
     while records < target {
+        // A partition read to its end has nothing more to give, even if it held
+        // fewer records than its offsets span (a compacted topic).
+        if positions.iter().all(|(_, next, end)| next >= end) {
+            break;
+        }
         let request = FetchRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_max_wait_ms(500)
