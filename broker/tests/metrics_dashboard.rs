@@ -17,7 +17,8 @@ use weir_client::proto::ErrorCode;
 use common::batch;
 use kafka_support::{tools, KafkaWire};
 use metrics_support::{
-    get, grpc_fetch, grpc_produce, join, kafka_fetch, kafka_produce, promtool_check, start, TOPIC,
+    get, grpc_fetch, grpc_produce, join, kafka_fetch, kafka_produce, metrics_addr, promtool_check,
+    TOPIC,
 };
 
 /// The Grafana dashboard's (`docs/grafana-weir-broker.json`) queries: panel
@@ -94,7 +95,15 @@ fn metric_names_in(query: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_exposition_after_traffic_passes_promtool_and_has_every_metric_the_dashboard_names() {
-    let (broker, kafka, metrics) = start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    // No initial delay: the member's join ends its group's first rebalance, so the
+    // rebalance histogram has a series too.
+    config.groups.initial_rebalance_delay_ms = 0;
+    let (broker, kafka) = kafka_support::start_broker_with(config, data).await;
+    let metrics = metrics_addr(&broker);
     broker.create_topic(TOPIC, 2).await;
     assert_eq!(
         grpc_produce(&broker, 1, batch(&["x"], 0)).await,
