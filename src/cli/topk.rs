@@ -349,15 +349,21 @@ async fn live(
 /// `--until-end`: which records are still to be counted.
 struct Until {
     ends: BTreeMap<u32, u64>,
-    open: usize,
+    /// Partitions not yet read to their end; one read twice (a record delivered
+    /// again) is taken off once.
+    open: std::collections::BTreeSet<u32>,
     done: watch::Sender<bool>,
 }
 
 impl Until {
     fn new(ends: BTreeMap<u32, u64>, done: watch::Sender<bool>) -> Until {
-        let open = ends.values().filter(|end| **end > 0).count();
+        let open = ends
+            .iter()
+            .filter(|(_, end)| **end > 0)
+            .map(|(partition, _)| *partition)
+            .collect();
         let until = Until { ends, open, done };
-        if until.open == 0 {
+        if until.open.is_empty() {
             let _ = until.done.send(true);
         }
         until
@@ -374,11 +380,8 @@ impl Until {
         if offset >= end {
             return false;
         }
-        if offset + 1 == end {
-            self.open -= 1;
-            if self.open == 0 {
-                let _ = self.done.send(true);
-            }
+        if offset + 1 == end && self.open.remove(&partition) && self.open.is_empty() {
+            let _ = self.done.send(true);
         }
         true
     }
@@ -515,5 +518,27 @@ pub(crate) fn window_containing(timestamp_ms: i64, window_ms: i64, slide_ms: i64
     Window {
         start_ms: end_ms - window_ms,
         end_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_end_is_done_once_every_partition_reached_its_end_whatever_came_twice() {
+        let (done, watch) = watch::channel(false);
+        let mut until = Until::new(BTreeMap::from([(0, 2), (1, 1), (2, 0)]), done);
+        assert!(until.take(0, 0));
+        assert!(until.take(0, 1));
+        assert!(until.take(0, 1), "delivered again");
+        assert!(!*watch.borrow(), "partition 1 is still to read");
+        assert!(!until.take(0, 2), "past the end");
+        assert!(
+            !until.take(2, 0),
+            "an empty partition has no record to count"
+        );
+        assert!(until.take(1, 0));
+        assert!(*watch.borrow());
     }
 }
