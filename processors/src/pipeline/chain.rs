@@ -47,6 +47,14 @@ pub(crate) struct Checkpoint {
     pub processed_below: Option<u64>,
 }
 
+/// A saved state of one stage and input partition in the stage's changelog: its id
+/// and how many chunk records hold it (see [`super::changelog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SnapshotRef {
+    pub id: u64,
+    pub chunks: u32,
+}
+
 /// What the last commit of a partition recorded, for the state rebuilt from it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Restored {
@@ -57,24 +65,48 @@ pub(crate) struct Restored {
     /// `position` if the state was itself being rebuilt then).
     pub consumed: Option<u64>,
     pub watermarks: BTreeMap<String, i64>,
+    /// Per stage with a changelog, the snapshot the commit was made with.
+    pub snapshots: BTreeMap<String, SnapshotRef>,
+    /// Per stage, the snapshot's bytes, read from its changelog before the state is
+    /// rebuilt.
+    pub snapshot_bytes: BTreeMap<String, Vec<u8>>,
 }
 
 const METADATA_TAG: &str = "weir-windows/1";
 
+/// Marks a word of the metadata naming a stage's snapshot.
+const SNAPSHOT_PREFIX: &str = "snapshot:";
+
 /// The commit metadata of a partition: the offset below which records were
-/// processed, its consumed position, and each stage's watermark. (Kafka Streams keeps
-/// a partition's stream time in its commit metadata alike.) Stage names hold no
-/// spaces or `=`, and are not `position` or `consumed`.
+/// processed, its consumed position, each stage's watermark, and the snapshot each
+/// stage with a changelog saved for the commit. (Kafka Streams keeps a partition's
+/// stream time in its commit metadata alike.) Stage names hold no spaces, `=` or
+/// `:`, and are not `position` or `consumed`.
 pub(crate) fn encode_metadata(
     position: u64,
     consumed: u64,
     watermarks: &[(String, i64)],
+    snapshots: &[(String, SnapshotRef)],
 ) -> String {
     let mut out = format!("{METADATA_TAG} position={position} consumed={consumed}");
     for (name, watermark_ms) in watermarks {
         out.push_str(&format!(" {name}={watermark_ms}"));
     }
+    for (name, snapshot) in snapshots {
+        out.push_str(&format!(
+            " {SNAPSHOT_PREFIX}{name}={:016x}/{}",
+            snapshot.id, snapshot.chunks
+        ));
+    }
     out
+}
+
+fn decode_snapshot_ref(value: &str) -> Option<SnapshotRef> {
+    let (id, chunks) = value.split_once('/')?;
+    Some(SnapshotRef {
+        id: u64::from_str_radix(id, 16).ok()?,
+        chunks: chunks.parse().ok()?,
+    })
 }
 
 /// Reads [`encode_metadata`]'s text; anything else (no commit, a commit by another
@@ -89,7 +121,11 @@ pub(crate) fn decode_metadata(metadata: &str) -> Restored {
         let Some((name, value)) = word.split_once('=') else {
             continue;
         };
-        if name == "position" {
+        if let Some(stage) = name.strip_prefix(SNAPSHOT_PREFIX) {
+            if let Some(snapshot) = decode_snapshot_ref(value) {
+                restored.snapshots.insert(stage.to_string(), snapshot);
+            }
+        } else if name == "position" {
             restored.position = value.parse().ok();
         } else if name == "consumed" {
             restored.consumed = value.parse().ok();
@@ -113,12 +149,24 @@ pub(crate) trait Chain<T>: Send {
     /// Time passed: items of windows that closed, each with the context of the
     /// partition whose state held it.
     fn tick(&mut self, env: &mut Env, out: &mut Vec<(Context, T)>);
-    /// The worker now owns `partition`; its state is rebuilt from `restored` and
-    /// the records replayed from the commit.
-    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant);
+    /// The worker now owns `partition`; its state is rebuilt from `restored` (a
+    /// snapshot, or the records replayed from the commit). Fails with a sentence when
+    /// a snapshot does not restore.
+    fn assign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        restored: &Restored,
+        now: Instant,
+    ) -> Result<(), String>;
     /// The worker no longer owns `partition`: its state goes.
     fn revoke(&mut self, topic: &str, partition: u32);
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint);
+    /// The state of `partition` of each stage with a changelog that changed since its
+    /// last snapshot, as bytes, by stage name.
+    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>);
+    /// The names of the stages that keep a changelog, upstream first.
+    fn changelog_stages(&self, out: &mut Vec<String>);
     /// Whether any stage keeps state across records.
     fn is_stateful(&self) -> bool;
     /// Each operator's name, upstream first, and whether it keeps window state.
@@ -154,9 +202,13 @@ impl Chain<ConsumerRecord> for Source {
         out.push(record);
     }
     fn tick(&mut self, _: &mut Env, _: &mut Vec<(Context, ConsumerRecord)>) {}
-    fn assign(&mut self, _: &str, _: u32, _: &Restored, _: Instant) {}
+    fn assign(&mut self, _: &str, _: u32, _: &Restored, _: Instant) -> Result<(), String> {
+        Ok(())
+    }
     fn revoke(&mut self, _: &str, _: u32) {}
     fn checkpoint(&self, _: &str, _: u32, _: &mut Checkpoint) {}
+    fn snapshot(&mut self, _: &str, _: u32, _: &mut Vec<(String, Vec<u8>)>) {}
+    fn changelog_stages(&self, _: &mut Vec<String>) {}
     fn is_stateful(&self) -> bool {
         false
     }
@@ -222,7 +274,13 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
         }
     }
 
-    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {
+    fn assign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        restored: &Restored,
+        now: Instant,
+    ) -> Result<(), String> {
         self.upstream.assign(topic, partition, restored, now)
     }
 
@@ -232,6 +290,14 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
 
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint) {
         self.upstream.checkpoint(topic, partition, into)
+    }
+
+    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
+        self.upstream.snapshot(topic, partition, out)
+    }
+
+    fn changelog_stages(&self, out: &mut Vec<String>) {
+        self.upstream.changelog_stages(out)
     }
 
     fn is_stateful(&self) -> bool {
@@ -277,16 +343,23 @@ mod tests {
 
     #[test]
     fn commit_metadata_round_trips_and_foreign_text_restores_nothing() {
+        let snapshot = SnapshotRef {
+            id: 0xfeed_0000_0000_0001,
+            chunks: 3,
+        };
         let text = encode_metadata(
             42,
             40,
             &[("window-3".to_string(), -5), ("top".to_string(), 9)],
+            &[("top".to_string(), snapshot)],
         );
         let restored = decode_metadata(&text);
         assert_eq!(restored.position, Some(42));
         assert_eq!(restored.consumed, Some(40));
         assert_eq!(restored.watermarks.get("window-3"), Some(&-5));
         assert_eq!(restored.watermarks.get("top"), Some(&9));
+        assert_eq!(restored.watermarks.len(), 2);
+        assert_eq!(restored.snapshots.get("top"), Some(&snapshot));
         assert_eq!(decode_metadata(""), Restored::default());
         assert_eq!(decode_metadata("position=4"), Restored::default());
     }

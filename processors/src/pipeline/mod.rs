@@ -23,6 +23,7 @@
 //! stages build on.
 
 mod chain;
+mod changelog;
 mod metrics;
 mod repartition;
 mod runtime;
@@ -265,6 +266,18 @@ impl Runnable {
             invalid.get_or_insert(format!(
                 "stage name {:?} is given twice: name each stage of a pipeline once",
                 twice[0]
+            ));
+        }
+        let mut changelogs = Vec::new();
+        pipeline.chain.changelog_stages(&mut changelogs);
+        let windows = operators.iter().filter(|(_, stateful)| *stateful).count();
+        if !changelogs.is_empty() && changelogs.len() < windows {
+            // A stage restored from its snapshot cannot take part in a replay the
+            // others' commits wait for, nor can they replay past its snapshot.
+            invalid.get_or_insert(format!(
+                "window stages {changelogs:?} keep a changelog and the other {} do not: \
+                 give every window stage of the pipeline a changelog, or none",
+                windows - changelogs.len()
             ));
         }
         Runnable {

@@ -141,7 +141,13 @@ impl<K: Send, V: Send> Chain<(K, V)> for Repartition<K, V> {
         self.ticked = ticked;
     }
 
-    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {
+    fn assign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        restored: &Restored,
+        now: Instant,
+    ) -> Result<(), String> {
         self.upstream.assign(topic, partition, restored, now)
     }
 
@@ -151,6 +157,14 @@ impl<K: Send, V: Send> Chain<(K, V)> for Repartition<K, V> {
 
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint) {
         self.upstream.checkpoint(topic, partition, into)
+    }
+
+    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
+        self.upstream.snapshot(topic, partition, out)
+    }
+
+    fn changelog_stages(&self, out: &mut Vec<String>) {
+        self.upstream.changelog_stages(out)
     }
 
     fn is_stateful(&self) -> bool {

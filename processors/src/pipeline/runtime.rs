@@ -24,6 +24,7 @@ use weir_client::{
 };
 
 use super::chain::{decode_metadata, encode_metadata, Chain, Checkpoint, Env, Restored};
+use super::changelog::{ChangelogError, Changelogs};
 use super::metrics::{LagGauges, MetricsServer, PipelineMetrics, STATE_REFRESH};
 use super::{Context, Runnable};
 
@@ -63,6 +64,15 @@ pub enum PipelineError {
     /// stage name, a top-K budget); nothing was read.
     #[error("pipeline on {topics:?}: {reason}")]
     Invalid { topics: Vec<String>, reason: String },
+    /// A partition's state could not be restored from its stage's changelog (a
+    /// snapshot the commit names is missing or does not read); nothing was processed
+    /// for it.
+    #[error("pipeline on {topics:?} (group {group:?}): cannot restore window state: {reason}")]
+    Restore {
+        topics: Vec<String>,
+        group: String,
+        reason: String,
+    },
     /// The metrics listener could not be bound or started.
     #[error("cannot serve pipeline metrics on {addr}: {source}")]
     MetricsListen {
@@ -148,6 +158,28 @@ impl Runnable {
                 .await
                 .map_err(&failed)?;
         }
+        let mut changelog_stages = Vec::new();
+        chain.changelog_stages(&mut changelog_stages);
+        let changelogs = {
+            let admin = Admin::connect(addr).await.map_err(&failed)?;
+            let inputs: Vec<String> = self.topics.iter().chain(&internal).cloned().collect();
+            let partitions = if changelog_stages.is_empty() {
+                1
+            } else {
+                widest(&admin, &inputs).await.map_err(&failed)?
+            };
+            Changelogs::create(&admin, &group, changelog_stages, partitions)
+                .await
+                .map_err(&failed)?
+        };
+        let restore_failed = |error: RoundError| match error {
+            RoundError::Client(source) => failed(source),
+            RoundError::Restore(reason) => PipelineError::Restore {
+                topics: topics.clone(),
+                group: group.clone(),
+                reason,
+            },
+        };
         let topic_refs: Vec<&str> = self
             .topics
             .iter()
@@ -192,6 +224,8 @@ impl Runnable {
                 .filter_map(|(name, stateful)| stateful.then_some(name))
                 .collect(),
             restoring: Vec::new(),
+            changelogs,
+            addr: addr.to_string(),
             metrics: self.metrics,
             group_label,
             next_state_measure: Instant::now(),
@@ -207,7 +241,7 @@ impl Runnable {
             let rewound = worker
                 .rebalanced(events, &mut consumer)
                 .await
-                .map_err(&failed)?;
+                .map_err(&restore_failed)?;
             // Records of a partition moved back to its state's oldest offset are read
             // again from there.
             let mut records = records;
@@ -291,6 +325,28 @@ struct Restoring {
     assigned_at: std::time::Instant,
 }
 
+/// Why a rebalance could not be taken in.
+enum RoundError {
+    Client(ClientError),
+    /// A partition's state did not restore: the sentence says which and why.
+    Restore(String),
+}
+
+impl From<ClientError> for RoundError {
+    fn from(error: ClientError) -> Self {
+        RoundError::Client(error)
+    }
+}
+
+impl From<ChangelogError> for RoundError {
+    fn from(error: ChangelogError) -> Self {
+        match error {
+            ChangelogError::Client(error) => RoundError::Client(error),
+            ChangelogError::Missing(reason) => RoundError::Restore(reason),
+        }
+    }
+}
+
 struct Worker {
     chain: Box<dyn Chain<Serialized>>,
     output_topic: Option<String>,
@@ -308,6 +364,10 @@ struct Worker {
     /// The names of the window operators, whose state a restore rebuilds.
     window_operators: Vec<String>,
     restoring: Vec<Restoring>,
+    /// Where stages with a changelog save and find their state.
+    changelogs: Changelogs,
+    /// The broker, for reading changelogs.
+    addr: String,
     next_state_measure: Instant,
 }
 
@@ -319,13 +379,14 @@ impl Worker {
         &mut self,
         events: Vec<Rebalance>,
         consumer: &mut GroupConsumer,
-    ) -> Result<Vec<(String, u32)>, ClientError> {
+    ) -> Result<Vec<(String, u32)>, RoundError> {
         let mut rewound = Vec::new();
         for event in events {
             match event {
                 Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
                     for (topic, partition) in partitions {
                         self.chain.revoke(&topic, partition);
+                        self.changelogs.forget(&topic, partition);
                         self.restoring
                             .retain(|r| (&r.topic, r.partition) != (&topic, partition));
                     }
@@ -333,10 +394,20 @@ impl Worker {
                 Rebalance::Assigned(partitions) => {
                     let assigned_at = std::time::Instant::now();
                     let restored = self.fetch_restored(&partitions).await?;
+                    let (mut assigned, rewinds): (Vec<_>, Vec<_>) = partitions
+                        .iter()
+                        .zip(restored)
+                        .map(|((topic, partition), (restored, rewind_to))| {
+                            ((topic.clone(), *partition, restored), rewind_to)
+                        })
+                        .unzip();
+                    if !self.changelogs.is_empty() {
+                        self.changelogs
+                            .restore(&self.addr, &self.producer, &mut assigned)
+                            .await?;
+                    }
                     let now = std::time::Instant::now();
-                    for ((topic, partition), (restored, rewind_to)) in
-                        partitions.iter().zip(&restored)
-                    {
+                    for ((topic, partition, restored), rewind_to) in assigned.iter().zip(&rewinds) {
                         if let Some(processed_below) = restored.position {
                             self.restoring.push(Restoring {
                                 topic: topic.clone(),
@@ -349,7 +420,9 @@ impl Worker {
                             consumer.seek(topic, *partition, *offset)?;
                             rewound.push((topic.clone(), *partition));
                         }
-                        self.chain.assign(topic, *partition, restored, now);
+                        self.chain
+                            .assign(topic, *partition, restored, now)
+                            .map_err(RoundError::Restore)?;
                     }
                 }
             }
@@ -560,6 +633,14 @@ impl Worker {
             return Ok(());
         }
         let stateful = self.chain.is_stateful();
+        if !self.changelogs.is_empty() {
+            // Every snapshot this commit names is stored before the commit is sent.
+            self.changelogs
+                .save(&self.producer, &mut self.chain, &positions)
+                .await?;
+        }
+        let committed: Vec<(String, u32)> =
+            positions.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
         let mut topics: Vec<OffsetCommitTopic> = Vec::new();
         for (topic, partition, position) in positions {
             let mut checkpoint = Checkpoint::default();
@@ -571,7 +652,13 @@ impl Worker {
                 let processed_below = checkpoint
                     .processed_below
                     .map_or(position, |p| p.max(position));
-                encode_metadata(processed_below, position, &checkpoint.watermarks)
+                let snapshots = self.changelogs.refs(&topic, partition);
+                encode_metadata(
+                    processed_below,
+                    position,
+                    &checkpoint.watermarks,
+                    &snapshots,
+                )
             } else {
                 String::new()
             };
@@ -601,6 +688,10 @@ impl Worker {
             self.send_commit(state_group, String::new(), NO_MEMBER_EPOCH, topics)
                 .await?;
         }
+        // Both commits name the new snapshots: the ones they replaced can go.
+        self.changelogs
+            .committed(&self.producer, &committed)
+            .await?;
         Ok(())
     }
 
@@ -645,10 +736,7 @@ async fn create_internal_topics(
     internal: &[String],
 ) -> Result<(), ClientError> {
     let admin = Admin::connect(addr).await?;
-    let mut partitions = 1;
-    for topic in inputs {
-        partitions = partitions.max(admin.describe_topic(topic).await?.partition_count);
-    }
+    let partitions = widest(&admin, inputs).await?;
     for topic in internal {
         match admin.describe_topic(topic).await {
             Ok(info) if info.partition_count != partitions => tracing::warn!(
@@ -673,4 +761,13 @@ async fn create_internal_topics(
         }
     }
     Ok(())
+}
+
+/// The most partitions any of `topics` has (at least 1).
+async fn widest(admin: &Admin, topics: &[String]) -> Result<u32, ClientError> {
+    let mut partitions = 1;
+    for topic in topics {
+        partitions = partitions.max(admin.describe_topic(topic).await?.partition_count);
+    }
+    Ok(partitions)
 }

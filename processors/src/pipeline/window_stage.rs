@@ -12,7 +12,10 @@ use weir_client::ConsumerRecord;
 use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
 use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
-use crate::window::{AddOutcome, Aggregator, SessionAggregate, WindowResult, WindowedAggregate};
+use crate::window::{
+    AddOutcome, Aggregator, KeyCodec, SessionAggregate, Snapshot, SnapshotError, WindowResult,
+    WindowedAggregate,
+};
 
 pub(super) type EventTime<V> = Box<dyn FnMut(&V, &Context) -> i64 + Send>;
 
@@ -30,6 +33,8 @@ pub(super) trait Store<K, V>: Send {
     fn oldest_offset(&self) -> Option<u64>;
     fn state_bytes(&self) -> usize;
     fn open_results(&self) -> Vec<WindowResult<K, Self::Acc>>;
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool;
+    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError>;
 }
 
 impl<K, V, G> Store<K, V> for WindowedAggregate<K, V, G>
@@ -60,6 +65,12 @@ where
     fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
         WindowedAggregate::open_results(self)
     }
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+        Snapshot::encode_state(self, keys, out)
+    }
+    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
+        Snapshot::restore_state(self, keys, bytes)
+    }
 }
 
 impl<K, V, G> Store<K, V> for SessionAggregate<K, V, G>
@@ -89,6 +100,12 @@ where
     }
     fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
         SessionAggregate::open_results(self)
+    }
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+        Snapshot::encode_state(self, keys, out)
+    }
+    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
+        Snapshot::restore_state(self, keys, bytes)
     }
 }
 
@@ -145,11 +162,17 @@ struct PartitionState<K, V, A> {
     /// The input offset of the last record sent to the late topic, so a record
     /// that became several items is written once.
     last_late_offset: Option<u64>,
+    /// The state changed since its last snapshot (a record came, a window closed).
+    dirty: bool,
 }
 
-/// How a window stage keeps time and where it sends what.
-pub(super) struct StageOptions<V> {
+/// How a window stage keeps time, where it sends what, and whether it keeps a
+/// changelog.
+pub(super) struct StageOptions<K, V> {
     pub event_time: Option<EventTime<V>>,
+    /// The keys' encoding of a stage with a changelog: its state is saved as a
+    /// snapshot at each commit and restored from it, instead of held back for replay.
+    pub changelog: Option<KeyCodec<K>>,
     pub idle_timeout: Duration,
     pub late_topic: Option<Arc<str>>,
     /// `EmitMode::Periodic`'s interval.
@@ -174,6 +197,7 @@ pub(super) struct WindowStage<K, V, A, T> {
     event_time: Option<EventTime<V>>,
     idle_timeout: Duration,
     late_topic: Option<Arc<str>>,
+    changelog: Option<KeyCodec<K>>,
     /// `EmitMode::Periodic`'s interval, and when open windows are next emitted.
     periodic: Option<(Duration, Instant)>,
     partitions: HashMap<Arc<str>, PartitionStates<K, V, A>>,
@@ -194,7 +218,7 @@ where
         upstream: Box<dyn Chain<(K, V)>>,
         new_store: NewStore<K, V, A>,
         emit: EmitFn<K, A, T>,
-        options: StageOptions<V>,
+        options: StageOptions<K, V>,
     ) -> Self {
         WindowStage {
             periodic: options
@@ -207,6 +231,7 @@ where
             event_time: options.event_time,
             idle_timeout: options.idle_timeout,
             late_topic: options.late_topic,
+            changelog: options.changelog,
             partitions: HashMap::new(),
             scratch: Vec::new(),
             ticked: Vec::new(),
@@ -255,6 +280,7 @@ where
         };
         state.clock.observe(event_ms, env.now);
         state.last_offset = context.offset;
+        state.dirty = true;
         let replayed = state
             .replayed_below
             .is_some_and(|below| context.offset < below);
@@ -374,7 +400,39 @@ fn new_state<K, V, A>(
         replayed_below: restored.position,
         last_offset: 0,
         last_late_offset: None,
+        dirty: false,
     }
+}
+
+/// A partition's state from its snapshot: the store as saved, time going on from
+/// the commit's watermark. Nothing is replayed, so nothing is skipped as replayed.
+fn restored_state<K, V, A>(
+    mut store: Box<dyn Store<K, V, Acc = A>>,
+    keys: &KeyCodec<K>,
+    bytes: &[u8],
+    restored: &Restored,
+    name: &str,
+    now: Instant,
+) -> Result<PartitionState<K, V, A>, SnapshotError> {
+    store.restore_state(keys, bytes)?;
+    let watermark_ms = restored.watermarks.get(name).copied();
+    if let Some(watermark_ms) = watermark_ms {
+        // The snapshot is as new as the commit or newer: a window the commit's
+        // watermark closes was closed, emitted and dropped before it was saved.
+        let closed = store.advance(watermark_ms);
+        debug_assert!(
+            closed.is_empty(),
+            "a saved state holds no window its watermark closed"
+        );
+    }
+    Ok(PartitionState {
+        store,
+        clock: Clock::new(watermark_ms, now),
+        replayed_below: None,
+        last_offset: 0,
+        last_late_offset: None,
+        dirty: false,
+    })
 }
 
 impl<K, V, A, T> Chain<T> for WindowStage<K, V, A, T>
@@ -415,6 +473,7 @@ where
                 let watermark_ms = state.clock.watermark_ms(env.now, self.idle_timeout);
                 let now_closed = state.store.advance(watermark_ms);
                 if !now_closed.is_empty() {
+                    state.dirty = true;
                     closed.push((Arc::clone(topic), *partition, state.last_offset, now_closed));
                 }
             }
@@ -429,16 +488,31 @@ where
         self.emit_open(env, out);
     }
 
-    fn assign(&mut self, topic: &str, partition: u32, restored: &Restored, now: Instant) {
-        self.upstream.assign(topic, partition, restored, now);
+    fn assign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        restored: &Restored,
+        now: Instant,
+    ) -> Result<(), String> {
+        self.upstream.assign(topic, partition, restored, now)?;
         let Some(store) = (self.new_store)() else {
-            return;
+            return Ok(());
         };
-        let state = new_state(store, restored, &self.meter.name, now);
+        let name = &self.meter.name;
+        let saved = restored.snapshot_bytes.get(name.as_str());
+        let state = match (&self.changelog, saved) {
+            (Some(keys), Some(bytes)) => restored_state(store, keys, bytes, restored, name, now)
+                .map_err(|error| {
+                    format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
+                })?,
+            _ => new_state(store, restored, name, now),
+        };
         self.partitions
             .entry(Arc::from(topic))
             .or_default()
             .insert(partition, state);
+        Ok(())
     }
 
     fn revoke(&mut self, topic: &str, partition: u32) {
@@ -453,12 +527,48 @@ where
         let Some(state) = self.partitions.get(topic).and_then(|p| p.get(&partition)) else {
             return;
         };
-        if let Some(oldest) = state.store.oldest_offset() {
+        // A stage with a changelog is restored from its snapshot: it holds no
+        // commit back.
+        if let Some(oldest) = state
+            .store
+            .oldest_offset()
+            .filter(|_| self.changelog.is_none())
+        {
             into.oldest_offset = Some(into.oldest_offset.map_or(oldest, |o| o.min(oldest)));
         }
         into.watermarks
             .push((self.meter.name.clone(), state.clock.watermark_ms));
         into.processed_below = into.processed_below.max(state.replayed_below);
+    }
+
+    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
+        self.upstream.snapshot(topic, partition, out);
+        let Some(keys) = &self.changelog else {
+            return;
+        };
+        let Some(state) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|p| p.get_mut(&partition))
+            .filter(|state| state.dirty)
+        else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        let encoded = state.store.encode_state(keys, &mut bytes);
+        debug_assert!(
+            encoded,
+            "the accumulator's encoding was checked when the stage was built"
+        );
+        state.dirty = false;
+        out.push((self.meter.name.clone(), bytes));
+    }
+
+    fn changelog_stages(&self, out: &mut Vec<String>) {
+        self.upstream.changelog_stages(out);
+        if self.changelog.is_some() {
+            out.push(self.meter.name.clone());
+        }
     }
 
     fn is_stateful(&self) -> bool {

@@ -35,8 +35,8 @@ use std::time::Duration;
 use super::window_stage::{EventTime, NewStore, StageOptions, Store, WindowStage};
 use super::{check_name, Context, Pipeline};
 use crate::window::{
-    default_budget_bytes, Aggregator, Count, EmitMode, Fold, RankedKey, SessionAggregate,
-    TopKAggregator, TopKKey, WindowResult, WindowSpec, WindowedAggregate,
+    default_budget_bytes, json_keys, Aggregator, Count, EmitMode, Fold, KeyCodec, RankedKey,
+    SessionAggregate, TopKAggregator, TopKKey, WindowResult, WindowSpec, WindowedAggregate,
 };
 
 /// How long a partition may go without a record before its time moves on with the
@@ -62,6 +62,7 @@ pub struct WindowedPipeline<K, V> {
     emit: EmitMode,
     event_time: Option<EventTime<V>>,
     late_topic: Option<String>,
+    changelog: Option<KeyCodec<K>>,
 }
 
 impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
@@ -73,6 +74,7 @@ impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
             .field("idle_timeout", &self.idle_timeout)
             .field("emit", &self.emit)
             .field("late_topic", &self.late_topic)
+            .field("changelog", &self.changelog.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +92,7 @@ impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
             emit: EmitMode::OnClose,
             event_time: None,
             late_topic: None,
+            changelog: None,
         }
     }
 }
@@ -137,6 +140,25 @@ where
     /// Writes every late record, as read (key, value, timestamp), to `topic`.
     pub fn late_to_topic(mut self, topic: &str) -> Self {
         self.late_topic = Some(topic.to_string());
+        self
+    }
+
+    /// Keeps the stage's state in a compacted changelog topic,
+    /// `<group>-<stage>-changelog`: at every commit each input partition's state that
+    /// changed is saved there as a snapshot (keys as JSON, accumulators in their own
+    /// encoding: a sketch in its serialized form), and the commit names the snapshot
+    /// it goes with; a partition assigned is restored from that snapshot and goes on
+    /// from the commit. Without it, a partition's commit waits for its oldest open
+    /// window and its state is rebuilt by replaying the input from there.
+    ///
+    /// The accumulator needs an encoding: `count` and `top_k` have one, as has an
+    /// [`Aggregator`] implementing `encode_acc` and `decode_acc`; `fold` and `reduce`
+    /// do not. Every window stage of a pipeline keeps a changelog or none does.
+    pub fn changelog(mut self) -> Self
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.changelog = Some(json_keys());
         self
     }
 
@@ -252,6 +274,8 @@ where
                     as EventTime<(K, V)>
             }),
             late_topic: self.late_topic,
+            // The sketch holds the keys; the state's only key is the unit.
+            changelog: self.changelog.is_some().then(unit_keys),
         };
         windowed.build(
             Arc::new(KeysOf(aggregator, std::marker::PhantomData)),
@@ -281,6 +305,13 @@ where
                 .invalid
                 .get_or_insert(format!("window stage {name:?}: {error}"));
         }
+        if self.changelog.is_some() && !aggregator.encode_acc(&aggregator.init(), &mut Vec::new()) {
+            self.pipeline.invalid.get_or_insert(format!(
+                "window stage {name:?}: a changelog needs an accumulator with an encoding \
+                 (count and top_k have one, fold and reduce do not; implement \
+                 Aggregator::encode_acc and decode_acc and use aggregate)"
+            ));
+        }
         let (spec, lateness_ms, mode) = (self.spec, self.lateness_ms, self.emit);
         let new_store: NewStore<K, V, G::Acc> = match spec {
             WindowSpec::Session { .. } => Box::new(move || {
@@ -296,6 +327,7 @@ where
         };
         let (event_time, idle_timeout) = (self.event_time, self.idle_timeout);
         let late_topic = self.late_topic.map(Arc::from);
+        let changelog = self.changelog;
         self.pipeline.wrap(move |upstream| {
             Box::new(WindowStage::new(
                 name,
@@ -304,6 +336,7 @@ where
                 Box::new(emit),
                 StageOptions {
                     event_time,
+                    changelog,
                     idle_timeout,
                     late_topic,
                     periodic: match mode {
@@ -332,6 +365,29 @@ impl<K: TopKKey, V> Aggregator<(K, V)> for KeysOf<K> {
     }
     fn heap_bytes(&self, acc: &Self::Acc) -> usize {
         <TopKAggregator as Aggregator<K>>::heap_bytes(&self.0, acc)
+    }
+    fn encode_acc(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+        <TopKAggregator as Aggregator<K>>::encode_acc(&self.0, acc, out)
+    }
+    fn decode_acc(&self, bytes: &[u8]) -> Result<Self::Acc, String> {
+        <TopKAggregator as Aggregator<K>>::decode_acc(&self.0, bytes)
+    }
+}
+
+/// The unit key of a top-K stage's state, as no bytes.
+fn unit_keys() -> KeyCodec<()> {
+    KeyCodec {
+        encode: Box::new(|(), _| {}),
+        decode: Box::new(|bytes| {
+            if bytes.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a top-K state's key is empty, not {} bytes",
+                    bytes.len()
+                ))
+            }
+        }),
     }
 }
 
@@ -414,7 +470,9 @@ mod tests {
             "reduce's own stage is part of the window operator"
         );
         let mut chain = pipeline.chain;
-        chain.assign("t", 0, &Restored::default(), Instant::now());
+        chain
+            .assign("t", 0, &Restored::default(), Instant::now())
+            .unwrap();
         let mut checkpoint = Checkpoint::default();
         chain.checkpoint("t", 0, &mut checkpoint);
         assert_eq!(
@@ -458,7 +516,7 @@ mod tests {
             late: 0,
             stopping: false,
         };
-        chain.assign("t", 0, &Restored::default(), env.now);
+        chain.assign("t", 0, &Restored::default(), env.now).unwrap();
         let mut seen = Vec::new();
         for (offset, timestamp_ms) in [(0, 1), (1, 2), (2, 15)] {
             let (record, context) = record(offset, timestamp_ms);
@@ -495,7 +553,7 @@ mod tests {
             late: 0,
             stopping: false,
         };
-        chain.assign("t", 0, &Restored::default(), env.now);
+        chain.assign("t", 0, &Restored::default(), env.now).unwrap();
         let mut closed = Vec::new();
         for (offset, timestamp_ms) in [(0, 1), (1, 2), (2, 15)] {
             let (record, context) = record(offset, timestamp_ms);
@@ -538,7 +596,9 @@ mod tests {
             .count();
         let mut checkpoint = Checkpoint::default();
         let mut chain = pipeline.chain;
-        chain.assign("t", 0, &Restored::default(), Instant::now());
+        chain
+            .assign("t", 0, &Restored::default(), Instant::now())
+            .unwrap();
         chain.checkpoint("t", 0, &mut checkpoint);
         assert_eq!(
             checkpoint.watermarks,

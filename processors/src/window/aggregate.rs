@@ -32,6 +32,18 @@ pub trait Aggregator<V> {
         let _ = acc;
         0
     }
+    /// Appends `acc`'s bytes to `out` for a changelog and returns true; the default
+    /// returns false: the accumulator has no encoding, and a window stage with
+    /// [`changelog`](crate::pipeline::WindowedPipeline::changelog) refuses it.
+    fn encode_acc(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+        let _ = (acc, out);
+        false
+    }
+    /// Reads what [`Aggregator::encode_acc`] wrote.
+    fn decode_acc(&self, bytes: &[u8]) -> Result<Self::Acc, String> {
+        let _ = bytes;
+        Err("the accumulator has no encoding".to_string())
+    }
 }
 
 /// When window results are emitted.
@@ -75,9 +87,9 @@ pub enum AddOutcome<K, A> {
 
 /// One pane's accumulators, and the smallest input offset counted in it if the
 /// records came with theirs ([`WindowedAggregate::add_from`]).
-struct Pane<K, A> {
-    accs: HashMap<K, A>,
-    first_offset: Option<u64>,
+pub(super) struct Pane<K, A> {
+    pub(super) accs: HashMap<K, A>,
+    pub(super) first_offset: Option<u64>,
 }
 
 impl<K, A> Default for Pane<K, A> {
@@ -91,15 +103,15 @@ impl<K, A> Default for Pane<K, A> {
 
 /// Aggregates of a time-windowed, keyed stream of values `V`.
 pub struct WindowedAggregate<K, V, G: Aggregator<V>> {
-    size_ms: i64,
-    step_ms: i64,
+    pub(super) size_ms: i64,
+    pub(super) step_ms: i64,
     lateness_ms: i64,
     emit: EmitMode,
-    aggregator: G,
+    pub(super) aggregator: G,
     /// Pane start → key → accumulator.
-    panes: BTreeMap<i64, Pane<K, G::Acc>>,
-    watermark_ms: i64,
-    late_records: u64,
+    pub(super) panes: BTreeMap<i64, Pane<K, G::Acc>>,
+    pub(super) watermark_ms: i64,
+    pub(super) late_records: u64,
     values: PhantomData<fn(V)>,
 }
 
@@ -407,6 +419,12 @@ impl<V, G: Aggregator<V>> Aggregator<V> for std::sync::Arc<G> {
     fn merge(&self, into: &mut G::Acc, other: &G::Acc) {
         (**self).merge(into, other)
     }
+    fn encode_acc(&self, acc: &G::Acc, out: &mut Vec<u8>) -> bool {
+        (**self).encode_acc(acc, out)
+    }
+    fn decode_acc(&self, bytes: &[u8]) -> Result<G::Acc, String> {
+        (**self).decode_acc(bytes)
+    }
     fn heap_bytes(&self, acc: &G::Acc) -> usize {
         (**self).heap_bytes(acc)
     }
@@ -453,5 +471,15 @@ impl<V> Aggregator<V> for Count {
     }
     fn merge(&self, into: &mut u64, other: &u64) {
         *into += other;
+    }
+    fn encode_acc(&self, acc: &u64, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(&acc.to_le_bytes());
+        true
+    }
+    fn decode_acc(&self, bytes: &[u8]) -> Result<u64, String> {
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| format!("a count is 8 bytes, not {}", bytes.len()))?;
+        Ok(u64::from_le_bytes(bytes))
     }
 }

@@ -14,11 +14,14 @@
 //! - A record all of whose windows have closed is late: counted and handed back to the
 //!   caller (for a side topic), never dropped silently.
 //!
-//! Does not own: reading topics, partitions moving between workers, or state
-//! checkpoints.
+//! A store's state also turns into bytes and back ([`Snapshot`]), for a changelog.
+//!
+//! Does not own: reading topics, partitions moving between workers, or where state
+//! checkpoints are written.
 
 mod aggregate;
 mod session;
+mod snapshot;
 mod top_k;
 mod watermark;
 
@@ -26,6 +29,7 @@ pub use aggregate::{
     AddOutcome, Aggregator, Count, EmitMode, Fold, WindowResult, WindowedAggregate,
 };
 pub use session::SessionAggregate;
+pub use snapshot::{json_keys, KeyCodec, Snapshot, SnapshotError};
 pub use top_k::{default_budget_bytes, RankedKey, TopKAcc, TopKAggregator, TopKKey};
 pub use watermark::WatermarkTracker;
 

@@ -11,26 +11,26 @@ use super::aggregate::{AddOutcome, Aggregator, EmitMode, WindowResult};
 use super::{InvalidWindow, Window, WindowSpec};
 
 #[derive(Debug, Clone)]
-struct Session<A> {
-    last_ms: i64,
-    acc: A,
+pub(super) struct Session<A> {
+    pub(super) last_ms: i64,
+    pub(super) acc: A,
     /// The smallest input offset counted in it, if given ([`SessionAggregate::add_from`]).
-    first_offset: Option<u64>,
+    pub(super) first_offset: Option<u64>,
 }
 
 /// Session aggregates of a keyed stream of values `V`.
 pub struct SessionAggregate<K, V, G: Aggregator<V>> {
-    gap_ms: i64,
+    pub(super) gap_ms: i64,
     lateness_ms: i64,
     emit: EmitMode,
-    aggregator: G,
+    pub(super) aggregator: G,
     /// Key → first timestamp → session. Sessions of a key never overlap.
-    sessions: HashMap<K, BTreeMap<i64, Session<G::Acc>>>,
-    watermark_ms: i64,
+    pub(super) sessions: HashMap<K, BTreeMap<i64, Session<G::Acc>>>,
+    pub(super) watermark_ms: i64,
     /// No session closes before the watermark reaches this (a lower bound: merged
     /// sessions may close later), so most advances need not look at every key.
-    next_close_ms: i64,
-    late_records: u64,
+    pub(super) next_close_ms: i64,
+    pub(super) late_records: u64,
     values: PhantomData<fn(V)>,
 }
 

@@ -162,6 +162,15 @@ impl<K: TopKKey> Aggregator<K> for TopKAggregator {
         into.sketch.merge(&other.sketch);
     }
 
+    fn encode_acc(&self, acc: &TopKAcc, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(&acc.to_bytes());
+        true
+    }
+
+    fn decode_acc(&self, bytes: &[u8]) -> Result<TopKAcc, String> {
+        TopKAcc::from_bytes(bytes, self.budget_bytes).map_err(|e| e.to_string())
+    }
+
     fn heap_bytes(&self, acc: &TopKAcc) -> usize {
         acc.sketch.memory_bytes() - size_of::<FrequentItems>()
     }

@@ -1,0 +1,444 @@
+//! Window state saved to, and restored from, compacted changelog topics.
+//!
+//! Each window stage with a changelog has a topic `<group>-<stage>-changelog`
+//! (Kafka Streams' `<application.id>-<store>-changelog`), compacted, as wide as the
+//! widest input. At each commit, the state of every owned input partition that
+//! changed is written there as one snapshot: chunk records keyed
+//! `<topic>/<partition>/<snapshot id>/<chunk>`, in the changelog partition of the
+//! input partition's number. Only once every chunk is acknowledged is the input
+//! offset committed, with the snapshot's id and chunk count in the commit metadata.
+//! So the commit is the one atomic step: a worker that dies between writing a
+//! snapshot and committing leaves chunks no commit names, and its partition's next
+//! owner restores the snapshot the last commit names and reads the input from that
+//! commit, counting each record once.
+//!
+//! A snapshot's keys hold its id, so a newer snapshot never replaces an older one's
+//! records in compaction: the older is deleted (tombstones) only after a commit
+//! naming the newer succeeded, and a restore deletes chunks no commit names.
+//!
+//! Does not own: what a snapshot holds (`crate::window::Snapshot`), nor when
+//! commits are made (`super::runtime`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use weir_client::{
+    Admin, ClientError, Consumer, ConsumerConfig, DeliveryFuture, OffsetReset, Producer,
+    ProducerRecord,
+};
+
+use super::chain::{Chain, Restored, SnapshotRef};
+
+/// A chunk fits in one record batch of the broker's default `max.message.bytes`
+/// (1 MiB) with room to spare, and in the producer's default batch.
+const CHUNK_BYTES: usize = 240 * 1024;
+
+/// How long a restore waits on a changelog partition that yields nothing below its
+/// end offset (offsets compaction removed at its end) before taking what it read.
+const RESTORE_STALL_POLLS: u32 = 10;
+
+/// The changelog topic of `stage` in `group`.
+pub(crate) fn topic_name(group: &str, stage: &str) -> String {
+    format!("{group}-{stage}-changelog")
+}
+
+fn chunk_key(topic: &str, partition: u32, id: u64, chunk: u32) -> String {
+    format!("{topic}/{partition}/{id:016x}/{chunk}")
+}
+
+/// (input topic, input partition, snapshot id, chunk) of a chunk's key.
+fn parse_chunk_key(key: &[u8]) -> Option<(String, u32, u64, u32)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.rsplitn(4, '/');
+    let chunk = parts.next()?.parse().ok()?;
+    let id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some((parts.next()?.to_string(), partition, id, chunk))
+}
+
+/// A snapshot id no other worker picks: a random hash of the time and a counter.
+fn new_snapshot_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// Why a changelog could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChangelogError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The commit names a snapshot the changelog does not hold whole.
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// (input topic, input partition): the unit state is kept, saved and moved by.
+type InputPartition = (String, u32);
+
+/// The changelogs of a worker's window stages, and which snapshot each owned
+/// partition's state is at.
+pub(crate) struct Changelogs {
+    /// (stage, changelog topic), upstream first.
+    stages: Vec<(String, String)>,
+    /// Partitions of each changelog topic.
+    widths: HashMap<String, u32>,
+    /// The latest snapshot written (and acknowledged) of each partition and stage.
+    current: HashMap<InputPartition, BTreeMap<String, SnapshotRef>>,
+    /// Snapshots a newer one replaced, deleted once a commit names the newer.
+    superseded: HashMap<InputPartition, Vec<(String, SnapshotRef)>>,
+}
+
+impl Changelogs {
+    /// Creates each stage's changelog topic that does not exist, compacted, with
+    /// `partitions` partitions.
+    pub(crate) async fn create(
+        admin: &Admin,
+        group: &str,
+        stages: Vec<String>,
+        partitions: u32,
+    ) -> Result<Changelogs, ClientError> {
+        let mut widths = HashMap::new();
+        let mut named = Vec::new();
+        for stage in stages {
+            let topic = topic_name(group, &stage);
+            let width = match admin.describe_topic(&topic).await {
+                Ok(info) => info.partition_count,
+                Err(error) if error.is_not_found() => {
+                    let configs =
+                        BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                    match admin.create_topic(&topic, partitions, 1, &configs).await {
+                        Ok(()) => partitions,
+                        // Another worker of the group made it first.
+                        Err(error) => match admin.describe_topic(&topic).await {
+                            Ok(info) => info.partition_count,
+                            Err(_) => return Err(error),
+                        },
+                    }
+                }
+                Err(error) => return Err(error),
+            };
+            widths.insert(topic.clone(), width.max(1));
+            named.push((stage, topic));
+        }
+        Ok(Changelogs {
+            stages: named,
+            widths,
+            current: HashMap::new(),
+            superseded: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    fn topic_of(&self, stage: &str) -> Option<&str> {
+        self.stages
+            .iter()
+            .find(|(name, _)| name == stage)
+            .map(|(_, topic)| topic.as_str())
+    }
+
+    fn changelog_partition(&self, changelog: &str, partition: u32) -> u32 {
+        partition % self.widths.get(changelog).copied().unwrap_or(1)
+    }
+
+    /// Writes a snapshot of each owned partition's state that changed since its last
+    /// one, and waits until every chunk is acknowledged.
+    pub(crate) async fn save<T>(
+        &mut self,
+        producer: &Producer,
+        chain: &mut Box<dyn Chain<T>>,
+        owned: &[(String, u32, u64)],
+    ) -> Result<(), ClientError> {
+        let mut deliveries: Vec<DeliveryFuture> = Vec::new();
+        let mut states = Vec::new();
+        for (topic, partition, _) in owned {
+            chain.snapshot(topic, *partition, &mut states);
+            for (stage, bytes) in states.drain(..) {
+                let Some(changelog) = self.topic_of(&stage).map(str::to_string) else {
+                    continue;
+                };
+                let target = self.changelog_partition(&changelog, *partition);
+                let id = new_snapshot_id();
+                let pieces: Vec<&[u8]> = if bytes.is_empty() {
+                    vec![&[]]
+                } else {
+                    bytes.chunks(CHUNK_BYTES).collect()
+                };
+                let chunks = u32::try_from(pieces.len()).expect("under 4 G chunks");
+                for (i, piece) in (0..chunks).zip(pieces) {
+                    let key = chunk_key(topic, *partition, id, i);
+                    let record = ProducerRecord::new(&changelog, piece)
+                        .with_key(key.as_bytes())
+                        .with_partition(target);
+                    deliveries.push(producer.send(record).await?);
+                }
+                let previous = self
+                    .current
+                    .entry((topic.clone(), *partition))
+                    .or_default()
+                    .insert(stage.clone(), SnapshotRef { id, chunks });
+                if let Some(previous) = previous {
+                    self.superseded
+                        .entry((topic.clone(), *partition))
+                        .or_default()
+                        .push((stage, previous));
+                }
+            }
+        }
+        for delivery in deliveries {
+            delivery.await?;
+        }
+        Ok(())
+    }
+
+    /// The snapshot each stage's state of the partition is at, for its commit.
+    pub(crate) fn refs(&self, topic: &str, partition: u32) -> Vec<(String, SnapshotRef)> {
+        self.current
+            .get(&(topic.to_string(), partition))
+            .map(|refs| refs.iter().map(|(s, r)| (s.clone(), *r)).collect())
+            .unwrap_or_default()
+    }
+
+    /// A commit naming the current snapshots of `committed` succeeded: the
+    /// snapshots they replaced are deleted.
+    pub(crate) async fn committed(
+        &mut self,
+        producer: &Producer,
+        committed: &[(String, u32)],
+    ) -> Result<(), ClientError> {
+        let mut deliveries = Vec::new();
+        for (topic, partition) in committed {
+            let Some(old) = self.superseded.remove(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            for (stage, snapshot) in old {
+                if let Some(changelog) = self.topic_of(&stage).map(str::to_string) {
+                    deliveries.extend(
+                        self.delete(producer, &changelog, topic, *partition, snapshot)
+                            .await?,
+                    );
+                }
+            }
+        }
+        for delivery in deliveries {
+            delivery.await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        producer: &Producer,
+        changelog: &str,
+        topic: &str,
+        partition: u32,
+        snapshot: SnapshotRef,
+    ) -> Result<Vec<DeliveryFuture>, ClientError> {
+        let target = self.changelog_partition(changelog, partition);
+        let mut deliveries = Vec::new();
+        for i in 0..snapshot.chunks {
+            let key = chunk_key(topic, partition, snapshot.id, i);
+            let tombstone = ProducerRecord {
+                value: None,
+                ..ProducerRecord::new(changelog, &[])
+                    .with_key(key.as_bytes())
+                    .with_partition(target)
+            };
+            deliveries.push(producer.send(tombstone).await?);
+        }
+        Ok(deliveries)
+    }
+
+    /// The partition moved to another worker: its snapshots are the next owner's
+    /// to keep or delete.
+    pub(crate) fn forget(&mut self, topic: &str, partition: u32) {
+        let key = (topic.to_string(), partition);
+        self.current.remove(&key);
+        self.superseded.remove(&key);
+    }
+
+    /// Reads the snapshot each of `assigned`'s commits names into its
+    /// `snapshot_bytes`, and deletes the partitions' chunks no commit names (left by
+    /// a worker that died between writing a snapshot and committing).
+    pub(crate) async fn restore(
+        &mut self,
+        addr: &str,
+        producer: &Producer,
+        assigned: &mut [(String, u32, Restored)],
+    ) -> Result<(), ChangelogError> {
+        let stages = self.stages.clone();
+        for (stage, changelog) in &stages {
+            // Changelog partition -> the assigned input partitions it holds.
+            let mut wanted: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+            for (i, (topic, partition, _)) in assigned.iter().enumerate() {
+                let _ = topic;
+                wanted
+                    .entry(self.changelog_partition(changelog, *partition))
+                    .or_default()
+                    .push(i);
+            }
+            let partitions: Vec<u32> = wanted.keys().copied().collect();
+            let chunks = read_chunks(addr, changelog, &partitions).await?;
+            let mut garbage = Vec::new();
+            for indexes in wanted.values() {
+                for &i in indexes {
+                    let (topic, partition, restored) = &mut assigned[i];
+                    let named = restored.snapshots.get(stage).copied();
+                    let mine = chunks
+                        .iter()
+                        .filter(|((t, p, _, _), _)| t == topic && p == partition);
+                    let mut pieces: BTreeMap<u32, &[u8]> = BTreeMap::new();
+                    let mut unnamed: HashSet<u64> = HashSet::new();
+                    for ((_, _, id, chunk), bytes) in mine {
+                        match named {
+                            Some(named) if named.id == *id => {
+                                pieces.insert(*chunk, bytes);
+                            }
+                            _ => {
+                                unnamed.insert(*id);
+                            }
+                        }
+                    }
+                    for id in unnamed {
+                        let count = chunks
+                            .keys()
+                            .filter(|(t, p, i, _)| t == topic && p == partition && *i == id)
+                            .map(|(_, _, _, c)| c + 1)
+                            .max()
+                            .unwrap_or(0);
+                        garbage.push((
+                            topic.clone(),
+                            *partition,
+                            SnapshotRef { id, chunks: count },
+                        ));
+                    }
+                    let Some(named) = named else {
+                        continue;
+                    };
+                    if pieces.len() != named.chunks as usize
+                        || pieces.keys().last() != named.chunks.checked_sub(1).as_ref()
+                    {
+                        return Err(ChangelogError::Missing(format!(
+                            "the commit of partition {partition} of {topic:?} names snapshot \
+                             {:016x} of stage {stage:?} in {} chunks, and {changelog:?} holds \
+                             {} of them: the changelog lost data (deleted or truncated); \
+                             delete the group's commits to start the stage afresh",
+                            named.id,
+                            named.chunks,
+                            pieces.len()
+                        )));
+                    }
+                    let bytes: Vec<u8> = pieces.values().flat_map(|b| b.iter().copied()).collect();
+                    restored.snapshot_bytes.insert(stage.clone(), bytes);
+                    self.current
+                        .entry((topic.clone(), *partition))
+                        .or_default()
+                        .insert(stage.clone(), named);
+                }
+            }
+            let mut deliveries = Vec::new();
+            for (topic, partition, snapshot) in garbage {
+                tracing::debug!(%changelog, %topic, partition, id = snapshot.id, "deleting a snapshot no commit names");
+                deliveries.extend(
+                    self.delete(producer, changelog, &topic, partition, snapshot)
+                        .await?,
+                );
+            }
+            for delivery in deliveries {
+                delivery.await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every live chunk in `partitions` of `changelog`, read from the start to the end
+/// offset they have now, by (topic, partition, snapshot id, chunk).
+async fn read_chunks(
+    addr: &str,
+    changelog: &str,
+    partitions: &[u32],
+) -> Result<BTreeMap<(String, u32, u64, u32), Vec<u8>>, ClientError> {
+    let mut chunks = BTreeMap::new();
+    if partitions.is_empty() {
+        return Ok(chunks);
+    }
+    let mut consumer = Consumer::connect(
+        addr,
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+    )
+    .await?;
+    consumer.assign(changelog, partitions);
+    let ends: HashMap<u32, u64> = consumer.end_offsets().await?.into_iter().collect();
+    for partition in partitions {
+        consumer.position(*partition).await?;
+    }
+    let behind = |consumer: &Consumer| {
+        consumer
+            .consumed_positions()
+            .iter()
+            .any(|(p, position)| ends.get(p).is_some_and(|end| position < end))
+    };
+    let mut stalled = 0;
+    while behind(&consumer) {
+        let records = consumer.poll(Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            stalled += 1;
+            if stalled >= RESTORE_STALL_POLLS {
+                tracing::warn!(%changelog, "a changelog partition yields nothing below its end offset; restoring from what was read");
+                break;
+            }
+            continue;
+        }
+        stalled = 0;
+        for record in records {
+            let Some(key) = record.key.as_deref().and_then(parse_chunk_key) else {
+                continue;
+            };
+            match record.value {
+                Some(value) => chunks.insert(key, value.to_vec()),
+                None => chunks.remove(&key),
+            };
+        }
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_key_names_its_partition_snapshot_and_chunk_even_with_dots_in_the_topic() {
+        let key = chunk_key("clicks.v2-x", 7, 0xabc, 3);
+        assert_eq!(key, "clicks.v2-x/7/0000000000000abc/3");
+        assert_eq!(
+            parse_chunk_key(key.as_bytes()),
+            Some(("clicks.v2-x".to_string(), 7, 0xabc, 3))
+        );
+        assert_eq!(parse_chunk_key(b"not a chunk"), None);
+        assert_eq!(parse_chunk_key(b"t/1/zz/0"), None);
+    }
+
+    #[test]
+    fn snapshot_ids_do_not_repeat() {
+        let ids: HashSet<u64> = (0..10_000).map(|_| new_snapshot_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+}
