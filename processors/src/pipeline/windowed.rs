@@ -398,7 +398,7 @@ mod tests {
     use weir_client::ConsumerRecord;
 
     use super::*;
-    use crate::pipeline::chain::{Checkpoint, Env, Restored};
+    use crate::pipeline::chain::{Chain, Checkpoint, Env, Restored};
     use crate::pipeline::PipelineError;
 
     async fn refusal(runnable: crate::pipeline::Runnable) -> String {
@@ -585,6 +585,98 @@ mod tests {
             vec![(10, 1, false)],
             "once more when stopping"
         );
+    }
+
+    #[test]
+    fn a_top_k_stage_with_a_changelog_restores_its_sketches_and_holds_no_commit_back() {
+        let build = || {
+            Pipeline::from_topic("t")
+                .key_by(|r| r.offset % 3)
+                .window(WindowSpec::tumbling(Duration::from_millis(100)))
+                .name("top")
+                .changelog()
+                .top_k_within(2, 4096)
+                .chain
+        };
+        let mut env = Env {
+            now: Instant::now(),
+            side: Vec::new(),
+            late: 0,
+            stopping: false,
+        };
+        let (mut saved, mut twin) = (build(), build());
+        for chain in [&mut saved, &mut twin] {
+            chain.assign("t", 0, &Restored::default(), env.now).unwrap();
+            for offset in 0..10 {
+                let (record, context) = record(offset, 5 + offset as i64);
+                chain.record(record, &context, &mut env, &mut Vec::new());
+            }
+        }
+        let mut checkpoint = Checkpoint::default();
+        saved.checkpoint("t", 0, &mut checkpoint);
+        assert_eq!(
+            checkpoint.oldest_offset, None,
+            "restored from its snapshot, not a replay"
+        );
+        let mut states = Vec::new();
+        saved.snapshot("t", 0, &mut states);
+        assert_eq!(states.len(), 1);
+        let mut unchanged = Vec::new();
+        saved.snapshot("t", 0, &mut unchanged);
+        assert!(
+            unchanged.is_empty(),
+            "nothing changed since the last snapshot"
+        );
+
+        let mut restored = Restored::default();
+        restored
+            .snapshot_bytes
+            .insert(states[0].0.clone(), states[0].1.clone());
+        let mut moved = build();
+        moved.assign("t", 0, &restored, env.now).unwrap();
+        let mut rows = |chain: &mut Box<dyn Chain<RankedKey<u64>>>| {
+            let (record, context) = record(10, 500);
+            let mut out = Vec::new();
+            chain.record(record, &context, &mut env, &mut out);
+            out.into_iter()
+                .map(|r| (r.window.start_ms, r.rank, r.key, r.count))
+                .collect::<Vec<_>>()
+        };
+        let (from_snapshot, expected) = (rows(&mut moved), rows(&mut twin));
+        assert!(!expected.is_empty());
+        assert_eq!(from_snapshot, expected);
+
+        let mut cut = Restored::default();
+        cut.snapshot_bytes.insert(
+            "top".to_string(),
+            states[0].1[..states[0].1.len() - 1].to_vec(),
+        );
+        let error = build().assign("t", 0, &cut, env.now).unwrap_err();
+        assert!(
+            error.contains("\"top\"") && error.contains("partition 0"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changelog_without_an_encoding_or_on_some_window_stages_only_is_refused() {
+        let fold = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .changelog()
+            .fold(|| 0u64, |acc, _| *acc += 1, |a, b| *a += b)
+            .for_each(|_, _| {});
+        assert!(refusal(fold).await.contains("accumulator with an encoding"));
+        let mixed = Pipeline::from_topic("t")
+            .key_by(|r| r.partition)
+            .window(WindowSpec::tumbling(Duration::from_secs(10)))
+            .changelog()
+            .count()
+            .key_by(|r| r.key)
+            .window(WindowSpec::tumbling(Duration::from_secs(60)))
+            .count()
+            .for_each(|_, _| {});
+        assert!(refusal(mixed).await.contains("give every window stage"));
     }
 
     #[test]
