@@ -4,7 +4,7 @@
 //! 10 s (a `FrequentItems` sketch per pane). Timed from the first record the worker reads
 //! to the last, so the group's join is not counted.
 //!
-//! cargo run --release -p weir-processors --example trending_throughput [events] [keys] [partitions]
+//! cargo run --release -p weir-processors --example trending_throughput [events] [keys] [partitions] [changelog]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
     let events: u64 = args.next().map_or(Ok(5_000_000), |a| a.parse())?;
     let keys: u64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
     let partitions: u32 = args.next().map_or(Ok(3), |a| a.parse())?;
+    // `changelog` as the fourth argument saves the window state to a changelog topic
+    // at each commit, to measure what that costs.
+    let changelog = args.next().as_deref() == Some("changelog");
     let dir = tempfile::tempdir()?;
     let broker = RunningBroker::start(BrokerConfig {
         data_dir: dir.path().to_path_buf(),
@@ -82,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::clone(&first_read),
             Arc::clone(&rows),
         );
-        Pipeline::from_topic("clicks")
+        let windows = Pipeline::from_topic("clicks")
             .group("trending")
             .filter_map(move |record| {
                 if read.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -97,11 +100,15 @@ async fn main() -> anyhow::Result<()> {
             .window(WindowSpec::sliding(
                 Duration::from_secs(300),
                 Duration::from_secs(10),
-            ))
-            .top_k(10)
-            .for_each(move |_, _| {
-                rows.fetch_add(1, Ordering::Relaxed);
-            })
+            ));
+        let windows = if changelog {
+            windows.changelog()
+        } else {
+            windows
+        };
+        windows.top_k(10).for_each(move |_, _| {
+            rows.fetch_add(1, Ordering::Relaxed);
+        })
     };
     let stats = runnable
         .run(&addr, async move {
@@ -113,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap()
         .map_or(Duration::ZERO, |t| t.elapsed());
     println!(
-        "trending top 10, 5 min sliding every 10 s, one worker: {} events in {:.2} s = {:.2} M events/s ({} rows of closed windows)",
+        "trending top 10, 5 min sliding every 10 s, one worker{}: {} events in {:.2} s = {:.2} M events/s ({} rows of closed windows)",
+        if changelog { ", changelog" } else { "" },
         stats.records_in,
         elapsed.as_secs_f64(),
         stats.records_in as f64 / elapsed.as_secs_f64() / 1e6,

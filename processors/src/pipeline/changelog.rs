@@ -161,6 +161,8 @@ impl Changelogs {
         chain: &mut Box<dyn Chain<T>>,
         owned: &[(String, u32, u64)],
     ) -> Result<(), ClientError> {
+        let started = std::time::Instant::now();
+        let (mut snapshots, mut bytes_written) = (0usize, 0usize);
         let mut deliveries: Vec<DeliveryFuture> = Vec::new();
         let mut states = Vec::new();
         for (topic, partition, _) in owned {
@@ -171,6 +173,8 @@ impl Changelogs {
                 };
                 let target = self.changelog_partition(&changelog, *partition);
                 let id = new_snapshot_id();
+                snapshots += 1;
+                bytes_written += bytes.len();
                 let pieces: Vec<&[u8]> = if bytes.is_empty() {
                     vec![&[]]
                 } else {
@@ -199,6 +203,14 @@ impl Changelogs {
         }
         for delivery in deliveries {
             delivery.await?;
+        }
+        if snapshots > 0 {
+            tracing::debug!(
+                snapshots,
+                bytes_written,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "window state saved to changelogs"
+            );
         }
         Ok(())
     }
