@@ -468,3 +468,141 @@ async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker
     );
     broker.shutdown().await.unwrap();
 }
+
+/// The pipeline a worker process runs: the counts of `counting`, written to the
+/// topic `counts` keyed by key and window start.
+fn counting_to_topic(group: &str) -> Runnable {
+    Pipeline::from_topic("events")
+        .group(group)
+        .key_by(|r| -> u64 {
+            std::str::from_utf8(r.key.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .window(WindowSpec::tumbling(WINDOW))
+        .name("counts")
+        .changelog()
+        .allowed_lateness(Duration::from_millis(2_000))
+        .idle_timeout(IDLE)
+        .count()
+        .to_topic("counts", |result| {
+            let key = format!("{}@{}", result.key, result.window.start_ms);
+            (
+                Some(key.into_bytes()),
+                result.value.to_string().into_bytes(),
+            )
+        })
+        .commit_interval(Duration::from_millis(100))
+}
+
+/// Not a test of its own: the body of a worker process that
+/// `a_worker_process_killed_with_sigkill_loses_no_count` starts (this test binary
+/// again, with `WEIR_TEST_WORKER_BROKER` set); run alone, it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process() {
+    let Ok(addr) = std::env::var("WEIR_TEST_WORKER_BROKER") else {
+        return;
+    };
+    counting_to_topic("processes")
+        .run(&addr, std::future::pending::<()>())
+        .await
+        .unwrap();
+}
+
+struct WorkerProcess(std::process::Child);
+
+impl WorkerProcess {
+    fn start(addr: &str) -> WorkerProcess {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "worker_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WEIR_TEST_WORKER_BROKER", addr)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        WorkerProcess(child)
+    }
+
+    /// SIGKILL: no shutdown, no last commit, no leaving the group.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_killed_with_sigkill_loses_no_count() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = start(data.path()).await;
+    let addr = broker.local_addr().to_string();
+    let admin = Admin::connect(&addr).await.unwrap();
+    for topic in ["events", "counts"] {
+        admin
+            .create_topic(topic, PARTITIONS, 1, &Default::default())
+            .await
+            .unwrap();
+    }
+    let all = events(300, 41);
+    let expected = brute_force(&all);
+    let [first, second]: [Vec<_>; 2] = split(&all, 300, 2).try_into().unwrap();
+
+    let mut workers: Vec<_> = (0..3).map(|_| WorkerProcess::start(&addr)).collect();
+    wait_until_shared(&admin, "processes", 3).await;
+    produce(&addr, &first).await;
+    wait_until_committed_at_end(&admin, "processes").await;
+    workers.remove(0).kill();
+    produce(&addr, &second).await;
+
+    // Read `counts` until every (key, window) has a count; the last of each wins
+    // (a window that closed after the last commit may be written again).
+    let mut consumer = Consumer::connect(
+        &addr,
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            fetch_max_wait: Duration::from_millis(50),
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    consumer.assign("counts", &(0..PARTITIONS).collect::<Vec<_>>());
+    let mut seen: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    tokio::time::timeout(HANG_GUARD, async {
+        while !expected.keys().all(|k| seen.contains_key(k)) {
+            for record in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                let key = std::str::from_utf8(record.key.as_deref().unwrap()).unwrap();
+                let (key, start) = key.split_once('@').unwrap();
+                let count = std::str::from_utf8(record.value.as_deref().unwrap()).unwrap();
+                let entry = (key.parse().unwrap(), start.parse().unwrap());
+                if let Some(before) = seen.insert(entry, count.parse().unwrap()) {
+                    assert_eq!(
+                        Some(&before),
+                        seen.get(&entry),
+                        "a repeated count of {entry:?} differs"
+                    );
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("counts missing after the kill"));
+    assert_counts(
+        &seen,
+        &expected,
+        "every window counts every record once, after a SIGKILL",
+    );
+    drop(workers);
+    broker.shutdown().await.unwrap();
+}
