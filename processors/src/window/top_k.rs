@@ -4,11 +4,13 @@
 //! but never first in one pane is still found, which merging the panes' top-K lists
 //! alone would miss (and would under-count).
 //!
-//! Only the merged sketch's held keys are ranked. A key a merge purged (or never held)
-//! has an upper bound of the sketch's maximum error, and every held key's is at least
-//! that (its count plus the maximum error), so no such key can rank above a held one;
-//! carrying the panes' keys along as candidates to re-score cost a set insert per held
-//! key per pane merged, most of a sliding window's time, and changed no ranking.
+//! Only the merged sketch's held keys are ranked, as [`FrequentItems::top_k`] ranks
+//! them: by lower bound (the count a key surely has), then upper bound, then key bytes.
+//! A key a merge purged (or never held) has a lower bound of 0, so it cannot rank above
+//! a held key with any count of its own; carrying the panes' keys along as candidates
+//! to re-score cost a set insert per held key per pane merged, most of a sliding
+//! window's time, and changed no ranking. (By upper bound, a long key, whose maximum
+//! error is its own and can be the larger, would rank above heavier short keys.)
 
 use std::borrow::Cow;
 
@@ -113,7 +115,8 @@ impl TopKAggregator {
         Ok(TopKAggregator { k, budget_bytes })
     }
 
-    /// The top K of `acc` (a window's panes merged), heaviest first, ties by key bytes.
+    /// The top K of `acc` (a window's panes merged): by lower bound, then upper bound,
+    /// then key bytes.
     pub fn rank<K: TopKKey>(
         &self,
         acc: &TopKAcc,
@@ -126,7 +129,7 @@ impl TopKAggregator {
             .map(|item| (item.upper_bound, item.lower_bound, item.key))
             .filter(|(upper, _, _)| *upper > 0)
             .collect();
-        scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+        scored.sort_unstable_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)).then_with(|| a.2.cmp(&b.2)));
         scored
             .into_iter()
             .filter_map(|(upper, lower, key)| Some((upper, lower, K::from_key_bytes(&key)?)))

@@ -1,5 +1,5 @@
 //! `approx_top_k(expr, k)`: the k most frequent values of `expr` with estimated counts,
-//! largest first, as a list of `struct{value, count}`, from `weir-processors`'
+//! the surest first (by the count each surely has), as a list of `struct{value, count}`, from `weir-processors`'
 //! `FrequentItems`, whose memory budget includes the values themselves.
 //!
 //! Each partial aggregate keeps one `FrequentItems` and ships it serialized; the final
@@ -222,7 +222,8 @@ struct TopKAccumulator {
 }
 
 impl TopKAccumulator {
-    /// The k values with the largest estimates, largest first (ties by value).
+    /// The k values ranked as `FrequentItems::top_k` ranks them (by lower bound, then
+    /// estimate, then value), each with its estimate.
     fn ranked(&self) -> Vec<(Vec<u8>, u64)> {
         self.items
             .top_k(self.k)
