@@ -13,7 +13,9 @@
 //!
 //! Windowed stages (`.window(spec).count()`, `.top_k(k)`, ...) keep their state per
 //! input partition and commit a partition only up to the oldest record an open window
-//! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]).
+//! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]);
+//! or, with `.changelog()`, save the state as a snapshot in a compacted changelog topic
+//! before each commit and restore it from there (see `changelog`).
 //!
 //! Every stage is an operator with a name (`.name(..)` after it, else `<kind>-<n>` for
 //! its position: `from_topic-0`, `map-1`, `window-3`, `to_topic-4`), which its

@@ -2,7 +2,8 @@
 //! `.reduce(..)`, `.aggregate(..)` or `.top_k(k)`.
 //!
 //! State is kept per input partition and moves with it: a partition given up drops
-//! its windows, one assigned rebuilds them by replaying from its commit. So a key's
+//! its windows, one assigned rebuilds them by replaying from its commit (or, with
+//! `.changelog()`, restores them from the snapshot its commit names: see `changelog`). So a key's
 //! records must share an input partition (produce the input keyed by the key the
 //! windows use, as Kafka Streams requires of input it does not repartition); with a
 //! key spread over partitions, each partition reports its own share.
