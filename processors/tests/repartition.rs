@@ -211,3 +211,56 @@ async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
         .all(|(_, _, count)| *count == VIEWS / PAGES / 3));
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_cannot_be_written_as_json_stops_the_worker_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let addr = broker.local_addr().to_string();
+    produce_views(&addr).await;
+    // JSON has no map with non-string keys: the value cannot travel.
+    let runnable = Pipeline::from_topic("views")
+        .group("unwritable")
+        .map(|record| {
+            let page = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            let mut value = std::collections::HashMap::new();
+            value.insert((record.partition, 1u8), record.offset);
+            (page, value)
+        })
+        .repartition()
+        .name("by-page")
+        .window(WindowSpec::tumbling(Duration::from_secs(1)))
+        .count()
+        .for_each(|_, _| {});
+    let error = tokio::time::timeout(
+        HANG_GUARD,
+        runnable.run(&addr, std::future::pending::<()>()),
+    )
+    .await
+    .expect("the worker stops")
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error,
+            weir_processors::pipeline::PipelineError::Stage { .. }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"by-page\"") && text.contains("cannot be written as JSON"),
+        "{text}"
+    );
+    let admin = Admin::connect(&addr).await.unwrap();
+    let group = admin.describe_group("unwritable").await.unwrap();
+    assert!(
+        group
+            .partitions
+            .iter()
+            .filter(|p| p.topic == "views")
+            .all(|p| p.committed_offset.unwrap_or(0) == 0),
+        "nothing past the failing records is committed: {:?}",
+        group.partitions
+    );
+    broker.shutdown().await.unwrap();
+}

@@ -21,6 +21,9 @@ pub(crate) struct Env {
     /// The last round before the pipeline stops: a stage that emits open windows
     /// periodically emits them once more.
     pub stopping: bool,
+    /// Set by a stage that cannot go on (an item it cannot write): the worker stops
+    /// with it before committing anything past the round.
+    pub failure: Option<String>,
 }
 
 /// A record for a topic other than the pipeline's output: a late record, or an item

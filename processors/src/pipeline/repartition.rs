@@ -90,9 +90,13 @@ impl<K: Send, V: Send> Repartition<K, V> {
                     timestamp_ms,
                 }),
                 // serde_json fails only on a map with non-string keys or a type's
-                // own Serialize error: the item cannot travel, and is counted out.
+                // own Serialize error: the item cannot travel, and the worker stops
+                // before committing its record (Kafka Streams fails the task alike).
                 Err(error) => {
-                    tracing::warn!(operator = %self.meter.name, %error, "an item that cannot be written as JSON is dropped")
+                    env.failure.get_or_insert(format!(
+                        "stage {:?}: an item cannot be written as JSON to {topic:?}: {error}",
+                        self.meter.name
+                    ));
                 }
             }
         }

@@ -73,6 +73,14 @@ pub enum PipelineError {
         group: String,
         reason: String,
     },
+    /// A stage could not go on (an item it cannot write); nothing from the round of
+    /// records it failed in was committed.
+    #[error("pipeline on {topics:?} (group {group:?}): {reason}")]
+    Stage {
+        topics: Vec<String>,
+        group: String,
+        reason: String,
+    },
     /// The metrics listener could not be bound or started.
     #[error("cannot serve pipeline metrics on {addr}: {source}")]
     MetricsListen {
@@ -172,9 +180,14 @@ impl Runnable {
                 .await
                 .map_err(&failed)?
         };
-        let restore_failed = |error: RoundError| match error {
+        let round_failed = |error: RoundError| match error {
             RoundError::Client(source) => failed(source),
             RoundError::Restore(reason) => PipelineError::Restore {
+                topics: topics.clone(),
+                group: group.clone(),
+                reason,
+            },
+            RoundError::Stage(reason) => PipelineError::Stage {
                 topics: topics.clone(),
                 group: group.clone(),
                 reason,
@@ -241,7 +254,7 @@ impl Runnable {
             let rewound = worker
                 .rebalanced(events, &mut consumer)
                 .await
-                .map_err(&restore_failed)?;
+                .map_err(&round_failed)?;
             // Records of a partition moved back to its state's oldest offset are read
             // again from there.
             let mut records = records;
@@ -250,7 +263,10 @@ impl Runnable {
             }
             // Every output of this round is acknowledged before the next poll, in
             // which a revoked partition's position is committed.
-            worker.process(records, false).await.map_err(&failed)?;
+            worker
+                .process(records, false)
+                .await
+                .map_err(&round_failed)?;
             worker.publish_metrics(&consumer);
             if Instant::now() >= next_commit {
                 next_commit = Instant::now() + self.commit_interval;
@@ -268,7 +284,10 @@ impl Runnable {
         // A last round with no records, in which stages that emit open windows
         // periodically emit them once more; its outputs are stored before the
         // commit below.
-        worker.process(Vec::new(), true).await.map_err(&failed)?;
+        worker
+            .process(Vec::new(), true)
+            .await
+            .map_err(&round_failed)?;
         worker.publish_metrics(&consumer);
         // The last commit may meet a rebalance that other workers stopping started
         // (a stale epoch): it is tried again with the member's newer epoch, and if
@@ -325,11 +344,13 @@ struct Restoring {
     assigned_at: std::time::Instant,
 }
 
-/// Why a rebalance could not be taken in.
+/// Why a round (a rebalance taken in, records processed) could not be completed.
 enum RoundError {
     Client(ClientError),
     /// A partition's state did not restore: the sentence says which and why.
     Restore(String),
+    /// A stage could not go on: the sentence says which and why.
+    Stage(String),
 }
 
 impl From<ClientError> for RoundError {
@@ -517,12 +538,13 @@ impl Worker {
         &mut self,
         records: Vec<weir_client::ConsumerRecord>,
         stopping: bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), RoundError> {
         let mut env = Env {
             now: std::time::Instant::now(),
             side: Vec::new(),
             late: 0,
             stopping,
+            failure: None,
         };
         let mut deliveries = Vec::new();
         for record in records {
@@ -542,6 +564,9 @@ impl Worker {
         self.outputs
             .extend(self.ticked.drain(..).map(|(_, out)| out));
         self.send_outputs(&mut deliveries).await?;
+        if let Some(reason) = env.failure.take() {
+            return Err(RoundError::Stage(reason));
+        }
         self.stats.records_late += env.late;
         let mut late_deliveries = Vec::new();
         let mut repartition_deliveries = Vec::new();

@@ -516,6 +516,7 @@ mod tests {
             side: Vec::new(),
             late: 0,
             stopping: false,
+            failure: None,
         };
         chain.assign("t", 0, &Restored::default(), env.now).unwrap();
         let mut seen = Vec::new();
@@ -553,6 +554,7 @@ mod tests {
             side: Vec::new(),
             late: 0,
             stopping: false,
+            failure: None,
         };
         chain.assign("t", 0, &Restored::default(), env.now).unwrap();
         let mut closed = Vec::new();
@@ -604,6 +606,7 @@ mod tests {
             side: Vec::new(),
             late: 0,
             stopping: false,
+            failure: None,
         };
         let (mut saved, mut twin) = (build(), build());
         for chain in [&mut saved, &mut twin] {
