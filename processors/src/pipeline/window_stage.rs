@@ -198,8 +198,9 @@ pub(super) struct WindowStage<K, V, A, T> {
     idle_timeout: Duration,
     late_topic: Option<Arc<str>>,
     changelog: Option<KeyCodec<K>>,
-    /// `EmitMode::Periodic`'s interval, and when open windows are next emitted.
-    periodic: Option<(Duration, Instant)>,
+    /// `EmitMode::Periodic`'s interval, and when open windows are next emitted
+    /// (counted from the first tick, when the pipeline runs, not from its building).
+    periodic: Option<(Duration, Option<Instant>)>,
     partitions: HashMap<Arc<str>, PartitionStates<K, V, A>>,
     scratch: Vec<(K, V)>,
     ticked: Vec<(Context, (K, V))>,
@@ -221,9 +222,7 @@ where
         options: StageOptions<K, V>,
     ) -> Self {
         WindowStage {
-            periodic: options
-                .periodic
-                .map(|interval| (interval, Instant::now() + interval)),
+            periodic: options.periodic.map(|interval| (interval, None)),
             meter: OperatorMeter::new(name),
             upstream,
             new_store,
@@ -357,13 +356,15 @@ where
     /// Under `EmitMode::Periodic`, every open window's result so far, when the
     /// interval has passed or the pipeline is stopping.
     fn emit_open(&mut self, env: &Env, out: &mut Vec<(Context, T)>) {
-        let Some((interval, due)) = self.periodic else {
+        let Some((interval, mut due)) = self.periodic else {
             return;
         };
+        let due = *due.get_or_insert(env.now + interval);
+        self.periodic = Some((interval, Some(due)));
         if env.now < due && !env.stopping {
             return;
         }
-        self.periodic = Some((interval, env.now + interval));
+        self.periodic = Some((interval, Some(env.now + interval)));
         let mut open: Vec<Closed<K, A>> = Vec::new();
         for (topic, partitions) in &self.partitions {
             for (partition, state) in partitions {
