@@ -6,12 +6,12 @@
 //! committing) are ignored and deleted; a snapshot the commit names and the
 //! changelog lost stops the worker with a sentence.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use weir_broker::group::GroupConfig;
-use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::{
     Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
@@ -26,23 +26,6 @@ const WINDOW: Duration = Duration::from_secs(4);
 /// Long enough that no partition goes idle while its records are read, so the
 /// windows open at a kill stay open until the next owner has them.
 const IDLE: Duration = Duration::from_secs(6);
-
-async fn start(data: &std::path::Path) -> RunningBroker {
-    RunningBroker::start(BrokerConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        offsets_topic_partitions: 2,
-        groups: GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 100,
-            ..GroupConfig::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// (partition, key, event time) of each record: keys live in one partition each,
 /// time walks forward by 0 to 999 ms with one record in five up to 1.5 s back.
@@ -299,7 +282,7 @@ async fn changelog(addr: &str, group: &str) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_replay() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin
@@ -346,7 +329,7 @@ async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_repla
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_and_handed_over_partitions_keep_their_counts() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin
@@ -388,7 +371,7 @@ async fn revoked_and_handed_over_partitions_keep_their_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin
@@ -498,8 +481,9 @@ fn counting_to_topic(group: &str) -> Runnable {
 
 /// Not a test of its own: the body of a worker process that
 /// `a_worker_process_killed_with_sigkill_loses_no_count` starts (this test binary
-/// again, with `WEIR_TEST_WORKER_BROKER` set); run alone, it returns at once.
+/// again, with `--ignored` and `WEIR_TEST_WORKER_BROKER` set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the body of a worker process that a test starts"]
 async fn worker_process() {
     let Ok(addr) = std::env::var("WEIR_TEST_WORKER_BROKER") else {
         return;
@@ -545,7 +529,7 @@ impl Drop for WorkerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_killed_with_sigkill_loses_no_count() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     for topic in ["events", "counts"] {

@@ -5,6 +5,8 @@
 //! a worker that takes over a partition with window state counts its restore. The
 //! exposition parses (here, and by `promtool check metrics` when it is installed).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -13,31 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use weir_broker::group::GroupConfig;
-use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 use weir_processors::pipeline::{Pipeline, RunStats, Runnable};
 use weir_processors::window::WindowSpec;
 
 /// A hang guard only: every wait ends on a condition.
 const HANG_GUARD: Duration = Duration::from_secs(90);
-
-async fn start(data: &std::path::Path) -> RunningBroker {
-    RunningBroker::start(BrokerConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        offsets_topic_partitions: 2,
-        groups: GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 100,
-            ..GroupConfig::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// Sends (partition, timestamp, value) records to `topic` and waits for every ack.
 async fn produce(addr: &str, topic: &str, records: &[(u32, i64, String)]) {
@@ -311,7 +294,7 @@ fn lag_labels(group: &str, topic: &str, partition: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operator_counts_exactly_what_went_through_it_and_lag_reaches_zero() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 10_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin
@@ -455,7 +438,7 @@ fn counting(tx: mpsc::UnboundedSender<(String, i64, u64)>) -> Runnable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_operator_counts_late_records_state_and_its_restore() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 10_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin

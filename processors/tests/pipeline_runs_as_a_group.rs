@@ -2,11 +2,11 @@
 //! the stages into another, workers of one group share the input, and a worker that
 //! dies loses no output (at-least-once).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use weir_broker::group::GroupConfig;
-use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::{
     Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
@@ -14,23 +14,6 @@ use weir_processors::pipeline::Pipeline;
 
 /// A hang guard only: every wait ends on a condition.
 const HANG_GUARD: Duration = Duration::from_secs(90);
-
-async fn start(data: &std::path::Path) -> RunningBroker {
-    RunningBroker::start(BrokerConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        offsets_topic_partitions: 2,
-        groups: GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 100,
-            ..GroupConfig::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 async fn produce(addr: &str, numbers: std::ops::Range<u64>) {
     let producer = Producer::connect(addr, ProducerConfig::default())
@@ -116,7 +99,7 @@ fn expected(numbers: std::ops::Range<u64>) -> BTreeSet<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_flow_through_the_stages_into_the_output_topic_once() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 10_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin
@@ -157,7 +140,7 @@ async fn records_flow_through_the_stages_into_the_output_topic_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_share_the_input_and_a_killed_one_loses_no_output() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 10_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     admin

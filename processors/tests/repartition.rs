@@ -2,12 +2,12 @@
 //! items through `<group>-<stage>-repartition`, so each key is counted in one place, with one
 //! worker or two; without it every partition counts its share of a key apart.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_broker::group::GroupConfig;
-use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 use weir_processors::pipeline::{Pipeline, RunStats};
 use weir_processors::window::WindowSpec;
@@ -16,23 +16,6 @@ use weir_processors::window::WindowSpec;
 const HANG_GUARD: Duration = Duration::from_secs(90);
 const PAGES: u64 = 10;
 const VIEWS: u64 = 600;
-
-async fn start(data: &std::path::Path) -> RunningBroker {
-    RunningBroker::start(BrokerConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        offsets_topic_partitions: 2,
-        groups: GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 100,
-            ..GroupConfig::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// View `i` is of page `i % PAGES`, in partition `i % 3` whatever its page, at a time in
 /// the one-second window [1000, 2000).
@@ -163,7 +146,7 @@ fn expected() -> BTreeMap<(String, i64), u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_two() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path()).await;
+    let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
 
@@ -197,7 +180,7 @@ async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path()).await;
+    let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
     let apart: Counts = Arc::default();
@@ -215,7 +198,7 @@ async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_that_cannot_be_written_as_json_stops_the_worker_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path()).await;
+    let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
     // JSON has no map with non-string keys: the value cannot travel.

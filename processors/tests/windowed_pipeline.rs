@@ -5,12 +5,12 @@
 //! are rebuilt from the commits it made, which stopped at the oldest record an open
 //! window held.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use weir_broker::group::GroupConfig;
-use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::{
     Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer, ProducerConfig,
     ProducerRecord,
@@ -25,23 +25,6 @@ const PARTITIONS: u32 = 3;
 /// windows still open at the end close by it.
 const IDLE: Duration = Duration::from_secs(3);
 const LATENESS_MS: i64 = 1_500;
-
-async fn start(data: &std::path::Path) -> RunningBroker {
-    RunningBroker::start(BrokerConfig {
-        data_dir: data.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        offsets_topic_partitions: 2,
-        groups: GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 100,
-            ..GroupConfig::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Event {
@@ -342,7 +325,7 @@ async fn create_topics(admin: &Admin, topics: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_window_type_through_a_pipeline_matches_brute_force() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     let specs = [
@@ -522,7 +505,7 @@ async fn collect_ranked(rx: &mut mpsc::UnboundedReceiver<Row>, expected: &Ranked
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_and_three_give_the_same_windows_and_top_k() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     create_topics(&admin, &["events", "three-late", "one-late"]).await;
@@ -571,7 +554,7 @@ async fn one_worker_and_three_give_the_same_windows_and_top_k() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_no_window_its_partition_is_rebuilt_from_its_commit() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     create_topics(&admin, &["events", "crash-late"]).await;
@@ -653,7 +636,7 @@ async fn wait_until_held_back(admin: &Admin, group: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     create_topics(&admin, &["events", "joined-late"]).await;
@@ -701,7 +684,7 @@ async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_mid_stream_hands_its_open_windows_over() {
     let data = tempfile::tempdir().unwrap();
-    let broker = start(data.path()).await;
+    let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
     create_topics(&admin, &["events", "handover-late"]).await;
