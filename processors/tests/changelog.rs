@@ -197,7 +197,8 @@ fn assert_counts(
 }
 
 async fn wait_until_shared(admin: &Admin, group: &str, members: usize) {
-    tokio::time::timeout(HANG_GUARD, async {
+    let mut last = None;
+    let shared = tokio::time::timeout(HANG_GUARD, async {
         loop {
             if let Ok(description) = admin.describe_group(group).await {
                 let shares: Vec<usize> = description
@@ -212,12 +213,16 @@ async fn wait_until_shared(admin: &Admin, group: &str, members: usize) {
                 {
                     return;
                 }
+                last = Some(description);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-    .await
-    .expect("the workers share the partitions");
+    .await;
+    assert!(
+        shared.is_ok(),
+        "{members} workers never shared the partitions; the group last: {last:?}"
+    );
 }
 
 /// Waits until every partition of `group` is committed at its end offset: with a
@@ -502,6 +507,7 @@ impl WorkerProcess {
             .args([
                 "--exact",
                 "worker_process",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
