@@ -30,8 +30,7 @@ impl FrequentItems {
             return false;
         }
         loop {
-            let table_full = self.len == self.capacity;
-            if !table_full {
+            if self.len < self.capacity {
                 if !long || self.keys.fits(key_bytes) {
                     return true;
                 }
@@ -43,19 +42,16 @@ impl FrequentItems {
             if self.len == 0 {
                 return false;
             }
-            // With counters free, only the key log is short of room: only long keys are purged.
-            // A full key log with no garbage holds live long keys, so such a purge drops one.
-            self.purge(!table_full);
+            self.purge();
         }
     }
 
-    /// Subtracts a sampled quantile of the counts from every counter (or every long key's
-    /// counter, if `long_only`), dropping those it empties.
-    fn purge(&mut self, long_only: bool) {
-        let amount = self.purge_amount(long_only);
+    /// Subtracts a sampled quantile of the counts from every counter, dropping those it empties.
+    fn purge(&mut self) {
+        let amount = self.purge_amount();
         debug_assert!(amount > 0);
         for slot in &mut self.slots {
-            if slot.is_empty() || (long_only && !slot.is_long()) {
+            if slot.is_empty() {
                 continue;
             }
             if slot.count() <= amount {
@@ -68,26 +64,21 @@ impl FrequentItems {
                 slot.set_count(slot.count() - amount);
             }
         }
-        self.add_error(true, amount);
-        if !long_only {
-            self.add_error(false, amount);
-        }
+        self.offset = self.offset.saturating_add(amount);
         self.reseat();
     }
 
-    /// The [`PURGE_QUANTILE`] of (a sample of) the counts purged: one of the counts held, so the
-    /// purge drops at least that counter.
-    fn purge_amount(&self, long_only: bool) -> u64 {
+    /// The [`PURGE_QUANTILE`] of (a sample of) the counts: one of the counts held, so the purge
+    /// drops at least that counter.
+    fn purge_amount(&self) -> u64 {
         let mut sample = [0u64; PURGE_SAMPLE];
-        let purged = |slot: &Slot| !slot.is_empty() && (!long_only || slot.is_long());
         let stride = (self.slots.len() / PURGE_SAMPLE).max(1);
         let mut taken = 0;
-        // Strided first, then every slot if the strided pass found too few counters (always
-        // fewer than a quarter of the long ones, if those are few).
+        // Strided first, then every slot if the strided pass found too few counters.
         for step in [stride, 1] {
             taken = 0;
             for slot in self.slots.iter().step_by(step) {
-                if purged(slot) && taken < PURGE_SAMPLE {
+                if !slot.is_empty() && taken < PURGE_SAMPLE {
                     sample[taken] = slot.count();
                     taken += 1;
                 }
@@ -96,7 +87,6 @@ impl FrequentItems {
                 break;
             }
         }
-        debug_assert!(taken > 0, "a purge finds a counter to drop");
         let sample = &mut sample[..taken];
         let rank = ((taken as f64 * PURGE_QUANTILE) as usize).min(taken.saturating_sub(1));
         *sample.select_nth_unstable(rank).1
