@@ -91,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
         ))
         .name("trending")
         .idle_timeout(Duration::from_secs(2))
+        // Each partition's window sketches are saved to `trending-trending-changelog` at
+        // every commit, so a restarted worker goes on from them instead of replaying.
+        .changelog()
         .top_k(TOP)
         .map_with_context(|row, context| (context.partition, row))
         .to_topic("trending-pages", |(partition, row)| {
