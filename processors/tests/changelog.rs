@@ -1,4 +1,4 @@
-//! Window stages with a changelog against a real broker: a partition is committed at
+//! Window stages with a changelog (counts, and top-K sketches) against a real broker: a partition is committed at
 //! its consumed position whatever windows are open (its state is saved as a snapshot
 //! first), and a worker that takes it over, after a kill, a rebalance or a stop,
 //! restores the snapshot the commit names and counts every record exactly once.
@@ -484,19 +484,48 @@ fn counting_to_topic(group: &str) -> Runnable {
         .commit_interval(Duration::from_millis(100))
 }
 
+/// The top 2 keys per tumbling window of each partition, written to the topic `top`
+/// keyed by partition, window start and rank, as `key,count,error`.
+fn top_two_to_topic(group: &str) -> Runnable {
+    Pipeline::from_topic("events")
+        .group(group)
+        .key_by(|r| -> u64 {
+            std::str::from_utf8(r.key.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .window(WindowSpec::tumbling(WINDOW))
+        .name("top")
+        .changelog()
+        .allowed_lateness(Duration::from_millis(2_000))
+        .idle_timeout(IDLE)
+        .top_k_within(2, 16 * 1024)
+        .map_with_context(|row, context| (context.partition, row))
+        .to_topic("top", |(partition, row)| {
+            let key = format!("{partition}/{}/{}", row.window.start_ms, row.rank);
+            let value = format!("{},{},{}", row.key, row.count, row.error);
+            (Some(key.into_bytes()), value.into_bytes())
+        })
+        .commit_interval(Duration::from_millis(100))
+}
+
 /// Not a test of its own: the body of a worker process that
-/// `a_worker_process_killed_with_sigkill_loses_no_count` starts (this test binary
-/// again, with `--ignored` and `WEIR_TEST_WORKER_BROKER` set).
+/// `a_worker_process_killed_with_sigkill_loses_no_count_and_no_sketch_count` starts (this test binary
+/// again, with `--ignored` and `WEIR_TEST_WORKER_BROKER` set): the counting and the
+/// top-2 pipelines, each as a member of its group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the body of a worker process that a test starts"]
 async fn worker_process() {
     let Ok(addr) = std::env::var("WEIR_TEST_WORKER_BROKER") else {
         return;
     };
-    counting_to_topic("processes")
-        .run(&addr, std::future::pending::<()>())
-        .await
-        .unwrap();
+    let (counts, top) = tokio::join!(
+        counting_to_topic("processes").run(&addr, std::future::pending::<()>()),
+        top_two_to_topic("processes-top").run(&addr, std::future::pending::<()>()),
+    );
+    counts.unwrap();
+    top.unwrap();
 }
 
 struct WorkerProcess(std::process::Child);
@@ -533,12 +562,12 @@ impl Drop for WorkerProcess {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_process_killed_with_sigkill_loses_no_count() {
+async fn a_worker_process_killed_with_sigkill_loses_no_count_and_no_sketch_count() {
     let data = tempfile::tempdir().unwrap();
     let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     let admin = Admin::connect(&addr).await.unwrap();
-    for topic in ["events", "counts"] {
+    for topic in ["events", "counts", "top"] {
         admin
             .create_topic(topic, PARTITIONS, 1, &Default::default())
             .await
@@ -550,8 +579,10 @@ async fn a_worker_process_killed_with_sigkill_loses_no_count() {
 
     let mut workers: Vec<_> = (0..3).map(|_| WorkerProcess::start(&addr)).collect();
     wait_until_shared(&admin, "processes", 3).await;
+    wait_until_shared(&admin, "processes-top", 3).await;
     produce(&addr, &first).await;
     wait_until_committed_at_end(&admin, "processes").await;
+    wait_until_committed_at_end(&admin, "processes-top").await;
     workers.remove(0).kill();
     produce(&addr, &second).await;
 
@@ -593,6 +624,61 @@ async fn a_worker_process_killed_with_sigkill_loses_no_count() {
         &expected,
         "every window counts every record once, after a SIGKILL",
     );
+
+    // The top 2 of every partition's windows, from sketches restored after the kill:
+    // each row's true count within its bounds, and the counts the true top 2's.
+    let mut top_of: BTreeMap<(u32, i64), Vec<u64>> = BTreeMap::new();
+    for ((key, start), count) in &expected {
+        let partition = (key % u64::from(PARTITIONS)) as u32;
+        top_of.entry((partition, *start)).or_default().push(*count);
+    }
+    for counts in top_of.values_mut() {
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        counts.truncate(2);
+    }
+    consumer.assign("top", &(0..PARTITIONS).collect::<Vec<_>>());
+    let mut rows: BTreeMap<(u32, i64, usize), (u64, u64, u64)> = BTreeMap::new();
+    let wanted: usize = top_of.values().map(Vec::len).sum();
+    tokio::time::timeout(HANG_GUARD, async {
+        while rows.len() < wanted {
+            for record in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                if record.topic.as_ref() != "top" {
+                    continue;
+                }
+                let key = std::str::from_utf8(record.key.as_deref().unwrap()).unwrap();
+                let mut at = key.split('/').map(|part| part.parse::<i64>().unwrap());
+                let (partition, start, rank) =
+                    (at.next().unwrap(), at.next().unwrap(), at.next().unwrap());
+                let value = std::str::from_utf8(record.value.as_deref().unwrap()).unwrap();
+                let mut fields = value.split(',').map(|f| f.parse::<u64>().unwrap());
+                let row = (
+                    fields.next().unwrap(),
+                    fields.next().unwrap(),
+                    fields.next().unwrap(),
+                );
+                rows.insert((partition as u32, start, rank as usize), row);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "top-2 rows missing after the kill: {} of {wanted}",
+            rows.len()
+        )
+    });
+    for ((partition, start, rank), (key, count, error)) in &rows {
+        let truth = expected[&(*key, *start)];
+        assert!(
+            count - error <= truth && truth <= *count,
+            "partition {partition}, window {start}, rank {rank}: key {key} counted {count} ± {error}, truly {truth}"
+        );
+        assert_eq!(
+            Some(count),
+            top_of[&(*partition, *start)].get(rank - 1),
+            "partition {partition}, window {start}, rank {rank}"
+        );
+    }
     drop(workers);
     broker.shutdown().await.unwrap();
 }
