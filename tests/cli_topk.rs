@@ -299,10 +299,11 @@ fn two_processes_of_one_group_share_the_partitions_and_show_one_answer() {
         "{a} {b}"
     );
     let topics = broker.weir(&["topic", "list"], b"");
-    assert!(
-        String::from_utf8_lossy(&topics.stdout).contains("trending.topk"),
-        "{topics:?}"
-    );
+    let listed = String::from_utf8_lossy(&topics.stdout);
+    assert!(listed.contains("trending.topk"), "{topics:?}");
+    // The group's window sketches are kept in a changelog a restarted process
+    // restores them from.
+    assert!(listed.contains("trending-topk-changelog"), "{topics:?}");
     drop((first, second));
     broker.terminate();
 }

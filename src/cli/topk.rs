@@ -217,15 +217,23 @@ async fn run_async(args: Args, query: Query) -> anyhow::Result<()> {
     let last_only = args.until_end;
     let sink = {
         let counts = Arc::clone(&counts);
-        keyed
+        let windows = keyed
             .window(query.spec)
             .name("topk")
             // A partition without records for a slide moves on with the wall clock,
             // so a quiet partition's windows still close and the view goes on.
             .idle_timeout(query.slide)
-            .emit(EmitMode::Periodic(query.slide))
-            .aggregate(aggregator.clone())
-            .for_each(move |result: WindowResult<(), TopKAcc>, context| {
+            .emit(EmitMode::Periodic(query.slide));
+        // A named group outlives its processes: its window sketches are saved to
+        // `<group>-topk-changelog` at each commit, and a process that takes a
+        // partition over restores them instead of replaying the window's records.
+        let windows = if args.group.is_some() {
+            windows.changelog()
+        } else {
+            windows
+        };
+        windows.aggregate(aggregator.clone()).for_each(
+            move |result: WindowResult<(), TopKAcc>, context| {
                 if last_only
                     && result.window.end_ms <= counts.max_timestamp_ms.load(Ordering::Relaxed)
                 {
@@ -237,7 +245,8 @@ async fn run_async(args: Args, query: Query) -> anyhow::Result<()> {
                     acc: result.value,
                     is_final: result.is_final,
                 });
-            })
+            },
+        )
     };
     let runnable = sink.offset_reset(if args.from_beginning || args.until_end {
         OffsetReset::Earliest
