@@ -196,35 +196,6 @@ fn assert_counts(
     );
 }
 
-async fn wait_until_shared(admin: &Admin, group: &str, members: usize) {
-    let mut last = None;
-    let shared = tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            if let Ok(description) = admin.describe_group(group).await {
-                let shares: Vec<usize> = description
-                    .members
-                    .iter()
-                    .map(|m| m.assignment.len())
-                    .collect();
-                let owned: usize = shares.iter().sum();
-                if shares.len() == members
-                    && owned == PARTITIONS as usize
-                    && shares.iter().all(|s| *s > 0)
-                {
-                    return;
-                }
-                last = Some(description);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        shared.is_ok(),
-        "{members} workers never shared the partitions; the group last: {last:?}"
-    );
-}
-
 /// Waits until every partition of `group` is committed at its end offset: with a
 /// changelog, open windows hold no commit back.
 async fn wait_until_committed_at_end(admin: &Admin, group: &str) {
@@ -302,7 +273,7 @@ async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_repla
     let mut workers: Vec<_> = (0..2)
         .map(|_| spawn(counting("crash", tx.clone()), &addr))
         .collect();
-    wait_until_shared(&admin, "crash", 2).await;
+    common::wait_until_shared(&admin, PARTITIONS, "crash", 2).await;
     produce(&addr, &first).await;
     // Committed at the end of the first half with windows still open (the idle
     // timeout has not passed): nothing is left to replay, so what the next owner
@@ -347,21 +318,21 @@ async fn revoked_and_handed_over_partitions_keep_their_counts() {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut workers = vec![spawn(counting("moving", tx.clone()), &addr)];
-    wait_until_shared(&admin, "moving", 1).await;
+    common::wait_until_shared(&admin, PARTITIONS, "moving", 1).await;
     produce(&addr, &parts[0]).await;
     wait_until_committed_at_end(&admin, "moving").await;
     // Two workers join: the first gives up two partitions with windows open, which
     // the group consumer commits without the snapshot's name.
     workers.push(spawn(counting("moving", tx.clone()), &addr));
     workers.push(spawn(counting("moving", tx.clone()), &addr));
-    wait_until_shared(&admin, "moving", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "moving", 3).await;
     produce(&addr, &parts[1]).await;
     wait_until_committed_at_end(&admin, "moving").await;
     // The first worker stops: its last commit names its last snapshots.
     let (first_stop, first) = workers.remove(0);
     first_stop.send(()).unwrap();
     first.await.unwrap().unwrap();
-    wait_until_shared(&admin, "moving", 2).await;
+    common::wait_until_shared(&admin, PARTITIONS, "moving", 2).await;
     produce(&addr, &parts[2]).await;
     let seen = collect(&mut rx, &expected).await;
     assert_counts(
@@ -389,7 +360,7 @@ async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = spawn(counting("zombie", tx.clone()), &addr);
-    wait_until_shared(&admin, "zombie", 1).await;
+    common::wait_until_shared(&admin, PARTITIONS, "zombie", 1).await;
     produce(&addr, &first).await;
     wait_until_committed_at_end(&admin, "zombie").await;
     stop(vec![worker]).await;
@@ -578,8 +549,8 @@ async fn a_worker_process_killed_with_sigkill_loses_no_count_and_no_sketch_count
     let [first, second]: [Vec<_>; 2] = split(&all, 300, 2).try_into().unwrap();
 
     let mut workers: Vec<_> = (0..3).map(|_| WorkerProcess::start(&addr)).collect();
-    wait_until_shared(&admin, "processes", 3).await;
-    wait_until_shared(&admin, "processes-top", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "processes", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "processes-top", 3).await;
     produce(&addr, &first).await;
     wait_until_committed_at_end(&admin, "processes").await;
     wait_until_committed_at_end(&admin, "processes-top").await;

@@ -416,29 +416,6 @@ async fn every_window_type_through_a_pipeline_matches_brute_force() {
     broker.shutdown().await.unwrap();
 }
 
-/// Waits until `group`'s members own one partition each.
-async fn wait_until_shared(admin: &Admin, group: &str, members: usize) {
-    tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            if let Ok(description) = admin.describe_group(group).await {
-                let mut shares: Vec<usize> = description
-                    .members
-                    .iter()
-                    .map(|m| m.assignment.len())
-                    .collect();
-                shares.sort();
-                let owned: usize = shares.iter().sum();
-                if shares.len() == members && owned == PARTITIONS as usize && shares[0] > 0 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the workers share the partitions");
-}
-
 /// (partition, window, rank) -> (key, count, error).
 type Ranked = BTreeMap<(u32, Window, usize), (u64, u64, u64)>;
 
@@ -526,8 +503,8 @@ async fn one_worker_and_three_give_the_same_windows_and_top_k() {
         ));
         workers.push(spawn(top_k("three-top", sliding, top_tx.clone()), &addr));
     }
-    wait_until_shared(&admin, "three", 3).await;
-    wait_until_shared(&admin, "three-top", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "three", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "three-top", 3).await;
     produce(&addr, &events).await;
     let three = collect(&mut three_rx, &expected).await;
     let three_top = collect_ranked(&mut three_top_rx, &expected_top).await;
@@ -576,7 +553,7 @@ async fn a_killed_worker_loses_no_window_its_partition_is_rebuilt_from_its_commi
     let mut workers: Vec<_> = (0..3)
         .map(|_| spawn(windowed("crash", sliding, true, idle, tx.clone()), &addr))
         .collect();
-    wait_until_shared(&admin, "crash", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "crash", 3).await;
     produce(&addr, &first_half).await;
     // Every partition committed past its start but short of its end: the open
     // windows hold the commits back.
@@ -656,7 +633,7 @@ async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
         windowed("joined", sliding, true, idle, tx.clone()),
         &addr,
     )];
-    wait_until_shared(&admin, "joined", 1).await;
+    common::wait_until_shared(&admin, PARTITIONS, "joined", 1).await;
     produce(&addr, &first_half).await;
     wait_until_held_back(&admin, "joined").await;
     // Two more workers join: the first gives up two partitions with windows open,
@@ -667,7 +644,7 @@ async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
             &addr,
         ));
     }
-    wait_until_shared(&admin, "joined", 3).await;
+    common::wait_until_shared(&admin, PARTITIONS, "joined", 3).await;
     produce(&addr, &second_half).await;
     let seen = collect(&mut rx, &expected).await;
     assert_eq!(
@@ -703,14 +680,14 @@ async fn a_worker_stopped_mid_stream_hands_its_open_windows_over() {
     let mut workers: Vec<_> = (0..2)
         .map(|_| spawn(windowed("handover", hopping, true, idle, tx.clone()), &addr))
         .collect();
-    wait_until_shared(&admin, "handover", 2).await;
+    common::wait_until_shared(&admin, PARTITIONS, "handover", 2).await;
     produce(&addr, &first_half).await;
     wait_until_held_back(&admin, "handover").await;
     // The first worker stops: it commits up to its open windows and leaves.
     let (stop, stopped) = workers.remove(0);
     stop.send(()).unwrap();
     stopped.await.unwrap();
-    wait_until_shared(&admin, "handover", 1).await;
+    common::wait_until_shared(&admin, PARTITIONS, "handover", 1).await;
     produce(&addr, &second_half).await;
     let seen = collect(&mut rx, &expected).await;
     assert_eq!(

@@ -1,8 +1,17 @@
 //! What the pipeline tests against a broker share: the broker itself, in this process on
 //! a loopback port, with group settings that make rebalances fast to wait for.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
 use weir_broker::group::GroupConfig;
 use weir_broker::{BrokerConfig, RunningBroker};
+use weir_client::Admin;
+
+/// A hang guard only: every wait ends on a condition.
+const HANG_GUARD: Duration = Duration::from_secs(120);
 
 /// A broker on `data`, listening on 127.0.0.1 port 0: groups rebalance without the
 /// initial delay, members heartbeat every 100 ms, and one is dropped after
@@ -23,4 +32,35 @@ pub async fn start_broker(data: &std::path::Path, session_timeout_ms: i64) -> Ru
     })
     .await
     .unwrap()
+}
+
+/// Waits until `members` workers of `group` each own some of its `partitions`
+/// partitions, and they own all of them; fails saying what the group last looked like.
+pub async fn wait_until_shared(admin: &Admin, partitions: u32, group: &str, members: usize) {
+    let mut last = None;
+    let shared = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            if let Ok(description) = admin.describe_group(group).await {
+                let shares: Vec<usize> = description
+                    .members
+                    .iter()
+                    .map(|m| m.assignment.len())
+                    .collect();
+                let owned: usize = shares.iter().sum();
+                if shares.len() == members
+                    && owned == partitions as usize
+                    && shares.iter().all(|s| *s > 0)
+                {
+                    return;
+                }
+                last = Some(description);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        shared.is_ok(),
+        "{members} workers never shared the partitions; the group last: {last:?}"
+    );
 }
