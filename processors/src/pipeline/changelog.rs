@@ -19,7 +19,7 @@
 //! Does not own: what a snapshot holds (`crate::window::Snapshot`), nor when
 //! commits are made (`super::runtime`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -292,73 +292,57 @@ impl Changelogs {
     ) -> Result<(), ChangelogError> {
         let stages = self.stages.clone();
         for (stage, changelog) in &stages {
-            // Changelog partition -> the assigned input partitions it holds.
-            let mut wanted: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-            for (i, (topic, partition, _)) in assigned.iter().enumerate() {
-                let _ = topic;
-                wanted
-                    .entry(self.changelog_partition(changelog, *partition))
-                    .or_default()
-                    .push(i);
-            }
-            let partitions: Vec<u32> = wanted.keys().copied().collect();
+            let mut partitions: Vec<u32> = assigned
+                .iter()
+                .map(|(_, partition, _)| self.changelog_partition(changelog, *partition))
+                .collect();
+            partitions.sort_unstable();
+            partitions.dedup();
             let chunks = read_chunks(addr, changelog, &partitions).await?;
             let mut garbage = Vec::new();
-            for indexes in wanted.values() {
-                for &i in indexes {
-                    let (topic, partition, restored) = &mut assigned[i];
-                    let named = restored.snapshots.get(stage).copied();
-                    let mine = chunks
-                        .iter()
-                        .filter(|((t, p, _, _), _)| t == topic && p == partition);
-                    let mut pieces: BTreeMap<u32, &[u8]> = BTreeMap::new();
-                    let mut unnamed: HashSet<u64> = HashSet::new();
-                    for ((_, _, id, chunk), bytes) in mine {
-                        match named {
-                            Some(named) if named.id == *id => {
-                                pieces.insert(*chunk, bytes);
-                            }
-                            _ => {
-                                unnamed.insert(*id);
-                            }
-                        }
+            for (topic, partition, restored) in assigned.iter_mut() {
+                let named = restored.snapshots.get(stage).copied();
+                let mut pieces: BTreeMap<u32, &[u8]> = BTreeMap::new();
+                // Snapshot id -> chunks to delete, of snapshots no commit names.
+                let mut unnamed: BTreeMap<u64, u32> = BTreeMap::new();
+                let mine = chunks
+                    .iter()
+                    .filter(|((t, p, _, _), _)| t == topic && p == partition);
+                for ((_, _, id, chunk), bytes) in mine {
+                    if named.is_some_and(|named| named.id == *id) {
+                        pieces.insert(*chunk, bytes);
+                    } else {
+                        let count = unnamed.entry(*id).or_default();
+                        *count = (*count).max(chunk + 1);
                     }
-                    for id in unnamed {
-                        let count = chunks
-                            .keys()
-                            .filter(|(t, p, i, _)| t == topic && p == partition && *i == id)
-                            .map(|(_, _, _, c)| c + 1)
-                            .max()
-                            .unwrap_or(0);
-                        garbage.push((
-                            topic.clone(),
-                            *partition,
-                            SnapshotRef { id, chunks: count },
-                        ));
-                    }
-                    let Some(named) = named else {
-                        continue;
-                    };
-                    if pieces.len() != named.chunks as usize
-                        || pieces.keys().last() != named.chunks.checked_sub(1).as_ref()
-                    {
-                        return Err(ChangelogError::Missing(format!(
-                            "the commit of partition {partition} of {topic:?} names snapshot \
-                             {:016x} of stage {stage:?} in {} chunks, and {changelog:?} holds \
-                             {} of them: the changelog lost data (deleted or truncated); \
-                             delete the group's commits to start the stage afresh",
-                            named.id,
-                            named.chunks,
-                            pieces.len()
-                        )));
-                    }
-                    let bytes: Vec<u8> = pieces.values().flat_map(|b| b.iter().copied()).collect();
-                    restored.snapshot_bytes.insert(stage.clone(), bytes);
-                    self.current
-                        .entry((topic.clone(), *partition))
-                        .or_default()
-                        .insert(stage.clone(), named);
                 }
+                garbage.extend(
+                    unnamed.into_iter().map(|(id, chunks)| {
+                        (topic.clone(), *partition, SnapshotRef { id, chunks })
+                    }),
+                );
+                let Some(named) = named else {
+                    continue;
+                };
+                let whole = pieces.len() == named.chunks as usize
+                    && pieces.keys().last() == named.chunks.checked_sub(1).as_ref();
+                if !whole {
+                    return Err(ChangelogError::Missing(format!(
+                        "the commit of partition {partition} of {topic:?} names snapshot \
+                         {:016x} of stage {stage:?} in {} chunks, and {changelog:?} holds \
+                         {} of them: the changelog lost data (deleted or truncated); \
+                         delete the group's commits to start the stage afresh",
+                        named.id,
+                        named.chunks,
+                        pieces.len()
+                    )));
+                }
+                let bytes: Vec<u8> = pieces.values().flat_map(|b| b.iter().copied()).collect();
+                restored.snapshot_bytes.insert(stage.clone(), bytes);
+                self.current
+                    .entry((topic.clone(), *partition))
+                    .or_default()
+                    .insert(stage.clone(), named);
             }
             let mut deliveries = Vec::new();
             for (topic, partition, snapshot) in garbage {
@@ -450,7 +434,7 @@ mod tests {
 
     #[test]
     fn snapshot_ids_do_not_repeat() {
-        let ids: HashSet<u64> = (0..10_000).map(|_| new_snapshot_id()).collect();
+        let ids: std::collections::HashSet<u64> = (0..10_000).map(|_| new_snapshot_id()).collect();
         assert_eq!(ids.len(), 10_000);
     }
 }
