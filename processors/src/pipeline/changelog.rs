@@ -138,6 +138,16 @@ impl Changelogs {
         })
     }
 
+    /// The changelogs of a pipeline whose stages keep none.
+    pub(crate) fn none() -> Changelogs {
+        Changelogs {
+            stages: Vec::new(),
+            widths: HashMap::new(),
+            current: HashMap::new(),
+            superseded: HashMap::new(),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.stages.is_empty()
     }

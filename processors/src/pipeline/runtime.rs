@@ -170,14 +170,12 @@ impl Runnable {
         }
         let mut changelog_stages = Vec::new();
         chain.changelog_stages(&mut changelog_stages);
-        let changelogs = {
+        let changelogs = if changelog_stages.is_empty() {
+            Changelogs::none()
+        } else {
             let admin = Admin::connect(addr).await.map_err(&failed)?;
             let inputs: Vec<String> = self.topics.iter().chain(&internal).cloned().collect();
-            let partitions = if changelog_stages.is_empty() {
-                1
-            } else {
-                widest(&admin, &inputs).await.map_err(&failed)?
-            };
+            let partitions = widest(&admin, &inputs).await.map_err(&failed)?;
             Changelogs::create(&admin, &group, changelog_stages, partitions)
                 .await
                 .map_err(&failed)?
