@@ -123,8 +123,7 @@ impl Partition {
                 to = offset,
                 "cutting the log where it diverges from the leader's"
             );
-            log.truncate_to(offset)
-                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+            self.truncate_log_to(offset)?;
         }
         if complete {
             self.replica.truncation_done();
@@ -180,8 +179,7 @@ impl Partition {
         }
         let log = self.log()?;
         tracing::warn!(topic = %self.topic(), partition = self.index(), from = log.log_end_offset(), to = leader_log_end, "cutting a suffix the leader does not have");
-        log.truncate_to(leader_log_end)
-            .map_err(|e| BrokerError::log(self.topic(), self.index(), e))
+        self.truncate_log_to(leader_log_end)
     }
 
     /// Serves follower `follower`'s fetch from `offset`: whole batches up to
