@@ -339,6 +339,11 @@ impl Partition {
     pub(crate) fn append_replicated(&self, buf: &[u8]) -> Result<(), BrokerError> {
         let log = self.log()?;
         let mut producers = self.lock_producers()?;
+        // Under the lock `become_leader` takes: a replica that became leader
+        // since its caller checked stores nothing from the old leader.
+        if self.replica.kind() != RoleKind::Follower {
+            return Err(self.not_leader());
+        }
         log.append_replicated(buf).map_err(|e| self.error(e))?;
         let now_ms = self.clock.now_ms();
         for item in batches(buf) {
@@ -394,6 +399,16 @@ impl Partition {
                 source,
             }
         })
+    }
+
+    /// Runs `change` (a change of role) while no append runs: every append
+    /// holds the producer lock from its role check to its write.
+    pub(crate) fn exclusive_of_appends<T>(
+        &self,
+        change: impl FnOnce() -> T,
+    ) -> Result<T, BrokerError> {
+        let _appends = self.lock_producers()?;
+        Ok(change())
     }
 
     /// Replaces the log settings; they apply from the next append, roll or retention.
