@@ -339,6 +339,11 @@ impl Partition {
     pub(crate) fn append_replicated(&self, buf: &[u8]) -> Result<(), BrokerError> {
         let log = self.log()?;
         let mut producers = self.lock_producers()?;
+        // Under the lock `become_leader` takes: a replica that became leader
+        // since its caller checked stores nothing from the old leader.
+        if self.replica.kind() != RoleKind::Follower {
+            return Err(self.not_leader());
+        }
         log.append_replicated(buf).map_err(|e| self.error(e))?;
         let now_ms = self.clock.now_ms();
         for item in batches(buf) {
@@ -353,6 +358,57 @@ impl Partition {
         drop(producers);
         self.appended.notify_waiters();
         Ok(())
+    }
+
+    /// Cuts the log to `offset` (a follower dropping what its leader does not
+    /// have) and rebuilds the idempotent-producer state from what is left,
+    /// all under the producer lock, so the state matches the log again.
+    ///
+    /// Kept as it was, the state would still remember the cut batches: a
+    /// producer's retry of one of them, once this replica leads, would be
+    /// answered as a duplicate at offsets the log no longer holds, and under
+    /// `acks=all` wait for a high watermark that never passes them, retry
+    /// after retry. Kafka rebuilds the state on truncation too
+    /// (`ProducerStateManager.truncateAndReload`). The snapshot is then
+    /// rewritten at the new log end, durably: one taken above the cut would
+    /// otherwise load its cut batches at the next open once the log grew back
+    /// past its offset.
+    pub(crate) fn truncate_log_to(&self, offset: u64) -> Result<(), BrokerError> {
+        let log = self.log()?;
+        let mut producers = self.lock_producers()?;
+        if offset >= log.log_end_offset() {
+            return Ok(());
+        }
+        log.truncate_to(offset).map_err(|e| self.error(e))?;
+        let (states, rebuilt) =
+            producer_recovery::rebuild(log, self.clock.now_ms()).map_err(|e| {
+                BrokerError::ProducerState {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    reason: format!("cannot rebuild it after cutting the log to {offset}: {e}"),
+                }
+            })?;
+        let log_end = log.log_end_offset();
+        tracing::info!(topic = %self.topic, partition = self.index, log_end, producers = states.len(), ?rebuilt, "producer state rebuilt after the cut");
+        producers.states = states;
+        producers.appended_bytes_since_snapshot = 0;
+        producer_snapshot::write(log.dir(), &producers.states, log_end, true).map_err(|source| {
+            BrokerError::Io {
+                op: "write producer-state snapshot in",
+                path: log.dir().to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    /// Runs `change` (a change of role) while no append runs: every append
+    /// holds the producer lock from its role check to its write.
+    pub(crate) fn exclusive_of_appends<T>(
+        &self,
+        change: impl FnOnce() -> T,
+    ) -> Result<T, BrokerError> {
+        let _appends = self.lock_producers()?;
+        Ok(change())
     }
 
     /// Replaces the log settings; they apply from the next append, roll or retention.
@@ -410,6 +466,15 @@ impl Partition {
         let validated = log.validate_append(buf).map_err(|e| self.error(e))?;
         let mut producers = self.lock_producers()?;
         if let Some(stored) = self.check_sequences(&producers.states, validated.batches())? {
+            // The state remembers only batches the log holds (a cut rebuilds
+            // it: `truncate_log_to`), so a duplicate's offsets are stored ones.
+            debug_assert!(
+                stored.last_offset < log.log_end_offset(),
+                "a duplicate answered at offsets {}..={} past the log end {}",
+                stored.base_offset,
+                stored.last_offset,
+                log.log_end_offset()
+            );
             return Ok(Appended {
                 base_offset: stored.base_offset,
                 last_offset: stored.last_offset,

@@ -529,7 +529,8 @@ async fn send_with_retries(
                 last_error: error.to_string(),
             }));
         }
-        tracing::debug!(%topic, partition, attempts, %error, new_leader, "retrying produce");
+        // `sent_to`: the broker the attempt went to (0: the bootstrap broker).
+        tracing::debug!(%topic, partition, attempts, sent_to = tried, %error, new_leader, "retrying produce");
         // A leader just learnt is tried at once (Kafka's KIP-951); while the
         // metadata still names a leader that cannot be reached, the wait
         // grows to 4 backoffs, not 10, as each retry also asks for the

@@ -13,6 +13,8 @@ mod role;
 #[cfg(test)]
 mod simulation;
 mod tracker;
+#[cfg(test)]
+mod truncation_tests;
 
 pub(crate) use cluster_link::ClusterLink;
 pub use fetch::ReplicaService;

@@ -49,23 +49,31 @@ impl Partition {
     ) -> Result<(), BrokerError> {
         let log = self.log()?;
         let now_ms = self.clock().now_ms();
-        self.set_leader_epoch(leader_epoch);
-        // The new epoch starts at this log's end, before anything is written
-        // in it, so a follower asking where the previous epoch ended learns
-        // it here (Kafka's step at election).
-        log.assign_leader_epoch(leader_epoch)
-            .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
-        let tracker = ReplicaTracker::new(
-            me,
-            replicas,
-            isr,
-            partition_epoch,
-            log.log_end_offset(),
-            log.high_watermark(),
-            now_ms,
-        );
-        let high_watermark = tracker.high_watermark();
-        self.replica.set_leader(me, tracker);
+        // Exclusive of appends: a fetch answer from the old leader that passed
+        // its role check before this must not be stored after it, above the
+        // epoch start and the log end the tracker takes here (the chaos test
+        // met one: every follower then fetched past the tracker's leader end,
+        // counted as nothing, left the ISR, and acks=all stopped for good).
+        let high_watermark = self.exclusive_of_appends(|| {
+            self.set_leader_epoch(leader_epoch);
+            // The new epoch starts at this log's end, before anything is written
+            // in it, so a follower asking where the previous epoch ended learns
+            // it here (Kafka's step at election).
+            log.assign_leader_epoch(leader_epoch)
+                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+            let tracker = ReplicaTracker::new(
+                me,
+                replicas,
+                isr,
+                partition_epoch,
+                log.log_end_offset(),
+                log.high_watermark(),
+                now_ms,
+            );
+            let high_watermark = tracker.high_watermark();
+            self.replica.set_leader(me, tracker);
+            Ok::<u64, BrokerError>(high_watermark)
+        })??;
         self.publish_high_watermark(high_watermark);
         self.wake_high_watermark_waiters();
         tracing::info!(topic = %self.topic(), partition = self.index(), leader_epoch, "leading");
@@ -123,8 +131,7 @@ impl Partition {
                 to = offset,
                 "cutting the log where it diverges from the leader's"
             );
-            log.truncate_to(offset)
-                .map_err(|e| BrokerError::log(self.topic(), self.index(), e))?;
+            self.truncate_log_to(offset)?;
         }
         if complete {
             self.replica.truncation_done();
@@ -180,8 +187,7 @@ impl Partition {
         }
         let log = self.log()?;
         tracing::warn!(topic = %self.topic(), partition = self.index(), from = log.log_end_offset(), to = leader_log_end, "cutting a suffix the leader does not have");
-        log.truncate_to(leader_log_end)
-            .map_err(|e| BrokerError::log(self.topic(), self.index(), e))
+        self.truncate_log_to(leader_log_end)
     }
 
     /// Serves follower `follower`'s fetch from `offset`: whole batches up to
@@ -563,6 +569,28 @@ mod tests {
             "records no other replica holds are not committed by a restart"
         );
         assert!(p.read(0, 1024, false).unwrap().batches.is_empty());
+    }
+
+    #[test]
+    fn a_replica_that_became_leader_stores_no_batch_of_the_old_leader_checked_before_the_change() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let old_leader = Partition::open(dir_a.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        let p = Partition::open(dir_b.path(), "t", 0, LogConfig::default(), 0).unwrap();
+        old_leader.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
+        p.become_follower(Some(1), 1).unwrap();
+        append(&old_leader, &["a"]);
+        let answer = old_leader.read_for_follower(2, 0, 1 << 20).unwrap();
+        // The fetcher's role check passed; then this replica is elected.
+        p.become_leader(2, 2, &[1, 2], &[2], 0).unwrap();
+        assert!(matches!(
+            p.append_replicated(&answer.batches),
+            Err(BrokerError::NotLeader { .. })
+        ));
+        assert_eq!(
+            p.log_end_offset(),
+            0,
+            "the new epoch starts where it took over"
+        );
     }
 
     #[test]
