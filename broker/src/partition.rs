@@ -465,6 +465,13 @@ impl Partition {
         let log = self.log()?;
         let validated = log.validate_append(buf).map_err(|e| self.error(e))?;
         let mut producers = self.lock_producers()?;
+        // Again under the lock a change of role takes (`exclusive_of_appends`): a
+        // replica that became a follower since the check above must not write a
+        // client's batch, which would carry the new leader's epoch and so escape the
+        // truncation that removes what a follower holds beyond its leader.
+        if !matches!(self.replica.kind(), RoleKind::Solo | RoleKind::Leader) {
+            return Err(self.not_leader());
+        }
         if let Some(stored) = self.check_sequences(&producers.states, validated.batches())? {
             // The state remembers only batches the log holds (a cut rebuilds
             // it: `truncate_log_to`), so a duplicate's offsets are stored ones.

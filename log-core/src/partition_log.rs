@@ -318,6 +318,8 @@ impl PartitionLog {
                 validator.validate_produced(batch, &checks)
             })
         })?;
+        #[cfg(feature = "fault-injection")]
+        crate::pause_point::reached(&self.dir, crate::pause_point::PausePoint::AfterValidation);
         Ok(ValidatedAppend {
             log: self,
             batches,

@@ -16,6 +16,9 @@ pub enum PausePoint {
     /// An append that rolled has released the writer lock and is about to fsync the
     /// sealed segment(s) and move the recovery point past them.
     BeforeSealedFsync,
+    /// A produced append has validated its batches, holds no lock of the log, and is
+    /// about to be written (its caller takes its own locks first).
+    AfterValidation,
 }
 
 #[derive(Debug, Default)]

@@ -90,8 +90,12 @@ impl Partition {
         leader_epoch: i32,
     ) -> Result<(), BrokerError> {
         self.log()?;
-        self.replica.set_follower(leader);
-        self.set_leader_epoch(leader_epoch);
+        // Exclusive of appends, as `become_leader`: a client append that passed its
+        // role check before this writes before it or not at all.
+        self.exclusive_of_appends(|| {
+            self.replica.set_follower(leader);
+            self.set_leader_epoch(leader_epoch);
+        })?;
         // Pending acks=all produces of the old epoch must not succeed now.
         self.wake_high_watermark_waiters();
         tracing::info!(topic = %self.topic(), partition = self.index(), ?leader, leader_epoch, "following");
@@ -590,6 +594,37 @@ mod tests {
             p.log_end_offset(),
             0,
             "the new epoch starts where it took over"
+        );
+    }
+
+    #[test]
+    fn a_client_append_checked_before_a_leader_becomes_follower_is_refused_not_written() {
+        use weir_log::pause_point::{pause_at, PausePoint};
+        let dir = tempfile::tempdir().unwrap();
+        let p = std::sync::Arc::new(
+            Partition::open(dir.path(), "t", 0, LogConfig::default(), 0).unwrap(),
+        );
+        p.become_leader(1, 1, &[1, 2], &[1, 2], 0).unwrap();
+        append(&p, &["a"]);
+        let pause = pause_at(p.log().unwrap().dir(), PausePoint::AfterValidation);
+        let appending = std::thread::spawn({
+            let p = std::sync::Arc::clone(&p);
+            move || p.append(&mut batch("b"))
+        });
+        // The append passed its role check and validated its batch; then this
+        // replica follows the broker elected in epoch 2.
+        assert!(pause.wait_reached(std::time::Duration::from_secs(30)));
+        p.become_follower(Some(2), 2).unwrap();
+        pause.release();
+        assert!(matches!(
+            appending.join().unwrap(),
+            Err(BrokerError::NotLeader { .. })
+        ));
+        assert_eq!(p.log_end_offset(), 1, "nothing written after the change");
+        assert_eq!(
+            p.latest_log_epoch(),
+            Some(1),
+            "no batch of the new leader's epoch"
         );
     }
 
