@@ -166,8 +166,14 @@ pub(crate) trait Chain<T>: Send {
     fn revoke(&mut self, topic: &str, partition: u32);
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint);
     /// The state of `partition` of each stage with a changelog that changed since its
-    /// last snapshot, as bytes, by stage name.
-    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>);
+    /// last snapshot, as bytes, by stage name; fails with a sentence when a key or
+    /// an accumulator cannot be written.
+    fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(), String>;
     /// The names of the stages that keep a changelog, upstream first.
     fn changelog_stages(&self, out: &mut Vec<String>);
     /// Whether any stage keeps state across records.
@@ -210,7 +216,9 @@ impl Chain<ConsumerRecord> for Source {
     }
     fn revoke(&mut self, _: &str, _: u32) {}
     fn checkpoint(&self, _: &str, _: u32, _: &mut Checkpoint) {}
-    fn snapshot(&mut self, _: &str, _: u32, _: &mut Vec<(String, Vec<u8>)>) {}
+    fn snapshot(&mut self, _: &str, _: u32, _: &mut Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        Ok(())
+    }
     fn changelog_stages(&self, _: &mut Vec<String>) {}
     fn is_stateful(&self) -> bool {
         false
@@ -295,7 +303,12 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
         self.upstream.checkpoint(topic, partition, into)
     }
 
-    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
+    fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
         self.upstream.snapshot(topic, partition, out)
     }
 

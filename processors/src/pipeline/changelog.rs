@@ -80,6 +80,9 @@ pub(crate) enum ChangelogError {
     /// The commit names a snapshot the changelog does not hold whole.
     #[error("{0}")]
     Missing(String),
+    /// A stage's state cannot be written (a key JSON cannot hold).
+    #[error("{0}")]
+    Unwritable(String),
 }
 
 /// (input topic, input partition): the unit state is kept, saved and moved by.
@@ -170,13 +173,15 @@ impl Changelogs {
         producer: &Producer,
         chain: &mut Box<dyn Chain<T>>,
         owned: &[(String, u32, u64)],
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ChangelogError> {
         let started = std::time::Instant::now();
         let (mut snapshots, mut bytes_written) = (0usize, 0usize);
         let mut deliveries: Vec<DeliveryFuture> = Vec::new();
         let mut states = Vec::new();
         for (topic, partition, _) in owned {
-            chain.snapshot(topic, *partition, &mut states);
+            chain
+                .snapshot(topic, *partition, &mut states)
+                .map_err(ChangelogError::Unwritable)?;
             for (stage, bytes) in states.drain(..) {
                 let Some(changelog) = self.topic_of(&stage).map(str::to_string) else {
                     continue;

@@ -163,7 +163,12 @@ impl<K: Send, V: Send> Chain<(K, V)> for Repartition<K, V> {
         self.upstream.checkpoint(topic, partition, into)
     }
 
-    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
+    fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
         self.upstream.snapshot(topic, partition, out)
     }
 

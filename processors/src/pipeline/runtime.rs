@@ -274,10 +274,10 @@ impl Runnable {
                     Ok(()) => {}
                     // Refused during a rebalance (a stale epoch, a partition just
                     // given up): Kafka retries at the next interval too.
-                    Err(error @ ClientError::Group { .. }) => {
+                    Err(RoundError::Client(error @ ClientError::Group { .. })) => {
                         tracing::warn!(%group, %error, "commit refused; retried at the next interval")
                     }
-                    Err(error) => return Err(failed(error)),
+                    Err(error) => return Err(round_failed(error)),
                 }
             }
         }
@@ -296,11 +296,11 @@ impl Runnable {
         for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
             match worker.commit(Member::of(&consumer)).await {
                 Ok(()) => break,
-                Err(error @ ClientError::Group { .. }) => {
+                Err(RoundError::Client(error @ ClientError::Group { .. })) => {
                     tracing::warn!(%group, %error, attempt, "last commit refused");
                     tokio::time::sleep(POLL_TIMEOUT).await;
                 }
-                Err(error) => return Err(failed(error)),
+                Err(error) => return Err(round_failed(error)),
             }
         }
         worker.producer.close().await.map_err(&failed)?;
@@ -326,7 +326,7 @@ struct Restoring {
 }
 
 /// Why a round (a rebalance taken in, records processed) could not be completed.
-enum RoundError {
+pub(super) enum RoundError {
     Client(ClientError),
     /// A partition's state did not restore: the sentence says which and why.
     Restore(String),
@@ -345,6 +345,7 @@ impl From<ChangelogError> for RoundError {
         match error {
             ChangelogError::Client(error) => RoundError::Client(error),
             ChangelogError::Missing(reason) => RoundError::Restore(reason),
+            ChangelogError::Unwritable(reason) => RoundError::Stage(reason),
         }
     }
 }

@@ -33,7 +33,7 @@ pub(super) trait Store<K, V>: Send {
     fn oldest_offset(&self) -> Option<u64>;
     fn state_bytes(&self) -> usize;
     fn open_results(&self) -> Vec<WindowResult<K, Self::Acc>>;
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool;
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError>;
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError>;
 }
 
@@ -65,7 +65,7 @@ where
     fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
         WindowedAggregate::open_results(self)
     }
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         Snapshot::encode_state(self, keys, out)
     }
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -101,7 +101,7 @@ where
     fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
         SessionAggregate::open_results(self)
     }
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         Snapshot::encode_state(self, keys, out)
     }
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -542,10 +542,15 @@ where
         into.processed_below = into.processed_below.max(state.replayed_below);
     }
 
-    fn snapshot(&mut self, topic: &str, partition: u32, out: &mut Vec<(String, Vec<u8>)>) {
-        self.upstream.snapshot(topic, partition, out);
+    fn snapshot(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<(), String> {
+        self.upstream.snapshot(topic, partition, out)?;
         let Some(keys) = &self.changelog else {
-            return;
+            return Ok(());
         };
         let Some(state) = self
             .partitions
@@ -553,16 +558,19 @@ where
             .and_then(|p| p.get_mut(&partition))
             .filter(|state| state.dirty)
         else {
-            return;
+            return Ok(());
         };
         let mut bytes = Vec::new();
-        let encoded = state.store.encode_state(keys, &mut bytes);
-        debug_assert!(
-            encoded,
-            "the accumulator's encoding was checked when the stage was built"
-        );
+        let name = &self.meter.name;
+        state
+            .store
+            .encode_state(keys, &mut bytes)
+            .map_err(|error| {
+                format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
+            })?;
         state.dirty = false;
-        out.push((self.meter.name.clone(), bytes));
+        out.push((name.clone(), bytes));
+        Ok(())
     }
 
     fn changelog_stages(&self, out: &mut Vec<String>) {

@@ -378,7 +378,7 @@ impl<K: TopKKey, V> Aggregator<(K, V)> for KeysOf<K> {
 /// The unit key of a top-K stage's state, as no bytes.
 fn unit_keys() -> KeyCodec<()> {
     KeyCodec {
-        encode: Box::new(|(), _| {}),
+        encode: Box::new(|(), _| Ok(())),
         decode: Box::new(|bytes| {
             if bytes.is_empty() {
                 Ok(())
@@ -626,10 +626,10 @@ mod tests {
             "restored from its snapshot, not a replay"
         );
         let mut states = Vec::new();
-        saved.snapshot("t", 0, &mut states);
+        saved.snapshot("t", 0, &mut states).unwrap();
         assert_eq!(states.len(), 1);
         let mut unchanged = Vec::new();
-        saved.snapshot("t", 0, &mut unchanged);
+        saved.snapshot("t", 0, &mut unchanged).unwrap();
         assert!(
             unchanged.is_empty(),
             "nothing changed since the last snapshot"

@@ -21,8 +21,8 @@ const KIND_WINDOWS: u8 = 0;
 const KIND_SESSIONS: u8 = 1;
 const NO_OFFSET: u64 = u64::MAX;
 
-/// Appends a key's bytes.
-pub type EncodeKey<K> = Box<dyn Fn(&K, &mut Vec<u8>) + Send + Sync>;
+/// Appends a key's bytes, or says why it cannot.
+pub type EncodeKey<K> = Box<dyn Fn(&K, &mut Vec<u8>) -> Result<(), String> + Send + Sync>;
 /// Reads a key back, or says why it cannot.
 pub type DecodeKey<K> = Box<dyn Fn(&[u8]) -> Result<K, String> + Send + Sync>;
 
@@ -44,13 +44,33 @@ impl<K> std::fmt::Debug for KeyCodec<K> {
 #[error("window state snapshot: {0}")]
 pub struct SnapshotError(pub String);
 
-/// Writes `value`'s bytes after a length that is filled in once they are written.
-fn put_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+/// Writes a value's bytes after a length that is filled in once they are written.
+fn put_with(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), SnapshotError> {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
-    write(out);
-    let len = u32::try_from(out.len() - at - 4).expect("a key or accumulator under 4 GiB");
+    write(out).map_err(SnapshotError)?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| SnapshotError("a key or accumulator of 4 GiB or more".to_string()))?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// An accumulator's bytes, or why it has none.
+fn put_acc<V, G: Aggregator<V>>(
+    out: &mut Vec<u8>,
+    aggregator: &G,
+    acc: &G::Acc,
+) -> Result<(), SnapshotError> {
+    put_with(out, |out| {
+        if aggregator.encode_acc(acc, out) {
+            Ok(())
+        } else {
+            Err("the accumulator has no encoding".to_string())
+        }
+    })
 }
 
 struct Reader<'a> {
@@ -163,8 +183,8 @@ fn put_header(out: &mut Vec<u8>, kind: u8, shape: (i64, i64), watermark_ms: i64,
 
 /// A store whose state can be saved and restored.
 pub trait Snapshot<K> {
-    /// Appends the whole state; false if an accumulator has no encoding.
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool;
+    /// Appends the whole state, or says why a key or an accumulator cannot be written.
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError>;
     /// Replaces the state (which must be empty) with a saved one.
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError>;
 }
@@ -174,7 +194,7 @@ where
     K: Hash + Ord + Clone,
     G: Aggregator<V>,
 {
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         let shape = (self.size_ms, self.step_ms);
         put_header(
             out,
@@ -184,17 +204,16 @@ where
             self.late_records,
         );
         out.extend_from_slice(&(self.panes.len() as u32).to_le_bytes());
-        let mut encoded = true;
         for (start, pane) in &self.panes {
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&offset_of(pane.first_offset).to_le_bytes());
             out.extend_from_slice(&(pane.accs.len() as u32).to_le_bytes());
             for (key, acc) in &pane.accs {
-                put_with(out, |out| (keys.encode)(key, out));
-                put_with(out, |out| encoded &= self.aggregator.encode_acc(acc, out));
+                put_with(out, |out| (keys.encode)(key, out))?;
+                put_acc(out, &self.aggregator, acc)?;
             }
         }
-        encoded
+        Ok(())
     }
 
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -232,7 +251,7 @@ where
     K: Hash + Ord + Clone,
     G: Aggregator<V>,
 {
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> bool {
+    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
         let shape = (self.gap_ms, 0);
         put_header(
             out,
@@ -243,20 +262,17 @@ where
         );
         out.extend_from_slice(&self.next_close_ms.to_le_bytes());
         out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
-        let mut encoded = true;
         for (key, sessions) in &self.sessions {
-            put_with(out, |out| (keys.encode)(key, out));
+            put_with(out, |out| (keys.encode)(key, out))?;
             out.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
             for (start, session) in sessions {
                 out.extend_from_slice(&start.to_le_bytes());
                 out.extend_from_slice(&session.last_ms.to_le_bytes());
                 out.extend_from_slice(&offset_of(session.first_offset).to_le_bytes());
-                put_with(out, |out| {
-                    encoded &= self.aggregator.encode_acc(&session.acc, out)
-                });
+                put_acc(out, &self.aggregator, &session.acc)?;
             }
         }
-        encoded
+        Ok(())
     }
 
     fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -304,7 +320,8 @@ where
 {
     KeyCodec {
         encode: Box::new(|key, out| {
-            serde_json::to_writer(out, key).expect("a key that serialized before serializes")
+            serde_json::to_writer(out, key)
+                .map_err(|e| format!("a key that cannot be written as JSON: {e}"))
         }),
         decode: Box::new(|bytes| {
             serde_json::from_slice(bytes).map_err(|e| format!("a key that does not read: {e}"))
@@ -340,7 +357,7 @@ mod tests {
         saved.advance(20);
         twin.advance(20);
         let mut bytes = Vec::new();
-        assert!(saved.encode_state(&keys, &mut bytes));
+        saved.encode_state(&keys, &mut bytes).unwrap();
         let mut restored = sliding();
         restored.restore_state(&keys, &bytes).unwrap();
         assert_eq!(restored.oldest_offset(), twin.oldest_offset());
@@ -370,7 +387,7 @@ mod tests {
         saved.advance(25);
         twin.advance(25);
         let mut bytes = Vec::new();
-        assert!(saved.encode_state(&keys, &mut bytes));
+        saved.encode_state(&keys, &mut bytes).unwrap();
         let mut restored = new();
         restored.restore_state(&keys, &bytes).unwrap();
         restored.add(1, 35, ());
@@ -384,12 +401,29 @@ mod tests {
     }
 
     #[test]
+    fn a_key_json_cannot_hold_is_an_error_not_a_panic() {
+        // JSON maps need string keys.
+        type Key = BTreeMap<(u8, u8), u8>;
+        let keys = json_keys::<Key>();
+        let mut state = WindowedAggregate::<Key, (), _>::new(
+            WindowSpec::Tumbling { size_ms: 10 },
+            0,
+            EmitMode::OnClose,
+            Count,
+        )
+        .unwrap();
+        state.add(BTreeMap::from([((1, 2), 3)]), 1, ());
+        let error = state.encode_state(&keys, &mut Vec::new()).unwrap_err();
+        assert!(error.0.contains("cannot be written as JSON"), "{error}");
+    }
+
+    #[test]
     fn a_snapshot_cut_short_or_of_another_shape_is_refused_with_a_sentence() {
         let keys = json_keys::<String>();
         let mut saved = sliding();
         saved.add_from("a".to_string(), 3, (), 0);
         let mut bytes = Vec::new();
-        saved.encode_state(&keys, &mut bytes);
+        saved.encode_state(&keys, &mut bytes).unwrap();
         for cut in 0..bytes.len() {
             let error = sliding().restore_state(&keys, &bytes[..cut]).unwrap_err();
             assert!(!error.0.is_empty());

@@ -10,7 +10,7 @@ use weir_client::proto::{
 use weir_client::{ClientError, GroupConsumer};
 
 use super::super::chain::{decode_metadata, encode_metadata, Checkpoint, Restored};
-use super::{Worker, NO_MEMBER_EPOCH};
+use super::{RoundError, Worker, NO_MEMBER_EPOCH};
 
 /// What a commit needs of the group consumer, taken before the commit is sent (the
 /// consumer is not shared across the await).
@@ -116,7 +116,7 @@ impl Worker {
     /// Commits every owned partition at the oldest offset its open windows hold (its
     /// consumed position when none is open), with the consumed position and the
     /// watermarks as metadata. Called only when every output so far is acknowledged.
-    pub(super) async fn commit(&mut self, member: Member) -> Result<(), ClientError> {
+    pub(super) async fn commit(&mut self, member: Member) -> Result<(), RoundError> {
         let Member {
             id: member_id,
             epoch: member_epoch,
