@@ -111,6 +111,27 @@ fn three_broker_processes_elect_fail_over_on_sigkill_and_rejoin() {
         },
     );
 
+    // A topic placed on all three, so that the kill leaves partitions to
+    // lead elsewhere and under-replicated.
+    let created = run_weir(
+        &addr(controller),
+        &[
+            "topic",
+            "create",
+            "placed",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        b"",
+    );
+    assert!(created.status.success(), "{created:?}");
+    wait_for(&addr(controller), "the topic's partitions led", |s| {
+        let partitions = s["partitions"].as_array().unwrap();
+        partitions.len() == 3 && partitions.iter().all(|p| p["leader"].is_u64())
+    });
+
     // The table form names the controller.
     let table = stdout(&run_weir(&addr(controller), &["cluster", "status"], b""));
     assert!(
@@ -153,6 +174,49 @@ fn three_broker_processes_elect_fail_over_on_sigkill_and_rejoin() {
                     .all(|p| p["under_replicated"] == false)
         },
     );
+
+    // `topic describe`, asked of any broker, reports the cluster's placement
+    // (leader, epoch, replicas, ISR), not the answering broker's own replica.
+    // Once preferred leaders are back nothing moves, and each broker's view
+    // of the metadata catches up with the controller's.
+    let settled = wait_for(&addr(second), "preferred leaders back", |s| {
+        s["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["leader"] == p["replicas"][0])
+    });
+    let placed = settled["partitions"].as_array().unwrap();
+    let topic = "placed";
+    let mismatch = |id: u64| -> Option<String> {
+        let output = run_weir(
+            &addr(id),
+            &["topic", "describe", topic, "--output", "json"],
+            b"",
+        );
+        assert!(output.status.success(), "{output:?}");
+        let described: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        for p in placed.iter().filter(|p| p["topic"] == topic) {
+            let d = described["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["partition"] == p["partition"])?;
+            for field in ["leader", "leader_epoch", "replicas", "isr"] {
+                if d[field] != p[field] {
+                    return Some(format!("{field} of {p}: {described}"));
+                }
+            }
+        }
+        None
+    };
+    for id in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(differs) = mismatch(id) {
+            assert!(Instant::now() < deadline, "broker {id} describes {differs}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     // A broker in no cluster says so, with a failing exit code.
     let data = root.path().join("alone");
