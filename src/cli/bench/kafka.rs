@@ -5,13 +5,15 @@
 //! Produce: RecordBatch v2 batches of `--batch-size` bytes of records, round-robin over the
 //! partitions (Kafka's partitioner for records without a key), on one connection with up to
 //! `--max-in-flight` Produce requests outstanding (`max.in.flight.requests.per.connection`);
-//! the broker answers a connection's requests in order. Latency is per batch, from the
-//! request's write to its answer, counted once per record. Consume: Fetch requests for every
-//! partition from its log start, one in flight, as a Kafka consumer keeps one per broker;
-//! each returned batch is checked (CRC) and its records' keys and values counted. Both talk
+//! the broker answers a connection's requests in order; with `--throughput` each batch waits
+//! until its records are due at that rate. Latency is per batch, from the request's write to
+//! its answer, counted once per record. Consume: Fetch requests for every
+//! partition from its log start, one in flight, as a Kafka consumer keeps one per broker, and
+//! the next sent as soon as an answer arrives (its offsets read from the batch headers), as
+//! Kafka's consumers fetch ahead of the records they hand out; then each returned batch is
+//! checked (CRC) and its records' keys and values counted. Both talk
 //! to the one broker at `--kafka`: a one-node broker, or the leader of every partition.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,9 +68,16 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>) -> anyhow::Result<Byt
     let Some(len) = len else {
         bail!("a response frame of a size out of bounds");
     };
-    let mut buf = vec![0u8; len];
-    reader.read_exact(&mut buf).await?;
-    Ok(Bytes::from(buf))
+    // Read straight into spare capacity: zeroing a fetch's megabytes first
+    // costs as much as checking their CRCs.
+    let mut buf = BytesMut::with_capacity(len);
+    let mut body = reader.take(len as u64);
+    while buf.len() < len {
+        if body.read_buf(&mut buf).await? == 0 {
+            bail!("the broker closed the Kafka connection inside a response");
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// The response to `R` in `frame`, checked to answer `correlation_id`.
@@ -117,9 +126,6 @@ pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         .compression
         .parse()
         .map_err(|e| anyhow::anyhow!("--compression {:?}: {e}", bench.compression))?;
-    if bench.throughput > 0 {
-        bail!("--throughput is not supported with --protocol kafka: it measures full speed");
-    }
     let batch_size = bench.batch_size.unwrap_or(super::BATCH_SIZE_DEFAULT);
     let per_batch = (batch_size / (bench.record_size + RECORD_OVERHEAD_BYTES)).max(1) as u64;
     let (mut reader, mut writer) = connect(kafka).await?;
@@ -169,6 +175,9 @@ pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
     let (mut produced, mut correlation_id) = (0u64, 0i32);
     while produced < bench.records {
         let records = per_batch.min(bench.records - produced);
+        // At a set rate a batch waits until its records are due, then goes
+        // out whole: latency is timed from its write, as at full speed.
+        super::pace(started, produced, bench.throughput).await;
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -226,7 +235,7 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         .describe_topic(&bench.topic)
         .await
         .with_context(|| format!("run `weir bench produce --topic {}` first", bench.topic))?;
-    let mut positions: VecDeque<(i32, i64, i64)> = topic
+    let mut fetched: FetchPositions = topic
         .partitions
         .iter()
         .map(|p| {
@@ -237,6 +246,10 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
             )
         })
         .collect();
+    // Where counting starts per partition: the offsets the answers being
+    // checked were asked from (a fetch may start inside a batch).
+    let mut counted_from: Vec<(i32, i64)> =
+        fetched.iter().map(|(p, next, _)| (*p, *next)).collect();
     let available: u64 = topic
         .partitions
         .iter()
@@ -244,50 +257,29 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         .sum();
     let target = bench.records.min(available);
     let (mut reader, mut writer) = connect(kafka).await?;
-    let config = weir_client::ConsumerConfig::default();
     let bar = progress(target, bench.output);
     let mut latencies = histogram();
     let mut decoder = RecordDecoder::new();
     let (mut records, mut bytes, mut correlation_id) = (0u64, 0u64, 0i32);
     let started = Instant::now();
-    while records < target {
-        // A partition read to its end has nothing more to give, even if it held
-        // fewer records than its offsets span (a compacted topic).
-        if positions.iter().all(|(_, next, end)| next >= end) {
-            break;
-        }
-        let request = FetchRequest::default()
-            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(500)
-            .with_min_bytes(1)
-            .with_max_bytes(config.fetch_max_bytes as i32)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic_name(&bench.topic))
-                .with_partitions(
-                    positions
-                        .iter()
-                        .filter(|(_, next, end)| next < end)
-                        .map(|(partition, next, _)| {
-                            FetchPartition::default()
-                                .with_partition(*partition)
-                                .with_fetch_offset(*next)
-                                .with_partition_max_bytes(config.partition_max_bytes as i32)
-                        })
-                        .collect(),
-                )]);
+    let mut in_flight = None;
+    if target > 0 {
         correlation_id += 1;
-        let polled_at = Instant::now();
         writer
-            .write_all(&frame(correlation_id, FETCH_VERSION, &request)?)
+            .write_all(&fetch_frame(correlation_id, &bench.topic, &fetched)?)
             .await?;
-        let response: FetchResponse = decode::<FetchRequest>(
-            read_frame(&mut reader).await?,
-            FETCH_VERSION,
-            correlation_id,
-        )?;
+        in_flight = Some((correlation_id, Instant::now()));
+    }
+    while let Some((asked, polled_at)) = in_flight.take() {
+        let response: FetchResponse =
+            decode::<FetchRequest>(read_frame(&mut reader).await?, FETCH_VERSION, asked)?;
         let _ = latencies.record(elapsed_us(polled_at));
-        for data in response.responses.iter().flat_map(|t| &t.partitions) {
+        let partitions: Vec<_> = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .collect();
+        for data in &partitions {
             if data.error_code != 0 {
                 bail!(
                     "partition {}: Kafka error code {}",
@@ -295,41 +287,100 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
                     data.error_code
                 );
             }
-            let Some(position) = positions
-                .iter_mut()
-                .find(|(partition, _, _)| *partition == data.partition_index)
-            else {
+        }
+        // The next fetch goes out before this answer's batches are checked, as
+        // a Kafka consumer fetches ahead of the records it hands out: its
+        // offsets come from the batch headers alone.
+        for data in &partitions {
+            let (Some(position), Some(buf)) = (
+                fetched
+                    .iter_mut()
+                    .find(|(partition, _, _)| *partition == data.partition_index),
+                data.records.as_ref(),
+            ) else {
                 continue;
             };
-            let Some(buf) = data.records.as_ref() else {
+            // A fetch may end inside a batch: the rest comes next time.
+            for (header, _) in batches(buf).map_while(Result::ok) {
+                position.1 = position.1.max(header.next_offset());
+            }
+        }
+        // A partition read to its end has nothing more to give, even if it held
+        // fewer records than its offsets span (a compacted topic).
+        if fetched.iter().any(|(_, next, end)| next < end) {
+            correlation_id += 1;
+            writer
+                .write_all(&fetch_frame(correlation_id, &bench.topic, &fetched)?)
+                .await?;
+            in_flight = Some((correlation_id, Instant::now()));
+        }
+        for data in &partitions {
+            let (Some(from), Some(buf)) = (
+                counted_from
+                    .iter_mut()
+                    .find(|(partition, _)| *partition == data.partition_index),
+                data.records.as_ref(),
+            ) else {
                 continue;
             };
-            for batch in batches(buf) {
-                let (header, batch) = match batch {
-                    Ok(found) => found,
-                    // A fetch may end inside a batch: the rest comes next time.
-                    Err(_) => break,
-                };
-                if header.next_offset() <= position.1 {
+            for (header, batch) in batches(buf).map_while(Result::ok) {
+                if header.next_offset() <= from.1 {
                     continue;
                 }
                 for record in decoder.records(batch)? {
                     let record = record?;
-                    if record.offset < position.1 {
+                    if record.offset < from.1 {
                         continue;
                     }
                     records += 1;
                     bytes += record.value.map_or(0, |v| v.len() as u64)
                         + record.key.map_or(0, |k| k.len() as u64);
                 }
-                position.1 = header.next_offset();
+                from.1 = header.next_offset();
             }
         }
         bar.set_position(records);
+        if records >= target {
+            // The fetch still in flight, if any, is left unread.
+            break;
+        }
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     Ok(report(
         "consume", bench, records, bytes, 0, elapsed, &latencies,
     ))
+}
+
+/// Per partition: its number, the next offset to fetch, and its end.
+type FetchPositions = Vec<(i32, i64, i64)>;
+
+/// A Fetch request for every partition not read to its end, from its next offset.
+fn fetch_frame(
+    correlation_id: i32,
+    topic: &str,
+    positions: &FetchPositions,
+) -> anyhow::Result<Bytes> {
+    let config = weir_client::ConsumerConfig::default();
+    let request = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(config.fetch_max_bytes as i32)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(
+                positions
+                    .iter()
+                    .filter(|(_, next, end)| next < end)
+                    .map(|(partition, next, _)| {
+                        FetchPartition::default()
+                            .with_partition(*partition)
+                            .with_fetch_offset(*next)
+                            .with_partition_max_bytes(config.partition_max_bytes as i32)
+                    })
+                    .collect(),
+            )]);
+    frame(correlation_id, FETCH_VERSION, &request)
 }
