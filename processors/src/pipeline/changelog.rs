@@ -83,6 +83,15 @@ pub(crate) enum ChangelogError {
     /// A stage's state cannot be written (a key JSON cannot hold).
     #[error("{0}")]
     Unwritable(String),
+    /// A snapshot's chunk was not stored: refused by the broker (a batch over the
+    /// changelog's `max.message.bytes`), or not acknowledged. `snapshot` says whose
+    /// and where.
+    #[error("{snapshot}: {source}")]
+    Write {
+        snapshot: String,
+        #[source]
+        source: ClientError,
+    },
 }
 
 /// (input topic, input partition): the unit state is kept, saved and moved by.
@@ -176,7 +185,9 @@ impl Changelogs {
     ) -> Result<(), ChangelogError> {
         let started = std::time::Instant::now();
         let (mut snapshots, mut bytes_written) = (0usize, 0usize);
-        let mut deliveries: Vec<DeliveryFuture> = Vec::new();
+        // Each chunk's delivery, with the sentence naming its snapshot should it fail.
+        let mut deliveries: Vec<(DeliveryFuture, usize)> = Vec::new();
+        let mut whose: Vec<String> = Vec::new();
         let mut states = Vec::new();
         for (topic, partition, _) in owned {
             chain
@@ -196,12 +207,26 @@ impl Changelogs {
                     bytes.chunks(CHUNK_BYTES).collect()
                 };
                 let chunks = u32::try_from(pieces.len()).expect("under 4 G chunks");
+                whose.push(format!(
+                    "the snapshot of stage {stage:?}, partition {partition} of {topic:?} \
+                     ({} bytes in {chunks} chunk{}) was not stored in partition {target} \
+                     of {changelog:?}; nothing was committed",
+                    bytes.len(),
+                    if chunks == 1 { "" } else { "s" }
+                ));
+                let snapshot = whose.len() - 1;
                 for (i, piece) in (0..chunks).zip(pieces) {
                     let key = chunk_key(topic, *partition, id, i);
                     let record = ProducerRecord::new(&changelog, piece)
                         .with_key(key.as_bytes())
                         .with_partition(target);
-                    deliveries.push(producer.send(record).await?);
+                    match producer.send(record).await {
+                        Ok(delivery) => deliveries.push((delivery, snapshot)),
+                        Err(source) => {
+                            let snapshot = whose.swap_remove(snapshot);
+                            return Err(ChangelogError::Write { snapshot, source });
+                        }
+                    }
                 }
                 let previous = self
                     .current
@@ -216,8 +241,11 @@ impl Changelogs {
                 }
             }
         }
-        for delivery in deliveries {
-            delivery.await?;
+        for (delivery, snapshot) in deliveries {
+            if let Err(source) = delivery.await {
+                let snapshot = std::mem::take(&mut whose[snapshot]);
+                return Err(ChangelogError::Write { snapshot, source });
+            }
         }
         if snapshots > 0 {
             tracing::debug!(

@@ -83,6 +83,20 @@ pub enum PipelineError {
         group: String,
         reason: String,
     },
+    /// A stage's state could not be saved to its changelog (the broker refused a
+    /// snapshot's chunk, or did not acknowledge it); the partitions were not committed
+    /// past their last snapshot stored, and a restarted worker goes on from there.
+    #[error(
+        "pipeline on {topics:?} (group {group:?}): cannot save window state: {snapshot}: {source}"
+    )]
+    Changelog {
+        topics: Vec<String>,
+        group: String,
+        /// Whose snapshot failed, and in which changelog partition.
+        snapshot: String,
+        #[source]
+        source: ClientError,
+    },
     /// The metrics listener could not be bound or started.
     #[error("cannot serve pipeline metrics on {addr}: {source}")]
     MetricsListen {
@@ -191,6 +205,12 @@ impl Runnable {
                 topics: topics.clone(),
                 group: group.clone(),
                 reason,
+            },
+            RoundError::Changelog { snapshot, source } => PipelineError::Changelog {
+                topics: topics.clone(),
+                group: group.clone(),
+                snapshot,
+                source,
             },
         };
         let topic_refs: Vec<&str> = self
@@ -332,6 +352,11 @@ pub(super) enum RoundError {
     Restore(String),
     /// A stage could not go on: the sentence says which and why.
     Stage(String),
+    /// A snapshot was not stored in its changelog: `snapshot` says whose and where.
+    Changelog {
+        snapshot: String,
+        source: ClientError,
+    },
 }
 
 impl From<ClientError> for RoundError {
@@ -346,6 +371,9 @@ impl From<ChangelogError> for RoundError {
             ChangelogError::Client(error) => RoundError::Client(error),
             ChangelogError::Missing(reason) => RoundError::Restore(reason),
             ChangelogError::Unwritable(reason) => RoundError::Stage(reason),
+            ChangelogError::Write { snapshot, source } => {
+                RoundError::Changelog { snapshot, source }
+            }
         }
     }
 }

@@ -3,7 +3,6 @@
 //! for the rules it keeps).
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,102 +11,15 @@ use weir_client::ConsumerRecord;
 use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
 use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
-use crate::window::{
-    AddOutcome, Aggregator, KeyCodec, SessionAggregate, Snapshot, SnapshotError, WindowResult,
-    WindowedAggregate,
-};
+use crate::window::{AddOutcome, KeyCodec, SnapshotError, WindowResult};
+
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub(super) use store::Store;
 
 pub(super) type EventTime<V> = Box<dyn FnMut(&V, &Context) -> i64 + Send>;
-
-/// Time windows and sessions, as the stage uses them.
-pub(super) trait Store<K, V>: Send {
-    type Acc;
-    fn add_from(
-        &mut self,
-        key: K,
-        timestamp_ms: i64,
-        value: V,
-        offset: u64,
-    ) -> AddOutcome<K, Self::Acc>;
-    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, Self::Acc>>;
-    fn oldest_offset(&self) -> Option<u64>;
-    fn state_bytes(&self) -> usize;
-    fn open_results(&self) -> Vec<WindowResult<K, Self::Acc>>;
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError>;
-    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError>;
-}
-
-impl<K, V, G> Store<K, V> for WindowedAggregate<K, V, G>
-where
-    K: Hash + Ord + Clone + Send,
-    G: Aggregator<V> + Send,
-    G::Acc: Send,
-{
-    type Acc = G::Acc;
-    fn add_from(
-        &mut self,
-        key: K,
-        timestamp_ms: i64,
-        value: V,
-        offset: u64,
-    ) -> AddOutcome<K, G::Acc> {
-        WindowedAggregate::add_from(self, key, timestamp_ms, value, offset)
-    }
-    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
-        WindowedAggregate::advance(self, watermark_ms)
-    }
-    fn oldest_offset(&self) -> Option<u64> {
-        WindowedAggregate::oldest_offset(self)
-    }
-    fn state_bytes(&self) -> usize {
-        WindowedAggregate::state_bytes(self)
-    }
-    fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
-        WindowedAggregate::open_results(self)
-    }
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
-        Snapshot::encode_state(self, keys, out)
-    }
-    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
-        Snapshot::restore_state(self, keys, bytes)
-    }
-}
-
-impl<K, V, G> Store<K, V> for SessionAggregate<K, V, G>
-where
-    K: Hash + Ord + Clone + Send,
-    G: Aggregator<V> + Send,
-    G::Acc: Send,
-{
-    type Acc = G::Acc;
-    fn add_from(
-        &mut self,
-        key: K,
-        timestamp_ms: i64,
-        value: V,
-        offset: u64,
-    ) -> AddOutcome<K, G::Acc> {
-        SessionAggregate::add_from(self, key, timestamp_ms, value, offset)
-    }
-    fn advance(&mut self, watermark_ms: i64) -> Vec<WindowResult<K, G::Acc>> {
-        SessionAggregate::advance(self, watermark_ms)
-    }
-    fn oldest_offset(&self) -> Option<u64> {
-        SessionAggregate::oldest_offset(self)
-    }
-    fn state_bytes(&self) -> usize {
-        SessionAggregate::state_bytes(self)
-    }
-    fn open_results(&self) -> Vec<WindowResult<K, G::Acc>> {
-        SessionAggregate::open_results(self)
-    }
-    fn encode_state(&self, keys: &KeyCodec<K>, out: &mut Vec<u8>) -> Result<(), SnapshotError> {
-        Snapshot::encode_state(self, keys, out)
-    }
-    fn restore_state(&mut self, keys: &KeyCodec<K>, bytes: &[u8]) -> Result<(), SnapshotError> {
-        Snapshot::restore_state(self, keys, bytes)
-    }
-}
 
 /// Makes a partition's empty state; `None` for a spec `run` refuses anyway.
 pub(super) type NewStore<K, V, A> = Box<dyn Fn() -> Option<Box<dyn Store<K, V, Acc = A>>> + Send>;
@@ -164,6 +76,9 @@ struct PartitionState<K, V, A> {
     last_late_offset: Option<u64>,
     /// The state changed since its last snapshot (a record came, a window closed).
     dirty: bool,
+    /// Windows the restore's watermark closed, emitted with the partition's next
+    /// results (see `restored_state`).
+    closed_at_restore: Vec<WindowResult<K, A>>,
 }
 
 /// How a window stage keeps time, where it sends what, and whether it keeps a
@@ -277,6 +192,7 @@ where
         let Some(state) = self.state(&context.topic, context.partition, env.now) else {
             return;
         };
+        results.append(&mut state.closed_at_restore);
         state.clock.observe(event_ms, env.now);
         state.last_offset = context.offset;
         state.dirty = true;
@@ -402,6 +318,7 @@ fn new_state<K, V, A>(
         last_offset: 0,
         last_late_offset: None,
         dirty: false,
+        closed_at_restore: Vec::new(),
     }
 }
 
@@ -412,27 +329,45 @@ fn restored_state<K, V, A>(
     keys: &KeyCodec<K>,
     bytes: &[u8],
     restored: &Restored,
-    name: &str,
+    (name, topic, partition): (&str, &str, u32),
     now: Instant,
 ) -> Result<PartitionState<K, V, A>, SnapshotError> {
     store.restore_state(keys, bytes)?;
     let watermark_ms = restored.watermarks.get(name).copied();
-    if let Some(watermark_ms) = watermark_ms {
-        // The snapshot is as new as the commit or newer: a window the commit's
-        // watermark closes was closed, emitted and dropped before it was saved.
-        let closed = store.advance(watermark_ms);
-        debug_assert!(
-            closed.is_empty(),
-            "a saved state holds no window its watermark closed"
+    // The snapshot and the watermark are named by one commit: the snapshot was taken
+    // at that commit, after the stage's last advance to that watermark, or is an
+    // older one when the state had not changed since (an advance that closes a window
+    // changes it), so advancing the saved state to the watermark closes nothing.
+    // Not a `debug_assert!`: the bytes come from a topic (another version's writer,
+    // a record written by hand), and a window they hold past the watermark is
+    // emitted, not lost. It may have been emitted before the snapshot was saved:
+    // once more is within at-least-once, and the same value.
+    let closed_at_restore = match watermark_ms {
+        Some(watermark_ms) => store.advance(watermark_ms),
+        None => Vec::new(),
+    };
+    if !closed_at_restore.is_empty() {
+        tracing::warn!(
+            stage = name,
+            %topic,
+            partition,
+            watermark_ms,
+            windows = closed_at_restore.len(),
+            "the restored snapshot holds windows its commit's watermark closed; \
+             they are emitted now"
         );
     }
     Ok(PartitionState {
         store,
         clock: Clock::new(watermark_ms, now),
         replayed_below: None,
-        last_offset: 0,
+        // Results emitted before the partition's first record carry the last offset
+        // the commit covers.
+        last_offset: restored.position.map_or(0, |p| p.saturating_sub(1)),
         last_late_offset: None,
-        dirty: false,
+        // The next snapshot is of the state without the windows emitted.
+        dirty: !closed_at_restore.is_empty(),
+        closed_at_restore,
     })
 }
 
@@ -472,7 +407,8 @@ where
         for (topic, partitions) in &mut self.partitions {
             for (partition, state) in partitions.iter_mut() {
                 let watermark_ms = state.clock.watermark_ms(env.now, self.idle_timeout);
-                let now_closed = state.store.advance(watermark_ms);
+                let mut now_closed = std::mem::take(&mut state.closed_at_restore);
+                now_closed.extend(state.store.advance(watermark_ms));
                 if !now_closed.is_empty() {
                     state.dirty = true;
                     closed.push((Arc::clone(topic), *partition, state.last_offset, now_closed));
@@ -503,10 +439,12 @@ where
         let name = &self.meter.name;
         let saved = restored.snapshot_bytes.get(name.as_str());
         let state = match (&self.changelog, saved) {
-            (Some(keys), Some(bytes)) => restored_state(store, keys, bytes, restored, name, now)
-                .map_err(|error| {
-                    format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
-                })?,
+            (Some(keys), Some(bytes)) => {
+                restored_state(store, keys, bytes, restored, (name, topic, partition), now)
+                    .map_err(|error| {
+                        format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
+                    })?
+            }
             _ => new_state(store, restored, name, now),
         };
         self.partitions
