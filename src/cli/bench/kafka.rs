@@ -9,9 +9,10 @@
 //! until its records are due at that rate. Latency is per batch, from the request's write to
 //! its answer, counted once per record. Consume: Fetch requests for every
 //! partition from its log start, one in flight, as a Kafka consumer keeps one per broker, and
-//! the next sent as soon as an answer arrives (its offsets read from the batch headers), as
-//! Kafka's consumers fetch ahead of the records they hand out; then each returned batch is
-//! checked (CRC) and its records' keys and values counted. Both talk
+//! the next sent as soon as an answer arrives (its offsets read from the batch headers) by a
+//! task of its own, as Kafka's consumers fetch on their own thread ahead of the records they
+//! hand out; meanwhile each returned batch is checked (CRC) and its records' keys and values
+//! counted. Both talk
 //! to the one broker at `--kafka`: a one-node broker, or the leader of every partition.
 
 use std::sync::Arc;
@@ -235,7 +236,7 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         .describe_topic(&bench.topic)
         .await
         .with_context(|| format!("run `weir bench produce --topic {}` first", bench.topic))?;
-    let mut fetched: FetchPositions = topic
+    let positions: FetchPositions = topic
         .partitions
         .iter()
         .map(|p| {
@@ -249,72 +250,33 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
     // Where counting starts per partition: the offsets the answers being
     // checked were asked from (a fetch may start inside a batch).
     let mut counted_from: Vec<(i32, i64)> =
-        fetched.iter().map(|(p, next, _)| (*p, *next)).collect();
+        positions.iter().map(|(p, next, _)| (*p, *next)).collect();
     let available: u64 = topic
         .partitions
         .iter()
         .map(|p| p.high_watermark - p.log_start_offset)
         .sum();
     let target = bench.records.min(available);
-    let (mut reader, mut writer) = connect(kafka).await?;
+    let (reader, writer) = connect(kafka).await?;
     let bar = progress(target, bench.output);
     let mut latencies = histogram();
     let mut decoder = RecordDecoder::new();
-    let (mut records, mut bytes, mut correlation_id) = (0u64, 0u64, 0i32);
+    let (mut records, mut bytes) = (0u64, 0u64);
     let started = Instant::now();
-    let mut in_flight = None;
-    if target > 0 {
-        correlation_id += 1;
-        writer
-            .write_all(&fetch_frame(correlation_id, &bench.topic, &fetched)?)
-            .await?;
-        in_flight = Some((correlation_id, Instant::now()));
-    }
-    while let Some((asked, polled_at)) = in_flight.take() {
-        let response: FetchResponse =
-            decode::<FetchRequest>(read_frame(&mut reader).await?, FETCH_VERSION, asked)?;
-        let _ = latencies.record(elapsed_us(polled_at));
-        let partitions: Vec<_> = response
-            .responses
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .collect();
-        for data in &partitions {
-            if data.error_code != 0 {
-                bail!(
-                    "partition {}: Kafka error code {}",
-                    data.partition_index,
-                    data.error_code
-                );
-            }
-        }
-        // The next fetch goes out before this answer's batches are checked, as
-        // a Kafka consumer fetches ahead of the records it hands out: its
-        // offsets come from the batch headers alone.
-        for data in &partitions {
-            let (Some(position), Some(buf)) = (
-                fetched
-                    .iter_mut()
-                    .find(|(partition, _, _)| *partition == data.partition_index),
-                data.records.as_ref(),
-            ) else {
-                continue;
-            };
-            // A fetch may end inside a batch: the rest comes next time.
-            for (header, _) in batches(buf).map_while(Result::ok) {
-                position.1 = position.1.max(header.next_offset());
-            }
-        }
-        // A partition read to its end has nothing more to give, even if it held
-        // fewer records than its offsets span (a compacted topic).
-        if fetched.iter().any(|(_, next, end)| next < end) {
-            correlation_id += 1;
-            writer
-                .write_all(&fetch_frame(correlation_id, &bench.topic, &fetched)?)
-                .await?;
-            in_flight = Some((correlation_id, Instant::now()));
-        }
-        for data in &partitions {
+    let (answers, mut answered) = mpsc::channel(ANSWERS_AHEAD);
+    let fetcher = tokio::spawn(fetch_ahead(
+        reader,
+        writer,
+        bench.topic.clone(),
+        positions,
+        answers,
+    ));
+    while records < target {
+        let Some((response, latency_us)) = answered.recv().await else {
+            break;
+        };
+        let _ = latencies.record(latency_us);
+        for data in response.responses.iter().flat_map(|t| &t.partitions) {
             let (Some(from), Some(buf)) = (
                 counted_from
                     .iter_mut()
@@ -323,6 +285,7 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
             ) else {
                 continue;
             };
+            // A fetch may end inside a batch: the rest comes next time.
             for (header, batch) in batches(buf).map_while(Result::ok) {
                 if header.next_offset() <= from.1 {
                     continue;
@@ -340,16 +303,78 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
             }
         }
         bar.set_position(records);
-        if records >= target {
-            // The fetch still in flight, if any, is left unread.
-            break;
-        }
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+    // Done: a fetch still in flight is left unread. Short of the target, the
+    // fetcher's error says why.
+    drop(answered);
+    if records < target {
+        fetcher.await.context("the fetch task failed")??;
+    } else {
+        fetcher.abort();
+    }
     Ok(report(
         "consume", bench, records, bytes, 0, elapsed, &latencies,
     ))
+}
+
+/// Answers fetched but not yet checked: each up to `fetch_max_bytes`, so the
+/// bench holds at most this many of them beside the one being checked.
+const ANSWERS_AHEAD: usize = 2;
+
+/// Fetches every partition to its end, one Fetch in flight, the next sent as
+/// soon as an answer arrives, its offsets read from the batch headers alone:
+/// Kafka's consumers fetch on their own thread, ahead of the records they hand
+/// out, and so does this task, while the caller checks what it got. Stops when
+/// every partition is read or the caller stops taking answers.
+async fn fetch_ahead(
+    mut reader: BufReader<OwnedReadHalf>,
+    mut writer: OwnedWriteHalf,
+    topic: String,
+    mut positions: FetchPositions,
+    answers: mpsc::Sender<(FetchResponse, u64)>,
+) -> anyhow::Result<()> {
+    let mut correlation_id = 0i32;
+    // A partition read to its end has nothing more to give, even if it held
+    // fewer records than its offsets span (a compacted topic).
+    while positions.iter().any(|(_, next, end)| next < end) {
+        correlation_id += 1;
+        let polled_at = Instant::now();
+        writer
+            .write_all(&fetch_frame(correlation_id, &topic, &positions)?)
+            .await?;
+        let response: FetchResponse = decode::<FetchRequest>(
+            read_frame(&mut reader).await?,
+            FETCH_VERSION,
+            correlation_id,
+        )?;
+        let latency_us = elapsed_us(polled_at);
+        for data in response.responses.iter().flat_map(|t| &t.partitions) {
+            if data.error_code != 0 {
+                bail!(
+                    "partition {}: Kafka error code {}",
+                    data.partition_index,
+                    data.error_code
+                );
+            }
+            let (Some(position), Some(buf)) = (
+                positions
+                    .iter_mut()
+                    .find(|(partition, _, _)| *partition == data.partition_index),
+                data.records.as_ref(),
+            ) else {
+                continue;
+            };
+            for (header, _) in batches(buf).map_while(Result::ok) {
+                position.1 = position.1.max(header.next_offset());
+            }
+        }
+        if answers.send((response, latency_us)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Per partition: its number, the next offset to fetch, and its end.
