@@ -399,6 +399,24 @@ fn bench_drives_the_kafka_listener_too() {
     assert!(read["mb_per_sec"].as_f64().unwrap() > 0.0);
     let over_grpc = json(&["bench", "consume", "--records", "3000", "--output", "json"]);
     assert_eq!(over_grpc["records"], 3000);
+    // Fewer than stored: exactly that many are counted, though the fetch or
+    // poll that reached them held more.
+    let part = json(&[
+        "bench",
+        "consume",
+        "--protocol",
+        "kafka",
+        "--kafka",
+        &kafka,
+        "--records",
+        "1001",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(part["records"], 1001);
+    assert!(part["mb_per_sec"].as_f64().unwrap() > 0.0);
+    let part = json(&["bench", "consume", "--records", "1001", "--output", "json"]);
+    assert_eq!(part["records"], 1001);
     let out = broker.weir(
         &[
             "bench",

@@ -435,11 +435,13 @@ async fn consume(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
         let polled_at = Instant::now();
         let batch = consumer.poll(Duration::from_millis(500)).await?;
         let _ = latencies.record(elapsed_us(polled_at));
-        for record in &batch {
+        // `--records` is what is counted, though the last poll may hold more.
+        let wanted = usize::try_from(target - records).unwrap_or(usize::MAX);
+        for record in batch.iter().take(wanted) {
             bytes += record.value.as_ref().map_or(0, |v| v.len() as u64)
                 + record.key.as_ref().map_or(0, |k| k.len() as u64);
+            records += 1;
         }
-        records += batch.len() as u64;
         bar.set_position(records);
     }
     let elapsed = started.elapsed();

@@ -295,6 +295,11 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
                     if record.offset < from.1 {
                         continue;
                     }
+                    // `--records` is what is counted, though the batch
+                    // holding the last one was checked whole.
+                    if records == target {
+                        break;
+                    }
                     records += 1;
                     bytes += record.value.map_or(0, |v| v.len() as u64)
                         + record.key.map_or(0, |k| k.len() as u64);
