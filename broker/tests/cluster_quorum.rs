@@ -192,6 +192,84 @@ async fn a_broker_behind_the_compacted_metadata_log_catches_up_through_a_snapsho
     }
 }
 
+/// A topic of `partitions` partitions, none of them hosted in the cluster.
+fn wide_unhosted_topic(name: &str, partitions: usize) -> MetadataCommand {
+    let MetadataCommand::CreateTopic(mut topic) = unhosted_topic(name) else {
+        unreachable!("unhosted_topic creates a topic")
+    };
+    topic.partitions = vec![topic.partitions[0].clone(); partitions];
+    MetadataCommand::CreateTopic(topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_snapshot_larger_than_a_grpc_message_reaches_a_lagging_broker_in_pieces() {
+    let mut cluster = Cluster::start_with(|config| config.metadata_snapshot_entries = 4).await;
+    cluster
+        .wait_all("every broker registered everywhere", |m| {
+            m.brokers.len() == 3
+        })
+        .await;
+    let controller = cluster.controller().await;
+    let stopped = (1..=3).find(|id| *id != controller).unwrap();
+    let snapshot_index = |cluster: &Cluster, id| {
+        cluster.brokers[&id]
+            .quorum()
+            .unwrap()
+            .view()
+            .borrow()
+            .status
+            .snapshot_index
+    };
+    let stopped_at = cluster.brokers[&stopped]
+        .quorum()
+        .unwrap()
+        .view()
+        .borrow()
+        .status
+        .committed_index;
+    cluster.stop_broker(stopped).await;
+    // About 6 MB of metadata as JSON, over gRPC's default 4 MiB message
+    // bound, in entries each well under it.
+    let names: Vec<String> = (0..10).map(|i| format!("wide-{i}")).collect();
+    for name in &names {
+        cluster.brokers[&controller]
+            .quorum()
+            .unwrap()
+            .propose(wide_unhosted_topic(name, 8_000), WAIT)
+            .await
+            .unwrap();
+    }
+    let snapshot_bytes = serde_json::to_vec(&cluster.metadata(controller))
+        .unwrap()
+        .len();
+    assert!(snapshot_bytes > 4 << 20, "{snapshot_bytes} bytes");
+    cluster
+        .wait_for("the running brokers compacted past the stopped one", || {
+            cluster
+                .brokers
+                .keys()
+                .all(|id| snapshot_index(&cluster, *id) > stopped_at + 4)
+        })
+        .await;
+    cluster.start_broker(stopped).await;
+    let expected = cluster.metadata(controller);
+    cluster
+        .wait_for("the stopped broker caught up", || {
+            cluster.metadata(stopped).topics == expected.topics
+        })
+        .await;
+    let caught_up = cluster.brokers[&stopped]
+        .quorum()
+        .unwrap()
+        .view()
+        .borrow()
+        .status;
+    assert!(caught_up.snapshots_installed >= 1, "{caught_up:?}");
+    for id in 1..=3 {
+        cluster.stop_broker(id).await;
+    }
+}
+
 #[tokio::test]
 async fn a_broker_whose_node_id_is_not_among_its_peers_does_not_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,12 @@
 //! Raft tolerates lost, repeated and reordered messages, so nothing here
 //! retries: a call that fails drops its messages and tells the Raft core the
 //! peer is unreachable, and Raft's next heartbeat or probe tries again.
+//!
+//! A call carries at most [`CALL_BYTES_MAX`] of messages, below gRPC's
+//! default 4 MiB message bound. A larger message (a metadata snapshot, which
+//! grows with the partitions of the cluster) goes in pieces of that size,
+//! one `StepChunk` call each, in order; the receiver puts them together, up
+//! to [`QUORUM_MESSAGE_BYTES_MAX`], and steps the whole message.
 
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
@@ -26,6 +32,13 @@ use crate::proto::quorum_client::QuorumClient;
 const PEER_QUEUE: usize = 4096;
 /// Messages sent in one call, and taken in one call.
 const MESSAGES_PER_CALL_MAX: usize = 1024;
+/// Bytes of messages sent in one call, and the size of a large message's
+/// pieces: every call stays below gRPC's default 4 MiB message bound.
+pub(crate) const CALL_BYTES_MAX: usize = 1 << 20;
+/// The largest Raft message put together from pieces: a metadata snapshot
+/// of about 5 million partitions. Each peer has at most one message in
+/// pieces, so this bounds what a broker holds for them.
+pub(crate) const QUORUM_MESSAGE_BYTES_MAX: u64 = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -90,12 +103,41 @@ async fn deliver(
         }
     };
     let mut batch = Vec::new();
+    let mut message_id = 0u64;
     while queue.recv_many(&mut batch, MESSAGES_PER_CALL_MAX).await > 0 {
-        let messages: Vec<bytes::Bytes> = batch
+        let encoded = batch
             .drain(..)
-            .filter_map(|m| m.write_to_bytes().ok().map(bytes::Bytes::from))
-            .collect();
-        if let Err(status) = call(client.clone(), from, messages).await {
+            .filter_map(|m| m.write_to_bytes().ok().map(bytes::Bytes::from));
+        let mut call_messages: Vec<bytes::Bytes> = Vec::new();
+        let mut call_bytes = 0;
+        let mut delivered = Ok(());
+        for message in encoded {
+            if delivered.is_err() {
+                break;
+            }
+            if message.len() > CALL_BYTES_MAX {
+                if !call_messages.is_empty() {
+                    delivered =
+                        call(client.clone(), from, std::mem::take(&mut call_messages)).await;
+                    call_bytes = 0;
+                }
+                if delivered.is_ok() {
+                    message_id += 1;
+                    delivered = call_in_pieces(client.clone(), from, message_id, message).await;
+                }
+                continue;
+            }
+            if call_bytes + message.len() > CALL_BYTES_MAX && !call_messages.is_empty() {
+                delivered = call(client.clone(), from, std::mem::take(&mut call_messages)).await;
+                call_bytes = 0;
+            }
+            call_bytes += message.len();
+            call_messages.push(message);
+        }
+        if delivered.is_ok() && !call_messages.is_empty() {
+            delivered = call(client.clone(), from, call_messages).await;
+        }
+        if let Err(status) = delivered {
             tracing::debug!(peer, error = %status, "quorum messages not delivered");
             // Raft probes the peer instead of streaming to it until it answers.
             let _ = requests.try_send(Request::Unreachable(peer));
@@ -114,9 +156,112 @@ async fn call(
         .map(|_| ())
 }
 
+/// Sends `message` in pieces of [`CALL_BYTES_MAX`], in order; the first that
+/// fails ends it (the receiver drops what it put together).
+async fn call_in_pieces(
+    mut client: QuorumClient<Channel>,
+    from: NodeId,
+    message_id: u64,
+    message: bytes::Bytes,
+) -> Result<(), Status> {
+    let total_bytes = message.len() as u64;
+    if total_bytes > QUORUM_MESSAGE_BYTES_MAX {
+        tracing::error!(
+            bytes = total_bytes,
+            max = QUORUM_MESSAGE_BYTES_MAX,
+            "a quorum message (a metadata snapshot) is larger than a peer takes; it cannot catch up from it"
+        );
+        return Err(Status::resource_exhausted("quorum message too large"));
+    }
+    let mut offset = 0;
+    while offset < message.len() {
+        let end = (offset + CALL_BYTES_MAX).min(message.len());
+        client
+            .step_chunk(proto::QuorumChunk {
+                from,
+                message_id,
+                offset: offset as u64,
+                total_bytes,
+                bytes: message.slice(offset..end),
+            })
+            .await?;
+        offset = end;
+    }
+    Ok(())
+}
+
+/// A large message arriving in pieces, one per peer at a time.
+struct Pieces {
+    message_id: u64,
+    total_bytes: u64,
+    bytes: Vec<u8>,
+}
+
+/// The messages peers are sending in pieces.
+#[derive(Default)]
+struct Reassembly {
+    by_peer: std::sync::Mutex<std::collections::HashMap<NodeId, Pieces>>,
+}
+
+impl Reassembly {
+    /// Adds `chunk`; the whole message once its last piece arrived. A piece
+    /// that does not follow the one before (lost, or a new message started)
+    /// drops what was put together: Raft sends the message again.
+    fn add(&self, chunk: proto::QuorumChunk) -> Result<Option<Vec<u8>>, Status> {
+        if chunk.total_bytes > QUORUM_MESSAGE_BYTES_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "a quorum message of {} bytes; at most {QUORUM_MESSAGE_BYTES_MAX}",
+                chunk.total_bytes
+            )));
+        }
+        let mut by_peer = self
+            .by_peer
+            .lock()
+            .map_err(|_| Status::internal("the quorum's reassembly lock is poisoned"))?;
+        if chunk.offset == 0 {
+            by_peer.insert(
+                chunk.from,
+                Pieces {
+                    message_id: chunk.message_id,
+                    total_bytes: chunk.total_bytes,
+                    bytes: Vec::new(),
+                },
+            );
+        }
+        let follows = by_peer.get(&chunk.from).is_some_and(|p| {
+            p.message_id == chunk.message_id
+                && p.total_bytes == chunk.total_bytes
+                && p.bytes.len() as u64 == chunk.offset
+                && chunk.offset + chunk.bytes.len() as u64 <= chunk.total_bytes
+        });
+        if !follows {
+            by_peer.remove(&chunk.from);
+            return Err(Status::failed_precondition(format!(
+                "piece at {} of quorum message {} from node {} does not follow the pieces before it",
+                chunk.offset, chunk.message_id, chunk.from
+            )));
+        }
+        let Some(pieces) = by_peer.get_mut(&chunk.from) else {
+            return Err(Status::internal("a quorum message's pieces vanished"));
+        };
+        if pieces.bytes.is_empty() {
+            // Reserved once the first piece checked out, not from its claim alone.
+            pieces
+                .bytes
+                .reserve_exact(usize::try_from(chunk.total_bytes).unwrap_or(0));
+        }
+        pieces.bytes.extend_from_slice(&chunk.bytes);
+        if pieces.bytes.len() as u64 == pieces.total_bytes {
+            return Ok(by_peer.remove(&chunk.from).map(|p| p.bytes));
+        }
+        Ok(None)
+    }
+}
+
 /// The receiving half, served on the broker's gRPC listener.
 pub struct QuorumService {
     node_id: NodeId,
+    reassembly: Reassembly,
     requests: SyncSender<Request>,
     view: watch::Receiver<QuorumView>,
     metadata: watch::Receiver<std::sync::Arc<super::ClusterMetadata>>,
@@ -127,10 +272,43 @@ impl QuorumService {
     pub fn new(quorum: &super::MetadataQuorum, config: &ClusterConfig) -> QuorumService {
         QuorumService {
             node_id: quorum.node_id(),
+            reassembly: Reassembly::default(),
             requests: quorum.requests(),
             view: quorum.view(),
             metadata: quorum.metadata(),
             peers: config.peers.clone(),
+        }
+    }
+}
+
+impl QuorumService {
+    /// A Raft message from `from` to this broker.
+    fn decode(&self, from: NodeId, bytes: &[u8]) -> Result<Message, Status> {
+        let message = Message::parse_from_bytes(bytes).map_err(|e| {
+            Status::invalid_argument(format!("a quorum message does not decode: {e}"))
+        })?;
+        // The sender names itself once per call; each message must agree.
+        if message.from != from || message.to != self.node_id {
+            return Err(Status::invalid_argument(format!(
+                "a quorum message from {} to {} arrived at node {} in a call from {from}",
+                message.from, message.to, self.node_id
+            )));
+        }
+        Ok(message)
+    }
+
+    fn forward(
+        &self,
+        messages: Vec<Message>,
+    ) -> Result<Response<proto::QuorumStepResponse>, Status> {
+        match self.requests.try_send(Request::Step(messages)) {
+            Ok(()) => Ok(Response::new(proto::QuorumStepResponse {})),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                Err(Status::resource_exhausted("the quorum's queue is full"))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Status::unavailable(
+                "this broker's quorum member has stopped",
+            )),
         }
     }
 }
@@ -150,26 +328,30 @@ impl proto::quorum_server::Quorum for QuorumService {
         }
         let mut messages = Vec::with_capacity(request.messages.len());
         for bytes in &request.messages {
-            let message = Message::parse_from_bytes(bytes).map_err(|e| {
-                Status::invalid_argument(format!("a quorum message does not decode: {e}"))
-            })?;
-            // The sender names itself once per call; each message must agree.
-            if message.from != request.from || message.to != self.node_id {
-                return Err(Status::invalid_argument(format!(
-                    "a quorum message from {} to {} arrived at node {} in a call from {}",
-                    message.from, message.to, self.node_id, request.from
-                )));
-            }
-            messages.push(message);
+            messages.push(self.decode(request.from, bytes)?);
         }
-        match self.requests.try_send(Request::Step(messages)) {
-            Ok(()) => Ok(Response::new(proto::QuorumStepResponse {})),
-            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                Err(Status::resource_exhausted("the quorum's queue is full"))
+        self.forward(messages)
+    }
+
+    async fn step_chunk(
+        &self,
+        request: GrpcRequest<proto::QuorumChunk>,
+    ) -> Result<Response<proto::QuorumStepResponse>, Status> {
+        let chunk = request.into_inner();
+        let from = chunk.from;
+        // Only a peer may have memory held for it.
+        if from == self.node_id || !self.peers.contains_key(&from) {
+            return Err(Status::invalid_argument(format!(
+                "a quorum message piece from node {from}, which is not a peer of node {}",
+                self.node_id
+            )));
+        }
+        match self.reassembly.add(chunk)? {
+            Some(bytes) => {
+                let message = self.decode(from, &bytes)?;
+                self.forward(vec![message])
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Status::unavailable(
-                "this broker's quorum member has stopped",
-            )),
+            None => Ok(Response::new(proto::QuorumStepResponse {})),
         }
     }
 
@@ -220,5 +402,70 @@ impl proto::quorum_server::Quorum for QuorumService {
             applied_index: view.status.applied_index,
             brokers,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(message_id: u64, offset: u64, total_bytes: u64, bytes: &[u8]) -> proto::QuorumChunk {
+        proto::QuorumChunk {
+            from: 2,
+            message_id,
+            offset,
+            total_bytes,
+            bytes: bytes::Bytes::copy_from_slice(bytes),
+        }
+    }
+
+    #[test]
+    fn pieces_in_order_make_the_whole_message_at_the_last() {
+        let reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(piece(1, 0, 7, b"abc")).unwrap(), None);
+        assert_eq!(reassembly.add(piece(1, 3, 7, b"de")).unwrap(), None);
+        assert_eq!(
+            reassembly.add(piece(1, 5, 7, b"fg")).unwrap(),
+            Some(b"abcdefg".to_vec())
+        );
+        // Nothing is held once the message is out.
+        assert!(reassembly.by_peer.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_piece_that_does_not_follow_drops_the_message() {
+        let reassembly = Reassembly::default();
+        reassembly.add(piece(1, 0, 9, b"abc")).unwrap();
+        // A gap (the piece at 3 was lost).
+        let refused = reassembly.add(piece(1, 6, 9, b"ghi")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        // What was put together is gone: the piece at 3 no longer follows.
+        assert!(reassembly.add(piece(1, 3, 9, b"def")).is_err());
+        // A piece of another message, or past the end, is refused too.
+        reassembly.add(piece(2, 0, 4, b"ab")).unwrap();
+        assert!(reassembly.add(piece(3, 2, 4, b"cd")).is_err());
+        reassembly.add(piece(4, 0, 4, b"ab")).unwrap();
+        assert!(reassembly.add(piece(4, 2, 4, b"cde")).is_err());
+    }
+
+    #[test]
+    fn a_new_message_replaces_one_left_unfinished() {
+        let reassembly = Reassembly::default();
+        reassembly.add(piece(1, 0, 9, b"abc")).unwrap();
+        assert_eq!(
+            reassembly.add(piece(2, 0, 2, b"xy")).unwrap(),
+            Some(b"xy".to_vec())
+        );
+        assert!(reassembly.add(piece(1, 3, 9, b"def")).is_err());
+    }
+
+    #[test]
+    fn a_message_over_the_bound_is_refused_before_anything_is_held() {
+        let reassembly = Reassembly::default();
+        let refused = reassembly
+            .add(piece(1, 0, QUORUM_MESSAGE_BYTES_MAX + 1, b"abc"))
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(reassembly.by_peer.lock().unwrap().is_empty());
     }
 }
