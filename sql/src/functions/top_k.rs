@@ -13,6 +13,8 @@
 //! the session's memory pool *before* it is allocated, so too many groups under a memory
 //! limit fail with a ResourcesExhausted error naming `approx_top_k` and the bytes asked,
 //! instead of allocating first and being counted after (as `Accumulator::size` would).
+//! A partial summary restored in a merge, and the serialized bytes `state` builds, are
+//! reserved for as long as they exist beside the accumulator's own summary.
 //! DataFusion gives an accumulator no handle on the pool (`AccumulatorArgs` has none), so
 //! the function holds a weak reference to its session's state and reads the pool from the
 //! runtime when each accumulator is created: `SET datafusion.runtime.memory_limit`
@@ -112,6 +114,15 @@ impl Hash for ApproxTopK {
 /// The error for a summary that does not fit: what was asked, what the pool has left,
 /// and what to change.
 fn sketch_does_not_fit(k: usize, budget_bytes: usize, pool: &dyn MemoryPool) -> DataFusionError {
+    does_not_fit(
+        &format!("a summary for k = {k} needs {budget_bytes} bytes"),
+        pool,
+    )
+}
+
+/// The error for memory a step of the aggregate (`needs`: what, and how many bytes) does
+/// not get from the pool.
+fn does_not_fit(needs: &str, pool: &dyn MemoryPool) -> DataFusionError {
     let reserved = pool.reserved();
     let limit = match pool.memory_limit() {
         MemoryLimit::Finite(limit) => format!(
@@ -123,7 +134,7 @@ fn sketch_does_not_fit(k: usize, budget_bytes: usize, pool: &dyn MemoryPool) -> 
         }
     };
     DataFusionError::ResourcesExhausted(format!(
-        "{NAME}: a summary for k = {k} needs {budget_bytes} bytes and {limit}; \
+        "{NAME}: {needs} and {limit}; \
          each GROUP BY group holds its own summary, so group by fewer values (or filter \
          first), or raise the limit (SET datafusion.runtime.memory_limit = '4G')"
     ))
@@ -205,8 +216,10 @@ impl AggregateUDFImpl for ApproxTopK {
         reservation.shrink(budget_bytes - items.memory_bytes().min(budget_bytes));
         Ok(Box::new(TopKAccumulator {
             k,
+            budget_bytes,
             items,
             _reservation: reservation,
+            pool,
         }))
     }
 }
@@ -214,14 +227,31 @@ impl AggregateUDFImpl for ApproxTopK {
 #[derive(Debug)]
 struct TopKAccumulator {
     k: usize,
+    /// The budget of every summary of this k, partial ones included.
+    budget_bytes: usize,
     /// Values seen by this accumulator and the partial summaries merged into it.
     items: FrequentItems,
     /// `items.memory_bytes()`, held in the session's pool until the accumulator is dropped
     /// (never read: dropping it gives the bytes back).
     _reservation: MemoryReservation,
+    /// Where a partial summary restored for a merge, and the bytes of this one's state,
+    /// are reserved while they exist beside it.
+    pool: Arc<dyn MemoryPool>,
 }
 
 impl TopKAccumulator {
+    /// `bytes` reserved for `what` until the reservation is dropped.
+    fn transient(&self, bytes: usize, what: &str) -> Result<MemoryReservation> {
+        let reservation = MemoryConsumer::new(NAME).register(&self.pool);
+        reservation.try_grow(bytes).map_err(|_| {
+            does_not_fit(
+                &format!("{what} for k = {} needs {bytes} bytes", self.k),
+                self.pool.as_ref(),
+            )
+        })?;
+        Ok(reservation)
+    }
+
     /// The k values ranked as `FrequentItems::top_k` ranks them (by lower bound, then
     /// estimate, then value), each with its estimate.
     fn ranked(&self) -> Vec<(Vec<u8>, u64)> {
@@ -258,15 +288,24 @@ impl Accumulator for TopKAccumulator {
             exec_datafusion_err!("{NAME}: state is {}, not Binary", summaries.data_type())
         })?;
         for bytes in summaries.iter().flatten() {
+            // A partial summary has this one's k, so this one's budget; it is restored
+            // whole before it is merged, and held beside this one until then.
+            let restoring = self.transient(self.budget_bytes, "restoring a partial summary")?;
             let partial = FrequentItems::from_bytes(bytes, STATE_BYTES_MAX)
                 .map_err(|e| exec_datafusion_err!("{NAME}: partial summary: {e}"))?;
             self.items.merge(&partial);
+            drop((partial, restoring));
         }
         Ok(())
     }
 
+    /// The serialized summary is built beside the summary; its bytes are reserved while
+    /// both exist (the state column that carries them on is DataFusion's).
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(Some(self.items.to_bytes()))])
+        let serializing = self.transient(self.budget_bytes, "serializing the summary")?;
+        let bytes = self.items.to_bytes();
+        drop(serializing);
+        Ok(vec![ScalarValue::Binary(Some(bytes))])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
@@ -291,5 +330,72 @@ impl Accumulator for TopKAccumulator {
     /// `size` to a reservation of its own, which would count it twice.
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+
+    use super::*;
+
+    const K: usize = 10;
+
+    /// An accumulator as `accumulator` makes one, its summary reserved in `pool`.
+    fn accumulator(pool: &Arc<dyn MemoryPool>) -> TopKAccumulator {
+        let budget_bytes = sketch_budget_bytes(K);
+        let reservation = MemoryConsumer::new(NAME).register(pool);
+        reservation.try_grow(budget_bytes).unwrap();
+        TopKAccumulator {
+            k: K,
+            budget_bytes,
+            items: FrequentItems::with_budget(budget_bytes).unwrap(),
+            _reservation: reservation,
+            pool: Arc::clone(pool),
+        }
+    }
+
+    fn state_column(state: Vec<ScalarValue>) -> ArrayRef {
+        ScalarValue::iter_to_array(state).unwrap()
+    }
+
+    #[test]
+    fn a_merge_and_a_state_reserve_what_they_hold_beside_the_summary() {
+        let budget_bytes = sketch_budget_bytes(K);
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(2 * budget_bytes));
+        let mut partial = accumulator(&pool);
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "a"]));
+        partial.update_batch(&[values]).unwrap();
+        // One summary and its serialized bytes: two budgets, the limit.
+        let state = state_column(partial.state().unwrap());
+        assert_eq!(
+            pool.reserved(),
+            budget_bytes,
+            "the state's bytes are given back"
+        );
+
+        let mut merged = accumulator(&pool);
+        // Two summaries held: neither a third (restored) nor serialized bytes fit.
+        let refused = merged.merge_batch(&[Arc::clone(&state)]).unwrap_err();
+        assert!(
+            matches!(refused, DataFusionError::ResourcesExhausted(_))
+                && refused.to_string().contains("restoring a partial summary"),
+            "{refused}"
+        );
+        let refused = partial.state().unwrap_err();
+        assert!(
+            refused.to_string().contains("serializing the summary"),
+            "{refused}"
+        );
+
+        // Once the partial aggregate is gone, the merge fits and loses nothing.
+        drop(partial);
+        merged.merge_batch(&[state]).unwrap();
+        assert_eq!(
+            merged.ranked(),
+            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1)]
+        );
+        assert_eq!(pool.reserved(), budget_bytes);
     }
 }
