@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::collect;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
@@ -31,8 +33,8 @@ pub async fn run_statements(
 pub struct StatementOutput {
     pub batches: Vec<RecordBatch>,
     /// The JSON problems its topic scans met, per topic (empty when there were none); a
-    /// caller prints [`JsonProblems::warning`] for each. A statement that runs a query
-    /// of its own (`CREATE TABLE ... AS`) reports none.
+    /// caller prints [`JsonProblems::warning`] for each; `CREATE TABLE ... AS` reports
+    /// those of its query.
     pub json_problems: Vec<JsonProblems>,
 }
 
@@ -56,17 +58,56 @@ pub async fn run_statements_reporting(
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
         let state = ctx.state();
-        let plan = state.statement_to_plan(statement).await?;
+        let mut plan = state.statement_to_plan(statement).await?;
+        let mut problems = Vec::new();
+        if let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = &plan {
+            if !(create.if_not_exists && ctx.table_exist(create.name.clone())?) {
+                let (rows, met) = run_query_of(ctx, create).await?;
+                plan = rows;
+                problems = met;
+            }
+        }
         let frame = ctx.execute_logical_plan(plan).await?;
         let task_ctx = Arc::new(frame.task_ctx());
         let physical = frame.create_physical_plan().await?;
         let batches = collect(Arc::clone(&physical), task_ctx).await?;
+        problems.extend(json_problems(&physical));
         results.push(StatementOutput {
             batches,
-            json_problems: json_problems(&physical),
+            json_problems: problems,
         });
     }
     Ok(results)
+}
+
+/// `CREATE TABLE ... AS query`: DataFusion runs the query inside the statement, where
+/// its scans' JSON problems cannot be read. So the query runs here, its problems are
+/// kept, and the statement is given back with the rows it produced as its query
+/// (DataFusion still decides whether the table may be created or replaced).
+async fn run_query_of(
+    ctx: &SessionContext,
+    create: &CreateMemoryTable,
+) -> Result<(LogicalPlan, Vec<JsonProblems>), SqlError> {
+    let frame = ctx
+        .execute_logical_plan(create.input.as_ref().clone())
+        .await?;
+    let task_ctx = Arc::new(frame.task_ctx());
+    let physical = frame.create_physical_plan().await?;
+    let batches = collect(Arc::clone(&physical), task_ctx).await?;
+    let problems = json_problems(&physical);
+    let rows = MemTable::try_new(create.input.schema().inner().clone(), vec![batches])?;
+    let input = LogicalPlanBuilder::scan(
+        create.name.clone(),
+        provider_as_source(Arc::new(rows)),
+        None,
+    )?
+    .build()?;
+    let mut create = create.clone();
+    create.input = Arc::new(input);
+    Ok((
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)),
+        problems,
+    ))
 }
 
 #[cfg(test)]

@@ -112,3 +112,35 @@ async fn a_repeated_key_takes_its_last_value() {
     // The "x" that 7 replaced is no mismatch.
     assert_eq!(outputs[0].json_problems, vec![]);
 }
+
+#[tokio::test]
+async fn create_table_as_reports_the_problems_of_its_query_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = session(dir.path()).await;
+    let outputs = run_statements_reporting(
+        &ctx,
+        "SELECT item, price, qty FROM orders; \
+         CREATE TABLE priced AS SELECT item, price, qty FROM orders; \
+         SELECT count(*), count(price) FROM priced; \
+         CREATE TABLE IF NOT EXISTS priced AS SELECT item FROM orders",
+    )
+    .await
+    .unwrap();
+    assert_eq!(outputs.len(), 4);
+    // The table's query met what the same SELECT met.
+    assert_eq!(outputs[1].json_problems, outputs[0].json_problems);
+    assert_eq!(outputs[1].json_problems[0].malformed_rows, 3);
+    // The table holds the query's rows: reading it decodes no JSON.
+    assert_eq!(outputs[2].json_problems, vec![]);
+    let selected: usize = outputs[0].batches.iter().map(|b| b.num_rows()).sum();
+    let prices = rows_of(&outputs[0].batches)
+        .iter()
+        .filter(|row| row[1] != "NULL")
+        .count();
+    assert_eq!(
+        rows_of(&outputs[2].batches),
+        vec![vec![selected.to_string(), prices.to_string()]]
+    );
+    // A table that exists already is not created again, and its query does not run.
+    assert_eq!(outputs[3].json_problems, vec![]);
+}
