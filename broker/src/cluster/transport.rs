@@ -108,41 +108,55 @@ async fn deliver(
         let encoded = batch
             .drain(..)
             .filter_map(|m| m.write_to_bytes().ok().map(bytes::Bytes::from));
-        let mut call_messages: Vec<bytes::Bytes> = Vec::new();
-        let mut call_bytes = 0;
-        let mut delivered = Ok(());
-        for message in encoded {
-            if delivered.is_err() {
+        for planned in plan_calls(encoded) {
+            let sent = match planned {
+                Call::Step(messages) => call(client.clone(), from, messages).await,
+                Call::Pieces(message) => {
+                    message_id += 1;
+                    call_in_pieces(client.clone(), from, message_id, message).await
+                }
+            };
+            if let Err(status) = sent {
+                tracing::debug!(peer, error = %status, "quorum messages not delivered");
+                // Raft probes the peer instead of streaming to it until it answers; the
+                // messages after this one are dropped with it.
+                let _ = requests.try_send(Request::Unreachable(peer));
                 break;
             }
-            if message.len() > CALL_BYTES_MAX {
-                if !call_messages.is_empty() {
-                    delivered =
-                        call(client.clone(), from, std::mem::take(&mut call_messages)).await;
-                    call_bytes = 0;
-                }
-                if delivered.is_ok() {
-                    message_id += 1;
-                    delivered = call_in_pieces(client.clone(), from, message_id, message).await;
-                }
-                continue;
-            }
-            if call_bytes + message.len() > CALL_BYTES_MAX && !call_messages.is_empty() {
-                delivered = call(client.clone(), from, std::mem::take(&mut call_messages)).await;
-                call_bytes = 0;
-            }
-            call_bytes += message.len();
-            call_messages.push(message);
-        }
-        if delivered.is_ok() && !call_messages.is_empty() {
-            delivered = call(client.clone(), from, call_messages).await;
-        }
-        if let Err(status) = delivered {
-            tracing::debug!(peer, error = %status, "quorum messages not delivered");
-            // Raft probes the peer instead of streaming to it until it answers.
-            let _ = requests.try_send(Request::Unreachable(peer));
         }
     }
+}
+
+/// How a run of messages goes to a peer, in order.
+#[derive(Debug, PartialEq)]
+enum Call {
+    /// One `Step` call of at most [`CALL_BYTES_MAX`] bytes of messages.
+    Step(Vec<bytes::Bytes>),
+    /// One message over that, in `StepChunk` pieces.
+    Pieces(bytes::Bytes),
+}
+
+fn plan_calls(messages: impl IntoIterator<Item = bytes::Bytes>) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut open: Vec<bytes::Bytes> = Vec::new();
+    let mut open_bytes = 0;
+    for message in messages {
+        let large = message.len() > CALL_BYTES_MAX;
+        if !open.is_empty() && (large || open_bytes + message.len() > CALL_BYTES_MAX) {
+            calls.push(Call::Step(std::mem::take(&mut open)));
+            open_bytes = 0;
+        }
+        if large {
+            calls.push(Call::Pieces(message));
+        } else {
+            open_bytes += message.len();
+            open.push(message);
+        }
+    }
+    if !open.is_empty() {
+        calls.push(Call::Step(open));
+    }
+    calls
 }
 
 async fn call(
@@ -417,6 +431,29 @@ mod tests {
             total_bytes,
             bytes: bytes::Bytes::copy_from_slice(bytes),
         }
+    }
+
+    #[test]
+    fn calls_stay_under_the_bound_in_order_and_a_larger_message_goes_alone_in_pieces() {
+        let sized = |n: usize| bytes::Bytes::from(vec![n as u8; n]);
+        let half = CALL_BYTES_MAX / 2;
+        let calls = plan_calls([
+            sized(10),
+            sized(half),
+            sized(half),
+            sized(CALL_BYTES_MAX + 1),
+            sized(20),
+        ]);
+        assert_eq!(
+            calls,
+            vec![
+                Call::Step(vec![sized(10), sized(half)]),
+                Call::Step(vec![sized(half)]),
+                Call::Pieces(sized(CALL_BYTES_MAX + 1)),
+                Call::Step(vec![sized(20)]),
+            ]
+        );
+        assert_eq!(plan_calls([]), vec![]);
     }
 
     #[test]
