@@ -16,7 +16,7 @@ use super::{Listener, RequestMetrics};
 use crate::broker::Broker;
 
 /// The gRPC methods served, by path, and their `api` label.
-const METHODS: [(&str, &str); 20] = [
+const METHODS: [(&str, &str); 21] = [
     ("/weir.v1.Admin/CreateTopic", "CreateTopic"),
     ("/weir.v1.Admin/ListTopics", "ListTopics"),
     ("/weir.v1.Admin/DescribeTopic", "DescribeTopic"),
@@ -37,6 +37,7 @@ const METHODS: [(&str, &str); 20] = [
     ("/weir.v1.Group/DeleteGroup", "DeleteGroup"),
     ("/weir.v1.Group/ResetOffsets", "ResetOffsets"),
     ("/weir.v1.Quorum/Step", "Step"),
+    ("/weir.v1.Quorum/StepChunk", "StepChunk"),
     ("/weir.v1.Quorum/ClusterStatus", "ClusterStatus"),
     ("/weir.v1.Replica/ReplicaFetch", "ReplicaFetch"),
     (
