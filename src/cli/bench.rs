@@ -146,10 +146,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             (bench, report)
         }
         Mode::E2e(bench) => {
-            if bench.protocol == Protocol::Kafka {
-                bail!("weir bench e2e drives gRPC only; --protocol kafka measures produce and consume");
-            }
-            let report = end_to_end(&addr, &bench).await?;
+            let report = match bench.protocol {
+                Protocol::Grpc => end_to_end(&addr, &bench).await?,
+                Protocol::Kafka => kafka::end_to_end(&addr, &bench.kafka, &bench).await?,
+            };
             (bench, report)
         }
     };

@@ -12,7 +12,8 @@
 //! the next sent as soon as an answer arrives (its offsets read from the batch headers) by a
 //! task of its own, as Kafka's consumers fetch on their own thread ahead of the records they
 //! hand out; meanwhile each returned batch is checked (CRC) and its records' keys and values
-//! counted. Both talk
+//! counted. E2e: the same consumer follows every partition from its end while the producer
+//! sends, each batch's values stamped with its making time. Both talk
 //! to the one broker at `--kafka`: a one-node broker, or the leader of every partition.
 
 use std::sync::Arc;
@@ -116,6 +117,17 @@ fn topic_name(topic: &str) -> TopicName {
 }
 
 pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
+    produce_stamped(grpc, kafka, bench, None).await
+}
+
+/// Produces `bench.records`; with `epoch`, each batch's values start with the
+/// microseconds from `epoch` to the batch's making (e2e reads them back).
+async fn produce_stamped(
+    grpc: &str,
+    kafka: &str,
+    bench: &BenchArgs,
+    epoch: Option<Instant>,
+) -> anyhow::Result<Report> {
     let partitions = ensure_topic(grpc, bench).await?;
     let acks: i16 = match bench.acks.as_str() {
         "0" => 0,
@@ -127,10 +139,14 @@ pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         .compression
         .parse()
         .map_err(|e| anyhow::anyhow!("--compression {:?}: {e}", bench.compression))?;
-    let batch_size = bench.batch_size.unwrap_or(super::BATCH_SIZE_DEFAULT);
+    let batch_size = bench.batch_size.unwrap_or(if bench.throughput > 0 {
+        super::BATCH_SIZE_AT_RATE_DEFAULT
+    } else {
+        super::BATCH_SIZE_DEFAULT
+    });
     let per_batch = (batch_size / (bench.record_size + RECORD_OVERHEAD_BYTES)).max(1) as u64;
     let (mut reader, mut writer) = connect(kafka).await?;
-    let value = payload(bench.record_size);
+    let mut value = payload(bench.record_size);
     let bar = progress(bench.records, bench.output);
     let in_flight = Arc::new(Semaphore::new(usize::from(bench.max_in_flight)));
     // (correlation id, written at, records) of each request awaiting its answer.
@@ -182,6 +198,10 @@ pub(super) async fn produce(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        if let Some(epoch) = epoch {
+            let sent_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            value[..8].copy_from_slice(&sent_us.to_le_bytes());
+        }
         for _ in 0..records {
             builder.push(timestamp, None, Some(&value), &[]);
         }
@@ -276,37 +296,17 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
             break;
         };
         let _ = latencies.record(latency_us);
-        for data in response.responses.iter().flat_map(|t| &t.partitions) {
-            let (Some(from), Some(buf)) = (
-                counted_from
-                    .iter_mut()
-                    .find(|(partition, _)| *partition == data.partition_index),
-                data.records.as_ref(),
-            ) else {
-                continue;
-            };
-            // A fetch may end inside a batch: the rest comes next time.
-            for (header, batch) in batches(buf).map_while(Result::ok) {
-                if header.next_offset() <= from.1 {
-                    continue;
-                }
-                for record in decoder.records(batch)? {
-                    let record = record?;
-                    if record.offset < from.1 {
-                        continue;
-                    }
-                    // `--records` is what is counted, though the batch
-                    // holding the last one was checked whole.
-                    if records == target {
-                        break;
-                    }
-                    records += 1;
-                    bytes += record.value.map_or(0, |v| v.len() as u64)
-                        + record.key.map_or(0, |k| k.len() as u64);
-                }
-                from.1 = header.next_offset();
-            }
-        }
+        check_records(
+            &response,
+            &mut counted_from,
+            &mut decoder,
+            target - records,
+            |record| {
+                records += 1;
+                bytes += record.value.map_or(0, |v| v.len() as u64)
+                    + record.key.map_or(0, |k| k.len() as u64);
+            },
+        )?;
         bar.set_position(records);
     }
     let elapsed = started.elapsed();
@@ -322,6 +322,126 @@ pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyho
     Ok(report(
         "consume", bench, records, bytes, 0, elapsed, &latencies,
     ))
+}
+
+/// Checks every whole batch of `response` (CRC, records) and calls `visit`
+/// with each record at or past its partition's `counted_from`, at most `limit`
+/// of them (the batch holding the last is checked whole); moves `counted_from`
+/// past the batches checked. A fetch may end inside a batch: the rest comes
+/// next time.
+fn check_records(
+    response: &FetchResponse,
+    counted_from: &mut [(i32, i64)],
+    decoder: &mut RecordDecoder,
+    limit: u64,
+    mut visit: impl FnMut(&weir_log::batch::RecordView<'_>),
+) -> anyhow::Result<()> {
+    let mut left = limit;
+    for data in response.responses.iter().flat_map(|t| &t.partitions) {
+        let (Some(from), Some(buf)) = (
+            counted_from
+                .iter_mut()
+                .find(|(partition, _)| *partition == data.partition_index),
+            data.records.as_ref(),
+        ) else {
+            continue;
+        };
+        for (header, batch) in batches(buf).map_while(Result::ok) {
+            if header.next_offset() <= from.1 {
+                continue;
+            }
+            for record in decoder.records(batch)? {
+                let record = record?;
+                if record.offset < from.1 || left == 0 {
+                    continue;
+                }
+                left -= 1;
+                visit(&record);
+            }
+            from.1 = header.next_offset();
+        }
+    }
+    Ok(())
+}
+
+/// e2e over Kafka: a consumer following every partition from its end while a
+/// producer sends `bench.records` (at `--throughput`, if set), each batch's
+/// values stamped with its making time; latency is from that stamp to the
+/// record's arrival in the consumer, as gRPC's e2e measures it.
+pub(super) async fn end_to_end(
+    grpc: &str,
+    kafka: &str,
+    bench: &BenchArgs,
+) -> anyhow::Result<Report> {
+    if bench.record_size < 8 {
+        bail!("--record-size must be at least 8 for e2e: the send time travels in the value");
+    }
+    ensure_topic(grpc, bench).await?;
+    let topic = Admin::connect(grpc)
+        .await?
+        .describe_topic(&bench.topic)
+        .await?;
+    // Followed past any end: the fetcher runs until the records arrived.
+    let positions: FetchPositions = topic
+        .partitions
+        .iter()
+        .map(|p| (p.partition as i32, p.high_watermark as i64, i64::MAX))
+        .collect();
+    let mut counted_from: Vec<(i32, i64)> =
+        positions.iter().map(|(p, next, _)| (*p, *next)).collect();
+    let (reader, writer) = connect(kafka).await?;
+    let (answers, mut answered) = mpsc::channel(ANSWERS_AHEAD);
+    let fetcher = tokio::spawn(fetch_ahead(
+        reader,
+        writer,
+        bench.topic.clone(),
+        positions,
+        answers,
+    ));
+    let epoch = Instant::now();
+    let records = bench.records;
+    let receiving = tokio::spawn(async move {
+        let mut latencies = histogram();
+        let mut decoder = RecordDecoder::new();
+        let mut received = 0u64;
+        while received < records {
+            let Some((response, _)) = answered.recv().await else {
+                // The fetcher ended: its error says why.
+                return Ok(None);
+            };
+            let now_us = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            check_records(
+                &response,
+                &mut counted_from,
+                &mut decoder,
+                records - received,
+                |record| {
+                    let sent_us = record
+                        .value
+                        .and_then(|v| v.first_chunk::<8>())
+                        .map_or(0, |b| u64::from_le_bytes(*b));
+                    let _ = latencies.record(now_us.saturating_sub(sent_us).max(1));
+                    received += 1;
+                },
+            )?;
+        }
+        Ok::<_, anyhow::Error>(Some(latencies))
+    });
+    let started = Instant::now();
+    let sent = produce_stamped(grpc, kafka, bench, Some(epoch)).await?;
+    if sent.errors > 0 {
+        fetcher.abort();
+        bail!("{} of {records} records were refused", sent.errors);
+    }
+    let latencies = receiving.await.context("the consumer task failed")??;
+    let elapsed = started.elapsed();
+    let Some(latencies) = latencies else {
+        fetcher.await.context("the fetch task failed")??;
+        bail!("the fetch task ended before every record arrived");
+    };
+    fetcher.abort();
+    let bytes = records * bench.record_size as u64;
+    Ok(report("e2e", bench, records, bytes, 0, elapsed, &latencies))
 }
 
 /// Answers fetched but not yet checked: each up to `fetch_max_bytes`, so the
