@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{produce_keyed_events, tumbling_counts};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -64,36 +66,6 @@ fn split(
         out[i].push(*e);
     }
     out
-}
-
-/// Tumbling counts per (key, window start), as the pipeline must give them (no
-/// record here is late: the allowed lateness covers the 1.5 s back).
-fn brute_force(events: &[(u32, u64, i64)]) -> BTreeMap<(u64, i64), u64> {
-    let size = WINDOW.as_millis() as i64;
-    let mut counts = BTreeMap::new();
-    for (_, key, t) in events {
-        *counts.entry((*key, t.div_euclid(size) * size)).or_insert(0) += 1;
-    }
-    counts
-}
-
-async fn produce(addr: &str, events: &[(u32, u64, i64)]) {
-    let producer = Producer::connect(addr, ProducerConfig::default())
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for (partition, key, t) in events {
-        let key = key.to_string();
-        let record = ProducerRecord::new("events", key.as_bytes())
-            .with_key(key.as_bytes())
-            .with_partition(*partition)
-            .with_timestamp(*t);
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
-    producer.close().await.unwrap();
 }
 
 type Counted = ((u64, Window), u64);
@@ -266,7 +238,7 @@ async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_repla
         .await
         .unwrap();
     let all = events(300, 7);
-    let expected = brute_force(&all);
+    let expected = tumbling_counts(&all, WINDOW);
     let [first, second]: [Vec<_>; 2] = split(&all, 300, 2).try_into().unwrap();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -274,7 +246,7 @@ async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_repla
         .map(|_| spawn(counting("crash", tx.clone()), &addr))
         .collect();
     common::wait_until_shared(&admin, PARTITIONS, "crash", 2).await;
-    produce(&addr, &first).await;
+    produce_keyed_events(&addr, &first).await;
     // Committed at the end of the first half with windows still open (the idle
     // timeout has not passed): nothing is left to replay, so what the next owner
     // counts of those windows can only come from the snapshots.
@@ -285,7 +257,7 @@ async fn a_killed_worker_s_open_windows_come_back_from_the_changelog_not_a_repla
     let (_stop, killed) = workers.remove(0);
     killed.abort();
     assert!(killed.await.unwrap_err().is_cancelled());
-    produce(&addr, &second).await;
+    produce_keyed_events(&addr, &second).await;
     let seen = collect(&mut rx, &expected).await;
     assert_counts(
         &seen,
@@ -313,27 +285,27 @@ async fn revoked_and_handed_over_partitions_keep_their_counts() {
         .await
         .unwrap();
     let all = events(300, 20);
-    let expected = brute_force(&all);
+    let expected = tumbling_counts(&all, WINDOW);
     let parts = split(&all, 300, 3);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut workers = vec![spawn(counting("moving", tx.clone()), &addr)];
     common::wait_until_shared(&admin, PARTITIONS, "moving", 1).await;
-    produce(&addr, &parts[0]).await;
+    produce_keyed_events(&addr, &parts[0]).await;
     wait_until_committed_at_end(&admin, "moving").await;
     // Two workers join: the first gives up two partitions with windows open, which
     // the group consumer commits without the snapshot's name.
     workers.push(spawn(counting("moving", tx.clone()), &addr));
     workers.push(spawn(counting("moving", tx.clone()), &addr));
     common::wait_until_shared(&admin, PARTITIONS, "moving", 3).await;
-    produce(&addr, &parts[1]).await;
+    produce_keyed_events(&addr, &parts[1]).await;
     wait_until_committed_at_end(&admin, "moving").await;
     // The first worker stops: its last commit names its last snapshots.
     let (first_stop, first) = workers.remove(0);
     first_stop.send(()).unwrap();
     first.await.unwrap().unwrap();
     common::wait_until_shared(&admin, PARTITIONS, "moving", 2).await;
-    produce(&addr, &parts[2]).await;
+    produce_keyed_events(&addr, &parts[2]).await;
     let seen = collect(&mut rx, &expected).await;
     assert_counts(
         &seen,
@@ -355,13 +327,13 @@ async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker
         .await
         .unwrap();
     let all = events(200, 3);
-    let expected = brute_force(&all);
+    let expected = tumbling_counts(&all, WINDOW);
     let [first, second]: [Vec<_>; 2] = split(&all, 200, 2).try_into().unwrap();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = spawn(counting("zombie", tx.clone()), &addr);
     common::wait_until_shared(&admin, PARTITIONS, "zombie", 1).await;
-    produce(&addr, &first).await;
+    produce_keyed_events(&addr, &first).await;
     wait_until_committed_at_end(&admin, "zombie").await;
     stop(vec![worker]).await;
 
@@ -384,7 +356,7 @@ async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker
         .unwrap();
 
     let worker = spawn(counting("zombie", tx.clone()), &addr);
-    produce(&addr, &second).await;
+    produce_keyed_events(&addr, &second).await;
     let seen = collect(&mut rx, &expected).await;
     assert_counts(
         &seen,
@@ -545,17 +517,17 @@ async fn a_worker_process_killed_with_sigkill_loses_no_count_and_no_sketch_count
             .unwrap();
     }
     let all = events(300, 41);
-    let expected = brute_force(&all);
+    let expected = tumbling_counts(&all, WINDOW);
     let [first, second]: [Vec<_>; 2] = split(&all, 300, 2).try_into().unwrap();
 
     let mut workers: Vec<_> = (0..3).map(|_| WorkerProcess::start(&addr)).collect();
     common::wait_until_shared(&admin, PARTITIONS, "processes", 3).await;
     common::wait_until_shared(&admin, PARTITIONS, "processes-top", 3).await;
-    produce(&addr, &first).await;
+    produce_keyed_events(&addr, &first).await;
     wait_until_committed_at_end(&admin, "processes").await;
     wait_until_committed_at_end(&admin, "processes-top").await;
     workers.remove(0).kill();
-    produce(&addr, &second).await;
+    produce_keyed_events(&addr, &second).await;
 
     // Read `counts` until every (key, window) has a count; the last of each wins
     // (a window that closed after the last commit may be written again).

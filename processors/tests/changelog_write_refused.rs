@@ -6,11 +6,13 @@
 
 mod common;
 
+use common::{produce_keyed_events, tumbling_counts};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+use weir_client::Admin;
 use weir_processors::pipeline::{Pipeline, PipelineError, RunStats, Runnable};
 use weir_processors::window::{Window, WindowSpec};
 
@@ -51,34 +53,6 @@ fn closing() -> Vec<(u32, u64, i64)> {
             )
         })
         .collect()
-}
-
-fn brute_force(events: &[(u32, u64, i64)]) -> BTreeMap<(u64, i64), u64> {
-    let size = WINDOW.as_millis() as i64;
-    let mut counts = BTreeMap::new();
-    for (_, key, t) in events {
-        *counts.entry((*key, t.div_euclid(size) * size)).or_insert(0) += 1;
-    }
-    counts
-}
-
-async fn produce(addr: &str, events: &[(u32, u64, i64)]) {
-    let producer = Producer::connect(addr, ProducerConfig::default())
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for (partition, key, t) in events {
-        let key = key.to_string();
-        let record = ProducerRecord::new("events", key.as_bytes())
-            .with_key(key.as_bytes())
-            .with_partition(*partition)
-            .with_timestamp(*t);
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
-    producer.close().await.unwrap();
 }
 
 type Counted = ((u64, Window), u64);
@@ -187,7 +161,10 @@ async fn a_changelog_that_refuses_snapshots_stops_the_worker_before_its_commit_a
     // by all three workers.
     let (first, second) = (events(0, 250), events(250, 400));
     let third = events(400, 450);
-    let expected = brute_force(&[first.clone(), second.clone(), third.clone()].concat());
+    let expected = tumbling_counts(
+        &[first.clone(), second.clone(), third.clone()].concat(),
+        WINDOW,
+    );
     let read_again = second.len() + third.len() + PARTITIONS as usize;
 
     // A worker counts the first part, commits at its end with its snapshots stored,
@@ -195,7 +172,7 @@ async fn a_changelog_that_refuses_snapshots_stops_the_worker_before_its_commit_a
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop, task) = spawn(counting(tx.clone()), &addr);
     common::wait_until_shared(&admin, PARTITIONS, GROUP, 1).await;
-    produce(&addr, &first).await;
+    produce_keyed_events(&addr, &first).await;
     let at_first_end: BTreeMap<u32, Option<u64>> = (0..PARTITIONS)
         .map(|partition| (partition, Some(250)))
         .collect();
@@ -207,7 +184,7 @@ async fn a_changelog_that_refuses_snapshots_stops_the_worker_before_its_commit_a
     // header alone is 61).
     let tiny = BTreeMap::from([("max.message.bytes".to_string(), "64".to_string())]);
     admin.alter_configs(CHANGELOG, &tiny).await.unwrap();
-    produce(&addr, &second).await;
+    produce_keyed_events(&addr, &second).await;
     let (_stop, task) = spawn(counting(tx.clone()), &addr);
     let error = tokio::time::timeout(HANG_GUARD, task)
         .await
@@ -235,7 +212,7 @@ async fn a_changelog_that_refuses_snapshots_stops_the_worker_before_its_commit_a
     let back = BTreeMap::from([("max.message.bytes".to_string(), String::new())]);
     admin.alter_configs(CHANGELOG, &back).await.unwrap();
     let (stop, task) = spawn(counting(tx), &addr);
-    produce(&addr, &[third, closing()].concat()).await;
+    produce_keyed_events(&addr, &[third, closing()].concat()).await;
     let seen = collect(&mut rx, &expected).await;
     let differ: Vec<_> = expected
         .iter()

@@ -4,11 +4,12 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir_broker::group::GroupConfig;
 use weir_broker::{BrokerConfig, RunningBroker};
-use weir_client::Admin;
+use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
 
 /// A hang guard only: every wait ends on a condition.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -63,4 +64,36 @@ pub async fn wait_until_shared(admin: &Admin, partitions: u32, group: &str, memb
         shared.is_ok(),
         "{members} workers never shared the partitions; the group last: {last:?}"
     );
+}
+
+/// Writes `(partition, key, event time)` events to topic `events`, each keyed and valued
+/// by its key's digits, and waits for every acknowledgement.
+pub async fn produce_keyed_events(addr: &str, events: &[(u32, u64, i64)]) {
+    let producer = Producer::connect(addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for (partition, key, t) in events {
+        let key = key.to_string();
+        let record = ProducerRecord::new("events", key.as_bytes())
+            .with_key(key.as_bytes())
+            .with_partition(*partition)
+            .with_timestamp(*t);
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+/// Counts of the same events per (key, start of its tumbling window of `window`), as a
+/// pipeline must give them when none is late.
+pub fn tumbling_counts(events: &[(u32, u64, i64)], window: Duration) -> BTreeMap<(u64, i64), u64> {
+    let size = window.as_millis() as i64;
+    let mut counts = BTreeMap::new();
+    for (_, key, t) in events {
+        *counts.entry((*key, t.div_euclid(size) * size)).or_insert(0) += 1;
+    }
+    counts
 }
