@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::cluster::{Cluster, WAIT};
-use weir_broker::cluster::{MetadataCommand, PartitionAssignment, TopicMetadata};
+use weir_broker::cluster::{MetadataCommand, PartitionAssignment, QuorumStatus, TopicMetadata};
 use weir_broker::{BrokerConfig, RunningBroker};
 use weir_client::proto::quorum_client::QuorumClient;
 use weir_client::proto::ClusterStatusRequest;
@@ -41,6 +41,16 @@ fn unhosted_topic(name: &str) -> MetadataCommand {
             partition_epoch: 0,
         }],
     })
+}
+
+/// Broker `id`'s quorum member, as it reports itself now.
+fn status(cluster: &Cluster, id: u64) -> QuorumStatus {
+    cluster.brokers[&id]
+        .quorum()
+        .unwrap()
+        .view()
+        .borrow()
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,14 +136,6 @@ async fn a_broker_behind_the_compacted_metadata_log_catches_up_through_a_snapsho
         .await;
     let controller = cluster.controller().await;
     let stopped = (1..=3).find(|id| *id != controller).unwrap();
-    let status = |cluster: &Cluster, id| {
-        cluster.brokers[&id]
-            .quorum()
-            .unwrap()
-            .view()
-            .borrow()
-            .status
-    };
     let stopped_committed = status(&cluster, stopped).committed_index;
     cluster.stop_broker(stopped).await;
     let names: Vec<String> = (0..30).map(|i| format!("topic-{i}")).collect();
@@ -211,22 +213,7 @@ async fn a_metadata_snapshot_larger_than_a_grpc_message_reaches_a_lagging_broker
         .await;
     let controller = cluster.controller().await;
     let stopped = (1..=3).find(|id| *id != controller).unwrap();
-    let snapshot_index = |cluster: &Cluster, id| {
-        cluster.brokers[&id]
-            .quorum()
-            .unwrap()
-            .view()
-            .borrow()
-            .status
-            .snapshot_index
-    };
-    let stopped_at = cluster.brokers[&stopped]
-        .quorum()
-        .unwrap()
-        .view()
-        .borrow()
-        .status
-        .committed_index;
+    let stopped_at = status(&cluster, stopped).committed_index;
     cluster.stop_broker(stopped).await;
     // About 6 MB of metadata as JSON, over gRPC's default 4 MiB message
     // bound, in entries each well under it.
@@ -248,7 +235,7 @@ async fn a_metadata_snapshot_larger_than_a_grpc_message_reaches_a_lagging_broker
             cluster
                 .brokers
                 .keys()
-                .all(|id| snapshot_index(&cluster, *id) > stopped_at + 4)
+                .all(|id| status(&cluster, *id).snapshot_index > stopped_at + 4)
         })
         .await;
     cluster.start_broker(stopped).await;
@@ -258,12 +245,7 @@ async fn a_metadata_snapshot_larger_than_a_grpc_message_reaches_a_lagging_broker
             cluster.metadata(stopped).topics == expected.topics
         })
         .await;
-    let caught_up = cluster.brokers[&stopped]
-        .quorum()
-        .unwrap()
-        .view()
-        .borrow()
-        .status;
+    let caught_up = status(&cluster, stopped);
     assert!(caught_up.snapshots_installed >= 1, "{caught_up:?}");
     for id in 1..=3 {
         cluster.stop_broker(id).await;
