@@ -66,6 +66,17 @@ pub enum BrokerError {
         offset: u64,
     },
 
+    /// The group's coordinator is the leader of its `__consumer_offsets` partition,
+    /// which is another broker (or none yet): find the coordinator again and retry there.
+    #[error("this broker is not the coordinator of group {group:?}{}", match coordinator {
+        Some(id) => format!(" (broker {id} is)"),
+        None => " (none is elected yet)".to_owned(),
+    })]
+    NotCoordinator {
+        group: String,
+        coordinator: Option<u64>,
+    },
+
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
 
@@ -278,6 +289,7 @@ impl BrokerError {
             | BrokerError::TaskFailed(_) => Code::Internal,
             BrokerError::Config(_) => Code::InvalidArgument,
             BrokerError::NotLeader { .. }
+            | BrokerError::NotCoordinator { .. }
             | BrokerError::NotEnoughReplicas { .. }
             | BrokerError::ReplicationTimedOut { .. } => Code::Unavailable,
             BrokerError::Cluster(error) => match error {

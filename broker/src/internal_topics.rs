@@ -42,26 +42,65 @@ pub fn offsets_topic_configs() -> BTreeMap<String, String> {
     ])
 }
 
+/// Kafka's `offsets.topic.replication.factor`: in a cluster, `__consumer_offsets` is
+/// replicated like any topic, so a group's coordinator (its partition's leader) fails over
+/// with its offsets. A cluster of fewer brokers gets one replica on each.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR: u32 = 3;
+
+/// How long a broker waits for `__consumer_offsets`, created by another broker of its
+/// cluster at the same moment, to exist here too.
+const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Creates `__consumer_offsets` with `offsets_topic_partitions` partitions unless it
 /// exists. An existing topic keeps its partition count, whatever the setting says now:
 /// groups are placed by that count, so changing it would move them (Kafka does the same).
+/// In a cluster it goes through the metadata log with up to
+/// [`OFFSETS_TOPIC_REPLICATION_FACTOR`] replicas.
 pub async fn ensure_offsets_topic(broker: &Broker) -> Result<u32, BrokerError> {
     if let Ok(topic) = broker.topic(CONSUMER_OFFSETS_TOPIC) {
         return Ok(topic.partition_count());
     }
     let partitions = broker.config().offsets_topic_partitions;
+    let replication_factor = match broker.cluster() {
+        Some(link) => {
+            let brokers = link.quorum.metadata().borrow().brokers.len();
+            OFFSETS_TOPIC_REPLICATION_FACTOR.min(u32::try_from(brokers).unwrap_or(1).max(1))
+        }
+        None => 1,
+    };
     match broker
         .create_topic(
             CONSUMER_OFFSETS_TOPIC,
             partitions,
-            1,
+            replication_factor,
             offsets_topic_configs(),
         )
         .await
     {
         Ok(topic) => {
-            tracing::info!(partitions, "created the consumer offsets topic");
+            tracing::info!(
+                partitions,
+                replication_factor,
+                "created the consumer offsets topic"
+            );
             Ok(topic.partition_count())
+        }
+        // Another broker of the cluster created it first: its metadata entry is
+        // applied, and the local replicas follow.
+        Err(BrokerError::TopicExists { .. }) => {
+            let deadline = tokio::time::Instant::now() + OFFSETS_TOPIC_WAIT;
+            loop {
+                if let Ok(topic) = broker.topic(CONSUMER_OFFSETS_TOPIC) {
+                    return Ok(topic.partition_count());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(BrokerError::TopicUnavailable {
+                        topic: CONSUMER_OFFSETS_TOPIC.to_string(),
+                        reason: "the cluster created it, but this broker has not yet".to_string(),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         Err(error) => Err(error),
     }

@@ -677,6 +677,29 @@ impl Partition {
         self.read_into(offset, max_bytes, fit, ReadInto::Copy)
     }
 
+    /// Whole batches from the one holding `offset`, up to `max_bytes`, as far as the
+    /// log end: for a leader rebuilding its own state from its log (the group
+    /// coordinator), where records past the high watermark are the ones a new leader's
+    /// followers have not fetched yet, acknowledged before the election all the same.
+    pub(crate) fn read_to_log_end(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Bytes, BrokerError> {
+        if !matches!(self.replica.kind(), RoleKind::Solo | RoleKind::Leader) {
+            return Err(self.not_leader());
+        }
+        let log = self.log()?;
+        let log_end_offset = log.log_end_offset();
+        if offset >= log_end_offset {
+            return Ok(Bytes::new());
+        }
+        let slice = log
+            .read(offset, max_bytes, log_end_offset)
+            .map_err(|e| self.read_error(e, offset))?;
+        read_buffers::read(&slice).map_err(|e| self.error(e))
+    }
+
     /// [`Partition::read`], handing the batches over as `into` says.
     pub fn read_into(
         &self,

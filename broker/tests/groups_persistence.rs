@@ -65,7 +65,9 @@ async fn committed_offsets_survive_a_restart() {
         },
     ];
     groups(&broker)
-        .mutate(|c, now_ms| c.commit_offsets("audit", "", NO_MEMBER_EPOCH, &commits, now_ms))
+        .mutate("audit", |c, now_ms| {
+            c.commit_offsets("audit", "", NO_MEMBER_EPOCH, &commits, now_ms)
+        })
         .await
         .unwrap();
     // The records are in the group's partition of the log, not only in memory.
@@ -80,7 +82,7 @@ async fn committed_offsets_survive_a_restart() {
 
     let broker = restart(broker).await;
     let fetched = groups(&broker)
-        .read(|c| c.fetch_offsets("audit", None))
+        .read("audit", |c| c.fetch_offsets("audit", None))
         .await
         .unwrap();
     let fetched: Vec<_> = fetched
@@ -102,7 +104,7 @@ async fn group_membership_and_assignment_survive_a_restart() {
     let mut answer = None;
     for _ in 0..10 {
         let response = groups(&broker)
-            .mutate(|c, now_ms| c.heartbeat(&request, now_ms))
+            .mutate(&request.group_id, |c, now_ms| c.heartbeat(&request, now_ms))
             .await
             .unwrap();
         request.member_id = response.member_id.clone();
@@ -117,7 +119,7 @@ async fn group_membership_and_assignment_survive_a_restart() {
 
     let broker = restart(broker).await;
     let described = groups(&broker)
-        .read(|c| c.describe_group("readers"))
+        .read("readers", |c| c.describe_group("readers"))
         .await
         .unwrap()
         .unwrap();
@@ -128,7 +130,7 @@ async fn group_membership_and_assignment_survive_a_restart() {
     assert_eq!(member.assignment, answer.assignment);
     // The member goes on heartbeating at its epoch after the restart.
     let again = groups(&broker)
-        .mutate(|c, now_ms| c.heartbeat(&request, now_ms))
+        .mutate(&request.group_id, |c, now_ms| c.heartbeat(&request, now_ms))
         .await
         .unwrap();
     assert_eq!(again.member_epoch, answer.member_epoch);
@@ -146,28 +148,30 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
         metadata: String::new(),
     }];
     groups(&broker)
-        .mutate(|c, now_ms| c.commit_offsets("gone", "", NO_MEMBER_EPOCH, &commit, now_ms))
+        .mutate("gone", |c, now_ms| {
+            c.commit_offsets("gone", "", NO_MEMBER_EPOCH, &commit, now_ms)
+        })
         .await
         .unwrap();
     let broker = restart(broker).await;
     assert_eq!(
         groups(&broker)
-            .read(|c| c.fetch_offsets("gone", None))
+            .read("gone", |c| c.fetch_offsets("gone", None))
             .await
             .unwrap()
             .len(),
         1
     );
     groups(&broker)
-        .mutate(|c, _| c.delete_group("gone"))
+        .mutate("gone", |c, _| c.delete_group("gone"))
         .await
         .unwrap();
 
     let broker = restart(broker).await;
-    let listed = groups(&broker).read(|c| c.list_groups()).await.unwrap();
+    let listed = groups(&broker).read_all(|c| c.list_groups()).await.unwrap();
     assert!(listed.is_empty(), "{listed:?}");
     assert!(groups(&broker)
-        .read(|c| c.fetch_offsets("gone", None))
+        .read("gone", |c| c.fetch_offsets("gone", None))
         .await
         .unwrap()
         .is_empty());
@@ -187,7 +191,9 @@ async fn a_change_whose_append_fails_is_refused_and_forgotten() {
     };
     let service = groups(&broker);
     service
-        .mutate(|c, now_ms| c.commit_offsets("g", "", NO_MEMBER_EPOCH, &commit(5), now_ms))
+        .mutate("g", |c, now_ms| {
+            c.commit_offsets("g", "", NO_MEMBER_EPOCH, &commit(5), now_ms)
+        })
         .await
         .unwrap();
     // The broker itself may still reconfigure its topic: batches this small refuse
@@ -199,7 +205,9 @@ async fn a_change_whose_append_fails_is_refused_and_forgotten() {
         .await
         .unwrap();
     let refused = service
-        .mutate(|c, now_ms| c.commit_offsets("g", "", NO_MEMBER_EPOCH, &commit(9), now_ms))
+        .mutate("g", |c, now_ms| {
+            c.commit_offsets("g", "", NO_MEMBER_EPOCH, &commit(9), now_ms)
+        })
         .await
         .unwrap_err();
     assert!(
@@ -212,7 +220,10 @@ async fn a_change_whose_append_fails_is_refused_and_forgotten() {
         .await
         .unwrap();
     // What is served next is the coordinator as the log has it: offset 5, not 9.
-    let fetched = service.read(|c| c.fetch_offsets("g", None)).await.unwrap();
+    let fetched = service
+        .read("g", |c| c.fetch_offsets("g", None))
+        .await
+        .unwrap();
     assert_eq!(fetched.values().map(|o| o.offset).collect::<Vec<_>>(), [5]);
     broker.shutdown().await;
 }

@@ -4,7 +4,9 @@
 //! as the cluster's metadata has them; Produce, Fetch and ListOffsets sent
 //! to a broker that does not lead the partition answer
 //! NOT_LEADER_OR_FOLLOWER (Fetch v12 naming the leader), and librdkafka,
-//! given a bootstrap list, finds the leaders itself.
+//! given a bootstrap list, finds the leaders itself. FindCoordinator from any
+//! broker names the leader of the group's `__consumer_offsets` partition, and
+//! the others answer the group's requests NOT_COORDINATOR.
 
 mod common;
 mod kafka_support;
@@ -17,10 +19,15 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-    ProduceRequest, TopicName,
+    CreateTopicsRequest, FetchRequest, FindCoordinatorRequest, GroupId, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -428,5 +435,117 @@ async fn kcat_lists_the_cluster_and_follows_the_leaders() {
     }
     for id in 1..=3 {
         cluster.stop_broker(id).await;
+    }
+}
+
+/// The coordinator of `group` as FindCoordinator v`version` answers at `kafka`:
+/// (node id, port), or the error code.
+async fn find_coordinator(kafka: SocketAddr, group: &str, version: i16) -> Result<(i32, i32), i16> {
+    let mut wire = KafkaWire::connect(kafka).await;
+    let key = StrBytes::from_string(group.to_string());
+    if version >= 4 {
+        let request = FindCoordinatorRequest::default().with_coordinator_keys(vec![key]);
+        let found = &wire.call(version, &request).await.coordinators[0];
+        return match found.error_code {
+            0 => Ok((found.node_id.0, found.port)),
+            code => Err(code),
+        };
+    }
+    let found = wire
+        .call(version, &FindCoordinatorRequest::default().with_key(key))
+        .await;
+    match found.error_code {
+        0 => Ok((found.node_id.0, found.port)),
+        code => Err(code),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_broker_names_the_leader_of_the_groups_offsets_partition_as_its_coordinator() {
+    const GROUP: &str = "auditors";
+    const NOT_COORDINATOR: i16 = 16;
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let (cluster, kafka) = kafka_cluster().await;
+    create_replicated_topic(&cluster, kafka[&1]).await;
+
+    // The first FindCoordinator creates `__consumer_offsets` (replicated to all three)
+    // and answers COORDINATOR_NOT_AVAILABLE until its partitions have leaders.
+    let deadline = tokio::time::Instant::now() + common::cluster::WAIT;
+    let coordinator = loop {
+        if let Ok(found) = find_coordinator(kafka[&1], GROUP, 3).await {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no coordinator found"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let partitions = cluster.brokers[&1]
+        .broker()
+        .config()
+        .offsets_topic_partitions;
+    let index = weir_broker::group::offsets_partition_for(GROUP, partitions);
+    let placement = cluster
+        .assignment(1, weir_broker::group::CONSUMER_OFFSETS_TOPIC, index)
+        .unwrap();
+    let leader = placement.leader.unwrap();
+    assert_eq!(placement.replicas.len(), 3, "{placement:?}");
+    assert_eq!(
+        coordinator,
+        (leader as i32, i32::from(kafka[&leader].port()))
+    );
+    for (id, addr) in &kafka {
+        for version in [0, 3, 4] {
+            // A broker answers once it has applied the partition's leader.
+            let deadline = tokio::time::Instant::now() + common::cluster::WAIT;
+            let found = loop {
+                match find_coordinator(*addr, GROUP, version).await {
+                    Err(COORDINATOR_NOT_AVAILABLE) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                    }
+                    found => break found,
+                }
+            };
+            assert_eq!(
+                found,
+                Ok(coordinator),
+                "FindCoordinator v{version} at broker {id}"
+            );
+        }
+    }
+
+    // A commit at the coordinator is read back there; any other broker answers the
+    // group's requests NOT_COORDINATOR, which sends a client back to FindCoordinator.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(0)])]);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(name(TOPIC))
+            .with_partition_indexes(vec![0])]));
+    for (id, addr) in &kafka {
+        let mut wire = KafkaWire::connect(*addr).await;
+        let committed = wire.call(2, &commit).await;
+        let fetched = wire.call(1, &fetch).await;
+        if *id == leader {
+            assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+            assert_eq!(fetched.topics[0].partitions[0].committed_offset, 0);
+        } else {
+            assert_eq!(
+                committed.topics[0].partitions[0].error_code, NOT_COORDINATOR,
+                "OffsetCommit at broker {id}"
+            );
+            assert_eq!(
+                fetched.topics[0].partitions[0].error_code, NOT_COORDINATOR,
+                "OffsetFetch at broker {id}"
+            );
+        }
     }
 }

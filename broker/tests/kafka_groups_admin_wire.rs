@@ -114,9 +114,11 @@ async fn committed(wire: &mut KafkaWire, group_id: &str, topic_name: &str) -> i6
 /// Members of every group the coordinator holds.
 async fn members(groups: &weir_broker::GroupService) -> usize {
     groups
-        .read(|c| c.list_groups().iter().map(|g| g.members).sum::<usize>())
+        .read_all(|c| vec![c.list_groups().iter().map(|g| g.members).sum::<usize>()])
         .await
         .unwrap()
+        .into_iter()
+        .sum()
 }
 
 #[tokio::test]
@@ -211,7 +213,7 @@ async fn delete_groups_deletes_an_empty_group_with_its_offsets_and_refuses_the_o
     // The same coordinator as gRPC's: the group is gone there too.
     let groups = broker.running.as_ref().unwrap().groups();
     let listed = groups
-        .read(|c| {
+        .read_all(|c| {
             c.list_groups()
                 .into_iter()
                 .map(|g| g.group_id)

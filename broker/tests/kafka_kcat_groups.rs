@@ -69,7 +69,7 @@ async fn kcat_cooperative_sticky_group_consumer_reads_every_record_and_commits()
     }
     let groups = broker.running.as_ref().unwrap().groups();
     let committed: BTreeMap<u32, u64> = groups
-        .read(|c| c.fetch_offsets("kcat-group", None))
+        .read("kcat-group", |c| c.fetch_offsets("kcat-group", None))
         .await
         .unwrap()
         .into_iter()
@@ -78,7 +78,7 @@ async fn kcat_cooperative_sticky_group_consumer_reads_every_record_and_commits()
     assert_eq!(committed, ends);
     // It left the group when it closed.
     let description = groups
-        .read(|c| c.describe_group("kcat-group"))
+        .read("kcat-group", |c| c.describe_group("kcat-group"))
         .await
         .unwrap()
         .unwrap();
@@ -218,7 +218,7 @@ async fn a_second_cooperative_kcat_takes_half_the_partitions_while_the_first_kee
         let groups = std::sync::Arc::clone(&groups);
         async move {
             groups
-                .read(|c| c.describe_group("kcat-pair"))
+                .read("kcat-pair", |c| c.describe_group("kcat-pair"))
                 .await
                 .unwrap()
                 .ok()

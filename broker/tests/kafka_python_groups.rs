@@ -131,7 +131,7 @@ async fn a_group_consumer_commits_closes_and_the_next_one_resumes_from_its_commi
         .as_ref()
         .unwrap()
         .groups()
-        .read(|c| c.fetch_offsets("resume", None))
+        .read("resume", |c| c.fetch_offsets("resume", None))
         .await
         .unwrap();
     let ends: Vec<u64> = committed.values().map(|o| o.offset).collect();
@@ -207,7 +207,7 @@ async fn two_group_consumers_split_the_partitions_and_read_every_record() {
         .as_ref()
         .unwrap()
         .groups()
-        .read(|c| c.describe_group("split"))
+        .read("split", |c| c.describe_group("split"))
         .await
         .unwrap()
         .unwrap();

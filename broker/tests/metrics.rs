@@ -173,7 +173,7 @@ async fn consumer_group_lag_is_the_high_watermark_past_the_committed_offset() {
     let group = "billing \"eu\"\\west";
     let groups = broker.running.as_ref().unwrap().groups();
     groups
-        .mutate(|coordinator, now_ms| {
+        .mutate(group, |coordinator, now_ms| {
             coordinator.commit_offsets(
                 group,
                 "",
@@ -253,7 +253,9 @@ async fn a_member_joining_counts_one_rebalance_and_shows_in_the_members() {
     let group = "rebalancing";
     let labels = format!("group=\"{group}\"");
     groups
-        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .mutate(group, |coordinator, now_ms| {
+            coordinator.heartbeat(&join(group, TOPIC), now_ms)
+        })
         .await
         .unwrap();
     let first = get(metrics, "/metrics").await.1;
@@ -263,7 +265,9 @@ async fn a_member_joining_counts_one_rebalance_and_shows_in_the_members() {
     assert!(rebalances(&first) >= 1.0, "the first join is a rebalance");
 
     groups
-        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .mutate(group, |coordinator, now_ms| {
+            coordinator.heartbeat(&join(group, TOPIC), now_ms)
+        })
         .await
         .unwrap();
     let second = get(metrics, "/metrics").await.1;
@@ -315,7 +319,9 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
 
     let started_ms = wall_ms();
     let a = groups
-        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .mutate(group, |coordinator, now_ms| {
+            coordinator.heartbeat(&join(group, TOPIC), now_ms)
+        })
         .await
         .unwrap();
     assert_eq!(a.assignment.len(), 2, "alone, a holds both partitions");
@@ -323,7 +329,9 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
     assert_eq!(durations(&first, "count"), 1.0);
 
     let b = groups
-        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join(group, TOPIC), now_ms))
+        .mutate(group, |coordinator, now_ms| {
+            coordinator.heartbeat(&join(group, TOPIC), now_ms)
+        })
         .await
         .unwrap();
     assert!(b.assignment.is_empty(), "b waits for a partition a holds");
@@ -345,7 +353,7 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
     }
     // a gives up one partition, confirms it, and b takes it.
     let revoking = groups
-        .mutate(|c, now_ms| {
+        .mutate(group, |c, now_ms| {
             c.heartbeat(
                 &heartbeat(&a.member_id, a.member_epoch, &a.assignment),
                 now_ms,
@@ -356,7 +364,7 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
     assert_eq!(revoking.assignment.len(), 1);
     let kept = revoking.assignment.clone();
     groups
-        .mutate(|c, now_ms| {
+        .mutate(group, |c, now_ms| {
             c.heartbeat(
                 &heartbeat(&a.member_id, revoking.member_epoch, &kept),
                 now_ms,
@@ -365,7 +373,7 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
         .await
         .unwrap();
     let settled = groups
-        .mutate(|c, now_ms| {
+        .mutate(group, |c, now_ms| {
             c.heartbeat(
                 &heartbeat(&b.member_id, b.member_epoch, &BTreeSet::new()),
                 now_ms,
@@ -375,7 +383,7 @@ async fn rebalance_durations_count_each_completed_rebalance_within_the_wall_time
         .unwrap();
     let ended_ms = wall_ms();
     assert_eq!(settled.assignment.len(), 1);
-    let state = groups.read(|c| c.group_state(group)).await.unwrap();
+    let state = groups.read(group, |c| c.group_state(group)).await.unwrap();
     assert_eq!(state.to_string(), "Stable");
 
     let after = get(metrics, "/metrics").await.1;

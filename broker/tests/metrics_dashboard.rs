@@ -118,7 +118,7 @@ async fn the_exposition_after_traffic_passes_promtool_and_has_every_metric_the_d
     assert_eq!(refused.responses[0].partition_responses[0].error_code, 3);
     let groups = broker.running.as_ref().unwrap().groups();
     groups
-        .mutate(|coordinator, now_ms| {
+        .mutate("dashboard", |coordinator, now_ms| {
             coordinator.commit_offsets(
                 "dashboard",
                 "",
@@ -134,7 +134,9 @@ async fn the_exposition_after_traffic_passes_promtool_and_has_every_metric_the_d
         .await
         .unwrap();
     groups
-        .mutate(|coordinator, now_ms| coordinator.heartbeat(&join("dashboard", TOPIC), now_ms))
+        .mutate("dashboard", |coordinator, now_ms| {
+            coordinator.heartbeat(&join("dashboard", TOPIC), now_ms)
+        })
         .await
         .unwrap();
     let (status, exposition) = get(metrics, "/metrics").await;

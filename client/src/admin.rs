@@ -11,7 +11,6 @@ use super::cluster_metadata::ClusterMetadata;
 use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::error::ClientError;
 use crate::proto::admin_client::AdminClient;
-use crate::proto::group_client::GroupClient;
 use crate::proto::{
     AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
     ListTopicsRequest,
@@ -82,8 +81,9 @@ impl Admin {
         }
     }
 
-    pub(crate) fn group_client(&self) -> GroupClient<Channel> {
-        GroupClient::new(self.channel.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX)
+    /// The coordinator of `group_id`, found by asking the brokers this client knows.
+    pub(crate) fn coordinator(&self, group_id: &str) -> crate::group::Coordinator {
+        crate::group::Coordinator::asking(Arc::clone(&self.metadata), group_id)
     }
 
     pub(crate) fn channel(&self) -> Channel {

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::admin::Admin;
 use super::error::ClientError;
 use super::leader_fetch::{by_leader, fetch_client};
+use crate::group::group_client;
 use crate::proto::{
     DeleteGroupRequest, DescribeGroupRequest, ListGroupsRequest, ListOffsetsRequest,
     OffsetCommitPartition, OffsetCommitTopic, OffsetSpec, PartitionOffsetQuery,
@@ -73,34 +74,55 @@ pub enum ResetTo {
 }
 
 impl Admin {
-    /// Every group the broker coordinates.
+    /// Every group: each broker lists the groups it coordinates, so in a cluster every
+    /// broker is asked (as Kafka's admin client does). A broker that cannot be reached is
+    /// left out while another answers.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        let answer = self
-            .group_client()
-            .list_groups(ListGroupsRequest {})
-            .await?
-            .into_inner();
-        Ok(answer
-            .groups
-            .into_iter()
-            .map(|g| GroupListing {
-                group_id: g.group_id,
-                state: g.state,
-                members: g.members,
-            })
-            .collect())
+        self.metadata().ensure_known().await;
+        let mut groups: Vec<GroupListing> = Vec::new();
+        let mut answered = false;
+        let mut last_error = None;
+        for channel in self.metadata().any_brokers() {
+            match group_client(channel)
+                .list_groups(ListGroupsRequest {})
+                .await
+            {
+                Ok(answer) => {
+                    answered = true;
+                    for g in answer.into_inner().groups {
+                        if !groups.iter().any(|known| known.group_id == g.group_id) {
+                            groups.push(GroupListing {
+                                group_id: g.group_id,
+                                state: g.state,
+                                members: g.members,
+                            });
+                        }
+                    }
+                }
+                Err(status) => last_error = Some(ClientError::from(status)),
+            }
+        }
+        match (answered, last_error) {
+            (false, Some(error)) => Err(error),
+            _ => {
+                groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+                Ok(groups)
+            }
+        }
     }
 
     /// Members, their partitions, and per partition the committed offset, end
     /// offset and lag. An unknown group is a `NotFound` status naming it.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, ClientError> {
-        let answer = self
-            .group_client()
+        let coordinator = self.coordinator(group_id);
+        let mut client = coordinator.client().await?;
+        let answer = client
             .describe_group(DescribeGroupRequest {
                 group_id: group_id.to_string(),
             })
-            .await?
-            .into_inner();
+            .await
+            .map_err(ClientError::from);
+        let answer = coordinator.check(answer)?.into_inner();
         let members: Vec<GroupMember> = answer
             .members
             .into_iter()
@@ -177,11 +199,15 @@ impl Admin {
     /// Deletes an empty group and its committed offsets; a group with members
     /// is refused (`FailedPrecondition`, naming it).
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
-        self.group_client()
+        let coordinator = self.coordinator(group_id);
+        let mut client = coordinator.client().await?;
+        let deleted = client
             .delete_group(DeleteGroupRequest {
                 group_id: group_id.to_string(),
             })
-            .await?;
+            .await
+            .map_err(ClientError::from);
+        coordinator.check(deleted)?;
         Ok(())
     }
 
@@ -226,7 +252,9 @@ impl Admin {
                     .await?
             }
         };
-        self.group_client()
+        let coordinator = self.coordinator(group_id);
+        let mut client = coordinator.client().await?;
+        let reset = client
             .reset_offsets(ResetOffsetsRequest {
                 group_id: group_id.to_string(),
                 topics: vec![OffsetCommitTopic {
@@ -241,7 +269,9 @@ impl Admin {
                         .collect(),
                 }],
             })
-            .await?;
+            .await
+            .map_err(ClientError::from);
+        coordinator.check(reset)?;
         Ok(offsets)
     }
 

@@ -39,7 +39,9 @@ pub use connection::{connect, RESPONSE_BYTES_MAX};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use delivery::DeliveryFuture;
 pub use error::ClientError;
-pub use group::{GroupConsumer, GroupConsumerConfig, Rebalance, RebalanceMode};
+pub use group::{
+    Coordinator as GroupCoordinator, GroupConsumer, GroupConsumerConfig, Rebalance, RebalanceMode,
+};
 pub use partitioner::{murmur2, partition_for_key, to_positive};
 pub use producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 /// The channel [`connect`] opens, for building the raw gRPC clients of

@@ -1,62 +1,97 @@
-//! The group coordinator served by the broker: one [`GroupCoordinator`] behind a lock,
-//! whose changes are appended to `__consumer_offsets` before any answer leaves.
+//! The group coordinator served by the broker: one [`GroupCoordinator`] per partition of
+//! `__consumer_offsets` this broker leads, behind one lock, whose changes are appended to
+//! that partition before any answer leaves.
 //!
-//! Owns: the lock around the coordinator, the records' way into and out of the log
-//! (`log.rs`), the topic sizes it is fed, and the clock it is driven by. Does not own the
-//! rules of groups (`group/`) or the wire (`rpc/group.rs`).
+//! A group lives on the partition its id hashes to, and its coordinator is that
+//! partition's leader, as in Kafka: a broker in no cluster leads them all; in a cluster the
+//! topic is replicated like any other, a broker rebuilds a partition's groups from its log
+//! when it becomes that partition's leader (and again at each new leader epoch, since
+//! another leader may have written in between), and drops them when it stops leading. A
+//! request for a group coordinated elsewhere is refused with
+//! [`BrokerError::NotCoordinator`], which clients answer by finding the coordinator again.
 //!
-//! Invariant: what the coordinator answers is in the log. Each operation runs under the
-//! lock, its records are appended (fsynced per the topic's flush policy) while the lock is
-//! held, and only then is the answer returned. When an append fails the coordinator is
-//! ahead of the log; it is then rebuilt from the log (`replay`) before the next operation
-//! is served, rather than undoing the change in memory: the log is the one truth, and an
-//! append that failed half-way (some partitions written, others not) is then reflected
-//! exactly as it was stored.
+//! Owns: the lock around the coordinators, which partitions are loaded, the records' way
+//! into and out of the log (`log.rs`), the topic sizes they are fed, and the clock they are
+//! driven by. Does not own the rules of groups (`group/`) or the wire (`rpc/group.rs`,
+//! `kafka/groups.rs`).
+//!
+//! Invariant: what a coordinator answers is in its partition's log, and in a cluster on
+//! every in-sync replica of it. Each operation runs under the lock, its records are
+//! appended (fsynced per the topic's flush policy, and replicated to the ISR) while the
+//! lock is held, and only then is the answer returned. When an append fails the
+//! coordinator is ahead of the log; it is then rebuilt from the log before the next
+//! operation is served, rather than undoing the change in memory: the log is the one
+//! truth, and an append that failed is then reflected exactly as it was stored.
 
 mod log;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
+use crate::cluster::NodeId;
 use crate::error::BrokerError;
-use crate::group::{GroupConfig, GroupCoordinator, GroupError, TopicMetadata};
+use crate::group::{
+    offsets_partition_for, GroupConfig, GroupCoordinator, GroupError, TopicMetadata,
+    CONSUMER_OFFSETS_TOPIC,
+};
+use crate::replication::RoleKind;
 
-/// The broker's group coordinator.
+/// The broker's group coordinators.
 #[derive(Debug)]
 pub struct GroupService {
     broker: Arc<Broker>,
     config: GroupConfig,
+    /// Whether the broker is in a cluster, where the metadata log says who leads
+    /// `__consumer_offsets` (before it has, this broker coordinates nothing).
+    in_cluster: bool,
     state: Mutex<State>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
+    /// The coordinator of each `__consumer_offsets` partition this broker leads, by index.
+    loaded: BTreeMap<u32, Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
     coordinator: GroupCoordinator,
+    /// The partition's leader epoch when it was rebuilt (`None` in no cluster, where it
+    /// never changes hands).
+    epoch: Option<i32>,
     /// The topic sizes last given to `set_topics`.
     topics: TopicMetadata,
     /// An append failed after the coordinator changed: rebuild it from the log first.
     ahead_of_log: bool,
 }
 
+/// Who coordinates the groups of one `__consumer_offsets` partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coordination {
+    /// This broker, at this leader epoch (`None` in no cluster).
+    Here { epoch: Option<i32> },
+    /// Another broker, or none known yet.
+    Elsewhere { leader: Option<NodeId> },
+}
+
 impl GroupService {
-    /// Reads every partition of `__consumer_offsets` from its start and rebuilds the
-    /// groups from their records (none before the first group change creates it).
+    /// Rebuilds the groups of every `__consumer_offsets` partition this broker leads now
+    /// (in no cluster, all of them; none before the first group change creates the topic).
+    /// In a cluster the partitions it comes to lead are rebuilt by `tick`.
     pub async fn start(broker: Arc<Broker>, config: GroupConfig) -> Result<Self, BrokerError> {
-        let coordinator = log::replay(&broker, &config).await?;
+        let in_cluster = broker.config().peers.is_some();
         let service = GroupService {
             broker,
             config,
-            state: Mutex::new(State {
-                coordinator,
-                topics: TopicMetadata::new(),
-                ahead_of_log: false,
-            }),
+            in_cluster,
+            state: Mutex::new(State::default()),
         };
         // Topics may have changed while the broker was down: groups that subscribe to
-        // them get a new assignment now.
-        service.mutate(|_, _| Ok(())).await?;
+        // them get a new assignment in the first tick.
+        service.refresh().await?;
         Ok(service)
     }
 
@@ -64,60 +99,271 @@ impl GroupService {
         &self.config
     }
 
-    /// Runs `operation` on the coordinator and appends the records it left before
-    /// returning its result. A refused operation's records (it should leave none) are
-    /// appended too, so memory and log never part.
+    /// The `__consumer_offsets` partition `group` lives on. In a cluster the topic is
+    /// created here if no group made it yet, as Kafka's FindCoordinator does.
+    pub async fn partition_of(&self, group: &str) -> Result<u32, BrokerError> {
+        let partitions = match self.broker.topic(CONSUMER_OFFSETS_TOPIC) {
+            Ok(topic) => topic.partition_count(),
+            Err(BrokerError::UnknownTopic { .. }) if self.in_cluster => {
+                crate::internal_topics::ensure_offsets_topic(&self.broker).await?
+            }
+            // Created at the first change, with the count the setting says.
+            Err(BrokerError::UnknownTopic { .. }) => self.broker.config().offsets_topic_partitions,
+            Err(error) => return Err(error),
+        };
+        Ok(offsets_partition_for(group, partitions))
+    }
+
+    /// Who coordinates the groups of partition `index` now.
+    pub fn coordination(&self, index: u32) -> Coordination {
+        let Ok(topic) = self.broker.topic(CONSUMER_OFFSETS_TOPIC) else {
+            return if self.in_cluster {
+                Coordination::Elsewhere { leader: None }
+            } else {
+                Coordination::Here { epoch: None }
+            };
+        };
+        let Ok(partition) = topic.partition(index) else {
+            return Coordination::Elsewhere { leader: None };
+        };
+        match partition.replica.kind() {
+            RoleKind::Leader => Coordination::Here {
+                epoch: Some(partition.leader_epoch()),
+            },
+            RoleKind::Solo if !self.in_cluster => Coordination::Here { epoch: None },
+            // In a cluster a replica is Solo only until the metadata log gives it a role.
+            RoleKind::Solo => Coordination::Elsewhere { leader: None },
+            RoleKind::Follower | RoleKind::NotHosted => Coordination::Elsewhere {
+                leader: partition.replica.leader(),
+            },
+        }
+    }
+
+    /// Who coordinates `group`: the leader of its partition.
+    pub async fn coordinator_of(&self, group: &str) -> Result<Coordination, BrokerError> {
+        let index = self.partition_of(group).await?;
+        Ok(self.coordination(index))
+    }
+
+    /// Which broker coordinates `group` (this one: `None`), or `NotCoordinator` with no
+    /// broker while its partition has no leader. In a cluster the answer is the leader the
+    /// metadata log names, which a broker knows before its own replica has taken its new
+    /// role; this broker answers itself only once its replica leads.
+    pub async fn coordinator_broker(&self, group: &str) -> Result<Option<NodeId>, BrokerError> {
+        let index = self.partition_of(group).await?;
+        let unknown = || BrokerError::NotCoordinator {
+            group: group.to_string(),
+            coordinator: None,
+        };
+        let Some(link) = self.broker.cluster() else {
+            return match self.coordination(index) {
+                Coordination::Here { .. } => Ok(None),
+                Coordination::Elsewhere { .. } => Err(unknown()),
+            };
+        };
+        let leader = {
+            let metadata = link.quorum.metadata().borrow().clone();
+            metadata
+                .topics
+                .get(CONSUMER_OFFSETS_TOPIC)
+                .and_then(|topic| topic.partitions.get(index as usize))
+                .and_then(|assignment| assignment.leader)
+        };
+        match leader {
+            Some(leader) if self.is_self(leader) => match self.coordination(index) {
+                Coordination::Here { .. } => Ok(None),
+                // Named leader by the metadata, not yet by the replica's role.
+                Coordination::Elsewhere { .. } => Err(unknown()),
+            },
+            Some(leader) => Ok(Some(leader)),
+            None => Err(unknown()),
+        }
+    }
+
+    fn is_self(&self, node: NodeId) -> bool {
+        u64::try_from(self.broker.config().node_id) == Ok(node)
+    }
+
+    /// The broker this service runs in.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Runs `operation` on the coordinator of `group` and appends the records it left
+    /// before returning its result. A refused operation's records (it should leave none)
+    /// are appended too, so memory and log never part.
     pub async fn mutate<T>(
         &self,
+        group: &str,
         operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
     ) -> Result<T, BrokerError> {
+        let index = self.partition_of(group).await?;
         let mut state = self.state.lock().await;
-        self.catch_up(&mut state).await?;
+        self.mutate_loaded(&mut state, index, group, operation)
+            .await
+    }
+
+    async fn mutate_loaded<T>(
+        &self,
+        state: &mut State,
+        index: u32,
+        group: &str,
+        operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
+    ) -> Result<T, BrokerError> {
+        let loaded = self.loaded(state, index, group).await?;
         let now_ms = now_ms();
         let topics = self.topic_metadata()?;
-        if topics != state.topics {
-            state.coordinator.set_topics(topics.clone(), now_ms);
-            state.topics = topics;
+        if topics != loaded.topics {
+            loaded.coordinator.set_topics(topics.clone(), now_ms);
+            loaded.topics = topics;
         }
-        let result = operation(&mut state.coordinator, now_ms);
-        let records = state.coordinator.take_records();
+        let result = operation(&mut loaded.coordinator, now_ms);
+        let records = loaded.coordinator.take_records();
         if !records.is_empty() {
-            if let Err(error) = log::append(&self.broker, records, now_ms).await {
-                tracing::warn!(%error, "cannot append group records; the coordinator will be rebuilt from the log");
-                state.ahead_of_log = true;
-                return Err(error);
+            if let Err(error) =
+                log::append(&self.broker, index, loaded.epoch, records, now_ms).await
+            {
+                tracing::warn!(%error, partition = index, "cannot append group records; the coordinator will be rebuilt from the log");
+                loaded.ahead_of_log = true;
+                return Err(match error {
+                    // It stopped leading the partition while appending.
+                    BrokerError::NotLeader { leader, .. } => BrokerError::NotCoordinator {
+                        group: group.to_string(),
+                        coordinator: leader,
+                    },
+                    other => other,
+                });
             }
         }
         result.map_err(BrokerError::from)
     }
 
-    /// Runs `query` on the coordinator, which it cannot change.
+    /// Runs `query` on the coordinator of `group`, which it cannot change.
     pub async fn read<T>(
         &self,
+        group: &str,
         query: impl FnOnce(&GroupCoordinator) -> T,
     ) -> Result<T, BrokerError> {
+        let index = self.partition_of(group).await?;
         let mut state = self.state.lock().await;
-        self.catch_up(&mut state).await?;
-        Ok(query(&state.coordinator))
+        let loaded = self.loaded(&mut state, index, group).await?;
+        Ok(query(&loaded.coordinator))
     }
 
-    /// Rebuilds the coordinator from the log when a failed append left it ahead, so
-    /// neither answers nor changes build on what the log does not hold.
-    async fn catch_up(&self, state: &mut State) -> Result<(), BrokerError> {
-        if state.ahead_of_log {
-            state.coordinator = log::replay(&self.broker, &self.config).await?;
-            state.topics = TopicMetadata::new();
-            state.ahead_of_log = false;
-            tracing::info!("rebuilt the group coordinator from __consumer_offsets");
+    /// Runs `query` on every coordinator this broker holds (the groups it coordinates:
+    /// in a cluster, a listing of every group asks every broker, as Kafka's admin does).
+    pub async fn read_all<T>(
+        &self,
+        mut query: impl FnMut(&GroupCoordinator) -> Vec<T>,
+    ) -> Result<Vec<T>, BrokerError> {
+        self.refresh().await?;
+        let state = self.state.lock().await;
+        Ok(state
+            .loaded
+            .values()
+            .flat_map(|loaded| query(&loaded.coordinator))
+            .collect())
+    }
+
+    /// The coordinator of partition `index`, rebuilt from the log first when it is not
+    /// loaded, was loaded at an older leader epoch, or is ahead of its log; refused when
+    /// another broker leads the partition.
+    async fn loaded<'a>(
+        &self,
+        state: &'a mut State,
+        index: u32,
+        group: &str,
+    ) -> Result<&'a mut Loaded, BrokerError> {
+        let epoch = match self.coordination(index) {
+            Coordination::Here { epoch } => epoch,
+            Coordination::Elsewhere { leader } => {
+                state.loaded.remove(&index);
+                return Err(BrokerError::NotCoordinator {
+                    group: group.to_string(),
+                    coordinator: leader,
+                });
+            }
+        };
+        let current = state
+            .loaded
+            .get(&index)
+            .is_some_and(|loaded| loaded.epoch == epoch && !loaded.ahead_of_log);
+        if !current {
+            let coordinator = log::replay(&self.broker, &self.config, index).await?;
+            if state.loaded.contains_key(&index) {
+                tracing::info!(
+                    partition = index,
+                    ?epoch,
+                    "rebuilt a group coordinator from __consumer_offsets"
+                );
+            }
+            state.loaded.insert(
+                index,
+                Loaded {
+                    coordinator,
+                    epoch,
+                    topics: TopicMetadata::new(),
+                    ahead_of_log: false,
+                },
+            );
         }
+        Ok(state.loaded.get_mut(&index).expect("loaded above"))
+    }
+
+    /// Loads the partitions this broker has come to lead and drops those it no longer
+    /// does, so that their members' timeouts run here and only here.
+    async fn refresh(&self) -> Result<(), BrokerError> {
+        let partitions = match self.broker.topic(CONSUMER_OFFSETS_TOPIC) {
+            Ok(topic) => topic.partition_count(),
+            Err(BrokerError::UnknownTopic { .. }) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let mut state = self.state.lock().await;
+        for index in 0..partitions {
+            match self.coordination(index) {
+                Coordination::Here { .. } => {
+                    self.loaded(&mut state, index, CONSUMER_OFFSETS_TOPIC)
+                        .await?;
+                }
+                Coordination::Elsewhere { .. } => {
+                    if state.loaded.remove(&index).is_some() {
+                        tracing::info!(
+                            partition = index,
+                            "no longer leads this __consumer_offsets partition: its groups are coordinated elsewhere"
+                        );
+                    }
+                }
+            }
+        }
+        state.loaded.retain(|&index, _| index < partitions);
         Ok(())
     }
 
-    /// Removes members past their timeouts and computes delayed assignments, persisting
-    /// what that changed. Returns the removed (group, member) pairs.
+    /// Removes members past their timeouts and computes delayed assignments in every
+    /// coordinator held here, persisting what that changed. Returns the removed (group,
+    /// member) pairs.
     pub async fn tick(&self) -> Result<Vec<(String, String)>, BrokerError> {
-        self.mutate(|coordinator, now_ms| Ok(coordinator.tick(now_ms)))
-            .await
+        self.refresh().await?;
+        let mut state = self.state.lock().await;
+        let indexes: Vec<u32> = state.loaded.keys().copied().collect();
+        let mut removed = Vec::new();
+        let mut failed = None;
+        for index in indexes {
+            match self
+                .mutate_loaded(&mut state, index, CONSUMER_OFFSETS_TOPIC, |c, now_ms| {
+                    Ok(c.tick(now_ms))
+                })
+                .await
+            {
+                Ok(gone) => removed.extend(gone),
+                // The others are still ticked.
+                Err(error) => failed = Some(error),
+            }
+        }
+        match failed {
+            Some(error) if removed.is_empty() => Err(error),
+            _ => Ok(removed),
+        }
     }
 
     /// The broker's topics and their partition counts, the internal ones left out: no
@@ -133,9 +379,10 @@ impl GroupService {
     }
 }
 
-/// How often the coordinator looks for expired members and ended rebalance delays.
-/// Kafka's coordinator schedules a timer per deadline; a 100 ms sweep bounds the lateness
-/// the same way at this scale.
+/// How often the coordinator looks for expired members and ended rebalance delays, and
+/// for `__consumer_offsets` partitions it has come to lead or stopped leading. Kafka's
+/// coordinator schedules a timer per deadline; a 100 ms sweep bounds the lateness the same
+/// way at this scale.
 const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Ticks `service` every [`TICK_INTERVAL`] until shutdown begins.

@@ -83,7 +83,9 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
         // up between the two leaves no member behind to time out.
         let issued = session
             .groups
-            .mutate(|c, now_ms| c.classic_member_id_required(&join, now_ms))
+            .mutate(&join.group_id, |c, now_ms| {
+                c.classic_member_id_required(&join, now_ms)
+            })
             .await;
         return match issued {
             Ok(member_id) => refused(
@@ -95,7 +97,7 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
     }
     let joined = session
         .groups
-        .mutate(|c, now_ms| c.classic_join(&join, now_ms))
+        .mutate(&join.group_id, |c, now_ms| c.classic_join(&join, now_ms))
         .await;
     match joined {
         Ok(answer) => {
@@ -138,7 +140,9 @@ pub async fn sync(session: &Session, request: SyncGroupRequest, version: i16) ->
     let generation = request.generation_id;
     let synced = session
         .groups
-        .mutate(|c, now_ms| c.classic_sync(&group_id, &member_id, generation, now_ms))
+        .mutate(&group_id, |c, now_ms| {
+            c.classic_sync(&group_id, &member_id, generation, now_ms)
+        })
         .await;
     with_protocol(match synced {
         Ok(assignment) => {
@@ -154,7 +158,9 @@ pub async fn heartbeat(session: &Session, request: HeartbeatRequest) -> Heartbea
     let generation = request.generation_id;
     let answered = session
         .groups
-        .mutate(|c, now_ms| c.classic_heartbeat(&group_id, &member_id, generation, now_ms))
+        .mutate(&group_id, |c, now_ms| {
+            c.classic_heartbeat(&group_id, &member_id, generation, now_ms)
+        })
         .await;
     let code = match answered {
         Ok(ClassicHeartbeat::Stable) => 0,
@@ -174,7 +180,9 @@ pub async fn leave(
         let member_id = request.member_id.to_string();
         let left = session
             .groups
-            .mutate(|c, now_ms| c.classic_leave(&group_id, &member_id, None, now_ms))
+            .mutate(&group_id, |c, now_ms| {
+                c.classic_leave(&group_id, &member_id, None, now_ms)
+            })
             .await;
         return LeaveGroupResponse::default()
             .with_error_code(left.err().map_or(0, |e| group_code(&e, true)));
@@ -185,7 +193,7 @@ pub async fn leave(
         let instance_id = member.group_instance_id.as_ref().map(ToString::to_string);
         let left = session
             .groups
-            .mutate(|c, now_ms| {
+            .mutate(&group_id, |c, now_ms| {
                 c.classic_leave(&group_id, &member_id, instance_id.as_deref(), now_ms)
             })
             .await;

@@ -26,7 +26,7 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
         let id = group_id.0.to_string();
-        let deleted = session.groups.mutate(|c, _| c.delete_group(&id)).await;
+        let deleted = session.groups.mutate(&id, |c, _| c.delete_group(&id)).await;
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)
@@ -56,7 +56,7 @@ pub async fn delete_offsets(
         .collect();
     let deleted = session
         .groups
-        .mutate(|c, _| c.delete_offsets(&group_id, &partitions))
+        .mutate(&group_id, |c, _| c.delete_offsets(&group_id, &partitions))
         .await;
     let refused: BTreeSet<TopicPartition> = match deleted {
         Ok(refused) => refused,

@@ -59,11 +59,9 @@ pub async fn serve(
 ) -> Result<VecDeque<Chunk>, String> {
     let respond = |response: &dyn EncodeResponse| response.encode(api_key, version, correlation_id);
     match api_key {
-        ApiKey::FindCoordinator => respond(&find_coordinator(
-            session,
-            decode(body, api_key, version)?,
-            version,
-        )),
+        ApiKey::FindCoordinator => {
+            respond(&find_coordinator(session, decode(body, api_key, version)?, version).await)
+        }
         ApiKey::OffsetCommit => {
             let request: OffsetCommitRequest = decode(body, api_key, version)?;
             respond(&offsets::commit(session, request, version).await)
@@ -141,8 +139,11 @@ fn decode<T: Decodable>(mut body: Bytes, api_key: ApiKey, version: i16) -> Resul
 /// answers classic members of a consumer group. A failed append to `__consumer_offsets`
 /// is COORDINATOR_NOT_AVAILABLE, which clients retry.
 pub fn group_code(error: &BrokerError, classic: bool) -> i16 {
-    let BrokerError::Group(error) = error else {
-        return ResponseError::CoordinatorNotAvailable.code();
+    let error = match error {
+        BrokerError::Group(error) => error,
+        // The group's partition is led elsewhere: the client finds the coordinator again.
+        BrokerError::NotCoordinator { .. } => return ResponseError::NotCoordinator.code(),
+        _ => return ResponseError::CoordinatorNotAvailable.code(),
     };
     let kind = match error {
         GroupError::GroupIdNotFound { .. } if classic => ResponseError::UnknownMemberId,
@@ -183,51 +184,35 @@ fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-fn find_coordinator(
+async fn find_coordinator(
     session: &Session,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // In a cluster too, the broker asked coordinates the group: consumer
-    // groups and their offsets (`__consumer_offsets`) are not replicated
-    // yet and live on each broker separately. A client may ask any broker
-    // it knows, so one group's members can meet on different brokers.
-    let node_id = session.broker.config().node_id;
-    let host = str_bytes(session.advertised.ip().to_string());
-    let port = i32::from(session.advertised.port());
-    let refusal = (request.key_type != KEY_TYPE_GROUP).then(|| {
-        (
-            ResponseError::CoordinatorNotAvailable.code(),
-            format!(
-                "key type {} is not served: this broker coordinates consumer groups (key type 0), not transactions",
-                request.key_type
-            ),
-        )
-    });
     if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let found = Coordinator::default().with_key(key);
-                match &refusal {
-                    Some((code, message)) => found
-                        .with_error_code(*code)
-                        .with_error_message(Some(str_bytes(message.clone())))
-                        .with_node_id(BrokerId(-1))
-                        .with_port(-1),
-                    None => found
-                        .with_node_id(BrokerId(node_id))
-                        .with_host(host.clone())
-                        .with_port(port),
+        let mut coordinators = Vec::with_capacity(request.coordinator_keys.len());
+        for key in request.coordinator_keys {
+            let found = Coordinator::default().with_key(key.clone());
+            coordinators.push(match locate(session, request.key_type, &key).await {
+                Ok((node_id, host, port)) => {
+                    found.with_node_id(node_id).with_host(host).with_port(port)
                 }
-            })
-            .collect();
+                Err((code, message)) => found
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message)))
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let response = FindCoordinatorResponse::default();
-    match refusal {
-        Some((code, message)) => {
+    match locate(session, request.key_type, &request.key).await {
+        Ok((node_id, host, port)) => response
+            .with_node_id(node_id)
+            .with_host(host)
+            .with_port(port),
+        Err((code, message)) => {
             let response = response
                 .with_error_code(code)
                 .with_node_id(BrokerId(-1))
@@ -238,10 +223,50 @@ fn find_coordinator(
                 response
             }
         }
-        None => response
-            .with_node_id(BrokerId(node_id))
-            .with_host(host)
-            .with_port(port),
+    }
+}
+
+/// The Kafka listener of the broker that coordinates group `key`: the leader of its
+/// `__consumer_offsets` partition, this broker at the address the client reached, or
+/// another at the one it registered. COORDINATOR_NOT_AVAILABLE, which clients retry,
+/// while none leads it.
+async fn locate(
+    session: &Session,
+    key_type: i8,
+    key: &StrBytes,
+) -> Result<(BrokerId, StrBytes, i32), (i16, String)> {
+    let unavailable = |message: String| (ResponseError::CoordinatorNotAvailable.code(), message);
+    if key_type != KEY_TYPE_GROUP {
+        return Err(unavailable(format!(
+            "key type {key_type} is not served: this broker coordinates consumer groups (key type 0), not transactions"
+        )));
+    }
+    match session.groups.coordinator_broker(key.as_str()).await {
+        Ok(None) => Ok((
+            BrokerId(session.broker.config().node_id),
+            str_bytes(session.advertised.ip().to_string()),
+            i32::from(session.advertised.port()),
+        )),
+        Ok(Some(node_id)) => {
+            let endpoint = session.broker.cluster().and_then(|link| {
+                let metadata = link.quorum.metadata().borrow().clone();
+                metadata
+                    .brokers
+                    .get(&node_id)
+                    .and_then(super::metadata::kafka_endpoint)
+            });
+            match endpoint {
+                Some((host, port)) => Ok((
+                    super::leaders::broker_id(node_id),
+                    str_bytes(host),
+                    i32::from(port),
+                )),
+                None => Err(unavailable(format!(
+                    "group {key:?} is coordinated by broker {node_id}, which has no Kafka listener known here"
+                ))),
+            }
+        }
+        Err(error) => Err(unavailable(error.to_string())),
     }
 }
 
@@ -273,8 +298,11 @@ async fn list_groups(
     request: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    let listings = match session.groups.read(|c| c.list_groups()).await {
-        Ok(listings) => listings,
+    let listings = match session.groups.read_all(|c| c.list_groups()).await {
+        Ok(mut listings) => {
+            listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+            listings
+        }
         Err(error) => {
             return ListGroupsResponse::default().with_error_code(group_code(&error, false))
         }
@@ -324,7 +352,7 @@ async fn describe_groups(
         let id = group_id.0.to_string();
         let described = session
             .groups
-            .read(|c| c.describe_group(&id))
+            .read(&id, |c| c.describe_group(&id))
             .await
             .and_then(|d| d.map_err(BrokerError::from));
         groups.push(match described {

@@ -236,7 +236,7 @@ fn brokers(
 /// an unspecified host (a listener on 0.0.0.0 or [::]) replaced by the host
 /// of its gRPC address, through which the other brokers reach it. `None`
 /// for a broker with no Kafka listener.
-fn kafka_endpoint(record: &BrokerRecord) -> Option<(String, u16)> {
+pub(crate) fn kafka_endpoint(record: &BrokerRecord) -> Option<(String, u16)> {
     let registered = record.kafka_address.as_deref()?;
     let Ok(listening) = registered.parse::<SocketAddr>() else {
         // Brokers register their listener's bound address, always IP:PORT.

@@ -83,7 +83,9 @@ pub async fn commit(
     } else {
         match session
             .groups
-            .mutate(|c, now_ms| c.commit_offsets(&group_id, &member_id, epoch, &commits, now_ms))
+            .mutate(&group_id, |c, now_ms| {
+                c.commit_offsets(&group_id, &member_id, epoch, &commits, now_ms)
+            })
             .await
         {
             Ok(()) => 0,
@@ -159,12 +161,13 @@ pub async fn fetch(
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|topics| {
+    let wanted: Wanted = request.topics.map(|topics| {
         topics
             .into_iter()
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
+    let asked = wanted.clone();
     match fetch_group(session, &request.group_id.0, wanted).await {
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
@@ -187,8 +190,29 @@ pub async fn fetch(
                 })
                 .collect(),
         ),
-        // v1 has no top-level error code: each partition carries it.
-        Err(_) if version < 2 => OffsetFetchResponse::default(),
+        // v1 has no top-level error code: each partition asked for carries it (as
+        // Kafka answers, so that a client sees NOT_COORDINATOR and finds it again).
+        Err(code) if version < 2 => OffsetFetchResponse::default().with_topics(
+            asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|index| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(index)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
     }
 }
@@ -205,7 +229,7 @@ async fn fetch_group(
     let group_id = group_id.to_string();
     let offsets = session
         .groups
-        .read(|c| c.fetch_offsets(&group_id, None))
+        .read(&group_id, |c| c.fetch_offsets(&group_id, None))
         .await
         .map_err(|error| group_code(&error, true))?;
     let Some(wanted) = wanted else {

@@ -16,7 +16,7 @@ use super::{Listener, RequestMetrics};
 use crate::broker::Broker;
 
 /// The gRPC methods served, by path, and their `api` label.
-const METHODS: [(&str, &str); 21] = [
+const METHODS: [(&str, &str); 22] = [
     ("/weir.v1.Admin/CreateTopic", "CreateTopic"),
     ("/weir.v1.Admin/ListTopics", "ListTopics"),
     ("/weir.v1.Admin/DescribeTopic", "DescribeTopic"),
@@ -30,6 +30,7 @@ const METHODS: [(&str, &str); 21] = [
         "/weir.v1.Group/ConsumerGroupHeartbeat",
         "ConsumerGroupHeartbeat",
     ),
+    ("/weir.v1.Group/FindCoordinator", "FindCoordinator"),
     ("/weir.v1.Group/OffsetCommit", "OffsetCommit"),
     ("/weir.v1.Group/OffsetFetch", "OffsetFetch"),
     ("/weir.v1.Group/ListGroups", "ListGroups"),

@@ -387,7 +387,7 @@ impl GroupsCollector {
     /// topic is not hosted here and gets no series.
     pub(super) async fn read(service: &GroupService, broker: &Broker) -> GroupsCollector {
         let read = service
-            .read(|coordinator| {
+            .read_all(|coordinator| {
                 coordinator
                     .list_groups()
                     .into_iter()
@@ -405,12 +405,13 @@ impl GroupsCollector {
                     .collect::<Vec<_>>()
             })
             .await;
-        let Ok(read) = read else {
+        let Ok(mut read) = read else {
             return GroupsCollector {
                 groups: Vec::new(),
                 omitted: 0,
             };
         };
+        read.sort_by(|a, b| a.0.group_id.cmp(&b.0.group_id));
         let mut groups: Vec<GroupSample> = read
             .into_iter()
             .map(|(listing, epoch, offsets, rebalances)| {

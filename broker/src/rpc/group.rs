@@ -58,9 +58,25 @@ pub fn error_code(error: &GroupError) -> ErrorCode {
     }
 }
 
+/// A heartbeat sent to a broker that does not coordinate its group: the member finds the
+/// coordinator again and sends it there, as a Kafka member does on NOT_COORDINATOR.
+fn not_coordinator(error: &BrokerError) -> proto::ConsumerGroupHeartbeatResponse {
+    proto::ConsumerGroupHeartbeatResponse {
+        error_code: ErrorCode::NotCoordinator.into(),
+        error_message: error.to_string(),
+        ..Default::default()
+    }
+}
+
 fn status(error: BrokerError) -> Status {
     tracing::debug!(%error, "group request failed");
     error.into()
+}
+
+/// Listings of several coordinators in one order, by group id.
+fn sorted_by_id(mut groups: Vec<crate::group::GroupListing>) -> Vec<crate::group::GroupListing> {
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    groups
 }
 
 fn assignment_from(topics: &[proto::TopicPartitions]) -> Assignment {
@@ -115,6 +131,46 @@ fn committed(
 }
 
 impl GroupRpc {
+    async fn find_coordinator(
+        &self,
+        request: proto::FindCoordinatorRequest,
+    ) -> Result<proto::FindCoordinatorResponse, Status> {
+        let me = u64::try_from(self.groups.broker().config().node_id).unwrap_or(0);
+        match self.groups.coordinator_broker(&request.group_id).await {
+            Ok(None) => Ok(proto::FindCoordinatorResponse {
+                node_id: me,
+                ..Default::default()
+            }),
+            Ok(Some(node_id)) => {
+                let address = self.groups.broker().cluster().and_then(|link| {
+                    let metadata = link.quorum.metadata().borrow().clone();
+                    metadata.brokers.get(&node_id).map(|b| b.address.clone())
+                });
+                match address {
+                    Some(address) => Ok(proto::FindCoordinatorResponse {
+                        node_id,
+                        address,
+                        ..Default::default()
+                    }),
+                    None => Ok(proto::FindCoordinatorResponse {
+                        error_code: ErrorCode::NotCoordinator.into(),
+                        error_message: format!(
+                            "group {:?} is coordinated by broker {node_id}, whose address is not known here yet",
+                            request.group_id
+                        ),
+                        ..Default::default()
+                    }),
+                }
+            }
+            Err(error @ BrokerError::NotCoordinator { .. }) => Ok(proto::FindCoordinatorResponse {
+                error_code: ErrorCode::NotCoordinator.into(),
+                error_message: error.to_string(),
+                ..Default::default()
+            }),
+            Err(other) => Err(status(other)),
+        }
+    }
+
     async fn heartbeat(
         &self,
         request: proto::ConsumerGroupHeartbeatRequest,
@@ -133,7 +189,7 @@ impl GroupRpc {
             // removed after the session timeout (Kafka removes it at once on -1).
             let left = self
                 .groups
-                .mutate(|c, now_ms| {
+                .mutate(&group, |c, now_ms| {
                     let epoch = c
                         .describe_group(&group)?
                         .members
@@ -150,6 +206,7 @@ impl GroupRpc {
                     ..Default::default()
                 }),
                 Err(BrokerError::Group(error)) => Ok(refused(&error)),
+                Err(error @ BrokerError::NotCoordinator { .. }) => Ok(not_coordinator(&error)),
                 Err(other) => Err(status(other)),
             };
         }
@@ -184,7 +241,9 @@ impl GroupRpc {
         };
         match self
             .groups
-            .mutate(|c, now_ms| c.heartbeat(&heartbeat, now_ms))
+            .mutate(&heartbeat.group_id, |c, now_ms| {
+                c.heartbeat(&heartbeat, now_ms)
+            })
             .await
         {
             Ok(answer) => Ok(proto::ConsumerGroupHeartbeatResponse {
@@ -197,6 +256,7 @@ impl GroupRpc {
                 assignment: topic_partitions(&answer.assignment),
             }),
             Err(BrokerError::Group(error)) => Ok(refused(&error)),
+            Err(error @ BrokerError::NotCoordinator { .. }) => Ok(not_coordinator(&error)),
             Err(other) => Err(status(other)),
         }
     }
@@ -208,7 +268,7 @@ impl GroupRpc {
         let commits = commits_from(&request.topics);
         let result = self
             .groups
-            .mutate(|c, now_ms| {
+            .mutate(&request.group_id, |c, now_ms| {
                 c.commit_offsets(
                     &request.group_id,
                     &request.member_id,
@@ -221,6 +281,9 @@ impl GroupRpc {
         let (code, message) = match result {
             Ok(()) => (ErrorCode::None, String::new()),
             Err(BrokerError::Group(error)) => (error_code(&error), error.to_string()),
+            Err(error @ BrokerError::NotCoordinator { .. }) => {
+                (ErrorCode::NotCoordinator, error.to_string())
+            }
             Err(other) => return Err(status(other)),
         };
         let topics = request
@@ -250,7 +313,7 @@ impl GroupRpc {
         let group = request.group_id;
         let offsets = self
             .groups
-            .read(|c| {
+            .read(&group, |c| {
                 if wanted.is_empty() {
                     c.fetch_offsets(&group, None)
                         .iter()
@@ -276,7 +339,7 @@ impl GroupRpc {
         let group = request.group_id;
         let (description, offsets) = self
             .groups
-            .read(|c| {
+            .read(&group, |c| {
                 c.describe_group(&group)
                     .map(|d| (d, c.fetch_offsets(&group, None)))
             })
@@ -315,6 +378,15 @@ impl GroupRpc {
 
 #[tonic::async_trait]
 impl proto::group_server::Group for GroupRpc {
+    async fn find_coordinator(
+        &self,
+        request: Request<proto::FindCoordinatorRequest>,
+    ) -> Result<Response<proto::FindCoordinatorResponse>, Status> {
+        GroupRpc::find_coordinator(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn consumer_group_heartbeat(
         &self,
         request: Request<proto::ConsumerGroupHeartbeatRequest>,
@@ -348,9 +420,10 @@ impl proto::group_server::Group for GroupRpc {
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         let groups = self
             .groups
-            .read(|c| c.list_groups())
+            .read_all(|c| c.list_groups())
             .await
-            .map_err(status)?
+            .map_err(status)?;
+        let groups = sorted_by_id(groups)
             .into_iter()
             .map(|g| proto::GroupListing {
                 group_id: g.group_id,
@@ -376,7 +449,7 @@ impl proto::group_server::Group for GroupRpc {
     ) -> Result<Response<proto::DeleteGroupResponse>, Status> {
         let group = request.into_inner().group_id;
         self.groups
-            .mutate(|c, _| c.delete_group(&group))
+            .mutate(&group, |c, _| c.delete_group(&group))
             .await
             .map_err(status)?;
         Ok(Response::new(proto::DeleteGroupResponse {}))
@@ -389,7 +462,9 @@ impl proto::group_server::Group for GroupRpc {
         let request = request.into_inner();
         let commits = commits_from(&request.topics);
         self.groups
-            .mutate(|c, now_ms| c.reset_offsets(&request.group_id, &commits, now_ms))
+            .mutate(&request.group_id, |c, now_ms| {
+                c.reset_offsets(&request.group_id, &commits, now_ms)
+            })
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ResetOffsetsResponse {}))

@@ -1,10 +1,8 @@
 //! Offset commits and committed-offset lookups of a group, shared by the group
 //! consumer and [`crate::Admin`].
 
-use tonic::transport::Channel;
-
+use super::Coordinator;
 use crate::error::ClientError;
-use crate::proto::group_client::GroupClient;
 use crate::proto::{
     ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
     TopicPartitions,
@@ -12,7 +10,7 @@ use crate::proto::{
 
 /// One commit, ready to send.
 pub(crate) struct CommitRequest {
-    pub client: GroupClient<Channel>,
+    pub coordinator: Coordinator,
     pub group_id: String,
     pub member_id: String,
     pub member_epoch: i32,
@@ -23,7 +21,7 @@ pub(crate) struct CommitRequest {
 impl CommitRequest {
     /// Sends the commit; a refusal (the coordinator takes a commit whole or not at
     /// all) is [`ClientError::Group`] with the coordinator's sentence.
-    pub async fn send(mut self) -> Result<(), ClientError> {
+    pub async fn send(self) -> Result<(), ClientError> {
         let mut topics: Vec<OffsetCommitTopic> = Vec::new();
         for (topic, partition, offset) in &self.offsets {
             let entry = match topics.iter_mut().position(|t| &t.topic == topic) {
@@ -42,16 +40,17 @@ impl CommitRequest {
                 metadata: String::new(),
             });
         }
-        let answer = self
-            .client
+        let mut client = self.coordinator.client().await?;
+        let sent = client
             .offset_commit(OffsetCommitRequest {
                 group_id: self.group_id.clone(),
                 member_id: self.member_id,
                 member_epoch: self.member_epoch,
                 topics,
             })
-            .await?
-            .into_inner();
+            .await
+            .map_err(ClientError::from);
+        let answer = self.coordinator.check(sent)?.into_inner();
         let refused = answer
             .topics
             .iter()
@@ -59,11 +58,11 @@ impl CommitRequest {
             .find(|p| p.error_code() != ErrorCode::None);
         match refused {
             None => Ok(()),
-            Some(partition) => Err(ClientError::Group {
+            Some(partition) => self.coordinator.check(Err(ClientError::Group {
                 group: self.group_id,
                 code: partition.error_code(),
                 message: partition.error_message.clone(),
-            }),
+            })),
         }
     }
 }
@@ -71,7 +70,7 @@ impl CommitRequest {
 /// The committed offset of each (topic, partition) of `group_id`; `None` where
 /// the group has committed none.
 pub(crate) async fn fetch_committed(
-    client: &mut GroupClient<Channel>,
+    coordinator: &Coordinator,
     group_id: &str,
     partitions: &[(String, u32)],
 ) -> Result<Vec<(String, u32, Option<u64>)>, ClientError> {
@@ -88,13 +87,15 @@ pub(crate) async fn fetch_committed(
             }),
         }
     }
-    let answer = client
+    let mut client = coordinator.client().await?;
+    let sent = client
         .offset_fetch(OffsetFetchRequest {
             group_id: group_id.to_string(),
             topics,
         })
-        .await?
-        .into_inner();
+        .await
+        .map_err(ClientError::from);
+    let answer = coordinator.check(sent)?.into_inner();
     Ok(partitions
         .iter()
         .map(|(topic, partition)| {

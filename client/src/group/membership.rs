@@ -11,13 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::Coordinator;
+use crate::error::ClientError;
+use crate::proto::{ConsumerGroupHeartbeatRequest, ErrorCode, TopicPartitions};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tonic::transport::Channel;
-
-use crate::error::ClientError;
-use crate::proto::group_client::GroupClient;
-use crate::proto::{ConsumerGroupHeartbeatRequest, ErrorCode, TopicPartitions};
 
 /// Partitions by topic.
 pub(crate) type TopicPartitionSet = BTreeMap<String, BTreeSet<u32>>;
@@ -134,7 +132,7 @@ fn from_wire(list: Vec<TopicPartitions>) -> TopicPartitionSet {
 /// Runs the member's heartbeats until it closes or meets a fatal error.
 pub(crate) async fn run_heartbeats(
     membership: Arc<Membership>,
-    mut client: GroupClient<Channel>,
+    coordinator: Coordinator,
     settings: MemberSettings,
 ) {
     let mut next_at = Instant::now();
@@ -157,10 +155,14 @@ pub(crate) async fn run_heartbeats(
                 state.member_epoch > 0 && state.last_poll.elapsed() > settings.max_poll_interval;
             (heartbeat_request(&state, &settings, overdue), overdue)
         };
-        let sent = tokio::time::timeout(
-            HEARTBEAT_REQUEST_TIMEOUT,
-            client.consumer_group_heartbeat(request),
-        )
+        let sent = tokio::time::timeout(HEARTBEAT_REQUEST_TIMEOUT, async {
+            let mut client = coordinator.client().await?;
+            let sent = client
+                .consumer_group_heartbeat(request)
+                .await
+                .map_err(ClientError::from);
+            coordinator.check(sent)
+        })
         .await;
         let mut state = membership.lock();
         if state.closing {
@@ -188,8 +190,8 @@ pub(crate) async fn run_heartbeats(
         }
         let answer = match sent {
             Ok(Ok(answer)) => answer.into_inner(),
-            Ok(Err(status)) => {
-                tracing::warn!(group = %settings.group_id, error = %ClientError::from(status), "heartbeat failed; retrying");
+            Ok(Err(error)) => {
+                tracing::warn!(group = %settings.group_id, %error, "heartbeat failed; retrying");
                 next_at = Instant::now() + HEARTBEAT_RETRY_BACKOFF.min(state.heartbeat_interval);
                 continue;
             }
@@ -218,6 +220,16 @@ pub(crate) async fn run_heartbeats(
                 tracing::warn!(group = %settings.group_id, reason = %answer.error_message, "member fenced; its partitions are lost and it rejoins");
                 lose(&mut state, answer.error_message);
                 membership.changed.notify_one();
+            }
+            ErrorCode::NotCoordinator => {
+                // The group's coordinator moved (a broker stopped, or stopped leading
+                // the group's partition): find it again and heartbeat there, keeping
+                // the member's id and epoch, which the new coordinator rebuilt from
+                // the log.
+                tracing::info!(group = %settings.group_id, reason = %answer.error_message, "the group's coordinator moved; finding it again");
+                coordinator.lost();
+                next_at = Instant::now() + HEARTBEAT_RETRY_BACKOFF.min(state.heartbeat_interval);
+                continue;
             }
             ErrorCode::UnreleasedInstanceId => {
                 // The previous holder of this instance id has not left yet; it will,

@@ -14,6 +14,7 @@
 //! heartbeat loop ([`membership`]).
 
 mod commit;
+mod coordinator;
 mod membership;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,11 +27,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::connection::connect;
+use crate::connection::{bootstrap_list, connect};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 use crate::error::ClientError;
-use crate::proto::group_client::GroupClient;
 use commit::{fetch_committed, CommitRequest};
+pub(crate) use coordinator::group_client;
+pub use coordinator::Coordinator;
 use membership::{leave_request, run_heartbeats, MemberSettings, Membership, TopicPartitionSet};
 
 /// How a member gives partitions up when the assignment changes.
@@ -116,7 +118,8 @@ pub struct GroupConsumer {
     settings: MemberSettings,
     membership: Arc<Membership>,
     heartbeats: JoinHandle<()>,
-    group: GroupClient<Channel>,
+    /// The group's coordinator, found and followed.
+    coordinator: Coordinator,
     /// One fetcher per subscribed topic.
     consumers: BTreeMap<String, Consumer>,
     /// What this side owns; published to the heartbeat after every change.
@@ -148,13 +151,26 @@ impl GroupConsumer {
         topics: &[&str],
         config: GroupConsumerConfig,
     ) -> Result<GroupConsumer, ClientError> {
-        GroupConsumer::subscribe_on(connect(addr).await?, topics, config)
+        let bootstrap = bootstrap_list(addr)?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        GroupConsumer::start(connect(addr).await?, bootstrap, topics, config)
     }
 
     /// As [`GroupConsumer::subscribe`], on an open channel. Needs a Tokio runtime:
     /// the heartbeats run as a task.
     pub fn subscribe_on(
         channel: Channel,
+        topics: &[&str],
+        config: GroupConsumerConfig,
+    ) -> Result<GroupConsumer, ClientError> {
+        GroupConsumer::start(channel, Vec::new(), topics, config)
+    }
+
+    fn start(
+        channel: Channel,
+        bootstrap: Vec<String>,
         topics: &[&str],
         config: GroupConsumerConfig,
     ) -> Result<GroupConsumer, ClientError> {
@@ -177,11 +193,11 @@ impl GroupConsumer {
             assignor: config.assignor.clone(),
             max_poll_interval: config.max_poll_interval,
         };
-        let group = GroupClient::new(channel.clone());
+        let coordinator = Coordinator::new(channel.clone(), bootstrap, &config.group_id);
         let membership = Membership::new();
         let heartbeats = tokio::spawn(run_heartbeats(
             Arc::clone(&membership),
-            group.clone(),
+            coordinator.clone(),
             settings.clone(),
         ));
         let consumers = topics
@@ -199,7 +215,7 @@ impl GroupConsumer {
             settings,
             membership,
             heartbeats,
-            group,
+            coordinator,
             consumers,
             owned: TopicPartitionSet::new(),
             committed: BTreeMap::new(),
@@ -355,7 +371,7 @@ impl GroupConsumer {
         &self,
         partitions: &[(String, u32)],
     ) -> Result<Vec<(String, u32, Option<u64>)>, ClientError> {
-        fetch_committed(&mut self.group.clone(), &self.config.group_id, partitions).await
+        fetch_committed(&self.coordinator, &self.config.group_id, partitions).await
     }
 
     /// Revokes every partition as a rebalance would (the callback, then a
@@ -378,7 +394,8 @@ impl GroupConsumer {
         self.membership.wake_heartbeat.notify_one();
         self.heartbeats.abort();
         if let Some(request) = request {
-            self.group.consumer_group_heartbeat(request).await?;
+            let mut client = self.coordinator.client().await?;
+            client.consumer_group_heartbeat(request).await?;
         }
         committed
     }
@@ -420,7 +437,7 @@ impl GroupConsumer {
         }
         let state = self.membership.lock();
         Some(CommitRequest {
-            client: self.group.clone(),
+            coordinator: self.coordinator.clone(),
             group_id: self.config.group_id.clone(),
             member_id: state.member_id.clone(),
             member_epoch: state.member_epoch,
@@ -526,8 +543,7 @@ impl GroupConsumer {
     /// Starts reading newly assigned partitions at the group's committed offsets.
     async fn assign(&mut self, assigned: &TopicPartitionSet) -> Result<(), ClientError> {
         let wanted = flatten(assigned);
-        let committed =
-            fetch_committed(&mut self.group.clone(), &self.config.group_id, &wanted).await?;
+        let committed = fetch_committed(&self.coordinator, &self.config.group_id, &wanted).await?;
         let start_without_commit = match self.config.consumer.offset_reset {
             OffsetReset::Earliest => SeekTo::Beginning,
             OffsetReset::Latest => SeekTo::End,
@@ -605,10 +621,12 @@ impl Drop for GroupConsumer {
             (state.member_epoch > 0).then(|| leave_request(&state, &self.settings))
         };
         self.heartbeats.abort();
-        if let (Some(request), Ok(runtime)) = (request, tokio::runtime::Handle::try_current()) {
-            let mut group = self.group.clone();
+        let coordinator = self.coordinator.known();
+        if let (Some(request), Some(mut coordinator), Ok(runtime)) =
+            (request, coordinator, tokio::runtime::Handle::try_current())
+        {
             runtime.spawn(async move {
-                let _ = group.consumer_group_heartbeat(request).await;
+                let _ = coordinator.consumer_group_heartbeat(request).await;
             });
         }
     }

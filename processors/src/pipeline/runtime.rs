@@ -15,10 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weir_client::proto::group_client::GroupClient;
 use weir_client::{
-    Admin, Channel, ClientError, GroupConsumer, GroupConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, Rebalance,
+    Admin, ClientError, GroupConsumer, GroupConsumerConfig, GroupCoordinator, Producer,
+    ProducerConfig, ProducerRecord, Rebalance,
 };
 
 mod commits;
@@ -245,7 +244,11 @@ impl Runnable {
             chain,
             output_topic: self.output_topic,
             producer,
-            coordinator: GroupClient::new(consumer.channel()),
+            coordinator: GroupCoordinator::for_group(consumer.channel(), &group),
+            state_coordinator: GroupCoordinator::for_group(
+                consumer.channel(),
+                &format!("{group}{STATE_GROUP_SUFFIX}"),
+            ),
             group: group.clone(),
             state_group: format!("{group}{STATE_GROUP_SUFFIX}"),
             stats: RunStats::default(),
@@ -382,7 +385,9 @@ struct Worker {
     chain: Box<dyn Chain<Serialized>>,
     output_topic: Option<String>,
     producer: Producer,
-    coordinator: GroupClient<Channel>,
+    /// The coordinators of the group and of its state group (each group has its own).
+    coordinator: GroupCoordinator,
+    state_coordinator: GroupCoordinator,
     group: String,
     /// Where each commit of a windowed pipeline is copied (see `Worker::commit`).
     state_group: String,

@@ -93,14 +93,16 @@ impl Worker {
                 }),
             }
         }
-        let answer = self
-            .coordinator
+        let coordinator = self.coordinator_of(group);
+        let mut client = coordinator.client().await?;
+        let answer = client
             .offset_fetch(OffsetFetchRequest {
                 group_id: group.to_string(),
                 topics,
             })
-            .await?
-            .into_inner();
+            .await
+            .map_err(ClientError::from);
+        let answer = coordinator.check(answer)?.into_inner();
         Ok(partitions
             .iter()
             .map(|(topic, partition)| {
@@ -195,16 +197,18 @@ impl Worker {
         member_epoch: i32,
         topics: Vec<OffsetCommitTopic>,
     ) -> Result<(), ClientError> {
-        let answer = self
-            .coordinator
+        let coordinator = self.coordinator_of(&group);
+        let mut client = coordinator.client().await?;
+        let answer = client
             .offset_commit(OffsetCommitRequest {
                 group_id: group.clone(),
                 member_id,
                 member_epoch,
                 topics,
             })
-            .await?
-            .into_inner();
+            .await
+            .map_err(ClientError::from);
+        let answer = coordinator.check(answer)?.into_inner();
         let refused = answer
             .topics
             .iter()
@@ -212,11 +216,20 @@ impl Worker {
             .find(|p| p.error_code() != ErrorCode::None);
         match refused {
             None => Ok(()),
-            Some(partition) => Err(ClientError::Group {
+            Some(partition) => coordinator.check(Err(ClientError::Group {
                 group,
                 code: partition.error_code(),
                 message: partition.error_message.clone(),
-            }),
+            })),
+        }
+    }
+
+    /// The coordinator of `group`: the pipeline's group or its state group.
+    fn coordinator_of(&self, group: &str) -> weir_client::GroupCoordinator {
+        if group == self.state_group {
+            self.state_coordinator.clone()
+        } else {
+            self.coordinator.clone()
         }
     }
 }
