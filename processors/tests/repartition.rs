@@ -1,6 +1,7 @@
-//! A keyed window over input that is not partitioned by its key: `repartition()` sends the
-//! items through `<group>-<stage>-repartition`, so each key is counted in one place, with one
-//! worker or two; without it every partition counts its share of a key apart.
+//! A keyed window over input that is not partitioned by its key: after `key_by` the items
+//! go through `<group>-<key_by name>-repartition` by themselves, so each key is counted in
+//! one place, with one worker or two; after `key_by_local` every partition counts its share
+//! of a key apart.
 
 mod common;
 
@@ -43,20 +44,20 @@ async fn produce_views(addr: &str) {
 
 type Counts = Arc<Mutex<Vec<(String, i64, u64)>>>;
 
-/// Views per page per one-second window, through a repartition topic or not.
+/// Views per page per one-second window, keyed by `key_by` (through its repartition
+/// topic) or by `key_by_local` (where they are).
 fn counting(
     results: &Counts,
     group: &str,
     repartition: bool,
 ) -> weir_processors::pipeline::Runnable {
-    let keyed = Pipeline::from_topic("views")
+    let pages = Pipeline::from_topic("views")
         .group(group)
-        .filter_map(|record| String::from_utf8(record.value?.to_vec()).ok())
-        .key_by(|page| page.clone());
+        .filter_map(|record| String::from_utf8(record.value?.to_vec()).ok());
     let keyed = if repartition {
-        keyed.repartition().name("by-page")
+        pages.key_by(|page| page.clone()).name("by-page")
     } else {
-        keyed
+        pages.key_by_local(|page| page.clone())
     };
     let results = Arc::clone(results);
     keyed
@@ -144,7 +145,7 @@ fn expected() -> BTreeMap<(String, i64), u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_two() {
+async fn a_count_after_key_by_counts_each_key_in_one_place_with_one_worker_or_two() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
@@ -178,15 +179,26 @@ async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
+async fn after_key_by_local_each_partition_counts_its_share_of_a_key_apart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
     let apart: Counts = Arc::default();
-    run(&addr, "pages-apart", 1, &apart, false).await;
+    let stats = run(&addr, "pages-apart", 1, &apart, false).await;
+    assert_eq!(stats[0].records_repartitioned, 0);
+    let topics = Admin::connect(&addr)
+        .await
+        .unwrap()
+        .list_topics()
+        .await
+        .unwrap();
+    assert!(
+        topics.iter().all(|t| !t.topic.starts_with("pages-apart-")),
+        "no internal topic: {topics:?}"
+    );
     // Each page's views are in all three partitions: three results of a third each,
-    // which is why a keyed window over such input needs `repartition()`.
+    // which is why `key_by` sends such input through a repartition topic.
     let results = apart.lock().unwrap().clone();
     assert_eq!(results.len() as u64, 3 * PAGES, "{results:?}");
     assert!(results
