@@ -1,8 +1,9 @@
 //! A pipeline of closures against a broker started in this process: parse page views
-//! (`map`/`filter_map`), drop bots (`filter`), key them by page (`key_by`), count each page
-//! per minute (`window` + `count`) and write the counts to a topic (`to_topic`). The views
-//! are produced keyed by page, so each page's views share a partition (window state is per
-//! input partition); input keyed otherwise needs `.repartition()` after `key_by`.
+//! (`map`/`filter_map`), drop bots (`filter`), key them by page (`key_by_local`), count each
+//! page per minute (`window` + `count`) and write the counts to a topic (`to_topic`). The
+//! views are produced keyed by page, so each page's views share a partition (window state is
+//! per input partition) and `key_by_local` keys them where they are; for input keyed
+//! otherwise, `key_by` would send them through a repartition topic first.
 //!
 //! cargo run -p weir-processors --example closures
 
@@ -70,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
             fields
         })
         .filter(|fields| fields.len() == 3 && fields[2] != "bot")
-        .key_by(|fields| fields[1].clone())
+        .key_by_local(|fields| fields[1].clone())
         .window(WindowSpec::tumbling(Duration::from_secs(60)))
         .name("per-minute")
         // The input stops: after 2 s without a record a partition's time follows the

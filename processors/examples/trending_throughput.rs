@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 record.key.map(|key| key.to_vec())
             })
-            .key_by(|key| key.clone())
+            .key_by_local(|key| key.clone())
             .window(WindowSpec::sliding(
                 Duration::from_secs(300),
                 Duration::from_secs(10),

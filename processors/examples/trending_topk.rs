@@ -4,9 +4,10 @@
 //!
 //! cargo run -p weir-processors --example trending_topk
 //!
-//! Clicks are keyed by page, so each page's clicks share a partition and each
-//! partition's top 5 is exact for its pages; the overall top 5 of a window is the
-//! best 5 of the partitions' rows (their pages are disjoint), which the reader takes.
+//! Clicks are keyed by page, so each page's clicks share a partition (`key_by_local`
+//! keys them there, with no repartition topic) and each partition's top 5 is exact for
+//! its pages; the overall top 5 of a window is the best 5 of the partitions' rows (their
+//! pages are disjoint), which the reader takes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -84,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             let page = String::from_utf8(record.value?.to_vec()).ok()?;
             Some(Click { page })
         })
-        .key_by(|click| click.page.clone())
+        .key_by_local(|click| click.page.clone())
         .window(WindowSpec::sliding(
             Duration::from_secs(300),
             Duration::from_secs(60),

@@ -4,9 +4,10 @@
 //! cargo run -p weir-processors --example windowed_aggregates
 //!
 //! Readings are keyed by sensor, so each sensor's records share a partition (the
-//! window state is per input partition). Results are written keyed by sensor and
-//! window start: a result written twice (after a crash) overwrites itself under
-//! compaction, and a reader keeps the last.
+//! window state is per input partition) and `key_by_local` keys them there, with no
+//! repartition topic. Results are written keyed by sensor and window start: a result
+//! written twice (after a crash) overwrites itself under compaction, and a reader keeps
+//! the last.
 
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
                 .ok()?;
             Some(Reading { sensor, value })
         })
-        .key_by(|reading| reading.sensor.clone())
+        .key_by_local(|reading| reading.sensor.clone())
         .window(WindowSpec::tumbling(Duration::from_secs(60)))
         .name("per-minute")
         .allowed_lateness(Duration::from_secs(5))

@@ -73,7 +73,7 @@ type Counted = ((u64, Window), u64);
 fn counting(group: &str, tx: mpsc::UnboundedSender<Counted>) -> Runnable {
     Pipeline::from_topic("events")
         .group(group)
-        .key_by(|r| -> u64 {
+        .key_by_local(|r| -> u64 {
             std::str::from_utf8(r.key.as_deref().unwrap())
                 .unwrap()
                 .parse()
@@ -405,7 +405,7 @@ async fn chunks_no_commit_names_are_ignored_and_a_lost_snapshot_stops_the_worker
 fn counting_to_topic(group: &str) -> Runnable {
     Pipeline::from_topic("events")
         .group(group)
-        .key_by(|r| -> u64 {
+        .key_by_local(|r| -> u64 {
             std::str::from_utf8(r.key.as_deref().unwrap())
                 .unwrap()
                 .parse()
@@ -432,7 +432,7 @@ fn counting_to_topic(group: &str) -> Runnable {
 fn top_two_to_topic(group: &str) -> Runnable {
     Pipeline::from_topic("events")
         .group(group)
-        .key_by(|r| -> u64 {
+        .key_by_local(|r| -> u64 {
             std::str::from_utf8(r.key.as_deref().unwrap())
                 .unwrap()
                 .parse()

@@ -62,7 +62,7 @@ type Counted = ((u64, Window), u64);
 fn counting(tx: mpsc::UnboundedSender<Counted>) -> Runnable {
     Pipeline::from_topic("events")
         .group(GROUP)
-        .key_by(|r| -> u64 {
+        .key_by_local(|r| -> u64 {
             std::str::from_utf8(r.key.as_deref().unwrap())
                 .unwrap()
                 .parse()

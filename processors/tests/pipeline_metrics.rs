@@ -422,7 +422,9 @@ async fn every_operator_counts_exactly_what_went_through_it_and_lag_reaches_zero
 fn counting(tx: mpsc::UnboundedSender<(String, i64, u64)>) -> Runnable {
     Pipeline::from_topic("events")
         .group("windows")
-        .key_by(|r| String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap())
+        .key_by_local(|r| {
+            String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap()
+        })
         .window(WindowSpec::tumbling(Duration::from_secs(10)))
         // Windows close by event time only, while the test runs.
         .idle_timeout(Duration::from_secs(3_600))

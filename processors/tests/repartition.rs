@@ -1,6 +1,7 @@
-//! A keyed window over input that is not partitioned by its key: `repartition()` sends the
-//! items through `<group>-<stage>-repartition`, so each key is counted in one place, with one
-//! worker or two; without it every partition counts its share of a key apart.
+//! A keyed window over input that is not partitioned by its key: after `key_by` the items
+//! go through `<group>-<key_by name>-repartition` by themselves, so each key is counted in
+//! one place, with one worker or two; after `key_by_local` every partition counts its share
+//! of a key apart.
 
 mod common;
 
@@ -43,34 +44,44 @@ async fn produce_views(addr: &str) {
 
 type Counts = Arc<Mutex<Vec<(String, i64, u64)>>>;
 
-/// Views per page per one-second window, through a repartition topic or not.
-fn counting(
-    results: &Counts,
-    group: &str,
-    repartition: bool,
-) -> weir_processors::pipeline::Runnable {
-    let keyed = Pipeline::from_topic("views")
+/// How the views are keyed by page.
+#[derive(Clone, Copy)]
+enum Keying {
+    /// `key_by`, through its repartition topic.
+    ByKey,
+    /// `key_by`, the window's state kept in a changelog too.
+    ByKeyWithChangelog,
+    /// `key_by_local`: where they are.
+    Local,
+}
+
+/// Views per page per one-second window.
+fn counting(results: &Counts, group: &str, keying: Keying) -> weir_processors::pipeline::Runnable {
+    let pages = Pipeline::from_topic("views")
         .group(group)
-        .filter_map(|record| String::from_utf8(record.value?.to_vec()).ok())
-        .key_by(|page| page.clone());
-    let keyed = if repartition {
-        keyed.repartition().name("by-page")
-    } else {
-        keyed
+        .filter_map(|record| String::from_utf8(record.value?.to_vec()).ok());
+    let keyed = match keying {
+        Keying::ByKey | Keying::ByKeyWithChangelog => {
+            pages.key_by(|page| page.clone()).name("by-page")
+        }
+        Keying::Local => pages.key_by_local(|page| page.clone()),
     };
     let results = Arc::clone(results);
-    keyed
+    let windows = keyed
         .window(WindowSpec::tumbling(Duration::from_secs(1)))
         // Nothing comes after the views: the partitions' time moves on with the wall
         // clock and the window closes.
-        .idle_timeout(Duration::from_millis(200))
-        .count()
-        .for_each(move |result, _| {
-            results
-                .lock()
-                .unwrap()
-                .push((result.key, result.window.start_ms, result.value))
-        })
+        .idle_timeout(Duration::from_millis(200));
+    let windows = match keying {
+        Keying::ByKeyWithChangelog => windows.changelog(),
+        Keying::ByKey | Keying::Local => windows,
+    };
+    windows.count().for_each(move |result, _| {
+        results
+            .lock()
+            .unwrap()
+            .push((result.key, result.window.start_ms, result.value))
+    })
 }
 
 /// Runs `workers` copies until every page's window has been emitted, then stops them.
@@ -79,12 +90,12 @@ async fn run(
     group: &str,
     workers: usize,
     results: &Counts,
-    repartition: bool,
+    keying: Keying,
 ) -> Vec<RunStats> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let runnable = counting(results, group, repartition);
+        let runnable = counting(results, group, keying);
         let addr = addr.to_string();
         let mut stopped = stopped.clone();
         handles.push(tokio::spawn(async move {
@@ -144,14 +155,14 @@ fn expected() -> BTreeMap<(String, i64), u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_two() {
+async fn a_count_after_key_by_counts_each_key_in_one_place_with_one_worker_or_two() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
 
     let one: Counts = Arc::default();
-    let stats = run(&addr, "pages", 1, &one, true).await;
+    let stats = run(&addr, "pages", 1, &one, Keying::ByKey).await;
     assert_eq!(per_window(&one), expected());
     assert_eq!(stats[0].records_repartitioned, VIEWS);
     assert_eq!(
@@ -168,7 +179,7 @@ async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_t
 
     // A second group reads the views again, with two workers sharing them.
     let two: Counts = Arc::default();
-    let stats = run(&addr, "pages-two", 2, &two, true).await;
+    let stats = run(&addr, "pages-two", 2, &two, Keying::ByKey).await;
     assert_eq!(per_window(&two), expected());
     assert_eq!(
         stats.iter().map(|s| s.records_repartitioned).sum::<u64>(),
@@ -178,15 +189,63 @@ async fn a_repartitioned_count_counts_each_key_in_one_place_with_one_worker_or_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_repartition_each_partition_counts_its_share_of_a_key_apart() {
+async fn a_count_after_key_by_keeps_its_changelog_per_partition_of_the_repartition_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start_broker(dir.path(), 6_000).await;
+    let addr = broker.local_addr().to_string();
+    produce_views(&addr).await;
+    let saved: Counts = Arc::default();
+    let stats = run(&addr, "pages-saved", 1, &saved, Keying::ByKeyWithChangelog).await;
+    assert_eq!(per_window(&saved), expected());
+    assert_eq!(stats[0].records_repartitioned, VIEWS);
+    let admin = Admin::connect(&addr).await.unwrap();
+    let changelog = admin
+        .describe_topic("pages-saved-window-3-changelog")
+        .await
+        .unwrap();
+    assert_eq!(changelog.partition_count, 3, "as wide as the widest input");
+    // The window stage's input partitions are the repartition topic's: its commits
+    // are there, and the input's are at their ends (every view was written on). One
+    // worker, so that its last commit meets no rebalance of others stopping.
+    let group = admin.describe_group("pages-saved").await.unwrap();
+    let committed = |topic: &str| -> u64 {
+        group
+            .partitions
+            .iter()
+            .filter(|p| p.topic == topic)
+            .map(|p| p.committed_offset.unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(committed("views"), VIEWS, "{:?}", group.partitions);
+    assert!(
+        committed("pages-saved-by-page-repartition") > 0,
+        "{:?}",
+        group.partitions
+    );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_key_by_local_each_partition_counts_its_share_of_a_key_apart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start_broker(dir.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
     produce_views(&addr).await;
     let apart: Counts = Arc::default();
-    run(&addr, "pages-apart", 1, &apart, false).await;
+    let stats = run(&addr, "pages-apart", 1, &apart, Keying::Local).await;
+    assert_eq!(stats[0].records_repartitioned, 0);
+    let topics = Admin::connect(&addr)
+        .await
+        .unwrap()
+        .list_topics()
+        .await
+        .unwrap();
+    assert!(
+        topics.iter().all(|t| !t.topic.starts_with("pages-apart-")),
+        "no internal topic: {topics:?}"
+    );
     // Each page's views are in all three partitions: three results of a third each,
-    // which is why a keyed window over such input needs `repartition()`.
+    // which is why `key_by` sends such input through a repartition topic.
     let results = apart.lock().unwrap().clone();
     assert_eq!(results.len() as u64, 3 * PAGES, "{results:?}");
     assert!(results

@@ -211,7 +211,7 @@ async fn run_async(args: Args, query: Query) -> anyhow::Result<()> {
         tracked
             .filter_map(move |record: ConsumerRecord| key_of(&record, &mut key_field, &counts))
             .name("key")
-            .key_by(|_| ())
+            .key_by_local(|_| ())
     };
     // Under --until-end only windows that can still hold the last record are kept.
     let last_only = args.until_end;

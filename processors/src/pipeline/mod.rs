@@ -21,6 +21,13 @@
 //! its position: `from_topic-0`, `map-1`, `window-3`, `to_topic-4`), which its
 //! metrics are labelled with (see [`PipelineMetrics`]).
 //!
+//! A `key_by` marks the pipeline as re-keyed, and the next stage that needs every item
+//! of a key in one place (a window, or a stage after which the key can no longer be
+//! followed) first sends the items through the internal topic
+//! `<group>-<key_by name>-repartition`, as Kafka Streams inserts a repartition topic
+//! before a keyed aggregation of re-keyed input; a sink reached first does not (see
+//! `repartition`). `key_by_local` keys the items where they are.
+//!
 //! Does not own: the window arithmetic and aggregates (`window`), which the windowed
 //! stages build on.
 
@@ -36,11 +43,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use weir_client::{ConsumerRecord, OffsetReset};
 
 use chain::{Chain, Source, Then};
 use metrics::OperatorMeter;
 pub use metrics::{MetricsServer, PipelineMetrics};
+use repartition::PendingRepartition;
 pub use runtime::{PipelineError, RunStats};
 pub use windowed::WindowedPipeline;
 
@@ -65,6 +75,9 @@ pub struct Pipeline<T> {
     stages: usize,
     /// The first mistake in building the pipeline, reported by `run`.
     invalid: Option<String>,
+    /// The repartition a `key_by` asked for, not yet inserted: the next keyed
+    /// operator (or a stage after which the key is lost) inserts it, a sink drops it.
+    pending: Option<PendingRepartition<T>>,
 }
 
 impl<T> std::fmt::Debug for Pipeline<T> {
@@ -73,6 +86,10 @@ impl<T> std::fmt::Debug for Pipeline<T> {
             .field("topics", &self.topics)
             .field("group", &self.group)
             .field("stages", &self.stages)
+            .field(
+                "pending_repartition",
+                &self.pending.as_ref().map(|p| p.key_by.as_str()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +110,7 @@ impl Pipeline<ConsumerRecord> {
             }),
             stages: 0,
             invalid: None,
+            pending: None,
         }
     }
 }
@@ -107,11 +125,17 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Names the stage added last (default: `<kind>-<position>`, as `map-1`): the
     /// `operator` label of its metrics, and for a window stage the name its state
-    /// is kept under (as [`WindowedPipeline::name`]). Letters, digits, `.`, `_`
-    /// and `-`; each name once in a pipeline.
+    /// is kept under (as [`WindowedPipeline::name`]), for a `key_by` the name of its
+    /// repartition topic and operator (see [`Pipeline::key_by`]). Letters, digits,
+    /// `.`, `_` and `-`; each name once in a pipeline.
     pub fn name(mut self, name: &str) -> Pipeline<T> {
         match check_name(name) {
-            Ok(()) => self.chain.rename(name),
+            Ok(()) => {
+                self.chain.rename(name);
+                if let Some(pending) = self.pending.as_mut().filter(|p| p.key_by_last) {
+                    pending.key_by = name.to_string();
+                }
+            }
             Err(reason) => {
                 self.invalid.get_or_insert(reason);
             }
@@ -154,7 +178,8 @@ impl<T: Send + 'static> Pipeline<T> {
         })
     }
 
-    /// This pipeline with a new last stage built around its chain.
+    /// This pipeline with a new last stage built around its chain. A pending
+    /// repartition is dropped: a method that keeps it, or inserts it, says so.
     fn wrap<U>(self, stage: impl FnOnce(Box<dyn Chain<T>>) -> Box<dyn Chain<U>>) -> Pipeline<U> {
         Pipeline {
             topics: self.topics,
@@ -162,11 +187,42 @@ impl<T: Send + 'static> Pipeline<T> {
             chain: stage(self.chain),
             stages: self.stages + 1,
             invalid: self.invalid,
+            pending: None,
         }
     }
 
+    /// Inserts the repartition a `key_by` asked for, if one is pending. It is part of
+    /// the `key_by` operator by name (`<key_by name>-repartition`), so it takes no
+    /// position: the default names of the stages after it are as without it.
+    fn repartitioned(mut self) -> Pipeline<T> {
+        if let Some(pending) = self.pending.take() {
+            self.chain = pending.insert(self.chain);
+        }
+        self
+    }
+
+    /// A stage of `kind` that keeps the item type and the items' keys (it only drops
+    /// or looks at items): a pending repartition stays pending past it, so fewer
+    /// items travel.
+    fn then_keeping_keys(
+        mut self,
+        kind: &str,
+        stage: impl FnMut(T, &Context, &mut Vec<T>) + Send + 'static,
+    ) -> Pipeline<T> {
+        let mut pending = self.pending.take();
+        if let Some(pending) = &mut pending {
+            pending.key_by_last = false;
+        }
+        let mut next = self.then(kind, stage);
+        next.pending = pending;
+        next
+    }
+
+    /// A pending repartition is inserted before it: what comes out may be keyed
+    /// otherwise, and the pending one is for this item type only.
     pub fn map<U: Send + 'static>(self, mut f: impl FnMut(T) -> U + Send + 'static) -> Pipeline<U> {
-        self.then("map", move |item, _, out| out.push(f(item)))
+        self.repartitioned()
+            .then("map", move |item, _, out| out.push(f(item)))
     }
 
     /// As `map`, with the item's input record at hand.
@@ -174,11 +230,12 @@ impl<T: Send + 'static> Pipeline<T> {
         self,
         mut f: impl FnMut(T, &Context) -> U + Send + 'static,
     ) -> Pipeline<U> {
-        self.then("map", move |item, context, out| out.push(f(item, context)))
+        self.repartitioned()
+            .then("map", move |item, context, out| out.push(f(item, context)))
     }
 
     pub fn filter(self, mut keep: impl FnMut(&T) -> bool + Send + 'static) -> Pipeline<T> {
-        self.then("filter", move |item, _, out| {
+        self.then_keeping_keys("filter", move |item, _, out| {
             if keep(&item) {
                 out.push(item)
             }
@@ -186,22 +243,26 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Keeps the items `f` turns into `Some`: parsing that may fail, for example.
+    /// A pending repartition is inserted before it, as before `map`.
     pub fn filter_map<U: Send + 'static>(
         self,
         mut f: impl FnMut(T) -> Option<U> + Send + 'static,
     ) -> Pipeline<U> {
-        self.then("filter_map", move |item, _, out| out.extend(f(item)))
+        self.repartitioned()
+            .then("filter_map", move |item, _, out| out.extend(f(item)))
     }
 
+    /// A pending repartition is inserted before it, as before `map`.
     pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
         self,
         mut f: impl FnMut(T) -> I + Send + 'static,
     ) -> Pipeline<U> {
-        self.then("flat_map", move |item, _, out| out.extend(f(item)))
+        self.repartitioned()
+            .then("flat_map", move |item, _, out| out.extend(f(item)))
     }
 
     pub fn inspect(self, mut f: impl FnMut(&T) + Send + 'static) -> Pipeline<T> {
-        self.then("inspect", move |item, _, out| {
+        self.then_keeping_keys("inspect", move |item, _, out| {
             f(&item);
             out.push(item)
         })
@@ -209,14 +270,42 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Pairs each item with a key: the output record's key at `to_topic`, and so
     /// its partition; a window stage after it aggregates per key.
-    pub fn key_by<K: Send + 'static>(
+    ///
+    /// The input is not partitioned by this key, so before the next stage that needs
+    /// a key's items in one place the items go through the internal topic
+    /// `<group>-<name>-repartition` (`name` is this stage's, `key_by-<n>` unless
+    /// `.name(..)` right after it says otherwise; name it so a changed pipeline keeps
+    /// the topic), keyed by their key, as JSON: a window stage, and `map`,
+    /// `map_with_context`, `filter_map` or `flat_map` (after which the key could not
+    /// be followed) insert it; `filter` and `inspect` keep it pending (fewer items
+    /// travel); a sink right after (`to_topic`, `for_each`) needs none, as Kafka
+    /// Streams' `selectKey(..).to(..)`. For input already partitioned by the key, or
+    /// for results per input partition, use [`Pipeline::key_by_local`].
+    pub fn key_by<K>(self, key: impl FnMut(&T) -> K + Send + 'static) -> Pipeline<(K, T)>
+    where
+        K: Serialize + DeserializeOwned + Send + 'static,
+        T: Serialize + DeserializeOwned,
+    {
+        let mut keyed = self.key_by_local(key);
+        keyed.pending = Some(PendingRepartition::json(format!("key_by-{}", keyed.stages)));
+        keyed
+    }
+
+    /// As [`Pipeline::key_by`], keeping every item in the input partition it came
+    /// from: a window stage after it sees a key's items in one place only if the
+    /// input is already partitioned by this key (produced keyed by it, with the
+    /// producer's partitioner); otherwise each input partition aggregates its own
+    /// share of a key, which is right when results per partition are wanted (and
+    /// merged later). Neither key nor item needs to be serializable.
+    pub fn key_by_local<K: Send + 'static>(
         self,
         mut key: impl FnMut(&T) -> K + Send + 'static,
     ) -> Pipeline<(K, T)> {
         self.then("key_by", move |item, _, out| out.push((key(&item), item)))
     }
 
-    /// Ends the pipeline in a closure called for every item.
+    /// Ends the pipeline in a closure called for every item. A pending repartition
+    /// is dropped: no keyed operator follows.
     pub fn for_each(self, mut f: impl FnMut(T, &Context) + Send + 'static) -> Runnable {
         let ended = self.then(
             "for_each",
@@ -228,7 +317,9 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Ends the pipeline in a topic: `serialize` gives each item's key (which picks
     /// the partition, as the producer does) and value. For window results, a key
     /// made of the result's key and window start makes a repeated result (after a
-    /// crash, see [`WindowedPipeline`]) overwrite the first under compaction.
+    /// crash, see [`WindowedPipeline`]) overwrite the first under compaction. A
+    /// pending repartition is dropped: the topic is partitioned by the key given
+    /// here, as Kafka Streams' `selectKey(..).to(..)` writes with no repartition topic.
     pub fn to_topic(
         self,
         topic: &str,

@@ -4,9 +4,10 @@
 //! State is kept per input partition and moves with it: a partition given up drops
 //! its windows, one assigned rebuilds them by replaying from its commit (or, with
 //! `.changelog()`, restores them from the snapshot its commit names: see `changelog`). So a key's
-//! records must share an input partition (produce the input keyed by the key the
-//! windows use, as Kafka Streams requires of input it does not repartition); with a
-//! key spread over partitions, each partition reports its own share.
+//! records must share an input partition: after `key_by` they do, through its repartition
+//! topic (whose partitions are then the stage's input partitions); after `key_by_local`
+//! only if the input is produced keyed by the window key (as Kafka Streams requires of
+//! input it does not repartition), else each partition reports its own share of a key.
 //!
 //! Time is per partition too: its watermark is the largest event time it has shown,
 //! moved on with the wall clock once it has had no record for `idle_timeout`, so the
@@ -47,7 +48,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A keyed pipeline with a window chosen, waiting for its aggregate.
 ///
 /// State and event time are kept per input partition, so a key's records must share
-/// one (produce the input keyed by the window key). A partition's windows close when
+/// one (`key_by` sees to it; after `key_by_local`, produce the input keyed by the
+/// window key). A partition's windows close when
 /// its watermark (the largest event time it has shown; after `idle_timeout` without a
 /// record, that plus the wall time since) passes their end plus the allowed lateness.
 /// A partition is committed no further than the oldest record an open window holds,
@@ -82,10 +84,11 @@ impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
 
 impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
     /// Groups the keyed items in windows of event time (the record's timestamp
-    /// unless [`WindowedPipeline::event_time`] says otherwise).
+    /// unless [`WindowedPipeline::event_time`] says otherwise). After a `key_by`,
+    /// the items first go through its repartition topic (see [`Pipeline::key_by`]).
     pub fn window(self, spec: WindowSpec) -> WindowedPipeline<K, V> {
         WindowedPipeline {
-            pipeline: self,
+            pipeline: self.repartitioned(),
             spec,
             name: None,
             lateness_ms: 0,
@@ -413,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn a_pipeline_with_a_window_that_cannot_work_is_refused_with_a_sentence() {
         let bad_hop = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::hopping(
                 Duration::from_secs(10),
                 Duration::from_secs(3),
@@ -422,14 +425,14 @@ mod tests {
             .for_each(|_, _| {});
         assert!(refusal(bad_hop).await.contains("must divide the size"));
         let bad_name = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .name("per minute")
             .count()
             .for_each(|_, _| {});
         assert!(refusal(bad_name).await.contains("\"per minute\""));
         let tiny_budget = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .top_k_within(10, 16)
             .for_each(|_, _| {});
@@ -455,7 +458,7 @@ mod tests {
     #[test]
     fn a_name_after_an_aggregate_names_its_window_stage() {
         let pipeline = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .reduce(|a, _| a)
             .name("latest");
@@ -506,7 +509,7 @@ mod tests {
     #[test]
     fn emit_on_update_gives_every_update_then_the_final_result_at_close() {
         let pipeline = Pipeline::from_topic("t")
-            .key_by(|_| "k")
+            .key_by_local(|_| "k")
             .window(WindowSpec::tumbling(Duration::from_millis(10)))
             .emit(EmitMode::OnUpdate)
             .count();
@@ -542,7 +545,7 @@ mod tests {
     #[test]
     fn periodic_emit_gives_open_windows_each_interval_and_when_stopping() {
         let pipeline = Pipeline::from_topic("t")
-            .key_by(|_| "k")
+            .key_by_local(|_| "k")
             .window(WindowSpec::tumbling(Duration::from_millis(10)))
             .idle_timeout(Duration::from_secs(3600))
             .emit(EmitMode::Periodic(Duration::from_secs(60)))
@@ -597,7 +600,7 @@ mod tests {
     fn a_top_k_stage_with_a_changelog_restores_its_sketches_and_holds_no_commit_back() {
         let build = || {
             Pipeline::from_topic("t")
-                .key_by(|r| r.offset % 3)
+                .key_by_local(|r| r.offset % 3)
                 .window(WindowSpec::tumbling(Duration::from_millis(100)))
                 .name("top")
                 .changelog()
@@ -668,18 +671,18 @@ mod tests {
     #[tokio::test]
     async fn a_changelog_without_an_encoding_or_on_some_window_stages_only_is_refused() {
         let fold = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .changelog()
             .fold(|| 0u64, |acc, _| *acc += 1, |a, b| *a += b)
             .for_each(|_, _| {});
         assert!(refusal(fold).await.contains("accumulator with an encoding"));
         let mixed = Pipeline::from_topic("t")
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .changelog()
             .count()
-            .key_by(|r| r.key)
+            .key_by_local(|r| r.key)
             .window(WindowSpec::tumbling(Duration::from_secs(60)))
             .count()
             .for_each(|_, _| {});
@@ -690,7 +693,7 @@ mod tests {
     fn a_default_stage_name_says_where_the_stage_is() {
         let pipeline = Pipeline::from_topic("t")
             .map(|r| r)
-            .key_by(|r| r.partition)
+            .key_by_local(|r| r.partition)
             .window(WindowSpec::tumbling(Duration::from_secs(10)))
             .count();
         let mut checkpoint = Checkpoint::default();

@@ -13,7 +13,7 @@ type Counts = Box<dyn Chain<WindowResult<u64, u64>>>;
 /// changelog, with an idle timeout no test reaches.
 fn counts() -> Counts {
     Pipeline::from_topic("t")
-        .key_by(|r| r.offset % 2)
+        .key_by_local(|r| r.offset % 2)
         .window(WindowSpec::tumbling(Duration::from_millis(10)))
         .name("counts")
         .changelog()
