@@ -267,6 +267,14 @@ impl Broker {
                 .create_topic(self, name.as_str(), partitions, replication_factor, configs)
                 .await;
         }
+        if self.config.peers.is_some() {
+            // A broker of a cluster, before it joined (its Kafka listener is up a moment
+            // earlier): a topic made here alone would be one the cluster never placed.
+            return Err(BrokerError::TopicUnavailable {
+                topic: name.to_string(),
+                reason: "this broker has not joined its cluster yet".to_string(),
+            });
+        }
         // One broker: a replication factor above 1 cannot be placed.
         let replication_factor = replication_factor.max(1);
         if replication_factor > 1 {

@@ -275,6 +275,17 @@ impl Admin {
         Ok(offsets)
     }
 
+    /// Each partition of `topic` with its end offset (high watermark) as its leader
+    /// answers it: a follower's own, in `describe_topic`, lags the leader's.
+    pub async fn end_offsets(&self, topic: &str) -> Result<Vec<(u32, u64)>, ClientError> {
+        let partitions: Vec<u32> = (0..self.describe_topic(topic).await?.partition_count).collect();
+        let mut ends = self
+            .list_offsets(topic, &partitions, OffsetSpec::Latest, 0)
+            .await?;
+        ends.sort_unstable();
+        Ok(ends)
+    }
+
     async fn list_offsets(
         &self,
         topic: &str,

@@ -14,13 +14,10 @@ use super::consume::{print, Args, POLL_TIMEOUT};
 /// SIGTERM), then commits what was printed and leaves the group.
 pub(super) async fn run(args: &Args, group: &str) -> anyhow::Result<()> {
     let admin = Admin::connect(&args.broker.addr).await?;
-    // An unknown topic is an error here, not an empty subscription.
-    let topic = admin.describe_topic(&args.topic).await?;
-    let ends: BTreeMap<u32, u64> = topic
-        .partitions
-        .iter()
-        .map(|p| (p.partition, p.high_watermark))
-        .collect();
+    // An unknown topic is an error here, not an empty subscription. The ends are the
+    // leaders': in a cluster the broker asked may follow a partition, and its own high
+    // watermark lags.
+    let ends: BTreeMap<u32, u64> = admin.end_offsets(&args.topic).await?.into_iter().collect();
     let config = GroupConsumerConfig {
         instance_id: args.instance_id.clone(),
         ..GroupConsumerConfig::new(group)
