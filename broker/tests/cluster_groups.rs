@@ -202,6 +202,11 @@ async fn members_that_bootstrap_at_different_brokers_share_one_coordinator_which
     produce(&cluster, 400, 100).await;
     read_all_and_commit(&mut [&mut a, &mut b], values(400, 100)).await;
     assert_eq!(committed_total(&cluster.addr(survivor)).await, 500);
-    drop(a);
-    drop(b);
+    // Both leave at the new coordinator: the group is empty, its commits kept.
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let admin = Admin::connect(&cluster.addr(survivor)).await.unwrap();
+    let described = admin.describe_group(GROUP).await.unwrap();
+    assert!(described.members.is_empty(), "{described:?}");
+    assert_eq!(committed_total(&cluster.addr(survivor)).await, 500);
 }

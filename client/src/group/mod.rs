@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 use crate::connection::{bootstrap_list, connect};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 use crate::error::ClientError;
+use crate::proto::ErrorCode;
 use commit::{fetch_committed, CommitRequest};
 pub(crate) use coordinator::group_client;
 pub use coordinator::Coordinator;
@@ -383,7 +384,11 @@ impl GroupConsumer {
         if !owned.is_empty() {
             self.call_back(&Rebalance::Revoked(owned));
         }
-        let committed = self.commit().await;
+        let mut committed = self.commit().await;
+        if committed.as_ref().is_err_and(Coordinator::is_lost) {
+            // The coordinator moved while closing: once more at the new one.
+            committed = self.commit().await;
+        }
         self.closed = true;
         let request = {
             let mut state = self.membership.lock();
@@ -394,8 +399,31 @@ impl GroupConsumer {
         self.membership.wake_heartbeat.notify_one();
         self.heartbeats.abort();
         if let Some(request) = request {
-            let mut client = self.coordinator.client().await?;
-            client.consumer_group_heartbeat(request).await?;
+            for attempt in 1..=2 {
+                let mut client = self.coordinator.client().await?;
+                let sent = client
+                    .consumer_group_heartbeat(request.clone())
+                    .await
+                    .map_err(ClientError::from)
+                    .and_then(|answer| {
+                        let answer = answer.into_inner();
+                        match answer.error_code() {
+                            ErrorCode::NotCoordinator => Err(ClientError::Group {
+                                group: self.config.group_id.clone(),
+                                code: ErrorCode::NotCoordinator,
+                                message: answer.error_message,
+                            }),
+                            // Any other refusal: the member is gone either way.
+                            _ => Ok(()),
+                        }
+                    });
+                match self.coordinator.check(sent) {
+                    Ok(()) => break,
+                    Err(error) if attempt == 1 && Coordinator::is_lost(&error) => continue,
+                    // Not left: the coordinator removes it after the session timeout.
+                    Err(error) => return Err(error),
+                }
+            }
         }
         committed
     }
