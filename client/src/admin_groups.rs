@@ -114,15 +114,16 @@ impl Admin {
     /// Members, their partitions, and per partition the committed offset, end
     /// offset and lag. An unknown group is a `NotFound` status naming it.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, ClientError> {
-        let coordinator = self.coordinator(group_id);
-        let mut client = coordinator.client().await?;
-        let answer = client
-            .describe_group(DescribeGroupRequest {
-                group_id: group_id.to_string(),
+        let request = DescribeGroupRequest {
+            group_id: group_id.to_string(),
+        };
+        let answer = self
+            .coordinator(group_id)
+            .call(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.describe_group(request).await?.into_inner()) }
             })
-            .await
-            .map_err(ClientError::from);
-        let answer = coordinator.check(answer)?.into_inner();
+            .await?;
         let members: Vec<GroupMember> = answer
             .members
             .into_iter()
@@ -199,15 +200,15 @@ impl Admin {
     /// Deletes an empty group and its committed offsets; a group with members
     /// is refused (`FailedPrecondition`, naming it).
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
-        let coordinator = self.coordinator(group_id);
-        let mut client = coordinator.client().await?;
-        let deleted = client
-            .delete_group(DeleteGroupRequest {
-                group_id: group_id.to_string(),
+        let request = DeleteGroupRequest {
+            group_id: group_id.to_string(),
+        };
+        self.coordinator(group_id)
+            .call(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.delete_group(request).await?.into_inner()) }
             })
-            .await
-            .map_err(ClientError::from);
-        coordinator.check(deleted)?;
+            .await?;
         Ok(())
     }
 
@@ -252,26 +253,26 @@ impl Admin {
                     .await?
             }
         };
-        let coordinator = self.coordinator(group_id);
-        let mut client = coordinator.client().await?;
-        let reset = client
-            .reset_offsets(ResetOffsetsRequest {
-                group_id: group_id.to_string(),
-                topics: vec![OffsetCommitTopic {
-                    topic: topic.to_string(),
-                    partitions: offsets
-                        .iter()
-                        .map(|(partition, offset)| OffsetCommitPartition {
-                            partition: *partition,
-                            offset: *offset,
-                            metadata: String::new(),
-                        })
-                        .collect(),
-                }],
+        let request = ResetOffsetsRequest {
+            group_id: group_id.to_string(),
+            topics: vec![OffsetCommitTopic {
+                topic: topic.to_string(),
+                partitions: offsets
+                    .iter()
+                    .map(|(partition, offset)| OffsetCommitPartition {
+                        partition: *partition,
+                        offset: *offset,
+                        metadata: String::new(),
+                    })
+                    .collect(),
+            }],
+        };
+        self.coordinator(group_id)
+            .call(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.reset_offsets(request).await?.into_inner()) }
             })
-            .await
-            .map_err(ClientError::from);
-        coordinator.check(reset)?;
+            .await?;
         Ok(offsets)
     }
 

@@ -40,30 +40,37 @@ impl CommitRequest {
                 metadata: String::new(),
             });
         }
-        let mut client = self.coordinator.client().await?;
-        let sent = client
-            .offset_commit(OffsetCommitRequest {
-                group_id: self.group_id.clone(),
-                member_id: self.member_id,
-                member_epoch: self.member_epoch,
-                topics,
+        let request = OffsetCommitRequest {
+            group_id: self.group_id.clone(),
+            member_id: self.member_id,
+            member_epoch: self.member_epoch,
+            topics,
+        };
+        let group = self.group_id;
+        // Sent again at the new coordinator if it moved: the same offsets, so a
+        // commit that did land is only written twice.
+        self.coordinator
+            .call(|mut client| {
+                let request = request.clone();
+                let group = group.clone();
+                async move {
+                    let answer = client.offset_commit(request).await?.into_inner();
+                    let refused = answer
+                        .topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .find(|p| p.error_code() != ErrorCode::None);
+                    match refused {
+                        None => Ok(()),
+                        Some(partition) => Err(ClientError::Group {
+                            group,
+                            code: partition.error_code(),
+                            message: partition.error_message.clone(),
+                        }),
+                    }
+                }
             })
             .await
-            .map_err(ClientError::from);
-        let answer = self.coordinator.check(sent)?.into_inner();
-        let refused = answer
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.error_code() != ErrorCode::None);
-        match refused {
-            None => Ok(()),
-            Some(partition) => self.coordinator.check(Err(ClientError::Group {
-                group: self.group_id,
-                code: partition.error_code(),
-                message: partition.error_message.clone(),
-            })),
-        }
     }
 }
 
@@ -87,15 +94,16 @@ pub(crate) async fn fetch_committed(
             }),
         }
     }
-    let mut client = coordinator.client().await?;
-    let sent = client
-        .offset_fetch(OffsetFetchRequest {
-            group_id: group_id.to_string(),
-            topics,
+    let request = OffsetFetchRequest {
+        group_id: group_id.to_string(),
+        topics,
+    };
+    let answer = coordinator
+        .call(|mut client| {
+            let request = request.clone();
+            async move { Ok(client.offset_fetch(request).await?.into_inner()) }
         })
-        .await
-        .map_err(ClientError::from);
-    let answer = coordinator.check(sent)?.into_inner();
+        .await?;
     Ok(partitions
         .iter()
         .map(|(topic, partition)| {

@@ -13,6 +13,11 @@ use crate::error::ClientError;
 use crate::proto::group_client::GroupClient;
 use crate::proto::{ErrorCode, FindCoordinatorRequest};
 
+/// How long a call retries while its group's coordinator moves: a leader election of
+/// the group's `__consumer_offsets` partition takes a few seconds.
+pub(crate) const COORDINATOR_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+const COORDINATOR_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The coordinator of one group, found on first use and again after [`Self::lost`].
 /// Clones share what was found.
 #[derive(Debug, Clone)]
@@ -88,6 +93,35 @@ impl Coordinator {
             }
         }
         outcome
+    }
+
+    /// Runs `call` at the coordinator, and while the outcome says the coordinator moved
+    /// (NOT_COORDINATOR, or unreachable: a broker stopped and the group's partition is
+    /// being taken over), finds it again and runs it once more, for up to
+    /// [`COORDINATOR_RETRY`], as Kafka's admin client retries retriable errors within
+    /// `default.api.timeout.ms`. Only for calls that may be sent twice: lookups, and
+    /// commits of the same offsets.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(GroupClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let deadline = tokio::time::Instant::now() + COORDINATOR_RETRY;
+        loop {
+            let outcome = match self.client().await {
+                Ok(client) => call(client).await,
+                Err(error) => Err(error),
+            };
+            match self.check(outcome) {
+                Err(error)
+                    if Coordinator::is_lost(&error) && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(group = %self.group_id, %error, "the group's coordinator moved; finding it again");
+                    tokio::time::sleep(COORDINATOR_RETRY_BACKOFF).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<GroupClient<Channel>>> {

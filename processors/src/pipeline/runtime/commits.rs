@@ -93,16 +93,18 @@ impl Worker {
                 }),
             }
         }
-        let coordinator = self.coordinator_of(group);
-        let mut client = coordinator.client().await?;
-        let answer = client
-            .offset_fetch(OffsetFetchRequest {
-                group_id: group.to_string(),
-                topics,
+        let request = OffsetFetchRequest {
+            group_id: group.to_string(),
+            topics,
+        };
+        // Retried at the new coordinator while the group's moves.
+        let answer = self
+            .coordinator_of(group)
+            .call(|mut client| {
+                let request = request.clone();
+                async move { Ok(client.offset_fetch(request).await?.into_inner()) }
             })
-            .await
-            .map_err(ClientError::from);
-        let answer = coordinator.check(answer)?.into_inner();
+            .await?;
         Ok(partitions
             .iter()
             .map(|(topic, partition)| {
@@ -197,31 +199,36 @@ impl Worker {
         member_epoch: i32,
         topics: Vec<OffsetCommitTopic>,
     ) -> Result<(), ClientError> {
-        let coordinator = self.coordinator_of(&group);
-        let mut client = coordinator.client().await?;
-        let answer = client
-            .offset_commit(OffsetCommitRequest {
-                group_id: group.clone(),
-                member_id,
-                member_epoch,
-                topics,
+        let request = OffsetCommitRequest {
+            group_id: group.clone(),
+            member_id,
+            member_epoch,
+            topics,
+        };
+        // Sent again at the new coordinator while the group's moves: the same offsets
+        // and metadata, so one that did land is only written twice.
+        self.coordinator_of(&group)
+            .call(|mut client| {
+                let request = request.clone();
+                let group = group.clone();
+                async move {
+                    let answer = client.offset_commit(request).await?.into_inner();
+                    let refused = answer
+                        .topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .find(|p| p.error_code() != ErrorCode::None);
+                    match refused {
+                        None => Ok(()),
+                        Some(partition) => Err(ClientError::Group {
+                            group,
+                            code: partition.error_code(),
+                            message: partition.error_message.clone(),
+                        }),
+                    }
+                }
             })
             .await
-            .map_err(ClientError::from);
-        let answer = coordinator.check(answer)?.into_inner();
-        let refused = answer
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.error_code() != ErrorCode::None);
-        match refused {
-            None => Ok(()),
-            Some(partition) => coordinator.check(Err(ClientError::Group {
-                group,
-                code: partition.error_code(),
-                message: partition.error_message.clone(),
-            })),
-        }
     }
 
     /// The coordinator of `group`: the pipeline's group or its state group.
