@@ -4,7 +4,7 @@
 use super::Coordinator;
 use crate::error::ClientError;
 use crate::proto::{
-    ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
     TopicPartitions,
 };
 
@@ -40,35 +40,14 @@ impl CommitRequest {
                 metadata: String::new(),
             });
         }
-        let request = OffsetCommitRequest {
-            group_id: self.group_id.clone(),
-            member_id: self.member_id,
-            member_epoch: self.member_epoch,
-            topics,
-        };
-        let group = self.group_id;
         // Sent again at the new coordinator if it moved: the same offsets, so a
         // commit that did land is only written twice.
         self.coordinator
-            .call(|mut client| {
-                let request = request.clone();
-                let group = group.clone();
-                async move {
-                    let answer = client.offset_commit(request).await?.into_inner();
-                    let refused = answer
-                        .topics
-                        .iter()
-                        .flat_map(|t| &t.partitions)
-                        .find(|p| p.error_code() != ErrorCode::None);
-                    match refused {
-                        None => Ok(()),
-                        Some(partition) => Err(ClientError::Group {
-                            group,
-                            code: partition.error_code(),
-                            message: partition.error_message.clone(),
-                        }),
-                    }
-                }
+            .commit(OffsetCommitRequest {
+                group_id: self.group_id,
+                member_id: self.member_id,
+                member_epoch: self.member_epoch,
+                topics,
             })
             .await
     }

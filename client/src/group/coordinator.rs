@@ -11,7 +11,7 @@ use crate::cluster_metadata::ClusterMetadata;
 use crate::connection::{connect_lazy, RESPONSE_BYTES_MAX};
 use crate::error::ClientError;
 use crate::proto::group_client::GroupClient;
-use crate::proto::{ErrorCode, FindCoordinatorRequest};
+use crate::proto::{ErrorCode, FindCoordinatorRequest, OffsetCommitRequest};
 
 /// How long a call retries while its group's coordinator moves: a leader election of
 /// the group's `__consumer_offsets` partition takes a few seconds.
@@ -122,6 +122,35 @@ impl Coordinator {
                 other => return other,
             }
         }
+    }
+
+    /// Sends `request` to the coordinator (again at a new one while the group's moves)
+    /// and returns a refusal, which the coordinator makes of the whole commit, as
+    /// [`ClientError::Group`] with its sentence. For commits a member makes itself (with
+    /// metadata, say) and commits from outside the group (member epoch -1).
+    pub async fn commit(&self, request: OffsetCommitRequest) -> Result<(), ClientError> {
+        let group = request.group_id.clone();
+        self.call(|mut client| {
+            let request = request.clone();
+            let group = group.clone();
+            async move {
+                let answer = client.offset_commit(request).await?.into_inner();
+                let refused = answer
+                    .topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.error_code() != ErrorCode::None);
+                match refused {
+                    None => Ok(()),
+                    Some(partition) => Err(ClientError::Group {
+                        group,
+                        code: partition.error_code(),
+                        message: partition.error_message.clone(),
+                    }),
+                }
+            }
+        })
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<GroupClient<Channel>>> {

@@ -4,7 +4,7 @@
 //! reading both back when a partition is assigned.
 
 use weir_client::proto::{
-    ErrorCode, OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
     TopicPartitions,
 };
 use weir_client::{ClientError, GroupConsumer};
@@ -199,34 +199,14 @@ impl Worker {
         member_epoch: i32,
         topics: Vec<OffsetCommitTopic>,
     ) -> Result<(), ClientError> {
-        let request = OffsetCommitRequest {
-            group_id: group.clone(),
-            member_id,
-            member_epoch,
-            topics,
-        };
         // Sent again at the new coordinator while the group's moves: the same offsets
         // and metadata, so one that did land is only written twice.
         self.coordinator_of(&group)
-            .call(|mut client| {
-                let request = request.clone();
-                let group = group.clone();
-                async move {
-                    let answer = client.offset_commit(request).await?.into_inner();
-                    let refused = answer
-                        .topics
-                        .iter()
-                        .flat_map(|t| &t.partitions)
-                        .find(|p| p.error_code() != ErrorCode::None);
-                    match refused {
-                        None => Ok(()),
-                        Some(partition) => Err(ClientError::Group {
-                            group,
-                            code: partition.error_code(),
-                            message: partition.error_message.clone(),
-                        }),
-                    }
-                }
+            .commit(OffsetCommitRequest {
+                group_id: group,
+                member_id,
+                member_epoch,
+                topics,
             })
             .await
     }
