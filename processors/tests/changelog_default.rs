@@ -2,9 +2,9 @@
 //! Kafka Streams logs every state store: a worker commits its partitions at their
 //! consumed positions with the snapshot named in the commit, stops, and the next
 //! restores the snapshot and counts exactly. `.without_changelog()` makes none and
-//! rebuilds by replay, exactly too; `fold`, which has no encoding for its accumulator,
-//! runs with none, and so does every window stage of a pipeline where one of them keeps
-//! none.
+//! rebuilds by replay, exactly too, and a group that ran so counts exactly when its
+//! window keeps one again; `fold`, which has no encoding for its accumulator, runs with
+//! none, and so does every window stage of a pipeline where one of them keeps none.
 //!
 //! The events of a test are all in the first window, so the order in which the
 //! repartition topic interleaves the input partitions does not matter; once every one
@@ -245,7 +245,7 @@ async fn changelog_topics(admin: &Admin, group: &str) -> Vec<String> {
 async fn count_across_a_restart(
     addr: &str,
     group: &str,
-    logging: Logging,
+    (first_logging, next_logging): (Logging, Logging),
 ) -> (BTreeMap<u64, u64>, Commits) {
     let admin = Admin::connect(addr).await.unwrap();
     admin
@@ -253,14 +253,14 @@ async fn count_across_a_restart(
         .await
         .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let first = spawn(counting(group, logging, tx.clone()), addr);
+    let first = spawn(counting(group, first_logging, tx.clone()), addr);
     // The input and the repartition topic.
     common::wait_until_shared(&admin, 2 * PARTITIONS, group, 1).await;
     common::produce_keyed_events(addr, &first_window(30, 0)).await;
     let (left, _) = wait_until_consumed(&admin, addr, group).await;
     stop(first).await;
 
-    let next = spawn(counting(group, logging, tx), addr);
+    let next = spawn(counting(group, next_logging, tx), addr);
     common::produce_keyed_events(addr, &first_window(20, 30)).await;
     wait_until_consumed(&admin, addr, group).await;
     common::produce_keyed_events(addr, &closers()).await;
@@ -280,7 +280,8 @@ async fn a_count_after_key_by_keeps_a_changelog_unasked_and_the_next_worker_rest
     let data = tempfile::tempdir().unwrap();
     let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
-    let (counts, left) = count_across_a_restart(&addr, "logged", Logging::Default).await;
+    let (counts, left) =
+        count_across_a_restart(&addr, "logged", (Logging::Default, Logging::Default)).await;
     assert_eq!(counts, every_key_counted(50), "every event counted once");
     // The first worker committed past its open window, naming the snapshot it saved:
     // what the next counted of the first half came from the changelog.
@@ -314,7 +315,8 @@ async fn without_changelog_a_count_after_key_by_makes_none_and_replays_exactly()
     let data = tempfile::tempdir().unwrap();
     let broker = common::start_broker(data.path(), 6_000).await;
     let addr = broker.local_addr().to_string();
-    let (counts, left) = count_across_a_restart(&addr, "replayed", Logging::Without).await;
+    let (counts, left) =
+        count_across_a_restart(&addr, "replayed", (Logging::Without, Logging::Without)).await;
     assert_eq!(counts, every_key_counted(50), "every event counted once");
     // The commits waited for the open window: the next worker replayed from there.
     assert!(!left.is_empty());
@@ -413,5 +415,30 @@ async fn two_window_stages_one_of_which_cannot_keep_a_changelog_run_with_none() 
         changelog_topics(&admin, "two-stages").await,
         Vec::<String>::new()
     );
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_replayed_counts_exactly_once_its_window_keeps_a_changelog() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = common::start_broker(data.path(), 6_000).await;
+    let addr = broker.local_addr().to_string();
+    // The pipeline as it ran before windows after `key_by` kept a changelog by
+    // default, then as it runs now: the first owner under the default replays from
+    // the commit that waited for the open window, then saves snapshots.
+    let (counts, left) =
+        count_across_a_restart(&addr, "upgraded", (Logging::Without, Logging::Default)).await;
+    assert_eq!(counts, every_key_counted(50), "every event counted once");
+    assert!(left
+        .values()
+        .all(|(_, metadata)| !metadata.contains("snapshot:")));
+    let after = commits(&addr, "upgraded").await;
+    let named = after
+        .iter()
+        .filter(|((topic, _), (_, metadata))| {
+            topic == "upgraded-by-key-repartition" && metadata.contains(" snapshot:counts=")
+        })
+        .count();
+    assert!(named > 0, "{after:?}");
     broker.shutdown().await.unwrap();
 }
