@@ -170,12 +170,18 @@ async fn ends(admin: &Admin, topic: &str) -> BTreeMap<u32, u64> {
 
 /// Waits until the worker of `group` has taken in every record of `events` and of the
 /// repartition topic they went through, and has committed saying so; returns the
-/// commits of the repartition topic's partitions with records, and the topic's name.
-async fn wait_until_consumed(admin: &Admin, addr: &str, group: &str) -> (Commits, String) {
+/// the commits of the repartition topic's partitions with records.
+async fn wait_until_consumed(
+    admin: &Admin,
+    addr: &str,
+    (group, worker): (&str, &Worker),
+) -> Commits {
     let repartition = format!("{group}-by-key-repartition");
     let events = ends(admin, "events").await;
     tokio::time::timeout(HANG_GUARD, async {
         loop {
+            // A worker refused at `run`, or failed, commits nothing more.
+            assert!(!worker.1.is_finished(), "the worker of {group} stopped");
             // Every event is written on (and acknowledged) before its offset is
             // committed, so once the input is committed at its end the repartition
             // topic's end offsets are final.
@@ -197,7 +203,7 @@ async fn wait_until_consumed(admin: &Admin, addr: &str, group: &str) -> (Commits
                             .is_some_and(|(_, metadata)| consumed(metadata) == Some(*end))
                     });
                 if done {
-                    return (in_repartition, repartition);
+                    return in_repartition;
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -257,12 +263,12 @@ async fn count_across_a_restart(
     // The input and the repartition topic.
     common::wait_until_shared(&admin, 2 * PARTITIONS, group, 1).await;
     common::produce_keyed_events(addr, &first_window(30, 0)).await;
-    let (left, _) = wait_until_consumed(&admin, addr, group).await;
+    let left = wait_until_consumed(&admin, addr, (group, &first)).await;
     stop(first).await;
 
     let next = spawn(counting(group, next_logging, tx), addr);
     common::produce_keyed_events(addr, &first_window(20, 30)).await;
-    wait_until_consumed(&admin, addr, group).await;
+    wait_until_consumed(&admin, addr, (group, &next)).await;
     common::produce_keyed_events(addr, &closers()).await;
     let counts = collect(&mut rx).await;
     stop(next).await;
@@ -359,7 +365,7 @@ async fn a_fold_after_key_by_runs_with_no_changelog() {
         .commit_interval(Duration::from_millis(100));
     let worker = spawn(runnable, &addr);
     common::produce_keyed_events(&addr, &first_window(10, 0)).await;
-    wait_until_consumed(&admin, &addr, "folded").await;
+    wait_until_consumed(&admin, &addr, ("folded", &worker)).await;
     common::produce_keyed_events(&addr, &closers()).await;
     assert_eq!(collect(&mut rx).await, every_key_counted(10));
     stop(worker).await;
@@ -398,7 +404,7 @@ async fn two_window_stages_one_of_which_cannot_keep_a_changelog_run_with_none() 
         .commit_interval(Duration::from_millis(100));
     let worker = spawn(runnable, &addr);
     common::produce_keyed_events(&addr, &first_window(10, 0)).await;
-    let (commits, _) = wait_until_consumed(&admin, &addr, "two-stages").await;
+    let commits = wait_until_consumed(&admin, &addr, ("two-stages", &worker)).await;
     assert!(
         commits
             .values()
