@@ -49,7 +49,7 @@ type Counts = Arc<Mutex<Vec<(String, i64, u64)>>>;
 enum Keying {
     /// `key_by`, through its repartition topic.
     ByKey,
-    /// `key_by`, the window's state kept in a changelog too.
+    /// `key_by`, the window's changelog asked for (as it is kept by default).
     ByKeyWithChangelog,
     /// `key_by_local`: where they are.
     Local,
@@ -176,6 +176,9 @@ async fn a_count_after_key_by_counts_each_key_in_one_place_with_one_worker_or_tw
         .await
         .unwrap();
     assert_eq!(internal.partition_count, 3, "as many as the input");
+    // A window after `key_by` keeps a changelog without being asked.
+    let changelog = admin.describe_topic("pages-window-3-changelog").await;
+    assert!(changelog.is_ok(), "{changelog:?}");
 
     // A second group reads the views again, with two workers sharing them.
     let two: Counts = Arc::default();
@@ -242,7 +245,7 @@ async fn after_key_by_local_each_partition_counts_its_share_of_a_key_apart() {
         .unwrap();
     assert!(
         topics.iter().all(|t| !t.topic.starts_with("pages-apart-")),
-        "no internal topic: {topics:?}"
+        "no repartition topic, and no changelog: {topics:?}"
     );
     // Each page's views are in all three partitions: three results of a third each,
     // which is why `key_by` sends such input through a repartition topic.

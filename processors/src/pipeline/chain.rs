@@ -58,6 +58,15 @@ pub(crate) struct SnapshotRef {
     pub chunks: u32,
 }
 
+/// A window stage that keeps a changelog, and whether it keeps one by default (after
+/// `key_by`) rather than because `.changelog()` asked: a default one the pipeline
+/// may turn off (see `super::Runnable::new`), an asked-for one it may not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChangelogStage {
+    pub name: String,
+    pub by_default: bool,
+}
+
 /// What the last commit of a partition recorded, for the state rebuilt from it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Restored {
@@ -174,8 +183,11 @@ pub(crate) trait Chain<T>: Send {
         partition: u32,
         out: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<(), String>;
-    /// The names of the stages that keep a changelog, upstream first.
-    fn changelog_stages(&self, out: &mut Vec<String>);
+    /// The stages that keep a changelog, upstream first.
+    fn changelog_stages(&self, out: &mut Vec<ChangelogStage>);
+    /// Every stage that keeps a changelog by default keeps none from now on: its
+    /// state is rebuilt by replay, as a stage's without a changelog.
+    fn drop_default_changelogs(&mut self);
     /// Whether any stage keeps state across records.
     fn is_stateful(&self) -> bool;
     /// Each operator's name, upstream first, and whether it keeps window state.
@@ -219,7 +231,8 @@ impl Chain<ConsumerRecord> for Source {
     fn snapshot(&mut self, _: &str, _: u32, _: &mut Vec<(String, Vec<u8>)>) -> Result<(), String> {
         Ok(())
     }
-    fn changelog_stages(&self, _: &mut Vec<String>) {}
+    fn changelog_stages(&self, _: &mut Vec<ChangelogStage>) {}
+    fn drop_default_changelogs(&mut self) {}
     fn is_stateful(&self) -> bool {
         false
     }
@@ -312,8 +325,12 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
         self.upstream.snapshot(topic, partition, out)
     }
 
-    fn changelog_stages(&self, out: &mut Vec<String>) {
+    fn changelog_stages(&self, out: &mut Vec<ChangelogStage>) {
         self.upstream.changelog_stages(out)
+    }
+
+    fn drop_default_changelogs(&mut self) {
+        self.upstream.drop_default_changelogs()
     }
 
     fn is_stateful(&self) -> bool {

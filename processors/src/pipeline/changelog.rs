@@ -1,6 +1,7 @@
 //! Window state saved to, and restored from, compacted changelog topics.
 //!
-//! Each window stage with a changelog has a topic `<group>-<stage>-changelog`
+//! Each window stage with a changelog (by default after `key_by`; see `super::windowed`)
+//! has a topic `<group>-<stage>-changelog`
 //! (Kafka Streams' `<application.id>-<store>-changelog`), compacted, as wide as the
 //! widest input. At each commit, the state of every owned input partition that
 //! changed is written there as one snapshot: chunk records keyed
@@ -162,6 +163,11 @@ impl Changelogs {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// Whether `stage` keeps its state here.
+    pub(crate) fn keeps(&self, stage: &str) -> bool {
+        self.topic_of(stage).is_some()
     }
 
     fn topic_of(&self, stage: &str) -> Option<&str> {

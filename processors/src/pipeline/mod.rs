@@ -12,10 +12,12 @@
 //! start at the last commit, so outputs may repeat, never go missing.
 //!
 //! Windowed stages (`.window(spec).count()`, `.top_k(k)`, ...) keep their state per
-//! input partition and commit a partition only up to the oldest record an open window
-//! still holds, so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]);
-//! or, with `.changelog()`, save the state as a snapshot in a compacted changelog topic
-//! before each commit and restore it from there (see `changelog`).
+//! input partition. After a `key_by` they save it by default as a snapshot in a
+//! compacted changelog topic before each commit and restore it from there (see
+//! `changelog`), as Kafka Streams logs every state store; after `key_by_local` (or
+//! with `.without_changelog()`, or an aggregate whose accumulator has no encoding)
+//! they commit a partition only up to the oldest record an open window still holds,
+//! so a replay after a crash rebuilds the windows (see [`WindowedPipeline`]).
 //!
 //! Every stage is an operator with a name (`.name(..)` after it, else `<kind>-<n>` for
 //! its position: `from_topic-0`, `map-1`, `window-3`, `to_topic-4`), which its
@@ -39,6 +41,7 @@ mod runtime;
 mod window_stage;
 mod windowed;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +81,12 @@ pub struct Pipeline<T> {
     /// The repartition a `key_by` asked for, not yet inserted: the next keyed
     /// operator (or a stage after which the key is lost) inserts it, a sink drops it.
     pending: Option<PendingRepartition<T>>,
+    /// After a `key_by` (or a `.repartition()`), the encoding of its key, a
+    /// `KeyCodec<K>` of the items `(K, V)`, with which a window stage keeps a
+    /// changelog by default. `T` names the item, not the key, hence `Any`: it is
+    /// carried only by the stages that keep the item type (`filter`, `inspect`, the
+    /// repartition's insertion), so `window` finds the codec of its own key type.
+    changelog_keys: Option<Box<dyn Any + Send>>,
 }
 
 impl<T> std::fmt::Debug for Pipeline<T> {
@@ -90,6 +99,7 @@ impl<T> std::fmt::Debug for Pipeline<T> {
                 "pending_repartition",
                 &self.pending.as_ref().map(|p| p.key_by.as_str()),
             )
+            .field("changelog_by_default", &self.changelog_keys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +121,7 @@ impl Pipeline<ConsumerRecord> {
             stages: 0,
             invalid: None,
             pending: None,
+            changelog_keys: None,
         }
     }
 }
@@ -179,7 +190,8 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// This pipeline with a new last stage built around its chain. A pending
-    /// repartition is dropped: a method that keeps it, or inserts it, says so.
+    /// repartition and the key's encoding are dropped (the stage may change what
+    /// the key is): a method that keeps them, or inserts the repartition, says so.
     fn wrap<U>(self, stage: impl FnOnce(Box<dyn Chain<T>>) -> Box<dyn Chain<U>>) -> Pipeline<U> {
         Pipeline {
             topics: self.topics,
@@ -188,6 +200,7 @@ impl<T: Send + 'static> Pipeline<T> {
             stages: self.stages + 1,
             invalid: self.invalid,
             pending: None,
+            changelog_keys: None,
         }
     }
 
@@ -203,7 +216,8 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// A stage of `kind` that keeps the item type and the items' keys (it only drops
     /// or looks at items): a pending repartition stays pending past it, so fewer
-    /// items travel.
+    /// items travel, and a window after it keeps a changelog by default as one
+    /// right after the `key_by` would.
     fn then_keeping_keys(
         mut self,
         kind: &str,
@@ -213,8 +227,10 @@ impl<T: Send + 'static> Pipeline<T> {
         if let Some(pending) = &mut pending {
             pending.key_by_last = false;
         }
+        let changelog_keys = self.changelog_keys.take();
         let mut next = self.then(kind, stage);
         next.pending = pending;
+        next.changelog_keys = changelog_keys;
         next
     }
 
@@ -281,6 +297,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// travel); a sink right after (`to_topic`, `for_each`) needs none, as Kafka
     /// Streams' `selectKey(..).to(..)`. For input already partitioned by the key, or
     /// for results per input partition, use [`Pipeline::key_by_local`].
+    ///
+    /// A window stage after it (past `filter` and `inspect` only) keeps its state in
+    /// a changelog by default, its keys as JSON (see [`WindowedPipeline::changelog`]
+    /// and [`WindowedPipeline::without_changelog`]).
     pub fn key_by<K>(self, key: impl FnMut(&T) -> K + Send + 'static) -> Pipeline<(K, T)>
     where
         K: Serialize + DeserializeOwned + Send + 'static,
@@ -288,6 +308,7 @@ impl<T: Send + 'static> Pipeline<T> {
     {
         let mut keyed = self.key_by_local(key);
         keyed.pending = Some(PendingRepartition::json(format!("key_by-{}", keyed.stages)));
+        keyed.changelog_keys = Some(Box::new(crate::window::json_keys::<K>()));
         keyed
     }
 
@@ -296,7 +317,8 @@ impl<T: Send + 'static> Pipeline<T> {
     /// input is already partitioned by this key (produced keyed by it, with the
     /// producer's partitioner); otherwise each input partition aggregates its own
     /// share of a key, which is right when results per partition are wanted (and
-    /// merged later). Neither key nor item needs to be serializable.
+    /// merged later). Neither key nor item needs to be serializable, so a window
+    /// stage after it keeps no changelog unless `.changelog()` asks for one.
     pub fn key_by_local<K: Send + 'static>(
         self,
         mut key: impl FnMut(&T) -> K + Send + 'static,
@@ -361,22 +383,36 @@ impl Runnable {
                 twice[0]
             ));
         }
+        let mut chain = pipeline.chain;
         let mut changelogs = Vec::new();
-        pipeline.chain.changelog_stages(&mut changelogs);
+        chain.changelog_stages(&mut changelogs);
         let windows = operators.iter().filter(|(_, stateful)| *stateful).count();
         if !changelogs.is_empty() && changelogs.len() < windows {
             // A stage restored from its snapshot cannot take part in a replay the
             // others' commits wait for, nor can they replay past its snapshot.
-            invalid.get_or_insert(format!(
-                "window stages {changelogs:?} keep a changelog and the other {} do not: \
-                 give every window stage of the pipeline a changelog, or none",
-                windows - changelogs.len()
-            ));
+            let names: Vec<&str> = changelogs.iter().map(|c| c.name.as_str()).collect();
+            if changelogs.iter().all(|c| c.by_default) {
+                // Defaults only: replay, which every stage can do, wins.
+                tracing::info!(
+                    stages = ?names,
+                    without = windows - changelogs.len(),
+                    "window stages keep a changelog by default and others of the pipeline \
+                     cannot or were told not to: every window stage rebuilds its state by \
+                     replay instead"
+                );
+                chain.drop_default_changelogs();
+            } else {
+                invalid.get_or_insert(format!(
+                    "window stages {names:?} keep a changelog and the other {} do not: \
+                     give every window stage of the pipeline a changelog, or none",
+                    windows - changelogs.len()
+                ));
+            }
         }
         Runnable {
             topics: pipeline.topics,
             group: pipeline.group,
-            chain: pipeline.chain,
+            chain,
             output_topic,
             commit_interval: runtime::COMMIT_INTERVAL,
             offset_reset: OffsetReset::Earliest,

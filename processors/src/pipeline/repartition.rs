@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weir_client::ConsumerRecord;
 
-use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
+use super::chain::{Chain, ChangelogStage, Checkpoint, Env, Restored, SideRecord};
 use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::{Context, Pipeline};
 
@@ -105,10 +105,15 @@ where
     ///
     /// The topic is created with as many partitions as the input topic with the most
     /// (Kafka Streams' rule) when the pipeline starts, if it does not exist.
+    ///
+    /// As after `key_by`, a window stage after it keeps a changelog by default.
     pub fn repartition(mut self) -> Pipeline<(K, V)> {
         self.pending = None;
         let name = format!("repartition-{}", self.stages + 1);
-        self.wrap(move |upstream| Box::new(Repartition::json(name, None, upstream)))
+        let mut repartitioned =
+            self.wrap(move |upstream| Box::new(Repartition::json(name, None, upstream)));
+        repartitioned.changelog_keys = Some(Box::new(crate::window::json_keys::<K>()));
+        repartitioned
     }
 }
 
@@ -239,8 +244,12 @@ impl<K: Send, V: Send> Chain<(K, V)> for Repartition<K, V> {
         self.upstream.snapshot(topic, partition, out)
     }
 
-    fn changelog_stages(&self, out: &mut Vec<String>) {
+    fn changelog_stages(&self, out: &mut Vec<ChangelogStage>) {
         self.upstream.changelog_stages(out)
+    }
+
+    fn drop_default_changelogs(&mut self) {
+        self.upstream.drop_default_changelogs()
     }
 
     fn is_stateful(&self) -> bool {

@@ -24,7 +24,7 @@ mod commits;
 
 use commits::Member;
 
-use super::chain::{Chain, Env};
+use super::chain::{Chain, Env, Restored};
 use super::changelog::{ChangelogError, Changelogs};
 use super::metrics::{LagGauges, MetricsServer, PipelineMetrics, STATE_REFRESH};
 use super::{Context, Runnable};
@@ -189,7 +189,11 @@ impl Runnable {
             let admin = Admin::connect(addr).await.map_err(&failed)?;
             let inputs: Vec<String> = self.topics.iter().chain(&internal).cloned().collect();
             let partitions = widest(&admin, &inputs).await.map_err(&failed)?;
-            Changelogs::create(&admin, &group, changelog_stages, partitions)
+            let stages = changelog_stages
+                .into_iter()
+                .map(|stage| stage.name)
+                .collect();
+            Changelogs::create(&admin, &group, stages, partitions)
                 .await
                 .map_err(&failed)?
         };
@@ -437,6 +441,9 @@ impl Worker {
                             ((topic.clone(), *partition, restored), rewind_to)
                         })
                         .unzip();
+                    for (topic, partition, restored) in &assigned {
+                        self.warn_of_snapshots_not_restored(topic, *partition, restored);
+                    }
                     if !self.changelogs.is_empty() {
                         self.changelogs
                             .restore(&self.addr, &self.producer, &mut assigned)
@@ -464,6 +471,32 @@ impl Worker {
             }
         }
         Ok(rewound)
+    }
+
+    /// A commit naming a snapshot of a stage that keeps no changelog now (told
+    /// `.without_changelog()`, or its default dropped since) was made past the open
+    /// windows the snapshot holds: they are not rebuilt, and their results will lack
+    /// what came before the commit. Said once per partition assigned, not refused: the
+    /// pipeline was changed on purpose, and a refusal would leave no way forward but
+    /// deleting the group's commits, which loses as much.
+    fn warn_of_snapshots_not_restored(&self, topic: &str, partition: u32, restored: &Restored) {
+        let lost: Vec<&str> = restored
+            .snapshots
+            .keys()
+            .map(String::as_str)
+            .filter(|stage| {
+                !self.changelogs.keeps(stage) && self.window_operators.iter().any(|w| w == stage)
+            })
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(
+                %topic,
+                partition,
+                stages = ?lost,
+                "the partition's commit names snapshots of window stages that keep no \
+                 changelog now: their windows open at the commit start empty"
+            );
+        }
     }
 
     /// Runs `records` and a tick of time through the stages and waits until every

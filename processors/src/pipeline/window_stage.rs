@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use weir_client::ConsumerRecord;
 
-use super::chain::{Chain, Checkpoint, Env, Restored, SideRecord};
+use super::chain::{Chain, ChangelogStage, Checkpoint, Env, Restored, SideRecord};
 use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
 use crate::window::{AddOutcome, KeyCodec, SnapshotError, WindowResult};
@@ -81,13 +81,21 @@ struct PartitionState<K, V, A> {
     closed_at_restore: Vec<WindowResult<K, A>>,
 }
 
+/// The changelog of a window stage: its state is saved as a snapshot at each commit
+/// and restored from it, instead of held back for replay.
+pub(super) struct StageChangelog<K> {
+    /// How the state's keys are written.
+    pub keys: KeyCodec<K>,
+    /// On by default (after `key_by`), not asked for with `.changelog()`: the
+    /// pipeline turns it off when another window stage keeps none.
+    pub by_default: bool,
+}
+
 /// How a window stage keeps time, where it sends what, and whether it keeps a
 /// changelog.
 pub(super) struct StageOptions<K, V> {
     pub event_time: Option<EventTime<V>>,
-    /// The keys' encoding of a stage with a changelog: its state is saved as a
-    /// snapshot at each commit and restored from it, instead of held back for replay.
-    pub changelog: Option<KeyCodec<K>>,
+    pub changelog: Option<StageChangelog<K>>,
     pub idle_timeout: Duration,
     pub late_topic: Option<Arc<str>>,
     /// `EmitMode::Periodic`'s interval.
@@ -112,7 +120,7 @@ pub(super) struct WindowStage<K, V, A, T> {
     event_time: Option<EventTime<V>>,
     idle_timeout: Duration,
     late_topic: Option<Arc<str>>,
-    changelog: Option<KeyCodec<K>>,
+    changelog: Option<StageChangelog<K>>,
     /// `EmitMode::Periodic`'s interval, and when open windows are next emitted
     /// (counted from the first tick, when the pipeline runs, not from its building).
     periodic: Option<(Duration, Option<Instant>)>,
@@ -439,12 +447,17 @@ where
         let name = &self.meter.name;
         let saved = restored.snapshot_bytes.get(name.as_str());
         let state = match (&self.changelog, saved) {
-            (Some(keys), Some(bytes)) => {
-                restored_state(store, keys, bytes, restored, (name, topic, partition), now)
-                    .map_err(|error| {
-                        format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
-                    })?
-            }
+            (Some(changelog), Some(bytes)) => restored_state(
+                store,
+                &changelog.keys,
+                bytes,
+                restored,
+                (name, topic, partition),
+                now,
+            )
+            .map_err(|error| {
+                format!("stage {name:?}, partition {partition} of {topic:?}: {error}")
+            })?,
             _ => new_state(store, restored, name, now),
         };
         self.partitions
@@ -487,7 +500,7 @@ where
         out: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<(), String> {
         self.upstream.snapshot(topic, partition, out)?;
-        let Some(keys) = &self.changelog else {
+        let Some(keys) = self.changelog.as_ref().map(|changelog| &changelog.keys) else {
             return Ok(());
         };
         let Some(state) = self
@@ -511,10 +524,21 @@ where
         Ok(())
     }
 
-    fn changelog_stages(&self, out: &mut Vec<String>) {
+    fn changelog_stages(&self, out: &mut Vec<ChangelogStage>) {
         self.upstream.changelog_stages(out);
-        if self.changelog.is_some() {
-            out.push(self.meter.name.clone());
+        if let Some(changelog) = &self.changelog {
+            out.push(ChangelogStage {
+                name: self.meter.name.clone(),
+                by_default: changelog.by_default,
+            });
+        }
+    }
+
+    fn drop_default_changelogs(&mut self) {
+        self.upstream.drop_default_changelogs();
+        debug_assert!(self.partitions.is_empty(), "decided before it holds state");
+        if self.changelog.as_ref().is_some_and(|c| c.by_default) {
+            self.changelog = None;
         }
     }
 

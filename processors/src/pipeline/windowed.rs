@@ -2,8 +2,11 @@
 //! `.reduce(..)`, `.aggregate(..)` or `.top_k(k)`.
 //!
 //! State is kept per input partition and moves with it: a partition given up drops
-//! its windows, one assigned rebuilds them by replaying from its commit (or, with
-//! `.changelog()`, restores them from the snapshot its commit names: see `changelog`). So a key's
+//! its windows, one assigned restores them from the snapshot its commit names in the
+//! stage's changelog (see `changelog`), which a stage keeps by default after `key_by`
+//! (whose key is serializable), as Kafka Streams logs every state store; or, after
+//! `key_by_local`, with `.without_changelog()`, or for `fold` and `reduce` (no encoding
+//! of their accumulators), rebuilds them by replaying from its commit. So a key's
 //! records must share an input partition: after `key_by` they do, through its repartition
 //! topic (whose partitions are then the stage's input partitions); after `key_by_local`
 //! only if the input is produced keyed by the window key (as Kafka Streams requires of
@@ -34,7 +37,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::window_stage::{EventTime, NewStore, StageOptions, Store, WindowStage};
+use super::window_stage::{EventTime, NewStore, StageChangelog, StageOptions, Store, WindowStage};
 use super::{check_name, Context, Pipeline};
 use crate::window::{
     default_budget_bytes, json_keys, Aggregator, Count, EmitMode, Fold, KeyCodec, RankedKey,
@@ -52,10 +55,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// window key). A partition's windows close when
 /// its watermark (the largest event time it has shown; after `idle_timeout` without a
 /// record, that plus the wall time since) passes their end plus the allowed lateness.
-/// A partition is committed no further than the oldest record an open window holds,
-/// so after a crash or a rebalance its windows are rebuilt by replay; a window that
-/// closed after the last commit is emitted again with the same value, so read
-/// results by key and window start.
+/// After `key_by` its state is saved in a changelog at each commit and restored from
+/// there (see [`WindowedPipeline::changelog`]). Without one, a partition is committed
+/// no further than the oldest record an open window holds, so after a crash or a
+/// rebalance its windows are rebuilt by replay. Either way a window that closed after
+/// the last commit is emitted again with the same value, so read results by key and
+/// window start.
 pub struct WindowedPipeline<K, V> {
     pipeline: Pipeline<(K, V)>,
     spec: WindowSpec,
@@ -65,7 +70,7 @@ pub struct WindowedPipeline<K, V> {
     emit: EmitMode,
     event_time: Option<EventTime<V>>,
     late_topic: Option<String>,
-    changelog: Option<KeyCodec<K>>,
+    changelog: Option<StageChangelog<K>>,
 }
 
 impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
@@ -77,7 +82,16 @@ impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
             .field("idle_timeout", &self.idle_timeout)
             .field("emit", &self.emit)
             .field("late_topic", &self.late_topic)
-            .field("changelog", &self.changelog.is_some())
+            .field(
+                "changelog",
+                &self.changelog.as_ref().map(|c| {
+                    if c.by_default {
+                        "by default"
+                    } else {
+                        "asked for"
+                    }
+                }),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +100,19 @@ impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
     /// Groups the keyed items in windows of event time (the record's timestamp
     /// unless [`WindowedPipeline::event_time`] says otherwise). After a `key_by`,
     /// the items first go through its repartition topic (see [`Pipeline::key_by`]).
-    pub fn window(self, spec: WindowSpec) -> WindowedPipeline<K, V> {
+    ///
+    /// After a `key_by` (or a `.repartition()`), whose key is serializable, the
+    /// stage keeps its state in a changelog by default, as Kafka Streams logs every
+    /// state store (see [`WindowedPipeline::changelog`]); after `key_by_local` it
+    /// rebuilds its state by replay unless `.changelog()` says otherwise.
+    pub fn window(mut self, spec: WindowSpec) -> WindowedPipeline<K, V> {
+        let keys = self.changelog_keys.take().and_then(|keys| {
+            let keys = keys.downcast::<KeyCodec<K>>();
+            // Only the stages that keep the item type, and so the key type, carry
+            // the keys' encoding on.
+            debug_assert!(keys.is_ok(), "the keys' encoding is of this key type");
+            keys.ok()
+        });
         WindowedPipeline {
             pipeline: self.repartitioned(),
             spec,
@@ -96,7 +122,10 @@ impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
             emit: EmitMode::OnClose,
             event_time: None,
             late_topic: None,
-            changelog: None,
+            changelog: keys.map(|keys| StageChangelog {
+                keys: *keys,
+                by_default: true,
+            }),
         }
     }
 }
@@ -155,14 +184,32 @@ where
     /// from the commit. Without it, a partition's commit waits for its oldest open
     /// window and its state is rebuilt by replaying the input from there.
     ///
-    /// The accumulator needs an encoding: `count` and `top_k` have one, as has an
-    /// [`Aggregator`] implementing `encode_acc` and `decode_acc`; `fold` and `reduce`
-    /// do not. Every window stage of a pipeline keeps a changelog or none does.
+    /// On by default after `key_by`: this is for a stage after `key_by_local`, or
+    /// to have `run` refuse a pipeline where it cannot be kept. The accumulator
+    /// needs an encoding: `count` and `top_k` have one, as has an [`Aggregator`]
+    /// implementing `encode_acc` and `decode_acc`; `fold` and `reduce` do not (asked
+    /// for, `run` refuses them; by default, they keep none). Every window stage of a
+    /// pipeline keeps a changelog or none does: a pipeline where only default
+    /// changelogs stand beside stages without one runs with none; one where an
+    /// asked-for changelog does is refused.
     pub fn changelog(mut self) -> Self
     where
         K: serde::Serialize + serde::de::DeserializeOwned,
     {
-        self.changelog = Some(json_keys());
+        self.changelog = Some(StageChangelog {
+            keys: json_keys(),
+            by_default: false,
+        });
+        self
+    }
+
+    /// Keeps no changelog (Kafka Streams' `withLoggingDisabled`): no snapshot is
+    /// written at commits, and a partition assigned rebuilds its state by replaying
+    /// the input from its commit, which waits for its oldest open window, so up to
+    /// a window (plus the allowed lateness) of input is read again after a move or
+    /// a crash.
+    pub fn without_changelog(mut self) -> Self {
+        self.changelog = None;
         self
     }
 
@@ -279,7 +326,10 @@ where
             }),
             late_topic: self.late_topic,
             // The sketch holds the keys; the state's only key is the unit.
-            changelog: self.changelog.is_some().then(unit_keys),
+            changelog: self.changelog.map(|changelog| StageChangelog {
+                keys: unit_keys(),
+                by_default: changelog.by_default,
+            }),
         };
         windowed.build(
             Arc::new(KeysOf(aggregator, std::marker::PhantomData)),
@@ -309,12 +359,21 @@ where
                 .invalid
                 .get_or_insert(format!("window stage {name:?}: {error}"));
         }
-        if self.changelog.is_some() && !aggregator.encode_acc(&aggregator.init(), &mut Vec::new()) {
-            self.pipeline.invalid.get_or_insert(format!(
-                "window stage {name:?}: a changelog needs an accumulator with an encoding \
-                 (count and top_k have one, fold and reduce do not; implement \
-                 Aggregator::encode_acc and decode_acc and use aggregate)"
-            ));
+        let encodable = aggregator.encode_acc(&aggregator.init(), &mut Vec::new());
+        match &self.changelog {
+            Some(changelog) if !encodable && changelog.by_default => {
+                // Kept where it can be, as the default is: this stage's state is
+                // rebuilt by replay (and so, by `Runnable::new`, every stage's).
+                self.changelog = None;
+            }
+            Some(_) if !encodable => {
+                self.pipeline.invalid.get_or_insert(format!(
+                    "window stage {name:?}: a changelog needs an accumulator with an encoding \
+                     (count and top_k have one, fold and reduce do not; implement \
+                     Aggregator::encode_acc and decode_acc and use aggregate)"
+                ));
+            }
+            _ => {}
         }
         let (spec, lateness_ms, mode) = (self.spec, self.lateness_ms, self.emit);
         let new_store: NewStore<K, V, G::Acc> = match spec {
@@ -396,6 +455,8 @@ fn unit_keys() -> KeyCodec<()> {
 }
 
 #[cfg(test)]
+mod default_changelog_tests;
+#[cfg(test)]
 mod tests {
     use std::time::Instant;
 
@@ -405,7 +466,7 @@ mod tests {
     use crate::pipeline::chain::{Chain, Checkpoint, Env, Restored};
     use crate::pipeline::PipelineError;
 
-    async fn refusal(runnable: crate::pipeline::Runnable) -> String {
+    pub(super) async fn refusal(runnable: crate::pipeline::Runnable) -> String {
         // Refused before connecting: nothing listens at this address.
         match runnable.run("127.0.0.1:1", async {}).await {
             Err(PipelineError::Invalid { reason, .. }) => reason,
