@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{spawn, Worker};
+
 use common::{produce_keyed_events, tumbling_counts};
 
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 use weir_client::{
     Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-use weir_processors::pipeline::{Pipeline, PipelineError, RunStats, Runnable};
+use weir_processors::pipeline::{Pipeline, PipelineError, Runnable};
 use weir_processors::window::{Window, WindowSpec};
 
 /// A hang guard only: every wait ends on a condition.
@@ -89,24 +91,6 @@ fn counting(group: &str, tx: mpsc::UnboundedSender<Counted>) -> Runnable {
             let _ = tx.send(((result.key, result.window), result.value));
         })
         .commit_interval(Duration::from_millis(100))
-}
-
-type Worker = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<RunStats, PipelineError>>,
-);
-
-fn spawn(runnable: Runnable, addr: &str) -> Worker {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = addr.to_string();
-    let task = tokio::spawn(async move {
-        runnable
-            .run(&addr, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, task)
 }
 
 async fn stop(workers: Vec<Worker>) {

@@ -13,13 +13,15 @@
 
 mod common;
 
+use common::{spawn, Worker};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_client::proto::OffsetFetchRequest;
 use weir_client::{Admin, GroupCoordinator};
-use weir_processors::pipeline::{Pipeline, PipelineError, RunStats, Runnable};
+use weir_processors::pipeline::{Pipeline, RunStats, Runnable};
 use weir_processors::window::WindowSpec;
 
 /// A hang guard only: every wait ends on a condition.
@@ -93,24 +95,6 @@ fn counting(group: &str, logging: Logging, tx: mpsc::UnboundedSender<Counted>) -
             let _ = tx.send((result.key, result.window.start_ms, result.value));
         })
         .commit_interval(Duration::from_millis(100))
-}
-
-type Worker = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<RunStats, PipelineError>>,
-);
-
-fn spawn(runnable: Runnable, addr: &str) -> Worker {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = addr.to_string();
-    let task = tokio::spawn(async move {
-        runnable
-            .run(&addr, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, task)
 }
 
 async fn stop((stop, task): Worker) -> RunStats {
@@ -275,6 +259,19 @@ async fn count_across_a_restart(
     (counts, left)
 }
 
+/// A broker with the topic `events` (`PARTITIONS` partitions); keep the directory.
+async fn broker_with_events() -> (tempfile::TempDir, weir_broker::RunningBroker, String, Admin) {
+    let data = tempfile::tempdir().unwrap();
+    let broker = common::start_broker(data.path(), 6_000).await;
+    let addr = broker.local_addr().to_string();
+    let admin = Admin::connect(&addr).await.unwrap();
+    admin
+        .create_topic("events", PARTITIONS, 1, &Default::default())
+        .await
+        .unwrap();
+    (data, broker, addr, admin)
+}
+
 fn every_key_counted(per_key: u64) -> BTreeMap<u64, u64> {
     (0..u64::from(PARTITIONS) * KEYS_PER_PARTITION)
         .map(|key| (key, per_key))
@@ -342,14 +339,7 @@ async fn without_changelog_a_count_after_key_by_makes_none_and_replays_exactly()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_after_key_by_runs_with_no_changelog() {
-    let data = tempfile::tempdir().unwrap();
-    let broker = common::start_broker(data.path(), 6_000).await;
-    let addr = broker.local_addr().to_string();
-    let admin = Admin::connect(&addr).await.unwrap();
-    admin
-        .create_topic("events", PARTITIONS, 1, &Default::default())
-        .await
-        .unwrap();
+    let (_data, broker, addr, admin) = broker_with_events().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let runnable = Pipeline::from_topic("events")
         .group("folded")
@@ -378,14 +368,7 @@ async fn a_fold_after_key_by_runs_with_no_changelog() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_window_stages_one_of_which_cannot_keep_a_changelog_run_with_none() {
-    let data = tempfile::tempdir().unwrap();
-    let broker = common::start_broker(data.path(), 6_000).await;
-    let addr = broker.local_addr().to_string();
-    let admin = Admin::connect(&addr).await.unwrap();
-    admin
-        .create_topic("events", PARTITIONS, 1, &Default::default())
-        .await
-        .unwrap();
+    let (_data, broker, addr, admin) = broker_with_events().await;
     // Per key and minute the count (a changelog by default), then per parity of the
     // count and minute the sum of the counts (a fold: none).
     let runnable = Pipeline::from_topic("events")

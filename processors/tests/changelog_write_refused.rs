@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::spawn;
+
 use common::{produce_keyed_events, tumbling_counts};
 
 use std::collections::BTreeMap;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use weir_client::Admin;
-use weir_processors::pipeline::{Pipeline, PipelineError, RunStats, Runnable};
+use weir_processors::pipeline::{Pipeline, PipelineError, Runnable};
 use weir_processors::window::{Window, WindowSpec};
 
 /// A hang guard only: every wait ends on a condition.
@@ -77,24 +79,6 @@ fn counting(tx: mpsc::UnboundedSender<Counted>) -> Runnable {
             let _ = tx.send(((result.key, result.window), result.value));
         })
         .commit_interval(Duration::from_millis(100))
-}
-
-type Worker = (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<RunStats, PipelineError>>,
-);
-
-fn spawn(runnable: Runnable, addr: &str) -> Worker {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = addr.to_string();
-    let task = tokio::spawn(async move {
-        runnable
-            .run(&addr, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, task)
 }
 
 /// The committed offset of each partition of the group.

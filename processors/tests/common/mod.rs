@@ -97,3 +97,25 @@ pub fn tumbling_counts(events: &[(u32, u64, i64)], window: Duration) -> BTreeMap
     }
     counts
 }
+
+/// A pipeline worker running on its own task: the sender stops it.
+pub type Worker = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<
+        Result<weir_processors::pipeline::RunStats, weir_processors::pipeline::PipelineError>,
+    >,
+);
+
+/// Runs `runnable` against the broker at `addr` until its sender is used.
+pub fn spawn(runnable: weir_processors::pipeline::Runnable, addr: &str) -> Worker {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = addr.to_string();
+    let task = tokio::spawn(async move {
+        runnable
+            .run(&addr, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
