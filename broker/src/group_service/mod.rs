@@ -54,6 +54,19 @@ pub struct GroupService {
 struct State {
     /// The coordinator of each `__consumer_offsets` partition this broker leads, by index.
     loaded: BTreeMap<u32, Loaded>,
+    /// The broker's topic sizes as last read, and a version that moves when they change:
+    /// read once per operation or tick, not once per coordinator.
+    topics: TopicMetadata,
+    topics_version: u64,
+}
+
+impl State {
+    fn note_topics(&mut self, topics: TopicMetadata) {
+        if topics != self.topics {
+            self.topics = topics;
+            self.topics_version += 1;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,8 +75,8 @@ struct Loaded {
     /// The partition's leader epoch when it was rebuilt (`None` in no cluster, where it
     /// never changes hands).
     epoch: Option<i32>,
-    /// The topic sizes last given to `set_topics`.
-    topics: TopicMetadata,
+    /// The `State::topics_version` last given to `set_topics` (0: none yet).
+    topics_version: u64,
     /// An append failed after the coordinator changed: rebuild it from the log first.
     ahead_of_log: bool,
 }
@@ -199,6 +212,7 @@ impl GroupService {
     ) -> Result<T, BrokerError> {
         let index = self.partition_of(group).await?;
         let mut state = self.state.lock().await;
+        state.note_topics(self.topic_metadata()?);
         self.mutate_loaded(&mut state, index, group, operation)
             .await
     }
@@ -210,12 +224,11 @@ impl GroupService {
         group: &str,
         operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
     ) -> Result<T, BrokerError> {
-        let loaded = self.loaded(state, index, group).await?;
+        let loaded = self.loaded(&mut state.loaded, index, group).await?;
         let now_ms = now_ms();
-        let topics = self.topic_metadata()?;
-        if topics != loaded.topics {
-            loaded.coordinator.set_topics(topics.clone(), now_ms);
-            loaded.topics = topics;
+        if loaded.topics_version != state.topics_version {
+            loaded.coordinator.set_topics(state.topics.clone(), now_ms);
+            loaded.topics_version = state.topics_version;
         }
         let result = operation(&mut loaded.coordinator, now_ms);
         let records = loaded.coordinator.take_records();
@@ -246,7 +259,7 @@ impl GroupService {
     ) -> Result<T, BrokerError> {
         let index = self.partition_of(group).await?;
         let mut state = self.state.lock().await;
-        let loaded = self.loaded(&mut state, index, group).await?;
+        let loaded = self.loaded(&mut state.loaded, index, group).await?;
         Ok(query(&loaded.coordinator))
     }
 
@@ -270,44 +283,43 @@ impl GroupService {
     /// another broker leads the partition.
     async fn loaded<'a>(
         &self,
-        state: &'a mut State,
+        coordinators: &'a mut BTreeMap<u32, Loaded>,
         index: u32,
         group: &str,
     ) -> Result<&'a mut Loaded, BrokerError> {
         let epoch = match self.coordination(index) {
             Coordination::Here { epoch } => epoch,
             Coordination::Elsewhere { leader } => {
-                state.loaded.remove(&index);
+                coordinators.remove(&index);
                 return Err(BrokerError::NotCoordinator {
                     group: group.to_string(),
                     coordinator: leader,
                 });
             }
         };
-        let current = state
-            .loaded
+        let current = coordinators
             .get(&index)
             .is_some_and(|loaded| loaded.epoch == epoch && !loaded.ahead_of_log);
         if !current {
             let coordinator = log::replay(&self.broker, &self.config, index).await?;
-            if state.loaded.contains_key(&index) {
+            if coordinators.contains_key(&index) {
                 tracing::info!(
                     partition = index,
                     ?epoch,
                     "rebuilt a group coordinator from __consumer_offsets"
                 );
             }
-            state.loaded.insert(
+            coordinators.insert(
                 index,
                 Loaded {
                     coordinator,
                     epoch,
-                    topics: TopicMetadata::new(),
+                    topics_version: 0,
                     ahead_of_log: false,
                 },
             );
         }
-        Ok(state.loaded.get_mut(&index).expect("loaded above"))
+        Ok(coordinators.get_mut(&index).expect("loaded above"))
     }
 
     /// Loads the partitions this broker has come to lead and drops those it no longer
@@ -322,7 +334,7 @@ impl GroupService {
         for index in 0..partitions {
             match self.coordination(index) {
                 Coordination::Here { .. } => {
-                    self.loaded(&mut state, index, CONSUMER_OFFSETS_TOPIC)
+                    self.loaded(&mut state.loaded, index, CONSUMER_OFFSETS_TOPIC)
                         .await?;
                 }
                 Coordination::Elsewhere { .. } => {
@@ -345,9 +357,9 @@ impl GroupService {
     pub async fn tick(&self) -> Result<Vec<(String, String)>, BrokerError> {
         self.refresh().await?;
         let mut state = self.state.lock().await;
+        state.note_topics(self.topic_metadata()?);
         let indexes: Vec<u32> = state.loaded.keys().copied().collect();
         let mut removed = Vec::new();
-        let mut failed = None;
         for index in indexes {
             match self
                 .mutate_loaded(&mut state, index, CONSUMER_OFFSETS_TOPIC, |c, now_ms| {
@@ -356,14 +368,14 @@ impl GroupService {
                 .await
             {
                 Ok(gone) => removed.extend(gone),
-                // The others are still ticked.
-                Err(error) => failed = Some(error),
+                // Said here, partition by partition; the others are still ticked, and
+                // this one again at the next tick.
+                Err(error) => {
+                    tracing::warn!(%error, partition = index, "group coordinator tick failed")
+                }
             }
         }
-        match failed {
-            Some(error) if removed.is_empty() => Err(error),
-            _ => Ok(removed),
-        }
+        Ok(removed)
     }
 
     /// The broker's topics and their partition counts, the internal ones left out: no
