@@ -3,7 +3,10 @@
 //! to a side topic, windows closed by idle time), 1 worker and 3 give the same
 //! results, and a worker killed mid-stream loses nothing: its partitions' windows
 //! are rebuilt from the commits it made, which stopped at the oldest record an open
-//! window held.
+//! window held. Every pipeline here keeps one clock per partition
+//! (`StreamTime::PerPartition`): under the default, the minimum over a worker's
+//! partitions, which records are late depends on the order partitions are read in
+//! (`tests/stream_time.rs`).
 
 mod common;
 
@@ -16,7 +19,7 @@ use weir_client::{
     ProducerRecord,
 };
 use weir_processors::pipeline::{Pipeline, Runnable};
-use weir_processors::window::{Window, WindowSpec};
+use weir_processors::window::{StreamTime, Window, WindowSpec};
 
 /// A hang guard only: every wait ends on a condition.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -225,6 +228,9 @@ fn windowed(
         .name("folded")
         .allowed_lateness(Duration::from_millis(LATENESS_MS as u64))
         .idle_timeout(idle)
+        // Which records are late is compared across runs: each partition on its own
+        // clock, so it does not depend on how partitions share workers.
+        .stream_time(StreamTime::PerPartition)
         .late_to_topic(&format!("{group}-late"));
     let windows = if time_from_value {
         windows.event_time(|e, _| e.ts_ms)
@@ -433,6 +439,7 @@ fn top_k(group: &str, spec: WindowSpec, tx: mpsc::UnboundedSender<Row>) -> Runna
         .name("trending")
         .allowed_lateness(Duration::from_millis(LATENESS_MS as u64))
         .idle_timeout(IDLE)
+        .stream_time(StreamTime::PerPartition)
         .top_k(TOP)
         .for_each(move |row, context| {
             let _ = tx.send((

@@ -200,6 +200,10 @@ pub(crate) trait Chain<T>: Send {
     /// Names the internal topics of the stages for `group` and lists them, upstream
     /// first: the worker creates them and reads them with the input.
     fn internal_topics(&mut self, group: &str, out: &mut Vec<String>);
+    /// Whether records of `topic` come out of this stage as items: an input topic's
+    /// do, up to a repartition, after which only its own topic's do. A window stage
+    /// keeps time only over the partitions that feed it.
+    fn fed_by(&self, topic: &str) -> bool;
     /// Adds what each operator counted to its counters, measuring window state
     /// too if `measure_state`.
     fn publish_metrics(&mut self, measure_state: bool);
@@ -208,6 +212,8 @@ pub(crate) trait Chain<T>: Send {
 /// The input records themselves.
 pub(crate) struct Source {
     pub meter: OperatorMeter,
+    /// The pipeline's input topics.
+    pub topics: Vec<String>,
 }
 
 impl Chain<ConsumerRecord> for Source {
@@ -246,6 +252,9 @@ impl Chain<ConsumerRecord> for Source {
         self.meter.bind(metrics, group, false);
     }
     fn internal_topics(&mut self, _: &str, _: &mut Vec<String>) {}
+    fn fed_by(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+    }
     fn publish_metrics(&mut self, _: bool) {
         self.meter.publish(None);
     }
@@ -356,6 +365,10 @@ impl<T: Send, U: Send> Chain<U> for Then<T, U> {
         if let Some(meter) = &mut self.meter {
             meter.bind(metrics, group, false);
         }
+    }
+
+    fn fed_by(&self, topic: &str) -> bool {
+        self.upstream.fed_by(topic)
     }
 
     fn internal_topics(&mut self, group: &str, out: &mut Vec<String>) {

@@ -112,12 +112,14 @@ impl Pipeline<ConsumerRecord> {
 
     /// Reads the records of several topics; each item's [`Context`] says which.
     pub fn from_topics(topics: &[&str]) -> Pipeline<ConsumerRecord> {
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         Pipeline {
-            topics: topics.iter().map(|t| t.to_string()).collect(),
             group: None,
             chain: Box::new(Source {
                 meter: OperatorMeter::new("from_topic-0".to_string()),
+                topics: topics.clone(),
             }),
+            topics,
             stages: 0,
             invalid: None,
             pending: None,

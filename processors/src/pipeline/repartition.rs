@@ -276,6 +276,11 @@ impl<K: Send, V: Send> Chain<(K, V)> for Repartition<K, V> {
         self.meter.bind(metrics, group, false);
     }
 
+    fn fed_by(&self, topic: &str) -> bool {
+        // Every other topic's items go into the repartition topic, not on.
+        self.topic.as_deref() == Some(topic)
+    }
+
     fn internal_topics(&mut self, group: &str, out: &mut Vec<String>) {
         self.upstream.internal_topics(group, out);
         let stem = self.topic_stem.as_ref().unwrap_or(&self.meter.name);

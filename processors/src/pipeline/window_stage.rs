@@ -11,7 +11,9 @@ use weir_client::ConsumerRecord;
 use super::chain::{Chain, ChangelogStage, Checkpoint, Env, Restored, SideRecord};
 use super::metrics::{OperatorMeter, PipelineMetrics};
 use super::Context;
-use crate::window::{AddOutcome, KeyCodec, SnapshotError, WindowResult};
+use crate::window::{
+    stream_time, AddOutcome, KeyCodec, PartitionTime, SnapshotError, StreamTime, WindowResult,
+};
 
 mod store;
 #[cfg(test)]
@@ -24,12 +26,13 @@ pub(super) type EventTime<V> = Box<dyn FnMut(&V, &Context) -> i64 + Send>;
 /// Makes a partition's empty state; `None` for a spec `run` refuses anyway.
 pub(super) type NewStore<K, V, A> = Box<dyn Fn() -> Option<Box<dyn Store<K, V, Acc = A>>> + Send>;
 
-/// The event time of one partition.
+/// The event time of one partition and the watermark its windows have been
+/// advanced to.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
-    max_event_ms: Option<i64>,
-    /// When the last record arrived (or the partition was assigned).
-    last_seen: Instant,
+    time: PartitionTime,
+    /// Never goes back, though stream time over a worker's partitions may (a
+    /// partition assigned behind the others): windows closed stay closed.
     watermark_ms: i64,
 }
 
@@ -37,29 +40,14 @@ impl Clock {
     fn new(restored_ms: Option<i64>, now: Instant) -> Clock {
         Clock {
             // A restored partition's time goes on from where its last commit saw it.
-            max_event_ms: restored_ms,
-            last_seen: now,
+            time: PartitionTime::new(restored_ms, now),
             watermark_ms: restored_ms.unwrap_or(i64::MIN),
         }
     }
 
-    fn observe(&mut self, event_ms: i64, now: Instant) {
-        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
-        self.last_seen = now;
-    }
-
-    /// The largest event time seen; once idle, that plus the wall time since it
-    /// arrived. Never goes back.
-    fn watermark_ms(&mut self, now: Instant, idle_timeout: Duration) -> i64 {
-        let waited = now.saturating_duration_since(self.last_seen);
-        let candidate = match self.max_event_ms {
-            None => i64::MIN,
-            Some(max) if waited >= idle_timeout => {
-                max.saturating_add(i64::try_from(waited.as_millis()).unwrap_or(i64::MAX))
-            }
-            Some(max) => max,
-        };
-        self.watermark_ms = self.watermark_ms.max(candidate);
+    /// Moves the watermark on to `stream_time_ms` if that is ahead of it.
+    fn advance(&mut self, stream_time_ms: i64) -> i64 {
+        self.watermark_ms = self.watermark_ms.max(stream_time_ms);
         self.watermark_ms
     }
 }
@@ -97,6 +85,7 @@ pub(super) struct StageOptions<K, V> {
     pub event_time: Option<EventTime<V>>,
     pub changelog: Option<StageChangelog<K>>,
     pub idle_timeout: Duration,
+    pub stream_time: StreamTime,
     pub late_topic: Option<Arc<str>>,
     /// `EmitMode::Periodic`'s interval.
     pub periodic: Option<Duration>,
@@ -106,6 +95,9 @@ pub(super) struct StageOptions<K, V> {
 pub(super) type EmitFn<K, A, T> = Box<dyn FnMut(WindowResult<K, A>, &mut Vec<T>) + Send>;
 
 type PartitionStates<K, V, A> = HashMap<u32, PartitionState<K, V, A>>;
+
+/// A partition's state and the stage's cached stream time, borrowed together.
+type StateAndTime<'a, K, V, A> = (&'a mut PartitionState<K, V, A>, &'a mut Option<i64>);
 
 /// Results of windows that closed at a tick: topic, partition, last offset, results.
 type Closed<K, A> = (Arc<str>, u32, u64, Vec<WindowResult<K, A>>);
@@ -119,6 +111,10 @@ pub(super) struct WindowStage<K, V, A, T> {
     emit: EmitFn<K, A, T>,
     event_time: Option<EventTime<V>>,
     idle_timeout: Duration,
+    stream_time: StreamTime,
+    /// Under [`StreamTime::WorkerMinimum`], stream time over every partition as last
+    /// computed; `None` when a partition came, went, went idle or came back since.
+    worker_time_ms: Option<i64>,
     late_topic: Option<Arc<str>>,
     changelog: Option<StageChangelog<K>>,
     /// `EmitMode::Periodic`'s interval, and when open windows are next emitted
@@ -152,6 +148,8 @@ where
             emit,
             event_time: options.event_time,
             idle_timeout: options.idle_timeout,
+            stream_time: options.stream_time,
+            worker_time_ms: None,
             late_topic: options.late_topic,
             changelog: options.changelog,
             partitions: HashMap::new(),
@@ -161,22 +159,31 @@ where
         }
     }
 
+    /// The partition's state (made empty for records of a partition before its
+    /// assignment was seen), with the cached stream time beside it.
     fn state(
         &mut self,
         topic: &Arc<str>,
         partition: u32,
         now: Instant,
-    ) -> Option<&mut PartitionState<K, V, A>> {
-        let partitions = self.partitions.entry(Arc::clone(topic)).or_default();
-        match partitions.entry(partition) {
-            std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
+    ) -> Option<StateAndTime<'_, K, V, A>> {
+        let WindowStage {
+            partitions,
+            new_store,
+            meter,
+            worker_time_ms,
+            ..
+        } = self;
+        let partitions = partitions.entry(Arc::clone(topic)).or_default();
+        let state = match partitions.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                // Records of a partition before its assignment was seen: start empty.
-                let store = (self.new_store)()?;
-                let name = &self.meter.name;
-                Some(entry.insert(new_state(store, &Restored::default(), name, now)))
+                let store = new_store()?;
+                *worker_time_ms = None;
+                entry.insert(new_state(store, &Restored::default(), &meter.name, now))
             }
-        }
+        };
+        Some((state, worker_time_ms))
     }
 
     /// One item of the partition of `context`; its results (closed windows,
@@ -194,14 +201,16 @@ where
             None => context.timestamp_ms,
         };
         self.meter.records_in += 1;
-        let idle_timeout = self.idle_timeout;
+        let (idle_timeout, stream_time_policy) = (self.idle_timeout, self.stream_time);
         let late_topic = self.late_topic.clone();
         let mut results = std::mem::take(&mut self.results);
-        let Some(state) = self.state(&context.topic, context.partition, env.now) else {
+        let Some((state, worker_time_ms)) = self.state(&context.topic, context.partition, env.now)
+        else {
             return;
         };
         results.append(&mut state.closed_at_restore);
-        state.clock.observe(event_ms, env.now);
+        let time_before = state.clock.time;
+        state.clock.time.observe(event_ms, env.now);
         state.last_offset = context.offset;
         state.dirty = true;
         let replayed = state
@@ -231,7 +240,38 @@ where
                 tracing::debug!(topic = %context.topic, partition = context.partition, offset = context.offset, event_ms, "late record");
             }
         }
-        let watermark_ms = state.clock.watermark_ms(env.now, idle_timeout);
+        let time_after = state.clock.time;
+        let known_ms = match stream_time_policy {
+            StreamTime::PerPartition => Some(stream_time(
+                std::iter::once(&time_after),
+                env.now,
+                idle_timeout,
+            )),
+            StreamTime::WorkerMinimum => {
+                // Only a partition that was at the minimum (or idle, and so not
+                // counted) can move the minimum by going further.
+                let moved = time_after.max_event_ms != time_before.max_event_ms;
+                let at_minimum = worker_time_ms
+                    .is_none_or(|w| time_before.max_event_ms.unwrap_or(i64::MIN) <= w);
+                if time_before.is_idle(env.now, idle_timeout) || (moved && at_minimum) {
+                    *worker_time_ms = None;
+                }
+                *worker_time_ms
+            }
+        };
+        let (state, stream_time_ms) = match known_ms {
+            Some(time_ms) => (state, time_ms),
+            None => {
+                let time_ms = self.worker_stream_time(env.now);
+                let state = self
+                    .partitions
+                    .get_mut(&context.topic)
+                    .and_then(|partitions| partitions.get_mut(&context.partition))
+                    .expect("the partition's state was made above");
+                (state, time_ms)
+            }
+        };
+        let watermark_ms = state.clock.advance(stream_time_ms);
         results.extend(state.store.advance(watermark_ms));
         if late {
             self.meter.records_late += 1;
@@ -244,6 +284,22 @@ where
             out,
         );
         self.results = results;
+    }
+
+    /// Stream time over every partition of the stage, from the last computation
+    /// unless something that could move it happened since.
+    fn worker_stream_time(&mut self, now: Instant) -> i64 {
+        if let Some(time_ms) = self.worker_time_ms {
+            return time_ms;
+        }
+        let times = self
+            .partitions
+            .values()
+            .flat_map(HashMap::values)
+            .map(|state| &state.clock.time);
+        let time_ms = stream_time(times, now, self.idle_timeout);
+        self.worker_time_ms = Some(time_ms);
+        time_ms
     }
 
     fn emit_all(
@@ -412,9 +468,22 @@ where
         self.ticked = ticked;
         let mut results = std::mem::take(&mut self.results);
         let mut closed: Vec<Closed<K, A>> = Vec::new();
+        // Partitions go idle with the wall clock alone.
+        self.worker_time_ms = None;
+        let worker_time_ms = match self.stream_time {
+            StreamTime::WorkerMinimum => Some(self.worker_stream_time(env.now)),
+            StreamTime::PerPartition => None,
+        };
         for (topic, partitions) in &mut self.partitions {
             for (partition, state) in partitions.iter_mut() {
-                let watermark_ms = state.clock.watermark_ms(env.now, self.idle_timeout);
+                let stream_time_ms = worker_time_ms.unwrap_or_else(|| {
+                    stream_time(
+                        std::iter::once(&state.clock.time),
+                        env.now,
+                        self.idle_timeout,
+                    )
+                });
+                let watermark_ms = state.clock.advance(stream_time_ms);
                 let mut now_closed = std::mem::take(&mut state.closed_at_restore);
                 now_closed.extend(state.store.advance(watermark_ms));
                 if !now_closed.is_empty() {
@@ -441,6 +510,11 @@ where
         now: Instant,
     ) -> Result<(), String> {
         self.upstream.assign(topic, partition, restored, now)?;
+        // A partition whose records never reach this stage (an input topic's, when
+        // the stage reads a repartition topic) would hold the watermark back forever.
+        if !self.upstream.fed_by(topic) {
+            return Ok(());
+        }
         let Some(store) = (self.new_store)() else {
             return Ok(());
         };
@@ -464,6 +538,7 @@ where
             .entry(Arc::from(topic))
             .or_default()
             .insert(partition, state);
+        self.worker_time_ms = None;
         Ok(())
     }
 
@@ -472,6 +547,7 @@ where
         if let Some(partitions) = self.partitions.get_mut(topic) {
             partitions.remove(&partition);
         }
+        self.worker_time_ms = None;
     }
 
     fn checkpoint(&self, topic: &str, partition: u32, into: &mut Checkpoint) {
@@ -563,6 +639,10 @@ where
 
     fn internal_topics(&mut self, group: &str, out: &mut Vec<String>) {
         self.upstream.internal_topics(group, out)
+    }
+
+    fn fed_by(&self, topic: &str) -> bool {
+        self.upstream.fed_by(topic)
     }
 
     fn publish_metrics(&mut self, measure_state: bool) {

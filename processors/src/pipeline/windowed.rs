@@ -12,12 +12,15 @@
 //! only if the input is produced keyed by the window key (as Kafka Streams requires of
 //! input it does not repartition), else each partition reports its own share of a key.
 //!
-//! Time is per partition too: its watermark is the largest event time it has shown,
-//! moved on with the wall clock once it has had no record for `idle_timeout`, so the
-//! windows of a quiet partition still close. (Each partition's windows hold only its
-//! own records, so the minimum over the partitions a worker owns would only make the
-//! results depend on which partitions share a worker: with one clock per partition, 1
-//! worker and 3 give the same results, and a partition that moves keeps its time.)
+//! Time: a stage's watermark is, by default, the minimum over the input partitions the
+//! worker owns of the largest event time each has shown (`StreamTime::WorkerMinimum`);
+//! a partition with no record for `idle_timeout` stops holding it back, and once every
+//! partition is idle it moves on with the wall clock, so the windows of a quiet topic
+//! still close. Each partition's windows are advanced to it and never go back. Under
+//! the minimum, whether a record is late depends on which partitions share its worker
+//! and the order they are read in; `StreamTime::PerPartition` gives each partition its
+//! own clock instead, so 1 worker and 3 give the same results, late records included,
+//! and a partition that moves keeps its time.
 //! A window closes when the watermark reaches its end plus the allowed lateness. A
 //! record all of whose windows have closed is late: counted, and written as read to
 //! the side topic of `.late_to_topic(..)` if there is one.
@@ -41,7 +44,8 @@ use super::window_stage::{EventTime, NewStore, StageChangelog, StageOptions, Sto
 use super::{check_name, Context, Pipeline};
 use crate::window::{
     default_budget_bytes, json_keys, Aggregator, Count, EmitMode, Fold, KeyCodec, RankedKey,
-    SessionAggregate, TopKAggregator, TopKKey, WindowResult, WindowSpec, WindowedAggregate,
+    SessionAggregate, StreamTime, TopKAggregator, TopKKey, WindowResult, WindowSpec,
+    WindowedAggregate,
 };
 
 /// How long a partition may go without a record before its time moves on with the
@@ -50,11 +54,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A keyed pipeline with a window chosen, waiting for its aggregate.
 ///
-/// State and event time are kept per input partition, so a key's records must share
-/// one (`key_by` sees to it; after `key_by_local`, produce the input keyed by the
-/// window key). A partition's windows close when
-/// its watermark (the largest event time it has shown; after `idle_timeout` without a
-/// record, that plus the wall time since) passes their end plus the allowed lateness.
+/// State is kept per input partition, so a key's records must share one (`key_by`
+/// sees to it; after `key_by_local`, produce the input keyed by the window key). A
+/// partition's windows close when the watermark (see [`WindowedPipeline::stream_time`])
+/// passes their end plus the allowed lateness.
 /// After `key_by` its state is saved in a changelog at each commit and restored from
 /// there (see [`WindowedPipeline::changelog`]). Without one, a partition is committed
 /// no further than the oldest record an open window holds, so after a crash or a
@@ -67,6 +70,7 @@ pub struct WindowedPipeline<K, V> {
     name: Option<String>,
     lateness_ms: i64,
     idle_timeout: Duration,
+    stream_time: StreamTime,
     emit: EmitMode,
     event_time: Option<EventTime<V>>,
     late_topic: Option<String>,
@@ -80,6 +84,7 @@ impl<K, V> std::fmt::Debug for WindowedPipeline<K, V> {
             .field("name", &self.name)
             .field("lateness_ms", &self.lateness_ms)
             .field("idle_timeout", &self.idle_timeout)
+            .field("stream_time", &self.stream_time)
             .field("emit", &self.emit)
             .field("late_topic", &self.late_topic)
             .field(
@@ -119,6 +124,7 @@ impl<K: Send + 'static, V: Send + 'static> Pipeline<(K, V)> {
             name: None,
             lateness_ms: 0,
             idle_timeout: IDLE_TIMEOUT,
+            stream_time: StreamTime::default(),
             emit: EmitMode::OnClose,
             event_time: None,
             late_topic: None,
@@ -149,10 +155,19 @@ where
         self
     }
 
-    /// How long a partition may go without a record before its time moves on with
-    /// the wall clock (default 30 s).
+    /// How long a partition may go without a record before it stops holding the
+    /// watermark back, and time then moves on with the wall clock (default 30 s).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Which partitions the watermark is taken over: the minimum over the input
+    /// partitions this worker owns ([`StreamTime::WorkerMinimum`], the default), or
+    /// each partition's own ([`StreamTime::PerPartition`]), for results that do not
+    /// depend on how partitions are spread over workers even for late records.
+    pub fn stream_time(mut self, stream_time: StreamTime) -> Self {
+        self.stream_time = stream_time;
         self
     }
 
@@ -319,6 +334,7 @@ where
             name: self.name,
             lateness_ms: self.lateness_ms,
             idle_timeout: self.idle_timeout,
+            stream_time: self.stream_time,
             emit: self.emit,
             event_time: self.event_time.map(|mut f| {
                 Box::new(move |(_, value): &(K, V), context: &Context| f(value, context))
@@ -388,7 +404,8 @@ where
                     .ok()
             }),
         };
-        let (event_time, idle_timeout) = (self.event_time, self.idle_timeout);
+        let (event_time, idle_timeout, stream_time) =
+            (self.event_time, self.idle_timeout, self.stream_time);
         let late_topic = self.late_topic.map(Arc::from);
         let changelog = self.changelog;
         self.pipeline.wrap(move |upstream| {
@@ -401,6 +418,7 @@ where
                     event_time,
                     changelog,
                     idle_timeout,
+                    stream_time,
                     late_topic,
                     periodic: match mode {
                         EmitMode::Periodic(interval) => Some(interval),

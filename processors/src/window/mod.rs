@@ -4,10 +4,12 @@
 //! Time is decided here, once, for every operator:
 //! - A window is `[start_ms, end_ms)` of event time (record timestamps, or what a
 //!   closure extracts).
-//! - The watermark ([`WatermarkTracker`]) is the minimum over the input partitions a
-//!   worker owns of the largest event time seen on each; a partition idle for
-//!   `idle_timeout` stops holding it back, and when every partition is idle stream time
-//!   moves on with the wall clock, so windows of a quiet topic still close.
+//! - The watermark ([`WatermarkTracker`], and a pipeline's window stage by default) is
+//!   the minimum over the input partitions a worker owns of the largest event time seen
+//!   on each; a partition idle for `idle_timeout` stops holding it back, and when every
+//!   partition is idle stream time moves on with the wall clock, so windows of a quiet
+//!   topic still close. [`StreamTime::PerPartition`] applies the same rule to each
+//!   partition alone.
 //! - A window closes when the watermark reaches its end plus the allowed lateness;
 //!   its result is emitted then ([`EmitMode::OnClose`], the default) or at every update
 //!   ([`EmitMode::OnUpdate`]).
@@ -31,7 +33,8 @@ pub use aggregate::{
 pub use session::SessionAggregate;
 pub use snapshot::{json_keys, KeyCodec, Snapshot, SnapshotError};
 pub use top_k::{default_budget_bytes, RankedKey, TopKAcc, TopKAggregator, TopKKey};
-pub use watermark::WatermarkTracker;
+pub(crate) use watermark::{stream_time, PartitionTime};
+pub use watermark::{StreamTime, WatermarkTracker};
 
 use std::time::Duration;
 

@@ -1,21 +1,89 @@
 //! The watermark of a worker: how far event time has certainly come on the input
-//! partitions it owns.
+//! partitions it owns. One rule, [`stream_time`], for [`WatermarkTracker`] and for the
+//! pipelines' window stages.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Which partitions a window stage's watermark is taken over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamTime {
+    /// The minimum over the input partitions the worker owns (as Flink takes the
+    /// minimum over a task's inputs): a partition behind the others holds every
+    /// window of the worker open, so none of its records is late for being read
+    /// after another partition's. Which records are late then depends on which
+    /// partitions share a worker and on the order they are read in.
+    #[default]
+    WorkerMinimum,
+    /// One clock per input partition (as Kafka Streams keeps a task's stream time):
+    /// a partition's windows close on its own records alone, so the results are the
+    /// same however the partitions are spread over workers and read, late records
+    /// included.
+    PerPartition,
+}
+
+/// The event time of one input partition.
 #[derive(Debug, Clone, Copy)]
-struct PartitionTime {
+pub(crate) struct PartitionTime {
     /// The largest event time seen; `None` before the first record.
-    max_event_ms: Option<i64>,
+    pub max_event_ms: Option<i64>,
     /// When the last record arrived (or the partition was assigned).
-    last_seen: Instant,
+    pub last_seen: Instant,
+}
+
+impl PartitionTime {
+    /// A partition assigned at `now`, its time going on from `max_event_ms` if known.
+    pub fn new(max_event_ms: Option<i64>, now: Instant) -> PartitionTime {
+        PartitionTime {
+            max_event_ms,
+            last_seen: now,
+        }
+    }
+
+    pub fn observe(&mut self, event_ms: i64, now: Instant) {
+        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
+        self.last_seen = now;
+    }
+
+    pub fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
+        now.saturating_duration_since(self.last_seen) >= idle_timeout
+    }
+}
+
+/// Stream time over `partitions` at `now`: the minimum of the largest event time seen
+/// on each partition that had a record within `idle_timeout` (one that has had none
+/// yet holds everything back, as it may hold older records); when every partition is
+/// idle, the latest event time moved on by the wall time since it arrived, so windows
+/// of a quiet topic still close. `i64::MIN` before anything is known. Not monotonic
+/// (a partition assigned behind the others takes it back); each user keeps its own
+/// watermark from never going back.
+pub(crate) fn stream_time<'a>(
+    partitions: impl Iterator<Item = &'a PartitionTime> + Clone,
+    now: Instant,
+    idle_timeout: Duration,
+) -> i64 {
+    let mut active = partitions
+        .clone()
+        .filter(|t| !t.is_idle(now, idle_timeout))
+        .peekable();
+    if active.peek().is_some() {
+        return active
+            .map(|t| t.max_event_ms.unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MIN);
+    }
+    partitions
+        .filter_map(|t| {
+            let waited = now.saturating_duration_since(t.last_seen);
+            let waited_ms = i64::try_from(waited.as_millis()).unwrap_or(i64::MAX);
+            t.max_event_ms.map(|m| m.saturating_add(waited_ms))
+        })
+        .max()
+        .unwrap_or(i64::MIN)
 }
 
 /// The minimum, over the partitions a worker owns, of the largest event time seen on
-/// each. A partition with no record for `idle_timeout` stops holding it back; when
-/// every partition is idle, stream time moves on with the wall clock from the latest
-/// event time seen, so windows of a quiet topic still close. It never goes back.
+/// each, by the rule of [`stream_time`]. It never goes back.
 #[derive(Debug, Clone)]
 pub struct WatermarkTracker {
     idle_timeout: Duration,
@@ -37,10 +105,7 @@ impl WatermarkTracker {
     pub fn assign(&mut self, topic: &str, partition: u32, now: Instant) {
         self.partitions
             .entry((topic.to_string(), partition))
-            .or_insert(PartitionTime {
-                max_event_ms: None,
-                last_seen: now,
-            });
+            .or_insert(PartitionTime::new(None, now));
     }
 
     /// A partition no longer owned stops counting.
@@ -50,42 +115,15 @@ impl WatermarkTracker {
 
     /// A record of `partition` with event time `event_ms`, arrived at `now`.
     pub fn observe(&mut self, topic: &str, partition: u32, event_ms: i64, now: Instant) {
-        let time = self
-            .partitions
+        self.partitions
             .entry((topic.to_string(), partition))
-            .or_insert(PartitionTime {
-                max_event_ms: None,
-                last_seen: now,
-            });
-        time.max_event_ms = Some(time.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
-        time.last_seen = now;
+            .or_insert(PartitionTime::new(None, now))
+            .observe(event_ms, now);
     }
 
     /// The watermark at `now`.
     pub fn watermark_ms(&mut self, now: Instant) -> i64 {
-        let idle =
-            |t: &PartitionTime| now.saturating_duration_since(t.last_seen) >= self.idle_timeout;
-        let active: Vec<&PartitionTime> = self.partitions.values().filter(|t| !idle(t)).collect();
-        let candidate = if !active.is_empty() {
-            // An active partition with no record yet holds everything back.
-            active
-                .iter()
-                .map(|t| t.max_event_ms.unwrap_or(i64::MIN))
-                .min()
-                .unwrap_or(i64::MIN)
-        } else {
-            // All idle: the latest event time, moved on by the wall time since it
-            // arrived.
-            self.partitions
-                .values()
-                .filter_map(|t| {
-                    let waited = now.saturating_duration_since(t.last_seen);
-                    let waited_ms = i64::try_from(waited.as_millis()).unwrap_or(i64::MAX);
-                    t.max_event_ms.map(|m| m.saturating_add(waited_ms))
-                })
-                .max()
-                .unwrap_or(i64::MIN)
-        };
+        let candidate = stream_time(self.partitions.values(), now, self.idle_timeout);
         let before = self.watermark_ms;
         self.watermark_ms = self.watermark_ms.max(candidate);
         debug_assert!(self.watermark_ms >= before, "the watermark never goes back");

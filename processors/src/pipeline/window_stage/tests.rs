@@ -5,7 +5,9 @@ use weir_client::ConsumerRecord;
 
 use crate::pipeline::chain::{Chain, Env, Restored};
 use crate::pipeline::{Context, Pipeline};
-use crate::window::{WindowResult, WindowSpec};
+use crate::window::{StreamTime, WindowResult, WindowSpec};
+
+mod stream_time;
 
 type Counts = Box<dyn Chain<WindowResult<u64, u64>>>;
 
@@ -33,10 +35,14 @@ fn env() -> Env {
 }
 
 fn record(offset: u64, timestamp_ms: i64) -> (ConsumerRecord, Context) {
+    record_on(0, offset, timestamp_ms)
+}
+
+fn record_on(partition: u32, offset: u64, timestamp_ms: i64) -> (ConsumerRecord, Context) {
     let topic: Arc<str> = Arc::from("t");
     let record = ConsumerRecord {
         topic: Arc::clone(&topic),
-        partition: 0,
+        partition,
         offset,
         timestamp_ms,
         key: None,
@@ -45,7 +51,7 @@ fn record(offset: u64, timestamp_ms: i64) -> (ConsumerRecord, Context) {
     };
     let context = Context {
         topic,
-        partition: 0,
+        partition,
         offset,
         timestamp_ms,
         raw: Some((None, None)),
