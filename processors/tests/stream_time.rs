@@ -117,5 +117,5 @@ async fn a_slower_partition_holds_the_worker_s_windows_open_by_default() {
     .await;
     assert_eq!(counts, on_time);
     assert_eq!(late, 1);
-    broker.shutdown().await;
+    broker.shutdown().await.unwrap();
 }

@@ -98,6 +98,15 @@ pub(crate) enum ChangelogError {
 /// (input topic, input partition): the unit state is kept, saved and moved by.
 type InputPartition = (String, u32);
 
+/// A snapshot to delete: which stage's, in which changelog, of which partition.
+struct Doomed {
+    stage: String,
+    changelog: String,
+    topic: String,
+    partition: u32,
+    snapshot: SnapshotRef,
+}
+
 /// The changelogs of a worker's window stages, and which snapshot each owned
 /// partition's state is at.
 pub(crate) struct Changelogs {
@@ -273,53 +282,82 @@ impl Changelogs {
     }
 
     /// A commit naming the current snapshots of `committed` succeeded: the
-    /// snapshots they replaced are deleted.
-    pub(crate) async fn committed(
-        &mut self,
-        producer: &Producer,
-        committed: &[(String, u32)],
-    ) -> Result<(), ClientError> {
-        let mut deliveries = Vec::new();
+    /// snapshots they replaced are deleted. A snapshot whose tombstones are not
+    /// stored stays queued for the next commit of its partition (and a restore deletes
+    /// every snapshot no commit names): it is only space, the commit already stands.
+    pub(crate) async fn committed(&mut self, producer: &Producer, committed: &[(String, u32)]) {
+        let mut doomed = Vec::new();
         for (topic, partition) in committed {
             let Some(old) = self.superseded.remove(&(topic.clone(), *partition)) else {
                 continue;
             };
             for (stage, snapshot) in old {
                 if let Some(changelog) = self.topic_of(&stage).map(str::to_string) {
-                    deliveries.extend(
-                        self.delete(producer, &changelog, topic, *partition, snapshot)
-                            .await?,
-                    );
+                    doomed.push(Doomed {
+                        stage,
+                        changelog,
+                        topic: topic.clone(),
+                        partition: *partition,
+                        snapshot,
+                    });
                 }
             }
         }
-        for delivery in deliveries {
-            delivery.await?;
+        for kept in self.delete(producer, doomed).await {
+            self.superseded
+                .entry((kept.topic, kept.partition))
+                .or_default()
+                .push((kept.stage, kept.snapshot));
         }
-        Ok(())
     }
 
-    async fn delete(
-        &self,
-        producer: &Producer,
-        changelog: &str,
-        topic: &str,
-        partition: u32,
-        snapshot: SnapshotRef,
-    ) -> Result<Vec<DeliveryFuture>, ClientError> {
-        let target = self.changelog_partition(changelog, partition);
-        let mut deliveries = Vec::new();
-        for i in 0..snapshot.chunks {
-            let key = chunk_key(topic, partition, snapshot.id, i);
-            let tombstone = ProducerRecord {
-                value: None,
-                ..ProducerRecord::new(changelog, &[])
-                    .with_key(key.as_bytes())
-                    .with_partition(target)
-            };
-            deliveries.push(producer.send(tombstone).await?);
+    /// Writes the tombstones of every chunk of `doomed`, then waits for them; the
+    /// snapshots some tombstone of which was not stored are logged and returned.
+    async fn delete(&self, producer: &Producer, doomed: Vec<Doomed>) -> Vec<Doomed> {
+        let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::new();
+        let mut failed: Vec<Option<ClientError>> = (0..doomed.len()).map(|_| None).collect();
+        for (index, snapshot) in doomed.iter().enumerate() {
+            let target = self.changelog_partition(&snapshot.changelog, snapshot.partition);
+            for i in 0..snapshot.snapshot.chunks {
+                let key = chunk_key(&snapshot.topic, snapshot.partition, snapshot.snapshot.id, i);
+                let tombstone = ProducerRecord {
+                    value: None,
+                    ..ProducerRecord::new(&snapshot.changelog, &[])
+                        .with_key(key.as_bytes())
+                        .with_partition(target)
+                };
+                match producer.send(tombstone).await {
+                    Ok(delivery) => deliveries.push((index, delivery)),
+                    Err(error) => {
+                        failed[index].get_or_insert(error);
+                        break;
+                    }
+                }
+            }
         }
-        Ok(deliveries)
+        for (index, delivery) in deliveries {
+            if let Err(error) = delivery.await {
+                failed[index].get_or_insert(error);
+            }
+        }
+        doomed
+            .into_iter()
+            .zip(failed)
+            .filter_map(|(snapshot, failed)| {
+                let error = failed?;
+                tracing::warn!(
+                    stage = %snapshot.stage,
+                    changelog = %snapshot.changelog,
+                    topic = %snapshot.topic,
+                    partition = snapshot.partition,
+                    id = format!("{:016x}", snapshot.snapshot.id),
+                    %error,
+                    "a replaced snapshot could not be deleted from its changelog; \
+                     it is tried again at the partition's next commit"
+                );
+                Some(snapshot)
+            })
+            .collect()
     }
 
     /// The partition moved to another worker: its snapshots are the next owner's
@@ -393,17 +431,22 @@ impl Changelogs {
                     .or_default()
                     .insert(stage.clone(), named);
             }
-            let mut deliveries = Vec::new();
-            for (topic, partition, snapshot) in garbage {
-                tracing::debug!(%changelog, %topic, partition, id = snapshot.id, "deleting a snapshot no commit names");
-                deliveries.extend(
-                    self.delete(producer, changelog, &topic, partition, snapshot)
-                        .await?,
-                );
-            }
-            for delivery in deliveries {
-                delivery.await?;
-            }
+            let garbage = garbage
+                .into_iter()
+                .map(|(topic, partition, snapshot)| {
+                    tracing::debug!(%changelog, %topic, partition, id = snapshot.id, "deleting a snapshot no commit names");
+                    Doomed {
+                        stage: stage.clone(),
+                        changelog: changelog.clone(),
+                        topic,
+                        partition,
+                        snapshot,
+                    }
+                })
+                .collect();
+            // What is not deleted now is deleted by the next restore: no commit
+            // names it, so it is never read.
+            self.delete(producer, garbage).await;
         }
         Ok(())
     }
@@ -485,5 +528,67 @@ mod tests {
     fn snapshot_ids_do_not_repeat() {
         let ids: std::collections::HashSet<u64> = (0..10_000).map(|_| new_snapshot_id()).collect();
         assert_eq!(ids.len(), 10_000);
+    }
+}
+
+#[cfg(test)]
+mod deletion_tests {
+    use std::collections::BTreeMap;
+
+    use weir_broker::{BrokerConfig, RunningBroker};
+    use weir_client::{Admin, Producer, ProducerConfig};
+
+    use super::super::chain::SnapshotRef;
+    use super::Changelogs;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_snapshot_the_changelog_will_not_delete_waits_for_the_next_commit() {
+        let data = tempfile::tempdir().unwrap();
+        let broker = RunningBroker::start(BrokerConfig {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..BrokerConfig::default()
+        })
+        .await
+        .unwrap();
+        let addr = broker.local_addr().to_string();
+        let admin = Admin::connect(&addr).await.unwrap();
+        let mut changelogs = Changelogs::create(&admin, "g", vec!["counts".to_string()], 1)
+            .await
+            .unwrap();
+        let changelog = "g-counts-changelog";
+        let producer = Producer::connect(&addr, ProducerConfig::default())
+            .await
+            .unwrap();
+        let replaced = ("counts".to_string(), SnapshotRef { id: 7, chunks: 2 });
+        changelogs
+            .superseded
+            .insert(("t".to_string(), 0), vec![replaced.clone()]);
+
+        // Every batch is over 64 bytes: the tombstones are refused. The commit stands,
+        // nothing fails, and the snapshot stays queued.
+        let tiny = BTreeMap::from([("max.message.bytes".to_string(), "64".to_string())]);
+        admin.alter_configs(changelog, &tiny).await.unwrap();
+        changelogs
+            .committed(&producer, &[("t".to_string(), 0)])
+            .await;
+        assert_eq!(
+            changelogs.superseded.get(&("t".to_string(), 0)),
+            Some(&vec![replaced.clone()])
+        );
+        let before = admin.describe_topic(changelog).await.unwrap();
+        assert!(before.partitions.iter().all(|p| p.log_end_offset == 0));
+
+        // The next commit of the partition deletes it: two tombstones.
+        let back = BTreeMap::from([("max.message.bytes".to_string(), String::new())]);
+        admin.alter_configs(changelog, &back).await.unwrap();
+        changelogs
+            .committed(&producer, &[("t".to_string(), 0)])
+            .await;
+        assert_eq!(changelogs.superseded.get(&("t".to_string(), 0)), None);
+        let after = admin.describe_topic(changelog).await.unwrap();
+        assert_eq!(after.partitions[0].log_end_offset, 2);
+        producer.close().await.unwrap();
+        broker.shutdown().await.unwrap();
     }
 }
