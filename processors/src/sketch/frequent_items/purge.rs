@@ -50,6 +50,13 @@ impl FrequentItems {
     fn purge(&mut self) {
         let amount = self.purge_amount();
         debug_assert!(amount > 0);
+        // Empty before the purge, so no probe run crosses it; at most 19/20 of the slots
+        // are held, so there is one.
+        let boundary = self
+            .slots
+            .iter()
+            .position(Slot::is_empty)
+            .expect("a table is never full");
         for slot in &mut self.slots {
             if slot.is_empty() {
                 continue;
@@ -65,7 +72,7 @@ impl FrequentItems {
             }
         }
         self.offset = self.offset.saturating_add(amount);
-        self.reseat();
+        self.reseat(boundary);
     }
 
     /// The [`PURGE_QUANTILE`] of (a sample of) the counts: one of the counts held, so the purge
@@ -93,14 +100,16 @@ impl FrequentItems {
     }
 
     /// Moves every counter to the first free slot from its home, after a purge emptied slots in
-    /// the middle of probe runs. Starting after an empty slot, each run is rebuilt in order; a
-    /// counter never moves past the slot it was taken from, so runs stay contiguous.
-    fn reseat(&mut self) {
-        let Some(empty) = self.slots.iter().position(Slot::is_empty) else {
-            return;
-        };
-        let mut index = empty;
-        for _ in 0..self.slots.len() {
+    /// the middle of probe runs. `boundary` was empty before the purge, so no run crosses it:
+    /// starting there, each counter is re-seated after every slot of its run before it, and the
+    /// slots from its home to where it lands are never emptied again. (Starting at a slot the
+    /// purge emptied, a counter re-seated early could later have a slot of its path emptied by
+    /// one re-seated after it, and not be found again: see the test below.) A counter never
+    /// moves past the slot it was taken from.
+    fn reseat(&mut self, boundary: usize) {
+        debug_assert!(self.slots[boundary].is_empty());
+        let mut index = boundary;
+        for _ in 1..self.slots.len() {
             index = self.next(index);
             let slot = self.slots[index];
             if slot.is_empty() {
@@ -134,5 +143,83 @@ impl FrequentItems {
             slot.set_key_at(new_at);
             len
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::frequent_slot::Probe;
+    use super::super::super::key_log::KeyLog;
+    use super::*;
+
+    /// A short key whose home in a table of `slots` slots is `home`, not among `taken`.
+    fn key_at_home(slots: usize, home: usize, taken: &[Vec<u8>]) -> Vec<u8> {
+        (0u32..)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|key| {
+                let hash = u64::from(Probe::of(key).home_hash);
+                ((hash * slots as u64) >> 32) as usize == home && !taken.contains(key)
+            })
+            .unwrap()
+    }
+
+    /// A purge that empties slots 3, 4 and 14 of this table of 16 (`name@home`, count):
+    ///
+    /// ```text
+    /// 0 w@14:5  1 y@1:5  2 z@0:5  3 d@3:1  4 e@4:1  5 x@1:5  6 v@1:5  7 -  ..  14 p@14:1  15 q@15:5
+    /// ```
+    ///
+    /// Re-seated from slot 3 (the first empty slot after the purge, inside the run from 1), x
+    /// lands in 3 and v in 4; then w moves to 14, z to 0, and slot 2 on v's path is empty. From
+    /// slot 7, empty before the purge, every key is found again.
+    #[test]
+    fn every_held_key_is_found_after_a_purge_that_empties_slots_inside_runs() {
+        const SLOTS: usize = 16;
+        let layout: [(usize, usize, u64); 9] = [
+            (0, 14, 5),
+            (1, 1, 5),
+            (2, 0, 5),
+            (3, 3, 1),
+            (4, 4, 1),
+            (5, 1, 5),
+            (6, 1, 5),
+            (14, 14, 1),
+            (15, 15, 5),
+        ];
+        let mut sketch = FrequentItems {
+            slots: vec![Slot::default(); SLOTS],
+            keys: KeyLog::new(64),
+            len: 0,
+            capacity: SLOTS * 19 / 20,
+            offset: 0,
+            total: 0,
+        };
+        let mut keys = Vec::new();
+        for (index, home, count) in layout {
+            let key = key_at_home(SLOTS, home, &keys);
+            sketch.slots[index] = Slot::new(&Probe::of(&key), count, 0);
+            sketch.len += 1;
+            sketch.total += count;
+            keys.push(key);
+        }
+        for (key, (index, ..)) in keys.iter().zip(layout) {
+            assert_eq!(
+                sketch.locate(key, &Probe::of(key)),
+                Ok(index),
+                "a valid table"
+            );
+        }
+        sketch.purge();
+        assert_eq!(sketch.maximum_error(), 1);
+        for (key, (.., count)) in keys.iter().zip(layout) {
+            let held = count - 1;
+            assert_eq!(
+                sketch.lower_bound(key),
+                held,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(sketch.len(), 6);
     }
 }
