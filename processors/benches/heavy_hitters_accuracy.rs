@@ -2,7 +2,8 @@
 //! over several seeds (every seed reported, no best-of) and on text files of one key per line.
 //!
 //! `cargo bench -p weir-processors --bench heavy_hitters_accuracy -- [--events N] [--keys N]
-//! [--skews 0.8,1.0] [--seeds 1,2,3] [--budgets 4096,16384] [--input FILE]... [--streams-dir DIR]`
+//! [--skews 0.8,1.0] [--seeds 1,2,3] [--budgets 4096,16384] [--input FILE]... [--streams-dir DIR]
+//! [--frequent-items-only]`
 //!
 //! Prints one CSV row per (stream, seed, algorithm, budget): R@10, P@100, R@100, mean and max
 //! absolute error over the true top 100, memory in bytes, and M updates/s on one core. With
@@ -24,6 +25,8 @@ struct Options {
     budgets_bytes: Vec<usize>,
     inputs: Vec<String>,
     streams_dir: Option<String>,
+    /// Skips the other structures: the DataSketches comparison reads only `FrequentItems`' rows.
+    frequent_items_only: bool,
 }
 
 fn options() -> Options {
@@ -35,6 +38,7 @@ fn options() -> Options {
         budgets_bytes: (12..=22).map(|shift| 1usize << shift).collect(),
         inputs: Vec::new(),
         streams_dir: None,
+        frequent_items_only: false,
     };
     let list = |text: &str| -> Vec<String> { text.split(',').map(str::to_string).collect() };
     let mut args = std::env::args().skip(1);
@@ -63,6 +67,7 @@ fn options() -> Options {
             }
             "--input" => options.inputs.push(value()),
             "--streams-dir" => options.streams_dir = Some(value()),
+            "--frequent-items-only" => options.frequent_items_only = true,
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -101,11 +106,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let truth = Truth::of(&workload);
         let config = BenchConfig {
             budgets_bytes: options.budgets_bytes.clone(),
-            algorithms: vec![
-                Algorithm::TopkCms,
-                Algorithm::SpaceSaving,
-                Algorithm::Heavykeeper,
-            ],
+            algorithms: if options.frequent_items_only {
+                Vec::new()
+            } else {
+                vec![
+                    Algorithm::TopkCms,
+                    Algorithm::SpaceSaving,
+                    Algorithm::Heavykeeper,
+                ]
+            },
             threads: 1,
             ..BenchConfig::default()
         };

@@ -9,14 +9,24 @@
 //! sample), subtracts it from every counter, drops the counters it empties and adds `c` to the
 //! sketch's `offset`.
 //!
+//! Short keys (at most 8 bytes) and long keys each have their own `offset`. A purge for a full
+//! table subtracts `c` from every counter and adds it to both offsets; a purge for key log room
+//! (the table has counters free) subtracts it from the long keys' counters alone and adds it to
+//! their offset only: dropping short keys frees no key log byte, and leaving them alone keeps them
+//! exact. Most heavy identifiers are short: the largest error over the top 100 went from 1,423 to
+//! 846 on Rust identifiers at 8 KiB, from 16 to 7 on Python's at 32 KiB (see README).
+//!
 //! Guarantee, for every key and at all times: `lower ≤ true ≤ upper`, where a held key has
-//! `lower = count` and `upper = count + offset`, and any other key `lower = 0`, `upper = offset`.
-//! A purge lowers a surviving count by exactly `c` and a dropped count by at most `c`, and raises
-//! `offset` by `c`; so each key loses at most `offset` in total and never gains. `offset` itself is
-//! about N / ((1 − q) · capacity) at most for a purge quantile q: a purge of a full table takes `c`
-//! from the (1 − q) · capacity counters at or above the quantile, and all counters together never
-//! held more than N. (About: the quantile is taken from a sample, and a purge for key log room may
-//! find fewer counters.) This bound is argued, not tested; the bounds above are tested.
+//! `lower = count` and `upper = count + offset`, and any other key `lower = 0`, `upper = offset`,
+//! `offset` being that of the key's class. A purge lowers a surviving count of the classes it
+//! purges by exactly `c` and a dropped count by at most `c`, and raises their offsets by `c`; so
+//! each key loses at most its class's `offset` in total and never gains. The offset of short
+//! keys is about N / ((1 − q) · capacity) at most for a purge quantile q: a purge of a full table
+//! takes `c` from the (1 − q) · capacity counters at or above the quantile, and all counters
+//! together never held more than N. Long keys' offset is bounded likewise by their weight over
+//! (1 − q) times the long counters a full key log holds (fewer, the longer the keys). (About: the
+//! quantile is taken from a sample.) These bounds are argued, not tested; the bounds above are
+//! tested.
 //!
 //! Memory: both the table and the key log are allocated once, at construction, and their sum with
 //! the struct is the budget or less. A key that does not fit in the key log makes room by purging;
@@ -79,9 +89,11 @@ pub struct FrequentItems {
     len: usize,
     /// Counters allowed: 19/20 of the slots.
     capacity: usize,
-    /// Sum of all purge amounts (and of weights that could not be held): the most any key's
-    /// count has lost.
-    offset: u64,
+    /// Sum of the purge amounts taken from keys of at most 8 bytes (and of weights that could not
+    /// be held): the most any such key's count has lost.
+    offset_short: u64,
+    /// The same for longer keys, which purges for key log room also take from.
+    offset_long: u64,
     /// Sum of all weights (N).
     total: u64,
 }
@@ -121,7 +133,8 @@ impl FrequentItems {
             keys: KeyLog::new(key_log_bytes),
             len: 0,
             capacity: slots * LOAD_NUMERATOR / LOAD_DENOMINATOR,
-            offset: 0,
+            offset_short: 0,
+            offset_long: 0,
             total: 0,
         })
     }
@@ -197,7 +210,33 @@ impl FrequentItems {
 
     /// The most any key's count can be off: 0 while every key seen is held exactly.
     pub fn maximum_error(&self) -> u64 {
-        self.offset
+        self.offset_short.max(self.offset_long)
+    }
+
+    /// The most `key`'s count can be off, `upper_bound(key) − lower_bound(key)`: the offset of
+    /// its class (at most 8 bytes, or longer).
+    pub fn maximum_error_of(&self, key: &[u8]) -> u64 {
+        self.offset_of(key.len() > INLINE_BYTES_MAX)
+    }
+
+    #[inline]
+    fn offset_of(&self, long: bool) -> u64 {
+        if long {
+            self.offset_long
+        } else {
+            self.offset_short
+        }
+    }
+
+    /// Adds `amount` to the offset of one class of keys.
+    #[inline]
+    fn add_error(&mut self, long: bool, amount: u64) {
+        let offset = if long {
+            &mut self.offset_long
+        } else {
+            &mut self.offset_short
+        };
+        *offset = offset.saturating_add(amount);
     }
 
     /// Counts `weight` more occurrences of `key`.
@@ -220,11 +259,11 @@ impl FrequentItems {
         let inserting = slot.is_empty();
         // Only an insert into a full table: `len ≤ capacity`.
         if self.len + usize::from(inserting) > self.capacity {
-            let weight = self.capped(weight);
+            let weight = self.capped(false, weight);
             self.insert_after_making_room(key, &probe, weight);
             return;
         }
-        let count = self.capped(slot.count().saturating_add(weight));
+        let count = self.capped(false, slot.count().saturating_add(weight));
         self.slots[index] = Slot::new(&probe, count, 0);
         self.len += usize::from(inserting);
     }
@@ -234,13 +273,13 @@ impl FrequentItems {
     fn update_long(&mut self, key: &[u8], probe: &Probe, weight: u64) {
         let index = match self.locate(key, probe) {
             Ok(index) => {
-                let count = self.capped(self.slots[index].count().saturating_add(weight));
+                let count = self.capped(true, self.slots[index].count().saturating_add(weight));
                 self.slots[index].set_count(count);
                 return;
             }
             Err(empty) => empty,
         };
-        let weight = self.capped(weight);
+        let weight = self.capped(true, weight);
         if self.len < self.capacity && self.keys.fits(key.len()) {
             self.occupy(index, key, probe, weight);
         } else {
@@ -248,11 +287,12 @@ impl FrequentItems {
         }
     }
 
-    /// `count`, or [`COUNT_MAX`] with the excess counted as error (never in practice: 2^56).
+    /// `count`, or [`COUNT_MAX`] with the excess counted as error of the key's class (never in
+    /// practice: 2^56).
     #[inline]
-    fn capped(&mut self, count: u64) -> u64 {
+    fn capped(&mut self, long: bool, count: u64) -> u64 {
         if count > COUNT_MAX {
-            self.offset = self.offset.saturating_add(count - COUNT_MAX);
+            self.add_error(long, count - COUNT_MAX);
             COUNT_MAX
         } else {
             count
@@ -265,7 +305,7 @@ impl FrequentItems {
         if !self.make_room(key_bytes) {
             // The key can never be held (longer than the whole key log): count it as error, which
             // keeps every bound true.
-            self.offset = self.offset.saturating_add(weight);
+            self.add_error(probe.is_long(), weight);
             return;
         }
         // The purge dropped the key if it was held at all.
@@ -311,14 +351,15 @@ impl FrequentItems {
     ///
     /// [`maximum_error`]: Self::maximum_error
     pub fn upper_bound(&self, key: &[u8]) -> u64 {
-        self.lower_bound(key).saturating_add(self.offset)
+        self.lower_bound(key)
+            .saturating_add(self.maximum_error_of(key))
     }
 
     /// The upper bound for a held key, 0 for any other, as DataSketches' `getEstimate`: heavy keys
-    /// are held from their first occurrence and then estimated exactly.
+    /// are held from their first occurrence and then estimated exactly (every purge since took
+    /// exactly their class's offset from them).
     pub fn estimate(&self, key: &[u8]) -> u64 {
-        self.find(key)
-            .map_or(0, |slot| slot.count().saturating_add(self.offset))
+        self.find(key).map_or(0, |slot| self.upper_of(slot))
     }
 
     /// The held keys, each with its bounds, in no order.
@@ -330,8 +371,13 @@ impl FrequentItems {
         self.slots.iter().filter(|slot| !slot.is_empty())
     }
 
+    /// A held key's upper bound, its estimate.
+    fn upper_of(&self, slot: &Slot) -> u64 {
+        slot.count().saturating_add(self.offset_of(slot.is_long()))
+    }
+
     fn item(&self, slot: &Slot) -> FrequentItem {
-        let upper_bound = slot.count().saturating_add(self.offset);
+        let upper_bound = self.upper_of(slot);
         FrequentItem {
             key: self.key_ref(slot).as_slice().to_vec(),
             estimate: upper_bound,
@@ -340,12 +386,17 @@ impl FrequentItems {
         }
     }
 
-    /// Up to `k` held keys with the largest estimates, largest first (ties by key).
+    /// Up to `k` held keys with the largest lower bounds (their counts), largest first; ties by
+    /// estimate, then key. Among keys of one class that is the order of the estimates; across
+    /// classes the long keys' larger offset is uncertainty, not weight, and ranking by estimate
+    /// put long tail keys before heavy short ones (Rust identifiers, crates m–z: R@10 from 1.0 to
+    /// 0.9 at 8–32 KiB, R@100 at 4 KiB from 0.86 to 0.73).
     pub fn top_k(&self, k: usize) -> Vec<FrequentItem> {
         let mut held: Vec<&Slot> = self.held().collect();
         let by_rank = |a: &&Slot, b: &&Slot| {
             b.count()
                 .cmp(&a.count())
+                .then_with(|| self.upper_of(b).cmp(&self.upper_of(a)))
                 .then_with(|| self.key_ref(a).as_slice().cmp(self.key_ref(b).as_slice()))
         };
         if k < held.len() {
@@ -368,13 +419,14 @@ impl FrequentItems {
     }
 
     /// Folds in a sketch of another partition or time slice, of any size: its counts are added
-    /// as updates, then its offset, so every bound stays certain for the union of both streams.
+    /// as updates, then its offsets, so every bound stays certain for the union of both streams.
     pub fn merge(&mut self, other: &FrequentItems) {
         let total = self.total.saturating_add(other.total);
         for slot in other.held() {
             self.update(other.key_ref(slot).as_slice(), slot.count());
         }
-        self.offset = self.offset.saturating_add(other.offset);
+        self.add_error(false, other.offset_short);
+        self.add_error(true, other.offset_long);
         self.total = total;
     }
 
@@ -383,7 +435,8 @@ impl FrequentItems {
         self.slots.fill(Slot::default());
         self.keys.clear();
         self.len = 0;
-        self.offset = 0;
+        self.offset_short = 0;
+        self.offset_long = 0;
         self.total = 0;
     }
 
@@ -399,15 +452,15 @@ impl HeavyHitters for FrequentItems {
         FrequentItems::update(self, key, count);
     }
 
-    /// `count` is the estimate (the upper bound) and `error` the maximum error, so the true count
-    /// lies in `count − error ..= count`, as for [`SpaceSaving`](super::SpaceSaving).
+    /// `count` is the estimate (the upper bound) and `error` the key's maximum error, so the true
+    /// count lies in `count − error ..= count`, as for [`SpaceSaving`](super::SpaceSaving).
     fn top(&self, k: usize) -> Vec<HeavyHitter> {
         self.top_k(k)
             .into_iter()
             .map(|item| HeavyHitter {
+                error: item.upper_bound - item.lower_bound,
                 key: item.key,
                 count: item.estimate,
-                error: self.offset,
             })
             .collect()
     }

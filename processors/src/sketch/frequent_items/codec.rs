@@ -5,7 +5,7 @@
 //! ```text
 //! offset size field
 //!  0     4    magic "WFIS"
-//!  4     2    version (1), u16 LE
+//!  4     2    version (2), u16 LE
 //!  6     2    reserved, 0
 //!  8     4    table slots, u32 LE
 //! 12     4    key log bytes, u32 LE
@@ -13,9 +13,13 @@
 //! 20     4    CRC-32C of bytes 0..20 followed by bytes 24..end
 //! 24     8    encoded length in bytes, this header included, u64 LE
 //! 32     8    total weight N, u64 LE
-//! 40     8    maximum error (the sketch's offset), u64 LE
-//! 48     items, each: key length (LEB128), key bytes, count (LEB128, 1 ..= 2^56 − 1)
+//! 40     8    maximum error of keys of at most 8 bytes (their offset), u64 LE
+//! 48     8    maximum error of longer keys (their offset), u64 LE
+//! 56     items, each: key length (LEB128), key bytes, count (LEB128, 1 ..= 2^56 − 1)
 //! ```
+//!
+//! Version 1, written before short and long keys had offsets of their own, has no field at 48:
+//! its items start there, and its one offset is read as both.
 //!
 //! Items are written in table order, starting after an empty slot. Inserting them in that order
 //! into an empty table of the same size puts every key back in the slot it came from (each key's
@@ -34,9 +38,11 @@ use super::super::{DecodeError, SketchError};
 use super::{FrequentItems, LOAD_DENOMINATOR, LOAD_NUMERATOR, SLOTS_MAX, SLOTS_MIN};
 
 const MAGIC: [u8; 4] = *b"WFIS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 /// Bytes before the items.
-const HEADER_BYTES: usize = 48;
+const HEADER_BYTES: usize = 56;
+/// Bytes before the items in version 1.
+const V1_HEADER_BYTES: usize = 48;
 const CHECKSUM_OFFSET: usize = 20;
 /// Longest LEB128 encoding of a u64.
 const VARINT_BYTES_MAX: usize = 10;
@@ -54,7 +60,8 @@ impl FrequentItems {
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&self.total.to_le_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.offset_short.to_le_bytes());
+        out.extend_from_slice(&self.offset_long.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_BYTES);
         // There is an empty slot: capacity < slots.
         let start = self.slots.iter().position(Slot::is_empty).unwrap_or(0);
@@ -77,12 +84,13 @@ impl FrequentItems {
     /// and memory as the original, refusing it if that memory is above `memory_bytes_max`
     /// (the decoder allocates it before reading a single key, whatever the input's length).
     pub fn from_bytes(bytes: &[u8], memory_bytes_max: usize) -> Result<Self, SketchError> {
-        let header = bytes
-            .get(..HEADER_BYTES)
-            .ok_or(DecodeError::TruncatedHeader {
-                needed: HEADER_BYTES,
+        let header_of = |len: usize| {
+            bytes.get(..len).ok_or(DecodeError::TruncatedHeader {
+                needed: len,
                 available: bytes.len(),
-            })?;
+            })
+        };
+        let header = header_of(V1_HEADER_BYTES)?;
         let magic: [u8; 4] = array_at(header, 0);
         if magic != MAGIC {
             return Err(DecodeError::BadMagic {
@@ -92,13 +100,19 @@ impl FrequentItems {
             .into());
         }
         let version = u16::from_le_bytes(array_at(header, 4));
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(DecodeError::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
             }
             .into());
         }
+        let header_bytes = if version == 1 {
+            V1_HEADER_BYTES
+        } else {
+            HEADER_BYTES
+        };
+        let header = header_of(header_bytes)?;
         let reserved = u16::from_le_bytes(array_at(header, 6));
         if reserved != 0 {
             return Err(bad_field("reserved", 6, reserved.into(), "must be 0"));
@@ -149,10 +163,15 @@ impl FrequentItems {
             keys: KeyLog::new(key_log_bytes),
             len: 0,
             capacity,
-            offset: u64::from_le_bytes(array_at(header, 40)),
+            offset_short: u64::from_le_bytes(array_at(header, 40)),
+            offset_long: if version == 1 {
+                u64::from_le_bytes(array_at(header, 40))
+            } else {
+                u64::from_le_bytes(array_at(header, 48))
+            },
             total: u64::from_le_bytes(array_at(header, 32)),
         };
-        let mut at = HEADER_BYTES;
+        let mut at = header_bytes;
         for _ in 0..items {
             sketch.restore_item(bytes, &mut at)?;
         }
@@ -335,6 +354,44 @@ mod tests {
         let error = FrequentItems::from_bytes(&resealed(bytes), 4096).unwrap_err();
         assert!(
             error.to_string().contains("overflows the key log"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn version_1_bytes_read_their_one_offset_as_both() {
+        // Short keys only: one offset for both classes, as version 1 had.
+        let mut sketch = FrequentItems::with_budget_and_key_bytes(600, 8).unwrap();
+        for i in 0..2_000u64 {
+            sketch.update(format!("k{}", i % 300 + i % 7).as_bytes(), 1 + i % 3);
+        }
+        let offset = sketch.maximum_error();
+        assert!(offset > 0);
+        let v2 = sketch.to_bytes();
+        let mut v1 = [&v2[..V1_HEADER_BYTES], &v2[HEADER_BYTES..]].concat();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let len = v1.len() as u64;
+        v1[24..32].copy_from_slice(&len.to_le_bytes());
+        let copy = FrequentItems::from_bytes(&resealed(v1), sketch.memory_bytes()).unwrap();
+        assert_eq!(copy.top_k(usize::MAX), sketch.top_k(usize::MAX));
+        assert_eq!(copy.maximum_error_of(b"k1"), offset);
+        assert_eq!(
+            copy.maximum_error_of(b"a key longer than eight bytes"),
+            offset
+        );
+        assert_eq!(copy.to_bytes(), v2, "written back as version 2");
+    }
+
+    #[test]
+    fn a_version_after_2_is_refused() {
+        let mut bytes = sample().to_bytes();
+        bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
+        let error = FrequentItems::from_bytes(&resealed(bytes), 4096).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SketchError::Decode(DecodeError::UnsupportedVersion { found: 3, .. })
+            ),
             "{error}"
         );
     }

@@ -30,7 +30,8 @@ impl FrequentItems {
             return false;
         }
         loop {
-            if self.len < self.capacity {
+            let table_full = self.len == self.capacity;
+            if !table_full {
                 if !long || self.keys.fits(key_bytes) {
                     return true;
                 }
@@ -42,13 +43,16 @@ impl FrequentItems {
             if self.len == 0 {
                 return false;
             }
-            self.purge();
+            // With counters free, only the key log is short of room: only long keys are purged.
+            // A full key log with no garbage holds live long keys, so such a purge drops one.
+            self.purge(!table_full);
         }
     }
 
-    /// Subtracts a sampled quantile of the counts from every counter, dropping those it empties.
-    fn purge(&mut self) {
-        let amount = self.purge_amount();
+    /// Subtracts a sampled quantile of the counts from every counter (or every long key's
+    /// counter, if `long_only`), dropping those it empties.
+    fn purge(&mut self, long_only: bool) {
+        let amount = self.purge_amount(long_only);
         debug_assert!(amount > 0);
         // Empty before the purge, so no probe run crosses it; at most 19/20 of the slots
         // are held, so there is one.
@@ -58,7 +62,7 @@ impl FrequentItems {
             .position(Slot::is_empty)
             .expect("a table is never full");
         for slot in &mut self.slots {
-            if slot.is_empty() {
+            if slot.is_empty() || (long_only && !slot.is_long()) {
                 continue;
             }
             if slot.count() <= amount {
@@ -71,21 +75,26 @@ impl FrequentItems {
                 slot.set_count(slot.count() - amount);
             }
         }
-        self.offset = self.offset.saturating_add(amount);
+        self.add_error(true, amount);
+        if !long_only {
+            self.add_error(false, amount);
+        }
         self.reseat(boundary);
     }
 
-    /// The [`PURGE_QUANTILE`] of (a sample of) the counts: one of the counts held, so the purge
-    /// drops at least that counter.
-    fn purge_amount(&self) -> u64 {
+    /// The [`PURGE_QUANTILE`] of (a sample of) the counts purged: one of the counts held, so the
+    /// purge drops at least that counter.
+    fn purge_amount(&self, long_only: bool) -> u64 {
         let mut sample = [0u64; PURGE_SAMPLE];
+        let purged = |slot: &Slot| !slot.is_empty() && (!long_only || slot.is_long());
         let stride = (self.slots.len() / PURGE_SAMPLE).max(1);
         let mut taken = 0;
-        // Strided first, then every slot if the strided pass found too few counters.
+        // Strided first, then every slot if the strided pass found too few counters (always
+        // fewer than a quarter of the long ones, if those are few).
         for step in [stride, 1] {
             taken = 0;
             for slot in self.slots.iter().step_by(step) {
-                if !slot.is_empty() && taken < PURGE_SAMPLE {
+                if purged(slot) && taken < PURGE_SAMPLE {
                     sample[taken] = slot.count();
                     taken += 1;
                 }
@@ -94,6 +103,7 @@ impl FrequentItems {
                 break;
             }
         }
+        debug_assert!(taken > 0, "a purge finds a counter to drop");
         let sample = &mut sample[..taken];
         let rank = ((taken as f64 * PURGE_QUANTILE) as usize).min(taken.saturating_sub(1));
         *sample.select_nth_unstable(rank).1
@@ -191,7 +201,8 @@ mod tests {
             keys: KeyLog::new(64),
             len: 0,
             capacity: SLOTS * 19 / 20,
-            offset: 0,
+            offset_short: 0,
+            offset_long: 0,
             total: 0,
         };
         let mut keys = Vec::new();
@@ -209,7 +220,7 @@ mod tests {
                 "a valid table"
             );
         }
-        sketch.purge();
+        sketch.purge(false);
         assert_eq!(sketch.maximum_error(), 1);
         for (key, (.., count)) in keys.iter().zip(layout) {
             let held = count - 1;
