@@ -287,6 +287,16 @@ impl Admin {
         Ok(ends)
     }
 
+    /// Each partition of `topic` with its first offset as its leader answers it.
+    pub async fn start_offsets(&self, topic: &str) -> Result<Vec<(u32, u64)>, ClientError> {
+        let partitions: Vec<u32> = (0..self.describe_topic(topic).await?.partition_count).collect();
+        let mut starts = self
+            .list_offsets(topic, &partitions, OffsetSpec::Earliest, 0)
+            .await?;
+        starts.sort_unstable();
+        Ok(starts)
+    }
+
     async fn list_offsets(
         &self,
         topic: &str,

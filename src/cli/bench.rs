@@ -406,16 +406,9 @@ async fn produce(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
 
 async fn consume(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     let admin = Admin::connect(addr).await?;
-    let topic = admin
-        .describe_topic(&bench.topic)
-        .await
-        .with_context(|| format!("run `weir bench produce --topic {}` first", bench.topic))?;
-    let partitions: Vec<u32> = (0..topic.partition_count).collect();
-    let available: u64 = topic
-        .partitions
-        .iter()
-        .map(|p| p.high_watermark - p.log_start_offset)
-        .sum();
+    let spans = leader_spans(&admin, &bench.topic).await?;
+    let partitions: Vec<u32> = spans.iter().map(|(p, ..)| *p).collect();
+    let available: u64 = spans.iter().map(|(_, start, end)| end - start).sum();
     let target = bench.records.min(available);
     let mut consumer = Consumer::connect(
         addr,
@@ -520,4 +513,27 @@ async fn end_to_end(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     producer.close().await?;
     let bytes = records * bench.record_size as u64;
     Ok(report("e2e", bench, records, bytes, 0, elapsed, &latencies))
+}
+
+/// Each partition of `topic` with its first offset and high watermark as its leader
+/// answers them: the broker asked may follow a partition, and a follower's lag.
+pub(super) async fn leader_spans(
+    admin: &Admin,
+    topic: &str,
+) -> anyhow::Result<Vec<(u32, u64, u64)>> {
+    let first = || format!("run `weir bench produce --topic {topic}` first");
+    let starts = admin.start_offsets(topic).await.with_context(first)?;
+    let ends: std::collections::BTreeMap<u32, u64> = admin
+        .end_offsets(topic)
+        .await
+        .with_context(first)?
+        .into_iter()
+        .collect();
+    Ok(starts
+        .into_iter()
+        .map(|(partition, start)| {
+            let end = ends.get(&partition).copied().unwrap_or(start);
+            (partition, start, end.max(start))
+        })
+        .collect())
 }

@@ -252,29 +252,18 @@ async fn produce_stamped(
 
 pub(super) async fn consume(grpc: &str, kafka: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     let admin = Admin::connect(grpc).await?;
-    let topic = admin
-        .describe_topic(&bench.topic)
-        .await
-        .with_context(|| format!("run `weir bench produce --topic {}` first", bench.topic))?;
-    let positions: FetchPositions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            (
-                p.partition as i32,
-                p.log_start_offset as i64,
-                p.high_watermark as i64,
-            )
-        })
+    let positions: FetchPositions = super::leader_spans(&admin, &bench.topic)
+        .await?
+        .into_iter()
+        .map(|(partition, start, end)| (partition as i32, start as i64, end as i64))
         .collect();
     // Where counting starts per partition: the offsets the answers being
     // checked were asked from (a fetch may start inside a batch).
     let mut counted_from: Vec<(i32, i64)> =
         positions.iter().map(|(p, next, _)| (*p, *next)).collect();
-    let available: u64 = topic
-        .partitions
+    let available: u64 = positions
         .iter()
-        .map(|p| p.high_watermark - p.log_start_offset)
+        .map(|(_, start, end)| (end - start) as u64)
         .sum();
     let target = bench.records.min(available);
     let (reader, writer) = connect(kafka).await?;
@@ -377,15 +366,14 @@ pub(super) async fn end_to_end(
         bail!("--record-size must be at least 8 for e2e: the send time travels in the value");
     }
     ensure_topic(grpc, bench).await?;
-    let topic = Admin::connect(grpc)
+    let ends = Admin::connect(grpc)
         .await?
-        .describe_topic(&bench.topic)
+        .end_offsets(&bench.topic)
         .await?;
     // Followed past any end: the fetcher runs until the records arrived.
-    let positions: FetchPositions = topic
-        .partitions
-        .iter()
-        .map(|p| (p.partition as i32, p.high_watermark as i64, i64::MAX))
+    let positions: FetchPositions = ends
+        .into_iter()
+        .map(|(partition, end)| (partition as i32, end as i64, i64::MAX))
         .collect();
     let mut counted_from: Vec<(i32, i64)> =
         positions.iter().map(|(p, next, _)| (*p, *next)).collect();
