@@ -1,6 +1,6 @@
 //! The group coordinator served by the broker: one [`GroupCoordinator`] per partition of
-//! `__consumer_offsets` this broker leads, behind one lock, whose changes are appended to
-//! that partition before any answer leaves.
+//! `__consumer_offsets` this broker leads, each behind its own lock, whose changes are
+//! appended to that partition before any answer leaves.
 //!
 //! A group lives on the partition its id hashes to, and its coordinator is that
 //! partition's leader, as in Kafka: a broker in no cluster leads them all; in a cluster the
@@ -10,15 +10,17 @@
 //! request for a group coordinated elsewhere is refused with
 //! [`BrokerError::NotCoordinator`], which clients answer by finding the coordinator again.
 //!
-//! Owns: the lock around the coordinators, which partitions are loaded, the records' way
+//! Owns: the locks around the coordinators, which partitions are loaded, the records' way
 //! into and out of the log (`log.rs`), the topic sizes they are fed, and the clock they are
 //! driven by. Does not own the rules of groups (`group/`) or the wire (`rpc/group.rs`,
 //! `kafka/groups.rs`).
 //!
 //! Invariant: what a coordinator answers is in its partition's log, and in a cluster on
-//! every in-sync replica of it. Each operation runs under the lock, its records are
-//! appended (fsynced per the topic's flush policy, and replicated to the ISR) while the
-//! lock is held, and only then is the answer returned. When an append fails the
+//! every in-sync replica of it. Each operation runs under its partition's lock, its records
+//! are appended (fsynced per the topic's flush policy, and replicated to the ISR) while the
+//! lock is held, and only then is the answer returned. The groups of other partitions are
+//! served meanwhile: a commit waiting up to 5 s for a slow follower holds up only the groups
+//! that share its partition, as Kafka's coordinator serves each partition apart. When an append fails the
 //! coordinator is ahead of the log; it is then rebuilt from the log before the next
 //! operation is served, rather than undoing the change in memory: the log is the one
 //! truth, and an append that failed is then reflected exactly as it was stored.
@@ -47,26 +49,18 @@ pub struct GroupService {
     /// Whether the broker is in a cluster, where the metadata log says who leads
     /// `__consumer_offsets` (before it has, this broker coordinates nothing).
     in_cluster: bool,
-    state: Mutex<State>,
+    /// One lock per `__consumer_offsets` partition, by index, holding its coordinator
+    /// while this broker leads it. The map's own lock is held only to look one up.
+    partitions: std::sync::Mutex<BTreeMap<u32, Arc<Mutex<Option<Loaded>>>>>,
+    topics: std::sync::Mutex<Topics>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// The coordinator of each `__consumer_offsets` partition this broker leads, by index.
-    loaded: BTreeMap<u32, Loaded>,
-    /// The broker's topic sizes as last read, and a version that moves when they change:
-    /// read once per operation or tick, not once per coordinator.
-    topics: TopicMetadata,
-    topics_version: u64,
-}
-
-impl State {
-    fn note_topics(&mut self, topics: TopicMetadata) {
-        if topics != self.topics {
-            self.topics = topics;
-            self.topics_version += 1;
-        }
-    }
+/// The broker's topic sizes as last read, and a version that moves when they change:
+/// read once per operation or tick, not once per coordinator.
+#[derive(Debug, Default, Clone)]
+struct Topics {
+    sizes: Arc<TopicMetadata>,
+    version: u64,
 }
 
 #[derive(Debug)]
@@ -75,7 +69,7 @@ struct Loaded {
     /// The partition's leader epoch when it was rebuilt (`None` in no cluster, where it
     /// never changes hands).
     epoch: Option<i32>,
-    /// The `State::topics_version` last given to `set_topics` (0: none yet).
+    /// The `Topics::version` last given to `set_topics` (0: none yet).
     topics_version: u64,
     /// An append failed after the coordinator changed: rebuild it from the log first.
     ahead_of_log: bool,
@@ -100,7 +94,8 @@ impl GroupService {
             broker,
             config,
             in_cluster,
-            state: Mutex::new(State::default()),
+            partitions: std::sync::Mutex::new(BTreeMap::new()),
+            topics: std::sync::Mutex::new(Topics::default()),
         };
         // Topics may have changed while the broker was down: groups that subscribe to
         // them get a new assignment in the first tick.
@@ -202,6 +197,23 @@ impl GroupService {
         &self.broker
     }
 
+    /// The lock of partition `index`, made on first use.
+    fn partition_lock(&self, index: u32) -> Arc<Mutex<Option<Loaded>>> {
+        let mut partitions = self.partitions.lock().expect("not poisoned");
+        Arc::clone(partitions.entry(index).or_default())
+    }
+
+    /// The broker's topic sizes now, with the version that says whether they changed.
+    fn note_topics(&self) -> Result<Topics, BrokerError> {
+        let sizes = self.topic_metadata()?;
+        let mut topics = self.topics.lock().expect("not poisoned");
+        if sizes != *topics.sizes {
+            topics.sizes = Arc::new(sizes);
+            topics.version += 1;
+        }
+        Ok(topics.clone())
+    }
+
     /// Runs `operation` on the coordinator of `group` and appends the records it left
     /// before returning its result. A refused operation's records (it should leave none)
     /// are appended too, so memory and log never part.
@@ -211,24 +223,30 @@ impl GroupService {
         operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
     ) -> Result<T, BrokerError> {
         let index = self.partition_of(group).await?;
-        let mut state = self.state.lock().await;
-        state.note_topics(self.topic_metadata()?);
-        self.mutate_loaded(&mut state, index, group, operation)
+        let topics = self.note_topics()?;
+        let lock = self.partition_lock(index);
+        let mut slot = lock.lock().await;
+        self.mutate_loaded(&mut slot, &topics, index, group, operation)
             .await
     }
 
     async fn mutate_loaded<T>(
         &self,
-        state: &mut State,
+        slot: &mut Option<Loaded>,
+        topics: &Topics,
         index: u32,
         group: &str,
         operation: impl FnOnce(&mut GroupCoordinator, i64) -> Result<T, GroupError>,
     ) -> Result<T, BrokerError> {
-        let loaded = self.loaded(&mut state.loaded, index, group).await?;
+        let loaded = self.loaded(slot, index, group).await?;
         let now_ms = now_ms();
-        if loaded.topics_version != state.topics_version {
-            loaded.coordinator.set_topics(state.topics.clone(), now_ms);
-            loaded.topics_version = state.topics_version;
+        // Versions only grow: an operation that read the sizes before another's must
+        // not hand the coordinator the older ones.
+        if topics.version > loaded.topics_version {
+            loaded
+                .coordinator
+                .set_topics(TopicMetadata::clone(&topics.sizes), now_ms);
+            loaded.topics_version = topics.version;
         }
         let result = operation(&mut loaded.coordinator, now_ms);
         let records = loaded.coordinator.take_records();
@@ -258,9 +276,19 @@ impl GroupService {
         query: impl FnOnce(&GroupCoordinator) -> T,
     ) -> Result<T, BrokerError> {
         let index = self.partition_of(group).await?;
-        let mut state = self.state.lock().await;
-        let loaded = self.loaded(&mut state.loaded, index, group).await?;
+        let lock = self.partition_lock(index);
+        let mut slot = lock.lock().await;
+        let loaded = self.loaded(&mut slot, index, group).await?;
         Ok(query(&loaded.coordinator))
+    }
+
+    /// The locks of every partition known here, in order.
+    fn partition_locks(&self) -> Vec<(u32, Arc<Mutex<Option<Loaded>>>)> {
+        let partitions = self.partitions.lock().expect("not poisoned");
+        partitions
+            .iter()
+            .map(|(index, lock)| (*index, Arc::clone(lock)))
+            .collect()
     }
 
     /// Runs `query` on every coordinator this broker holds (the groups it coordinates:
@@ -270,12 +298,13 @@ impl GroupService {
         mut query: impl FnMut(&GroupCoordinator) -> Vec<T>,
     ) -> Result<Vec<T>, BrokerError> {
         self.refresh().await?;
-        let state = self.state.lock().await;
-        Ok(state
-            .loaded
-            .values()
-            .flat_map(|loaded| query(&loaded.coordinator))
-            .collect())
+        let mut all = Vec::new();
+        for (_, lock) in self.partition_locks() {
+            if let Some(loaded) = lock.lock().await.as_ref() {
+                all.extend(query(&loaded.coordinator));
+            }
+        }
+        Ok(all)
     }
 
     /// The coordinator of partition `index`, rebuilt from the log first when it is not
@@ -283,43 +312,40 @@ impl GroupService {
     /// another broker leads the partition.
     async fn loaded<'a>(
         &self,
-        coordinators: &'a mut BTreeMap<u32, Loaded>,
+        slot: &'a mut Option<Loaded>,
         index: u32,
         group: &str,
     ) -> Result<&'a mut Loaded, BrokerError> {
         let epoch = match self.coordination(index) {
             Coordination::Here { epoch } => epoch,
             Coordination::Elsewhere { leader } => {
-                coordinators.remove(&index);
+                *slot = None;
                 return Err(BrokerError::NotCoordinator {
                     group: group.to_string(),
                     coordinator: leader,
                 });
             }
         };
-        let current = coordinators
-            .get(&index)
+        let current = slot
+            .as_ref()
             .is_some_and(|loaded| loaded.epoch == epoch && !loaded.ahead_of_log);
         if !current {
             let coordinator = log::replay(&self.broker, &self.config, index).await?;
-            if coordinators.contains_key(&index) {
+            if slot.is_some() {
                 tracing::info!(
                     partition = index,
                     ?epoch,
                     "rebuilt a group coordinator from __consumer_offsets"
                 );
             }
-            coordinators.insert(
-                index,
-                Loaded {
-                    coordinator,
-                    epoch,
-                    topics_version: 0,
-                    ahead_of_log: false,
-                },
-            );
+            *slot = Some(Loaded {
+                coordinator,
+                epoch,
+                topics_version: 0,
+                ahead_of_log: false,
+            });
         }
-        Ok(coordinators.get_mut(&index).expect("loaded above"))
+        Ok(slot.as_mut().expect("loaded above"))
     }
 
     /// Loads the partitions this broker has come to lead and drops those it no longer
@@ -330,15 +356,25 @@ impl GroupService {
             Err(BrokerError::UnknownTopic { .. }) => return Ok(()),
             Err(error) => return Err(error),
         };
-        let mut state = self.state.lock().await;
         for index in 0..partitions {
             match self.coordination(index) {
                 Coordination::Here { .. } => {
-                    self.loaded(&mut state.loaded, index, CONSUMER_OFFSETS_TOPIC)
+                    let lock = self.partition_lock(index);
+                    let mut slot = lock.lock().await;
+                    self.loaded(&mut slot, index, CONSUMER_OFFSETS_TOPIC)
                         .await?;
                 }
                 Coordination::Elsewhere { .. } => {
-                    if state.loaded.remove(&index).is_some() {
+                    let lock = self
+                        .partitions
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&index)
+                        .cloned();
+                    let Some(lock) = lock else {
+                        continue;
+                    };
+                    if lock.lock().await.take().is_some() {
                         tracing::info!(
                             partition = index,
                             "no longer leads this __consumer_offsets partition: its groups are coordinated elsewhere"
@@ -347,24 +383,33 @@ impl GroupService {
                 }
             }
         }
-        state.loaded.retain(|&index, _| index < partitions);
+        self.partitions
+            .lock()
+            .expect("not poisoned")
+            .retain(|&index, _| index < partitions);
         Ok(())
     }
 
     /// Removes members past their timeouts and computes delayed assignments in every
     /// coordinator held here, persisting what that changed. Returns the removed (group,
-    /// member) pairs.
+    /// member) pairs. Each partition is ticked under its own lock, one after another.
     pub async fn tick(&self) -> Result<Vec<(String, String)>, BrokerError> {
         self.refresh().await?;
-        let mut state = self.state.lock().await;
-        state.note_topics(self.topic_metadata()?);
-        let indexes: Vec<u32> = state.loaded.keys().copied().collect();
+        let topics = self.note_topics()?;
         let mut removed = Vec::new();
-        for index in indexes {
+        for (index, lock) in self.partition_locks() {
+            let mut slot = lock.lock().await;
+            if slot.is_none() {
+                continue;
+            }
             match self
-                .mutate_loaded(&mut state, index, CONSUMER_OFFSETS_TOPIC, |c, now_ms| {
-                    Ok(c.tick(now_ms))
-                })
+                .mutate_loaded(
+                    &mut slot,
+                    &topics,
+                    index,
+                    CONSUMER_OFFSETS_TOPIC,
+                    |c, now_ms| Ok(c.tick(now_ms)),
+                )
                 .await
             {
                 Ok(gone) => removed.extend(gone),
