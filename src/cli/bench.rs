@@ -444,6 +444,31 @@ async fn consume(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     ))
 }
 
+/// How long e2e waits, once every record is acknowledged, for the last of them to
+/// arrive: an acknowledged record is readable at once, so this is a hang guard.
+pub(super) const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `receiving`'s result, or (the task stopped) an error saying how many of `records`
+/// had arrived (`arrived`) when `timeout` passed.
+pub(super) async fn arrived_in_time<T>(
+    receiving: tokio::task::JoinHandle<T>,
+    arrived: impl Fn() -> u64,
+    records: u64,
+    timeout: Duration,
+) -> anyhow::Result<Result<T, tokio::task::JoinError>> {
+    let abort = receiving.abort_handle();
+    match tokio::time::timeout(timeout, receiving).await {
+        Ok(result) => Ok(result),
+        Err(_) => {
+            abort.abort();
+            bail!(
+                "{} of {records} records arrived within {timeout:?} of the last acknowledgement",
+                arrived()
+            )
+        }
+    }
+}
+
 async fn end_to_end(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     if bench.record_size < 8 {
         bail!("--record-size must be at least 8 for e2e: the send time travels in the value");
@@ -507,7 +532,9 @@ async fn end_to_end(addr: &str, bench: &BenchArgs) -> anyhow::Result<Report> {
     for delivery in deliveries {
         delivery.await?;
     }
-    let latencies = receiving.await.context("consumer task failed")??;
+    let latencies = arrived_in_time(receiving, || bar.position(), records, ARRIVAL_TIMEOUT)
+        .await?
+        .context("consumer task failed")??;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     producer.close().await?;
@@ -536,4 +563,24 @@ pub(super) async fn leader_spans(
             (partition, start, end.max(start))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn e2e_stops_waiting_for_records_that_never_arrive_and_says_how_many_did() {
+        let never = tokio::spawn(std::future::pending::<()>());
+        let error = arrived_in_time(never, || 7, 10, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "7 of 10 records arrived within 50ms of the last acknowledgement"
+        );
+        let done = tokio::spawn(async { 3 });
+        let result = arrived_in_time(done, || 10, 10, Duration::from_secs(5)).await;
+        assert_eq!(result.unwrap().unwrap(), 3);
+    }
 }

@@ -16,6 +16,7 @@
 //! sends, each batch's values stamped with its making time. Both talk
 //! to the one broker at `--kafka`: a one-node broker, or the leader of every partition.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -388,6 +389,8 @@ pub(super) async fn end_to_end(
     ));
     let epoch = Instant::now();
     let records = bench.records;
+    let arrived = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&arrived);
     let receiving = tokio::spawn(async move {
         let mut latencies = histogram();
         let mut decoder = RecordDecoder::new();
@@ -412,6 +415,7 @@ pub(super) async fn end_to_end(
                     received += 1;
                 },
             )?;
+            counted.store(received, Relaxed);
         }
         Ok::<_, anyhow::Error>(Some(latencies))
     });
@@ -421,7 +425,20 @@ pub(super) async fn end_to_end(
         fetcher.abort();
         bail!("{} of {records} records were refused", sent.errors);
     }
-    let latencies = receiving.await.context("the consumer task failed")??;
+    let latencies = match super::arrived_in_time(
+        receiving,
+        || arrived.load(Relaxed),
+        records,
+        super::ARRIVAL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(received) => received.context("the consumer task failed")??,
+        Err(error) => {
+            fetcher.abort();
+            return Err(error);
+        }
+    };
     let elapsed = started.elapsed();
     let Some(latencies) = latencies else {
         fetcher.await.context("the fetch task failed")??;
