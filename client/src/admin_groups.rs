@@ -279,22 +279,24 @@ impl Admin {
     /// Each partition of `topic` with its end offset (high watermark) as its leader
     /// answers it: a follower's own, in `describe_topic`, lags the leader's.
     pub async fn end_offsets(&self, topic: &str) -> Result<Vec<(u32, u64)>, ClientError> {
-        let partitions: Vec<u32> = (0..self.describe_topic(topic).await?.partition_count).collect();
-        let mut ends = self
-            .list_offsets(topic, &partitions, OffsetSpec::Latest, 0)
-            .await?;
-        ends.sort_unstable();
-        Ok(ends)
+        self.every_partition_offset(topic, OffsetSpec::Latest).await
     }
 
     /// Each partition of `topic` with its first offset as its leader answers it.
     pub async fn start_offsets(&self, topic: &str) -> Result<Vec<(u32, u64)>, ClientError> {
+        self.every_partition_offset(topic, OffsetSpec::Earliest)
+            .await
+    }
+
+    async fn every_partition_offset(
+        &self,
+        topic: &str,
+        spec: OffsetSpec,
+    ) -> Result<Vec<(u32, u64)>, ClientError> {
         let partitions: Vec<u32> = (0..self.describe_topic(topic).await?.partition_count).collect();
-        let mut starts = self
-            .list_offsets(topic, &partitions, OffsetSpec::Earliest, 0)
-            .await?;
-        starts.sort_unstable();
-        Ok(starts)
+        let mut offsets = self.list_offsets(topic, &partitions, spec, 0).await?;
+        offsets.sort_unstable();
+        Ok(offsets)
     }
 
     async fn list_offsets(

@@ -19,8 +19,9 @@
 //! every in-sync replica of it. Each operation runs under its partition's lock, its records
 //! are appended (fsynced per the topic's flush policy, and replicated to the ISR) while the
 //! lock is held, and only then is the answer returned. The groups of other partitions are
-//! served meanwhile: a commit waiting up to 5 s for a slow follower holds up only the groups
-//! that share its partition, as Kafka's coordinator serves each partition apart. When an append fails the
+//! served meanwhile: a commit waiting up to 5 s for a slow follower holds up the groups that
+//! share its partition (and the sweep and listings, which visit every partition in turn),
+//! not the calls of other groups, as Kafka's coordinator serves each partition apart. When an append fails the
 //! coordinator is ahead of the log; it is then rebuilt from the log before the next
 //! operation is served, rather than undoing the change in memory: the log is the one
 //! truth, and an append that failed is then reflected exactly as it was stored.
@@ -205,8 +206,10 @@ impl GroupService {
 
     /// The broker's topic sizes now, with the version that says whether they changed.
     fn note_topics(&self) -> Result<Topics, BrokerError> {
-        let sizes = self.topic_metadata()?;
+        // Read under the lock: sizes read earlier must not land after newer ones, with a
+        // newer version.
         let mut topics = self.topics.lock().expect("not poisoned");
+        let sizes = self.topic_metadata()?;
         if sizes != *topics.sizes {
             topics.sizes = Arc::new(sizes);
             topics.version += 1;

@@ -32,6 +32,10 @@ use weir_client::{
 
 use super::chain::{Chain, Restored, SnapshotRef};
 
+/// Replaced snapshots of one partition kept for deletion at its next commit while the
+/// changelog refuses their tombstones; older ones are left to the next restore.
+const RETRIED_SNAPSHOTS_MAX: usize = 8;
+
 /// A chunk fits in one record batch of the broker's default `max.message.bytes`
 /// (1 MiB) with room to spare, and in the producer's default batch.
 const CHUNK_BYTES: usize = 240 * 1024;
@@ -303,17 +307,38 @@ impl Changelogs {
                 }
             }
         }
-        for kept in self.delete(producer, doomed).await {
-            self.superseded
-                .entry((kept.topic, kept.partition))
-                .or_default()
-                .push((kept.stage, kept.snapshot));
+        let retry = "it is tried again at the partition's next commit";
+        for kept in self.delete(producer, doomed, retry).await {
+            let queued = self
+                .superseded
+                .entry((kept.topic.clone(), kept.partition))
+                .or_default();
+            queued.push((kept.stage, kept.snapshot));
+            // A changelog that keeps refusing would have every commit send more; what
+            // is dropped here is deleted at the next restore, which no commit names.
+            if queued.len() > RETRIED_SNAPSHOTS_MAX {
+                let dropped = queued.len() - RETRIED_SNAPSHOTS_MAX;
+                queued.drain(..dropped);
+                tracing::warn!(
+                    changelog = %kept.changelog,
+                    topic = %kept.topic,
+                    partition = kept.partition,
+                    dropped,
+                    "replaced snapshots the changelog will not delete are left for the next restore"
+                );
+            }
         }
     }
 
     /// Writes the tombstones of every chunk of `doomed`, then waits for them; the
-    /// snapshots some tombstone of which was not stored are logged and returned.
-    async fn delete(&self, producer: &Producer, doomed: Vec<Doomed>) -> Vec<Doomed> {
+    /// snapshots some tombstone of which was not stored are logged (with `retry`, what
+    /// becomes of them) and returned.
+    async fn delete(
+        &self,
+        producer: &Producer,
+        doomed: Vec<Doomed>,
+        retry: &'static str,
+    ) -> Vec<Doomed> {
         let mut deliveries: Vec<(usize, DeliveryFuture)> = Vec::new();
         let mut failed: Vec<Option<ClientError>> = (0..doomed.len()).map(|_| None).collect();
         for (index, snapshot) in doomed.iter().enumerate() {
@@ -352,8 +377,8 @@ impl Changelogs {
                     partition = snapshot.partition,
                     id = format!("{:016x}", snapshot.snapshot.id),
                     %error,
-                    "a replaced snapshot could not be deleted from its changelog; \
-                     it is tried again at the partition's next commit"
+                    retry,
+                    "a snapshot could not be deleted from its changelog"
                 );
                 Some(snapshot)
             })
@@ -446,7 +471,12 @@ impl Changelogs {
                 .collect();
             // What is not deleted now is deleted by the next restore: no commit
             // names it, so it is never read.
-            self.delete(producer, garbage).await;
+            self.delete(
+                producer,
+                garbage,
+                "it is deleted at the partition's next restore",
+            )
+            .await;
         }
         Ok(())
     }

@@ -45,6 +45,11 @@ impl Clock {
         }
     }
 
+    /// Stream time of this partition alone (`StreamTime::PerPartition`).
+    fn own_stream_time(&self, now: Instant, idle_timeout: Duration) -> i64 {
+        stream_time(std::iter::once(&self.time), now, idle_timeout)
+    }
+
     /// Moves the watermark on to `stream_time_ms` if that is ahead of it.
     fn advance(&mut self, stream_time_ms: i64) -> i64 {
         self.watermark_ms = self.watermark_ms.max(stream_time_ms);
@@ -242,11 +247,7 @@ where
         }
         let time_after = state.clock.time;
         let known_ms = match stream_time_policy {
-            StreamTime::PerPartition => Some(stream_time(
-                std::iter::once(&time_after),
-                env.now,
-                idle_timeout,
-            )),
+            StreamTime::PerPartition => Some(state.clock.own_stream_time(env.now, idle_timeout)),
             StreamTime::WorkerMinimum => {
                 // Only a partition that was at the minimum (or idle, and so not
                 // counted) can move the minimum by going further.
@@ -476,13 +477,8 @@ where
         };
         for (topic, partitions) in &mut self.partitions {
             for (partition, state) in partitions.iter_mut() {
-                let stream_time_ms = worker_time_ms.unwrap_or_else(|| {
-                    stream_time(
-                        std::iter::once(&state.clock.time),
-                        env.now,
-                        self.idle_timeout,
-                    )
-                });
+                let stream_time_ms = worker_time_ms
+                    .unwrap_or_else(|| state.clock.own_stream_time(env.now, self.idle_timeout));
                 let watermark_ms = state.clock.advance(stream_time_ms);
                 let mut now_closed = std::mem::take(&mut state.closed_at_restore);
                 now_closed.extend(state.store.advance(watermark_ms));

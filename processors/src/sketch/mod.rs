@@ -72,7 +72,9 @@ pub trait HeavyHitters {
     /// Counts `count` more occurrences of `key`.
     fn update(&mut self, key: &[u8], count: u64);
 
-    /// Up to `k` keys with the largest estimated counts, largest first (ties by key).
+    /// Up to `k` of the heaviest keys, heaviest first: by estimated count, except that
+    /// [`FrequentItems`] ranks by lower bound (see [`FrequentItems::top_k`]) and reports its
+    /// upper bound as the count.
     fn top(&self, k: usize) -> Vec<HeavyHitter>;
 
     /// An estimate of `key`'s count. [`TopK`] and [`SpaceSaving`] never answer below the true

@@ -59,6 +59,33 @@ fn under_the_worker_minimum_a_partition_behind_holds_every_window_open() {
 }
 
 #[test]
+fn a_record_that_moves_the_minimum_closes_its_partition_s_windows_without_a_tick() {
+    let mut env = env();
+    let mut stage = counts_by(StreamTime::WorkerMinimum, Duration::from_secs(3600));
+    stage.assign("t", 0, &Restored::default(), env.now).unwrap();
+    stage.assign("t", 1, &Restored::default(), env.now).unwrap();
+    let mut record_results = |records: &[(u32, u64, i64)], env: &mut Env| {
+        let mut out = Vec::new();
+        for &(partition, offset, timestamp_ms) in records {
+            let (record, context) = record_on(partition, offset, timestamp_ms);
+            stage.record(record, &context, env, &mut out);
+        }
+        out.iter()
+            .map(|r| (r.window.start_ms, r.value))
+            .collect::<Vec<_>>()
+    };
+    // Partition 1 far ahead, partition 0 the minimum: each of partition 0's records
+    // moves the minimum, and the one at 50 closes [0, 10) as it comes.
+    assert_eq!(record_results(&[(1, 0, 100), (0, 0, 5)], &mut env), []);
+    assert_eq!(record_results(&[(0, 1, 50)], &mut env), [(0, 1)]);
+    // Partition 0 passes partition 1: the minimum is partition 1's 100, and partition
+    // 0's [50, 60) closes; then partition 1's record at 160 moves it to 150 and closes
+    // partition 1's [100, 110).
+    assert_eq!(record_results(&[(0, 2, 150)], &mut env), [(50, 1)]);
+    assert_eq!(record_results(&[(1, 1, 160)], &mut env), [(100, 1)]);
+}
+
+#[test]
 fn per_partition_each_partition_closes_its_windows_on_its_own_records() {
     let mut env = env();
     let mut stage = counts_by(StreamTime::PerPartition, Duration::from_secs(3600));
