@@ -218,6 +218,44 @@ fn three_broker_processes_elect_fail_over_on_sigkill_and_rejoin() {
         }
     }
 
+    // `weir bench consume` asked of any broker reads every record the leaders hold:
+    // its offsets are the leaders', not the answering broker's replica (a
+    // follower's high watermark trails the leader's).
+    let produced = run_weir(
+        &addr(second),
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            topic,
+            "--records",
+            "3000",
+            "--acks",
+            "all",
+        ],
+        b"",
+    );
+    assert!(produced.status.success(), "{produced:?}");
+    for id in 1..=3 {
+        let output = run_weir(
+            &addr(id),
+            &[
+                "bench",
+                "consume",
+                "--topic",
+                topic,
+                "--records",
+                "3000",
+                "--output",
+                "json",
+            ],
+            b"",
+        );
+        assert!(output.status.success(), "{output:?}");
+        let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(report["records"], 3000, "asked of broker {id}: {report}");
+    }
+
     // A broker in no cluster says so, with a failing exit code.
     let data = root.path().join("alone");
     let alone = BrokerChild::start(&data, &[]);
