@@ -33,9 +33,10 @@ const EVENTS: [(u32, u64, i64); 6] = [
 
 type Counts = Arc<Mutex<BTreeMap<(u64, i64), u64>>>;
 
-fn counting(group: &str, stream_time: StreamTime, counts: &Counts) -> Runnable {
+/// Counts per key and 10 s window; `stream_time` if given, else the default.
+fn counting(group: &str, stream_time: Option<StreamTime>, counts: &Counts) -> Runnable {
     let counts = Arc::clone(counts);
-    Pipeline::from_topic("events")
+    let windows = Pipeline::from_topic("events")
         .group(group)
         .key_by_local(|record| {
             let key = record.key.as_deref().unwrap_or_default();
@@ -44,23 +45,25 @@ fn counting(group: &str, stream_time: StreamTime, counts: &Counts) -> Runnable {
         .window(WindowSpec::tumbling(WINDOW))
         // Long enough that both partitions' records are read before either is idle;
         // after that the windows close with the wall clock.
-        .idle_timeout(Duration::from_secs(5))
-        .stream_time(stream_time)
-        .count()
-        .for_each(move |result, _| {
-            let previous = counts
-                .lock()
-                .unwrap()
-                .insert((result.key, result.window.start_ms), result.value);
-            assert_eq!(previous, None, "one result per window and key");
-        })
+        .idle_timeout(Duration::from_secs(5));
+    let windows = match stream_time {
+        Some(stream_time) => windows.stream_time(stream_time),
+        None => windows,
+    };
+    windows.count().for_each(move |result, _| {
+        let previous = counts
+            .lock()
+            .unwrap()
+            .insert((result.key, result.window.start_ms), result.value);
+        assert_eq!(previous, None, "one result per window and key");
+    })
 }
 
 /// Runs one worker until `windows` results are in; its results and late records.
 async fn run(
     addr: &str,
     group: &str,
-    stream_time: StreamTime,
+    stream_time: Option<StreamTime>,
     windows: usize,
 ) -> (BTreeMap<(u64, i64), u64>, u64) {
     let counts = Counts::default();
@@ -92,13 +95,7 @@ async fn a_slower_partition_holds_the_worker_s_windows_open_by_default() {
 
     let every_record = common::tumbling_counts(&EVENTS, WINDOW);
     assert_eq!(every_record[&(1, 0)], 2);
-    let (counts, late) = run(
-        &addr,
-        "minimum",
-        StreamTime::WorkerMinimum,
-        every_record.len(),
-    )
-    .await;
+    let (counts, late) = run(&addr, "minimum", None, every_record.len()).await;
     assert_eq!(
         counts, every_record,
         "the record of 5 s counted in [0, 10 s)"
@@ -111,7 +108,7 @@ async fn a_slower_partition_holds_the_worker_s_windows_open_by_default() {
     let (counts, late) = run(
         &addr,
         "per-partition",
-        StreamTime::PerPartition,
+        Some(StreamTime::PerPartition),
         on_time.len(),
     )
     .await;
