@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::spawn;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -16,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use weir_client::{Admin, Producer, ProducerConfig, ProducerRecord};
-use weir_processors::pipeline::{Pipeline, RunStats, Runnable};
+use weir_processors::pipeline::{Pipeline, Runnable};
 use weir_processors::window::{StreamTime, WindowSpec};
 
 /// A hang guard only: every wait ends on a condition.
@@ -38,26 +40,6 @@ async fn produce(addr: &str, topic: &str, records: &[(u32, i64, String)]) {
         delivery.await.unwrap();
     }
     producer.close().await.unwrap();
-}
-
-fn spawn(
-    runnable: Runnable,
-    addr: &str,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<RunStats>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = addr.to_string();
-    let task = tokio::spawn(async move {
-        runnable
-            .run(&addr, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, task)
 }
 
 /// GET /metrics with HTTP/1.1, as text 0.0.4.
@@ -404,7 +386,7 @@ async fn every_operator_counts_exactly_what_went_through_it_and_lag_reaches_zero
     promtool_check(&scrape(metrics_addr).await);
 
     stop.send(()).unwrap();
-    let stats = worker.await.unwrap();
+    let stats = worker.await.unwrap().unwrap();
     assert_eq!((stats.records_in, stats.records_out), (200, 80));
     // After the run: the counters stay, the lag of partitions no longer owned goes,
     // and the listener is closed.
@@ -522,7 +504,7 @@ async fn a_window_operator_counts_late_records_state_and_its_restore() {
     );
     promtool_check(&scrape(metrics_addr).await);
     stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     let stopped = parse(&first_metrics.encode());
     assert_eq!(
         stopped.value("weir_processor_state_bytes", &window),
@@ -559,6 +541,6 @@ async fn a_window_operator_counts_late_records_state_and_its_restore() {
         0.0
     );
     stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
     broker.shutdown().await.unwrap();
 }

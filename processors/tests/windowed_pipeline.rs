@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::spawn;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -299,26 +301,6 @@ async fn read_topic(addr: &str, topic: &str, count: usize) -> Vec<String> {
     values
 }
 
-fn spawn(
-    runnable: Runnable,
-    addr: &str,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<weir_processors::pipeline::RunStats>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = addr.to_string();
-    let task = tokio::spawn(async move {
-        runnable
-            .run(&addr, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, task)
-}
-
 async fn create_topics(admin: &Admin, topics: &[&str]) {
     for topic in topics {
         admin
@@ -401,7 +383,7 @@ async fn every_window_type_through_a_pipeline_matches_brute_force() {
             "{name}: late records, as read"
         );
         stop.send(()).unwrap();
-        let stats = task.await.unwrap();
+        let stats = task.await.unwrap().unwrap();
         assert_eq!(stats.records_in, events.len() as u64);
         assert_eq!(
             stats.records_late,
@@ -418,7 +400,7 @@ async fn every_window_type_through_a_pipeline_matches_brute_force() {
     let seen = collect(&mut session_rx, &expected).await;
     assert_eq!(seen, expected, "sessions");
     session_run.0.send(()).unwrap();
-    session_run.1.await.unwrap();
+    session_run.1.await.unwrap().unwrap();
     broker.shutdown().await.unwrap();
 }
 
@@ -530,7 +512,7 @@ async fn one_worker_and_three_give_the_same_windows_and_top_k() {
     assert_eq!(three_top, one_top);
     for (stop, task) in workers {
         stop.send(()).unwrap();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     broker.shutdown().await.unwrap();
 }
@@ -592,7 +574,7 @@ async fn a_killed_worker_loses_no_window_its_partition_is_rebuilt_from_its_commi
     );
     for (stop, task) in workers {
         stop.send(()).unwrap();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     broker.shutdown().await.unwrap();
 }
@@ -660,7 +642,7 @@ async fn partitions_revoked_mid_stream_move_with_their_open_windows() {
     );
     for (stop, task) in workers {
         stop.send(()).unwrap();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     broker.shutdown().await.unwrap();
 }
@@ -693,7 +675,7 @@ async fn a_worker_stopped_mid_stream_hands_its_open_windows_over() {
     // The first worker stops: it commits up to its open windows and leaves.
     let (stop, stopped) = workers.remove(0);
     stop.send(()).unwrap();
-    stopped.await.unwrap();
+    stopped.await.unwrap().unwrap();
     common::wait_until_shared(&admin, PARTITIONS, "handover", 1).await;
     produce(&addr, &second_half).await;
     let seen = collect(&mut rx, &expected).await;
@@ -703,7 +685,7 @@ async fn a_worker_stopped_mid_stream_hands_its_open_windows_over() {
     );
     for (stop, task) in workers {
         stop.send(()).unwrap();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     broker.shutdown().await.unwrap();
 }
