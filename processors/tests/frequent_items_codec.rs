@@ -43,8 +43,16 @@ fn assert_same(a: &FrequentItems, b: &FrequentItems) -> Result<(), TestCaseError
     Ok(())
 }
 
+/// 64 cases, or `PROPTEST_CASES` of them for a longer run (the explicit count would override it).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok());
+    ProptestConfig::with_cases(cases.unwrap_or(64))
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config())]
 
     #[test]
     fn a_restored_sketch_is_the_original(

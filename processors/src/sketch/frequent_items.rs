@@ -3,37 +3,40 @@
 //! Algorithm for Identifying Frequent Items in Data Streams", IMC 2017).
 //!
 //! Counters live in one open-addressed table (linear probing, at most 19/20 full) of 16-byte
-//! [`Slot`]s: a count and the key itself if it is at most 8 bytes, else its offset in a
-//! [`KeyLog`] and a fingerprint. While the distinct keys fit, every count is exact. When a new key finds the
-//! table full (or the key log out of room), a *purge* takes a quantile `c` of the counts (from a
-//! sample), subtracts it from every counter, drops the counters it empties and adds `c` to the
-//! sketch's `offset`.
+//! [`Slot`]s: a count and the key itself if it is at most 8 bytes; for a longer key, its offset
+//! in a [`KeyLog`] and a fingerprint (*logged*), or its 64-bit hash alone (*detached*). While the
+//! distinct keys fit in the table, every count is exact, whatever the keys' length. When a new
+//! key finds the table full, a *purge* takes a quantile `c` of the counts (from a sample),
+//! subtracts it from every counter, drops the counters it empties and adds `c` to the sketch's
+//! `offset`.
 //!
-//! Short keys (at most 8 bytes) and long keys each have their own `offset`. A purge for a full
-//! table subtracts `c` from every counter and adds it to both offsets; a purge for key log room
-//! (the table has counters free) subtracts it from the long keys' counters alone and adds it to
-//! their offset only: dropping short keys frees no key log byte, and leaving them alone keeps them
-//! exact. Most heavy identifiers are short: on the README's identifier streams, against one
-//! offset for all keys, the largest error over the top 100 went from 38 to 16 on Rust's at
-//! 128 KiB and from 6 to 4 on Python's at 512 KiB, and Rust's at 512 KiB became exact (4 to 0).
+//! The key log holds bytes only for the long keys that may be reported: a long key is logged
+//! while the log has room, and once it is full, a detached key that outweighs the lighter half of
+//! the logged ones takes the bytes of that half (they are detached, their counts kept), at its
+//! next occurrence. So a long key costs a counter like a short one, the table's size does not
+//! depend on the keys' length, and the key log is sized for the keys a top-k shows, not for every
+//! counter. Before, a full key log purged long keys for room: on Python's standard library
+//! identifiers at 1 MiB (43,253 distinct, 19,477 longer than 8 bytes), counters and bytes for
+//! all of them needed 1.07 MB, and counts stayed inexact where DataSketches' were exact.
 //!
 //! Guarantee, for every key and at all times: `lower ≤ true ≤ upper`, where a held key has
-//! `lower = count` and `upper = count + offset`, and any other key `lower = 0`, `upper = offset`,
-//! `offset` being that of the key's class. A purge lowers a surviving count of the classes it
-//! purges by exactly `c` and a dropped count by at most `c`, and raises their offsets by `c`; so
-//! each key loses at most its class's `offset` in total and never gains. The offset of short
-//! keys is about N / ((1 − q) · capacity) at most for a purge quantile q: a purge of a full table
-//! takes `c` from the (1 − q) · capacity counters at or above the quantile, and all counters
-//! together never held more than N. Long keys' offset is bounded likewise by their weight over
-//! (1 − q) times the long counters a full key log holds (fewer, the longer the keys). (About: the
-//! quantile is taken from a sample.) These bounds are argued, not tested; the bounds above are
-//! tested.
+//! `lower = count` and `upper = count + offset`, and any other key `lower = 0`, `upper = offset`.
+//! A purge lowers a surviving count by exactly `c` and a dropped count by at most `c`, and raises
+//! `offset` by `c`; so each key loses at most `offset` in total and never gains. The one
+//! exception is a collision of 64-bit hashes: two long keys with the same hash, one of them
+//! detached, share its counter (for 100,000 long keys, a chance of about 1 in 4 · 10^9).
+//! `offset` is about N / ((1 − q) · capacity) at most for a purge quantile q: a purge takes `c`
+//! from the (1 − q) · capacity counters at or above the quantile, and all counters together
+//! never held more than N. (About: the quantile is taken from a sample.) That bound is argued,
+//! not tested; the bounds above are tested.
+//!
+//! Only keys with bytes are reported ([`top_k`](FrequentItems::top_k),
+//! [`items`](FrequentItems::items)); a detached key is still counted, and answered for by its key
+//! ([`lower_bound`](FrequentItems::lower_bound) and the rest).
 //!
 //! Memory: both the table and the key log are allocated once, at construction, and their sum with
-//! the struct is the budget or less. A key that does not fit in the key log makes room by purging;
-//! longer keys therefore mean fewer counters, never more memory. Unlike DataSketches the table
-//! size is not restricted to powers of two (the home slot is a multiply-shift of the hash), so the
-//! whole budget is used.
+//! the struct is the budget or less. Unlike DataSketches the table size is not restricted to
+//! powers of two (the home slot is a multiply-shift of the hash), so the whole budget is used.
 
 use std::mem::size_of;
 
@@ -58,15 +61,19 @@ const SLOTS_MAX: usize = 1 << 30;
 const SLOTS_MIN: usize = 4;
 /// Share of the budget kept for keys longer than 8 bytes when the expected keys are short.
 const LONG_KEY_SHARE_MIN: usize = 32;
-/// For long expected keys, the key log has room for the hinted key of one counter in this many.
-/// The keys a sketch holds are not the average distinct key: the heavy ones are short (most fit
-/// in their counter), and a log sized for every counter stayed mostly empty (at 4 KiB on Rust
-/// identifiers, 180 of 2,000 bytes used at the end). Chosen on identifiers from crates a–l
-/// (`rust-tune`, 1 M identifiers; R@100 at 4 / 8 / 16 KiB: 0.40 / 0.60 / 0.89 with room for
-/// every counter, 0.49 / 0.72 / 0.95 for one in 2, 0.51 / 0.79 / 0.97 for one in 3, 0.48 / 0.66
-/// / 0.89 for one in 7), never on a stream it is reported on. Longer keys than that make room
-/// by purging, which keeps every bound.
-const LOGGED_KEY_ROOM_DENOMINATOR: usize = 3;
+/// A detached key takes the bytes of the logged keys weighing this quantile of their counts or
+/// less, when it outweighs it: half of them, so that the log is not reshuffled at every
+/// occurrence of a key that is only a little heavier than the lightest logged one.
+const DETACH_QUANTILE: f64 = 0.5;
+/// For long expected keys, the key log has room for the hinted key of one counter in this many:
+/// the keys a top-k can show, the heaviest long ones, as the rest are counted detached. A larger
+/// log takes counters from the table. Chosen on identifiers from crates a–l (`rust-tune`, 1 M
+/// identifiers, never a reported stream), R@100 / largest error over the top 100 at 4, 8 and
+/// 16 KiB: one in 3, 0.46 / 3965, 0.82 / 1664, 0.96 / 517; one in 6, 0.48 / 3965, 0.87 / 1602,
+/// 0.97 / 423; one in 12, 0.51 / 3001, 0.90 / 1463, 0.98 / 378; one in 24, 0.54 / 2840, 0.91 /
+/// 1463, 0.98 / 356; one in 48, 0.54 / 2840, 0.91 / 914, 0.98 / 345. One in 24 is where the
+/// gain flattens while a 4 KiB sketch can still show about ten long keys.
+const LOGGED_KEY_ROOM_DENOMINATOR: usize = 24;
 
 /// A reported frequent item with its certain bounds: `lower_bound ≤ true count ≤ upper_bound`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,13 +97,15 @@ pub struct FrequentItems {
     len: usize,
     /// Counters allowed: 19/20 of the slots.
     capacity: usize,
-    /// Sum of the purge amounts taken from keys of at most 8 bytes (and of weights that could not
-    /// be held): the most any such key's count has lost.
-    offset_short: u64,
-    /// The same for longer keys, which purges for key log room also take from.
-    offset_long: u64,
+    /// Sum of the purge amounts (and of weights beyond a counter's range): the most any key's
+    /// count has lost.
+    offset: u64,
     /// Sum of all weights (N).
     total: u64,
+    /// While the key log is full, a detached key of at most this count stays detached without a
+    /// look at the logged ones: the [`DETACH_QUANTILE`] of their counts when it was last taken,
+    /// lowered with them by each purge.
+    log_floor: u64,
 }
 
 /// A held key's bytes: copied out of its slot, or borrowed from the key log.
@@ -134,9 +143,9 @@ impl FrequentItems {
             keys: KeyLog::new(key_log_bytes),
             len: 0,
             capacity: slots * LOAD_NUMERATOR / LOAD_DENOMINATOR,
-            offset_short: 0,
-            offset_long: 0,
+            offset: 0,
             total: 0,
+            log_floor: 0,
         })
     }
 
@@ -211,33 +220,13 @@ impl FrequentItems {
 
     /// The most any key's count can be off: 0 while every key seen is held exactly.
     pub fn maximum_error(&self) -> u64 {
-        self.offset_short.max(self.offset_long)
+        self.offset
     }
 
-    /// The most `key`'s count can be off, `upper_bound(key) − lower_bound(key)`: the offset of
-    /// its class (at most 8 bytes, or longer).
-    pub fn maximum_error_of(&self, key: &[u8]) -> u64 {
-        self.offset_of(key.len() > INLINE_BYTES_MAX)
-    }
-
+    /// Adds `amount` to the offset.
     #[inline]
-    fn offset_of(&self, long: bool) -> u64 {
-        if long {
-            self.offset_long
-        } else {
-            self.offset_short
-        }
-    }
-
-    /// Adds `amount` to the offset of one class of keys.
-    #[inline]
-    fn add_error(&mut self, long: bool, amount: u64) {
-        let offset = if long {
-            &mut self.offset_long
-        } else {
-            &mut self.offset_short
-        };
-        *offset = offset.saturating_add(amount);
+    fn add_error(&mut self, amount: u64) {
+        self.offset = self.offset.saturating_add(amount);
     }
 
     /// Counts `weight` more occurrences of `key`.
@@ -260,76 +249,110 @@ impl FrequentItems {
         let inserting = slot.is_empty();
         // Only an insert into a full table: `len ≤ capacity`.
         if self.len + usize::from(inserting) > self.capacity {
-            let weight = self.capped(false, weight);
-            self.insert_after_making_room(key, &probe, weight);
+            let weight = self.capped(weight);
+            self.insert_after_making_room(Some(key), &probe, weight);
             return;
         }
-        let count = self.capped(false, slot.count().saturating_add(weight));
+        let count = self.capped(slot.count().saturating_add(weight));
         self.slots[index] = Slot::new(&probe, count, 0);
         self.len += usize::from(inserting);
     }
 
-    /// [`update`](Self::update) for a key held in the key log.
+    /// [`update`](Self::update) for a key longer than 8 bytes.
     #[inline]
     fn update_long(&mut self, key: &[u8], probe: &Probe, weight: u64) {
-        let index = match self.locate(key, probe) {
+        match self.locate(key, probe) {
             Ok(index) => {
-                let count = self.capped(true, self.slots[index].count().saturating_add(weight));
+                let count = self.capped(self.slots[index].count().saturating_add(weight));
                 self.slots[index].set_count(count);
-                return;
+                if self.slots[index].is_detached() {
+                    self.log_if_heavy(index, key);
+                }
             }
-            Err(empty) => empty,
-        };
-        let weight = self.capped(true, weight);
-        if self.len < self.capacity && self.keys.fits(key.len()) {
-            self.occupy(index, key, probe, weight);
-        } else {
-            self.insert_after_making_room(key, probe, weight);
+            Err(index) => {
+                let weight = self.capped(weight);
+                if self.len < self.capacity {
+                    self.occupy(index, Some(key), probe, weight);
+                } else {
+                    self.insert_after_making_room(Some(key), probe, weight);
+                }
+            }
         }
     }
 
-    /// `count`, or [`COUNT_MAX`] with the excess counted as error of the key's class (never in
-    /// practice: 2^56).
+    /// Counts `weight` more occurrences of the long key whose hash is `hash`, its bytes unknown
+    /// (a detached key of a sketch being merged in).
+    fn update_detached(&mut self, hash: u64, weight: u64) {
+        self.total = self.total.saturating_add(weight);
+        let probe = Probe::of_hash(hash);
+        match self.locate_hash(&probe) {
+            Ok(index) => {
+                let count = self.capped(self.slots[index].count().saturating_add(weight));
+                self.slots[index].set_count(count);
+            }
+            Err(index) => {
+                let weight = self.capped(weight);
+                if self.len < self.capacity {
+                    self.occupy(index, None, &probe, weight);
+                } else {
+                    self.insert_after_making_room(None, &probe, weight);
+                }
+            }
+        }
+    }
+
+    /// `count`, or [`COUNT_MAX`] with the excess counted as error (never in practice: 2^56).
     #[inline]
-    fn capped(&mut self, long: bool, count: u64) -> u64 {
+    fn capped(&mut self, count: u64) -> u64 {
         if count > COUNT_MAX {
-            self.add_error(long, count - COUNT_MAX);
+            self.add_error(count - COUNT_MAX);
             COUNT_MAX
         } else {
             count
         }
     }
 
+    /// Purges until a counter is free, then starts one for the key (`None`: known by its hash).
     #[cold]
-    fn insert_after_making_room(&mut self, key: &[u8], probe: &Probe, weight: u64) {
-        let key_bytes = if probe.is_long() { key.len() } else { 0 };
-        if !self.make_room(key_bytes) {
-            // The key can never be held (longer than the whole key log): count it as error, which
-            // keeps every bound true.
-            self.add_error(probe.is_long(), weight);
-            return;
-        }
+    fn insert_after_making_room(&mut self, key: Option<&[u8]>, probe: &Probe, weight: u64) {
+        self.make_room();
         // The purge dropped the key if it was held at all.
-        let Err(index) = self.locate(key, probe) else {
+        let located = match key {
+            Some(key) => self.locate(key, probe),
+            None => self.locate_hash(probe),
+        };
+        let Err(index) = located else {
             unreachable!("a key not held before making room is not held after it")
         };
         self.occupy(index, key, probe, weight);
     }
 
+    /// Starts a counter in the empty slot `index`: a long key is logged if the key log has room
+    /// (or is owed it), else detached.
     #[inline]
-    fn occupy(&mut self, index: usize, key: &[u8], probe: &Probe, weight: u64) {
+    fn occupy(&mut self, index: usize, key: Option<&[u8]>, probe: &Probe, weight: u64) {
         debug_assert!(self.len < self.capacity && self.slots[index].is_empty());
-        let key_at = if probe.is_long() {
-            self.keys.append(key)
-        } else {
-            0
-        };
-        self.slots[index] = Slot::new(probe, weight, key_at);
         self.len += 1;
+        let Some(key) = key.filter(|_| probe.is_long()) else {
+            self.slots[index] = if probe.is_long() {
+                Slot::detached(probe, weight)
+            } else {
+                Slot::new(probe, weight, 0)
+            };
+            return;
+        };
+        if self.keys.fits(key.len()) {
+            self.slots[index] = Slot::new(probe, weight, self.keys.append(key));
+        } else {
+            self.slots[index] = Slot::detached(probe, weight);
+            self.log_if_heavy(index, key);
+        }
     }
 
+    /// The key of a short or logged slot (a detached one has none).
     fn key_ref<'a>(&'a self, slot: &Slot) -> KeyRef<'a> {
-        if slot.is_long() {
+        debug_assert!(!slot.is_detached());
+        if slot.is_logged() {
             KeyRef::Logged(self.keys.get(slot.key_at()))
         } else {
             let (bytes, len) = slot.inline_key();
@@ -352,29 +375,34 @@ impl FrequentItems {
     ///
     /// [`maximum_error`]: Self::maximum_error
     pub fn upper_bound(&self, key: &[u8]) -> u64 {
-        self.lower_bound(key)
-            .saturating_add(self.maximum_error_of(key))
+        self.lower_bound(key).saturating_add(self.offset)
     }
 
     /// The upper bound for a held key, 0 for any other, as DataSketches' `getEstimate`: heavy keys
     /// are held from their first occurrence and then estimated exactly (every purge since took
-    /// exactly their class's offset from them).
+    /// exactly the offset from them).
     pub fn estimate(&self, key: &[u8]) -> u64 {
         self.find(key).map_or(0, |slot| self.upper_of(slot))
     }
 
-    /// The held keys, each with its bounds, in no order.
+    /// The held keys whose bytes are held (short and logged), each with its bounds, in no order.
     pub fn items(&self) -> impl Iterator<Item = FrequentItem> + '_ {
-        self.held().map(|slot| self.item(slot))
+        self.reportable().map(|slot| self.item(slot))
     }
 
+    /// Every counter, detached ones included.
     fn held(&self) -> impl Iterator<Item = &Slot> + '_ {
         self.slots.iter().filter(|slot| !slot.is_empty())
     }
 
+    /// The counters whose keys can be shown.
+    fn reportable(&self) -> impl Iterator<Item = &Slot> + '_ {
+        self.held().filter(|slot| !slot.is_detached())
+    }
+
     /// A held key's upper bound, its estimate.
     fn upper_of(&self, slot: &Slot) -> u64 {
-        slot.count().saturating_add(self.offset_of(slot.is_long()))
+        slot.count().saturating_add(self.offset)
     }
 
     fn item(&self, slot: &Slot) -> FrequentItem {
@@ -387,17 +415,14 @@ impl FrequentItems {
         }
     }
 
-    /// Up to `k` held keys with the largest lower bounds (their counts), largest first; ties by
-    /// estimate, then key. Among keys of one class that is the order of the estimates; across
-    /// classes the long keys' larger offset is uncertainty, not weight, and ranking by estimate
-    /// put long tail keys before heavy short ones (on an earlier stream of Rust identifiers from
-    /// crates m–z: R@10 from 1.0 to 0.9 at 8–32 KiB, R@100 at 4 KiB from 0.86 to 0.73).
+    /// Up to `k` keys with the largest counts (lower bounds, and so estimates), largest first,
+    /// ties by key; among the keys whose bytes are held, which a detached key gets back at its
+    /// next occurrence once it outweighs the lighter half of the logged keys.
     pub fn top_k(&self, k: usize) -> Vec<FrequentItem> {
-        let mut held: Vec<&Slot> = self.held().collect();
+        let mut held: Vec<&Slot> = self.reportable().collect();
         let by_rank = |a: &&Slot, b: &&Slot| {
             b.count()
                 .cmp(&a.count())
-                .then_with(|| self.upper_of(b).cmp(&self.upper_of(a)))
                 .then_with(|| self.key_ref(a).as_slice().cmp(self.key_ref(b).as_slice()))
         };
         if k < held.len() {
@@ -420,14 +445,18 @@ impl FrequentItems {
     }
 
     /// Folds in a sketch of another partition or time slice, of any size: its counts are added
-    /// as updates, then its offsets, so every bound stays certain for the union of both streams.
+    /// as updates (a detached key's by its hash), then its offset, so every bound stays certain
+    /// for the union of both streams.
     pub fn merge(&mut self, other: &FrequentItems) {
         let total = self.total.saturating_add(other.total);
         for slot in other.held() {
-            self.update(other.key_ref(slot).as_slice(), slot.count());
+            if slot.is_detached() {
+                self.update_detached(slot.hash(), slot.count());
+            } else {
+                self.update(other.key_ref(slot).as_slice(), slot.count());
+            }
         }
-        self.add_error(false, other.offset_short);
-        self.add_error(true, other.offset_long);
+        self.add_error(other.offset);
         self.total = total;
     }
 
@@ -436,9 +465,9 @@ impl FrequentItems {
         self.slots.fill(Slot::default());
         self.keys.clear();
         self.len = 0;
-        self.offset_short = 0;
-        self.offset_long = 0;
+        self.offset = 0;
         self.total = 0;
+        self.log_floor = 0;
     }
 
     /// Bytes the sketch occupies: the struct, the table and the key log, all allocated at
@@ -488,7 +517,14 @@ mod tests {
     fn check_table(sketch: &FrequentItems) {
         assert_eq!(sketch.held().count(), sketch.len);
         assert!(sketch.len <= sketch.capacity);
-        for slot in sketch.held() {
+        for (index, slot) in sketch.slots.iter().enumerate() {
+            if slot.is_empty() {
+                continue;
+            }
+            if slot.is_detached() {
+                assert_eq!(sketch.locate_hash(&Probe::of_hash(slot.hash())), Ok(index));
+                continue;
+            }
             let key = sketch.key_ref(slot).as_slice().to_vec();
             assert_eq!(Probe::of(&key).home_hash, slot.home_hash());
             assert_eq!(sketch.find(&key), Some(slot));
@@ -516,18 +552,65 @@ mod tests {
     }
 
     #[test]
-    fn a_key_longer_than_the_key_log_is_counted_as_error() {
+    fn a_key_longer_than_the_key_log_is_counted_detached() {
         let mut sketch = FrequentItems::with_budget_and_key_bytes(1024, 8).unwrap();
+        let huge = vec![b'x'; 4096];
         sketch.update(b"short", 2);
-        sketch.update(&vec![b'x'; 4096], 5);
-        assert_eq!(sketch.maximum_error(), 5);
+        sketch.update(&huge, 5);
+        sketch.update(&huge, 1);
+        assert_eq!(sketch.maximum_error(), 0);
+        assert_eq!(sketch.lower_bound(b"short"), 2);
         assert_eq!(
-            sketch.lower_bound(b"short"),
-            2,
-            "not purged for a key that cannot fit"
+            (sketch.lower_bound(&huge), sketch.upper_bound(&huge)),
+            (6, 6)
         );
-        assert_eq!(sketch.upper_bound(&vec![b'x'; 4096]), 5);
-        assert_eq!(sketch.estimate(&vec![b'x'; 4096]), 0);
+        assert_eq!(sketch.estimate(&huge), 6);
+        // Counted, but its bytes are not held, so it is not shown.
+        let top: Vec<Vec<u8>> = sketch.top_k(10).into_iter().map(|item| item.key).collect();
+        assert_eq!(top, [b"short".to_vec()]);
+        check_table(&sketch);
+    }
+
+    /// Once the key log is full, a detached key that outweighs the lighter half of the logged
+    /// keys takes their bytes at its next occurrence; the lighter half stays counted, exactly.
+    #[test]
+    fn a_detached_key_gets_bytes_once_it_outweighs_the_lighter_logged_keys() {
+        let mut sketch = FrequentItems::with_budget_and_key_bytes(8192, 8).unwrap();
+        let long = |i: usize| format!("a long key number {i:04}").into_bytes();
+        let mut logged = 0;
+        while sketch.keys.fits(long(logged).len()) {
+            sketch.update(&long(logged), 1 + logged as u64 % 4);
+            logged += 1;
+        }
+        assert!(logged > 4, "{logged}");
+        let late = long(9_999);
+        sketch.update(&late, 1);
+        assert!(sketch.find(&late).unwrap().is_detached(), "the log is full");
+        sketch.update(&late, 9);
+        assert!(sketch.find(&late).unwrap().is_logged(), "10 outweighs half");
+        assert_eq!(sketch.top_k(1)[0].key, late);
+        assert_eq!(sketch.maximum_error(), 0);
+        let floor = sketch.log_floor;
+        assert!((1..4).contains(&floor), "{floor}");
+        for i in 0..logged {
+            assert_eq!(sketch.lower_bound(&long(i)), 1 + i as u64 % 4, "{i}");
+            let slot = sketch.find(&long(i)).unwrap();
+            assert_eq!(slot.is_detached(), slot.count() <= floor, "{i}");
+        }
+        check_table(&sketch);
+        // A light one stays detached, and so unseen by `top_k`, while the log is full of heavier
+        // keys; it is logged again once it outweighs them.
+        let mut more = 10_000;
+        while sketch.keys.fits(long(more).len()) {
+            sketch.update(&long(more), 5);
+            more += 1;
+        }
+        let light = long(0);
+        sketch.update(&light, 1);
+        assert!(sketch.find(&light).unwrap().is_detached());
+        sketch.update(&light, 10);
+        assert_eq!(sketch.top_k(1)[0].key, light);
+        check_table(&sketch);
     }
 
     #[test]

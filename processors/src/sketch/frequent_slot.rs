@@ -3,13 +3,15 @@
 //! A key of at most 8 bytes is held in the slot itself: no key log entry, no pointer, and the
 //! comparison on a probe is one word. A longer key lives in the [`KeyLog`](super::key_log::KeyLog)
 //! and the slot holds its offset with a 32-bit fingerprint that rejects most probes without
-//! touching the log. So a counter costs 16 bytes for short keys, as a DataSketches map slot
-//! holding a `long` does, and 16 bytes plus the key and a 4-byte header for long ones.
+//! touching the log; or, *detached*, the slot holds the long key's 64-bit hash instead and no
+//! bytes at all. So a counter costs 16 bytes for short and detached keys, as a DataSketches map
+//! slot holding a `long` does, and 16 bytes plus the key and a 4-byte header for logged ones.
 //!
-//! Layout: `word0` = tag (top 8 bits: the key length plus one, 1..=9, or [`LONG`]) | count (low
-//! 56 bits);
-//! `word1` = the key's bytes, little-endian and zero-padded, or fingerprint (high 32 bits) |
-//! key log offset (low 32). An empty slot is all zeros (a held key always has a count ≥ 1).
+//! Layout: `word0` = tag (top 8 bits: the key length plus one, 1..=9, [`LOGGED`] or
+//! [`DETACHED`]) | count (low 56 bits);
+//! `word1` = the key's bytes, little-endian and zero-padded; or fingerprint (high 32 bits) |
+//! key log offset (low 32); or the 64-bit hash, whose high 32 bits are the fingerprint. An empty
+//! slot is all zeros (a held key always has a count ≥ 1).
 
 use super::murmur3::murmur3_x64_128;
 
@@ -19,8 +21,10 @@ pub(super) const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 pub(super) const INLINE_BYTES_MAX: usize = 8;
 
 const COUNT_BITS: u32 = 56;
-/// Tag of a key held in the key log.
-const LONG: u64 = 0xff;
+/// Tag of a long key held in the key log.
+const LOGGED: u64 = 0xff;
+/// Tag of a long key counted by its 64-bit hash, its bytes not held.
+const DETACHED: u64 = 0xfe;
 /// Slots a probe compares at once: four 16-byte slots, one cache line when aligned.
 pub(super) const GROUP: usize = 4;
 const HASH_SEED: u32 = 0x005e_edf1;
@@ -34,8 +38,11 @@ pub(super) struct Slot {
 /// A key as it is compared with slots: its tag, its inline word (or fingerprint), and its hash.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Probe {
+    /// A short key's tag, or [`LOGGED`] for any long key.
     tag: u64,
     word: u64,
+    /// A long key's 64-bit hash (its fingerprint is the high half); 0 for a short key.
+    pub(super) hash: u64,
     /// Home slot = this × slots / 2^32.
     pub(super) home_hash: u32,
 }
@@ -50,22 +57,30 @@ impl Probe {
             Self {
                 tag,
                 word,
+                hash: 0,
                 home_hash: inline_hash(tag, word),
             }
         } else {
-            let fingerprint = (murmur3_x64_128(key, HASH_SEED).0 >> 32) as u32;
-            Self {
-                tag: LONG,
-                word: u64::from(fingerprint) << 32,
-                home_hash: fingerprint,
-            }
+            Self::of_hash(murmur3_x64_128(key, HASH_SEED).0)
         }
     }
 
-    /// Whether the key lives in the key log.
+    /// The probe of a long key known by its 64-bit hash alone.
+    #[inline]
+    pub(super) fn of_hash(hash: u64) -> Self {
+        let fingerprint = (hash >> 32) as u32;
+        Self {
+            tag: LOGGED,
+            word: u64::from(fingerprint) << 32,
+            hash,
+            home_hash: fingerprint,
+        }
+    }
+
+    /// Whether the key is longer than a slot holds: logged or detached.
     #[inline]
     pub(super) fn is_long(&self) -> bool {
-        self.tag == LONG
+        self.tag == LOGGED
     }
 
     /// Over [`GROUP`] consecutive slots of a short key: bit `j` set if slot `j` holds the key or
@@ -84,7 +99,8 @@ impl Probe {
     }
 
     /// Over [`GROUP`] consecutive slots: `(candidates, empties)`, bit `j` set if slot `j`
-    /// [`matches`](Slot::matches) this key, or is empty. Computed without branches, so a probe
+    /// [`matches`](Slot::matches) this key, or is empty. For a long key a detached candidate is
+    /// certain (its whole hash matched); a logged one must still be compared with the key. Computed without branches, so a probe
     /// takes one branch per group instead of three per slot, and that branch is mostly predicted
     /// (on Zipf 0.8 at 1 MiB, 60% of updates insert a new key and a probe runs 8 slots on
     /// average; the per-slot exits were mispredicted).
@@ -97,11 +113,13 @@ impl Probe {
             u64::MAX
         };
         let (mut candidates, mut empties) = (0u32, 0u32);
+        let long = self.is_long();
         for (j, slot) in group.iter().enumerate() {
             let empty = slot.word0 == 0;
+            let tag = slot.word0 >> COUNT_BITS;
             // No key has the empty slot's tag 0.
-            let candidate =
-                (slot.word0 >> COUNT_BITS == self.tag) & (slot.word1 & word_mask == self.word);
+            let candidate = ((tag == self.tag) & (slot.word1 & word_mask == self.word))
+                | (long & (tag == DETACHED) & (slot.word1 == self.hash));
             candidates |= u32::from(candidate) << j;
             empties |= u32::from(empty) << j;
         }
@@ -142,21 +160,61 @@ impl Slot {
         }
     }
 
-    /// Whether this slot may hold `probe`'s key: certain for a short key; for a long key the
-    /// fingerprint matches and the caller compares the key log entry at [`key_at`](Self::key_at).
+    /// A detached slot for the long key of `probe`: its hash, no bytes.
+    #[inline]
+    pub(super) fn detached(probe: &Probe, count: u64) -> Self {
+        debug_assert!(probe.is_long() && (1..=COUNT_MAX).contains(&count));
+        Self {
+            word0: (DETACHED << COUNT_BITS) | count,
+            word1: probe.hash,
+        }
+    }
+
+    /// This logged slot detached: `hash` (its key's) instead of its key log offset.
+    #[inline]
+    pub(super) fn detach(&mut self, hash: u64) {
+        debug_assert!(self.is_logged() && hash >> 32 == self.word1 >> 32);
+        self.word0 = (DETACHED << COUNT_BITS) | self.count();
+        self.word1 = hash;
+    }
+
+    /// Whether this slot may hold `probe`'s key: certain for a short key and for a detached
+    /// one (the whole hash matches); for a logged key the fingerprint matches and the caller
+    /// compares the key log entry at [`key_at`](Self::key_at).
     #[inline]
     pub(super) fn matches(&self, probe: &Probe) -> bool {
         let tag = self.word0 >> COUNT_BITS;
         if probe.is_long() {
-            tag == LONG && self.word1 >> 32 == probe.word >> 32
+            (tag == LOGGED && self.word1 >> 32 == probe.word >> 32)
+                || (tag == DETACHED && self.word1 == probe.hash)
         } else {
             tag == probe.tag && self.word1 == probe.word
         }
     }
 
+    /// Whether the key is longer than 8 bytes (logged or detached).
     #[inline]
     pub(super) fn is_long(&self) -> bool {
-        self.word0 >> COUNT_BITS == LONG
+        self.word0 >> COUNT_BITS >= DETACHED
+    }
+
+    /// Whether the key's bytes are in the key log.
+    #[inline]
+    pub(super) fn is_logged(&self) -> bool {
+        self.word0 >> COUNT_BITS == LOGGED
+    }
+
+    /// Whether only the key's hash is held.
+    #[inline]
+    pub(super) fn is_detached(&self) -> bool {
+        self.word0 >> COUNT_BITS == DETACHED
+    }
+
+    /// A detached key's 64-bit hash.
+    #[inline]
+    pub(super) fn hash(&self) -> u64 {
+        debug_assert!(self.is_detached());
+        self.word1
     }
 
     /// The key log offset of a long key (while compacting: what the log gave to hold instead).
@@ -169,7 +227,7 @@ impl Slot {
         self.word1 = (self.word1 & !u64::from(u32::MAX)) | u64::from(key_at);
     }
 
-    /// The bytes of a short key (empty for a long one: read the key log).
+    /// The bytes of a short key (empty for a long one: read the key log, if it is logged).
     pub(super) fn inline_key(&self) -> ([u8; INLINE_BYTES_MAX], usize) {
         let len = if self.is_long() {
             0
@@ -180,7 +238,7 @@ impl Slot {
     }
 
     /// The hash that chose this slot's home: recomputed for a short key, the fingerprint of a
-    /// long one.
+    /// long one (the high half of a detached key's hash).
     #[inline]
     pub(super) fn home_hash(&self) -> u32 {
         if self.is_long() {

@@ -41,7 +41,15 @@ impl KeyLog {
     /// Whether a key of `len` bytes can be appended without growing the buffer.
     #[inline]
     pub(super) fn fits(&self, len: usize) -> bool {
-        self.bytes.len() + HEADER_BYTES + len <= self.bytes.capacity()
+        len <= LOGGED_KEY_BYTES_MAX
+            && self.bytes.len() + HEADER_BYTES + len <= self.bytes.capacity()
+    }
+
+    /// Whether a key of `len` bytes would fit after a compaction that reclaims the dead entries.
+    #[inline]
+    pub(super) fn fits_after_compaction(&self, len: usize) -> bool {
+        len <= LOGGED_KEY_BYTES_MAX
+            && self.bytes.len() - self.garbage_bytes + HEADER_BYTES + len <= self.bytes.capacity()
     }
 
     /// Appends `key` and returns its offset. The caller checked [`fits`](Self::fits).
@@ -80,6 +88,7 @@ impl KeyLog {
         self.garbage_bytes += HEADER_BYTES + (word & VALUE_MASK) as usize;
     }
 
+    #[cfg(test)]
     pub(super) fn garbage_bytes(&self) -> usize {
         self.garbage_bytes
     }

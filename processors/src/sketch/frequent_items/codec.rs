@@ -5,7 +5,7 @@
 //! ```text
 //! offset size field
 //!  0     4    magic "WFIS"
-//!  4     2    version (2), u16 LE
+//!  4     2    version (3), u16 LE
 //!  6     2    reserved, 0
 //!  8     4    table slots, u32 LE
 //! 12     4    key log bytes, u32 LE
@@ -13,13 +13,16 @@
 //! 20     4    CRC-32C of bytes 0..20 followed by bytes 24..end
 //! 24     8    encoded length in bytes, this header included, u64 LE
 //! 32     8    total weight N, u64 LE
-//! 40     8    maximum error of keys of at most 8 bytes (their offset), u64 LE
-//! 48     8    maximum error of longer keys (their offset), u64 LE
-//! 56     items, each: key length (LEB128), key bytes, count (LEB128, 1 ..= 2^56 − 1)
+//! 40     8    maximum error (the offset), u64 LE
+//! 48     8    log floor: a detached key of at most this count is not logged while the key log
+//!             is full, u64 LE
+//! 56     items, each: a key, then its count (LEB128, 1 ..= 2^56 − 1). A key is its length plus
+//!        one (LEB128) and its bytes, or, detached, 0 and its 64-bit hash (u64 LE).
 //! ```
 //!
-//! Version 1, written before short and long keys had offsets of their own, has no field at 48:
-//! its items start there, and its one offset is read as both.
+//! Older versions are read too. Version 2 had an offset for keys of at most 8 bytes at 40 and one
+//! for longer keys at 48; the larger is read as the offset. Version 1 had the one offset, and its
+//! items start at 48. In both, an item's key is its length (not plus one) and its bytes.
 //!
 //! Items are written in table order, starting after an empty slot. Inserting them in that order
 //! into an empty table of the same size puts every key back in the slot it came from (each key's
@@ -33,13 +36,13 @@
 use std::mem::size_of;
 
 use super::super::frequent_slot::{Probe, Slot, COUNT_MAX};
-use super::super::key_log::{KeyLog, LOGGED_KEY_BYTES_MAX};
+use super::super::key_log::KeyLog;
 use super::super::{DecodeError, SketchError};
 use super::{FrequentItems, LOAD_DENOMINATOR, LOAD_NUMERATOR, SLOTS_MAX, SLOTS_MIN};
 
 const MAGIC: [u8; 4] = *b"WFIS";
-const VERSION: u16 = 2;
-/// Bytes before the items.
+const VERSION: u16 = 3;
+/// Bytes before the items (versions 2 and 3).
 const HEADER_BYTES: usize = 56;
 /// Bytes before the items in version 1.
 const V1_HEADER_BYTES: usize = 48;
@@ -60,17 +63,22 @@ impl FrequentItems {
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&self.total.to_le_bytes());
-        out.extend_from_slice(&self.offset_short.to_le_bytes());
-        out.extend_from_slice(&self.offset_long.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.log_floor.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_BYTES);
         // There is an empty slot: capacity < slots.
         let start = self.slots.iter().position(Slot::is_empty).unwrap_or(0);
         let in_table_order = self.slots[start..].iter().chain(&self.slots[..start]);
         for slot in in_table_order.filter(|slot| !slot.is_empty()) {
-            let key = self.key_ref(slot);
-            let key = key.as_slice();
-            write_varint(&mut out, key.len() as u64);
-            out.extend_from_slice(key);
+            if slot.is_detached() {
+                write_varint(&mut out, 0);
+                out.extend_from_slice(&slot.hash().to_le_bytes());
+            } else {
+                let key = self.key_ref(slot);
+                let key = key.as_slice();
+                write_varint(&mut out, key.len() as u64 + 1);
+                out.extend_from_slice(key);
+            }
             write_varint(&mut out, slot.count());
         }
         let len = out.len() as u64;
@@ -158,22 +166,24 @@ impl FrequentItems {
                 "more than the table holds",
             ));
         }
+        let word_at = |offset| u64::from_le_bytes(array_at(header, offset));
+        let (offset, log_floor) = match version {
+            1 => (word_at(40), 0),
+            2 => (word_at(40).max(word_at(48)), 0),
+            _ => (word_at(40), word_at(48)),
+        };
         let mut sketch = Self {
             slots: vec![Slot::default(); slots],
             keys: KeyLog::new(key_log_bytes),
             len: 0,
             capacity,
-            offset_short: u64::from_le_bytes(array_at(header, 40)),
-            offset_long: if version == 1 {
-                u64::from_le_bytes(array_at(header, 40))
-            } else {
-                u64::from_le_bytes(array_at(header, 48))
-            },
-            total: u64::from_le_bytes(array_at(header, 32)),
+            offset,
+            total: word_at(32),
+            log_floor,
         };
         let mut at = header_bytes;
         for _ in 0..items {
-            sketch.restore_item(bytes, &mut at)?;
+            sketch.restore_item(bytes, &mut at, version)?;
         }
         if at != bytes.len() {
             return Err(bad_field(
@@ -187,34 +197,79 @@ impl FrequentItems {
     }
 
     /// Reads the item at `*at` into the table and moves `*at` past it.
-    fn restore_item(&mut self, bytes: &[u8], at: &mut usize) -> Result<(), SketchError> {
+    fn restore_item(
+        &mut self,
+        bytes: &[u8],
+        at: &mut usize,
+        version: u16,
+    ) -> Result<(), SketchError> {
         let key_at = *at;
-        let key_len = read_varint(bytes, at, "key length")?;
+        let mut key_len = read_varint(bytes, at, "key length")?;
+        if version >= 3 {
+            if key_len == 0 {
+                return self.restore_detached(bytes, at);
+            }
+            key_len -= 1;
+        }
         let key = usize::try_from(key_len)
             .ok()
             .and_then(|len| bytes.get(*at..at.checked_add(len)?))
             .ok_or_else(|| bad_field("key length", key_at, key_len, "past the end of the input"))?;
         *at += key.len();
-        let count_at = *at;
-        let count = read_varint(bytes, at, "count")?;
-        if !(1..=COUNT_MAX).contains(&count) {
-            return Err(bad_field(
-                "count",
-                count_at,
-                count,
-                "must be 1 ..= 2^56 - 1",
-            ));
-        }
+        let count = read_count(bytes, at)?;
         let probe = Probe::of(key);
         let Err(index) = self.locate(key, &probe) else {
             return Err(bad_field("key", key_at, key_len, "repeats an earlier key"));
         };
-        if probe.is_long() && (key.len() > LOGGED_KEY_BYTES_MAX || !self.keys.fits(key.len())) {
+        if probe.is_long() && !self.keys.fits(key.len()) {
             return Err(bad_field("key", key_at, key_len, "overflows the key log"));
         }
-        self.occupy(index, key, &probe, count);
+        self.occupy(index, Some(key), &probe, count);
         Ok(())
     }
+
+    /// Reads a detached item's hash (at `*at`) and count into the table.
+    fn restore_detached(&mut self, bytes: &[u8], at: &mut usize) -> Result<(), SketchError> {
+        let hash_at = *at;
+        let Some(hash) = bytes.get(hash_at..hash_at + 8) else {
+            return Err(bad_field(
+                "key hash",
+                hash_at,
+                0,
+                "past the end of the input",
+            ));
+        };
+        let hash = u64::from_le_bytes(array_at(hash, 0));
+        *at += 8;
+        let count = read_count(bytes, at)?;
+        let probe = Probe::of_hash(hash);
+        let Err(index) = self.locate_hash(&probe) else {
+            return Err(bad_field(
+                "key hash",
+                hash_at,
+                hash,
+                "repeats an earlier key",
+            ));
+        };
+        self.slots[index] = Slot::detached(&probe, count);
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// A count at `*at`, in `1 ..= COUNT_MAX`.
+fn read_count(bytes: &[u8], at: &mut usize) -> Result<u64, SketchError> {
+    let count_at = *at;
+    let count = read_varint(bytes, at, "count")?;
+    if !(1..=COUNT_MAX).contains(&count) {
+        return Err(bad_field(
+            "count",
+            count_at,
+            count,
+            "must be 1 ..= 2^56 - 1",
+        ));
+    }
+    Ok(count)
 }
 
 fn write_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -323,7 +378,7 @@ mod tests {
         sketch.update(b"k", 3);
         sketch.update(b"j", 3);
         let mut bytes = sketch.to_bytes();
-        // Both items are `01 xx 03`: make the second key the first's.
+        // Both items are `02 xx 03`: make the second key the first's.
         let first_key = bytes[HEADER_BYTES + 1];
         bytes[HEADER_BYTES + 4] = first_key;
         let error = FrequentItems::from_bytes(&resealed(bytes), 4096).unwrap_err();
@@ -358,39 +413,94 @@ mod tests {
         );
     }
 
-    #[test]
-    fn version_1_bytes_read_their_one_offset_as_both() {
-        // Short keys only: one offset for both classes, as version 1 had.
+    /// `sketch` (short keys only) as an older version wrote it: its items with plain key
+    /// lengths, after `header_bytes` of header whose offset fields hold `offsets`.
+    fn older(sketch: &FrequentItems, version: u16, offsets: &[u64]) -> Vec<u8> {
+        let v3 = sketch.to_bytes();
+        let mut bytes = v3[..40].to_vec();
+        for offset in offsets {
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        let mut at = HEADER_BYTES;
+        while at < v3.len() {
+            let key_len = read_varint(&v3, &mut at, "key length").unwrap() - 1;
+            write_varint(&mut bytes, key_len);
+            bytes.extend_from_slice(&v3[at..at + key_len as usize]);
+            at += key_len as usize;
+            write_varint(&mut bytes, read_count(&v3, &mut at).unwrap());
+        }
+        bytes[4..6].copy_from_slice(&version.to_le_bytes());
+        let len = bytes.len() as u64;
+        bytes[24..32].copy_from_slice(&len.to_le_bytes());
+        resealed(bytes)
+    }
+
+    fn short_keys_with_error() -> FrequentItems {
         let mut sketch = FrequentItems::with_budget_and_key_bytes(600, 8).unwrap();
         for i in 0..2_000u64 {
             sketch.update(format!("k{}", i % 300 + i % 7).as_bytes(), 1 + i % 3);
         }
-        let offset = sketch.maximum_error();
-        assert!(offset > 0);
-        let v2 = sketch.to_bytes();
-        let mut v1 = [&v2[..V1_HEADER_BYTES], &v2[HEADER_BYTES..]].concat();
-        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
-        let len = v1.len() as u64;
-        v1[24..32].copy_from_slice(&len.to_le_bytes());
-        let copy = FrequentItems::from_bytes(&resealed(v1), sketch.memory_bytes()).unwrap();
-        assert_eq!(copy.top_k(usize::MAX), sketch.top_k(usize::MAX));
-        assert_eq!(copy.maximum_error_of(b"k1"), offset);
-        assert_eq!(
-            copy.maximum_error_of(b"a key longer than eight bytes"),
-            offset
-        );
-        assert_eq!(copy.to_bytes(), v2, "written back as version 2");
+        assert!(sketch.maximum_error() > 0);
+        sketch
     }
 
     #[test]
-    fn a_version_after_2_is_refused() {
+    fn version_1_and_2_bytes_are_read_with_their_largest_offset() {
+        let sketch = short_keys_with_error();
+        let offset = sketch.maximum_error();
+        let v1 = older(&sketch, 1, &[offset]);
+        let v2 = older(&sketch, 2, &[offset - 1, offset]);
+        for old in [v1, v2] {
+            let copy = FrequentItems::from_bytes(&old, sketch.memory_bytes()).unwrap();
+            assert_eq!(copy.top_k(usize::MAX), sketch.top_k(usize::MAX));
+            assert_eq!(copy.maximum_error(), offset);
+            assert_eq!(
+                copy.to_bytes(),
+                sketch.to_bytes(),
+                "written back as version 3"
+            );
+        }
+    }
+
+    #[test]
+    fn detached_keys_round_trip_by_their_hash() {
+        let mut sketch = FrequentItems::with_budget_and_key_bytes(1024, 8).unwrap();
+        let huge = vec![b'x'; 4096];
+        sketch.update(&huge, 7);
+        sketch.update(b"a key longer than eight bytes", 2);
+        sketch.update(b"k", 1);
+        assert!(sketch.find(&huge).unwrap().is_detached());
+        let bytes = sketch.to_bytes();
+        let copy = FrequentItems::from_bytes(&bytes, sketch.memory_bytes()).unwrap();
+        assert_eq!(copy.lower_bound(&huge), 7);
+        assert!(copy.find(&huge).unwrap().is_detached());
+        assert_eq!(copy.top_k(usize::MAX), sketch.top_k(usize::MAX));
+        assert_eq!(copy.to_bytes(), bytes);
+        // The same hash twice is refused.
+        let mut twice = FrequentItems::with_budget_and_key_bytes(1024, 8).unwrap();
+        twice.update(&huge, 7);
+        let mut bytes = twice.to_bytes();
+        let item = bytes[HEADER_BYTES..].to_vec();
+        bytes.extend_from_slice(&item);
+        bytes[16..20].copy_from_slice(&2u32.to_le_bytes());
+        let len = bytes.len() as u64;
+        bytes[24..32].copy_from_slice(&len.to_le_bytes());
+        let error = FrequentItems::from_bytes(&resealed(bytes), 1024).unwrap_err();
+        assert!(
+            error.to_string().contains("repeats an earlier key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_version_after_3_is_refused() {
         let mut bytes = sample().to_bytes();
-        bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
+        bytes[4..6].copy_from_slice(&4u16.to_le_bytes());
         let error = FrequentItems::from_bytes(&resealed(bytes), 4096).unwrap_err();
         assert!(
             matches!(
                 error,
-                SketchError::Decode(DecodeError::UnsupportedVersion { found: 3, .. })
+                SketchError::Decode(DecodeError::UnsupportedVersion { found: 4, .. })
             ),
             "{error}"
         );

@@ -15,6 +15,23 @@ impl FrequentItems {
     /// where it would go.
     #[inline(always)]
     pub(super) fn locate(&self, key: &[u8], probe: &Probe) -> Result<usize, usize> {
+        self.locate_where(probe, |logged| logged == key)
+    }
+
+    /// [`locate`](Self::locate) for a long key known by its hash alone: a logged key is its own
+    /// if the hashes of the two agree.
+    pub(super) fn locate_hash(&self, probe: &Probe) -> Result<usize, usize> {
+        debug_assert!(probe.is_long());
+        self.locate_where(probe, |logged| Probe::of(logged).hash == probe.hash)
+    }
+
+    /// The probe, `is_key` telling whether a logged key whose fingerprint matches is the one
+    /// sought (a short key's or a detached key's match is certain).
+    #[inline(always)]
+    fn locate_where(&self, probe: &Probe, is_key: impl Fn(&[u8]) -> bool) -> Result<usize, usize> {
+        let certain = |slot: &Slot| {
+            !probe.is_long() || slot.is_detached() || is_key(self.keys.get(slot.key_at()))
+        };
         let mut index = self.home(probe.home_hash);
         loop {
             if let Some((start, group)) = self.line_group(index) {
@@ -30,7 +47,7 @@ impl FrequentItems {
                 if empties >> j & 1 == 1 {
                     return Err(index);
                 }
-                if !probe.is_long() || self.keys.get(self.slots[index].key_at()) == key {
+                if certain(&self.slots[index]) {
                     return Ok(index);
                 }
                 // Another long key with the same fingerprint.
@@ -41,7 +58,7 @@ impl FrequentItems {
             if slot.is_empty() {
                 return Err(index);
             }
-            if slot.matches(probe) && (!probe.is_long() || self.keys.get(slot.key_at()) == key) {
+            if slot.matches(probe) && certain(slot) {
                 return Ok(index);
             }
             index = self.next(index);

@@ -1,9 +1,9 @@
 //! Making room in a full [`FrequentItems`]: the reverse purge, re-seating counters in their probe
-//! runs after it, and compacting the key log.
+//! runs after it; and in a full key log: detaching the lighter logged keys, and compacting.
 
-use super::super::frequent_slot::Slot;
+use super::super::frequent_slot::{Probe, Slot};
 use super::super::key_log::{HEADER_BYTES, LOGGED_KEY_BYTES_MAX};
-use super::FrequentItems;
+use super::{FrequentItems, DETACH_QUANTILE};
 
 /// Fraction of the counters a purge aims to drop: it subtracts this quantile of the counts.
 /// DataSketches uses the median. A smaller quantile keeps more counters after a purge, which
@@ -18,41 +18,17 @@ const PURGE_QUANTILE: f64 = 0.1;
 const PURGE_SAMPLE: usize = 1024;
 
 impl FrequentItems {
-    /// Purges and compacts until a counter is free and `key_bytes` (0 for a short key) fit in the
-    /// key log; false if they never can.
-    pub(super) fn make_room(&mut self, key_bytes: usize) -> bool {
-        // A key the empty log could not hold is not worth purging for.
-        let long = key_bytes > 0;
-        if long
-            && (key_bytes > LOGGED_KEY_BYTES_MAX
-                || HEADER_BYTES + key_bytes > self.keys.memory_bytes())
-        {
-            return false;
-        }
-        loop {
-            let table_full = self.len == self.capacity;
-            if !table_full {
-                if !long || self.keys.fits(key_bytes) {
-                    return true;
-                }
-                if self.keys.garbage_bytes() > 0 {
-                    self.compact_keys();
-                    continue;
-                }
-            }
-            if self.len == 0 {
-                return false;
-            }
-            // With counters free, only the key log is short of room: only long keys are purged.
-            // A full key log with no garbage holds live long keys, so such a purge drops one.
-            self.purge(!table_full);
+    /// Purges until a counter is free.
+    pub(super) fn make_room(&mut self) {
+        while self.len == self.capacity {
+            // A full table holds counters (capacity ≥ 3), so the purge drops at least one.
+            self.purge();
         }
     }
 
-    /// Subtracts a sampled quantile of the counts from every counter (or every long key's
-    /// counter, if `long_only`), dropping those it empties.
-    fn purge(&mut self, long_only: bool) {
-        let amount = self.purge_amount(long_only);
+    /// Subtracts a sampled quantile of the counts from every counter, dropping those it empties.
+    fn purge(&mut self) {
+        let amount = self.sampled_quantile(PURGE_QUANTILE, |_| true);
         debug_assert!(amount > 0);
         // Empty before the purge, so no probe run crosses it; at most 19/20 of the slots
         // are held, so there is one.
@@ -62,11 +38,11 @@ impl FrequentItems {
             .position(Slot::is_empty)
             .expect("a table is never full");
         for slot in &mut self.slots {
-            if slot.is_empty() || (long_only && !slot.is_long()) {
+            if slot.is_empty() {
                 continue;
             }
             if slot.count() <= amount {
-                if slot.is_long() {
+                if slot.is_logged() {
                     self.keys.kill(slot.key_at());
                 }
                 *slot = Slot::default();
@@ -75,26 +51,24 @@ impl FrequentItems {
                 slot.set_count(slot.count() - amount);
             }
         }
-        self.add_error(true, amount);
-        if !long_only {
-            self.add_error(false, amount);
-        }
+        self.add_error(amount);
+        self.log_floor = self.log_floor.saturating_sub(amount);
         self.reseat(boundary);
     }
 
-    /// The [`PURGE_QUANTILE`] of (a sample of) the counts purged: one of the counts held, so the
-    /// purge drops at least that counter.
-    fn purge_amount(&self, long_only: bool) -> u64 {
+    /// The `quantile` of (a sample of) the counts of the counters `sampled` picks: one of those
+    /// counts, so at least that counter is at or below it. At least one counter is picked.
+    fn sampled_quantile(&self, quantile: f64, sampled: impl Fn(&Slot) -> bool) -> u64 {
         let mut sample = [0u64; PURGE_SAMPLE];
-        let purged = |slot: &Slot| !slot.is_empty() && (!long_only || slot.is_long());
+        let picked = |slot: &Slot| !slot.is_empty() && sampled(slot);
         let stride = (self.slots.len() / PURGE_SAMPLE).max(1);
         let mut taken = 0;
         // Strided first, then every slot if the strided pass found too few counters (always
-        // fewer than a quarter of the long ones, if those are few).
+        // when the picked ones are few).
         for step in [stride, 1] {
             taken = 0;
             for slot in self.slots.iter().step_by(step) {
-                if purged(slot) && taken < PURGE_SAMPLE {
+                if picked(slot) && taken < PURGE_SAMPLE {
                     sample[taken] = slot.count();
                     taken += 1;
                 }
@@ -103,10 +77,55 @@ impl FrequentItems {
                 break;
             }
         }
-        debug_assert!(taken > 0, "a purge finds a counter to drop");
+        debug_assert!(taken > 0, "a quantile of no counter");
         let sample = &mut sample[..taken];
-        let rank = ((taken as f64 * PURGE_QUANTILE) as usize).min(taken.saturating_sub(1));
+        let rank = ((taken as f64 * quantile) as usize).min(taken.saturating_sub(1));
         *sample.select_nth_unstable(rank).1
+    }
+
+    /// Gives the detached key `key` at `index` its bytes, if the key log has room for them, or
+    /// can be given it: by compacting, or by detaching the logged keys weighing the
+    /// [`DETACH_QUANTILE`] of their counts or less, if `key` weighs more. No counter moves.
+    pub(super) fn log_if_heavy(&mut self, index: usize, key: &[u8]) {
+        debug_assert!(self.slots[index].is_detached());
+        let count = self.slots[index].count();
+        // The log cannot take the key even empty.
+        if key.len() > LOGGED_KEY_BYTES_MAX || HEADER_BYTES + key.len() > self.keys.memory_bytes() {
+            return;
+        }
+        loop {
+            if self.keys.fits(key.len()) {
+                let key_at = self.keys.append(key);
+                self.slots[index] = Slot::new(&Probe::of(key), count, key_at);
+                return;
+            }
+            if self.keys.fits_after_compaction(key.len()) {
+                self.compact_keys();
+                continue;
+            }
+            if count <= self.log_floor {
+                return;
+            }
+            // The log is full of live keys, so there is a logged one.
+            let floor = self.sampled_quantile(DETACH_QUANTILE, Slot::is_logged);
+            self.log_floor = floor;
+            if count <= floor {
+                return;
+            }
+            self.detach_at_most(floor);
+        }
+    }
+
+    /// Detaches every logged key whose count is `floor` or less: its slot keeps its count and
+    /// takes its hash; its bytes become garbage.
+    fn detach_at_most(&mut self, floor: u64) {
+        for slot in &mut self.slots {
+            if slot.is_logged() && slot.count() <= floor {
+                let hash = Probe::of(self.keys.get(slot.key_at())).hash;
+                self.keys.kill(slot.key_at());
+                slot.detach(hash);
+            }
+        }
     }
 
     /// Moves every counter to the first free slot from its home, after a purge emptied slots in
@@ -141,7 +160,7 @@ impl FrequentItems {
     /// Reclaims the key log's dead entries, with no memory beyond the log and the table.
     fn compact_keys(&mut self) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            if !slot.is_empty() && slot.is_long() {
+            if slot.is_logged() {
                 let len = self.keys.thread(slot.key_at(), index as u32);
                 slot.set_key_at(len);
             }
@@ -201,9 +220,9 @@ mod tests {
             keys: KeyLog::new(64),
             len: 0,
             capacity: SLOTS * 19 / 20,
-            offset_short: 0,
-            offset_long: 0,
+            offset: 0,
             total: 0,
+            log_floor: 0,
         };
         let mut keys = Vec::new();
         for (index, home, count) in layout {
@@ -220,7 +239,7 @@ mod tests {
                 "a valid table"
             );
         }
-        sketch.purge(false);
+        sketch.purge();
         assert_eq!(sketch.maximum_error(), 1);
         for (key, (.., count)) in keys.iter().zip(layout) {
             let held = count - 1;
