@@ -7,24 +7,29 @@
 //! bytes at all. So a counter costs 16 bytes for short and detached keys, as a DataSketches map
 //! slot holding a `long` does, and 16 bytes plus the key and a 4-byte header for logged ones.
 //!
-//! Layout: `word0` = tag (top 8 bits: the key length plus one, 1..=9, [`LOGGED`] or
-//! [`DETACHED`]) | count (low 56 bits);
+//! Layout: `word0` = tag (top 4 bits: the key length plus one, 1..=9, [`LOGGED`] or
+//! [`DETACHED`]) | inserted at (16 bits, an [`OffsetCode`]: the sketch's offset when the counter
+//! started, rounded up) | count (low 44 bits);
 //! `word1` = the key's bytes, little-endian and zero-padded; or fingerprint (high 32 bits) |
 //! key log offset (low 32); or the 64-bit hash, whose high 32 bits are the fingerprint. An empty
 //! slot is all zeros (a held key always has a count ≥ 1).
 
 use super::murmur3::murmur3_x64_128;
 
-/// Largest count a slot holds (2^56 − 1); weight beyond it is counted as error.
+/// Largest count a slot holds (2^44 − 1, 1.7 · 10^13); weight beyond it is counted as error.
 pub(super) const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 /// Longest key held in the slot itself.
 pub(super) const INLINE_BYTES_MAX: usize = 8;
 
-const COUNT_BITS: u32 = 56;
+const COUNT_BITS: u32 = 44;
+const CODE_SHIFT: u32 = COUNT_BITS;
+const TAG_SHIFT: u32 = 60;
+const TAG_MASK: u64 = 0xf << TAG_SHIFT;
+const CODE_MASK: u64 = 0xffff << CODE_SHIFT;
 /// Tag of a long key held in the key log.
-const LOGGED: u64 = 0xff;
+const LOGGED: u64 = 0xf;
 /// Tag of a long key counted by its 64-bit hash, its bytes not held.
-const DETACHED: u64 = 0xfe;
+const DETACHED: u64 = 0xe;
 /// Slots a probe compares at once: four 16-byte slots, one cache line when aligned.
 pub(super) const GROUP: usize = 4;
 const HASH_SEED: u32 = 0x005e_edf1;
@@ -89,10 +94,10 @@ impl Probe {
     #[inline(always)]
     pub(super) fn scan_short(&self, group: &[Slot; GROUP]) -> u32 {
         debug_assert!(!self.is_long());
-        let tag = self.tag << COUNT_BITS;
+        let tag = self.tag << TAG_SHIFT;
         let mut stops = 0u32;
         for (j, slot) in group.iter().enumerate() {
-            let differs = ((slot.word0 & !COUNT_MAX) ^ tag) | (slot.word1 ^ self.word);
+            let differs = ((slot.word0 & TAG_MASK) ^ tag) | (slot.word1 ^ self.word);
             stops |= u32::from((differs == 0) | (slot.word0 == 0)) << j;
         }
         stops
@@ -116,7 +121,7 @@ impl Probe {
         let long = self.is_long();
         for (j, slot) in group.iter().enumerate() {
             let empty = slot.word0 == 0;
-            let tag = slot.word0 >> COUNT_BITS;
+            let tag = slot.word0 >> TAG_SHIFT;
             // No key has the empty slot's tag 0.
             let candidate = ((tag == self.tag) & (slot.word1 & word_mask == self.word))
                 | (long & (tag == DETACHED) & (slot.word1 == self.hash));
@@ -145,9 +150,21 @@ impl Slot {
         self.word0 = (self.word0 & !COUNT_MAX) | count;
     }
 
-    /// A slot for `probe`'s key with `count`; `key_at` is its key log offset if it is long.
+    /// The sketch's offset when this counter started (rounded up).
     #[inline]
-    pub(super) fn new(probe: &Probe, count: u64, key_at: u32) -> Self {
+    pub(super) fn inserted_at(&self) -> OffsetCode {
+        OffsetCode(((self.word0 & CODE_MASK) >> CODE_SHIFT) as u16)
+    }
+
+    #[inline]
+    pub(super) fn set_inserted_at(&mut self, code: OffsetCode) {
+        self.word0 = (self.word0 & !CODE_MASK) | (u64::from(code.0) << CODE_SHIFT);
+    }
+
+    /// A slot for `probe`'s key with `count`, started at offset `inserted_at`; `key_at` is its
+    /// key log offset if it is long.
+    #[inline]
+    pub(super) fn new(probe: &Probe, count: u64, inserted_at: OffsetCode, key_at: u32) -> Self {
         debug_assert!((1..=COUNT_MAX).contains(&count));
         let word1 = if probe.is_long() {
             probe.word | u64::from(key_at)
@@ -155,17 +172,17 @@ impl Slot {
             probe.word
         };
         Self {
-            word0: (probe.tag << COUNT_BITS) | count,
+            word0: (probe.tag << TAG_SHIFT) | (u64::from(inserted_at.0) << CODE_SHIFT) | count,
             word1,
         }
     }
 
     /// A detached slot for the long key of `probe`: its hash, no bytes.
     #[inline]
-    pub(super) fn detached(probe: &Probe, count: u64) -> Self {
+    pub(super) fn detached(probe: &Probe, count: u64, inserted_at: OffsetCode) -> Self {
         debug_assert!(probe.is_long() && (1..=COUNT_MAX).contains(&count));
         Self {
-            word0: (DETACHED << COUNT_BITS) | count,
+            word0: (DETACHED << TAG_SHIFT) | (u64::from(inserted_at.0) << CODE_SHIFT) | count,
             word1: probe.hash,
         }
     }
@@ -174,8 +191,16 @@ impl Slot {
     #[inline]
     pub(super) fn detach(&mut self, hash: u64) {
         debug_assert!(self.is_logged() && hash >> 32 == self.word1 >> 32);
-        self.word0 = (DETACHED << COUNT_BITS) | self.count();
+        self.word0 = (DETACHED << TAG_SHIFT) | (self.word0 & !TAG_MASK);
         self.word1 = hash;
+    }
+
+    /// This detached slot logged, its key's bytes at `key_at`.
+    #[inline]
+    pub(super) fn attach(&mut self, key_at: u32) {
+        debug_assert!(self.is_detached());
+        self.word0 = (LOGGED << TAG_SHIFT) | (self.word0 & !TAG_MASK);
+        self.word1 = (self.word1 & !u64::from(u32::MAX)) | u64::from(key_at);
     }
 
     /// Whether this slot may hold `probe`'s key: certain for a short key and for a detached
@@ -183,7 +208,7 @@ impl Slot {
     /// compares the key log entry at [`key_at`](Self::key_at).
     #[inline]
     pub(super) fn matches(&self, probe: &Probe) -> bool {
-        let tag = self.word0 >> COUNT_BITS;
+        let tag = self.word0 >> TAG_SHIFT;
         if probe.is_long() {
             (tag == LOGGED && self.word1 >> 32 == probe.word >> 32)
                 || (tag == DETACHED && self.word1 == probe.hash)
@@ -195,19 +220,19 @@ impl Slot {
     /// Whether the key is longer than 8 bytes (logged or detached).
     #[inline]
     pub(super) fn is_long(&self) -> bool {
-        self.word0 >> COUNT_BITS >= DETACHED
+        self.word0 >> TAG_SHIFT >= DETACHED
     }
 
     /// Whether the key's bytes are in the key log.
     #[inline]
     pub(super) fn is_logged(&self) -> bool {
-        self.word0 >> COUNT_BITS == LOGGED
+        self.word0 >> TAG_SHIFT == LOGGED
     }
 
     /// Whether only the key's hash is held.
     #[inline]
     pub(super) fn is_detached(&self) -> bool {
-        self.word0 >> COUNT_BITS == DETACHED
+        self.word0 >> TAG_SHIFT == DETACHED
     }
 
     /// A detached key's 64-bit hash.
@@ -232,7 +257,7 @@ impl Slot {
         let len = if self.is_long() {
             0
         } else {
-            (self.word0 >> COUNT_BITS) as usize - 1
+            (self.word0 >> TAG_SHIFT) as usize - 1
         };
         (self.word1.to_le_bytes(), len)
     }
@@ -244,8 +269,66 @@ impl Slot {
         if self.is_long() {
             (self.word1 >> 32) as u32
         } else {
-            inline_hash(self.word0 >> COUNT_BITS, self.word1)
+            inline_hash(self.word0 >> TAG_SHIFT, self.word1)
         }
+    }
+}
+
+/// A u64 in 16 bits, rounded up: 11 bits of mantissa and 5 of exponent, exact below 2^11 and within
+/// 1/2048 above, up to about 4.4 · 10^12; larger values are [`OffsetCode::UNKNOWN`]. Rounding up
+/// keeps a lower bound computed from it certain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OffsetCode(u16);
+
+impl OffsetCode {
+    /// Too large to hold: read as "any value", which makes a lower bound fall back to the count.
+    pub(super) const UNKNOWN: Self = Self(u16::MAX);
+    const MANTISSA_BITS: u32 = 11;
+
+    /// The smallest code whose value is `value` or more.
+    #[inline]
+    pub(super) fn at_least(value: u64) -> Self {
+        let explicit = 1u64 << Self::MANTISSA_BITS;
+        if value < explicit {
+            return Self(value as u16);
+        }
+        // `value >> shift` in [2^11, 2^12): the implicit bit and 11 explicit ones.
+        let mut shift = 64 - value.leading_zeros() - (Self::MANTISSA_BITS + 1);
+        let mut mantissa = value.div_ceil(1 << shift);
+        if mantissa == explicit << 1 {
+            mantissa >>= 1;
+            shift += 1;
+        }
+        let exponent = shift + 1;
+        let code = (exponent << Self::MANTISSA_BITS) as u64 | (mantissa & (explicit - 1));
+        if exponent > 31 || code >= u64::from(Self::UNKNOWN.0) {
+            return Self::UNKNOWN;
+        }
+        Self(code as u16)
+    }
+
+    /// The value, `u64::MAX` for [`UNKNOWN`](Self::UNKNOWN).
+    #[inline]
+    pub(super) fn value(self) -> u64 {
+        if self == Self::UNKNOWN {
+            return u64::MAX;
+        }
+        let exponent = u32::from(self.0) >> Self::MANTISSA_BITS;
+        let mantissa = u64::from(self.0) & ((1 << Self::MANTISSA_BITS) - 1);
+        if exponent == 0 {
+            mantissa
+        } else {
+            (mantissa | 1 << Self::MANTISSA_BITS) << (exponent - 1)
+        }
+    }
+
+    /// The code as written by the codec.
+    pub(super) fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub(super) fn from_bits(bits: u16) -> Self {
+        Self(bits)
     }
 }
 
@@ -293,7 +376,7 @@ mod tests {
     #[test]
     fn short_keys_differing_only_in_trailing_zeros_are_different_keys() {
         let (a, b) = (Probe::of(b"ab"), Probe::of(b"ab\0"));
-        let slot = Slot::new(&a, 1, 0);
+        let slot = Slot::new(&a, 1, OffsetCode::at_least(0), 0);
         assert!(slot.matches(&a));
         assert!(!slot.matches(&b));
         assert_eq!(slot.inline_key().1, 2);
@@ -303,12 +386,23 @@ mod tests {
     #[test]
     fn a_slot_keeps_count_and_key_apart() {
         let probe = Probe::of(b"a key longer than eight bytes");
-        let mut slot = Slot::new(&probe, COUNT_MAX, 1234);
+        let code = OffsetCode::at_least(123_456_789);
+        let mut slot = Slot::new(&probe, COUNT_MAX, code, 1234);
         assert!(slot.is_long() && slot.matches(&probe));
         assert_eq!((slot.count(), slot.key_at()), (COUNT_MAX, 1234));
         slot.set_count(7);
         slot.set_key_at(99);
         assert_eq!((slot.count(), slot.key_at()), (7, 99));
+        assert_eq!(slot.inserted_at(), code);
+        slot.detach(probe.hash);
+        assert!(slot.is_detached() && slot.matches(&probe));
+        assert_eq!((slot.count(), slot.inserted_at()), (7, code));
+        slot.attach(5);
+        assert!(slot.is_logged() && slot.matches(&probe));
+        assert_eq!(
+            (slot.count(), slot.inserted_at(), slot.key_at()),
+            (7, code, 5)
+        );
         assert_eq!(slot.home_hash(), probe.home_hash);
     }
 
@@ -320,7 +414,12 @@ mod tests {
             let mut group = [Slot::default(); GROUP];
             for (j, slot) in group.iter_mut().enumerate() {
                 if j != empty_at {
-                    *slot = Slot::new(&probes[j], 1 + j as u64, 7);
+                    *slot = Slot::new(
+                        &probes[j],
+                        1 + j as u64,
+                        OffsetCode::at_least(j as u64 * 5000),
+                        7,
+                    );
                 }
             }
             for probe in &probes {
@@ -339,6 +438,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn offset_codes_round_up_by_less_than_one_part_in_2048() {
+        let mut values: Vec<u64> = (0..5000).collect();
+        for shift in 11..64 {
+            for delta in [0u64, 1, 2, 3] {
+                values.push((1u64 << shift) - delta);
+                values.push((1u64 << shift) + delta);
+                values.push((3u64 << (shift - 1)) + delta);
+            }
+        }
+        for value in values {
+            let code = OffsetCode::at_least(value);
+            let back = code.value();
+            assert!(back >= value, "{value} read back as {back}");
+            if code != OffsetCode::UNKNOWN {
+                assert!(
+                    (back - value) as f64 <= value as f64 / 2048.0,
+                    "{value} -> {back}"
+                );
+                assert_eq!(
+                    OffsetCode::at_least(back),
+                    code,
+                    "a value read back keeps its code"
+                );
+            } else {
+                assert!(value > 4_000_000_000_000, "{value}");
+            }
+        }
+        assert_eq!(OffsetCode::at_least(2047).value(), 2047);
+        assert_eq!(OffsetCode::at_least(4095).value(), 4095);
+        assert_eq!(OffsetCode::at_least(4097).value(), 4098);
     }
 
     #[test]

@@ -252,13 +252,13 @@ impl TopKAccumulator {
         Ok(reservation)
     }
 
-    /// The k values ranked as `FrequentItems::top_k` ranks them (by lower bound, then
-    /// estimate, then value), each with its estimate.
+    /// The k values ranked as `FrequentItems::top_k` ranks them (by lower bound, then count,
+    /// then value), each with its upper bound: never below the truth, as the module says.
     fn ranked(&self) -> Vec<(Vec<u8>, u64)> {
         self.items
             .top_k(self.k)
             .into_iter()
-            .map(|item| (item.key, item.estimate))
+            .map(|item| (item.key, item.upper_bound))
             .collect()
     }
 }

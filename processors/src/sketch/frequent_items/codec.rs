@@ -16,13 +16,16 @@
 //! 40     8    maximum error (the offset), u64 LE
 //! 48     8    log floor: a detached key of at most this count is not logged while the key log
 //!             is full, u64 LE
-//! 56     items, each: a key, then its count (LEB128, 1 ..= 2^56 − 1). A key is its length plus
-//!        one (LEB128) and its bytes, or, detached, 0 and its 64-bit hash (u64 LE).
+//! 56     items, each: a key, its count (LEB128, 1 ..= 2^44 − 1), and the offset when its counter
+//!        started, rounded up (u16 LE, the table's 16-bit code). A key is its length plus one
+//!        (LEB128) and its bytes, or, detached, 0 and its 64-bit hash (u64 LE).
 //! ```
 //!
 //! Older versions are read too. Version 2 had an offset for keys of at most 8 bytes at 40 and one
 //! for longer keys at 48; the larger is read as the offset. Version 1 had the one offset, and its
-//! items start at 48. In both, an item's key is its length (not plus one) and its bytes.
+//! items start at 48. In both, an item's key is its length (not plus one) and its bytes, and no
+//! start offset follows its count: it is read as the sketch's offset, so the lower bound is the
+//! count, as those versions had it.
 //!
 //! Items are written in table order, starting after an empty slot. Inserting them in that order
 //! into an empty table of the same size puts every key back in the slot it came from (each key's
@@ -35,7 +38,7 @@
 
 use std::mem::size_of;
 
-use super::super::frequent_slot::{Probe, Slot, COUNT_MAX};
+use super::super::frequent_slot::{OffsetCode, Probe, Slot, COUNT_MAX};
 use super::super::key_log::KeyLog;
 use super::super::{DecodeError, SketchError};
 use super::{FrequentItems, LOAD_DENOMINATOR, LOAD_NUMERATOR, SLOTS_MAX, SLOTS_MIN};
@@ -80,6 +83,7 @@ impl FrequentItems {
                 out.extend_from_slice(key);
             }
             write_varint(&mut out, slot.count());
+            out.extend_from_slice(&slot.inserted_at().bits().to_le_bytes());
         }
         let len = out.len() as u64;
         out[24..32].copy_from_slice(&len.to_le_bytes());
@@ -178,6 +182,7 @@ impl FrequentItems {
             len: 0,
             capacity,
             offset,
+            offset_code: OffsetCode::at_least(offset),
             total: word_at(32),
             log_floor,
         };
@@ -217,6 +222,7 @@ impl FrequentItems {
             .ok_or_else(|| bad_field("key length", key_at, key_len, "past the end of the input"))?;
         *at += key.len();
         let count = read_count(bytes, at)?;
+        let inserted_at = self.read_inserted_at(bytes, at, version)?;
         let probe = Probe::of(key);
         let Err(index) = self.locate(key, &probe) else {
             return Err(bad_field("key", key_at, key_len, "repeats an earlier key"));
@@ -225,7 +231,30 @@ impl FrequentItems {
             return Err(bad_field("key", key_at, key_len, "overflows the key log"));
         }
         self.occupy(index, Some(key), &probe, count);
+        self.slots[index].set_inserted_at(inserted_at);
         Ok(())
+    }
+
+    /// The start offset after an item's count (version 3), or the sketch's offset (before).
+    fn read_inserted_at(
+        &self,
+        bytes: &[u8],
+        at: &mut usize,
+        version: u16,
+    ) -> Result<OffsetCode, SketchError> {
+        if version < 3 {
+            return Ok(OffsetCode::at_least(self.offset));
+        }
+        let Some(code) = bytes.get(*at..*at + 2) else {
+            return Err(bad_field(
+                "start offset",
+                *at,
+                0,
+                "past the end of the input",
+            ));
+        };
+        *at += 2;
+        Ok(OffsetCode::from_bits(u16::from_le_bytes(array_at(code, 0))))
     }
 
     /// Reads a detached item's hash (at `*at`) and count into the table.
@@ -242,6 +271,7 @@ impl FrequentItems {
         let hash = u64::from_le_bytes(array_at(hash, 0));
         *at += 8;
         let count = read_count(bytes, at)?;
+        let inserted_at = self.read_inserted_at(bytes, at, 3)?;
         let probe = Probe::of_hash(hash);
         let Err(index) = self.locate_hash(&probe) else {
             return Err(bad_field(
@@ -251,7 +281,7 @@ impl FrequentItems {
                 "repeats an earlier key",
             ));
         };
-        self.slots[index] = Slot::detached(&probe, count);
+        self.slots[index] = Slot::detached(&probe, count, inserted_at);
         self.len += 1;
         Ok(())
     }
@@ -266,7 +296,7 @@ fn read_count(bytes: &[u8], at: &mut usize) -> Result<u64, SketchError> {
             "count",
             count_at,
             count,
-            "must be 1 ..= 2^56 - 1",
+            "must be 1 ..= 2^44 - 1",
         ));
     }
     Ok(count)
@@ -378,11 +408,11 @@ mod tests {
         sketch.update(b"k", 3);
         sketch.update(b"j", 3);
         let mut bytes = sketch.to_bytes();
-        // Both items are `02 xx 03`: make the second key the first's.
+        // Both items are `02 xx 03 c c`: make the second key the first's.
         let first_key = bytes[HEADER_BYTES + 1];
-        bytes[HEADER_BYTES + 4] = first_key;
+        bytes[HEADER_BYTES + 6] = first_key;
         let error = FrequentItems::from_bytes(&resealed(bytes), 4096).unwrap_err();
-        assert_eq!(error.to_string(), format!("cannot decode sketch: field key at offset {} holds 1, which is not valid: repeats an earlier key", HEADER_BYTES + 3));
+        assert_eq!(error.to_string(), format!("cannot decode sketch: field key at offset {} holds 1, which is not valid: repeats an earlier key", HEADER_BYTES + 5));
     }
 
     #[test]
@@ -428,6 +458,7 @@ mod tests {
             bytes.extend_from_slice(&v3[at..at + key_len as usize]);
             at += key_len as usize;
             write_varint(&mut bytes, read_count(&v3, &mut at).unwrap());
+            at += 2;
         }
         bytes[4..6].copy_from_slice(&version.to_le_bytes());
         let len = bytes.len() as u64;
@@ -452,12 +483,19 @@ mod tests {
         let v2 = older(&sketch, 2, &[offset - 1, offset]);
         for old in [v1, v2] {
             let copy = FrequentItems::from_bytes(&old, sketch.memory_bytes()).unwrap();
-            assert_eq!(copy.top_k(usize::MAX), sketch.top_k(usize::MAX));
             assert_eq!(copy.maximum_error(), offset);
+            assert_eq!(copy.len(), sketch.len());
+            // Older versions did not record when a counter started: the lower bound is the count.
+            for item in sketch.items() {
+                let count = sketch.find(&item.key).unwrap().count();
+                assert_eq!(copy.lower_bound(&item.key), count);
+                assert_eq!(copy.upper_bound(&item.key), item.upper_bound);
+            }
+            let again = FrequentItems::from_bytes(&copy.to_bytes(), copy.memory_bytes()).unwrap();
             assert_eq!(
-                copy.to_bytes(),
-                sketch.to_bytes(),
-                "written back as version 3"
+                again.top_k(usize::MAX),
+                copy.top_k(usize::MAX),
+                "written as version 3"
             );
         }
     }
