@@ -27,7 +27,9 @@
 //! so each key loses at most `offset` in total and never gains, and since its counter started
 //! exactly `offset − inserted_at`; before, it was not held, so it had at most `inserted_at`. A
 //! key held from its first occurrence (`inserted_at` 0) therefore has exact bounds however many
-//! purges ran, and the estimate, between the bounds, is exact for it. DataSketches keeps
+//! purges ran, and the estimate, between the bounds, is exact for it. (A merge rounds the other
+//! sketch's offset into the starts, so after one such a key's bounds are within about 1/2048 of
+//! that offset.) Weight beyond a counter's range is counted apart, in the upper bounds only. DataSketches keeps
 //! no such start and reports `count` and `count + offset`. The one exception is a collision of
 //! 64-bit hashes: two long keys with the same hash, one of them detached, share its counter (for
 //! 100,000 long keys, a chance of about 1 in 4 · 10^9).
@@ -103,16 +105,20 @@ pub struct FrequentItems {
     len: usize,
     /// Counters allowed: 19/20 of the slots.
     capacity: usize,
-    /// Sum of the purge amounts (and of weights beyond a counter's range): the most any key's
-    /// count has lost.
+    /// Sum of the purge amounts: the most any key's count has lost to purges.
     offset: u64,
+    /// Sum of the weights beyond a counter's range ([`COUNT_MAX`]): raises every upper bound
+    /// and no lower one (added to `offset`, it would raise the lower bound of every key whose
+    /// counter started before, though their counts lost nothing).
+    overflow: u64,
     /// `offset` as a new counter records it.
     offset_code: OffsetCode,
     /// Sum of all weights (N).
     total: u64,
     /// While the key log is full, a detached key of at most this count stays detached without a
     /// look at the logged ones: the [`DETACH_QUANTILE`] of their counts when it was last taken,
-    /// lowered with them by each purge.
+    /// lowered with them by each purge, and to the count of any key logged since (which may
+    /// have lowered the quantile).
     log_floor: u64,
 }
 
@@ -153,6 +159,7 @@ impl FrequentItems {
             capacity: slots * LOAD_NUMERATOR / LOAD_DENOMINATOR,
             offset: 0,
             offset_code: OffsetCode::at_least(0),
+            overflow: 0,
             total: 0,
             log_floor: 0,
         })
@@ -229,7 +236,7 @@ impl FrequentItems {
 
     /// The most any key's count can be off: 0 while every key seen is held exactly.
     pub fn maximum_error(&self) -> u64 {
-        self.offset
+        self.offset.saturating_add(self.overflow)
     }
 
     /// Adds `amount` to the offset.
@@ -320,13 +327,19 @@ impl FrequentItems {
                 let count = self.capped(slot.count().saturating_add(count));
                 // Held here since `slot`'s start, less what `merge` added for the other stream,
                 // plus what the other sketch is unsure of.
-                let uncertain = slot
-                    .inserted_at()
-                    .value()
-                    .saturating_add(inserted_at)
-                    .saturating_sub(other_offset);
+                let start = slot.inserted_at();
+                let start = if start == OffsetCode::UNKNOWN {
+                    start
+                } else {
+                    OffsetCode::at_least(
+                        start
+                            .value()
+                            .saturating_add(inserted_at)
+                            .saturating_sub(other_offset),
+                    )
+                };
                 self.slots[index].set_count(count);
-                self.slots[index].set_inserted_at(OffsetCode::at_least(uncertain));
+                self.slots[index].set_inserted_at(start);
                 if let (Some(key), true) = (key, slot.is_detached()) {
                     self.log_if_heavy(index, key);
                 }
@@ -351,7 +364,7 @@ impl FrequentItems {
     #[inline]
     fn capped(&mut self, count: u64) -> u64 {
         if count > COUNT_MAX {
-            self.add_error(count - COUNT_MAX);
+            self.overflow = self.overflow.saturating_add(count - COUNT_MAX);
             COUNT_MAX
         } else {
             count
@@ -390,6 +403,7 @@ impl FrequentItems {
         };
         if self.keys.fits(key.len()) {
             self.slots[index] = Slot::new(probe, weight, inserted_at, self.keys.append(key));
+            self.log_floor = self.log_floor.min(weight);
         } else {
             self.slots[index] = Slot::detached(probe, weight, inserted_at);
             self.log_if_heavy(index, key);
@@ -425,7 +439,7 @@ impl FrequentItems {
     pub fn upper_bound(&self, key: &[u8]) -> u64 {
         self.find(key)
             .map_or(0, Slot::count)
-            .saturating_add(self.offset)
+            .saturating_add(self.maximum_error())
     }
 
     /// Three quarters of the way from a held key's lower bound to its upper one, 0 for any other
@@ -459,7 +473,7 @@ impl FrequentItems {
 
     /// A held key's upper bound.
     fn upper_of(&self, slot: &Slot) -> u64 {
-        slot.count().saturating_add(self.offset)
+        slot.count().saturating_add(self.maximum_error())
     }
 
     /// A held key's lower bound. Since its counter started, every purge took exactly its amount
@@ -486,7 +500,8 @@ impl FrequentItems {
         }
     }
 
-    /// Up to `k` keys with the largest lower bounds, largest first, ties by estimate, then key;
+    /// Up to `k` keys with the largest lower bounds, largest first, ties by count (so by
+    /// estimate), then key;
     /// among the keys whose bytes are held, which a detached key gets back at its next
     /// occurrence once it outweighs the lighter half of the logged keys.
     pub fn top_k(&self, k: usize) -> Vec<FrequentItem> {
@@ -552,6 +567,7 @@ impl FrequentItems {
             }
         }
         self.add_error(other.offset);
+        self.overflow = self.overflow.saturating_add(other.overflow);
         self.total = total;
     }
 
@@ -561,6 +577,7 @@ impl FrequentItems {
         self.keys.clear();
         self.len = 0;
         self.set_offset(0);
+        self.overflow = 0;
         self.total = 0;
         self.log_floor = 0;
     }
@@ -707,6 +724,63 @@ mod tests {
         sketch.update(&light, 10);
         assert_eq!(sketch.top_k(1)[0].key, light);
         check_table(&sketch);
+    }
+
+    /// Keys logged into room a purge of bytes freed can be lighter than the quantile that purge
+    /// took: they lower the floor, so a heavier detached key is not kept out by a stale one.
+    #[test]
+    fn keys_logged_after_a_purge_of_bytes_lower_the_floor() {
+        let mut sketch = FrequentItems::with_budget_and_key_bytes(8192, 8).unwrap();
+        let long = |i: usize| format!("a long key number {i:05}").into_bytes();
+        let mut n = 0;
+        while sketch.keys.fits(long(n).len()) {
+            sketch.update(&long(n), 10);
+            n += 1;
+        }
+        let middling = long(50_000);
+        sketch.update(&middling, 5);
+        assert!(sketch.find(&middling).unwrap().is_detached());
+        assert_eq!(sketch.log_floor, 10);
+        // Outweighs them all: they are detached, and it is logged.
+        let heavy = long(60_000);
+        sketch.update(&heavy, 100);
+        assert!(sketch.find(&heavy).unwrap().is_logged());
+        // Light keys fill the room it left.
+        let mut m = 70_000;
+        while sketch.keys.fits(long(m).len()) {
+            sketch.update(&long(m), 1);
+            m += 1;
+        }
+        assert_eq!(sketch.log_floor, 1);
+        sketch.update(&middling, 1);
+        assert!(
+            sketch.find(&middling).unwrap().is_logged(),
+            "6 outweighs the keys of 1 logged since"
+        );
+        let top: Vec<Vec<u8>> = sketch.top_k(2).into_iter().map(|item| item.key).collect();
+        assert_eq!(top, [heavy, middling]);
+        assert_eq!(sketch.maximum_error(), 0);
+        check_table(&sketch);
+    }
+
+    /// Weight past a counter's range raises upper bounds only: a lower bound that counted it
+    /// as offset would rise for every key whose counter started before.
+    #[test]
+    fn weight_past_a_counter_raises_upper_bounds_only() {
+        let mut sketch = FrequentItems::with_budget(4096).unwrap();
+        sketch.update(b"a", 1);
+        sketch.update(b"b", COUNT_MAX + 100);
+        assert_eq!(
+            (sketch.lower_bound(b"a"), sketch.upper_bound(b"a")),
+            (1, 101)
+        );
+        assert_eq!(sketch.lower_bound(b"b"), COUNT_MAX);
+        assert_eq!(sketch.upper_bound(b"b"), COUNT_MAX + 100);
+        let mut merged = FrequentItems::with_budget(4096).unwrap();
+        merged.update(b"a", 1);
+        merged.merge(&sketch);
+        assert_eq!(merged.lower_bound(b"a"), 2);
+        assert_eq!(merged.upper_bound(b"b"), COUNT_MAX + 100);
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Slot {
     }
 }
 
-/// A u64 in 16 bits, rounded up: 11 bits of mantissa and 5 of exponent, exact below 2^11 and within
+/// A u64 in 16 bits, rounded up: 11 bits of mantissa and 5 of exponent, exact below 2^12 and within
 /// 1/2048 above, up to about 4.4 · 10^12; larger values are [`OffsetCode::UNKNOWN`]. Rounding up
 /// keeps a lower bound computed from it certain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 //! A key a merge purged (or never held) has a lower bound of 0, so it cannot rank above
 //! a held key with any count of its own; carrying the panes' keys along as candidates
 //! to re-score cost a set insert per held key per pane merged, most of a sliding
-//! window's time, and changed no ranking. (By upper bound, a long key, whose maximum
-//! error is its own and can be the larger, would rank above heavier short keys.)
+//! window's time, and changed no ranking. (By upper bound, a key held since its first
+//! occurrence in every pane, and so exact, could rank below one that came and went.)
 
 use std::borrow::Cow;
 

@@ -5,7 +5,7 @@
 //! Each partial aggregate keeps one `FrequentItems` and ships it serialized; the final
 //! aggregate restores and merges them (a merge of summaries, so a value frequent
 //! overall is found even if it was frequent in no single partition). A count is the
-//! summary's estimate: exact while every value fits, never below the truth, and at most
+//! summary's upper bound: exact while every value fits, never below the truth, and at most
 //! `maximum_error` above it.
 //!
 //! Memory: a summary allocates its whole budget when created, and a `GROUP BY` creates

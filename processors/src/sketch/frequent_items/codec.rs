@@ -16,14 +16,16 @@
 //! 40     8    maximum error (the offset), u64 LE
 //! 48     8    log floor: a detached key of at most this count is not logged while the key log
 //!             is full, u64 LE
-//! 56     items, each: a key, its count (LEB128, 1 ..= 2^44 − 1), and the offset when its counter
+//! 56     8    overflow: weight beyond a counter's range, in every upper bound, u64 LE
+//! 64     items, each: a key, its count (LEB128, 1 ..= 2^44 − 1), and the offset when its counter
 //!        started, rounded up (u16 LE, the table's 16-bit code). A key is its length plus one
 //!        (LEB128) and its bytes, or, detached, 0 and its 64-bit hash (u64 LE).
 //! ```
 //!
 //! Older versions are read too. Version 2 had an offset for keys of at most 8 bytes at 40 and one
-//! for longer keys at 48; the larger is read as the offset. Version 1 had the one offset, and its
-//! items start at 48. In both, an item's key is its length (not plus one) and its bytes, and no
+//! for longer keys at 48, and its items start at 56; the larger offset is read. Version 1 had the
+//! one offset, and its items start at 48. Both allowed counts to 2^56 − 1: the part above 2^44 − 1
+//! is read as overflow. In both, an item's key is its length (not plus one) and its bytes, and no
 //! start offset follows its count: it is read as the sketch's offset, so the lower bound is the
 //! count, as those versions had it.
 //!
@@ -45,8 +47,12 @@ use super::{FrequentItems, LOAD_DENOMINATOR, LOAD_NUMERATOR, SLOTS_MAX, SLOTS_MI
 
 const MAGIC: [u8; 4] = *b"WFIS";
 const VERSION: u16 = 3;
-/// Bytes before the items (versions 2 and 3).
-const HEADER_BYTES: usize = 56;
+/// Bytes before the items.
+const HEADER_BYTES: usize = 64;
+/// Bytes before the items in version 2.
+const V2_HEADER_BYTES: usize = 56;
+/// Largest count versions 1 and 2 wrote (2^56 − 1); beyond [`COUNT_MAX`] it is read as overflow.
+const V2_COUNT_MAX: u64 = (1 << 56) - 1;
 /// Bytes before the items in version 1.
 const V1_HEADER_BYTES: usize = 48;
 const CHECKSUM_OFFSET: usize = 20;
@@ -68,6 +74,7 @@ impl FrequentItems {
         out.extend_from_slice(&self.total.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.log_floor.to_le_bytes());
+        out.extend_from_slice(&self.overflow.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_BYTES);
         // There is an empty slot: capacity < slots.
         let start = self.slots.iter().position(Slot::is_empty).unwrap_or(0);
@@ -119,10 +126,10 @@ impl FrequentItems {
             }
             .into());
         }
-        let header_bytes = if version == 1 {
-            V1_HEADER_BYTES
-        } else {
-            HEADER_BYTES
+        let header_bytes = match version {
+            1 => V1_HEADER_BYTES,
+            2 => V2_HEADER_BYTES,
+            _ => HEADER_BYTES,
         };
         let header = header_of(header_bytes)?;
         let reserved = u16::from_le_bytes(array_at(header, 6));
@@ -171,10 +178,10 @@ impl FrequentItems {
             ));
         }
         let word_at = |offset| u64::from_le_bytes(array_at(header, offset));
-        let (offset, log_floor) = match version {
-            1 => (word_at(40), 0),
-            2 => (word_at(40).max(word_at(48)), 0),
-            _ => (word_at(40), word_at(48)),
+        let (offset, log_floor, overflow) = match version {
+            1 => (word_at(40), 0, 0),
+            2 => (word_at(40).max(word_at(48)), 0, 0),
+            _ => (word_at(40), word_at(48), word_at(56)),
         };
         let mut sketch = Self {
             slots: vec![Slot::default(); slots],
@@ -183,6 +190,7 @@ impl FrequentItems {
             capacity,
             offset,
             offset_code: OffsetCode::at_least(offset),
+            overflow,
             total: word_at(32),
             log_floor,
         };
@@ -221,17 +229,26 @@ impl FrequentItems {
             .and_then(|len| bytes.get(*at..at.checked_add(len)?))
             .ok_or_else(|| bad_field("key length", key_at, key_len, "past the end of the input"))?;
         *at += key.len();
-        let count = read_count(bytes, at)?;
+        let count = if version >= 3 {
+            read_count(bytes, at, COUNT_MAX)?
+        } else {
+            let count = read_count(bytes, at, V2_COUNT_MAX)?;
+            self.capped(count)
+        };
         let inserted_at = self.read_inserted_at(bytes, at, version)?;
         let probe = Probe::of(key);
         let Err(index) = self.locate(key, &probe) else {
             return Err(bad_field("key", key_at, key_len, "repeats an earlier key"));
         };
-        if probe.is_long() && !self.keys.fits(key.len()) {
-            return Err(bad_field("key", key_at, key_len, "overflows the key log"));
-        }
-        self.occupy(index, Some(key), &probe, count);
-        self.slots[index].set_inserted_at(inserted_at);
+        self.slots[index] = if probe.is_long() {
+            if !self.keys.fits(key.len()) {
+                return Err(bad_field("key", key_at, key_len, "overflows the key log"));
+            }
+            Slot::new(&probe, count, inserted_at, self.keys.append(key))
+        } else {
+            Slot::new(&probe, count, inserted_at, 0)
+        };
+        self.len += 1;
         Ok(())
     }
 
@@ -270,7 +287,7 @@ impl FrequentItems {
         };
         let hash = u64::from_le_bytes(array_at(hash, 0));
         *at += 8;
-        let count = read_count(bytes, at)?;
+        let count = read_count(bytes, at, COUNT_MAX)?;
         let inserted_at = self.read_inserted_at(bytes, at, 3)?;
         let probe = Probe::of_hash(hash);
         let Err(index) = self.locate_hash(&probe) else {
@@ -287,16 +304,20 @@ impl FrequentItems {
     }
 }
 
-/// A count at `*at`, in `1 ..= COUNT_MAX`.
-fn read_count(bytes: &[u8], at: &mut usize) -> Result<u64, SketchError> {
+/// A count at `*at`, in `1 ..= max`.
+fn read_count(bytes: &[u8], at: &mut usize, max: u64) -> Result<u64, SketchError> {
     let count_at = *at;
     let count = read_varint(bytes, at, "count")?;
-    if !(1..=COUNT_MAX).contains(&count) {
+    if !(1..=max).contains(&count) {
         return Err(bad_field(
             "count",
             count_at,
             count,
-            "must be 1 ..= 2^44 - 1",
+            if max == COUNT_MAX {
+                "must be 1 ..= 2^44 - 1"
+            } else {
+                "must be 1 ..= 2^56 - 1"
+            },
         ));
     }
     Ok(count)
@@ -451,13 +472,16 @@ mod tests {
         for offset in offsets {
             bytes.extend_from_slice(&offset.to_le_bytes());
         }
+        if version == 1 {
+            bytes.truncate(V1_HEADER_BYTES);
+        }
         let mut at = HEADER_BYTES;
         while at < v3.len() {
             let key_len = read_varint(&v3, &mut at, "key length").unwrap() - 1;
             write_varint(&mut bytes, key_len);
             bytes.extend_from_slice(&v3[at..at + key_len as usize]);
             at += key_len as usize;
-            write_varint(&mut bytes, read_count(&v3, &mut at).unwrap());
+            write_varint(&mut bytes, read_count(&v3, &mut at, COUNT_MAX).unwrap());
             at += 2;
         }
         bytes[4..6].copy_from_slice(&version.to_le_bytes());
@@ -498,6 +522,24 @@ mod tests {
                 "written as version 3"
             );
         }
+    }
+
+    #[test]
+    fn a_version_2_count_past_2_to_the_44_is_read_as_overflow() {
+        let mut sketch = FrequentItems::with_budget_and_key_bytes(600, 8).unwrap();
+        sketch.update(b"k", 3);
+        let v2 = older(&sketch, 2, &[0, 0]);
+        // The one item is `01 'k' 03`: give it a count of 2^50.
+        let mut bytes = v2[..V2_HEADER_BYTES + 2].to_vec();
+        write_varint(&mut bytes, 1 << 50);
+        let len = bytes.len() as u64;
+        bytes[24..32].copy_from_slice(&len.to_le_bytes());
+        let copy = FrequentItems::from_bytes(&resealed(bytes), sketch.memory_bytes()).unwrap();
+        assert_eq!(copy.lower_bound(b"k"), COUNT_MAX);
+        assert_eq!(copy.upper_bound(b"k"), 1 << 50);
+        assert_eq!(copy.maximum_error(), (1 << 50) - COUNT_MAX);
+        let again = FrequentItems::from_bytes(&copy.to_bytes(), copy.memory_bytes()).unwrap();
+        assert_eq!(again.upper_bound(b"k"), 1 << 50, "the overflow is written");
     }
 
     #[test]

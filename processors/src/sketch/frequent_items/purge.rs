@@ -97,6 +97,7 @@ impl FrequentItems {
             if self.keys.fits(key.len()) {
                 let key_at = self.keys.append(key);
                 self.slots[index].attach(key_at);
+                self.log_floor = self.log_floor.min(count);
                 return;
             }
             if self.keys.fits_after_compaction(key.len()) {
@@ -222,6 +223,7 @@ mod tests {
             capacity: SLOTS * 19 / 20,
             offset: 0,
             offset_code: OffsetCode::at_least(0),
+            overflow: 0,
             total: 0,
             log_floor: 0,
         };
