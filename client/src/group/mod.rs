@@ -354,6 +354,12 @@ impl GroupConsumer {
 
     /// Commits the given offsets, (topic, partition, offset of the next record
     /// to read), for partitions the member owns.
+    ///
+    /// A commit refused for a stale member epoch (a heartbeat answer with a new
+    /// epoch, after a rebalance elsewhere in the group, crossed it) is sent once
+    /// more after the next heartbeat answer, with the epoch it brings, as Kafka's
+    /// consumer does: the partitions are still the member's until it reports them
+    /// released.
     pub async fn commit_offsets(
         &mut self,
         offsets: &[(String, u32, u64)],
@@ -362,7 +368,18 @@ impl GroupConsumer {
         let Some(request) = self.commit_request(offsets) else {
             return Ok(());
         };
-        request.send().await?;
+        let answers = self.membership.lock().answers;
+        match request.send().await {
+            Err(error) if is_stale_epoch(&error) => {
+                let membership = Arc::clone(&self.membership);
+                await_heartbeat_answer(&membership, answers).await;
+                let Some(request) = self.commit_request(offsets) else {
+                    return Ok(());
+                };
+                request.send().await?;
+            }
+            sent => sent?,
+        }
         self.remember_committed(offsets);
         Ok(())
     }
@@ -553,6 +570,28 @@ fn difference(a: &TopicPartitionSet, b: &TopicPartitionSet) -> TopicPartitionSet
         }
     }
     out
+}
+
+/// Waits, up to two heartbeat intervals, for a heartbeat answer after the
+/// `after`-th, waking the heartbeat task to send one now.
+async fn await_heartbeat_answer(membership: &Membership, after: u64) {
+    membership.wake_heartbeat.notify_one();
+    let interval = membership.lock().heartbeat_interval;
+    let deadline = Instant::now() + interval * 2;
+    while membership.lock().answers <= after && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A commit refused because the member's epoch moved on since it was sent.
+fn is_stale_epoch(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Group {
+            code: ErrorCode::StaleMemberEpoch,
+            ..
+        }
+    )
 }
 
 fn flatten(set: &TopicPartitionSet) -> Vec<(String, u32)> {
