@@ -365,10 +365,12 @@ impl GroupConsumer {
         offsets: &[(String, u32, u64)],
     ) -> Result<(), ClientError> {
         self.check_open()?;
+        // Counted before the request takes its epoch: an answer after this one
+        // brings an epoch at least as new as the one the refusal names.
+        let answers = self.membership.lock().answers;
         let Some(request) = self.commit_request(offsets) else {
             return Ok(());
         };
-        let answers = self.membership.lock().answers;
         match request.send().await {
             Err(error) if is_stale_epoch(&error) => {
                 let membership = Arc::clone(&self.membership);
