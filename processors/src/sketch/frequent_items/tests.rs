@@ -20,6 +20,22 @@ fn check_table(sketch: &FrequentItems) {
     }
 }
 
+/// Long keys of one length, so that a full key log has no room for any of them.
+fn long(i: usize) -> Vec<u8> {
+    format!("a long key number {i:05}").into_bytes()
+}
+
+/// Updates `long(first)`, `long(first + 1)`, ... with `weight(i)` while the key log has room for
+/// the next; returns how many.
+fn fill_key_log(sketch: &mut FrequentItems, first: usize, weight: impl Fn(usize) -> u64) -> usize {
+    let mut i = first;
+    while sketch.keys.fits(long(i).len()) {
+        sketch.update(&long(i), weight(i));
+        i += 1;
+    }
+    i - first
+}
+
 #[test]
 fn purges_and_compactions_keep_every_held_key_findable() {
     let mut sketch = FrequentItems::with_budget_and_key_bytes(2048, 20).unwrap();
@@ -65,13 +81,7 @@ fn a_key_longer_than_the_key_log_is_counted_detached() {
 #[test]
 fn a_detached_key_gets_bytes_once_it_outweighs_the_lighter_logged_keys() {
     let mut sketch = FrequentItems::with_budget_and_key_bytes(8192, 8).unwrap();
-    // All of one length, so that a full log has no room for any of them.
-    let long = |i: usize| format!("a long key number {i:05}").into_bytes();
-    let mut logged = 0;
-    while sketch.keys.fits(long(logged).len()) {
-        sketch.update(&long(logged), 1 + logged as u64 % 4);
-        logged += 1;
-    }
+    let logged = fill_key_log(&mut sketch, 0, |i| 1 + i as u64 % 4);
     assert!(logged > 4, "{logged}");
     let late = long(9_999);
     sketch.update(&late, 1);
@@ -90,11 +100,7 @@ fn a_detached_key_gets_bytes_once_it_outweighs_the_lighter_logged_keys() {
     check_table(&sketch);
     // A light one stays detached, and so unseen by `top_k`, while the log is full of heavier
     // keys; it is logged again once it outweighs them.
-    let mut more = 10_000;
-    while sketch.keys.fits(long(more).len()) {
-        sketch.update(&long(more), 5);
-        more += 1;
-    }
+    fill_key_log(&mut sketch, 10_000, |_| 5);
     let light = long(0);
     sketch.update(&light, 1);
     assert!(sketch.find(&light).unwrap().is_detached());
@@ -108,12 +114,7 @@ fn a_detached_key_gets_bytes_once_it_outweighs_the_lighter_logged_keys() {
 #[test]
 fn keys_logged_after_a_purge_of_bytes_lower_the_floor() {
     let mut sketch = FrequentItems::with_budget_and_key_bytes(8192, 8).unwrap();
-    let long = |i: usize| format!("a long key number {i:05}").into_bytes();
-    let mut n = 0;
-    while sketch.keys.fits(long(n).len()) {
-        sketch.update(&long(n), 10);
-        n += 1;
-    }
+    fill_key_log(&mut sketch, 0, |_| 10);
     let middling = long(50_000);
     sketch.update(&middling, 5);
     assert!(sketch.find(&middling).unwrap().is_detached());
@@ -123,11 +124,7 @@ fn keys_logged_after_a_purge_of_bytes_lower_the_floor() {
     sketch.update(&heavy, 100);
     assert!(sketch.find(&heavy).unwrap().is_logged());
     // Light keys fill the room it left.
-    let mut m = 70_000;
-    while sketch.keys.fits(long(m).len()) {
-        sketch.update(&long(m), 1);
-        m += 1;
-    }
+    fill_key_log(&mut sketch, 70_000, |_| 1);
     assert_eq!(sketch.log_floor, 1);
     sketch.update(&middling, 1);
     assert!(
