@@ -132,6 +132,23 @@ fn a_killed_member_loses_its_partitions_and_a_stopped_one_commits_what_it_printe
             (0..40).all(|i| text.lines().any(|l| l == format!("r{i}")))
         },
     );
+    // The wait above can end on the killed member's output alone, before the
+    // survivor has read the partitions it took over; SIGTERM then would commit
+    // where the killed member last committed. So wait until nothing is left
+    // uncommitted that the survivor has not printed.
+    wait_for(
+        "the survivor printed every record the group has not committed",
+        || {
+            let text = std::fs::read_to_string(root.path().join("second.out")).unwrap();
+            let lag: u64 = describe(&broker, "g")["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["lag"].as_u64().unwrap())
+                .sum();
+            lag == 0 || (0..40).all(|i| text.lines().any(|l| l == format!("r{i}")))
+        },
+    );
 
     // SIGTERM: the member commits what it printed and leaves at once.
     let status = Command::new("kill")
