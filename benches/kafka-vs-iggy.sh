@@ -5,7 +5,7 @@
 #   consume  each reads back what it just produced (page cache): Iggy's pinned consumer, and
 #            `weir bench consume --protocol kafka`; batches of 1000 messages on both sides.
 #   rate     p99 produce latency at half of Iggy's maximum rate: Iggy's full-speed produce is
-#            measured first (the `max` row), then Iggy at the rate its limiter can hold nearest
+#            measured in the round's first part (the `max` row), then Iggy at the rate its limiter can hold nearest
 #            half of it (--rate-limit; see below), then Weir at the rate Iggy reached (--throughput). Iggy's producer sends one batch at a time, so
 #            Weir's does too here (--max-in-flight 1): with more in flight a batch that goes out
 #            late is followed by others at once and waits behind them in the broker, where one at
@@ -99,16 +99,30 @@ weir_bench() { # dir port kafka-port op out [args...]
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -r) cores=$(nproc) weir=$("$WEIR" --version 2>/dev/null) size=$SIZE n=$N"
+# Full speed, then the read-back, on one side. Sets $max on Iggy's.
+iggy_max_and_consume() { # run
+    local dir=$SCRATCH/iggy port; port=$(free_port); drop_cache; iggy_start "$dir" "$port"
+    max=$(iggy_bench "$dir" "$port" max pinned-producer); result iggy max "$1" "$max"
+    result iggy consume "$1" "$(iggy_bench "$dir" "$port" consume pinned-consumer)"
+    stop "${PIDS[-1]}"
+}
+weir_max_and_consume() { # run
+    local dir=$SCRATCH/weir port kafka; port=$(free_port); kafka=$(free_port); drop_cache
+    weir_start "$dir" "$port" "$kafka"
+    result weir max "$1" "$(weir_bench "$dir" "$port" "$kafka" produce max)"
+    result weir consume "$1" "$(weir_bench "$dir" "$port" "$kafka" consume consume)"
+    stop "${PIDS[-1]}"
+}
+
 for run in $(seq 1 "$REPEAT"); do
-    # Full speed, then the read-back, on each side.
-    dir=$SCRATCH/iggy; port=$(free_port); drop_cache; iggy_start "$dir" "$port"
-    max=$(iggy_bench "$dir" "$port" max pinned-producer); result iggy max "$run" "$max"
-    result iggy consume "$run" "$(iggy_bench "$dir" "$port" consume pinned-consumer)"
-    stop "${PIDS[-1]}"
-    dir=$SCRATCH/weir; port=$(free_port); kafka=$(free_port); drop_cache; weir_start "$dir" "$port" "$kafka"
-    result weir max "$run" "$(weir_bench "$dir" "$port" "$kafka" produce max)"
-    result weir consume "$run" "$(weir_bench "$dir" "$port" "$kafka" consume consume)"
-    stop "${PIDS[-1]}"
+    # Which side goes first alternates round by round: on this VM a case run just
+    # after the other server's was measured slower (Weir's consume 1.39-1.47 M/s
+    # right after Iggy's, 1.7-2.1 M/s with no Iggy run before it).
+    if ((run % 2)); then
+        iggy_max_and_consume "$run"; weir_max_and_consume "$run"
+    else
+        weir_max_and_consume "$run"; iggy_max_and_consume "$run"
+    fi
 
     # Half of Iggy's full speed: Iggy first, then Weir at the rate Iggy reached.
     # Iggy's limiter (governor) spaces bytes by a whole number of nanoseconds, so it keeps
