@@ -77,6 +77,9 @@ pub const SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const REQUEST_BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
 /// `offsets.topic.num.partitions`).
+/// Kafka's `num.partitions` default.
+pub const NUM_PARTITIONS_DEFAULT: u32 = 1;
+
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = crate::group::CONSUMER_OFFSETS_PARTITIONS_DEFAULT;
 
 /// Where storage I/O of produce and fetch runs.
@@ -178,6 +181,15 @@ pub struct BrokerConfig {
     /// Partitions of `__consumer_offsets` when the broker creates it at its first start
     /// (Kafka's `offsets.topic.num.partitions`); an existing topic keeps its count.
     pub offsets_topic_partitions: u32,
+    /// Whether a Kafka Metadata request naming a topic that does not exist
+    /// creates it (Kafka's `auto.create.topics.enable`, there `true` by
+    /// default): off unless asked, since a misspelt name then makes a topic
+    /// nobody meant. Clients that ask not to (Metadata v4+
+    /// `allow_auto_topic_creation` false, as Kafka's consumers do) never do.
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created with no count given: auto-created, or
+    /// CreateTopics with -1 (Kafka's `num.partitions`).
+    pub num_partitions: u32,
     /// The group coordinator's timeouts and defaults (Kafka's `group.consumer.*`).
     pub groups: crate::group::GroupConfig,
     /// Topic settings applied to every new topic before its own (Kafka names),
@@ -240,6 +252,8 @@ struct ConfigFile {
     request_body_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     offsets_topic_partitions: Option<u32>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<u32>,
     group_session_timeout_ms: Option<i64>,
     group_heartbeat_interval_ms: Option<i64>,
     group_initial_rebalance_delay_ms: Option<i64>,
@@ -280,6 +294,8 @@ impl Default for BrokerConfig {
             request_body_timeout_ms: REQUEST_BODY_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: SHUTDOWN_TIMEOUT_MS_DEFAULT,
             offsets_topic_partitions: OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            auto_create_topics: false,
+            num_partitions: NUM_PARTITIONS_DEFAULT,
             groups: crate::group::GroupConfig::default(),
             topic_defaults: BTreeMap::new(),
             address_file: None,
@@ -301,7 +317,8 @@ impl BrokerConfig {
     /// `WEIR_FRAME_BYTES_MAX`, `WEIR_HEADER_LIST_BYTES_MAX`,
     /// `WEIR_REQUESTS_PER_CONNECTION_MAX`, `WEIR_QUEUED_REQUEST_BYTES_MAX`,
     /// `WEIR_REQUEST_BODY_TIMEOUT_MS`, `WEIR_SHUTDOWN_TIMEOUT_MS`,
-    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
+    /// `WEIR_OFFSETS_TOPIC_PARTITIONS`, `WEIR_AUTO_CREATE_TOPICS`,
+    /// `WEIR_NUM_PARTITIONS`, `WEIR_GROUP_SESSION_TIMEOUT_MS`,
     /// `WEIR_GROUP_HEARTBEAT_INTERVAL_MS`, `WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS`).
     pub fn load(
         file: Option<&Path>,
@@ -356,6 +373,8 @@ impl BrokerConfig {
             "WEIR_REQUEST_BODY_TIMEOUT_MS",
             "WEIR_SHUTDOWN_TIMEOUT_MS",
             "WEIR_OFFSETS_TOPIC_PARTITIONS",
+            "WEIR_AUTO_CREATE_TOPICS",
+            "WEIR_NUM_PARTITIONS",
             "WEIR_GROUP_SESSION_TIMEOUT_MS",
             "WEIR_GROUP_HEARTBEAT_INTERVAL_MS",
             "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS",
@@ -481,6 +500,12 @@ impl BrokerConfig {
         if let Some(v) = file.offsets_topic_partitions {
             self.offsets_topic_partitions = v;
         }
+        if let Some(v) = file.auto_create_topics {
+            self.auto_create_topics = v;
+        }
+        if let Some(v) = file.num_partitions {
+            self.num_partitions = v;
+        }
         if let Some(v) = file.group_session_timeout_ms {
             self.groups.session_timeout_ms = v;
         }
@@ -601,6 +626,12 @@ impl BrokerConfig {
             }
             "WEIR_OFFSETS_TOPIC_PARTITIONS" => {
                 self.offsets_topic_partitions = value.parse().map_err(|_| "expected a count")?
+            }
+            "WEIR_AUTO_CREATE_TOPICS" => {
+                self.auto_create_topics = value.parse().map_err(|_| "expected true or false")?
+            }
+            "WEIR_NUM_PARTITIONS" => {
+                self.num_partitions = value.parse().map_err(|_| "expected a count")?
             }
             "WEIR_GROUP_SESSION_TIMEOUT_MS" => {
                 self.groups.session_timeout_ms = value
@@ -826,6 +857,13 @@ impl BrokerConfig {
             return Err(bad(
                 "offsets_topic_partitions",
                 self.offsets_topic_partitions.to_string(),
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.num_partitions == 0 || self.num_partitions > crate::broker::PARTITIONS_MAX {
+            return Err(bad(
+                "num_partitions",
+                self.num_partitions.to_string(),
                 "must be between 1 and 10000",
             ));
         }
@@ -1294,6 +1332,34 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("request_body_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn auto_creation_is_off_by_default_and_loads_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "auto_create_topics = true\nnum_partitions = 3\n").unwrap();
+        let config = BrokerConfig::load(Some(&path), |_| None).unwrap();
+        assert!(config.auto_create_topics);
+        assert_eq!(config.num_partitions, 3);
+        let config = BrokerConfig::load(Some(&path), |key| match key {
+            "WEIR_AUTO_CREATE_TOPICS" => Some("false".to_string()),
+            "WEIR_NUM_PARTITIONS" => Some("6".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.num_partitions, 6);
+        let defaults = BrokerConfig::load(None, |_| None).unwrap();
+        assert!(!defaults.auto_create_topics);
+        assert_eq!(defaults.num_partitions, 1);
+        for (key, value) in [
+            ("WEIR_NUM_PARTITIONS", "0"),
+            ("WEIR_AUTO_CREATE_TOPICS", "yes"),
+        ] {
+            let refused = BrokerConfig::load(None, |k| (k == key).then(|| value.to_string()));
+            assert!(refused.is_err(), "{key}={value}");
+        }
     }
 
     #[test]

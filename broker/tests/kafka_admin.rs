@@ -418,3 +418,79 @@ async fn produce_result_at(wire: &mut KafkaWire, version: i16, batch: Bytes) -> 
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
 }
+
+#[tokio::test]
+async fn metadata_creates_a_missing_topic_when_the_broker_and_the_request_allow_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.auto_create_topics = true;
+    config.num_partitions = 2;
+    let (_broker, kafka) = kafka_support::start_broker_with(config, data).await;
+    let mut wire = KafkaWire::connect(kafka).await;
+    let ask = |topic: &str, allow: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(allow)
+    };
+
+    // A consumer's request (v4+, not allowed) creates nothing.
+    let refused = wire.call(12, &ask("wanted", false)).await;
+    assert_eq!(
+        refused.topics[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let still = wire.call(12, &ask("wanted", false)).await;
+    assert_eq!(still.topics[0].error_code, 3, "nothing was created");
+
+    // A producer's creates it with `num_partitions`, led by this broker.
+    let created = wire.call(12, &ask("wanted", true)).await;
+    let wanted = &created.topics[0];
+    assert_eq!((wanted.error_code, wanted.partitions.len()), (0, 2));
+    assert!(wanted
+        .partitions
+        .iter()
+        .all(|p| p.leader_id == created.brokers[0].node_id));
+    // Asked again, it is the same topic.
+    let again = wire.call(12, &ask("wanted", true)).await;
+    assert_eq!(again.topics[0].partitions.len(), 2);
+
+    // Before v4 the request has no such field, and every one allows it.
+    let old = wire.call(1, &ask("older", true)).await;
+    assert_eq!(
+        (old.topics[0].error_code, old.topics[0].partitions.len()),
+        (0, 2)
+    );
+
+    // A name no topic can have, and an internal topic, are not created.
+    let invalid = wire.call(12, &ask("no spaces", true)).await;
+    assert_eq!(invalid.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    // (`__consumer_offsets` is made by the first group change, with its own settings.)
+    let internal = wire.call(12, &ask("__consumer_offsets", true)).await;
+    assert_eq!(internal.topics[0].error_code, 3);
+    let listed = wire
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let mut names: Vec<String> = listed
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .filter(|n| !n.starts_with("__consumer"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["older", "wanted"]);
+
+    // CreateTopics with -1 partitions takes `num_partitions` too.
+    let made = wire
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![create("defaulted", -1, -1)])
+                .with_timeout_ms(5_000),
+        )
+        .await;
+    assert_eq!(made.topics[0].error_code, 0);
+    assert_eq!(made.topics[0].num_partitions, 2);
+}

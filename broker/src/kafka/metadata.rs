@@ -3,9 +3,15 @@
 //! cluster's metadata, as every other broker of it would: every registered
 //! broker with a Kafka listener, the controller, and each partition's
 //! leader, epoch, replicas and in-sync replicas, including topics this
-//! broker has not created locally yet. No topic is created by asking for it
-//! (Weir's gRPC does not auto-create either): an unknown topic is
-//! UNKNOWN_TOPIC_OR_PARTITION.
+//! broker has not created locally yet.
+//!
+//! An unknown topic is UNKNOWN_TOPIC_OR_PARTITION, unless the broker's
+//! `auto_create_topics` is on and the request allows it (v0-v3 always do;
+//! v4+ say so in `allow_auto_topic_creation`): then it is created, with
+//! `num_partitions` partitions and replication factor 1, as Kafka's
+//! `auto.create.topics.enable` does. In a cluster the answer for it is
+//! LEADER_NOT_AVAILABLE until its placement reaches this broker's metadata,
+//! and the client asks again. Internal topics are never created so.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use super::error_code;
 use super::leaders::broker_id;
 use crate::broker::{Broker, Topic};
 use crate::cluster::{BrokerRecord, ClusterMetadata, NodeId, TopicMetadata};
+use crate::error::BrokerError;
 use crate::internal_topics::is_internal;
 use crate::replication::ClusterLink;
 
@@ -30,12 +37,12 @@ const CLUSTER_ID: &str = "weir";
 
 pub async fn handle(session: &Session, request: MetadataRequest, version: i16) -> MetadataResponse {
     match session.broker.cluster() {
-        None => alone(session, request, version),
+        None => alone(session, request, version).await,
         Some(link) => in_cluster(session, link, request, version).await,
     }
 }
 
-fn alone(session: &Session, request: MetadataRequest, version: i16) -> MetadataResponse {
+async fn alone(session: &Session, request: MetadataRequest, version: i16) -> MetadataResponse {
     let node_id = session.broker.config().node_id;
     let broker = MetadataResponseBroker::default()
         .with_node_id(BrokerId(node_id))
@@ -49,20 +56,30 @@ fn alone(session: &Session, request: MetadataRequest, version: i16) -> MetadataR
                 Vec::new()
             }
         },
-        Some(names) => names
-            .into_iter()
-            .map(|name| match name {
-                Some(name) => match session.broker.topic(&name) {
-                    Ok(topic) => describe(&topic, node_id),
-                    Err(error) => MetadataResponseTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(name))))
-                        .with_error_code(error_code::code(&error)),
-                },
-                // Asked by topic id: Weir's topics have none yet.
-                None => MetadataResponseTopic::default()
-                    .with_error_code(ResponseError::UnknownTopicId.code()),
-            })
-            .collect(),
+        Some(names) => {
+            let mut topics = Vec::with_capacity(names.len());
+            for name in names {
+                topics.push(match name {
+                    Some(name) => match session.broker.topic(&name) {
+                        Ok(topic) => describe(&topic, node_id),
+                        Err(error) => {
+                            match auto_create(session, &request, version, &name, &error).await {
+                                Some(Ok(())) => match session.broker.topic(&name) {
+                                    Ok(topic) => describe(&topic, node_id),
+                                    Err(error) => unknown(name, error_code::code(&error)),
+                                },
+                                Some(Err(code)) => unknown(name, code),
+                                None => unknown(name, error_code::code(&error)),
+                            }
+                        }
+                    },
+                    // Asked by topic id: Weir's topics have none yet.
+                    None => MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                });
+            }
+            topics
+        }
     };
     MetadataResponse::default()
         .with_brokers(vec![broker])
@@ -112,7 +129,26 @@ async fn in_cluster(
             let mut topics = Vec::with_capacity(names.len());
             for name in names {
                 topics.push(match name {
-                    Some(name) => named(broker, me, &metadata, name).await,
+                    Some(name) => {
+                        let topic = named(broker, me, &metadata, name.clone()).await;
+                        let unknown_topic = ResponseError::UnknownTopicOrPartition.code();
+                        if topic.error_code != unknown_topic {
+                            topic
+                        } else {
+                            let error = BrokerError::UnknownTopic {
+                                topic: name.clone(),
+                            };
+                            match auto_create(session, &request, version, &name, &error).await {
+                                // Placed through the metadata log: the client asks
+                                // again once the leaders are known.
+                                Some(Ok(())) => {
+                                    unknown(name, ResponseError::LeaderNotAvailable.code())
+                                }
+                                Some(Err(code)) => unknown(name, code),
+                                None => topic,
+                            }
+                        }
+                    }
                     None => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicId.code()),
                 });
@@ -260,6 +296,60 @@ pub(crate) fn kafka_endpoint(record: &BrokerRecord) -> Option<(String, u16)> {
 
 /// The names asked for, `None` for every topic: a null list from v1, an
 /// empty one in v0.
+/// A topic answered by its error alone.
+fn unknown(name: String, code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name))))
+        .with_error_code(code)
+}
+
+/// `None` when `name`, not found (`error`), is not to be created: the
+/// broker's `auto_create_topics` is off, the request does not allow it, the
+/// topic is internal, or `error` is not that it is missing. Otherwise the
+/// creation's outcome: another request creating it at the same moment is
+/// success too; a refusal is its Kafka error code (an invalid name).
+async fn auto_create(
+    session: &Session,
+    request: &MetadataRequest,
+    version: i16,
+    name: &str,
+    error: &BrokerError,
+) -> Option<Result<(), i16>> {
+    let config = session.broker.config();
+    let allowed = version < 4 || request.allow_auto_topic_creation;
+    if !config.auto_create_topics
+        || !allowed
+        || is_internal(name)
+        || !matches!(error, BrokerError::UnknownTopic { .. })
+    {
+        return None;
+    }
+    let created = session
+        .broker
+        .create_topic(
+            name,
+            config.num_partitions,
+            super::topics::REPLICATION_FACTOR_DEFAULT,
+            std::collections::BTreeMap::new(),
+        )
+        .await;
+    Some(match created {
+        Ok(_) => {
+            tracing::info!(
+                topic = name,
+                partitions = config.num_partitions,
+                "topic auto-created"
+            );
+            Ok(())
+        }
+        Err(BrokerError::TopicExists { .. }) => Ok(()),
+        Err(error) => {
+            tracing::debug!(topic = name, %error, "topic not auto-created");
+            Err(error_code::code(&error))
+        }
+    })
+}
+
 fn requested(request: &MetadataRequest, version: i16) -> Option<Vec<Option<String>>> {
     let topics = request.topics.as_ref()?;
     if version == 0 && topics.is_empty() {

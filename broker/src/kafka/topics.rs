@@ -19,10 +19,10 @@ use super::error_code;
 use crate::broker::PARTITIONS_MAX;
 use crate::error::BrokerError;
 
-/// Kafka's `num.partitions` and `default.replication.factor` defaults, used
-/// when a request says -1.
-const PARTITIONS_DEFAULT: u32 = 1;
-const REPLICATION_FACTOR_DEFAULT: u32 = 1;
+/// Kafka's `default.replication.factor` default, used when a request says -1
+/// and for auto-created topics; the partition count is the broker's
+/// `num_partitions`.
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 1;
 
 /// A refusal: Kafka's code and Weir's message.
 type Refusal = (i16, String);
@@ -67,7 +67,7 @@ async fn create_one(
 ) -> Result<(u32, u32), Refusal> {
     let name = topic.name.0.as_str();
     let partitions = match topic.num_partitions {
-        -1 => PARTITIONS_DEFAULT,
+        -1 => session.broker.config().num_partitions,
         n => u32::try_from(n).ok().filter(|n| (1..=PARTITIONS_MAX).contains(n)).ok_or_else(|| {
             (
                 ResponseError::InvalidPartitions.code(),
