@@ -549,3 +549,50 @@ async fn every_broker_names_the_leader_of_the_groups_offsets_partition_as_its_co
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_auto_creates_a_topic_through_the_cluster_and_answers_leader_not_available_first()
+{
+    const LEADER_NOT_AVAILABLE: i16 = 5;
+    let cluster = Cluster::start_with(|config| {
+        config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.auto_create_topics = true;
+        config.num_partitions = 2;
+    })
+    .await;
+    cluster
+        .wait_all("every broker registered with its Kafka listener", |m| {
+            m.brokers.len() == 3 && m.brokers.values().all(|b| b.kafka_address.is_some())
+        })
+        .await;
+    let asked = cluster.brokers[&2].kafka_addr().unwrap();
+    let mut wire = KafkaWire::connect(asked).await;
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("made")))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let first = wire.call(12, &request).await;
+    assert_eq!(
+        first.topics[0].error_code, LEADER_NOT_AVAILABLE,
+        "{first:?}"
+    );
+    cluster
+        .wait_all("the auto-created topic is placed", |m| {
+            m.topics.get("made").is_some_and(|t| {
+                t.partitions.len() == 2 && t.partitions.iter().all(|p| p.leader.is_some())
+            })
+        })
+        .await;
+    // Every broker now describes it, a client asking again among them.
+    for (id, running) in &cluster.brokers {
+        let mut wire = KafkaWire::connect(running.kafka_addr().unwrap()).await;
+        let again = wire.call(12, &request).await;
+        let made = &again.topics[0];
+        assert_eq!(
+            (made.error_code, made.partitions.len()),
+            (0, 2),
+            "broker {id}: {again:?}"
+        );
+    }
+}
