@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader,
+    FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncReadExt;
@@ -36,8 +36,8 @@ use super::frame::{encode_response, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
 use super::produce::Produced;
 use super::send::write_chunks;
 use super::{
-    api_versions, describe_configs, fetch, groups, init_producer_id, list_offsets, metadata,
-    produce, topics,
+    alter_configs, api_versions, describe_configs, fetch, groups, init_producer_id, list_offsets,
+    metadata, produce, topics,
 };
 use crate::broker::Broker;
 use crate::connection::{closed_by_broker, Connection};
@@ -253,6 +253,7 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
@@ -279,6 +280,18 @@ async fn serve_request(
         ApiKey::ApiVersions => {
             let _request: ApiVersionsRequest = decode(body, api_key, version)?;
             let response = api_versions::handle();
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request: IncrementalAlterConfigsRequest = decode(body, api_key, version)?;
+            let response = alter_configs::handle(session, request).await;
             respond(
                 api_key,
                 version,

@@ -15,6 +15,7 @@
 //! coordinator, which also serves gRPC. Not served yet: transactions, SASL. A request for an API the broker does not serve closes
 //! the connection, as Kafka does for an API key it does not know.
 
+mod alter_configs;
 mod api_versions;
 mod classic;
 mod connection;
