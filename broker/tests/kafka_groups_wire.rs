@@ -549,3 +549,40 @@ async fn every_served_version_of_the_group_apis_is_answered() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_during_the_initial_rebalance_delay_are_answered_after_it_with_the_whole_assignment()
+{
+    const DELAY_MS: u64 = 600;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.groups.initial_rebalance_delay_ms = DELAY_MS as i64;
+    let (broker, kafka) = start_broker_with(config, data).await;
+    broker.create_topic("coop", 4).await;
+
+    // Two classic members on their own connections, joining the new group together.
+    let started = std::time::Instant::now();
+    let member = || async move {
+        let mut wire = KafkaWire::connect(kafka).await;
+        join_and_sync(&mut wire, "", &[]).await
+    };
+    let (a, b) = tokio::join!(member(), member());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(DELAY_MS),
+        "answered before the delay ended"
+    );
+    // Each one's first assignment is its share, as Kafka's classic coordinator gives
+    // it: not an empty one followed by a rebalance.
+    assert_eq!(
+        (a.owned.len(), b.owned.len()),
+        (2, 2),
+        "{:?} {:?}",
+        a.owned,
+        b.owned
+    );
+    assert_eq!(a.generation, b.generation);
+    let mut all: Vec<i32> = a.owned.iter().chain(&b.owned).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3]);
+}

@@ -119,6 +119,12 @@ impl GroupCoordinator {
         Ok(answer)
     }
 
+    /// Until when `group`'s initial rebalance delay holds its first assignment back
+    /// (`group.initial.rebalance.delay.ms`), if it does now.
+    pub fn assignment_delayed_until_ms(&self, group: &str) -> Option<i64> {
+        self.groups.get(group)?.assignment_delayed_until_ms
+    }
+
     /// KIP-394: a new member id for a dynamic member's first JoinGroup (v4+), answered with
     /// MEMBER_ID_REQUIRED; the member joins when it sends its next JoinGroup with it within
     /// its session timeout. Nothing is stored in `__consumer_offsets`.

@@ -9,6 +9,12 @@
 //! JoinGroup v4+ without a member id (and without `group.instance.id`) is answered with
 //! MEMBER_ID_REQUIRED and a new id, which the client joins with next (KIP-394).
 //!
+//! A JoinGroup that starts a new group's initial rebalance delay
+//! (`group_initial_rebalance_delay_ms`), or arrives during it, is answered when the delay
+//! ends, with the assignment made then, as Kafka's classic coordinator holds such joins: a
+//! classic client takes its first assignment as the real one (librdkafka's own tests check
+//! it), where a KIP-848 client is handed an empty one and then the real one.
+//!
 //! Not done, as Kafka does it: a static member that restarts is taken back only once its
 //! previous incarnation left or timed out.
 
@@ -95,11 +101,23 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
             Err(error) => refused(group_code(&error, true), request.member_id),
         };
     }
-    let joined = session
-        .groups
-        .mutate(&join.group_id, |c, now_ms| c.classic_join(&join, now_ms))
-        .await;
-    match joined {
+    let mut join = join;
+    let mut joined = join_once(session, &join).await;
+    // Held while the delay runs, then joined again at the generation the first join
+    // gave: that heartbeat takes the assignment made when the delay ended. Bounded by
+    // the rebalance timeout, after which the client would have given up.
+    let held_until_ms = crate::group_service::now_ms().saturating_add(join.rebalance_timeout_ms);
+    while let Ok((answer, Some(until_ms))) = &joined {
+        let now_ms = crate::group_service::now_ms();
+        if now_ms >= held_until_ms {
+            break;
+        }
+        let wait_ms = (until_ms.saturating_sub(now_ms)).clamp(1, held_until_ms - now_ms);
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
+        join.member_id.clone_from(&answer.member_id);
+        joined = join_once(session, &join).await;
+    }
+    match joined.map(|(answer, _)| answer) {
         Ok(answer) => {
             let response = JoinGroupResponse::default()
                 .with_generation_id(answer.member_epoch)
@@ -113,6 +131,20 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
         }
         Err(error) => refused(group_code(&error, true), request.member_id),
     }
+}
+
+/// One classic join, and until when the group's initial rebalance delay runs, if it does.
+async fn join_once(
+    session: &Session,
+    join: &ClassicJoin,
+) -> Result<(crate::group::HeartbeatResponse, Option<i64>), crate::error::BrokerError> {
+    session
+        .groups
+        .mutate(&join.group_id, |c, now_ms| {
+            let answer = c.classic_join(join, now_ms)?;
+            Ok((answer, c.assignment_delayed_until_ms(&join.group_id)))
+        })
+        .await
 }
 
 pub async fn sync(session: &Session, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
