@@ -62,8 +62,8 @@ async fn alone(session: &Session, request: MetadataRequest, version: i16) -> Met
                 topics.push(match name {
                     Some(name) => match session.broker.topic(&name) {
                         Ok(topic) => describe(&topic, node_id),
-                        Err(error) => {
-                            match auto_create(session, &request, version, &name, &error).await {
+                        Err(error @ BrokerError::UnknownTopic { .. }) => {
+                            match auto_create(session, &request, version, &name).await {
                                 Some(Ok(())) => match session.broker.topic(&name) {
                                     Ok(topic) => describe(&topic, node_id),
                                     Err(error) => unknown(name, error_code::code(&error)),
@@ -72,6 +72,7 @@ async fn alone(session: &Session, request: MetadataRequest, version: i16) -> Met
                                 None => unknown(name, error_code::code(&error)),
                             }
                         }
+                        Err(error) => unknown(name, error_code::code(&error)),
                     },
                     // Asked by topic id: Weir's topics have none yet.
                     None => MetadataResponseTopic::default()
@@ -135,10 +136,7 @@ async fn in_cluster(
                         if topic.error_code != unknown_topic {
                             topic
                         } else {
-                            let error = BrokerError::UnknownTopic {
-                                topic: name.clone(),
-                            };
-                            match auto_create(session, &request, version, &name, &error).await {
+                            match auto_create(session, &request, version, &name).await {
                                 // Placed through the metadata log: the client asks
                                 // again once the leaders are known.
                                 Some(Ok(())) => {
@@ -294,8 +292,6 @@ pub(crate) fn kafka_endpoint(record: &BrokerRecord) -> Option<(String, u16)> {
     Some((host.to_owned(), listening.port()))
 }
 
-/// The names asked for, `None` for every topic: a null list from v1, an
-/// empty one in v0.
 /// A topic answered by its error alone.
 fn unknown(name: String, code: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
@@ -303,25 +299,20 @@ fn unknown(name: String, code: i16) -> MetadataResponseTopic {
         .with_error_code(code)
 }
 
-/// `None` when `name`, not found (`error`), is not to be created: the
-/// broker's `auto_create_topics` is off, the request does not allow it, the
-/// topic is internal, or `error` is not that it is missing. Otherwise the
-/// creation's outcome: another request creating it at the same moment is
-/// success too; a refusal is its Kafka error code (an invalid name).
+/// Creates `name`, a topic that does not exist, unless it is not to be
+/// created (`None`): the broker's `auto_create_topics` is off, the request
+/// does not allow it, or the topic is internal. Otherwise the creation's
+/// outcome: another request creating it at the same moment is success too;
+/// a refusal is its Kafka error code (an invalid name).
 async fn auto_create(
     session: &Session,
     request: &MetadataRequest,
     version: i16,
     name: &str,
-    error: &BrokerError,
 ) -> Option<Result<(), i16>> {
     let config = session.broker.config();
     let allowed = version < 4 || request.allow_auto_topic_creation;
-    if !config.auto_create_topics
-        || !allowed
-        || is_internal(name)
-        || !matches!(error, BrokerError::UnknownTopic { .. })
-    {
+    if !config.auto_create_topics || !allowed || is_internal(name) {
         return None;
     }
     let created = session
@@ -350,6 +341,8 @@ async fn auto_create(
     })
 }
 
+/// The names asked for, `None` for every topic: a null list from v1, an
+/// empty one in v0.
 fn requested(request: &MetadataRequest, version: i16) -> Option<Vec<Option<String>>> {
     let topics = request.topics.as_ref()?;
     if version == 0 && topics.is_empty() {
