@@ -467,13 +467,7 @@ impl Broker {
             });
         };
         let mut record = current.clone();
-        for (key, value) in set {
-            if value.is_empty() {
-                record.configs.remove(&key);
-            } else {
-                record.configs.insert(key, value);
-            }
-        }
+        record.configs = overrides_after(&record.configs, &set);
         let log_config = self
             .config
             .log_config(&record.configs)
@@ -854,6 +848,23 @@ fn retire_timeout(topic: &str) -> BrokerError {
         topic: topic.to_string(),
         reason: format!("requests still held its partitions after {RETIRE_WAIT_MS_MAX} ms"),
     }
+}
+
+/// A topic's config overrides after `set`: each key set to its value, or
+/// removed where the value is empty (`Broker::alter_configs`' rule).
+pub(crate) fn overrides_after(
+    overrides: &BTreeMap<String, String>,
+    set: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut after = overrides.clone();
+    for (key, value) in set {
+        if value.is_empty() {
+            after.remove(key);
+        } else {
+            after.insert(key.clone(), value.clone());
+        }
+    }
+    after
 }
 
 fn config_error(topic: &str, error: weir_log::LogError) -> BrokerError {

@@ -140,15 +140,8 @@ async fn alter(
         changes.insert(key, next);
     }
     if validate_only {
-        let mut merged = topic.configs.clone();
-        for (key, value) in &changes {
-            if value.is_empty() {
-                merged.remove(key);
-            } else {
-                merged.insert(key.clone(), value.clone());
-            }
-        }
-        broker.config().log_config(&merged).map_err(|error| {
+        let after = crate::broker::overrides_after(&topic.configs, &changes);
+        broker.config().log_config(&after).map_err(|error| {
             (
                 ResponseError::InvalidConfig.code(),
                 format!("topic {name:?}: {error}"),
