@@ -106,6 +106,16 @@ fn topic_produce_consume_round_trip() {
         ),
         "message.timestamp.before.max.ms",
     );
+    let out = broker.weir(&["topic", "alter", "clicks", "--partitions", "5"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("now has 5 partitions"), "{out:?}");
+    let out = broker.weir(&["topic", "describe", "clicks", "--output", "json"], b"");
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(described["partition_count"], 5);
+    assert_clean_failure(
+        &broker.weir(&["topic", "alter", "clicks", "--partitions", "2"], b""),
+        "cannot be removed",
+    );
     let out = broker.weir(&["topic", "delete", "clicks"], b"");
     assert!(out.status.success(), "{out:?}");
     assert_clean_failure(

@@ -24,6 +24,9 @@ use crate::registry::{partition_dir, Registry, TopicRecord};
 use crate::topic_deletion;
 use crate::topic_name::TopicName;
 
+mod add_partitions;
+pub(crate) use add_partitions::check_growth;
+
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
 /// How long a delete or shutdown waits for in-flight
@@ -738,60 +741,8 @@ fn open_topic(
     let log_config = config
         .log_config(&record.configs)
         .map_err(|e| config_error(&record.name, e))?;
-    let partitions = record
-        .leader_epochs
-        .iter()
-        .zip(0u32..)
-        .map(|(epoch, index)| {
-            let dir = partition_dir(&config.data_dir, &record.name, index);
-            let hosted = record
-                .hosted
-                .as_ref()
-                .is_none_or(|hosted| hosted.get(index as usize).copied().unwrap_or(false));
-            if !hosted {
-                // The cluster's metadata names the leader once it applies.
-                return Ok(Arc::new(Partition::not_hosted(
-                    &dir,
-                    &record.name,
-                    index,
-                    *epoch,
-                    None,
-                )));
-            }
-            let open = match record.hosted {
-                // A replica of a cluster topic takes no produce and serves
-                // no consumer until the cluster's metadata makes it leader.
-                Some(_) => Partition::open_replica,
-                None => Partition::open_with_clock,
-            };
-            match open(
-                &dir,
-                &record.name,
-                index,
-                log_config.clone(),
-                *epoch,
-                Arc::clone(clock),
-            ) {
-                Ok(partition) => Ok(Arc::new(partition)),
-                Err(error) if on_error == OnOpenError::Offline => {
-                    let cause = offline_cause(error);
-                    tracing::error!(
-                        topic = %record.name,
-                        partition = index,
-                        %cause,
-                        "partition is offline"
-                    );
-                    Ok(Arc::new(Partition::offline(
-                        &dir,
-                        &record.name,
-                        index,
-                        *epoch,
-                        cause,
-                    )))
-                }
-                Err(error) => Err(error),
-            }
-        })
+    let partitions = (0..record.partition_count())
+        .map(|index| open_partition(config, record, &log_config, index, clock, on_error))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Topic {
         name: record.name.clone(),
@@ -800,6 +751,67 @@ fn open_topic(
         partitions,
         metrics: Arc::default(),
     })
+}
+
+/// Opens partition `index` of the topic `record` describes: its log if this
+/// broker hosts it, else a placeholder that knows only the leader.
+fn open_partition(
+    config: &BrokerConfig,
+    record: &TopicRecord,
+    log_config: &weir_log::LogConfig,
+    index: u32,
+    clock: &SharedClock,
+    on_error: OnOpenError,
+) -> Result<Arc<Partition>, BrokerError> {
+    let epoch = record.leader_epochs[index as usize];
+    let dir = partition_dir(&config.data_dir, &record.name, index);
+    let hosted = record
+        .hosted
+        .as_ref()
+        .is_none_or(|hosted| hosted.get(index as usize).copied().unwrap_or(false));
+    if !hosted {
+        // The cluster's metadata names the leader once it applies.
+        return Ok(Arc::new(Partition::not_hosted(
+            &dir,
+            &record.name,
+            index,
+            epoch,
+            None,
+        )));
+    }
+    let open = match record.hosted {
+        // A replica of a cluster topic takes no produce and serves
+        // no consumer until the cluster's metadata makes it leader.
+        Some(_) => Partition::open_replica,
+        None => Partition::open_with_clock,
+    };
+    match open(
+        &dir,
+        &record.name,
+        index,
+        log_config.clone(),
+        epoch,
+        Arc::clone(clock),
+    ) {
+        Ok(partition) => Ok(Arc::new(partition)),
+        Err(error) if on_error == OnOpenError::Offline => {
+            let cause = offline_cause(error);
+            tracing::error!(
+                topic = %record.name,
+                partition = index,
+                %cause,
+                "partition is offline"
+            );
+            Ok(Arc::new(Partition::offline(
+                &dir,
+                &record.name,
+                index,
+                epoch,
+                cause,
+            )))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The cause of a failed open, without the topic and partition the offline error names.

@@ -86,6 +86,10 @@ pub enum BrokerError {
     #[error("topic {topic:?}: {reason}")]
     InvalidRequest { topic: String, reason: String },
 
+    /// A partition count that does not grow the topic (Kafka's INVALID_PARTITIONS).
+    #[error("topic {topic:?}: {reason}")]
+    InvalidPartitions { topic: String, reason: String },
+
     #[error("topic {topic:?}: config {key} = {value:?} is invalid: {reason}")]
     InvalidConfig {
         topic: String,
@@ -259,6 +263,7 @@ impl BrokerError {
             | BrokerError::DuplicatePartition { .. }
             | BrokerError::InternalTopic { .. }
             | BrokerError::InvalidRequest { .. }
+            | BrokerError::InvalidPartitions { .. }
             | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::OutOfOrderSequence { .. }

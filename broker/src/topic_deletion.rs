@@ -161,8 +161,9 @@ pub(crate) fn finish_interrupted_deletions(
     Ok(dropped)
 }
 
-/// Removes partition directories of topics `registry` does not list: left by
-/// a crash between rewriting `topics.json` and removing the directories.
+/// Removes partition directories `registry` does not count: left by a crash
+/// between rewriting `topics.json` and removing a deleted topic's directories,
+/// or between opening added partitions and recording them.
 pub(crate) fn remove_orphaned_partition_dirs(
     data_dir: &Path,
     registry: &Registry,
@@ -189,7 +190,7 @@ pub(crate) fn remove_orphaned_partition_dirs(
             let path = entry.path();
             std::fs::remove_dir_all(&path)
                 .map_err(io("remove orphaned partition directory", &path))?;
-            tracing::info!(dir = %path.display(), "removed the directory of a deleted topic");
+            tracing::info!(dir = %path.display(), "removed a partition directory no topic counts");
             removed_any = true;
         }
     }

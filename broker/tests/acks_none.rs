@@ -89,6 +89,12 @@ impl Admin for HeldBroker {
     ) -> Result<Response<AlterConfigsResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+    async fn create_partitions(
+        &self,
+        _: Request<CreatePartitionsRequest>,
+    ) -> Result<Response<CreatePartitionsResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 async fn held_broker() -> (String, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {

@@ -95,6 +95,19 @@ pub(crate) struct TopicState {
     partitions: Vec<PartitionState>,
     /// Partition of records without a key, until its batch fills.
     sticky: u32,
+    /// When the partition count was last described.
+    described_at: Instant,
+}
+
+/// How fresh the partition counts an append may use are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Metadata {
+    /// As known: an append asks for the topic to be described again (returns
+    /// `None`) when it is older than `metadata_max_age` or the record names a
+    /// partition beyond it.
+    Cached,
+    /// Just described: a partition beyond it is the caller's error.
+    Fresh,
 }
 
 impl TopicState {
@@ -103,6 +116,25 @@ impl TopicState {
             name: Arc::from(name),
             partitions: (0..partitions).map(|_| PartitionState::default()).collect(),
             sticky: fastrand::u32(..partitions.max(1)),
+            described_at: Instant::now(),
+        }
+    }
+
+    /// A description failed: what is known serves until the next
+    /// `metadata_max_age`, rather than every record asking again.
+    pub(crate) fn description_failed(&mut self) {
+        self.described_at = Instant::now();
+    }
+
+    /// The topic was described again with `partitions`. A topic only grows:
+    /// a smaller count (a broker that has not applied the growth yet) keeps
+    /// the partitions known, whose batches may be in flight.
+    pub(crate) fn described(&mut self, partitions: u32) {
+        self.described_at = Instant::now();
+        let partitions = usize::try_from(partitions).unwrap_or(usize::MAX);
+        if partitions > self.partitions.len() {
+            self.partitions
+                .resize_with(partitions, PartitionState::default);
         }
     }
 
@@ -200,13 +232,14 @@ impl Accumulator {
     }
 
     /// Adds one record to its partition's open batch. None: the topic's
-    /// partition count is not known yet.
+    /// partition count is not known yet, or is to be described again.
     pub(crate) fn append(
         &mut self,
         config: &ProducerConfig,
         record: &ProducerRecord<'_>,
         timestamp_ms: i64,
         size_bytes: usize,
+        metadata: Metadata,
     ) -> Result<Option<Appended>, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
@@ -215,6 +248,11 @@ impl Accumulator {
             return Ok(None);
         };
         let count = topic.partition_count();
+        let stale = record.partition.is_some_and(|p| p >= count)
+            || topic.described_at.elapsed() > config.metadata_max_age;
+        if stale && metadata == Metadata::Cached {
+            return Ok(None);
+        }
         let partition = match (record.partition, record.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
@@ -562,7 +600,7 @@ mod tests {
         for _ in 0..batches {
             let size = record.size_bytes();
             accumulator
-                .append(&config, &record, 0, size)
+                .append(&config, &record, 0, size, Metadata::Fresh)
                 .unwrap()
                 .expect("topic is known");
         }
@@ -774,7 +812,7 @@ mod tests {
         let record = ProducerRecord::new("t", &value).with_partition(0);
         for _ in 0..3 {
             accumulator
-                .append(&config, &record, 0, record.size_bytes())
+                .append(&config, &record, 0, record.size_bytes(), Metadata::Fresh)
                 .unwrap();
         }
         let first = collect(&mut accumulator);

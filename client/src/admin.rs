@@ -1,4 +1,5 @@
-//! Topic administration: create, list, describe, delete, alter configs. Group
+//! Topic administration: create, list, describe, delete, alter configs, add
+//! partitions. Group
 //! administration is in `admin_groups`.
 
 use std::collections::BTreeMap;
@@ -12,8 +13,8 @@ use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::error::ClientError;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::{
-    AlterConfigsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest,
-    ListTopicsRequest,
+    AlterConfigsRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest,
+    DescribeTopicRequest, ListTopicsRequest,
 };
 
 /// A topic as the admin API reports it.
@@ -202,5 +203,19 @@ impl Admin {
             .await?
             .into_inner();
         Ok(response.configs.into_iter().collect())
+    }
+
+    /// Grows `topic` to `partitions` partitions (more than it has). Keyed
+    /// records produced afterwards may hash to a different partition.
+    pub async fn create_partitions(&self, topic: &str, partitions: u32) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .create_partitions(CreatePartitionsRequest {
+                topic: topic.to_string(),
+                partitions,
+                validate_only: false,
+            })
+            .await?;
+        Ok(())
     }
 }

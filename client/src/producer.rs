@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tonic::transport::Channel;
 use weir_log::batch::Compression;
 
-use super::accumulator::{Accumulator, Appended, TopicState};
+use super::accumulator::{Accumulator, Appended, Metadata, TopicState};
 use super::cluster_metadata::{is_unreachable, ClusterMetadata};
 use super::connection::{bootstrap_list, connect, RESPONSE_BYTES_MAX};
 use super::delivery::DeliveryFuture;
@@ -83,6 +83,11 @@ pub struct ProducerConfig {
     /// before the earlier ones are answered. The broker appends them in
     /// sequence order, so more than one needs `idempotent`; without it, one.
     pub max_in_flight_requests: usize,
+    /// `metadata.max.age.ms`: a topic's partition count is described again
+    /// when it is older than this, so partitions added to a topic come into
+    /// use. A record for a partition beyond the known count has it described
+    /// again at once.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -100,6 +105,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             idempotent: true,
             max_in_flight_requests: 5,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -319,15 +325,23 @@ impl Producer {
         size_bytes: usize,
     ) -> Result<Appended, ClientError> {
         let config = &self.shared.config;
-        let appended = self
-            .lock()?
-            .append(config, record, timestamp_ms, size_bytes)?;
+        let appended =
+            self.lock()?
+                .append(config, record, timestamp_ms, size_bytes, Metadata::Cached)?;
         if let Some(appended) = appended {
             return Ok(appended);
         }
-        self.learn_topic(record.topic).await?;
+        if let Err(error) = self.learn_topic(record.topic).await {
+            // A topic already in use keeps its known partitions through a
+            // failed refresh, as Kafka's producer does; a new one cannot start.
+            let mut accumulator = self.lock()?;
+            let Some(known) = accumulator.topics.get_mut(record.topic) else {
+                return Err(error);
+            };
+            known.description_failed();
+        }
         self.lock()?
-            .append(config, record, timestamp_ms, size_bytes)?
+            .append(config, record, timestamp_ms, size_bytes, Metadata::Fresh)?
             .ok_or_else(|| {
                 ClientError::InvalidArgument(format!("topic {:?} is not known", record.topic))
             })
@@ -369,7 +383,9 @@ impl Producer {
         }
     }
 
-    /// Learns the partition count of `topic` the first time it is used.
+    /// Learns the partition count of `topic`: the first time it is used, and
+    /// again when what was learnt is older than `metadata_max_age` or a
+    /// record names a partition beyond it.
     async fn learn_topic(&self, topic: &str) -> Result<(), ClientError> {
         let request = DescribeTopicRequest {
             topic: topic.to_string(),
@@ -407,6 +423,7 @@ impl Producer {
         self.lock()?
             .topics
             .entry(topic.to_string())
+            .and_modify(|known| known.described(partitions))
             .or_insert_with(|| TopicState::new(topic, partitions));
         Ok(())
     }

@@ -64,11 +64,20 @@ enum Command {
     },
     /// Delete a topic and its data.
     Delete { name: String },
-    /// Change topic settings (an empty value removes an override).
+    /// Change topic settings (an empty value removes an override), or add
+    /// partitions.
     Alter {
         name: String,
-        #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
+        #[arg(
+            long = "config",
+            value_name = "KEY=VALUE",
+            required_unless_present = "partitions"
+        )]
         configs: Vec<String>,
+        /// Grow the topic to this many partitions. Keyed records produced afterwards
+        /// may go to a different partition than the same key's earlier ones.
+        #[arg(long)]
+        partitions: Option<u32>,
     },
 }
 
@@ -113,13 +122,23 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
         }
-        Command::Alter { name, configs } => {
-            let configs = parse_configs(&configs)?;
-            let now = admin.alter_configs(&name, &configs).await?;
-            println!(
-                "altered topic {name}; overrides now: {}",
-                format_configs(&now)
-            );
+        Command::Alter {
+            name,
+            configs,
+            partitions,
+        } => {
+            if let Some(partitions) = partitions {
+                admin.create_partitions(&name, partitions).await?;
+                println!("topic {name} now has {partitions} partitions");
+            }
+            if !configs.is_empty() {
+                let configs = parse_configs(&configs)?;
+                let now = admin.alter_configs(&name, &configs).await?;
+                println!(
+                    "altered topic {name}; overrides now: {}",
+                    format_configs(&now)
+                );
+            }
         }
     }
     Ok(())

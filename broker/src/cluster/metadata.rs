@@ -58,6 +58,13 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// New partitions at the end of a topic that had `existing` (Kafka's
+    /// CreatePartitions): refused if another change grew it since.
+    AddPartitions {
+        topic: String,
+        existing: u32,
+        partitions: Vec<PartitionAssignment>,
+    },
     /// A new leader, epoch or ISR for one partition: leader elections and ISR
     /// shrinks and expands.
     ChangePartition {
@@ -81,6 +88,14 @@ pub enum MetadataRefusal {
     TopicExists(String),
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    #[error(
+        "topic {topic:?} has {current} partitions, not the {expected} the change was computed from"
+    )]
+    PartitionCountChanged {
+        topic: String,
+        expected: u32,
+        current: u32,
+    },
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: u32 },
     #[error("topic {topic:?} partition {partition}: {reason}")]
@@ -149,6 +164,28 @@ impl ClusterMetadata {
                 Some(_) => Ok(()),
                 None => Err(MetadataRefusal::UnknownTopic(name.clone())),
             },
+            MetadataCommand::AddPartitions {
+                topic,
+                existing,
+                partitions,
+            } => {
+                let Some(meta) = self.topics.get_mut(topic) else {
+                    return Err(MetadataRefusal::UnknownTopic(topic.clone()));
+                };
+                let current = meta.partitions.len() as u32;
+                if current != *existing {
+                    return Err(MetadataRefusal::PartitionCountChanged {
+                        topic: topic.clone(),
+                        expected: *existing,
+                        current,
+                    });
+                }
+                for (index, partition) in (current..).zip(partitions) {
+                    check_assignment(topic, index, partition)?;
+                }
+                meta.partitions.extend(partitions.iter().cloned());
+                Ok(())
+            }
             MetadataCommand::ChangePartition {
                 topic,
                 partition,
@@ -441,5 +478,44 @@ mod tests {
             .is_err());
         assert_eq!(meta.topics, before);
         assert_eq!(meta.applied_index, 3);
+    }
+
+    #[test]
+    fn partitions_are_added_only_to_the_count_they_were_computed_from() {
+        let mut meta = ClusterMetadata::default();
+        meta.apply(1, &MetadataCommand::CreateTopic(topic("t", &[vec![1, 2]])))
+            .unwrap();
+        let add = |existing: u32, replicas: &[Vec<NodeId>]| MetadataCommand::AddPartitions {
+            topic: "t".into(),
+            existing,
+            partitions: topic("t", replicas).partitions,
+        };
+        meta.apply(2, &add(1, &[vec![2, 1], vec![1, 2]])).unwrap();
+        assert_eq!(meta.topics["t"].partitions.len(), 3);
+        assert_eq!(meta.topics["t"].partitions[1].replicas, [2, 1]);
+        // A second add computed from the old count (a retry, or a race) is refused.
+        assert_eq!(
+            meta.apply(3, &add(1, &[vec![1, 2]])),
+            Err(MetadataRefusal::PartitionCountChanged {
+                topic: "t".into(),
+                expected: 1,
+                current: 3,
+            })
+        );
+        // So is a replica named twice, and a topic that is not there.
+        assert!(matches!(
+            meta.apply(4, &add(3, &[vec![1, 1]])),
+            Err(MetadataRefusal::InvalidAssignment { partition: 3, .. })
+        ));
+        let missing = MetadataCommand::AddPartitions {
+            topic: "u".into(),
+            existing: 0,
+            partitions: Vec::new(),
+        };
+        assert_eq!(
+            meta.apply(5, &missing),
+            Err(MetadataRefusal::UnknownTopic("u".into()))
+        );
+        assert_eq!(meta.topics["t"].partitions.len(), 3);
     }
 }

@@ -20,6 +20,7 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
     // Consumer groups, at Kafka 4.0's ranges (OffsetCommit from v2, JoinGroup from v0
     // as clients still send it; FindCoordinator and DescribeGroups up to the last
     // version without fields this broker has no answer for).

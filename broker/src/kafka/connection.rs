@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncReadExt;
@@ -36,8 +36,8 @@ use super::frame::{encode_response, Chunk, Shared, REQUEST_HEADER_BYTES_MIN};
 use super::produce::Produced;
 use super::send::write_chunks;
 use super::{
-    alter_configs, api_versions, describe_configs, fetch, groups, init_producer_id, list_offsets,
-    metadata, produce, topics,
+    alter_configs, api_versions, create_partitions, describe_configs, fetch, groups,
+    init_producer_id, list_offsets, metadata, produce, topics,
 };
 use crate::broker::Broker;
 use crate::connection::{closed_by_broker, Connection};
@@ -254,6 +254,7 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
@@ -280,6 +281,18 @@ async fn serve_request(
         ApiKey::ApiVersions => {
             let _request: ApiVersionsRequest = decode(body, api_key, version)?;
             let response = api_versions::handle();
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::CreatePartitions => {
+            let request: CreatePartitionsRequest = decode(body, api_key, version)?;
+            let response = create_partitions::handle(session, request).await;
             respond(
                 api_key,
                 version,

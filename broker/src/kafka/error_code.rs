@@ -26,6 +26,7 @@ fn kind(error: &BrokerError) -> ResponseError {
             ResponseError::InvalidRequest
         }
         BrokerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        BrokerError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         // A produce or a bump from an older epoch: Kafka's answer to both.

@@ -20,6 +20,7 @@ mod api_versions;
 mod classic;
 mod connection;
 mod consumer_protocol;
+mod create_partitions;
 mod describe_configs;
 mod error_code;
 mod fetch;

@@ -62,23 +62,15 @@ impl ClusterLink {
                 ),
             });
         }
-        // Kafka starts at a random broker; a hash of the name spreads
-        // leaders alike and places a topic the same way on every retry.
-        let start = name
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-            % brokers.len();
-        let assignments = place_replicas(&brokers, partitions, replication_factor, start)
-            .into_iter()
-            .map(|replicas| PartitionAssignment {
-                leader: replicas.first().copied(),
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-                // Kafka's PartitionRecord starts every partition at epoch 0.
-                partition_epoch: 0,
-            })
-            .collect();
+        let assignments = place_replicas(
+            &brokers,
+            partitions,
+            replication_factor,
+            placement_start(name, brokers.len()),
+        )
+        .into_iter()
+        .map(new_partition)
+        .collect();
         let command = MetadataCommand::CreateTopic(TopicMetadata {
             name: name.to_owned(),
             configs,
@@ -93,6 +85,82 @@ impl ClusterLink {
         }
         self.wait_local(broker, name, true).await?;
         broker.topic(name)
+    }
+
+    /// Places `total - existing` new partitions the way the topic's first
+    /// ones were placed, continuing the round, and proposes them; returns once
+    /// this broker serves them.
+    pub(crate) async fn create_partitions(
+        &self,
+        broker: &Broker,
+        name: &str,
+        total: u32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let metadata = self.quorum.metadata().borrow().clone();
+        let Some(topic) = metadata.topics.get(name) else {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let existing = topic.partitions.len() as u32;
+        crate::broker::check_growth(name, existing, total)?;
+        let brokers: Vec<NodeId> = metadata.brokers.keys().copied().collect();
+        let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        if replication_factor > brokers.len() {
+            return Err(BrokerError::InvalidPartitions {
+                topic: name.to_owned(),
+                reason: format!(
+                    "the topic's replication factor {replication_factor} is larger than the {} registered brokers",
+                    brokers.len()
+                ),
+            });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let partitions = place_replicas(
+            &brokers,
+            total,
+            replication_factor,
+            placement_start(name, brokers.len()),
+        )
+        .into_iter()
+        .skip(existing as usize)
+        .map(new_partition)
+        .collect();
+        let command = MetadataCommand::AddPartitions {
+            topic: name.to_owned(),
+            existing,
+            partitions,
+        };
+        match self.quorum.propose(command, CHANGE_TIMEOUT).await {
+            Ok(_) => {}
+            Err(ClusterError::Refused(MetadataRefusal::UnknownTopic(topic))) => {
+                return Err(BrokerError::UnknownTopic { topic })
+            }
+            Err(ClusterError::Refused(refusal @ MetadataRefusal::PartitionCountChanged { .. })) => {
+                return Err(BrokerError::InvalidPartitions {
+                    topic: name.to_owned(),
+                    reason: format!("{refusal}; another change added partitions meanwhile"),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        // The local topic may not exist yet: this broker's applier may lag.
+        while !broker
+            .topic(name)
+            .is_ok_and(|topic| topic.partition_count() >= total)
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
+                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
@@ -132,5 +200,26 @@ impl ClusterLink {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+}
+
+/// Where a topic's replica placement starts. Kafka starts at a random broker;
+/// a hash of the name spreads leaders alike and places a topic the same way on
+/// every retry.
+fn placement_start(name: &str, brokers: usize) -> usize {
+    name.bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % brokers
+}
+
+/// A new partition on `replicas`, led by the first.
+fn new_partition(replicas: Vec<NodeId>) -> PartitionAssignment {
+    PartitionAssignment {
+        leader: replicas.first().copied(),
+        leader_epoch: 0,
+        isr: replicas.clone(),
+        replicas,
+        // Kafka's PartitionRecord starts every partition at epoch 0.
+        partition_epoch: 0,
     }
 }

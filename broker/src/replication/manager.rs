@@ -108,7 +108,17 @@ async fn reconcile(
                 Err(e) => return Err(e),
             }
         }
-        let topic = broker.topic(name)?;
+        let mut topic = broker.topic(name)?;
+        if topic.partition_count() < meta.partitions.len() as u32 {
+            let added = meta
+                .partitions
+                .iter()
+                .map(|p| (p.leader_epoch, p.replicas.contains(&me)));
+            broker
+                .grow_from_metadata(name, added, meta.partitions.len() as u32)
+                .await?;
+            topic = broker.topic(name)?;
+        }
         for (partition, assignment) in topic.partitions.iter().zip(&meta.partitions) {
             if partition.offline_cause().is_some() {
                 // Its log did not open; it neither leads nor follows.

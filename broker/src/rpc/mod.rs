@@ -3,6 +3,7 @@
 //! which become statuses naming topic, partition and cause.
 
 mod alter_configs;
+mod create_partitions;
 mod create_topic;
 mod delete_topic;
 mod describe_topic;
@@ -109,6 +110,13 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<proto::AlterConfigsRequest>,
     ) -> Result<Response<proto::AlterConfigsResponse>, Status> {
         reply(alter_configs::handle(&self.broker, request.into_inner()).await)
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<proto::CreatePartitionsRequest>,
+    ) -> Result<Response<proto::CreatePartitionsResponse>, Status> {
+        reply(create_partitions::handle(&self.broker, request.into_inner()).await)
     }
 }
 
