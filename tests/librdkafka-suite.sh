@@ -14,8 +14,7 @@ set -euo pipefail
 WEIR=$(realpath "${1:-target/release/weir}"); shift || true
 [[ -x $WEIR ]] || { echo "no weir binary at $WEIR (cargo build --release)" >&2; exit 1; }
 # The tests that need a broker and nothing else (no SSL, SASL, mock cluster or Kafka's scripts).
-# Expected to fail, for what Weir does not serve: 0011 (per-record errors of a produce),
-# 0061 (transactions), 0081 (manual replica
+# Expected to fail, for what Weir does not serve: 0061 (transactions), 0081 (manual replica
 # assignments, lz4), 0092 (DescribeConfigs of every default, AlterConfigs), 0102 (a restarted
 # static member replacing its old incarnation); 0091 and 0093 count one rebalance more than
 # Kafka's classic protocol gives (README, Kafka clients).

@@ -244,6 +244,10 @@ impl BrokerError {
                     source: BatchError::TransactionalBatch { .. },
                     ..
                 } => ErrorCode::InvalidTxnState,
+                LogError::BatchAt {
+                    source: BatchError::KeylessRecords { .. },
+                    ..
+                } => ErrorCode::InvalidRecord,
                 source if is_bad_batch(source) => ErrorCode::CorruptBatch,
                 _ => ErrorCode::Storage,
             },

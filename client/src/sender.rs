@@ -298,6 +298,7 @@ impl Delivery {
                 | ErrorCode::BatchTooLarge
                 | ErrorCode::OffsetOutOfRange
                 | ErrorCode::InvalidTimestamp
+                | ErrorCode::InvalidRecord
                 | ErrorCode::InvalidTxnState => Delivery::Refused(error),
                 _ => Delivery::Unknown(error),
             },

@@ -76,6 +76,7 @@ pub(crate) fn produce_checks(config: &LogConfig, now_ms: i64) -> batch::ProduceC
         batch_bytes_max,
         decompressed_bytes_max: batch::decompressed_bytes_max_for(batch_bytes_max),
         timestamp_bounds,
+        keys_required: config.cleanup_policy.compacts(),
     }
 }
 

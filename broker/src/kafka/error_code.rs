@@ -62,6 +62,10 @@ fn log_kind(error: &LogError) -> ResponseError {
             source: BatchError::TransactionalBatch { .. },
             ..
         } => ResponseError::InvalidTxnState,
+        LogError::BatchAt {
+            source: BatchError::KeylessRecords { .. } | BatchError::ControlBatch { .. },
+            ..
+        } => ResponseError::InvalidRecord,
         LogError::Batch(_)
         | LogError::BatchAt { .. }
         | LogError::EmptyAppend

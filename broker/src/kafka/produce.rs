@@ -12,7 +12,9 @@
 //! one partition appends from the receive buffer without a copy.
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -42,7 +44,45 @@ pub enum Produced {
 /// One partition's outcome.
 struct Outcome {
     index: i32,
-    result: Result<Stored, (i16, String)>,
+    result: Result<Stored, Refusal>,
+}
+
+/// Why a partition's records were not stored: Kafka's code, Weir's message,
+/// and the records at fault (Kafka's `record_errors`, v8+: each keyless
+/// record of a compacted topic).
+struct Refusal {
+    code: i16,
+    message: String,
+    records: Vec<u32>,
+}
+
+impl Refusal {
+    fn new(code: i16, message: String) -> Refusal {
+        Refusal {
+            code,
+            message,
+            records: Vec::new(),
+        }
+    }
+
+    fn of_append(error: &BrokerError) -> Refusal {
+        let records = match error {
+            BrokerError::Log {
+                source:
+                    weir_log::LogError::BatchAt {
+                        source: weir_log::batch::BatchError::KeylessRecords { record_indexes, .. },
+                        ..
+                    },
+                ..
+            } => record_indexes.clone(),
+            _ => Vec::new(),
+        };
+        Refusal {
+            code: error_code::produce_code(error),
+            message: error.to_string(),
+            records,
+        }
+    }
 }
 
 struct Stored {
@@ -80,9 +120,12 @@ pub async fn handle(session: &Session, request: ProduceRequest, version: i16) ->
         };
         count_errors(session, &outcomes);
         if first_failure.is_none() {
-            first_failure = outcomes
-                .iter()
-                .find_map(|o| o.result.as_ref().err().map(|(_, message)| message.clone()));
+            first_failure = outcomes.iter().find_map(|o| {
+                o.result
+                    .as_ref()
+                    .err()
+                    .map(|refusal| refusal.message.clone())
+            });
         }
         responses.push(topic_response(name, outcomes, version));
     }
@@ -188,7 +231,7 @@ async fn produce_topic(
         .await;
         let result = result.map_err(|error| {
             tracing::debug!(topic = name, partition = index, %error, "Kafka produce failed");
-            (error_code::produce_code(&error), error.to_string())
+            Refusal::of_append(&error)
         });
         outcomes.push(Outcome { index, result });
     }
@@ -199,8 +242,8 @@ async fn produce_topic(
 fn count_errors(session: &Session, outcomes: &[Outcome]) {
     let metrics = &session.broker.metrics().requests;
     for outcome in outcomes {
-        if let Err((code, _)) = &outcome.result {
-            metrics.error(Listener::Kafka, "Produce", kafka_error_name(*code));
+        if let Err(refusal) = &outcome.result {
+            metrics.error(Listener::Kafka, "Produce", kafka_error_name(refusal.code));
         }
     }
 }
@@ -210,7 +253,7 @@ fn refuse_all(partitions: Vec<PartitionRecords>, code: i16, message: &str) -> Ve
         .into_iter()
         .map(|(index, _)| Outcome {
             index,
-            result: Err((code, message.to_string())),
+            result: Err(Refusal::new(code, message.to_string())),
         })
         .collect()
 }
@@ -233,7 +276,7 @@ fn refuse_missing(
             let error = elsewhere.as_ref().unwrap_or(error);
             Outcome {
                 index,
-                result: Err((error_code::code(error), error.to_string())),
+                result: Err(Refusal::new(error_code::code(error), error.to_string())),
             }
         })
         .collect()
@@ -256,13 +299,25 @@ fn topic_response(name: String, outcomes: Vec<Outcome>, version: i16) -> TopicPr
                         response
                     }
                 }
-                Err((code, message)) => {
-                    let response = response.with_error_code(code).with_base_offset(-1);
-                    if version >= 8 {
-                        response.with_error_message(Some(StrBytes::from_string(message)))
-                    } else {
-                        response
+                Err(refusal) => {
+                    let response = response.with_error_code(refusal.code).with_base_offset(-1);
+                    if version < 8 {
+                        return response;
                     }
+                    let record_errors = refusal
+                        .records
+                        .iter()
+                        .map(|&index| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(i32::try_from(index).unwrap_or(i32::MAX))
+                                .with_batch_index_error_message(Some(StrBytes::from_static_str(
+                                    "the record has no key, and the topic is compacted",
+                                )))
+                        })
+                        .collect();
+                    response
+                        .with_error_message(Some(StrBytes::from_string(refusal.message)))
+                        .with_record_errors(record_errors)
                 }
             }
         })

@@ -16,12 +16,13 @@ use super::{Listener, RequestMetrics};
 use crate::broker::Broker;
 
 /// The gRPC methods served, by path, and their `api` label.
-const METHODS: [(&str, &str); 22] = [
+const METHODS: [(&str, &str); 23] = [
     ("/weir.v1.Admin/CreateTopic", "CreateTopic"),
     ("/weir.v1.Admin/ListTopics", "ListTopics"),
     ("/weir.v1.Admin/DescribeTopic", "DescribeTopic"),
     ("/weir.v1.Admin/DeleteTopic", "DeleteTopic"),
     ("/weir.v1.Admin/AlterConfigs", "AlterConfigs"),
+    ("/weir.v1.Admin/CreatePartitions", "CreatePartitions"),
     ("/weir.v1.Produce/Produce", "Produce"),
     ("/weir.v1.Produce/InitProducerId", "InitProducerId"),
     ("/weir.v1.Fetch/Fetch", "Fetch"),

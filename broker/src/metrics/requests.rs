@@ -180,6 +180,9 @@ pub(crate) fn kafka_error_name(code: i16) -> &'static str {
         E::InvalidTxnState => "INVALID_TXN_STATE",
         E::InvalidProducerIdMapping => "INVALID_PRODUCER_ID_MAPPING",
         E::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+        E::InvalidRecord => "INVALID_RECORD",
+        E::NotLeaderOrFollower => "NOT_LEADER_OR_FOLLOWER",
+        E::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
         _ => "UNKNOWN",
     }
 }

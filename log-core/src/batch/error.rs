@@ -168,6 +168,17 @@ pub enum BatchError {
         bound_ms: u64,
     },
 
+    /// Kafka's INVALID_RECORD on a compacted topic.
+    #[error(
+        "{} of the batch at base offset {base_offset} {} no key; a compacted topic keeps the latest record per key, so every record needs one",
+        keyless_records(record_indexes), if record_indexes.len() == 1 { "has" } else { "have" }
+    )]
+    KeylessRecords {
+        base_offset: i64,
+        /// Index in the batch of every record without a key, in order.
+        record_indexes: Vec<u32>,
+    },
+
     #[error(
         "batch at base offset {base_offset} is a control batch; producers may not write control records"
     )]
@@ -216,5 +227,17 @@ impl BatchError {
     /// `max_bytes`), as opposed to bytes that are present but wrong.
     pub fn is_truncation(&self) -> bool {
         matches!(self, BatchError::Truncated { .. })
+    }
+}
+
+/// "record 3" or "records 0, 10, 20" (the first few, then how many more).
+fn keyless_records(indexes: &[u32]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = indexes.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = indexes.len().saturating_sub(SHOWN);
+    match (indexes.len(), more) {
+        (1, _) => format!("record {}", shown[0]),
+        (_, 0) => format!("records {}", shown.join(", ")),
+        _ => format!("records {} and {more} more", shown.join(", ")),
     }
 }

@@ -486,6 +486,8 @@ pub(crate) fn read_record_body<'a>(reader: &mut Reader<'a>) -> Result<RecordPart
 pub(crate) struct RecordDeltas {
     pub(crate) timestamp_delta: i64,
     pub(crate) offset_delta: i32,
+    /// Whether the key is present (not null; an empty key is a key).
+    pub(crate) keyed: bool,
 }
 
 /// The record at the start of `records` (its length varint first), checked as
@@ -502,6 +504,7 @@ pub(crate) fn split_record(records: &[u8]) -> Option<(RecordDeltas, &[u8])> {
     };
     let (timestamp_delta, body) = split_varlong(body)?;
     let (offset_delta, body) = split_varint(body)?;
+    let keyed = body.first() != Some(&NULL_LENGTH_VARINT);
     let body = skip_nullable_bytes(body)?; // key
     let body = skip_nullable_bytes(body)?; // value
     let (header_count, mut body) = split_varint(body)?;
@@ -515,9 +518,13 @@ pub(crate) fn split_record(records: &[u8]) -> Option<(RecordDeltas, &[u8])> {
     let deltas = RecordDeltas {
         timestamp_delta,
         offset_delta,
+        keyed,
     };
     body.is_empty().then_some((deltas, after))
 }
+
+/// A length of -1 (null) as a zigzag varint: one byte.
+const NULL_LENGTH_VARINT: u8 = 0x01;
 
 /// The bytes after a nullable byte string (length -1 or that many bytes).
 #[inline(always)]

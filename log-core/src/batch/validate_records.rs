@@ -87,6 +87,9 @@ pub struct ProduceChecks {
     /// Bounds on record timestamps, for CreateTime topics; `None` for
     /// LogAppendTime topics, whose batches the broker stamps itself.
     pub timestamp_bounds: Option<TimestampBounds>,
+    /// Every record must have a key: a compacted topic keeps the latest
+    /// record per key, and Kafka refuses a keyless one there.
+    pub keys_required: bool,
 }
 
 impl ProduceChecks {
@@ -97,6 +100,7 @@ impl ProduceChecks {
             batch_bytes_max,
             decompressed_bytes_max: decompressed_bytes_max_for(batch_bytes_max),
             timestamp_bounds: None,
+            keys_required: false,
         }
     }
 }
@@ -158,7 +162,7 @@ impl RecordValidator {
         };
         let section = &batch[BATCH_HEADER_BYTES..];
         if header.compression()? == Compression::None {
-            walk_produced(&header, section, bounds)?;
+            walk_produced(&header, section, bounds, checks.keys_required)?;
             return Ok(header);
         }
         let decompressed = decompress_records(
@@ -168,7 +172,7 @@ impl RecordValidator {
             &mut self.scratch,
             checks.decompressed_bytes_max,
         )
-        .and_then(|()| walk_produced(&header, &self.scratch, bounds));
+        .and_then(|()| walk_produced(&header, &self.scratch, bounds, checks.keys_required));
         self.release_large_scratch();
         decompressed.map(|()| header)
     }
@@ -224,6 +228,7 @@ fn walk_produced(
     header: &BatchHeader,
     records: &[u8],
     bounds: Option<TimestampBounds>,
+    keys_required: bool,
 ) -> Result<(), BatchError> {
     // validate_produced checked 1 <= record_count == last_offset_delta + 1.
     let record_count = u32::try_from(header.record_count).unwrap_or(0);
@@ -234,6 +239,9 @@ fn walk_produced(
     let (timestamp_min, timestamp_max) = bounds.map_or((i64::MIN, i64::MAX), |b| b.range());
     let mut rest = records;
     let mut records_max_timestamp = i64::MIN;
+    // Every keyless record is named, as Kafka's answer lists each (allocated
+    // only for a batch that has one).
+    let mut keyless: Vec<u32> = Vec::new();
     for record_index in 0..record_count {
         if rest.is_empty() {
             return Err(BatchError::RecordCountMismatch {
@@ -256,6 +264,9 @@ fn walk_produced(
             None => read_record_at(header, rest, position, record_index)?,
         };
         rest = after;
+        if keys_required && !deltas.keyed {
+            keyless.push(record_index);
+        }
         if i64::from(deltas.offset_delta) != i64::from(record_index) {
             return Err(BatchError::OffsetDeltaMismatch {
                 base_offset: header.base_offset,
@@ -296,6 +307,12 @@ fn walk_produced(
             records_max_timestamp,
         });
     }
+    if !keyless.is_empty() {
+        return Err(BatchError::KeylessRecords {
+            base_offset: header.base_offset,
+            record_indexes: keyless,
+        });
+    }
     Ok(())
 }
 
@@ -330,6 +347,7 @@ fn read_record_at<'a>(
     let deltas = RecordDeltas {
         timestamp_delta: parts.timestamp_delta,
         offset_delta: parts.offset_delta,
+        keyed: parts.key.is_some(),
     };
     Ok((deltas, rest.get(reader.position()..).unwrap_or_default()))
 }
@@ -355,6 +373,42 @@ fn check_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compacted_topic_refuses_keyless_records_and_names_each() {
+        let now_ms = 1_760_000_000_000;
+        for compression in [Compression::None, Compression::Gzip] {
+            let mut builder = crate::batch::BatchBuilder::new(compression);
+            for index in 0..12u32 {
+                // Every fifth record has no key; an empty key is a key.
+                let key: Option<&[u8]> = match index % 5 {
+                    0 => None,
+                    1 => Some(b""),
+                    _ => Some(b"k"),
+                };
+                builder.push(now_ms, key, Some(b"v"), &[]);
+            }
+            let batch = builder.build().unwrap();
+            let mut validator = RecordValidator::new();
+            let open = ProduceChecks::new(1 << 20);
+            validator.validate_produced(&batch, &open).unwrap();
+            let compacted = ProduceChecks {
+                keys_required: true,
+                ..open
+            };
+            let refused = validator.validate_produced(&batch, &compacted).unwrap_err();
+            assert!(
+                matches!(&refused, BatchError::KeylessRecords { record_indexes, .. } if record_indexes == &[0, 5, 10]),
+                "{compression}: {refused:?}"
+            );
+            assert!(
+                refused
+                    .to_string()
+                    .contains("records 0, 5, 10 of the batch"),
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn timestamp_bounds_are_inclusive_and_skip_missing_timestamps() {
