@@ -159,14 +159,15 @@ async fn a_first_join_without_a_member_id_is_answered_member_id_required_and_joi
         .await;
     assert_eq!(crossed.error_code, UNKNOWN_MEMBER_ID);
 
-    // Before v4, and for a static member, the first join joins.
-    let old = wire.call(3, &join_request("kip394", "", "clicks")).await;
+    // Before v4, and for a static member, the first join joins (each in a group of its
+    // own: a join into a group with a member waits for that member to rejoin).
+    let old = wire.call(3, &join_request("kip394-v3", "", "clicks")).await;
     assert_eq!(old.error_code, 0);
     assert!(!old.member_id.is_empty());
     let static_member = wire
         .call(
             5,
-            &join_request("kip394", "", "clicks").with_group_instance_id(Some(s("host-1"))),
+            &join_request("kip394-static", "", "clicks").with_group_instance_id(Some(s("host-1"))),
         )
         .await;
     assert_eq!(static_member.error_code, 0);

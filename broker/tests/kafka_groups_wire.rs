@@ -18,9 +18,9 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -281,6 +281,11 @@ async fn join_and_sync(wire: &mut KafkaWire, member_id: &str, owned: &[i32]) -> 
             .call(7, &join_request(joined.member_id.as_str(), owned))
             .await;
     }
+    sync_joined(wire, &joined).await
+}
+
+/// SyncGroup (v5) after `joined`, a JoinGroup's answer.
+async fn sync_joined(wire: &mut KafkaWire, joined: &JoinGroupResponse) -> Member {
     assert_eq!(joined.error_code, 0);
     assert_eq!(
         joined.protocol_type.as_ref().map(|t| t.to_string()),
@@ -339,14 +344,23 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
     assert_eq!(a.owned, vec![0, 1, 2, 3]);
     assert_eq!(heartbeat(&mut wire, &a).await, 0);
 
-    let b = join_and_sync(&mut wire, "", &[]).await;
-    assert!(
-        b.owned.is_empty(),
-        "B waits for what A holds: {:?}",
-        b.owned
-    );
-    assert_eq!(heartbeat(&mut wire, &b).await, 0);
-    assert_eq!(heartbeat(&mut wire, &a).await, REBALANCE_IN_PROGRESS);
+    // B joins on a connection of its own: its JoinGroup is held while the rebalance it
+    // starts runs, since A holds what B is to have.
+    let mut wire_b = KafkaWire::connect(kafka).await;
+    let named = wire_b.call(7, &join_request("", &[])).await;
+    assert_eq!(named.error_code, MEMBER_ID_REQUIRED);
+    let b_join = wire_b
+        .send(7, &join_request(named.member_id.as_str(), &[]))
+        .await;
+    // A is told to rejoin once B's join reached the coordinator.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while heartbeat(&mut wire, &a).await != REBALANCE_IN_PROGRESS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A is never told to rejoin"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     // A rejoins owning all four: it keeps two, at the same generation, and commits
     // one it gives up before it lets go.
@@ -361,35 +375,37 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
         )
         .await;
     assert_eq!(codes(&committed), vec![0]);
-    // B may not commit a partition it does not hold; a stale generation is refused.
-    let refused = wire
-        .call(
-            8,
-            &commit("coop", &b.id, b.generation, &[("coop", given_up, 8)]),
-        )
-        .await;
-    assert_eq!(codes(&refused), vec![ILLEGAL_GENERATION]);
-    let stale = Member {
-        generation: b.generation - 1,
-        ..b
-    };
-    assert_eq!(heartbeat(&mut wire, &stale).await, ILLEGAL_GENERATION);
-    let b = Member {
-        generation: stale.generation + 1,
-        ..stale
-    };
-    // Nothing moved to B yet: A has not confirmed.
-    assert_eq!(heartbeat(&mut wire, &b).await, 0);
     assert_eq!(heartbeat(&mut wire, &a_kept).await, REBALANCE_IN_PROGRESS);
 
-    // A rejoins without them: a new generation; now B is told to rejoin and gets them.
+    // A rejoins without them: a new generation. Only now is B's join answered, with its
+    // whole share in its first assignment.
     let a_moved = join_and_sync(&mut wire, &a.id, &a_kept.owned).await;
     assert!(a_moved.generation > a.generation);
     assert_eq!(a_moved.owned, a_kept.owned);
-    assert_eq!(heartbeat(&mut wire, &b).await, REBALANCE_IN_PROGRESS);
-    let b_moved = join_and_sync(&mut wire, &b.id, &b.owned).await;
+    let b_joined = wire_b.response::<JoinGroupRequest>(7, b_join).await;
+    let b_moved = sync_joined(&mut wire_b, &b_joined).await;
     assert_eq!(b_moved.owned.len(), 2);
     assert!(b_moved.owned.iter().all(|p| !a_moved.owned.contains(p)));
+    // B may not commit a partition A holds; a stale generation is refused.
+    let kept_by_a = a_moved.owned[0];
+    let refused = wire
+        .call(
+            8,
+            &commit(
+                "coop",
+                &b_moved.id,
+                b_moved.generation,
+                &[("coop", kept_by_a, 8)],
+            ),
+        )
+        .await;
+    assert_ne!(codes(&refused), vec![0], "B committed A's partition");
+    let stale = Member {
+        generation: b_moved.generation - 1,
+        id: b_moved.id.clone(),
+        owned: Vec::new(),
+    };
+    assert_eq!(heartbeat(&mut wire, &stale).await, ILLEGAL_GENERATION);
     assert_eq!(heartbeat(&mut wire, &a_moved).await, 0);
     assert_eq!(heartbeat(&mut wire, &b_moved).await, 0);
 
@@ -442,7 +458,7 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
     assert_eq!(again.members[0].error_code, UNKNOWN_MEMBER_ID);
     // B is told to rejoin and takes A's partitions at once.
     assert_eq!(heartbeat(&mut wire, &b_moved).await, REBALANCE_IN_PROGRESS);
-    let b_all = join_and_sync(&mut wire, &b.id, &b_moved.owned).await;
+    let b_all = join_and_sync(&mut wire, &b_moved.id, &b_moved.owned).await;
     assert_eq!(b_all.owned, vec![0, 1, 2, 3]);
     // The commit A made before it gave the partition up is the group's.
     assert_eq!(fetch_committed_coop(&mut wire, given_up).await, 7);
@@ -462,12 +478,20 @@ async fn fetch_committed_coop(wire: &mut KafkaWire, partition: i32) -> i64 {
 /// that lacks it (which would fail to encode and close the connection).
 #[tokio::test]
 async fn every_served_version_of_the_group_apis_is_answered() {
-    let (broker, kafka) = start_broker().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path().to_path_buf());
+    config.kafka_listen = Some("127.0.0.1:0".parse().unwrap());
+    // Ten new groups: none waits out an initial delay before its sessions are renewed.
+    config.groups.initial_rebalance_delay_ms = 0;
+    let (broker, kafka) = start_broker_with(config, data).await;
     broker.create_topic("coop", 2).await;
     let mut wire = KafkaWire::connect(kafka).await;
+    // One group per JoinGroup version: a join into a group that has a member waits for
+    // that member to rejoin, as in Kafka's classic rebalance.
+    let group_of = |version: i16| format!("coop-v{version}");
     let mut members = Vec::new();
     for version in 0..=9 {
-        let mut request = join_request("", &[]);
+        let mut request = join_request("", &[]).with_group_id(group(&group_of(version)));
         if version == 0 {
             // v0 has no rebalance timeout (it uses the session timeout).
             request.rebalance_timeout_ms = -1;
@@ -492,7 +516,7 @@ async fn every_served_version_of_the_group_apis_is_answered() {
     }
     for (version, member) in (0..=5).zip(&members) {
         let mut request = SyncGroupRequest::default()
-            .with_group_id(group("coop"))
+            .with_group_id(group(&group_of(version)))
             .with_generation_id(member.generation)
             .with_member_id(s(&member.id));
         if version >= 5 {
@@ -502,42 +526,43 @@ async fn every_served_version_of_the_group_apis_is_answered() {
         }
         let synced = wire.call(version, &request).await;
         assert_eq!(synced.error_code, 0, "SyncGroup v{version}");
-        decode_assignment(synced.assignment);
+        assert_eq!(
+            decode_assignment(synced.assignment),
+            [0, 1],
+            "SyncGroup v{version}"
+        );
     }
     for (version, member) in (0..=4).zip(&members) {
         let request = HeartbeatRequest::default()
-            .with_group_id(group("coop"))
+            .with_group_id(group(&group_of(version)))
             .with_generation_id(member.generation)
             .with_member_id(s(&member.id));
         let code = wire.call(version, &request).await.error_code;
-        assert!(
-            [0, REBALANCE_IN_PROGRESS].contains(&code),
-            "Heartbeat v{version}: {code}"
-        );
+        assert_eq!(code, 0, "Heartbeat v{version}");
     }
+    let every_group: Vec<_> = (0..=9).map(|v| group(&group_of(v))).collect();
     for version in 0..=5 {
         let listed = wire.call(version, &ListGroupsRequest::default()).await;
-        assert_eq!(listed.groups.len(), 1, "ListGroups v{version}");
+        assert_eq!(listed.groups.len(), 10, "ListGroups v{version}");
         let described = wire
             .call(
                 version,
-                &DescribeGroupsRequest::default().with_groups(vec![group("coop")]),
+                &DescribeGroupsRequest::default().with_groups(every_group.clone()),
             )
             .await;
-        assert_eq!(
-            described.groups[0].members.len(),
-            10,
+        assert!(
+            described.groups.iter().all(|g| g.members.len() == 1),
             "DescribeGroups v{version}"
         );
     }
     for (version, member) in (0..=5).zip(&members) {
         let request = if version >= 3 {
             LeaveGroupRequest::default()
-                .with_group_id(group("coop"))
+                .with_group_id(group(&group_of(version)))
                 .with_members(vec![MemberIdentity::default().with_member_id(s(&member.id))])
         } else {
             LeaveGroupRequest::default()
-                .with_group_id(group("coop"))
+                .with_group_id(group(&group_of(version)))
                 .with_member_id(s(&member.id))
         };
         let left = wire.call(version, &request).await;

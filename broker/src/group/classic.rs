@@ -25,7 +25,7 @@
 
 use std::collections::BTreeSet;
 
-use super::coordinator::{group_in, next_member_id, GroupCoordinator};
+use super::coordinator::{group_in, next_member_id, GroupCoordinator, StaticLeave};
 use super::error::GroupError;
 use super::types::{Assignment, HeartbeatRequest, HeartbeatResponse, MemberState};
 
@@ -97,6 +97,9 @@ impl GroupCoordinator {
                 None => return Err(group.unknown_member(&join.member_id)),
             }
         };
+        if member_epoch == 0 {
+            self.release_static_instance(join);
+        }
         let heartbeat = HeartbeatRequest {
             group_id: join.group_id.clone(),
             member_id: join.member_id.clone(),
@@ -117,6 +120,64 @@ impl GroupCoordinator {
             member.session_deadline_ms = now_ms.saturating_add(join.session_timeout_ms);
         }
         Ok(answer)
+    }
+
+    /// Kafka's classic protocol: a static member's new process joining under an instance
+    /// id another member holds takes that member's place at once, with its assignment
+    /// and no rebalance, and the other is fenced (FENCED_INSTANCE_ID at its next request).
+    /// A consumer-protocol heartbeat instead waits for the holder to leave
+    /// (UNRELEASED_INSTANCE_ID): marking the holder as left here lets the join below
+    /// replace it.
+    fn release_static_instance(&mut self, join: &ClassicJoin) {
+        let Some(instance_id) = join.group_instance_id.as_deref() else {
+            return;
+        };
+        let Some(group) = self.groups.get_mut(&join.group_id) else {
+            return;
+        };
+        if let Some(holder) = group
+            .members
+            .values_mut()
+            .find(|m| m.instance_id.as_deref() == Some(instance_id) && m.id != join.member_id)
+        {
+            holder.left = true;
+        }
+    }
+
+    /// Whether a classic member's JoinGroup is better held than answered. Kafka's classic
+    /// coordinator answers a rebalance's joins together, once every member has rejoined
+    /// having revoked what moves; a classic client takes each answer as a rebalance of its
+    /// own. So a join waits while its member is to have partitions others still own, and
+    /// while another member has a step to take (a newer target, partitions to revoke or to
+    /// receive); not when its member has partitions to revoke itself, which the answer
+    /// tells it to do.
+    pub fn classic_join_held(&self, group: &str, member_id: &str) -> bool {
+        let Some(group) = self.groups.get(group) else {
+            return false;
+        };
+        let Some(member) = group.members.get(member_id) else {
+            return false;
+        };
+        match member.state {
+            MemberState::UnreleasedPartitions => true,
+            MemberState::UnrevokedPartitions => false,
+            MemberState::Stable => group.members.values().any(|other| {
+                let blocked = || {
+                    // Waiting for partitions someone still owns; once they are free its
+                    // next heartbeat takes them, and nothing is left to wait for.
+                    group.target.get(&other.id).is_some_and(|target| {
+                        target
+                            .iter()
+                            .any(|tp| !other.assigned.contains(tp) && group.owners.contains_key(tp))
+                    })
+                };
+                other.id != member.id
+                    && !other.left
+                    && (other.epoch < group.target_epoch
+                        || other.state == MemberState::UnrevokedPartitions
+                        || (other.state == MemberState::UnreleasedPartitions && blocked()))
+            }),
+        }
     }
 
     /// Until when `group`'s initial rebalance delay holds its first assignment back
@@ -190,10 +251,11 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         now_ms: i64,
     ) -> Result<Assignment, GroupError> {
-        self.renew_classic(group_id, member_id, generation, now_ms)?;
+        self.renew_classic(group_id, member_id, group_instance_id, generation, now_ms)?;
         let group = group_in(&mut self.groups, group_id)?;
         Ok(group
             .members
@@ -207,10 +269,11 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         now_ms: i64,
     ) -> Result<ClassicHeartbeat, GroupError> {
-        self.renew_classic(group_id, member_id, generation, now_ms)?;
+        self.renew_classic(group_id, member_id, group_instance_id, generation, now_ms)?;
         let group = group_in(&mut self.groups, group_id)?;
         let unknown = group.unknown_member(member_id);
         let Some(member) = group.members.get(member_id) else {
@@ -238,7 +301,9 @@ impl GroupCoordinator {
         Ok(ClassicHeartbeat::Rejoin)
     }
 
-    /// A classic LeaveGroup names the member by id, or (v3+) by instance id alone.
+    /// A classic LeaveGroup names the member by id, or (v3+) by instance id alone. A static
+    /// member is removed too, as Kafka's classic coordinator removes it (a consumer that
+    /// unsubscribes, or an admin removing the instance): the group rebalances.
     pub fn classic_leave(
         &mut self,
         group_id: &str,
@@ -267,19 +332,35 @@ impl GroupCoordinator {
         }
         // A leave is never fenced by epoch (neither protocol's leave carries one).
         let (member_id, epoch) = (member.id.clone(), member.epoch);
-        self.leave(group_id, &member_id, epoch, now_ms)
+        self.leave_as(group_id, &member_id, epoch, now_ms, StaticLeave::Remove)
     }
 
-    /// Checks a classic member's generation and renews its session.
+    /// Checks a classic member's generation and renews its session. A static member
+    /// whose instance id another member took is told FENCED_INSTANCE_ID, as Kafka's
+    /// classic coordinator tells it.
     fn renew_classic(
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         now_ms: i64,
     ) -> Result<(), GroupError> {
         let session_timeout_ms = self.config.session_timeout_ms;
         let group = group_in(&mut self.groups, group_id)?;
+        if let Some(instance_id) = group_instance_id {
+            if let Some(holder) = group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance_id) && m.id != member_id)
+            {
+                return Err(GroupError::FencedInstanceId {
+                    group: group_id.to_owned(),
+                    instance_id: instance_id.to_owned(),
+                    member: holder.id.clone(),
+                });
+            }
+        }
         let unknown = group.unknown_member(member_id);
         let Some(member) = group.members.get_mut(member_id) else {
             return Err(unknown);

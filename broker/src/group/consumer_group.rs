@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::assignor::{assign, AssignorMember};
+use super::coordinator::StaticLeave;
 use super::error::GroupError;
 use super::member::{reconcile, Member};
 use super::rebalance_durations::RebalanceDurations;
@@ -390,14 +391,16 @@ impl Group {
         }
     }
 
-    /// A member leaves. A static member only steps out: it keeps its assignment for the
-    /// session timeout (Kafka's member epoch -2) and gives up nothing but what it was
-    /// revoking, since a closed consumer owns nothing. Anyone else is removed at once.
+    /// A member leaves. A static member stepping out (`StaticLeave::StepOut`) keeps its
+    /// assignment for the session timeout (Kafka's member epoch -2) and gives up nothing
+    /// but what it was revoking, since a closed consumer owns nothing. Anyone else is
+    /// removed at once.
     pub fn leave(
         &mut self,
         member_id: &str,
         epoch: i32,
         now_ms: i64,
+        static_leave: StaticLeave,
         topics: &TopicMetadata,
         config: &GroupConfig,
     ) -> Result<(), GroupError> {
@@ -405,7 +408,7 @@ impl Group {
             return Err(self.unknown_member(member_id));
         };
         self.check_epoch(member, epoch, &Assignment::new())?;
-        if member.instance_id.is_some() {
+        if member.instance_id.is_some() && static_leave == StaticLeave::StepOut {
             self.reconcile_member(member_id, &Assignment::new(), now_ms);
             if let Some(member) = self.members.get_mut(member_id) {
                 member.left = true;

@@ -201,9 +201,34 @@ impl GroupCoordinator {
         member_epoch: i32,
         now_ms: i64,
     ) -> Result<(), GroupError> {
+        self.leave_as(
+            group_id,
+            member_id,
+            member_epoch,
+            now_ms,
+            StaticLeave::StepOut,
+        )
+    }
+
+    /// A leave; `static_leave` says what a static member's leave does.
+    pub(super) fn leave_as(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        now_ms: i64,
+        static_leave: StaticLeave,
+    ) -> Result<(), GroupError> {
         let group = group_in(&mut self.groups, group_id)?;
         let shape = group.shape();
-        group.leave(member_id, member_epoch, now_ms, &self.topics, &self.config)?;
+        group.leave(
+            member_id,
+            member_epoch,
+            now_ms,
+            static_leave,
+            &self.topics,
+            &self.config,
+        )?;
         group.settle_rebalance(now_ms);
         if group.shape() == shape {
             self.persist_member(group_id, member_id);
@@ -336,4 +361,15 @@ pub(super) fn next_member_id(state: &mut u64) -> String {
         z ^ (z >> 31)
     };
     format!("{:016x}{:016x}", next(), next())
+}
+
+/// What a static member's leave does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StaticLeave {
+    /// KIP-848's member epoch -2: the member steps out and keeps its assignment for the
+    /// session timeout, so its next process takes it back without a rebalance.
+    StepOut,
+    /// Kafka's classic LeaveGroup (a consumer that unsubscribes): removed at once, and
+    /// the group rebalances.
+    Remove,
 }

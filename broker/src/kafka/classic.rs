@@ -15,8 +15,13 @@
 //! classic client takes its first assignment as the real one (librdkafka's own tests check
 //! it), where a KIP-848 client is handed an empty one and then the real one.
 //!
-//! Not done, as Kafka does it: a static member that restarts is taken back only once its
-//! previous incarnation left or timed out.
+//! A JoinGroup is held while the rebalance it is part of is under way (other members have
+//! a step to take, or still own partitions this member is to have), so the answer carries
+//! the member's whole share and comes once, as Kafka's classic rebalance answers every
+//! member's join once all have rejoined; a member with partitions to revoke is answered at
+//! once, which tells it to. A static member's new process (the same `group.instance.id`) takes the
+//! place of the old one at once and the old one is fenced (FENCED_INSTANCE_ID); a static
+//! member's LeaveGroup removes it.
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
@@ -103,16 +108,21 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
     }
     let mut join = join;
     let mut joined = join_once(session, &join).await;
-    // Held while the delay runs, then joined again at the generation the first join
-    // gave: that heartbeat takes the assignment made when the delay ended. Bounded by
-    // the rebalance timeout, after which the client would have given up.
+    // Held while the delay runs, or while others give up what this member is to have,
+    // then joined again at the generation the first join gave: that heartbeat takes the
+    // assignment as it is then. Bounded by the rebalance timeout, after which the client
+    // would have given up; then answered with what the member has.
     let held_until_ms = crate::group_service::now_ms().saturating_add(join.rebalance_timeout_ms);
-    while let Ok((answer, Some(until_ms))) = &joined {
+    while let Ok((answer, Some(hold))) = &joined {
         let now_ms = crate::group_service::now_ms();
         if now_ms >= held_until_ms {
             break;
         }
-        let wait_ms = (until_ms.saturating_sub(now_ms)).clamp(1, held_until_ms - now_ms);
+        let wait_ms = match hold {
+            Hold::Until(until_ms) => until_ms.saturating_sub(now_ms),
+            Hold::ForRebalance => REBALANCE_POLL_MS,
+        }
+        .clamp(1, held_until_ms - now_ms);
         tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
         join.member_id.clone_from(&answer.member_id);
         joined = join_once(session, &join).await;
@@ -133,16 +143,35 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
     }
 }
 
-/// One classic join, and until when the group's initial rebalance delay runs, if it does.
+/// Why a JoinGroup's answer waits.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// The group's initial rebalance delay runs until then.
+    Until(i64),
+    /// The rebalance is under way: other members have a step to take, or still own
+    /// partitions this one is to have.
+    ForRebalance,
+}
+
+/// How often a held JoinGroup looks again whether the rebalance is done.
+const REBALANCE_POLL_MS: i64 = 20;
+
+/// One classic join, and whether its answer should wait.
 async fn join_once(
     session: &Session,
     join: &ClassicJoin,
-) -> Result<(crate::group::HeartbeatResponse, Option<i64>), crate::error::BrokerError> {
+) -> Result<(crate::group::HeartbeatResponse, Option<Hold>), crate::error::BrokerError> {
     session
         .groups
         .mutate(&join.group_id, |c, now_ms| {
             let answer = c.classic_join(join, now_ms)?;
-            Ok((answer, c.assignment_delayed_until_ms(&join.group_id)))
+            let hold = match c.assignment_delayed_until_ms(&join.group_id) {
+                Some(until_ms) => Some(Hold::Until(until_ms)),
+                None => c
+                    .classic_join_held(&join.group_id, &answer.member_id)
+                    .then_some(Hold::ForRebalance),
+            };
+            Ok((answer, hold))
         })
         .await
 }
@@ -169,11 +198,18 @@ pub async fn sync(session: &Session, request: SyncGroupRequest, version: i16) ->
     }
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.as_ref().map(ToString::to_string);
     let generation = request.generation_id;
     let synced = session
         .groups
         .mutate(&group_id, |c, now_ms| {
-            c.classic_sync(&group_id, &member_id, generation, now_ms)
+            c.classic_sync(
+                &group_id,
+                &member_id,
+                instance_id.as_deref(),
+                generation,
+                now_ms,
+            )
         })
         .await;
     with_protocol(match synced {
@@ -187,11 +223,18 @@ pub async fn sync(session: &Session, request: SyncGroupRequest, version: i16) ->
 pub async fn heartbeat(session: &Session, request: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.as_ref().map(ToString::to_string);
     let generation = request.generation_id;
     let answered = session
         .groups
         .mutate(&group_id, |c, now_ms| {
-            c.classic_heartbeat(&group_id, &member_id, generation, now_ms)
+            c.classic_heartbeat(
+                &group_id,
+                &member_id,
+                instance_id.as_deref(),
+                generation,
+                now_ms,
+            )
         })
         .await;
     let code = match answered {

@@ -48,12 +48,12 @@ impl Classic {
         let joined = c.classic_join(&join, now_ms)?;
         self.member_id = joined.member_id;
         self.generation = joined.member_epoch;
-        self.owned = c.classic_sync(GROUP, &self.member_id, self.generation, now_ms)?;
+        self.owned = c.classic_sync(GROUP, &self.member_id, None, self.generation, now_ms)?;
         Ok(())
     }
 
     fn heartbeat(&self, c: &mut GroupCoordinator, now_ms: i64) -> ClassicHeartbeat {
-        c.classic_heartbeat(GROUP, &self.member_id, self.generation, now_ms)
+        c.classic_heartbeat(GROUP, &self.member_id, None, self.generation, now_ms)
             .expect("heartbeat")
     }
 }
@@ -142,18 +142,18 @@ fn another_generation_is_an_illegal_generation() {
     let mut c = coordinator(&[("t", 2)]);
     let mut a = Classic::new(true);
     a.join(&mut c, 0).unwrap();
-    let stale = c.classic_heartbeat(GROUP, &a.member_id, a.generation - 1, 1);
+    let stale = c.classic_heartbeat(GROUP, &a.member_id, None, a.generation - 1, 1);
     assert!(
         matches!(stale, Err(GroupError::IllegalGeneration { generation, expected, .. })
             if generation == a.generation - 1 && expected == a.generation),
         "{stale:?}"
     );
-    let sync = c.classic_sync(GROUP, &a.member_id, a.generation + 1, 1);
+    let sync = c.classic_sync(GROUP, &a.member_id, None, a.generation + 1, 1);
     assert!(
         matches!(sync, Err(GroupError::IllegalGeneration { .. })),
         "{sync:?}"
     );
-    let unknown = c.classic_heartbeat(GROUP, "nobody", a.generation, 1);
+    let unknown = c.classic_heartbeat(GROUP, "nobody", None, a.generation, 1);
     assert!(
         matches!(unknown, Err(GroupError::UnknownMemberId { .. })),
         "{unknown:?}"
@@ -297,5 +297,120 @@ fn issued_member_ids_past_the_bound_displace_the_oldest() {
     assert!(
         matches!(refused, Err(GroupError::UnknownMemberId { .. })),
         "{refused:?}"
+    );
+}
+
+#[test]
+fn a_restarted_static_classic_member_takes_its_old_place_and_fences_the_old_process() {
+    let mut c = coordinator(&[("t", 4)]);
+    let static_join = |member_id: &str, instance: &str| ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: member_id.to_owned(),
+        group_instance_id: Some(instance.to_owned()),
+        subscribed_topics: ["t".to_owned()].into(),
+        owned: Assignment::new(),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    let settle = |c: &mut GroupCoordinator, member: &str, instance: &str, now_ms: i64| {
+        let joined = c
+            .classic_join(&static_join(member, instance), now_ms)
+            .unwrap();
+        let owned = c
+            .classic_sync(
+                GROUP,
+                &joined.member_id,
+                Some(instance),
+                joined.member_epoch,
+                now_ms,
+            )
+            .unwrap();
+        (joined.member_id, joined.member_epoch, owned)
+    };
+    let (a, _, _) = settle(&mut c, "", "a", 0);
+    let (b, _, _) = settle(&mut c, "", "b", 1);
+    // A gives up what B is to have; both settle.
+    let (a, a_generation, a_owned) = settle(&mut c, &a, "a", 2);
+    let (b, b_generation, b_owned) = settle(&mut c, &b, "b", 3);
+    assert_eq!((a_owned.len(), b_owned.len()), (2, 2));
+    assert_eq!(
+        c.classic_heartbeat(GROUP, &b, Some("b"), b_generation, 4)
+            .unwrap(),
+        ClassicHeartbeat::Stable
+    );
+
+    // B's process restarts without leaving (a static member does not) and joins anew.
+    let (b2, b2_generation, b2_owned) = settle(&mut c, "", "b", 5);
+    assert_ne!(b2, b);
+    assert_eq!(
+        (b2_generation, &b2_owned),
+        (b_generation, &b_owned),
+        "its place, no rebalance"
+    );
+    assert_eq!(
+        c.classic_heartbeat(GROUP, &a, Some("a"), a_generation, 6)
+            .unwrap(),
+        ClassicHeartbeat::Stable,
+        "the other member is not disturbed"
+    );
+    // The old process is fenced wherever it turns up.
+    for fenced in [
+        c.classic_heartbeat(GROUP, &b, Some("b"), b_generation, 7)
+            .map(|_| ()),
+        c.classic_sync(GROUP, &b, Some("b"), b_generation, 7)
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(&fenced, Err(GroupError::FencedInstanceId { instance_id, member, .. })
+                if instance_id == "b" && member == &b2),
+            "{fenced:?}"
+        );
+    }
+    assert_eq!(
+        c.classic_heartbeat(GROUP, &b2, Some("b"), b2_generation, 8)
+            .unwrap(),
+        ClassicHeartbeat::Stable
+    );
+}
+
+#[test]
+fn a_classic_static_members_leave_removes_it_and_joins_wait_for_the_rebalance() {
+    let mut c = coordinator(&[("t", 2)]);
+    let static_join = |member_id: &str, instance: &str| ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: member_id.to_owned(),
+        group_instance_id: Some(instance.to_owned()),
+        subscribed_topics: ["t".to_owned()].into(),
+        owned: Assignment::new(),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    let a = c.classic_join(&static_join("", "a"), 0).unwrap();
+    assert!(
+        !c.classic_join_held(GROUP, &a.member_id),
+        "alone, nothing to wait for"
+    );
+    c.classic_sync(GROUP, &a.member_id, Some("a"), a.member_epoch, 0)
+        .unwrap();
+    // B's join waits: A holds what B is to have and must rejoin first.
+    let b = c.classic_join(&static_join("", "b"), 1).unwrap();
+    assert!(c.classic_join_held(GROUP, &b.member_id));
+    // A, eager, rejoins having revoked everything: the rebalance is done.
+    let a = c.classic_join(&static_join(&a.member_id, "a"), 2).unwrap();
+    assert!(!c.classic_join_held(GROUP, &a.member_id));
+    let b = c.classic_join(&static_join(&b.member_id, "b"), 3).unwrap();
+    assert!(!c.classic_join_held(GROUP, &b.member_id));
+    assert_eq!(b.assignment.len(), 1);
+
+    // A static member's LeaveGroup removes it (it unsubscribed), unlike a KIP-848
+    // static member's leave, which keeps its place for the session timeout.
+    c.classic_leave(GROUP, &a.member_id, Some("a"), 4).unwrap();
+    let group = c.describe_group(GROUP).unwrap();
+    assert_eq!(group.members.len(), 1, "{group:?}");
+    assert_eq!(
+        c.classic_heartbeat(GROUP, &b.member_id, Some("b"), b.member_epoch, 5)
+            .unwrap(),
+        ClassicHeartbeat::Rejoin,
+        "B is told to rejoin for A's partition"
     );
 }

@@ -155,7 +155,7 @@ impl Consumer {
         cooperative: bool,
     ) -> Result<(), GroupError> {
         if !self.member_id.is_empty() && self.epoch >= 0 {
-            match c.classic_heartbeat(GROUP, &self.member_id, self.epoch, now_ms) {
+            match c.classic_heartbeat(GROUP, &self.member_id, None, self.epoch, now_ms) {
                 Ok(ClassicHeartbeat::Stable) => return Ok(()),
                 Ok(ClassicHeartbeat::Rejoin) => {}
                 Err(GroupError::IllegalGeneration { .. }) => self.lose_all(),
@@ -184,7 +184,7 @@ impl Consumer {
         );
         self.member_id = answer.member_id;
         self.epoch = answer.member_epoch;
-        self.owned = c.classic_sync(GROUP, &self.member_id, self.epoch, now_ms)?;
+        self.owned = c.classic_sync(GROUP, &self.member_id, None, self.epoch, now_ms)?;
         self.told.clone_from(&self.owned);
         Ok(())
     }

@@ -139,8 +139,15 @@ impl Model {
                 // A classic client gives up revoked partitions before it rejoins.
                 consumer.slow = slow && classic.is_none();
                 consumer.classic = classic;
-                // Refused while another live process holds the instance id.
+                // Refused while another live process holds the instance id, except to a
+                // classic client: Kafka's classic protocol lets a static member's new
+                // process take its place at once and fences the old one, which is
+                // modelled as the restart it stands for (the old process is gone).
                 if consumer.beat(&mut self.c, self.now_ms).is_ok() {
+                    if consumer.classic.is_some() && consumer.instance_id.is_some() {
+                        self.live
+                            .retain(|other| other.instance_id != consumer.instance_id);
+                    }
                     self.live.push(consumer);
                 }
             }
