@@ -192,6 +192,58 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Every Kafka-named topic setting [`LogConfig::apply`] takes, with the value in force
+    /// written as Kafka writes it (`-1` for no limit, `9223372036854775807` for never), in an
+    /// order that [`LogConfig::apply`] turns back into this config (`flush.messages` before
+    /// `flush.ms`, which both set the fsync policy). Weir's own aliases (`fsync`,
+    /// `flush.policy`) are not listed.
+    pub fn kafka_values(&self) -> Vec<(&'static str, String)> {
+        let optional = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
+        let never = i64::MAX.to_string();
+        let (flush_messages, flush_ms) = match self.fsync {
+            FsyncPolicy::Always => ("1".to_string(), "0".to_string()),
+            FsyncPolicy::Never => (never.clone(), never.clone()),
+            FsyncPolicy::IntervalMs(ms) => (never.clone(), ms.to_string()),
+        };
+        let timestamp_type = match self.timestamp_type {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        };
+        vec![
+            ("cleanup.policy", self.cleanup_policy.to_string()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            ("flush.messages", flush_messages),
+            ("flush.ms", flush_ms),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.after.max.ms",
+                self.timestamp_after_max_ms.to_string(),
+            ),
+            (
+                "message.timestamp.before.max.ms",
+                self.timestamp_before_max_ms.to_string(),
+            ),
+            ("message.timestamp.type", timestamp_type.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                (f64::from(self.min_cleanable_dirty_ratio_ppm) / 1_000_000.0).to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            ("retention.bytes", optional(self.retention_bytes)),
+            ("retention.ms", optional(self.retention_ms)),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.index.bytes", self.index_bytes_max.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+        ]
+    }
+
     /// Applies one Kafka-named setting. Unknown keys and bad values leave the config unchanged
     /// and return [`LogError::Config`] naming the key and value.
     pub fn apply(&mut self, key: &str, value: &str) -> Result<(), LogError> {
@@ -330,5 +382,46 @@ fn parse_optional(value: &str) -> Result<Option<u64>, String> {
             .parse::<u64>()
             .map(Some)
             .map_err(|_| "expected -1 (no limit) or a non-negative integer".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `kafka_values` writes, `apply` reads back as the same config, for the default
+    /// and for a config with every setting moved off its default.
+    #[test]
+    fn kafka_values_are_read_back_as_the_same_config() {
+        let mut changed = LogConfig::default();
+        for (key, value) in [
+            ("cleanup.policy", "compact,delete"),
+            ("delete.retention.ms", "1000"),
+            ("flush.ms", "250"),
+            ("index.interval.bytes", "512"),
+            ("max.message.bytes", "2048"),
+            ("message.timestamp.after.max.ms", "5"),
+            ("message.timestamp.before.max.ms", "6"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "7"),
+            ("retention.bytes", "4096"),
+            ("retention.ms", "-1"),
+            ("segment.bytes", "65536"),
+            ("segment.index.bytes", "4096"),
+            ("segment.ms", "60000"),
+        ] {
+            changed.apply(key, value).unwrap();
+        }
+        let mut always = LogConfig::default();
+        always.apply("flush.messages", "1").unwrap();
+        for config in [LogConfig::default(), changed, always] {
+            let mut read_back = LogConfig::default();
+            let values = config.kafka_values();
+            for (key, value) in &values {
+                read_back.apply(key, value).unwrap();
+            }
+            assert_eq!(read_back, config, "{values:?}");
+        }
     }
 }

@@ -2,16 +2,23 @@
 //! broker function as gRPC's `Admin.AlterConfigs` (`Broker::alter_configs`):
 //! SET and DELETE a topic's overrides; APPEND and SUBTRACT an item of a
 //! comma-separated list (the value in force: the override, else the broker's
-//! `topic_defaults`, else Kafka's default, `delete` for `cleanup.policy`). A resource's changes are checked together and applied
-//! together, or not at all; `validate_only` checks them alone. A broker
-//! resource has no dynamic settings here and is refused, as is
-//! `__consumer_offsets`.
+//! `topic_defaults`, else the built-in default, `topic_configs`). A resource's
+//! changes are checked together and applied together, or not at all;
+//! `validate_only` checks them alone. A broker resource has no dynamic settings
+//! here and is refused, as is `__consumer_offsets`.
+//!
+//! AlterConfigs (v0-v2), the older API, replaces a topic's overrides with the
+//! ones it names: a setting it leaves out goes back to its default.
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as LegacyResourceResponse;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -27,10 +34,6 @@ const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
-
-/// Kafka's defaults of its list-valued topic configs, which APPEND and
-/// SUBTRACT start from when neither the topic nor the broker sets them.
-const LIST_DEFAULTS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
 
 /// A refusal: Kafka's code and Weir's message.
 type Refusal = (i16, String);
@@ -79,17 +82,7 @@ async fn alter(
     let broker = &session.broker;
     let topic = broker.topic(name).map_err(refuse)?;
     let in_force = |key: &str| {
-        topic
-            .configs
-            .get(key)
-            .or_else(|| broker.config().topic_defaults.get(key))
-            .cloned()
-            .or_else(|| {
-                LIST_DEFAULTS
-                    .iter()
-                    .find(|(list_key, _)| *list_key == key)
-                    .map(|(_, value)| value.to_string())
-            })
+        crate::topic_configs::value_in_force(broker.config(), &topic.configs, key)
             .unwrap_or_default()
     };
     // Key -> new value, empty to remove the override (`alter_configs`' rule).
@@ -138,6 +131,98 @@ async fn alter(
             }
         };
         changes.insert(key, next);
+    }
+    if validate_only {
+        let after = crate::broker::overrides_after(&topic.configs, &changes);
+        broker.config().log_config(&after).map_err(|error| {
+            (
+                ResponseError::InvalidConfig.code(),
+                format!("topic {name:?}: {error}"),
+            )
+        })?;
+        return Ok(());
+    }
+    broker.alter_configs(name, changes).await.map_err(refuse)?;
+    Ok(())
+}
+
+/// AlterConfigs (v0-v2): each resource's overrides become exactly the ones named.
+pub async fn handle_replace(
+    session: &Session,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let response = LegacyResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let named: Vec<(String, String)> = resource
+            .configs
+            .iter()
+            .map(|c| {
+                let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                (c.name.to_string(), value)
+            })
+            .collect();
+        let replaced = replace(
+            session,
+            resource.resource_type,
+            resource.resource_name.as_str(),
+            &named,
+            request.validate_only,
+        )
+        .await;
+        responses.push(match replaced {
+            Ok(()) => response,
+            Err((code, message)) => {
+                tracing::debug!(resource = %resource.resource_name, %message, "Kafka AlterConfigs refused");
+                response
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(message)))
+            }
+        });
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn replace(
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+    named: &[(String, String)],
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("resource type {resource_type} cannot be altered; topics (2) can"),
+        ));
+    }
+    crate::internal_topics::refuse_internal(name, "alter the configs of").map_err(refuse)?;
+    let broker = &session.broker;
+    let topic = broker.topic(name).map_err(refuse)?;
+    // Every override the request does not name is removed (an empty value).
+    let mut changes: BTreeMap<String, String> = topic
+        .configs
+        .keys()
+        .map(|key| (key.clone(), String::new()))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, value) in named {
+        if !seen.insert(key) {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic {name:?}: config {key:?} is named twice in one request"),
+            ));
+        }
+        if value.is_empty() {
+            return Err((
+                ResponseError::InvalidConfig.code(),
+                format!("topic {name:?}: config {key:?} has no value; leave it out to remove it"),
+            ));
+        }
+        changes.insert(key.clone(), value.clone());
     }
     if validate_only {
         let after = crate::broker::overrides_after(&topic.configs, &changes);

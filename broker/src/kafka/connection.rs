@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncReadExt;
@@ -254,6 +254,7 @@ fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetCommit => "OffsetCommit",
@@ -281,6 +282,18 @@ async fn serve_request(
         ApiKey::ApiVersions => {
             let _request: ApiVersionsRequest = decode(body, api_key, version)?;
             let response = api_versions::handle();
+            respond(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+                Vec::new(),
+                None,
+            )
+        }
+        ApiKey::AlterConfigs => {
+            let request: AlterConfigsRequest = decode(body, api_key, version)?;
+            let response = alter_configs::handle_replace(session, request).await;
             respond(
                 api_key,
                 version,

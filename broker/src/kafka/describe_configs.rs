@@ -1,10 +1,9 @@
-//! DescribeConfigs (v1-v4) of topics: the topic's own overrides (source
-//! TOPIC_CONFIG) and the broker's `topic_defaults` it inherits (source
-//! STATIC_BROKER_CONFIG), with Kafka's names. Settings left at Weir's
-//! built-in defaults are not listed. A broker resource has no dynamic
-//! settings to show: its list is empty.
-
-use std::collections::BTreeMap;
+//! DescribeConfigs (v1-v4) of topics: every setting a topic takes, with the value in
+//! force and where it comes from (Kafka's `ConfigSource`): the topic's override
+//! (TOPIC_CONFIG), the broker's `topic_defaults` (STATIC_BROKER_CONFIG) or the built-in
+//! default (DEFAULT_CONFIG), as Kafka's `kafka-configs --describe --all` lists them
+//! (`topic_configs`). A broker resource has no dynamic settings to show: its list is
+//! empty.
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -15,12 +14,14 @@ use kafka_protocol::ResponseError;
 
 use super::connection::Session;
 use super::error_code;
+use crate::topic_configs::{self, ConfigSource, TopicConfigValue};
 
 /// Kafka's `ConfigResource.Type` and `ConfigSource` codes.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
 pub fn handle(
     session: &Session,
@@ -46,18 +47,12 @@ pub fn handle(
             match resource.resource_type {
                 RESOURCE_TOPIC => match session.broker.topic(resource.resource_name.as_str()) {
                     Ok(topic) => {
-                        let mut configs: BTreeMap<&str, (&str, i8)> = BTreeMap::new();
-                        for (key, value) in &session.broker.config().topic_defaults {
-                            configs.insert(key, (value, SOURCE_STATIC_BROKER_CONFIG));
-                        }
-                        for (key, value) in &topic.configs {
-                            configs.insert(key, (value, SOURCE_TOPIC_CONFIG));
-                        }
-                        let entries = configs
-                            .into_iter()
-                            .filter(|(key, _)| wanted(key))
-                            .map(|(key, (value, source))| entry(key, value, source, version))
-                            .collect();
+                        let entries =
+                            topic_configs::in_force(session.broker.config(), &topic.configs)
+                                .into_iter()
+                                .filter(|setting| wanted(&setting.name))
+                                .map(|setting| entry(&setting, version))
+                                .collect();
                         result.with_configs(entries)
                     }
                     Err(error) => result
@@ -76,11 +71,51 @@ pub fn handle(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn entry(key: &str, value: &str, source: i8, version: i16) -> DescribeConfigsResourceResult {
-    let entry = DescribeConfigsResourceResult::default()
-        .with_name(StrBytes::from_string(key.to_string()))
-        .with_value(Some(StrBytes::from_string(value.to_string())))
-        .with_config_source(source);
+fn entry(setting: &TopicConfigValue, version: i16) -> DescribeConfigsResourceResult {
     debug_assert!(version >= 1);
-    entry
+    let source = match setting.source {
+        ConfigSource::Topic => SOURCE_TOPIC_CONFIG,
+        ConfigSource::Broker => SOURCE_STATIC_BROKER_CONFIG,
+        ConfigSource::Default => SOURCE_DEFAULT_CONFIG,
+    };
+    let entry = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(setting.name.clone()))
+        .with_value(Some(StrBytes::from_string(setting.value.clone())))
+        .with_config_source(source);
+    // The type exists from v3 (a field set on a version without it fails to encode).
+    if version >= 3 {
+        entry.with_config_type(config_type(&setting.name))
+    } else {
+        entry
+    }
+}
+
+/// Kafka's `ConfigType` of a topic setting.
+fn config_type(name: &str) -> i8 {
+    const BOOLEAN: i8 = 1;
+    const STRING: i8 = 2;
+    const INT: i8 = 3;
+    const LONG: i8 = 5;
+    const DOUBLE: i8 = 6;
+    const LIST: i8 = 7;
+    match name {
+        "cleanup.policy" => LIST,
+        "unclean.leader.election.enable" => BOOLEAN,
+        "min.cleanable.dirty.ratio" => DOUBLE,
+        "segment.bytes"
+        | "index.interval.bytes"
+        | "max.message.bytes"
+        | "segment.index.bytes"
+        | "min.insync.replicas" => INT,
+        "delete.retention.ms"
+        | "flush.messages"
+        | "flush.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "min.compaction.lag.ms"
+        | "retention.bytes"
+        | "retention.ms"
+        | "segment.ms" => LONG,
+        _ => STRING,
+    }
 }
