@@ -25,6 +25,7 @@ use crate::topic_deletion;
 use crate::topic_name::TopicName;
 
 mod add_partitions;
+mod manual_placement;
 pub(crate) use add_partitions::check_growth;
 
 /// Most partitions one topic may have.

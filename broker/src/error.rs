@@ -90,6 +90,11 @@ pub enum BrokerError {
     #[error("topic {topic:?}: {reason}")]
     InvalidPartitions { topic: String, reason: String },
 
+    /// Replicas placed by hand on brokers that cannot hold them (Kafka's
+    /// INVALID_REPLICA_ASSIGNMENT).
+    #[error("topic {topic:?}: invalid replica assignment: {reason}")]
+    InvalidReplicaAssignment { topic: String, reason: String },
+
     #[error("topic {topic:?}: config {key} = {value:?} is invalid: {reason}")]
     InvalidConfig {
         topic: String,
@@ -268,6 +273,7 @@ impl BrokerError {
             | BrokerError::InternalTopic { .. }
             | BrokerError::InvalidRequest { .. }
             | BrokerError::InvalidPartitions { .. }
+            | BrokerError::InvalidReplicaAssignment { .. }
             | BrokerError::InvalidConfig { .. } => Code::InvalidArgument,
             BrokerError::OffsetOutOfRange { .. } => Code::OutOfRange,
             BrokerError::OutOfOrderSequence { .. }

@@ -3,7 +3,7 @@
 //! registered brokers with the topic's replication factor, every replica
 //! opens them, `acks=all` produces to them reach each replica, and a broker
 //! that was stopped while the topic grew opens its new replicas when it
-//! returns and catches up.
+//! returns and catches up. Replicas placed by hand land on the brokers named.
 
 mod common;
 
@@ -166,6 +166,78 @@ async fn partitions_added_through_any_broker_are_replicated_and_reach_a_returnin
             .await;
     }
     for id in [1, 2, away] {
+        cluster.stop_broker(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_placed_by_hand_land_on_the_brokers_named() {
+    let cluster = Cluster::start().await;
+    cluster
+        .wait_all("every broker registered", |m| m.brokers.len() == 3)
+        .await;
+    let broker = cluster.brokers[&2].broker();
+    broker
+        .create_topic_placed("placed", vec![vec![3, 1], vec![1, 2]], BTreeMap::new())
+        .await
+        .unwrap();
+    broker
+        .create_partitions_placed("placed", vec![vec![2, 3]], false)
+        .await
+        .unwrap();
+    cluster
+        .wait_all("three partitions, led by the first broker named", |m| {
+            m.topics.get("placed").is_some_and(|t| {
+                let placed: Vec<(Vec<NodeId>, Option<NodeId>)> = t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.replicas.clone(), p.leader))
+                    .collect();
+                placed
+                    == [
+                        (vec![3, 1], Some(3)),
+                        (vec![1, 2], Some(1)),
+                        (vec![2, 3], Some(2)),
+                    ]
+            })
+        })
+        .await;
+    cluster
+        .wait_for("each broker holds the replicas named for it", || {
+            (1..=3).all(|id| {
+                cluster.brokers[&id]
+                    .broker()
+                    .topic("placed")
+                    .is_ok_and(|t| t.partition_count() == 3)
+            })
+        })
+        .await;
+    for (id, hosted) in [
+        (1, [true, true, false]),
+        (2, [false, true, true]),
+        (3, [true, false, true]),
+    ] {
+        for (partition, expected) in hosted.into_iter().enumerate() {
+            let dir =
+                weir_broker::partition_dir(cluster.dirs[&id].path(), "placed", partition as u32);
+            assert_eq!(dir.exists(), expected, "broker {id} partition {partition}");
+        }
+    }
+    // A broker the cluster does not know, a repeated one, a length unlike the topic's.
+    for (replicas, says) in [
+        (vec![vec![1, 9]], "broker 9"),
+        (vec![vec![2, 2]], "twice"),
+        (vec![vec![1, 2, 3]], "every partition needs 2"),
+    ] {
+        let refused = broker
+            .create_partitions_placed("placed", replicas, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(says), "{refused}");
+    }
+    let mut cluster = cluster;
+    for id in [1, 2, 3] {
         cluster.stop_broker(id).await;
     }
 }

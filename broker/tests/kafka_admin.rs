@@ -494,3 +494,63 @@ async fn metadata_creates_a_missing_topic_when_the_broker_and_the_request_allow_
     assert_eq!(made.topics[0].error_code, 0);
     assert_eq!(made.topics[0].num_partitions, 2);
 }
+
+#[tokio::test]
+async fn topics_created_with_replica_assignments_are_placed_as_named() {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    use kafka_protocol::messages::BrokerId;
+    let (broker, kafka) = start_broker().await;
+    let mut wire = KafkaWire::connect(kafka).await;
+    let assigned = |partitions: &[(i32, &[i32])]| {
+        partitions
+            .iter()
+            .map(|(index, brokers)| {
+                CreatableReplicaAssignment::default()
+                    .with_partition_index(*index)
+                    .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
+            })
+            .collect::<Vec<_>>()
+    };
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        create("placed", -1, -1).with_assignments(assigned(&[(1, &[0]), (0, &[0])])),
+        create("elsewhere", -1, -1).with_assignments(assigned(&[(0, &[3])])),
+        create("twice", -1, -1).with_assignments(assigned(&[(0, &[0, 0])])),
+        create("gap", -1, -1).with_assignments(assigned(&[(0, &[0]), (2, &[0])])),
+        create("both", 2, -1).with_assignments(assigned(&[(0, &[0])])),
+    ]);
+    let created = wire.call(7, &request).await;
+    let outcomes: Vec<(String, i16, String)> = created
+        .topics
+        .iter()
+        .map(|t| {
+            let message = t
+                .error_message
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            (t.name.0.to_string(), t.error_code, message)
+        })
+        .collect();
+    // INVALID_REPLICA_ASSIGNMENT (39) for brokers that cannot hold them or partitions
+    // numbered with a gap; INVALID_REQUEST (42) beside a partition count.
+    let codes: Vec<i16> = outcomes.iter().map(|o| o.1).collect();
+    assert_eq!(codes, [0, 39, 39, 39, 42], "{outcomes:?}");
+    assert!(outcomes[1].2.contains("broker 3"), "{outcomes:?}");
+    assert_eq!(created.topics[0].num_partitions, 2);
+    assert_eq!(created.topics[0].replication_factor, 1);
+    let metadata = wire
+        .call(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("placed"))),
+                MetadataRequestTopic::default().with_name(Some(name("elsewhere"))),
+            ])),
+        )
+        .await;
+    assert_eq!(metadata.topics[0].partitions.len(), 2);
+    assert_eq!(
+        metadata.topics[1].error_code, 3,
+        "a refused topic is not created"
+    );
+    broker.shutdown().await;
+}

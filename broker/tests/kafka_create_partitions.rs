@@ -81,6 +81,10 @@ async fn topics_grow_over_kafka_and_bad_counts_get_kafkas_codes() {
                     .with_name(name("shrunk"))
                     .with_num_partitions(1)
                     .with_replication_factor(1),
+                CreatableTopic::default()
+                    .with_name(name("placed"))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
             ]),
         )
         .await;
@@ -149,7 +153,7 @@ async fn topics_grow_over_kafka_and_bad_counts_get_kafkas_codes() {
                     .with_name(name("placed"))
                     .with_count(2)
                     .with_assignments(Some(vec![
-                        CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)])
+                        CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(7)])
                     ])),
             ]),
         )
@@ -161,9 +165,40 @@ async fn topics_grow_over_kafka_and_bad_counts_get_kafkas_codes() {
     assert_eq!(codes, [42, 42, 37, 37, 3, 17, 39], "{refused:?}");
     assert!(refused[2].2.contains("cannot be removed"), "{refused:?}");
     assert!(refused[3].2.contains("negative"), "{refused:?}");
+    assert!(refused[6].2.contains("broker 7"), "{refused:?}");
+    // Placed by hand on this broker, the only one there is.
+    let placed = wire
+        .call(
+            3,
+            &CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("placed"))
+                .with_count(3)
+                .with_assignments(Some(vec![
+                    CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)]),
+                    CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)]),
+                ]))]),
+        )
+        .await;
+    assert_eq!(outcomes(&placed)[0].1, 0, "{placed:?}");
+    assert_eq!(partition_count(&mut wire, "placed").await, 3);
+    let miscounted = wire
+        .call(
+            3,
+            &CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("placed"))
+                .with_count(5)
+                .with_assignments(Some(vec![
+                    CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)])
+                ]))]),
+        )
+        .await;
+    let miscounted = outcomes(&miscounted);
+    assert_eq!(miscounted[0].1, 39, "{miscounted:?}");
     assert!(
-        refused[6].2.contains("manual replica assignments"),
-        "{refused:?}"
+        miscounted[0]
+            .2
+            .contains("1 assignments for 2 new partitions"),
+        "{miscounted:?}"
     );
     assert_eq!(partition_count(&mut wire, "orders").await, 4);
     broker.shutdown().await;

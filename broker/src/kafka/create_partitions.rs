@@ -1,6 +1,6 @@
 //! CreatePartitions (v0-v3): grows topics through the same broker function as
 //! gRPC's `Admin.CreatePartitions`. The new partitions are placed as the
-//! topic's first ones were; manual replica assignments are not taken.
+//! topic's first ones were, or on the brokers the request names for each.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use super::connection::Session;
 use super::error_code;
+use crate::error::BrokerError;
 
 /// A refusal: Kafka's code and Weir's message.
 type Refusal = (i16, String);
@@ -56,13 +57,6 @@ async fn grow(
     validate_only: bool,
 ) -> Result<(), Refusal> {
     let name = topic.name.0.as_str();
-    // Null (librdkafka, the Java client) or empty: the broker places them.
-    if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err((
-            ResponseError::InvalidReplicaAssignment.code(),
-            format!("topic {name:?}: manual replica assignments are not taken; leave them null and the broker places the new partitions"),
-        ));
-    }
     let count = u32::try_from(topic.count).map_err(|_| {
         (
             ResponseError::InvalidPartitions.code(),
@@ -72,9 +66,42 @@ async fn grow(
             ),
         )
     })?;
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    // Null (librdkafka, the Java client) or empty: the broker places them.
+    let Some(assignments) = topic.assignments.as_ref().filter(|a| !a.is_empty()) else {
+        return session
+            .broker
+            .create_partitions(name, count, validate_only)
+            .await
+            .map_err(refuse);
+    };
+    let current = session
+        .broker
+        .topic(name)
+        .map_err(refuse)?
+        .partition_count();
+    crate::broker::check_growth(name, current, count).map_err(refuse)?;
+    let invalid = |reason: String| {
+        (
+            ResponseError::InvalidReplicaAssignment.code(),
+            format!("topic {name:?}: invalid replica assignment: {reason}"),
+        )
+    };
+    if assignments.len() as u64 != u64::from(count - current) {
+        return Err(invalid(format!(
+            "{} assignments for {} new partitions",
+            assignments.len(),
+            count - current
+        )));
+    }
+    let replicas = assignments
+        .iter()
+        .map(|a| super::topics::broker_ids(&a.broker_ids))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
     session
         .broker
-        .create_partitions(name, count, validate_only)
+        .create_partitions_placed(name, replicas, validate_only)
         .await
-        .map_err(|error| (error_code::code(&error), error.to_string()))
+        .map_err(refuse)
 }

@@ -27,6 +27,7 @@ fn kind(error: &BrokerError) -> ResponseError {
         }
         BrokerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         BrokerError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        BrokerError::InvalidReplicaAssignment { .. } => ResponseError::InvalidReplicaAssignment,
         BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         // A produce or a bump from an older epoch: Kafka's answer to both.

@@ -1,7 +1,8 @@
 //! CreateTopics (v2-v7) and DeleteTopics (v1-v6), through the same broker
 //! functions as gRPC's admin service. A broker in no cluster places no
 //! replication factor above 1; in a cluster, up to the registered brokers
-//! (through the metadata log). Manual replica assignments are not taken.
+//! (through the metadata log). Replicas placed by the request (`assignments`) must
+//! name known brokers, the same number for every partition.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +67,9 @@ async fn create_one(
     validate_only: bool,
 ) -> Result<(u32, u32), Refusal> {
     let name = topic.name.0.as_str();
+    if !topic.assignments.is_empty() {
+        return create_placed(session, topic, validate_only).await;
+    }
     let partitions = match topic.num_partitions {
         -1 => session.broker.config().num_partitions,
         n => u32::try_from(n).ok().filter(|n| (1..=PARTITIONS_MAX).contains(n)).ok_or_else(|| {
@@ -79,20 +83,7 @@ async fn create_one(
         -1 => REPLICATION_FACTOR_DEFAULT,
         n => placeable_replication_factor(session, name, n)?,
     };
-    if !topic.assignments.is_empty() {
-        return Err((
-            ResponseError::InvalidRequest.code(),
-            format!("topic {name:?}: manual replica assignments are not supported"),
-        ));
-    }
-    let configs: BTreeMap<String, String> = topic
-        .configs
-        .iter()
-        .filter_map(|config| {
-            let value = config.value.as_ref()?;
-            Some((config.name.as_str().to_string(), value.as_str().to_string()))
-        })
-        .collect();
+    let configs = configs_of(topic);
     let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
     // The group coordinator creates `__consumer_offsets` itself, with its own settings.
     crate::internal_topics::refuse_internal(name, "create").map_err(refuse)?;
@@ -124,6 +115,95 @@ async fn create_one(
         .await
         .map_err(refuse)?;
     Ok((partitions, replication_factor))
+}
+
+fn configs_of(topic: &CreatableTopic) -> BTreeMap<String, String> {
+    topic
+        .configs
+        .iter()
+        .filter_map(|config| {
+            let value = config.value.as_ref()?;
+            Some((config.name.as_str().to_string(), value.as_str().to_string()))
+        })
+        .collect()
+}
+
+/// A topic whose replicas the request places (Kafka's `assignments`): partition `i`
+/// on the brokers of the entry with `partition_index` `i`, the first leading.
+async fn create_placed(
+    session: &Session,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<(u32, u32), Refusal> {
+    let name = topic.name.0.as_str();
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("topic {name:?}: a request with replica assignments leaves the partition count and replication factor at -1"),
+        ));
+    }
+    let invalid = |reason: String| {
+        (
+            ResponseError::InvalidReplicaAssignment.code(),
+            format!("topic {name:?}: invalid replica assignment: {reason}"),
+        )
+    };
+    let mut assignments: Vec<_> = topic.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    let mut replicas = Vec::with_capacity(assignments.len());
+    for (expected, assignment) in (0..).zip(&assignments) {
+        if assignment.partition_index != expected {
+            return Err(invalid(format!(
+                "partitions must be numbered 0 to {} once each; partition {} is not",
+                assignments.len() - 1,
+                assignment.partition_index
+            )));
+        }
+        replicas.push(broker_ids(&assignment.broker_ids).map_err(invalid)?);
+    }
+    let partitions = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
+    let replication_factor = u32::try_from(replicas[0].len()).unwrap_or(u32::MAX);
+    let configs = configs_of(topic);
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    crate::internal_topics::refuse_internal(name, "create").map_err(refuse)?;
+    if validate_only {
+        name.parse::<crate::topic_name::TopicName>()
+            .map_err(|e| refuse(BrokerError::InvalidTopicName(e)))?;
+        session
+            .broker
+            .check_placement(name, &replicas, None)
+            .map_err(refuse)?;
+        session.broker.config().log_config(&configs).map_err(|e| {
+            (
+                ResponseError::InvalidConfig.code(),
+                format!("topic {name:?}: {e}"),
+            )
+        })?;
+        if session.broker.topic(name).is_ok() {
+            return Err(refuse(BrokerError::TopicExists {
+                topic: name.to_string(),
+            }));
+        }
+        return Ok((partitions, replication_factor));
+    }
+    session
+        .broker
+        .create_topic_placed(name, replicas, configs)
+        .await
+        .map_err(refuse)?;
+    Ok((partitions, replication_factor))
+}
+
+/// Kafka's broker ids as node ids; a negative one is not a broker.
+pub(super) fn broker_ids(
+    ids: &[kafka_protocol::messages::BrokerId],
+) -> Result<Vec<crate::cluster::NodeId>, String> {
+    ids.iter()
+        .map(|id| {
+            crate::cluster::NodeId::try_from(id.0)
+                .map_err(|_| format!("{} is not a broker id", id.0))
+        })
+        .collect()
 }
 
 /// `n` if there are brokers enough for it; INVALID_REPLICATION_FACTOR, as

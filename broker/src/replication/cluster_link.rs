@@ -62,19 +62,30 @@ impl ClusterLink {
                 ),
             });
         }
-        let assignments = place_replicas(
+        let replicas = place_replicas(
             &brokers,
             partitions,
             replication_factor,
             placement_start(name, brokers.len()),
-        )
-        .into_iter()
-        .map(new_partition)
-        .collect();
+        );
+        self.create_topic_placed(broker, name, replicas, configs)
+            .await?;
+        broker.topic(name)
+    }
+
+    /// Proposes topic `name` with one partition on each list of `replicas` (checked
+    /// against the registered brokers by the caller); returns once this broker has it.
+    pub(crate) async fn create_topic_placed(
+        &self,
+        broker: &Broker,
+        name: &str,
+        replicas: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
         let command = MetadataCommand::CreateTopic(TopicMetadata {
             name: name.to_owned(),
             configs,
-            partitions: assignments,
+            partitions: replicas.into_iter().map(new_partition).collect(),
         });
         match self.quorum.propose(command, CHANGE_TIMEOUT).await {
             Ok(_) => {}
@@ -83,8 +94,7 @@ impl ClusterLink {
             }
             Err(e) => return Err(e.into()),
         }
-        self.wait_local(broker, name, true).await?;
-        broker.topic(name)
+        self.wait_local(broker, name, true).await
     }
 
     /// Places `total - existing` new partitions the way the topic's first
@@ -119,7 +129,7 @@ impl ClusterLink {
         if validate_only {
             return Ok(());
         }
-        let partitions = place_replicas(
+        let replicas = place_replicas(
             &brokers,
             total,
             replication_factor,
@@ -127,12 +137,44 @@ impl ClusterLink {
         )
         .into_iter()
         .skip(existing as usize)
-        .map(new_partition)
         .collect();
+        self.propose_partitions(broker, name, existing, replicas)
+            .await
+    }
+
+    /// Proposes new partitions of topic `name` on the lists of `replicas` (checked
+    /// against the registered brokers by the caller); returns once this broker has them.
+    pub(crate) async fn create_partitions_placed(
+        &self,
+        broker: &Broker,
+        name: &str,
+        replicas: Vec<Vec<NodeId>>,
+    ) -> Result<(), BrokerError> {
+        let metadata = self.quorum.metadata().borrow().clone();
+        let Some(topic) = metadata.topics.get(name) else {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let existing = topic.partitions.len() as u32;
+        let total = existing.saturating_add(replicas.len() as u32);
+        crate::broker::check_growth(name, existing, total)?;
+        self.propose_partitions(broker, name, existing, replicas)
+            .await
+    }
+
+    async fn propose_partitions(
+        &self,
+        broker: &Broker,
+        name: &str,
+        existing: u32,
+        replicas: Vec<Vec<NodeId>>,
+    ) -> Result<(), BrokerError> {
+        let total = existing.saturating_add(replicas.len() as u32);
         let command = MetadataCommand::AddPartitions {
             topic: name.to_owned(),
             existing,
-            partitions,
+            partitions: replicas.into_iter().map(new_partition).collect(),
         };
         match self.quorum.propose(command, CHANGE_TIMEOUT).await {
             Ok(_) => {}
@@ -161,6 +203,30 @@ impl ClusterLink {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+
+    /// The brokers registered in the cluster's metadata as this broker applied it.
+    pub(crate) fn registered_brokers(&self) -> std::collections::BTreeSet<NodeId> {
+        self.quorum
+            .metadata()
+            .borrow()
+            .brokers
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The replication factor of topic `name` in the cluster's metadata.
+    pub(crate) fn replication_factor(&self, name: &str) -> Result<usize, BrokerError> {
+        self.quorum
+            .metadata()
+            .borrow()
+            .topics
+            .get(name)
+            .map(|t| t.partitions.first().map_or(1, |p| p.replicas.len()))
+            .ok_or_else(|| BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            })
     }
 
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
