@@ -104,7 +104,7 @@ fn drain(partition: &Partition) {
     }
     let _reset = Reset(queue);
     while let Some(Pending { mut buf, done }) = queue.next() {
-        let result = partition.append(&mut buf);
+        let result = partition.append_produced(&mut buf);
         // The request may have gone (its client cancelled): the append stands.
         let _ = done.send((result, buf));
     }

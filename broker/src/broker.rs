@@ -239,7 +239,7 @@ impl Broker {
         match self.config.io_mode {
             IoMode::Blocking => append_queue::append(partition, buf).await,
             IoMode::Inline => {
-                let result = partition.append(&mut buf);
+                let result = partition.append_produced(&mut buf);
                 Ok((result, buf))
             }
         }

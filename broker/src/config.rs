@@ -750,14 +750,6 @@ impl BrokerConfig {
                 // Replication policy, read by the controller from the topic's
                 // metadata (`replication::manager::leadership_changes`).
                 parse_bool_config(key, value)?;
-            } else if key == crate::topic_configs::COMPRESSION_TYPE_CONFIG {
-                if value.trim() != crate::topic_configs::COMPRESSION_TYPE_PRODUCER {
-                    return Err(weir_log::LogError::Config {
-                        key: key.to_string(),
-                        value: value.to_string(),
-                        reason: "only producer is taken: batches are stored as the producer compressed them, never recompressed".to_string(),
-                    });
-                }
             } else if key == crate::topic_configs::MESSAGE_FORMAT_VERSION_CONFIG {
                 // Taken and ignored, as Kafka 3 ignores it: every batch is RecordBatch v2.
                 if value.trim().is_empty() {

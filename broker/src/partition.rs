@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify};
 use weir_log::batch::{batches, BatchHeader, NO_PRODUCER_ID};
 use weir_log::{LogConfig, PartitionLog};
@@ -450,6 +450,16 @@ impl Partition {
                 self.topic, self.index
             ))
         })
+    }
+
+    /// [`Partition::append`] of a produce request's buffer, first rewritten in the topic's
+    /// `compression.type` if it sets one other than the producer's: `buf` is then the
+    /// stored batches.
+    pub(crate) fn append_produced(&self, buf: &mut BytesMut) -> Result<Appended, BrokerError> {
+        if let Some(recompressed) = self.log()?.recompress(buf).map_err(|e| self.error(e))? {
+            *buf = BytesMut::from(&recompressed[..]);
+        }
+        self.append(buf)
     }
 
     /// Appends one or more concatenated batches as received, after the

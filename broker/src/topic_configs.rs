@@ -2,7 +2,7 @@
 //! topic's own override, the broker's `topic_defaults`, or the built-in default. What
 //! Kafka's DescribeConfigs lists, and what IncrementalAlterConfigs' APPEND and SUBTRACT
 //! start from. The log's settings are `weir_log::LogConfig`'s; the broker adds the
-//! replication ones and two Kafka keys it takes without acting on them.
+//! replication ones and a Kafka key it takes without acting on it.
 
 use std::collections::BTreeMap;
 
@@ -11,11 +11,6 @@ use weir_log::LogConfig;
 use crate::config::{
     BrokerConfig, MIN_INSYNC_REPLICAS_CONFIG, UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG,
 };
-
-/// Kafka's `compression.type`: Weir stores batches as the producer compressed them,
-/// which is Kafka's `producer`, the only value taken.
-pub const COMPRESSION_TYPE_CONFIG: &str = "compression.type";
-pub const COMPRESSION_TYPE_PRODUCER: &str = "producer";
 
 /// Kafka 3's `message.format.version`: taken and ignored, as Kafka 3 ignores it once
 /// every broker writes RecordBatch v2 (Weir writes nothing else); Kafka 4 removed it.
@@ -47,10 +42,6 @@ pub fn built_in_defaults() -> BTreeMap<&'static str, String> {
         LogConfig::default().kafka_values().into_iter().collect();
     defaults.insert(MIN_INSYNC_REPLICAS_CONFIG, "1".to_string());
     defaults.insert(UNCLEAN_LEADER_ELECTION_ENABLE_CONFIG, "false".to_string());
-    defaults.insert(
-        COMPRESSION_TYPE_CONFIG,
-        COMPRESSION_TYPE_PRODUCER.to_string(),
-    );
     defaults.insert(
         MESSAGE_FORMAT_VERSION_CONFIG,
         MESSAGE_FORMAT_VERSION_DEFAULT.to_string(),

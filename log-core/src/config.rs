@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::batch::TimestampType;
+use crate::batch::{Compression, TimestampType};
 use crate::LogError;
 
 /// What happens to old data.
@@ -154,6 +154,10 @@ pub struct LogConfig {
     /// than the broker's clock, so one timestamp far in the future cannot hold time
     /// retention back for its segment. Kafka 4.0's default: one hour.
     pub timestamp_after_max_ms: u64,
+    /// `compression.type`: the codec batches are stored in, a produced batch in another
+    /// being recompressed on append; `None` (Kafka's `producer`, the default) stores each
+    /// batch as the producer compressed it.
+    pub compression: Option<Compression>,
 }
 
 /// Segment positions are stored as u32 in the offset index.
@@ -187,6 +191,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max_ms: TIMESTAMP_BOUND_MS_MAX,
             timestamp_after_max_ms: 3_600_000,
+            compression: None,
         }
     }
 }
@@ -209,8 +214,14 @@ impl LogConfig {
             TimestampType::CreateTime => "CreateTime",
             TimestampType::LogAppendTime => "LogAppendTime",
         };
+        let compression = match self.compression {
+            None => "producer",
+            Some(Compression::None) => "uncompressed",
+            Some(codec) => codec.name(),
+        };
         vec![
             ("cleanup.policy", self.cleanup_policy.to_string()),
+            ("compression.type", compression.to_string()),
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.messages", flush_messages),
             ("flush.ms", flush_ms),
@@ -322,9 +333,24 @@ impl LogConfig {
             "message.timestamp.after.max.ms" => {
                 self.timestamp_after_max_ms = parse_timestamp_bound(value).map_err(bad)?;
             }
+            "compression.type" => {
+                self.compression = match value.trim() {
+                    "producer" => None,
+                    "uncompressed" => Some(Compression::None),
+                    name => Some(
+                        name.parse::<Compression>()
+                            .ok()
+                            .filter(|codec| *codec != Compression::None)
+                            .ok_or_else(|| {
+                                bad("expected producer, uncompressed, gzip, snappy, lz4 or zstd"
+                                    .to_string())
+                            })?,
+                    ),
+                };
+            }
             _ => {
                 return Err(bad(
-                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type, message.timestamp.before.max.ms, message.timestamp.after.max.ms".to_string(),
+                    "unknown log config key; expected one of segment.bytes, segment.ms, index.interval.bytes, segment.index.bytes, max.message.bytes, retention.ms, retention.bytes, cleanup.policy, delete.retention.ms, min.cleanable.dirty.ratio, min.compaction.lag.ms, flush.policy, fsync, flush.ms, flush.messages, message.timestamp.type, message.timestamp.before.max.ms, message.timestamp.after.max.ms, compression.type".to_string(),
                 ))
             }
         }
@@ -396,6 +422,7 @@ mod tests {
         let mut changed = LogConfig::default();
         for (key, value) in [
             ("cleanup.policy", "compact,delete"),
+            ("compression.type", "zstd"),
             ("delete.retention.ms", "1000"),
             ("flush.ms", "250"),
             ("index.interval.bytes", "512"),
@@ -415,6 +442,7 @@ mod tests {
         }
         let mut always = LogConfig::default();
         always.apply("flush.messages", "1").unwrap();
+        always.apply("compression.type", "uncompressed").unwrap();
         for config in [LogConfig::default(), changed, always] {
             let mut read_back = LogConfig::default();
             let values = config.kafka_values();

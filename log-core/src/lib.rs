@@ -39,6 +39,7 @@ mod partition_log;
 #[cfg(feature = "fault-injection")]
 pub mod pause_point;
 mod read;
+mod recompress;
 mod recovery;
 mod repair;
 mod retention;

@@ -306,6 +306,20 @@ impl PartitionLog {
     /// `after.max.ms` (see [`batch::RecordValidator::validate_produced`]). A caller that
     /// must look at the batches before they are stored (the broker's idempotence check)
     /// does so between this and [`ValidatedAppend::append`], knowing they are intact.
+    /// `batches` rewritten in the topic's `compression.type`, or `None` when the topic
+    /// keeps the producer's codec (the default) or every batch is in it already; see
+    /// `recompress.rs`. The result is appended like any produced buffer.
+    pub fn recompress(&self, batches: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        let config = self.config();
+        let Some(target) = config.compression else {
+            return Ok(None);
+        };
+        let checks = produce_checks(&config, wall_clock_ms());
+        with_validator(|validator| {
+            crate::recompress::recompress(validator, batches, target, &checks)
+        })
+    }
+
     pub fn validate_append<'a>(
         &'a self,
         batches: &'a mut [u8],
