@@ -464,6 +464,32 @@ impl Broker {
         name: &str,
         set: BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, BrokerError> {
+        // In a cluster a topic's settings are the metadata log's, so that every replica
+        // (and the next leader) has them; each broker applies them as the entry applies.
+        if let Some(link) = self.cluster.get() {
+            if !crate::internal_topics::is_internal(name) {
+                return link.alter_configs(self, name, set).await;
+            }
+        }
+        self.alter_local_configs(name, |current| overrides_after(current, &set))
+            .await
+    }
+
+    /// Sets this broker's topic `name` to exactly `configs`, as the cluster's metadata
+    /// has them.
+    pub(crate) async fn replace_local_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
+        self.alter_local_configs(name, |_| configs).await
+    }
+
+    async fn alter_local_configs(
+        &self,
+        name: &str,
+        next: impl FnOnce(&BTreeMap<String, String>) -> BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
         let mut registry = self.registry.lock().await;
         let Some(current) = registry.topics.get(name) else {
             return Err(BrokerError::UnknownTopic {
@@ -471,7 +497,7 @@ impl Broker {
             });
         };
         let mut record = current.clone();
-        record.configs = overrides_after(&record.configs, &set);
+        record.configs = next(&record.configs);
         let log_config = self
             .config
             .log_config(&record.configs)
@@ -880,7 +906,7 @@ pub(crate) fn overrides_after(
     after
 }
 
-fn config_error(topic: &str, error: weir_log::LogError) -> BrokerError {
+pub(crate) fn config_error(topic: &str, error: weir_log::LogError) -> BrokerError {
     match error {
         weir_log::LogError::Config { key, value, reason } => BrokerError::InvalidConfig {
             topic: topic.to_string(),

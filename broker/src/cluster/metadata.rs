@@ -58,6 +58,12 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// Topic settings set (an empty value removes the override), key by key, so that
+    /// two changes of different keys both stand.
+    AlterTopicConfigs {
+        topic: String,
+        set: BTreeMap<String, String>,
+    },
     /// New partitions at the end of a topic that had `existing` (Kafka's
     /// CreatePartitions): refused if another change grew it since.
     AddPartitions {
@@ -164,6 +170,19 @@ impl ClusterMetadata {
                 Some(_) => Ok(()),
                 None => Err(MetadataRefusal::UnknownTopic(name.clone())),
             },
+            MetadataCommand::AlterTopicConfigs { topic, set } => {
+                let Some(meta) = self.topics.get_mut(topic) else {
+                    return Err(MetadataRefusal::UnknownTopic(topic.clone()));
+                };
+                for (key, value) in set {
+                    if value.is_empty() {
+                        meta.configs.remove(key);
+                    } else {
+                        meta.configs.insert(key.clone(), value.clone());
+                    }
+                }
+                Ok(())
+            }
             MetadataCommand::AddPartitions {
                 topic,
                 existing,
@@ -517,5 +536,35 @@ mod tests {
             Err(MetadataRefusal::UnknownTopic("u".into()))
         );
         assert_eq!(meta.topics["t"].partitions.len(), 3);
+    }
+
+    #[test]
+    fn settings_change_key_by_key() {
+        let mut meta = ClusterMetadata::default();
+        meta.apply(1, &MetadataCommand::CreateTopic(topic("t", &[vec![1]])))
+            .unwrap();
+        let set = |pairs: &[(&str, &str)]| MetadataCommand::AlterTopicConfigs {
+            topic: "t".into(),
+            set: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        meta.apply(2, &set(&[("retention.ms", "1"), ("segment.ms", "2")]))
+            .unwrap();
+        // Another change of one key leaves the other; an empty value removes.
+        meta.apply(3, &set(&[("retention.ms", "")])).unwrap();
+        assert_eq!(
+            meta.topics["t"].configs,
+            BTreeMap::from([("segment.ms".to_string(), "2".to_string())])
+        );
+        let missing = MetadataCommand::AlterTopicConfigs {
+            topic: "u".into(),
+            set: BTreeMap::new(),
+        };
+        assert_eq!(
+            meta.apply(4, &missing),
+            Err(MetadataRefusal::UnknownTopic("u".into()))
+        );
     }
 }

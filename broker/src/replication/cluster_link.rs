@@ -205,6 +205,65 @@ impl ClusterLink {
         Ok(())
     }
 
+    /// Proposes topic `name`'s settings change and returns the overrides in force once
+    /// this broker applied it. Checked first against the metadata as this broker has it.
+    pub(crate) async fn alter_configs(
+        &self,
+        broker: &Broker,
+        name: &str,
+        set: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, BrokerError> {
+        let current = self
+            .quorum
+            .metadata()
+            .borrow()
+            .topics
+            .get(name)
+            .map(|t| t.configs.clone())
+            .ok_or_else(|| BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            })?;
+        let expected = crate::broker::overrides_after(&current, &set);
+        broker
+            .config()
+            .log_config(&expected)
+            .map_err(|e| crate::broker::config_error(name, e))?;
+        let index = match self
+            .quorum
+            .propose(
+                MetadataCommand::AlterTopicConfigs {
+                    topic: name.to_owned(),
+                    set,
+                },
+                CHANGE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(index) => index,
+            Err(ClusterError::Refused(MetadataRefusal::UnknownTopic(topic))) => {
+                return Err(BrokerError::UnknownTopic { topic })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The entry applied here; the local topic follows when the applier reaches it.
+        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        loop {
+            let metadata = self.quorum.metadata().borrow().clone();
+            let applied = metadata.topics.get(name).map(|t| t.configs.clone());
+            if let (true, Some(configs)) = (metadata.applied_index >= index, applied) {
+                if broker.topic(name).is_ok_and(|t| t.configs == configs) {
+                    return Ok(configs);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
+                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The brokers registered in the cluster's metadata as this broker applied it.
     pub(crate) fn registered_brokers(&self) -> std::collections::BTreeSet<NodeId> {
         self.quorum

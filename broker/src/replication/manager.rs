@@ -109,6 +109,20 @@ async fn reconcile(
             }
         }
         let mut topic = broker.topic(name)?;
+        if topic.configs != meta.configs {
+            // A refusal here (a broker whose own `topic_defaults` make the settings
+            // invalid) must not hold back the rest of the metadata: logged, and the
+            // topic keeps its settings until they change again.
+            match broker
+                .replace_local_configs(name, meta.configs.clone())
+                .await
+            {
+                Ok(_) => topic = broker.topic(name)?,
+                Err(error) => {
+                    tracing::warn!(topic = %name, %error, "cannot apply the cluster's settings of a topic")
+                }
+            }
+        }
         if topic.partition_count() < meta.partitions.len() as u32 {
             let added = meta
                 .partitions
