@@ -116,6 +116,33 @@ fn topic_produce_consume_round_trip() {
         &broker.weir(&["topic", "alter", "clicks", "--partitions", "2"], b""),
         "cannot be removed",
     );
+    // Replicas placed by hand, as kafka-topics' --replica-assignment: this broker is 0.
+    let out = broker.weir(
+        &["topic", "create", "placed", "--replica-assignment", "0,0"],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("with 2 partitions"), "{out:?}");
+    assert_clean_failure(
+        &broker.weir(
+            &[
+                "topic",
+                "create",
+                "elsewhere",
+                "--replica-assignment",
+                "0,1",
+            ],
+            b"",
+        ),
+        "broker 1",
+    );
+    assert_clean_failure(
+        &broker.weir(
+            &["topic", "create", "typo", "--replica-assignment", "0:x"],
+            b"",
+        ),
+        "not a broker id",
+    );
     let out = broker.weir(&["topic", "delete", "clicks"], b"");
     assert!(out.status.success(), "{out:?}");
     assert_clean_failure(

@@ -246,3 +246,69 @@ async fn a_consumer_group_is_given_the_added_partitions() {
     member.close().await.unwrap();
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn replicas_placed_by_hand_must_name_this_broker_when_it_is_alone() {
+    let broker = TestBroker::start().await;
+    let admin = broker.admin().await;
+    admin
+        .create_topic_placed("placed", &[vec![0], vec![0]], &BTreeMap::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .describe_topic("placed")
+            .await
+            .unwrap()
+            .partition_count,
+        2
+    );
+    let (code, message) = status(
+        admin
+            .create_topic_placed("elsewhere", &[vec![0], vec![2]], &BTreeMap::new())
+            .await,
+    );
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("broker 2"), "{message}");
+    let (code, _) = status(admin.describe_topic("elsewhere").await.map(|_| ()));
+    assert_eq!(code, Code::NotFound, "a refused topic is not created");
+
+    // New partitions placed by hand, over the raw API.
+    let mut raw = weir_client::proto::admin_client::AdminClient::new(
+        weir_client::connect(&broker.addr).await.unwrap(),
+    );
+    let request =
+        |partitions: u32, placed: &[&[u64]]| weir_client::proto::CreatePartitionsRequest {
+            topic: "placed".to_string(),
+            partitions,
+            validate_only: false,
+            assignments: placed
+                .iter()
+                .map(|brokers| weir_client::proto::ReplicaAssignment {
+                    brokers: brokers.to_vec(),
+                })
+                .collect(),
+        };
+    raw.create_partitions(request(3, &[&[0]])).await.unwrap();
+    let refused = raw
+        .create_partitions(request(5, &[&[0]]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("1 assignments for 2 new partitions"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        admin
+            .describe_topic("placed")
+            .await
+            .unwrap()
+            .partition_count,
+        3
+    );
+    broker.shutdown().await;
+}

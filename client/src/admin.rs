@@ -14,7 +14,7 @@ use super::error::ClientError;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::{
     AlterConfigsRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest,
-    DescribeTopicRequest, ListTopicsRequest,
+    DescribeTopicRequest, ListTopicsRequest, ReplicaAssignment,
 };
 
 /// A topic as the admin API reports it.
@@ -110,6 +110,32 @@ impl Admin {
                 partitions,
                 replication_factor,
                 configs: configs.clone().into_iter().collect(),
+                assignments: Vec::new(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Creates `topic` with one partition per entry of `replicas`, each on the brokers
+    /// it names (the first leads), as Kafka's `--replica-assignment`.
+    pub async fn create_topic_placed(
+        &self,
+        topic: &str,
+        replicas: &[Vec<u64>],
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .clone()
+            .create_topic(CreateTopicRequest {
+                topic: topic.to_string(),
+                configs: configs.clone().into_iter().collect(),
+                assignments: replicas
+                    .iter()
+                    .map(|brokers| ReplicaAssignment {
+                        brokers: brokers.clone(),
+                    })
+                    .collect(),
+                ..CreateTopicRequest::default()
             })
             .await?;
         Ok(())
@@ -214,6 +240,7 @@ impl Admin {
                 topic: topic.to_string(),
                 partitions,
                 validate_only: false,
+                assignments: Vec::new(),
             })
             .await?;
         Ok(())

@@ -36,10 +36,15 @@ enum Command {
     /// Create a topic.
     Create {
         name: String,
-        #[arg(long)]
-        partitions: u32,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, required_unless_present = "replica_assignment")]
+        partitions: Option<u32>,
+        #[arg(long, default_value_t = 1, conflicts_with = "replica_assignment")]
         replication_factor: u32,
+        /// Place each partition's replicas by hand, as kafka-topics does: partitions
+        /// separated by commas, each a colon-separated list of broker ids, the first
+        /// leading (`1:2,2:3,3:1` is three partitions of two replicas).
+        #[arg(long, value_name = "BROKERS,...", conflicts_with = "partitions")]
+        replica_assignment: Option<String>,
         /// A topic setting, Kafka-named (retention.ms=86400000); repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -93,15 +98,29 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             name,
             partitions,
             replication_factor,
+            replica_assignment,
             configs,
             value_format,
             value_schema,
         } => {
             let mut configs = parse_configs(&configs)?;
             add_value_configs(&mut configs, value_format, value_schema.as_deref())?;
-            admin
-                .create_topic(&name, partitions, replication_factor, &configs)
-                .await?;
+            let partitions = match (replica_assignment, partitions) {
+                (Some(assignment), _) => {
+                    let replicas = parse_replica_assignment(&assignment)?;
+                    admin
+                        .create_topic_placed(&name, &replicas, &configs)
+                        .await?;
+                    replicas.len() as u32
+                }
+                (None, Some(partitions)) => {
+                    admin
+                        .create_topic(&name, partitions, replication_factor, &configs)
+                        .await?;
+                    partitions
+                }
+                (None, None) => bail!("--partitions or --replica-assignment is needed"),
+            };
             println!("created topic {name} with {partitions} partitions");
         }
         Command::List { output } => {
@@ -142,6 +161,24 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Kafka's `--replica-assignment` syntax: `1:2,2:3` is partition 0 on brokers 1 and 2
+/// (1 leading), partition 1 on 2 and 3.
+fn parse_replica_assignment(text: &str) -> anyhow::Result<Vec<Vec<u64>>> {
+    text.split(',')
+        .enumerate()
+        .map(|(partition, brokers)| {
+            brokers
+                .split(':')
+                .map(|id| {
+                    id.trim().parse::<u64>().with_context(|| {
+                        format!("--replica-assignment: partition {partition} names {id:?}, not a broker id")
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Adds `value.format` and `value.schema`; the schema is checked here, where the file
