@@ -344,8 +344,8 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
     assert_eq!(a.owned, vec![0, 1, 2, 3]);
     assert_eq!(heartbeat(&mut wire, &a).await, 0);
 
-    // B joins on a connection of its own: its JoinGroup is held while the rebalance it
-    // starts runs, since A holds what B is to have.
+    // B joins on a connection of its own: its JoinGroup is held until A, which must give
+    // up partitions for it, has rejoined, as Kafka's rebalance answers joins together.
     let mut wire_b = KafkaWire::connect(kafka).await;
     let named = wire_b.call(7, &join_request("", &[])).await;
     assert_eq!(named.error_code, MEMBER_ID_REQUIRED);
@@ -363,10 +363,19 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
     }
 
     // A rejoins owning all four: it keeps two, at the same generation, and commits
-    // one it gives up before it lets go.
+    // one it gives up before it lets go. That ends the first rebalance: B is answered,
+    // with nothing yet, as cooperative-sticky gives a moving partition to its new owner
+    // only in the next rebalance.
     let a_kept = join_and_sync(&mut wire, &a.id, &a.owned).await;
     assert_eq!(a_kept.generation, a.generation);
     assert_eq!(a_kept.owned.len(), 2);
+    let b_joined = wire_b.response::<JoinGroupRequest>(7, b_join).await;
+    let b = sync_joined(&mut wire_b, &b_joined).await;
+    assert!(
+        b.owned.is_empty(),
+        "B waits for what A holds: {:?}",
+        b.owned
+    );
     let given_up = *a.owned.iter().find(|p| !a_kept.owned.contains(p)).unwrap();
     let committed = wire
         .call(
@@ -375,15 +384,16 @@ async fn a_cooperative_classic_member_gives_up_only_what_moves_and_only_then_is_
         )
         .await;
     assert_eq!(codes(&committed), vec![0]);
+    // Nothing moved to B yet: A has not confirmed.
+    assert_eq!(heartbeat(&mut wire, &b).await, 0);
     assert_eq!(heartbeat(&mut wire, &a_kept).await, REBALANCE_IN_PROGRESS);
 
-    // A rejoins without them: a new generation. Only now is B's join answered, with its
-    // whole share in its first assignment.
+    // A rejoins without them: a new generation; now B is told to rejoin and gets them.
     let a_moved = join_and_sync(&mut wire, &a.id, &a_kept.owned).await;
     assert!(a_moved.generation > a.generation);
     assert_eq!(a_moved.owned, a_kept.owned);
-    let b_joined = wire_b.response::<JoinGroupRequest>(7, b_join).await;
-    let b_moved = sync_joined(&mut wire_b, &b_joined).await;
+    assert_eq!(heartbeat(&mut wire, &b).await, REBALANCE_IN_PROGRESS);
+    let b_moved = join_and_sync(&mut wire, &b.id, &b.owned).await;
     assert_eq!(b_moved.owned.len(), 2);
     assert!(b_moved.owned.iter().all(|p| !a_moved.owned.contains(p)));
     // B may not commit a partition A holds; a stale generation is refused.

@@ -145,12 +145,15 @@ impl GroupCoordinator {
     }
 
     /// Whether a classic member's JoinGroup is better held than answered. Kafka's classic
-    /// coordinator answers a rebalance's joins together, once every member has rejoined
-    /// having revoked what moves; a classic client takes each answer as a rebalance of its
-    /// own. So a join waits while its member is to have partitions others still own, and
-    /// while another member has a step to take (a newer target, partitions to revoke or to
-    /// receive); not when its member has partitions to revoke itself, which the answer
-    /// tells it to do.
+    /// coordinator answers a rebalance's joins together, once every member has rejoined;
+    /// a classic client takes each answer as a rebalance of its own. So a join waits while
+    /// another member has not rejoined since the group's target moved on (it is behind the
+    /// target epoch and has not been told what to revoke). Then an eager member, which
+    /// rejoins having revoked everything, has let go of what this one is to have, and this
+    /// one's answer carries its whole share; a cooperative member that rejoins still owning
+    /// partitions to revoke is answered at once (so it revokes) and ends the wait, and the
+    /// partitions it gives up come in a second rebalance, as in Kafka's cooperative
+    /// protocol. A member with partitions to revoke itself is never held.
     pub fn classic_join_held(&self, group: &str, member_id: &str) -> bool {
         let Some(group) = self.groups.get(group) else {
             return false;
@@ -158,26 +161,15 @@ impl GroupCoordinator {
         let Some(member) = group.members.get(member_id) else {
             return false;
         };
-        match member.state {
-            MemberState::UnreleasedPartitions => true,
-            MemberState::UnrevokedPartitions => false,
-            MemberState::Stable => group.members.values().any(|other| {
-                let blocked = || {
-                    // Waiting for partitions someone still owns; once they are free its
-                    // next heartbeat takes them, and nothing is left to wait for.
-                    group.target.get(&other.id).is_some_and(|target| {
-                        target
-                            .iter()
-                            .any(|tp| !other.assigned.contains(tp) && group.owners.contains_key(tp))
-                    })
-                };
-                other.id != member.id
-                    && !other.left
-                    && (other.epoch < group.target_epoch
-                        || other.state == MemberState::UnrevokedPartitions
-                        || (other.state == MemberState::UnreleasedPartitions && blocked()))
-            }),
+        if member.state == MemberState::UnrevokedPartitions {
+            return false;
         }
+        group.members.values().any(|other| {
+            other.id != member.id
+                && !other.left
+                && other.epoch < group.target_epoch
+                && other.state == MemberState::Stable
+        })
     }
 
     /// Until when `group`'s initial rebalance delay holds its first assignment back

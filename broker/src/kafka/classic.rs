@@ -15,9 +15,8 @@
 //! classic client takes its first assignment as the real one (librdkafka's own tests check
 //! it), where a KIP-848 client is handed an empty one and then the real one.
 //!
-//! A JoinGroup is held while the rebalance it is part of is under way (other members have
-//! a step to take, or still own partitions this member is to have), so the answer carries
-//! the member's whole share and comes once, as Kafka's classic rebalance answers every
+//! A JoinGroup is held while another member has not rejoined since the assignment moved
+//! on (`GroupCoordinator::classic_join_held`), as Kafka's classic rebalance answers every
 //! member's join once all have rejoined; a member with partitions to revoke is answered at
 //! once, which tells it to. A static member's new process (the same `group.instance.id`) takes the
 //! place of the old one at once and the old one is fenced (FENCED_INSTANCE_ID); a static
@@ -148,8 +147,7 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
 enum Hold {
     /// The group's initial rebalance delay runs until then.
     Until(i64),
-    /// The rebalance is under way: other members have a step to take, or still own
-    /// partitions this one is to have.
+    /// The rebalance is under way: another member has not rejoined yet.
     ForRebalance,
 }
 
