@@ -310,10 +310,16 @@ impl PartitionLog {
     /// keeps the producer's codec (the default) or every batch is in it already; see
     /// `recompress.rs`. The result is appended like any produced buffer.
     pub fn recompress(&self, batches: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        let config = self.config();
-        let Some(target) = config.compression else {
+        // Read alone first: the common case, a topic at `producer`, copies nothing.
+        let target = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .compression;
+        let Some(target) = target else {
             return Ok(None);
         };
+        let config = self.config();
         let checks = produce_checks(&config, wall_clock_ms());
         with_validator(|validator| {
             crate::recompress::recompress(validator, batches, target, &checks)
