@@ -278,78 +278,41 @@ async fn serve_request(
     correlation_id: i32,
     body: Bytes,
 ) -> Result<Outcome, String> {
+    let reply = Reply {
+        api_key,
+        version,
+        correlation_id,
+    };
     match api_key {
         ApiKey::ApiVersions => {
             let _request: ApiVersionsRequest = decode(body, api_key, version)?;
             let response = api_versions::handle();
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::AlterConfigs => {
             let request: AlterConfigsRequest = decode(body, api_key, version)?;
             let response = alter_configs::handle_replace(session, request).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::CreatePartitions => {
             let request: CreatePartitionsRequest = decode(body, api_key, version)?;
             let response = create_partitions::handle(session, request).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::IncrementalAlterConfigs => {
             let request: IncrementalAlterConfigsRequest = decode(body, api_key, version)?;
             let response = alter_configs::handle(session, request).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::Metadata => {
             let request: MetadataRequest = decode(body, api_key, version)?;
             let response = metadata::handle(session, request, version).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::Produce => {
             let request: ProduceRequest = decode(body, api_key, version)?;
             match produce::handle(session, request, version).await {
-                Produced::Respond(response) => respond(
-                    api_key,
-                    version,
-                    correlation_id,
-                    &response,
-                    Vec::new(),
-                    None,
-                ),
+                Produced::Respond(response) => reply.plain(&response),
                 Produced::Silent => Ok(Outcome::Silent),
                 Produced::Close(reason) => Err(reason),
             }
@@ -369,62 +332,27 @@ async fn serve_request(
         ApiKey::ListOffsets => {
             let request: ListOffsetsRequest = decode(body, api_key, version)?;
             let response = list_offsets::handle(session, request, version).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = decode(body, api_key, version)?;
             let response = init_producer_id::handle(session, request).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::CreateTopics => {
             let request: CreateTopicsRequest = decode(body, api_key, version)?;
             let response = topics::create(session, request, version).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::DeleteTopics => {
             let request: DeleteTopicsRequest = decode(body, api_key, version)?;
             let response = topics::delete(session, request, version).await;
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         ApiKey::DescribeConfigs => {
             let request: DescribeConfigsRequest = decode(body, api_key, version)?;
             let response = describe_configs::handle(session, request, version);
-            respond(
-                api_key,
-                version,
-                correlation_id,
-                &response,
-                Vec::new(),
-                None,
-            )
+            reply.plain(&response)
         }
         key if groups::is_group_api(key) => {
             let chunks = groups::serve(session, key, version, correlation_id, body).await?;
@@ -440,6 +368,27 @@ async fn serve_request(
 fn decode<T: Decodable>(mut body: Bytes, api_key: ApiKey, version: i16) -> Result<T, String> {
     T::decode(&mut body, version)
         .map_err(|e| format!("cannot decode the {api_key:?} v{version} request: {e}"))
+}
+
+/// How the request being served is answered: its API, version and correlation id.
+struct Reply {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+}
+
+impl Reply {
+    /// A response with no record batches to send from the log.
+    fn plain<R: Encodable + HeaderVersion>(&self, response: &R) -> Result<Outcome, String> {
+        respond(
+            self.api_key,
+            self.version,
+            self.correlation_id,
+            response,
+            Vec::new(),
+            None,
+        )
+    }
 }
 
 fn respond<R: Encodable + HeaderVersion>(

@@ -150,13 +150,7 @@ impl ClusterLink {
         name: &str,
         replicas: Vec<Vec<NodeId>>,
     ) -> Result<(), BrokerError> {
-        let metadata = self.quorum.metadata().borrow().clone();
-        let Some(topic) = metadata.topics.get(name) else {
-            return Err(BrokerError::UnknownTopic {
-                topic: name.to_owned(),
-            });
-        };
-        let existing = topic.partitions.len() as u32;
+        let existing = self.topic_metadata(name)?.partitions.len() as u32;
         let total = existing.saturating_add(replicas.len() as u32);
         crate::broker::check_growth(name, existing, total)?;
         self.propose_partitions(broker, name, existing, replicas)
@@ -189,20 +183,13 @@ impl ClusterLink {
             }
             Err(e) => return Err(e.into()),
         }
-        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
         // The local topic may not exist yet: this broker's applier may lag.
-        while !broker
-            .topic(name)
-            .is_ok_and(|topic| topic.partition_count() >= total)
-        {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
-                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        wait_until(|| {
+            broker
+                .topic(name)
+                .is_ok_and(|topic| topic.partition_count() >= total)
+        })
+        .await
     }
 
     /// Proposes topic `name`'s settings change and returns the overrides in force once
@@ -213,16 +200,7 @@ impl ClusterLink {
         name: &str,
         set: BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, BrokerError> {
-        let current = self
-            .quorum
-            .metadata()
-            .borrow()
-            .topics
-            .get(name)
-            .map(|t| t.configs.clone())
-            .ok_or_else(|| BrokerError::UnknownTopic {
-                topic: name.to_owned(),
-            })?;
+        let current = self.topic_metadata(name)?.configs;
         let expected = crate::broker::overrides_after(&current, &set);
         broker
             .config()
@@ -246,22 +224,19 @@ impl ClusterLink {
             Err(e) => return Err(e.into()),
         };
         // The entry applied here; the local topic follows when the applier reaches it.
-        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
-        loop {
+        let mut applied = BTreeMap::new();
+        wait_until(|| {
             let metadata = self.quorum.metadata().borrow().clone();
-            let applied = metadata.topics.get(name).map(|t| t.configs.clone());
-            if let (true, Some(configs)) = (metadata.applied_index >= index, applied) {
-                if broker.topic(name).is_ok_and(|t| t.configs == configs) {
-                    return Ok(configs);
+            match metadata.topics.get(name) {
+                Some(topic) if metadata.applied_index >= index => {
+                    applied.clone_from(&topic.configs);
+                    broker.topic(name).is_ok_and(|t| t.configs == topic.configs)
                 }
+                _ => false,
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
-                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await?;
+        Ok(applied)
     }
 
     /// The brokers registered in the cluster's metadata as this broker applied it.
@@ -277,15 +252,11 @@ impl ClusterLink {
 
     /// The replication factor of topic `name` in the cluster's metadata.
     pub(crate) fn replication_factor(&self, name: &str) -> Result<usize, BrokerError> {
-        self.quorum
-            .metadata()
-            .borrow()
-            .topics
-            .get(name)
-            .map(|t| t.partitions.first().map_or(1, |p| p.replicas.len()))
-            .ok_or_else(|| BrokerError::UnknownTopic {
-                topic: name.to_owned(),
-            })
+        Ok(self
+            .topic_metadata(name)?
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len()))
     }
 
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
@@ -315,17 +286,36 @@ impl ClusterLink {
         name: &str,
         exists: bool,
     ) -> Result<(), BrokerError> {
-        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
-        while broker.topic(name).is_ok() != exists {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
-                    timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        wait_until(|| broker.topic(name).is_ok() == exists).await
     }
+
+    /// The topic `name` as this broker's applied metadata has it.
+    fn topic_metadata(&self, name: &str) -> Result<TopicMetadata, BrokerError> {
+        self.quorum
+            .metadata()
+            .borrow()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            })
+    }
+}
+
+/// Polls `done` until it holds, up to [`CHANGE_TIMEOUT`]: how a change proposed here
+/// waits for this broker's applier to act on it.
+async fn wait_until(mut done: impl FnMut() -> bool) -> Result<(), BrokerError> {
+    let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::Cluster(ClusterError::ProposalTimedOut {
+                timeout_ms: CHANGE_TIMEOUT.as_millis() as u64,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// Where a topic's replica placement starts. Kafka starts at a random broker;
