@@ -45,6 +45,14 @@ pub(super) struct PendingClassicMember {
     deadline_ms: i64,
 }
 
+/// A classic JoinGroup held while its rebalance runs (`classic_join_held`): the join, and
+/// its answer, taken when the hold ended.
+#[derive(Debug)]
+pub(super) struct HeldClassicJoin {
+    join: ClassicJoin,
+    answer: Option<Result<HeartbeatResponse, GroupError>>,
+}
+
 /// One classic JoinGroup, its consumer-protocol subscription already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassicJoin {
@@ -170,6 +178,73 @@ impl GroupCoordinator {
                 && other.epoch < group.target_epoch
                 && other.state == MemberState::Stable
         })
+    }
+
+    /// Holds member `member_id`'s JoinGroup (`join`) until its rebalance ends, when
+    /// [`GroupCoordinator::release_held_classic_joins`] answers it.
+    pub fn hold_classic_join(&mut self, join: &ClassicJoin, member_id: &str) {
+        let mut join = join.clone();
+        join.member_id = member_id.to_owned();
+        self.held_classic_joins.insert(
+            (join.group_id.clone(), member_id.to_owned()),
+            HeldClassicJoin { join, answer: None },
+        );
+    }
+
+    /// Answers every held JoinGroup whose rebalance has ended: the member joins again at
+    /// that moment, and the answer is kept for its connection to take. Run after every
+    /// change to the groups, so that an answer is what the member had when the last
+    /// member it waited for rejoined (a cooperative member then still owns what it is
+    /// giving up, and the one joining gets it in the next rebalance, as in Kafka).
+    pub fn release_held_classic_joins(&mut self, now_ms: i64) {
+        let ended: Vec<(String, String)> = self
+            .held_classic_joins
+            .iter()
+            .filter(|(_, held)| held.answer.is_none())
+            .filter(|((group, member), _)| !self.classic_join_held(group, member))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in ended {
+            let join = self.held_classic_joins[&key].join.clone();
+            let answer = self.classic_join(&join, now_ms);
+            if let Some(held) = self.held_classic_joins.get_mut(&key) {
+                held.answer = Some(answer);
+            }
+        }
+    }
+
+    /// The answer of `join`'s held JoinGroup (its member id set) once its hold ended
+    /// (forgotten then), or `None` while it is held; a held member's session is renewed
+    /// meanwhile, as Kafka does not expire a member waiting in a JoinGroup. A join this
+    /// coordinator does not hold (it was rebuilt since) is joined again now.
+    pub fn poll_held_classic_join(
+        &mut self,
+        join: &ClassicJoin,
+        now_ms: i64,
+    ) -> Option<Result<HeartbeatResponse, GroupError>> {
+        let (group, member_id) = (join.group_id.as_str(), join.member_id.as_str());
+        let key = (group.to_owned(), member_id.to_owned());
+        let Some(held) = self.held_classic_joins.get(&key) else {
+            return Some(self.classic_join(join, now_ms));
+        };
+        if held.answer.is_some() {
+            return self.held_classic_joins.remove(&key)?.answer;
+        }
+        let session_timeout_ms = held.join.session_timeout_ms;
+        if let Some(member) = self
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.members.get_mut(member_id))
+        {
+            member.session_deadline_ms = now_ms.saturating_add(session_timeout_ms);
+        }
+        None
+    }
+
+    /// Forgets a held JoinGroup its connection stopped waiting for.
+    pub fn forget_held_classic_join(&mut self, group: &str, member_id: &str) {
+        self.held_classic_joins
+            .remove(&(group.to_owned(), member_id.to_owned()));
     }
 
     /// Until when `group`'s initial rebalance delay holds its first assignment back

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::classic::PendingClassicMember;
+use super::classic::{HeldClassicJoin, PendingClassicMember};
 use super::consumer_group::Group;
 use super::error::GroupError;
 use super::records::{apply, corrupt, group_records, member_records, GroupRecord, RecordKey};
@@ -34,6 +34,10 @@ pub struct GroupCoordinator {
     pub(super) member_id_state: u64,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined (`classic.rs`).
     pub(super) pending_classic_members: BTreeMap<String, PendingClassicMember>,
+    /// Classic JoinGroups held while their rebalance runs, by (group, member), and each
+    /// one's answer once the hold ended (`classic.rs`). In memory only: a JoinGroup held
+    /// when the coordinator moves is answered by the client's retry.
+    pub(super) held_classic_joins: BTreeMap<(String, String), HeldClassicJoin>,
 }
 
 impl GroupCoordinator {
@@ -48,6 +52,7 @@ impl GroupCoordinator {
             outbox: Vec::new(),
             member_id_state: member_id_seed,
             pending_classic_members: BTreeMap::new(),
+            held_classic_joins: BTreeMap::new(),
         }
     }
 
@@ -256,6 +261,8 @@ impl GroupCoordinator {
                 self.persist(&id);
             }
         }
+        // A member that timed out may have been what a held JoinGroup waited for.
+        self.release_held_classic_joins(now_ms);
         removed
     }
 

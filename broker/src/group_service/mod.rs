@@ -252,6 +252,8 @@ impl GroupService {
             loaded.topics_version = topics.version;
         }
         let result = operation(&mut loaded.coordinator, now_ms);
+        // Any change may end the rebalance a held classic JoinGroup waits on.
+        loaded.coordinator.release_held_classic_joins(now_ms);
         let records = loaded.coordinator.take_records();
         if !records.is_empty() {
             if let Err(error) =

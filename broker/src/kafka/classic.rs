@@ -107,14 +107,24 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
     }
     let mut join = join;
     let mut joined = join_once(session, &join).await;
-    // Held while the delay runs, or while others give up what this member is to have,
-    // then joined again at the generation the first join gave: that heartbeat takes the
-    // assignment as it is then. Bounded by the rebalance timeout, after which the client
-    // would have given up; then answered with what the member has.
+    // Held while the delay runs (then joined again at the generation the first join
+    // gave: that heartbeat takes the assignment made when the delay ended), or while
+    // the rebalance runs (then answered as the coordinator answered it when the last
+    // member it waited for rejoined). Bounded by the rebalance timeout, after which the
+    // client would have given up; then answered with what the member has.
     let held_until_ms = crate::group_service::now_ms().saturating_add(join.rebalance_timeout_ms);
     while let Ok((answer, Some(hold))) = &joined {
         let now_ms = crate::group_service::now_ms();
+        let member_id = answer.member_id.clone();
         if now_ms >= held_until_ms {
+            let group_id = join.group_id.clone();
+            let _ = session
+                .groups
+                .mutate(&group_id, |c, _| {
+                    c.forget_held_classic_join(&group_id, &member_id);
+                    Ok(())
+                })
+                .await;
             break;
         }
         let wait_ms = match hold {
@@ -122,9 +132,18 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
             Hold::ForRebalance => REBALANCE_POLL_MS,
         }
         .clamp(1, held_until_ms - now_ms);
+        let hold = *hold;
         tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
-        join.member_id.clone_from(&answer.member_id);
-        joined = join_once(session, &join).await;
+        join.member_id = member_id;
+        joined = match hold {
+            Hold::Until(_) => join_once(session, &join).await,
+            Hold::ForRebalance => match poll_held(session, &join).await {
+                Ok(Some(Ok(answer))) => Ok((answer, None)),
+                Ok(Some(Err(error))) => Err(error.into()),
+                Ok(None) => joined,
+                Err(error) => Err(error),
+            },
+        };
     }
     match joined.map(|(answer, _)| answer) {
         Ok(answer) => {
@@ -140,6 +159,22 @@ pub async fn join(session: &Session, request: JoinGroupRequest, version: i16) ->
         }
         Err(error) => refused(group_code(&error, true), request.member_id),
     }
+}
+
+/// A held JoinGroup's answer, once its hold ended.
+async fn poll_held(
+    session: &Session,
+    join: &ClassicJoin,
+) -> Result<
+    Option<Result<crate::group::HeartbeatResponse, crate::group::GroupError>>,
+    crate::error::BrokerError,
+> {
+    session
+        .groups
+        .mutate(&join.group_id, |c, now_ms| {
+            Ok(c.poll_held_classic_join(join, now_ms))
+        })
+        .await
 }
 
 /// Why a JoinGroup's answer waits.
@@ -165,9 +200,11 @@ async fn join_once(
             let answer = c.classic_join(join, now_ms)?;
             let hold = match c.assignment_delayed_until_ms(&join.group_id) {
                 Some(until_ms) => Some(Hold::Until(until_ms)),
-                None => c
-                    .classic_join_held(&join.group_id, &answer.member_id)
-                    .then_some(Hold::ForRebalance),
+                None if c.classic_join_held(&join.group_id, &answer.member_id) => {
+                    c.hold_classic_join(join, &answer.member_id);
+                    Some(Hold::ForRebalance)
+                }
+                None => None,
             };
             Ok((answer, hold))
         })

@@ -414,3 +414,48 @@ fn a_classic_static_members_leave_removes_it_and_joins_wait_for_the_rebalance() 
         "B is told to rejoin for A's partition"
     );
 }
+
+#[test]
+fn a_held_join_is_answered_as_things_stood_when_the_last_member_rejoined() {
+    let mut c = coordinator(&[("t", 2)]);
+    let join = |member_id: &str, owned: Assignment| ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: member_id.to_owned(),
+        group_instance_id: None,
+        subscribed_topics: ["t".to_owned()].into(),
+        owned,
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    let a = c.classic_join(&join("", Assignment::new()), 0).unwrap();
+    let a_owned = c
+        .classic_sync(GROUP, &a.member_id, None, a.member_epoch, 0)
+        .unwrap();
+    assert_eq!(a_owned.len(), 2);
+
+    // B's join waits for A to rejoin.
+    let b = c.classic_join(&join("", Assignment::new()), 1).unwrap();
+    assert!(c.classic_join_held(GROUP, &b.member_id));
+    let b_join = join(&b.member_id, Assignment::new());
+    c.hold_classic_join(&b_join, &b.member_id);
+    c.release_held_classic_joins(1);
+    assert!(c.poll_held_classic_join(&b_join, 2).is_none(), "still held");
+
+    // A, cooperative, rejoins still owning both: told to give one up, which ends B's
+    // wait; B's answer is what it had then, nothing (the partition comes next rebalance).
+    c.classic_join(&join(&a.member_id, a_owned.clone()), 3)
+        .unwrap();
+    c.release_held_classic_joins(3);
+    // A gives it up at once; B's answer, taken later, is still the one of that moment.
+    let kept: Assignment = a_owned.iter().take(1).cloned().collect();
+    c.classic_join(&join(&a.member_id, kept), 4).unwrap();
+    c.release_held_classic_joins(4);
+    let answered = c.poll_held_classic_join(&b_join, 5).unwrap().unwrap();
+    assert!(answered.assignment.is_empty(), "{answered:?}");
+    assert_eq!(
+        c.classic_heartbeat(GROUP, &b.member_id, None, answered.member_epoch, 7)
+            .unwrap(),
+        ClassicHeartbeat::Rejoin,
+        "B is told to rejoin for the partition A gave up"
+    );
+}
