@@ -51,6 +51,9 @@ pub(super) struct PendingClassicMember {
 pub(super) struct HeldClassicJoin {
     join: ClassicJoin,
     answer: Option<Result<HeartbeatResponse, GroupError>>,
+    /// Past its rebalance timeout no connection waits for it (one whose client went
+    /// away never takes its answer): forgotten then.
+    forget_at_ms: i64,
 }
 
 /// One classic JoinGroup, its consumer-protocol subscription already decoded.
@@ -182,12 +185,17 @@ impl GroupCoordinator {
 
     /// Holds member `member_id`'s JoinGroup (`join`) until its rebalance ends, when
     /// [`GroupCoordinator::release_held_classic_joins`] answers it.
-    pub fn hold_classic_join(&mut self, join: &ClassicJoin, member_id: &str) {
+    pub fn hold_classic_join(&mut self, join: &ClassicJoin, member_id: &str, now_ms: i64) {
         let mut join = join.clone();
         join.member_id = member_id.to_owned();
+        let forget_at_ms = now_ms.saturating_add(join.rebalance_timeout_ms);
         self.held_classic_joins.insert(
             (join.group_id.clone(), member_id.to_owned()),
-            HeldClassicJoin { join, answer: None },
+            HeldClassicJoin {
+                join,
+                answer: None,
+                forget_at_ms,
+            },
         );
     }
 
@@ -197,6 +205,8 @@ impl GroupCoordinator {
     /// member it waited for rejoined (a cooperative member then still owns what it is
     /// giving up, and the one joining gets it in the next rebalance, as in Kafka).
     pub fn release_held_classic_joins(&mut self, now_ms: i64) {
+        self.held_classic_joins
+            .retain(|_, held| held.forget_at_ms > now_ms);
         let ended: Vec<(String, String)> = self
             .held_classic_joins
             .iter()

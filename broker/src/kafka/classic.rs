@@ -201,7 +201,7 @@ async fn join_once(
             let hold = match c.assignment_delayed_until_ms(&join.group_id) {
                 Some(until_ms) => Some(Hold::Until(until_ms)),
                 None if c.classic_join_held(&join.group_id, &answer.member_id) => {
-                    c.hold_classic_join(join, &answer.member_id);
+                    c.hold_classic_join(join, &answer.member_id, now_ms);
                     Some(Hold::ForRebalance)
                 }
                 None => None,

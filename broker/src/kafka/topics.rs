@@ -88,25 +88,7 @@ async fn create_one(
     // The group coordinator creates `__consumer_offsets` itself, with its own settings.
     crate::internal_topics::refuse_internal(name, "create").map_err(refuse)?;
     if validate_only {
-        // What `create_topic` checks before it writes anything.
-        name.parse::<crate::topic_name::TopicName>()
-            .map_err(|e| refuse(BrokerError::InvalidTopicName(e)))?;
-        session
-            .broker
-            .config()
-            .log_config(&configs)
-            .map_err(|e| {
-                refuse(BrokerError::InvalidRequest {
-                    topic: name.to_string(),
-                    reason: e.to_string(),
-                })
-            })
-            .map_err(|(_, message)| (ResponseError::InvalidConfig.code(), message))?;
-        if session.broker.topic(name).is_ok() {
-            return Err(refuse(BrokerError::TopicExists {
-                topic: name.to_string(),
-            }));
-        }
+        check_new_topic(session, name, &configs)?;
         return Ok((partitions, replication_factor));
     }
     session
@@ -115,6 +97,30 @@ async fn create_one(
         .await
         .map_err(refuse)?;
     Ok((partitions, replication_factor))
+}
+
+/// What a create checks before it writes anything, for `validate_only`: the name, the
+/// settings, and that no topic has the name.
+fn check_new_topic(
+    session: &Session,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    name.parse::<crate::topic_name::TopicName>()
+        .map_err(|e| refuse(BrokerError::InvalidTopicName(e)))?;
+    session.broker.config().log_config(configs).map_err(|e| {
+        (
+            ResponseError::InvalidConfig.code(),
+            format!("topic {name:?}: {e}"),
+        )
+    })?;
+    if session.broker.topic(name).is_ok() {
+        return Err(refuse(BrokerError::TopicExists {
+            topic: name.to_string(),
+        }));
+    }
+    Ok(())
 }
 
 fn configs_of(topic: &CreatableTopic) -> BTreeMap<String, String> {
@@ -167,23 +173,11 @@ async fn create_placed(
     let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
     crate::internal_topics::refuse_internal(name, "create").map_err(refuse)?;
     if validate_only {
-        name.parse::<crate::topic_name::TopicName>()
-            .map_err(|e| refuse(BrokerError::InvalidTopicName(e)))?;
         session
             .broker
             .check_placement(name, &replicas, None)
             .map_err(refuse)?;
-        session.broker.config().log_config(&configs).map_err(|e| {
-            (
-                ResponseError::InvalidConfig.code(),
-                format!("topic {name:?}: {e}"),
-            )
-        })?;
-        if session.broker.topic(name).is_ok() {
-            return Err(refuse(BrokerError::TopicExists {
-                topic: name.to_string(),
-            }));
-        }
+        check_new_topic(session, name, &configs)?;
         return Ok((partitions, replication_factor));
     }
     session

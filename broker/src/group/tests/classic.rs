@@ -437,7 +437,7 @@ fn a_held_join_is_answered_as_things_stood_when_the_last_member_rejoined() {
     let b = c.classic_join(&join("", Assignment::new()), 1).unwrap();
     assert!(c.classic_join_held(GROUP, &b.member_id));
     let b_join = join(&b.member_id, Assignment::new());
-    c.hold_classic_join(&b_join, &b.member_id);
+    c.hold_classic_join(&b_join, &b.member_id, 1);
     c.release_held_classic_joins(1);
     assert!(c.poll_held_classic_join(&b_join, 2).is_none(), "still held");
 
