@@ -320,14 +320,11 @@ impl Broker {
                 // Directories left by a delete that crashed half-way hold no topic.
                 topic_deletion::remove_marked(&config.data_dir, &opened.name)?;
                 for index in 0..opened.partition_count() {
-                    let dir = partition_dir(&config.data_dir, &opened.name, index);
-                    if dir.exists() {
-                        std::fs::remove_dir_all(&dir).map_err(|source| BrokerError::Io {
-                            op: "remove stale partition directory",
-                            path: dir,
-                            source,
-                        })?;
-                    }
+                    topic_deletion::remove_stale_partition_dir(
+                        &config.data_dir,
+                        &opened.name,
+                        index,
+                    )?;
                 }
                 open_topic(&config, &opened, &clock, OnOpenError::Fail)
             })

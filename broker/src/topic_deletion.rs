@@ -161,6 +161,21 @@ pub(crate) fn finish_interrupted_deletions(
     Ok(dropped)
 }
 
+/// Removes the directory of partition `index` of `topic` if one is there: left by
+/// a deletion or a growth that did not finish, it holds no partition of the topic
+/// about to be opened there.
+pub(crate) fn remove_stale_partition_dir(
+    data_dir: &Path,
+    topic: &str,
+    index: u32,
+) -> Result<(), BrokerError> {
+    let dir = crate::registry::partition_dir(data_dir, topic, index);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io("remove stale partition directory", &dir))?;
+    }
+    Ok(())
+}
+
 /// Removes partition directories `registry` does not count: left by a crash
 /// between rewriting `topics.json` and removing a deleted topic's directories,
 /// or between opening added partitions and recording them.

@@ -12,14 +12,11 @@ mod kafka_support;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest as KafkaProduce, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use weir_client::proto::{ErrorCode, PartitionProduceData as GrpcData, ProduceRequest};
 use weir_client::{ClientError, Producer, ProducerConfig, ProducerRecord};
 use weir_log::batch::{BatchBuilder, Compression};
 
-use kafka_support::{start_broker, KafkaWire};
+use kafka_support::{produce_to, start_broker, KafkaWire};
 
 /// Ten records; those at `keyless` have no key, the others key "k<i>".
 fn batch(keyless: &[usize]) -> Bytes {
@@ -34,17 +31,6 @@ fn batch(keyless: &[usize]) -> Bytes {
         builder.push(now_ms, key, Some(b"v"), &[]);
     }
     builder.build().unwrap()
-}
-
-fn kafka_produce(topic: &str, records: Bytes) -> KafkaProduce {
-    KafkaProduce::default()
-        .with_acks(-1)
-        .with_timeout_ms(5_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])])
 }
 
 #[tokio::test]
@@ -121,9 +107,7 @@ async fn keyless_records_are_refused_by_a_compacted_topic_on_every_path() {
 
     // Kafka: v9 lists each keyless record, v7 has only the code.
     let mut wire = KafkaWire::connect(kafka).await;
-    let answer = wire
-        .call(9, &kafka_produce("state", batch(&[2, 7, 9])))
-        .await;
+    let answer = wire.call(9, &produce_to("state", batch(&[2, 7, 9]))).await;
     let partition = &answer.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 87, "INVALID_RECORD: {partition:?}");
     let indexes: Vec<i32> = partition
@@ -138,7 +122,7 @@ async fn keyless_records_are_refused_by_a_compacted_topic_on_every_path() {
         .is_some_and(|m| m.contains("no key")));
     let message = partition.error_message.as_ref().unwrap().to_string();
     assert!(message.contains("records 2, 7, 9"), "{message}");
-    let answer = wire.call(7, &kafka_produce("state", batch(&[1]))).await;
+    let answer = wire.call(7, &produce_to("state", batch(&[1]))).await;
     assert_eq!(answer.responses[0].partition_responses[0].error_code, 87);
 
     let described = admin.describe_topic("state").await.unwrap();

@@ -9,13 +9,10 @@ mod kafka_support;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest as KafkaProduce, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use weir_client::proto::{ErrorCode, PartitionProduceData as GrpcData, ProduceRequest};
 use weir_log::batch::{batches, decode_records, BatchBuilder, Compression};
 
-use kafka_support::{start_broker, KafkaWire};
+use kafka_support::{produce_to, start_broker, KafkaWire};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -115,14 +112,7 @@ async fn batches_are_stored_in_the_topics_codec() {
     let answer = wire
         .call(
             9,
-            &KafkaProduce::default()
-                .with_acks(-1)
-                .with_timeout_ms(5_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str("packed")))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(produced(Compression::None, 2, &["c"])))])]),
+            &produce_to("packed", produced(Compression::None, 2, &["c"])),
         )
         .await;
     let partition = &answer.responses[0].partition_responses[0];

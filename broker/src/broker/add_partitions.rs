@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{open_partition, Broker, OnOpenError, Topic, PARTITIONS_MAX};
 use crate::error::BrokerError;
-use crate::registry::{partition_dir, Registry, TopicRecord};
+use crate::registry::{Registry, TopicRecord};
 
 impl Broker {
     /// Grows topic `name` to `total` partitions; `validate_only` checks the
@@ -111,15 +111,12 @@ impl Broker {
                     .map_err(|e| super::config_error(&opened.name, e))?;
                 (from..total)
                     .map(|index| {
-                        let dir = partition_dir(&config.data_dir, &opened.name, index);
-                        if dir.exists() {
-                            // Left by a growth that crashed before topics.json named it.
-                            std::fs::remove_dir_all(&dir).map_err(|source| BrokerError::Io {
-                                op: "remove stale partition directory",
-                                path: dir,
-                                source,
-                            })?;
-                        }
+                        // Left by a growth that failed before topics.json named it.
+                        crate::topic_deletion::remove_stale_partition_dir(
+                            &config.data_dir,
+                            &opened.name,
+                            index,
+                        )?;
                         open_partition(
                             &config,
                             &opened,

@@ -67,20 +67,9 @@ async fn alter(
     resource: &AlterConfigsResource,
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
     let name = resource.resource_name.as_str();
-    if resource.resource_type != RESOURCE_TOPIC {
-        return Err((
-            ResponseError::InvalidRequest.code(),
-            format!(
-                "resource type {} cannot be altered; topics (2) can",
-                resource.resource_type
-            ),
-        ));
-    }
-    crate::internal_topics::refuse_internal(name, "alter the configs of").map_err(refuse)?;
+    let topic = topic_to_alter(session, resource.resource_type, name)?;
     let broker = &session.broker;
-    let topic = broker.topic(name).map_err(refuse)?;
     let in_force = |key: &str| {
         crate::topic_configs::value_in_force(broker.config(), &topic.configs, key)
             .unwrap_or_default()
@@ -132,18 +121,7 @@ async fn alter(
         };
         changes.insert(key, next);
     }
-    if validate_only {
-        let after = crate::broker::overrides_after(&topic.configs, &changes);
-        broker.config().log_config(&after).map_err(|error| {
-            (
-                ResponseError::InvalidConfig.code(),
-                format!("topic {name:?}: {error}"),
-            )
-        })?;
-        return Ok(());
-    }
-    broker.alter_configs(name, changes).await.map_err(refuse)?;
-    Ok(())
+    apply(session, &topic, changes, validate_only).await
 }
 
 /// AlterConfigs (v0-v2): each resource's overrides become exactly the ones named.
@@ -192,16 +170,7 @@ async fn replace(
     named: &[(String, String)],
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
-    if resource_type != RESOURCE_TOPIC {
-        return Err((
-            ResponseError::InvalidRequest.code(),
-            format!("resource type {resource_type} cannot be altered; topics (2) can"),
-        ));
-    }
-    crate::internal_topics::refuse_internal(name, "alter the configs of").map_err(refuse)?;
-    let broker = &session.broker;
-    let topic = broker.topic(name).map_err(refuse)?;
+    let topic = topic_to_alter(session, resource_type, name)?;
     // Every override the request does not name is removed (an empty value).
     let mut changes: BTreeMap<String, String> = topic
         .configs
@@ -224,6 +193,36 @@ async fn replace(
         }
         changes.insert(key.clone(), value.clone());
     }
+    apply(session, &topic, changes, validate_only).await
+}
+
+/// The topic a resource of an alter names: topics only, not the internal ones.
+fn topic_to_alter(
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+) -> Result<std::sync::Arc<crate::broker::Topic>, Refusal> {
+    let refuse = |error: BrokerError| (error_code::code(&error), error.to_string());
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!("resource type {resource_type} cannot be altered; topics (2) can"),
+        ));
+    }
+    crate::internal_topics::refuse_internal(name, "alter the configs of").map_err(refuse)?;
+    session.broker.topic(name).map_err(refuse)
+}
+
+/// Applies `changes` (key to new value, empty to remove the override) to `topic`,
+/// or with `validate_only` checks what they would leave.
+async fn apply(
+    session: &Session,
+    topic: &crate::broker::Topic,
+    changes: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let broker = &session.broker;
+    let name = topic.name.as_str();
     if validate_only {
         let after = crate::broker::overrides_after(&topic.configs, &changes);
         broker.config().log_config(&after).map_err(|error| {
@@ -234,7 +233,10 @@ async fn replace(
         })?;
         return Ok(());
     }
-    broker.alter_configs(name, changes).await.map_err(refuse)?;
+    broker
+        .alter_configs(name, changes)
+        .await
+        .map_err(|error| (error_code::code(&error), error.to_string()))?;
     Ok(())
 }
 

@@ -37,6 +37,21 @@ pub async fn start_broker_with(
     (broker, kafka)
 }
 
+/// A Produce (acks=all) of `records` to partition 0 of `topic`.
+pub fn produce_to(topic: &str, records: Bytes) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])])
+}
+
 /// A TCP connection to `addr` from `source`, port chosen by the kernel.
 pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
     let socket = match source {
