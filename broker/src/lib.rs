@@ -37,6 +37,7 @@ mod registry;
 mod replication;
 mod rpc;
 mod server;
+mod snapshot_writer;
 mod topic_configs;
 mod topic_deletion;
 mod topic_name;

@@ -25,6 +25,7 @@ use crate::producer_state::{
 };
 use crate::read_buffers;
 use crate::replication::{ReplicaRole, RoleKind};
+use crate::snapshot_writer::SnapshotWriter;
 
 /// Bytes appended between two periodic producer-state snapshots: after a
 /// crash, an open replays the headers of at most this much log.
@@ -63,6 +64,8 @@ pub struct Partition {
     appended: Notify,
     /// Produce requests waiting for their append (see `append_queue`).
     append_queue: AppendQueue,
+    /// The periodic producer-state snapshots, written off the append path.
+    snapshots: SnapshotWriter,
     /// The time of each producer's last append, for producer-id expiry.
     clock: SharedClock,
     /// Alone, leader, follower or not hosted (see `replication::role`).
@@ -213,6 +216,7 @@ impl Partition {
             high_watermark,
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
+            snapshots: SnapshotWriter::default(),
             clock,
             replica: ReplicaRole::default(),
         })
@@ -242,6 +246,7 @@ impl Partition {
             high_watermark: watch::channel(0).0,
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
+            snapshots: SnapshotWriter::default(),
             clock: system_clock(),
             replica: ReplicaRole::default(),
         }
@@ -271,6 +276,7 @@ impl Partition {
             high_watermark: watch::channel(0).0,
             appended: Notify::new(),
             append_queue: AppendQueue::default(),
+            snapshots: SnapshotWriter::default(),
             clock: system_clock(),
             replica: ReplicaRole::not_hosted(leader),
         }
@@ -392,6 +398,7 @@ impl Partition {
         tracing::info!(topic = %self.topic, partition = self.index, log_end, producers = states.len(), ?rebuilt, "producer state rebuilt after the cut");
         producers.states = states;
         producers.appended_bytes_since_snapshot = 0;
+        let _superseded = self.snapshots.supersede();
         producer_snapshot::write(log.dir(), &producers.states, log_end, true).map_err(|source| {
             BrokerError::Io {
                 op: "write producer-state snapshot in",
@@ -516,15 +523,11 @@ impl Partition {
         producers.appended_bytes_since_snapshot += buf.len() as u64;
         if producers.appended_bytes_since_snapshot >= SNAPSHOT_INTERVAL_BYTES {
             producers.appended_bytes_since_snapshot = 0;
-            // Still under the lock, so the state matches the log end exactly.
+            // Encoded under the lock, so the state matches the log end
+            // exactly; written by a thread of its own (`snapshot_writer`).
             let log_end = log.log_end_offset();
-            if let Err(error) =
-                producer_snapshot::write(log.dir(), &producers.states, log_end, false)
-            {
-                // The append stands; the next open replays from an older snapshot.
-                tracing::warn!(topic = %self.topic, partition = self.index, %error,
-                    "cannot write the producer-state snapshot");
-            }
+            let bytes = producer_snapshot::encode(&producers.states, log_end);
+            self.snapshots.write_later(log.dir(), bytes, log_end);
         }
         drop(producers);
         self.advance_high_watermark();
@@ -851,6 +854,10 @@ impl Partition {
     /// checkpoint and releases the log.
     pub fn close(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);
+        // No periodic snapshot lands after this one, nor once the log's
+        // directory lock is released.
+        let snapshots = self.snapshots;
+        let _superseded = snapshots.supersede();
         let Some(log) = self.log else {
             // Offline: nothing was opened, so nothing is written.
             return Ok(());
@@ -872,6 +879,9 @@ impl Partition {
     /// Removes the partition's directory.
     pub fn delete(self) -> Result<(), BrokerError> {
         let (topic, index) = (self.topic, self.index);
+        // No periodic snapshot is written into the directory being removed.
+        let snapshots = self.snapshots;
+        let _superseded = snapshots.supersede();
         match self.log {
             Some(log) => log.delete().map_err(|e| BrokerError::log(&topic, index, e)),
             None => match std::fs::remove_dir_all(&self.dir) {

@@ -118,10 +118,14 @@ pub fn write(
     offset: u64,
     durable: bool,
 ) -> std::io::Result<()> {
-    let bytes = encode(states, offset);
+    write_encoded(dir, &encode(states, offset), durable)
+}
+
+/// [`write`] of a snapshot already encoded.
+pub fn write_encoded(dir: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = dir.join(PRODUCER_STATE_TMP_FILE);
     let mut file = File::create(&tmp)?;
-    file.write_all(&bytes)?;
+    file.write_all(bytes)?;
     if durable {
         file.sync_all()?;
     }
