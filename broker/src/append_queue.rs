@@ -1,9 +1,10 @@
-//! Appends to one partition on the blocking pool, one thread at a time.
+//! Appends to one partition outside the runtime's workers, one thread at a time.
 //!
 //! A request queues its batches; the request that finds no drainer running
-//! starts one, which appends everything queued in arrival order and exits
-//! when the queue is empty. Under load many requests share one hand-off to
-//! the blocking pool, and the partition's lock is never fought over by
+//! becomes one (on a multi-threaded runtime, on its own thread through
+//! `block_in_place`; else on the blocking pool), appending everything queued
+//! in arrival order until the queue is empty. Under load many requests share one
+//! drainer, and the partition's lock is never fought over by
 //! several blocking threads (each one parked and woken by the kernel): with
 //! pipelined producers that hand-off and that contention were a third of the
 //! broker's CPU for small records.
@@ -71,19 +72,35 @@ impl AppendQueue {
     }
 }
 
-/// Appends `buf` to `partition` through its queue, on the blocking pool.
+/// Appends `buf` to `partition` through its queue.
 pub async fn append(
     partition: &Arc<Partition>,
     buf: BytesMut,
 ) -> Result<AppendResult, BrokerError> {
     let (done, result) = oneshot::channel();
     if partition.append_queue().push(Pending { buf, done })? {
-        let partition = Arc::clone(partition);
-        tokio::task::spawn_blocking(move || drain(&partition));
+        if on_multi_thread_runtime() {
+            // This thread drains, starting at once; the runtime hands its other
+            // tasks to another thread meanwhile, so a slow disk still stalls no
+            // one else. A hand-off to the blocking pool instead put a thread's
+            // wake-up (two, with the answer's) in every append's latency: at a
+            // steady 250 MB/s of 1 MB produces, p99 4.2-4.4 ms against 3.6-3.9
+            // ms appending on the request's own thread.
+            tokio::task::block_in_place(|| drain(partition));
+        } else {
+            let partition = Arc::clone(partition);
+            tokio::task::spawn_blocking(move || drain(&partition));
+        }
     }
     result
         .await
         .map_err(|_| BrokerError::TaskFailed("the append task ended without an answer".into()))
+}
+
+/// `block_in_place` panics on a current-thread runtime (tests, embedders).
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn drain(partition: &Partition) {
