@@ -208,3 +208,60 @@ async fn stale_snapshot_is_completed_from_the_batches_after_it() {
     assert_state_survived(&broker, a, b).await;
     broker.shutdown().await;
 }
+
+/// The offset a `producer-state` file covers (bytes 16..24 of its layout, after
+/// the magic, version and producer count), if the file is there.
+fn snapshot_offset(broker: &TestBroker) -> Option<u64> {
+    let bytes = std::fs::read(snapshot_file(broker)).ok()?;
+    assert_eq!(&bytes[..8], b"WEIRPSTA");
+    Some(u64::from_le_bytes(bytes[16..24].try_into().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_written_in_the_background_once_64_mib_are_appended() {
+    let broker = TestBroker::start().await;
+    broker.create_topic("t", 1).await;
+    let mut client = broker.produce_client().await;
+    let a = producer_id(&mut client).await;
+    // Batches of two 400 KiB records: the 81st crosses 64 MiB.
+    let value = "v".repeat(400 * 1024);
+    let mut batch_bytes = 0;
+    let mut crossed_at = None;
+    for sequence in 0..82 {
+        let batch = common::sequenced_batch(a, 0, sequence * 2, &[&value, &value]);
+        batch_bytes += batch.len() as u64;
+        let stored = produce(&mut client, batch).await;
+        assert_eq!(
+            stored.error_code(),
+            ErrorCode::None,
+            "{}",
+            stored.error_message
+        );
+        if crossed_at.is_none() && batch_bytes >= weir_broker::SNAPSHOT_INTERVAL_BYTES {
+            crossed_at = Some(stored.last_offset + 1);
+        }
+    }
+    let crossed_at = crossed_at.expect("64 MiB appended");
+    // Written by its own thread: the appends above never waited for it.
+    let mut waited = 0;
+    while snapshot_offset(&broker) != Some(crossed_at) {
+        assert!(
+            waited < 1000,
+            "no snapshot at offset {crossed_at}: {:?}",
+            snapshot_offset(&broker)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    // A clean stop replaces it with the state at the log end.
+    let broker = broker.restart().await;
+    assert_eq!(snapshot_offset(&broker), Some(164));
+    let mut client = broker.produce_client().await;
+    let retry = produce(
+        &mut client,
+        common::sequenced_batch(a, 0, 162, &[&value, &value]),
+    )
+    .await;
+    assert_eq!((retry.base_offset, retry.duplicate), (162, true));
+    broker.shutdown().await;
+}
