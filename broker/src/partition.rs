@@ -28,7 +28,8 @@ use crate::replication::{ReplicaRole, RoleKind};
 use crate::snapshot_writer::SnapshotWriter;
 
 /// Bytes appended between two periodic producer-state snapshots: after a
-/// crash, an open replays the headers of at most this much log.
+/// crash, an open replays the headers of about this much log (more when the
+/// crash caught the newest snapshot still waiting to be written).
 pub const SNAPSHOT_INTERVAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The producer state and how much was appended since it was last snapshotted.
