@@ -27,7 +27,10 @@ use std::collections::BTreeSet;
 
 use super::coordinator::{group_in, next_member_id, GroupCoordinator, StaticLeave};
 use super::error::GroupError;
-use super::types::{Assignment, HeartbeatRequest, HeartbeatResponse, MemberState};
+use super::member::Member;
+use super::types::{
+    Assignment, HeartbeatRequest, HeartbeatResponse, MemberState, TopicMetadata, TopicPartition,
+};
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms` defaults.
 pub const CLASSIC_SESSION_TIMEOUT_MIN_MS: i64 = 6_000;
@@ -365,7 +368,8 @@ impl GroupCoordinator {
         let rejoin = member.epoch < group.target_epoch
             || member.state == MemberState::UnrevokedPartitions
             || waits_for_released;
-        if !rejoin {
+        if !rejoin || only_deleted_topics_to_drop(member, group.target.get(member_id), &self.topics)
+        {
             return Ok(ClassicHeartbeat::Stable);
         }
         // As Kafka's join timeout: a member told to rejoin that does not within its
@@ -459,6 +463,31 @@ impl GroupCoordinator {
         member.session_deadline_ms = now_ms.saturating_add(timeout_ms);
         Ok(())
     }
+}
+
+/// Whether all that a member's step would change is dropping partitions of topics that no
+/// longer exist. Kafka's classic coordinator does not rebalance when a topic is deleted: each
+/// client finds the topic gone from its metadata (a fetch from it fails, or the periodic
+/// refresh), reports its partitions lost and rejoins. Telling the member to rejoin first
+/// would make it revoke them instead, as if another member were to take them (librdkafka's
+/// 0113 `n_wildcard` checks which). Nobody can take them, so nobody waits while the member
+/// keeps them; its rejoin, or any step that moves something else, reconciles it as usual,
+/// and a topic created again under the name ends the wait.
+fn only_deleted_topics_to_drop(
+    member: &Member,
+    target: Option<&Assignment>,
+    topics: &TopicMetadata,
+) -> bool {
+    let (kept, gone): (Vec<&TopicPartition>, Vec<&TopicPartition>) = member
+        .assigned
+        .iter()
+        .partition(|tp| topics.contains_key(&tp.topic));
+    !gone.is_empty()
+        && member.state != MemberState::UnrevokedPartitions
+        && target.map_or(0, |target| target.len()) == kept.len()
+        && kept
+            .iter()
+            .all(|tp| target.is_some_and(|target| target.contains(*tp)))
 }
 
 /// Kafka's bounds on a classic member's session timeout.

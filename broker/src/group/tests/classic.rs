@@ -19,6 +19,7 @@ struct Classic {
     /// Cooperative clients report what they own when they rejoin; eager ones revoke
     /// everything first and report nothing.
     cooperative: bool,
+    subscribed: Vec<&'static str>,
 }
 
 impl Classic {
@@ -28,6 +29,14 @@ impl Classic {
             generation: -1,
             owned: Assignment::new(),
             cooperative,
+            subscribed: vec!["t"],
+        }
+    }
+
+    fn subscribed_to(topics: &[&'static str]) -> Self {
+        Classic {
+            subscribed: topics.to_vec(),
+            ..Classic::new(true)
         }
     }
 
@@ -40,7 +49,7 @@ impl Classic {
             group_id: GROUP.to_owned(),
             member_id: self.member_id.clone(),
             group_instance_id: None,
-            subscribed_topics: ["t".to_owned()].into(),
+            subscribed_topics: self.subscribed.iter().map(|t| t.to_string()).collect(),
             owned: self.owned.clone(),
             session_timeout_ms: SESSION_TIMEOUT_MS,
             rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
@@ -458,4 +467,75 @@ fn a_held_join_is_answered_as_things_stood_when_the_last_member_rejoined() {
         ClassicHeartbeat::Rejoin,
         "B is told to rejoin for the partition A gave up"
     );
+}
+
+/// Heartbeats both members until neither has a step to take, rejoining when told.
+fn settle(c: &mut GroupCoordinator, members: &mut [&mut Classic], from_ms: i64) -> i64 {
+    for now_ms in from_ms..from_ms + 10 {
+        let mut stable = true;
+        for member in members.iter_mut() {
+            if member.heartbeat(c, now_ms) == ClassicHeartbeat::Rejoin {
+                member.join(c, now_ms).unwrap();
+                stable = false;
+            }
+        }
+        if stable {
+            return now_ms + 1;
+        }
+    }
+    panic!("the group did not settle");
+}
+
+#[test]
+fn a_deleted_topic_is_left_for_the_clients_to_find_in_their_metadata() {
+    // Subscribed to "t" and "u" before "u" exists; it comes later, as librdkafka's 0113
+    // `n_wildcard` has it, so each member ends with one partition of each.
+    let mut c = coordinator(&[("t", 2)]);
+    let (mut a, mut b) = (
+        Classic::subscribed_to(&["t", "u"]),
+        Classic::subscribed_to(&["t", "u"]),
+    );
+    a.join(&mut c, 0).unwrap();
+    b.join(&mut c, 1).unwrap();
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], 2);
+    c.set_topics([("t".to_owned(), 2), ("u".to_owned(), 2)].into(), now_ms);
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], now_ms + 1);
+    for member in [&a, &b] {
+        let topics: Vec<&str> = member.owned.iter().map(|tp| tp.topic.as_str()).collect();
+        assert_eq!(topics, ["t", "u"]);
+    }
+
+    // "u" is deleted. Nobody else can take its partitions, so neither member is told to
+    // rejoin: each finds the topic gone in its metadata and reports its partition lost.
+    c.set_topics([("t".to_owned(), 2)].into(), now_ms);
+    assert_eq!(a.heartbeat(&mut c, now_ms + 1), ClassicHeartbeat::Stable);
+    assert_eq!(b.heartbeat(&mut c, now_ms + 1), ClassicHeartbeat::Stable);
+    let generation_before = a.generation;
+    a.owned.retain(|tp| tp.topic == "t");
+    a.join(&mut c, now_ms + 2).unwrap();
+    assert!(a.generation > generation_before);
+    assert_eq!(a.owned.len(), 1);
+    assert_eq!(a.heartbeat(&mut c, now_ms + 3), ClassicHeartbeat::Stable);
+
+    // Created again under the name before B noticed: B, still holding its old partition,
+    // now has a step to take.
+    c.set_topics(
+        [("t".to_owned(), 2), ("u".to_owned(), 2)].into(),
+        now_ms + 4,
+    );
+    assert_eq!(b.heartbeat(&mut c, now_ms + 5), ClassicHeartbeat::Rejoin);
+}
+
+#[test]
+fn a_deleted_topic_does_not_hold_back_a_step_that_moves_other_partitions() {
+    let mut c = coordinator(&[("t", 2), ("u", 2)]);
+    let mut a = Classic::subscribed_to(&["t", "u"]);
+    a.join(&mut c, 0).unwrap();
+    assert_eq!(a.owned.len(), 4);
+    // "u" goes and another member comes: A must give up one of "t"'s partitions, so it
+    // rejoins (revoking "u"'s along with it).
+    c.set_topics([("t".to_owned(), 2)].into(), 1);
+    let mut b = Classic::subscribed_to(&["t", "u"]);
+    b.join(&mut c, 2).unwrap();
+    assert_eq!(a.heartbeat(&mut c, 3), ClassicHeartbeat::Rejoin);
 }
