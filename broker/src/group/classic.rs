@@ -36,6 +36,14 @@ use super::types::{
 pub const CLASSIC_SESSION_TIMEOUT_MIN_MS: i64 = 6_000;
 pub const CLASSIC_SESSION_TIMEOUT_MAX_MS: i64 = 1_800_000;
 
+/// How long a classic member whose only step is dropping partitions of deleted topics is left
+/// to find them gone itself before it is told to rejoin. Kafka's classic group leader notices
+/// in its metadata and rejoins, which rebalances everyone; here no member leads, so the
+/// coordinator asks once the clients have had time to notice (a fetch from a deleted partition
+/// fails and refreshes the client's metadata at once; librdkafka's 0113 `n_wildcard` refreshes
+/// every 3 s and reported the partitions lost 2.3–2.8 s after the deletion).
+pub const DELETED_TOPIC_NOTICE_MS: i64 = 5_000;
+
 /// Member ids issued with MEMBER_ID_REQUIRED and not yet joined, at most this many: a
 /// client that only ever sends first joins displaces the oldest, whose owner's second
 /// join is then refused and starts over (Kafka bounds them by `group.max.size`).
@@ -368,17 +376,33 @@ impl GroupCoordinator {
         let rejoin = member.epoch < group.target_epoch
             || member.state == MemberState::UnrevokedPartitions
             || waits_for_released;
-        if !rejoin || only_deleted_topics_to_drop(member, group.target.get(member_id), &self.topics)
-        {
+        if !rejoin {
             return Ok(ClassicHeartbeat::Stable);
+        }
+        let deferrable =
+            only_deleted_topics_to_drop(member, group.target.get(member_id), &self.topics);
+        let target_epoch = group.target_epoch;
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Err(unknown);
+        };
+        if deferrable {
+            let until_ms = match member.rejoin_deferred {
+                Some((epoch, until_ms)) if epoch == target_epoch => until_ms,
+                _ => {
+                    let until_ms = now_ms.saturating_add(DELETED_TOPIC_NOTICE_MS);
+                    member.rejoin_deferred = Some((target_epoch, until_ms));
+                    until_ms
+                }
+            };
+            if now_ms < until_ms {
+                return Ok(ClassicHeartbeat::Stable);
+            }
         }
         // As Kafka's join timeout: a member told to rejoin that does not within its
         // rebalance timeout is removed (the deadline ends at its JoinGroup, unless that
         // leaves it revoking, when the same deadline holds until it confirms).
-        if let Some(member) = group.members.get_mut(member_id) {
-            let deadline_ms = now_ms.saturating_add(member.rebalance_timeout_ms);
-            member.revocation_deadline_ms.get_or_insert(deadline_ms);
-        }
+        let deadline_ms = now_ms.saturating_add(member.rebalance_timeout_ms);
+        member.revocation_deadline_ms.get_or_insert(deadline_ms);
         Ok(ClassicHeartbeat::Rejoin)
     }
 
@@ -468,11 +492,11 @@ impl GroupCoordinator {
 /// Whether all that a member's step would change is dropping partitions of topics that no
 /// longer exist. Kafka's classic coordinator does not rebalance when a topic is deleted: each
 /// client finds the topic gone from its metadata (a fetch from it fails, or the periodic
-/// refresh), reports its partitions lost and rejoins. Telling the member to rejoin first
-/// would make it revoke them instead, as if another member were to take them (librdkafka's
-/// 0113 `n_wildcard` checks which). Nobody can take them, so nobody waits while the member
-/// keeps them; its rejoin, or any step that moves something else, reconciles it as usual,
-/// and a topic created again under the name ends the wait.
+/// refresh) and reports its partitions lost. Telling the member to rejoin first would make it
+/// revoke them instead, as if another member were to take them (librdkafka's 0113
+/// `n_wildcard` checks which). Nobody can take them, so nobody waits while the member keeps
+/// them for [`DELETED_TOPIC_NOTICE_MS`]; its rejoin, or any step that moves something else,
+/// reconciles it as usual, and a topic created again under the name ends the wait.
 fn only_deleted_topics_to_drop(
     member: &Member,
     target: Option<&Assignment>,

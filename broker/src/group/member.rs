@@ -35,6 +35,10 @@ pub(super) struct Member {
     /// its Heartbeat and SyncGroup renew. Not persisted: after a restart the member is
     /// held to the group's session timeout, and its next JoinGroup sets it again.
     pub classic_session_timeout_ms: Option<i64>,
+    /// A classic member whose only step towards the target of this epoch is dropping
+    /// partitions of deleted topics is left until this time to find them gone itself
+    /// (`classic_heartbeat`). Not persisted.
+    pub rejoin_deferred: Option<(i32, i64)>,
 }
 
 impl Member {
@@ -54,6 +58,7 @@ impl Member {
             session_deadline_ms: 0,
             revocation_deadline_ms: None,
             classic_session_timeout_ms: None,
+            rejoin_deferred: None,
         }
     }
 

@@ -37,7 +37,7 @@ mod tests;
 pub use assignor::{assign, AssignorMember};
 pub use classic::{
     ClassicHeartbeat, ClassicJoin, CLASSIC_PENDING_MEMBERS_MAX, CLASSIC_SESSION_TIMEOUT_MAX_MS,
-    CLASSIC_SESSION_TIMEOUT_MIN_MS,
+    CLASSIC_SESSION_TIMEOUT_MIN_MS, DELETED_TOPIC_NOTICE_MS,
 };
 pub use coordinator::{GroupCoordinator, ID_BYTES_MAX, NO_MEMBER_EPOCH};
 pub use error::GroupError;

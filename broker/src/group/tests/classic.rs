@@ -5,7 +5,7 @@
 use super::{coordinator, joined, tps, Consumer, GROUP, REBALANCE_TIMEOUT_MS};
 use crate::group::{
     Assignment, ClassicHeartbeat, ClassicJoin, GroupCoordinator, GroupError,
-    CLASSIC_PENDING_MEMBERS_MAX, CLASSIC_SESSION_TIMEOUT_MAX_MS,
+    CLASSIC_PENDING_MEMBERS_MAX, CLASSIC_SESSION_TIMEOUT_MAX_MS, DELETED_TOPIC_NOTICE_MS,
 };
 
 const SESSION_TIMEOUT_MS: i64 = 10_000;
@@ -517,13 +517,30 @@ fn a_deleted_topic_is_left_for_the_clients_to_find_in_their_metadata() {
     assert_eq!(a.owned.len(), 1);
     assert_eq!(a.heartbeat(&mut c, now_ms + 3), ClassicHeartbeat::Stable);
 
-    // Created again under the name before B noticed: B, still holding its old partition,
-    // now has a step to take.
+    // B has not noticed (its client has not refreshed its metadata): once it had time to,
+    // it is told to rejoin, and revokes the partition.
+    let noticed_by_ms = now_ms + 1 + DELETED_TOPIC_NOTICE_MS;
+    assert_eq!(
+        b.heartbeat(&mut c, noticed_by_ms - 1),
+        ClassicHeartbeat::Stable
+    );
+    assert_eq!(b.heartbeat(&mut c, noticed_by_ms), ClassicHeartbeat::Rejoin);
+    b.join(&mut c, noticed_by_ms).unwrap();
+    assert_eq!(b.owned.len(), 1);
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], noticed_by_ms + 1);
+
+    // "u" comes back and is deleted again, then created again under the name before A
+    // noticed: A, still holding "u"'s old partition, has a step to take at once.
+    c.set_topics([("t".to_owned(), 2), ("u".to_owned(), 2)].into(), now_ms);
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], now_ms + 1);
+    assert_eq!(a.owned.len() + b.owned.len(), 4);
+    c.set_topics([("t".to_owned(), 2)].into(), now_ms);
+    assert_eq!(a.heartbeat(&mut c, now_ms + 1), ClassicHeartbeat::Stable);
     c.set_topics(
         [("t".to_owned(), 2), ("u".to_owned(), 2)].into(),
-        now_ms + 4,
+        now_ms + 2,
     );
-    assert_eq!(b.heartbeat(&mut c, now_ms + 5), ClassicHeartbeat::Rejoin);
+    assert_eq!(a.heartbeat(&mut c, now_ms + 3), ClassicHeartbeat::Rejoin);
 }
 
 #[test]
