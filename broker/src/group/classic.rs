@@ -191,7 +191,17 @@ impl GroupCoordinator {
                 && !other.left
                 && other.epoch < group.target_epoch
                 && other.state == MemberState::Stable
+                && !self.holds_classic_join(&group.id, &other.id)
         })
+    }
+
+    /// Whether `member_id`'s JoinGroup is held, not yet answered: that member has rejoined
+    /// and waits too. Two members behind the target each waiting for the other to rejoin
+    /// would otherwise hold each other's joins until the rebalance timeout.
+    fn holds_classic_join(&self, group: &str, member_id: &str) -> bool {
+        self.held_classic_joins
+            .get(&(group.to_owned(), member_id.to_owned()))
+            .is_some_and(|held| held.answer.is_none())
     }
 
     /// Holds member `member_id`'s JoinGroup (`join`) until its rebalance ends, when

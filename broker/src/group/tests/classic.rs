@@ -556,3 +556,47 @@ fn a_deleted_topic_does_not_hold_back_a_step_that_moves_other_partitions() {
     b.join(&mut c, 2).unwrap();
     assert_eq!(a.heartbeat(&mut c, 3), ClassicHeartbeat::Rejoin);
 }
+
+#[test]
+fn members_whose_joins_are_held_do_not_hold_each_other() {
+    let mut c = coordinator(&[("t", 4)]);
+    let (mut a, mut b) = (Classic::new(false), Classic::new(false));
+    a.join(&mut c, 0).unwrap();
+    b.join(&mut c, 1).unwrap();
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], 2);
+    // A third member comes: A and B are both behind the new target, and each one's join
+    // waits while the other has not rejoined.
+    let mut newcomer = Classic::new(false);
+    newcomer.join(&mut c, now_ms).unwrap();
+    let rejoin = |member: &Classic| ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: member.member_id.clone(),
+        group_instance_id: None,
+        subscribed_topics: ["t".to_owned()].into(),
+        owned: Assignment::new(),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    let (a_join, b_join) = (rejoin(&a), rejoin(&b));
+    assert!(c.classic_join_held(GROUP, &a.member_id));
+    c.hold_classic_join(&a_join, &a.member_id, now_ms + 1);
+    c.release_held_classic_joins(now_ms + 1);
+    assert!(
+        c.poll_held_classic_join(&a_join, now_ms + 1).is_none(),
+        "A waits for B"
+    );
+    // B rejoins too, and is held in turn: now both have rejoined, so both are answered.
+    assert!(!c.classic_join_held(GROUP, &b.member_id));
+    c.hold_classic_join(&b_join, &b.member_id, now_ms + 2);
+    c.release_held_classic_joins(now_ms + 2);
+    let a_answer = c
+        .poll_held_classic_join(&a_join, now_ms + 3)
+        .expect("answered");
+    let b_answer = c
+        .poll_held_classic_join(&b_join, now_ms + 3)
+        .expect("answered");
+    assert!(
+        a_answer.is_ok() && b_answer.is_ok(),
+        "{a_answer:?} {b_answer:?}"
+    );
+}
