@@ -126,6 +126,37 @@ async fn three_brokers_elect_register_fail_over_and_keep_metadata_across_a_full_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_forwarded_to_a_controller_that_just_stopped_applies_under_the_next() {
+    let mut cluster = Cluster::start().await;
+    cluster
+        .wait_all("every broker registered everywhere", |m| {
+            m.brokers.len() == 3
+        })
+        .await;
+    let controller = cluster.controller().await;
+    let follower = (1..=3).find(|id| *id != controller).unwrap();
+    cluster.stop_broker(controller).await;
+    // The follower still takes the stopped broker for the controller, so Raft forwards the
+    // proposal there, where it is lost; it is proposed again once the two left elect one.
+    assert_eq!(status(&cluster, follower).leader_id, Some(controller));
+    cluster.brokers[&follower]
+        .quorum()
+        .unwrap()
+        .propose(topic("late"), WAIT)
+        .await
+        .unwrap();
+    cluster
+        .wait_all("late on both brokers left", |m| {
+            m.topics.contains_key("late")
+        })
+        .await;
+    assert_ne!(cluster.controller().await, controller);
+    for id in cluster.brokers.keys().copied().collect::<Vec<_>>() {
+        cluster.stop_broker(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_behind_the_compacted_metadata_log_catches_up_through_a_snapshot_and_a_full_restart_keeps_it(
 ) {
     let mut cluster = Cluster::start_with(|config| config.metadata_snapshot_entries = 10).await;

@@ -468,6 +468,11 @@ impl QuorumNode {
         }
     }
 
+    /// The Raft term this member is in.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -491,7 +496,7 @@ impl QuorumNode {
         QuorumStatus {
             node_id: self.id,
             leader_id: self.leader_id(),
-            term: self.raw.raft.term,
+            term: self.term(),
             is_leader: self.is_leader(),
             committed_index: self.raw.raft.raft_log.committed,
             applied_index: self.metadata.applied_index,

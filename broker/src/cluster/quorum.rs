@@ -30,6 +30,20 @@ pub(crate) enum Request {
     Stop,
 }
 
+/// A proposal made here and not yet applied here.
+struct PendingProposal {
+    /// Kept to propose again under a new leader: Raft does not retry a proposal forwarded to
+    /// a leader that stopped, nor one this broker appended as a leader that lost its term
+    /// before the entry committed, so without it the proposer only times out.
+    command: MetadataCommand,
+    reply: oneshot::Sender<Result<u64, ClusterError>>,
+    /// The term and leader it was last proposed under.
+    leadership: Leadership,
+}
+
+/// A term and the leader this broker knows in it.
+type Leadership = (u64, Option<NodeId>);
+
 /// The quorum as seen from one broker, published after every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumView {
@@ -231,7 +245,7 @@ fn run(
     let tick = Duration::from_millis(TICK_MS);
     let mut next_tick = Instant::now() + tick;
     let mut next_seq = 0u64;
-    let mut pending: HashMap<u64, oneshot::Sender<Result<u64, ClusterError>>> = HashMap::new();
+    let mut pending: HashMap<u64, PendingProposal> = HashMap::new();
     let mut last_active: HashMap<NodeId, Instant> = HashMap::new();
     let failure = loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -256,7 +270,15 @@ fn run(
                     };
                     match node.propose(proposal, &command) {
                         Ok(()) => {
-                            pending.insert(next_seq, reply);
+                            let leadership = leadership_of(&node);
+                            pending.insert(
+                                next_seq,
+                                PendingProposal {
+                                    command,
+                                    reply,
+                                    leadership,
+                                },
+                            );
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -291,7 +313,7 @@ fn run(
                 if applied.proposal.node != node.id() {
                     continue;
                 }
-                if let Some(reply) = pending.remove(&applied.proposal.seq) {
+                if let Some(PendingProposal { reply, .. }) = pending.remove(&applied.proposal.seq) {
                     let _ = reply.send(
                         applied
                             .result
@@ -303,7 +325,8 @@ fn run(
             }
         }
         // Proposers that gave up waiting leave a closed reply behind.
-        pending.retain(|_, reply| !reply.is_closed());
+        pending.retain(|_, proposal| !proposal.reply.is_closed());
+        propose_again_under_a_new_leader(&mut node, &mut pending);
         if node.is_leader() {
             let now = Instant::now();
             for peer in node.recently_active_peers() {
@@ -324,7 +347,48 @@ fn run(
     }
     let view = view_of(&node, failure.clone(), &HashMap::new());
     view_tx.send_replace(view);
-    for (_, reply) in pending {
-        let _ = reply.send(Err(ClusterError::Stopped));
+    for (_, proposal) in pending {
+        let _ = proposal.reply.send(Err(ClusterError::Stopped));
+    }
+}
+
+fn leadership_of(node: &QuorumNode) -> Leadership {
+    (node.term(), node.leader_id())
+}
+
+/// Proposes again, under the same id, what was proposed under another term or leader and has
+/// not applied. If the first proposal commits after all, both apply: commands are written to
+/// be safe to apply twice, and the proposer hears of the first. Until a leader is known Raft
+/// drops proposals, so those wait for one.
+fn propose_again_under_a_new_leader(
+    node: &mut QuorumNode,
+    pending: &mut HashMap<u64, PendingProposal>,
+) {
+    let now = leadership_of(node);
+    if now.1.is_none() {
+        return;
+    }
+    for (&seq, proposal) in pending.iter_mut() {
+        if proposal.leadership == now {
+            continue;
+        }
+        let id = ProposalId {
+            node: node.id(),
+            seq,
+        };
+        match node.propose(id, &proposal.command) {
+            Ok(()) => {
+                tracing::debug!(
+                    node_id = node.id(),
+                    seq,
+                    "proposed again under a new leader"
+                );
+                proposal.leadership = now;
+            }
+            // Tried again at the next round.
+            Err(e) => {
+                tracing::debug!(node_id = node.id(), seq, error = %e, "proposing again failed")
+            }
+        }
     }
 }
