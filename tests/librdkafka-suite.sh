@@ -7,7 +7,7 @@
 # $LIBRDKAFKA_REPO at $LIBRDKAFKA_REF into $LIBRDKAFKA_CACHE, about 3 minutes on 2 cores, once),
 # starts a single-node broker with auto-created topics of 4 partitions (the suite produces to
 # fresh random topic names, as Kafka's default broker allows), and runs each test alone with a
-# 150 s limit. Prints one line per test: its number, exit code and the runner's PASSED / FAILED /
+# 600 s limit (0113 alone runs its 31 passing cases in about 330 s). Prints one line per test: its number, exit code and the runner's PASSED / FAILED /
 # SKIPPED rows; logs are kept in $OUT (printed at the end). TEST_KAFKA_VERSION tells the suite
 # which broker features to expect (default 3.7.0).
 set -euo pipefail
@@ -15,7 +15,8 @@ WEIR=$(realpath "${1:-target/release/weir}"); shift || true
 [[ -x $WEIR ]] || { echo "no weir binary at $WEIR (cargo build --release)" >&2; exit 1; }
 # The tests that need a broker and nothing else (no SSL, SASL, mock cluster or Kafka's scripts).
 # Expected to fail, for what Weir does not serve: 0061 and 0137 (transactions), 0081 (ACL
-# APIs); 0113 sees a deleted topic's partitions revoked, not lost (README, Kafka clients).
+# APIs); 0113 hangs in u_multiple_subscription_changes, where a client waits for a group
+# leader's rejoin that Weir's leaderless classic groups never make (README, Kafka clients).
 TESTS=("$@")
 ((${#TESTS[@]})) || TESTS=(0001 0002 0003 0005 0007 0008 0011 0012 0013 0014 0015 0017 0018 0019
     0020 0021 0022 0026 0029 0030 0031 0033 0034 0036 0038 0039 0040 0041 0042 0044 0046 0048
@@ -54,7 +55,7 @@ passed=0; failed=0
 for t in "${TESTS[@]}"; do
     set +e
     (cd "$SRC/tests" && LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp" RDKAFKA_TEST_CONF="$OUT/test.conf" \
-        TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.7.0}" TESTS=$t timeout 150 ./test-runner) \
+        TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.7.0}" TESTS=$t timeout 600 ./test-runner) \
         >"$OUT/$t.log" 2>&1
     rc=$?
     set -e
