@@ -372,6 +372,14 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<ClassicHeartbeat, GroupError> {
         self.renew_classic(group_id, member_id, group_instance_id, generation, now_ms)?;
+        // Another member's join held: the group is rebalancing, and that join may wait for
+        // this member, so nothing is left for later.
+        let rebalancing = self
+            .held_classic_joins
+            .iter()
+            .any(|((group, other), held)| {
+                group == group_id && other != member_id && held.answer.is_none()
+            });
         let group = group_in(&mut self.groups, group_id)?;
         let unknown = group.unknown_member(member_id);
         let Some(member) = group.members.get(member_id) else {
@@ -389,8 +397,8 @@ impl GroupCoordinator {
         if !rejoin {
             return Ok(ClassicHeartbeat::Stable);
         }
-        let deferrable =
-            only_deleted_topics_to_drop(member, group.target.get(member_id), &self.topics);
+        let deferrable = !rebalancing
+            && only_deleted_topics_to_drop(member, group.target.get(member_id), &self.topics);
         let target_epoch = group.target_epoch;
         let Some(member) = group.members.get_mut(member_id) else {
             return Err(unknown);

@@ -600,3 +600,37 @@ fn members_whose_joins_are_held_do_not_hold_each_other() {
         "{a_answer:?} {b_answer:?}"
     );
 }
+
+#[test]
+fn a_rebalance_under_way_does_not_wait_for_a_member_to_find_a_deleted_topic_gone() {
+    let mut c = coordinator(&[("t", 2)]);
+    let (mut a, mut b) = (
+        Classic::subscribed_to(&["t", "u"]),
+        Classic::subscribed_to(&["t", "u"]),
+    );
+    a.join(&mut c, 0).unwrap();
+    b.join(&mut c, 1).unwrap();
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], 2);
+    c.set_topics([("t".to_owned(), 2), ("u".to_owned(), 2)].into(), now_ms);
+    let now_ms = settle(&mut c, &mut [&mut a, &mut b], now_ms + 1);
+    c.set_topics([("t".to_owned(), 2)].into(), now_ms);
+    assert_eq!(b.heartbeat(&mut c, now_ms + 1), ClassicHeartbeat::Stable);
+    // A found "u" gone and rejoins; its join is held while B is behind, so B is asked now.
+    let a_join = ClassicJoin {
+        group_id: GROUP.to_owned(),
+        member_id: a.member_id.clone(),
+        group_instance_id: None,
+        subscribed_topics: ["t".to_owned(), "u".to_owned()].into(),
+        owned: a
+            .owned
+            .iter()
+            .filter(|tp| tp.topic == "t")
+            .cloned()
+            .collect(),
+        session_timeout_ms: SESSION_TIMEOUT_MS,
+        rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    };
+    assert!(c.classic_join_held(GROUP, &a.member_id));
+    c.hold_classic_join(&a_join, &a.member_id, now_ms + 2);
+    assert_eq!(b.heartbeat(&mut c, now_ms + 3), ClassicHeartbeat::Rejoin);
+}
